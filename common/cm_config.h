@@ -1,0 +1,52 @@
+/* cm_config: one declarative table per binary (redis' standardConfig model).
+ *
+ * Each entry names an environment variable, an optional fallback variable, a
+ * type, a default, bounds and help text. cm_config_load() validates every entry
+ * at start-up and reports the first bad one in |err|; main() then prints it and
+ * exits 2. The same table prints --help. Values are read once, at start-up. */
+#ifndef CM_CONFIG_H
+#define CM_CONFIG_H
+
+#include <stdio.h>
+
+enum cm_cfg_type { CM_CFG_INT, CM_CFG_STR, CM_CFG_BOOL };
+
+struct cm_cfg_entry {
+    const char *env;      /* e.g. "PORT" */
+    const char *fallback; /* a second variable read when |env| is unset, or NULL */
+    enum cm_cfg_type type;
+    const char *def; /* default as text; NULL = unset (strings only) */
+    long long min, max;
+    const char *help;
+    int secret; /* 1: --help never shows the value, only whether it is set */
+};
+
+struct cm_cfg_value {
+    long long i; /* CM_CFG_INT and CM_CFG_BOOL (0/1) */
+    char *s;     /* CM_CFG_STR, owned; NULL when unset */
+    int is_set;  /* 1 when it came from the environment rather than the default */
+};
+
+/* Looks a variable up; tests pass their own, main passes NULL for getenv(). */
+typedef const char *(*cm_cfg_getenv_fn)(const char *name, void *ud);
+
+/* Fills |vals| (|n| entries, same order as |tab|). Returns 0, or CM_EINVAL with
+ * "NAME: reason" in |err|, or CM_ENOMEM. Call cm_config_free() in both cases. */
+int cm_config_load(const struct cm_cfg_entry *tab, int n, struct cm_cfg_value *vals,
+                   cm_cfg_getenv_fn get, void *ud, char *err, size_t errlen);
+void cm_config_free(struct cm_cfg_value *vals, int n);
+
+/* Prints usage and one line per entry: variable, default, bounds, help. */
+void cm_config_help(FILE *out, const char *prog, const char *summary,
+                    const struct cm_cfg_entry *tab, int n);
+
+/* 1 when argv holds -h or --help. */
+int cm_config_wants_help(int argc, char **argv);
+
+/* Entries every binary shares, so their text is written once. */
+#define CM_CFG_LOG_LEVEL                                                                           \
+    {                                                                                              \
+        "LOG_LEVEL", NULL, CM_CFG_STR, "INFO", 0, 0, "DEBUG, INFO, WARN or ERROR", 0               \
+    }
+
+#endif

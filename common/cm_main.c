@@ -1,0 +1,59 @@
+#include "cm_main.h"
+#include "cm_log.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
+                 const struct cm_cfg_entry *tab, int n, struct cm_cfg_value *vals)
+{
+    char err[512];
+    enum cm_log_level level = CM_LOG_INFO;
+    int i;
+
+    cm_log_init(logger, CM_LOG_INFO);
+    if (cm_config_wants_help(argc, argv)) {
+        cm_config_help(stdout, argv[0], summary, tab, n);
+        return 0;
+    }
+    if (cm_config_load(tab, n, vals, NULL, NULL, err, sizeof(err))) {
+        cm_error("invalid configuration: %s", err);
+        return 2;
+    }
+    for (i = 0; i < n; i++) {
+        if (!strcmp(tab[i].env, "LOG_LEVEL") && vals[i].s &&
+            cm_log_level_parse(vals[i].s, &level)) {
+            cm_error("invalid configuration: LOG_LEVEL: '%s' is not DEBUG, INFO, WARN or ERROR",
+                     vals[i].s);
+            return 2;
+        }
+    }
+    cm_log_init(logger, level);
+    return -1;
+}
+
+void cm_main_block_signals(void)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int cm_main_wait_signal(void)
+{
+    sigset_t set;
+    int sig = 0;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    while (sigwait(&set, &sig))
+        ;
+    return sig;
+}

@@ -1,0 +1,21 @@
+/* cm_main: the start-up and signal policy the three binaries share. Only main()
+ * functions call this module; it is the one place besides them that may print
+ * to stdout (for --help) and decide exit codes. */
+#ifndef CM_MAIN_H
+#define CM_MAIN_H
+
+#include "cm_config.h"
+
+/* Handles --help (prints, returns 0), loads |tab| into |vals| (on a bad value
+ * logs one clear error line and returns 2) and starts logging as |logger| at
+ * the level of the table's LOG_LEVEL entry. Returns -1 when main should go on. */
+int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
+                 const struct cm_cfg_entry *tab, int n, struct cm_cfg_value *vals);
+
+/* Blocks SIGINT/SIGTERM (to be collected by cm_main_wait_signal) and ignores
+ * SIGPIPE. Call before any thread starts, so every thread inherits the mask. */
+void cm_main_block_signals(void);
+/* Waits for SIGINT or SIGTERM and returns its number. */
+int cm_main_wait_signal(void);
+
+#endif

@@ -1,0 +1,1040 @@
+/* The gRPC adapter. Everything that touches grpc_* lives here; see cm_rpc.h
+ * for the model. Comments explain the gRPC rules the code obeys, with the
+ * section of ../shared/research/grpc-core-c.md that records them. */
+#include "cm_rpc.h"
+#include "cm_err.h"
+#include "cm_util.h"
+
+#include "health.pb-c.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_METHODS 16
+#define MAX_CHANNELS 16
+#define MAX_META 32
+#define MAX_META_VALUE 4096
+
+const struct cm_rpc_method cm_rpc_health_check_method = {
+    "/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor,
+    &grpc__health__v1__health_check_response__descriptor, CM_RPC_UNARY};
+
+const char *cm_rpc_code_name(int code)
+{
+    static const char *const names[] = {"OK",
+                                        "CANCELLED",
+                                        "UNKNOWN",
+                                        "INVALID_ARGUMENT",
+                                        "DEADLINE_EXCEEDED",
+                                        "NOT_FOUND",
+                                        "ALREADY_EXISTS",
+                                        "PERMISSION_DENIED",
+                                        "RESOURCE_EXHAUSTED",
+                                        "FAILED_PRECONDITION",
+                                        "ABORTED",
+                                        "OUT_OF_RANGE",
+                                        "UNIMPLEMENTED",
+                                        "INTERNAL",
+                                        "UNAVAILABLE",
+                                        "DATA_LOSS",
+                                        "UNAUTHENTICATED"};
+
+    if (code < 0 || code >= (int)(sizeof(names) / sizeof(names[0])))
+        return "UNKNOWN";
+    return names[code];
+}
+
+void cm_rpc_init(void)
+{
+    grpc_init();
+}
+
+void cm_rpc_shutdown(void)
+{
+    grpc_shutdown();
+}
+
+/* ---- codec ---- */
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_slice s = grpc_slice_malloc(n);
+    grpc_byte_buffer *bb;
+
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+    bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s); /* the buffer took its own ref (§6.4) */
+    return bb;
+}
+
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader r;
+    grpc_slice s;
+    ProtobufCMessage *m;
+
+    if (!bb || !grpc_byte_buffer_reader_init(&r, bb))
+        return NULL;
+    s = grpc_byte_buffer_reader_readall(&r); /* one slice, decompressed (§6.6) */
+    grpc_byte_buffer_reader_destroy(&r);
+    m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return m;
+}
+
+static int slice_eq(grpc_slice s, const char *str)
+{
+    size_t n = strlen(str);
+
+    return GRPC_SLICE_LENGTH(s) == n && memcmp(GRPC_SLICE_START_PTR(s), str, n) == 0;
+}
+
+static void slice_copy(grpc_slice s, char *out, size_t cap)
+{
+    size_t n = GRPC_SLICE_LENGTH(s);
+
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, GRPC_SLICE_START_PTR(s), n);
+    out[n] = '\0';
+}
+
+/* ---- server ---- */
+
+struct reg {
+    struct cm_rpc_method m;
+    cm_rpc_handler handler;
+    void *ud;
+    void *handle;
+    grpc_completion_queue *notify; /* the pool that serves it */
+};
+
+struct cm_rpc_server {
+    grpc_server *server;
+    grpc_completion_queue *work_cq; /* NEXT queue of the worker pool */
+    grpc_completion_queue *aux_cq;  /* NEXT queue of the health/unknown-method pool */
+    grpc_completion_queue *shutdown_cq;
+    struct reg regs[MAX_METHODS];
+    int nregs;
+    struct reg health;
+    pthread_t *threads;
+    int nthreads;
+    pthread_t aux_thread;
+    int started, stopped, aux_started;
+    atomic_int serving;
+    char listen[256];
+    int max_msg;
+};
+
+struct slot {
+    struct cm_rpc_server *srv;
+    struct reg *reg; /* NULL: the generic slot that answers unknown methods */
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details;
+};
+
+struct cm_rpc_ctx {
+    grpc_call *call;
+    grpc_completion_queue *cq;
+    gpr_timespec deadline;
+    enum cm_rpc_kind kind;
+    int close_tag; /* address is the tag of RECV_CLOSE_ON_SERVER */
+    int cancelled_flag;
+    int closed, initial_sent, status_sent, replied, peer_gone;
+    int code;
+    char details[512];
+    char error_type[64];
+    int nmeta;
+    char *meta_keys[MAX_META];
+    char *meta_vals[MAX_META];
+};
+
+struct cm_rpc_server *cm_rpc_server_new(const struct cm_rpc_server_config *cfg)
+{
+    struct cm_rpc_server *srv = calloc(1, sizeof(*srv));
+
+    if (!srv)
+        return NULL;
+    cm_strlcpy(srv->listen, cfg->listen, sizeof(srv->listen));
+    srv->nthreads = cfg->threads > 0 ? cfg->threads : 4;
+    srv->max_msg = cfg->max_msg_bytes > 0 ? cfg->max_msg_bytes : 4 * 1024 * 1024;
+    atomic_init(&srv->serving, 1);
+    return srv;
+}
+
+int cm_rpc_server_add(struct cm_rpc_server *srv, const struct cm_rpc_method *m, cm_rpc_handler h,
+                      void *ud)
+{
+    struct reg *r;
+
+    if (srv->started || srv->nregs == MAX_METHODS || !h)
+        return CM_EINVAL;
+    r = &srv->regs[srv->nregs++];
+    r->m = *m;
+    r->handler = h;
+    r->ud = ud;
+    return 0;
+}
+
+void cm_rpc_server_set_serving(struct cm_rpc_server *srv, int serving)
+{
+    atomic_store(&srv->serving, serving ? 1 : 0);
+}
+
+static struct slot *slot_new(struct cm_rpc_server *srv, struct reg *reg)
+{
+    struct slot *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->srv = srv;
+    s->reg = reg;
+    s->cq = grpc_completion_queue_create_for_pluck(NULL);
+    return s;
+}
+
+static void slot_free(struct slot *s)
+{
+    if (!s)
+        return;
+    /* Every tag on this queue has been reaped, so it drains at once (§6.3). */
+    grpc_completion_queue_shutdown(s->cq);
+    grpc_completion_queue_destroy(s->cq);
+    free(s);
+}
+
+/* Posts a request for the next call of |s->reg| (or of any unknown method). */
+static int slot_arm(struct slot *s)
+{
+    grpc_call_error e;
+
+    s->call = NULL;
+    s->payload = NULL;
+    grpc_metadata_array_init(&s->md);
+    if (!s->reg) {
+        grpc_call_details_init(&s->details);
+        e = grpc_server_request_call(s->srv->server, &s->call, &s->details, &s->md, s->cq,
+                                     s->srv->aux_cq, s);
+    } else {
+        e = grpc_server_request_registered_call(s->srv->server, s->reg->handle, &s->call,
+                                                &s->deadline, &s->md, &s->payload, s->cq,
+                                                s->reg->notify, s);
+    }
+    if (e != GRPC_CALL_OK) {
+        grpc_metadata_array_destroy(&s->md);
+        if (!s->reg)
+            grpc_call_details_destroy(&s->details);
+        return CM_EIO;
+    }
+    return 0;
+}
+
+/* Releases what one served call held, so the slot can be re-armed. */
+static void slot_release_call(struct slot *s)
+{
+    grpc_metadata_array_destroy(&s->md);
+    if (!s->reg)
+        grpc_call_details_destroy(&s->details);
+    if (s->payload)
+        grpc_byte_buffer_destroy(s->payload);
+    s->payload = NULL;
+    if (s->call)
+        grpc_call_unref(s->call);
+    s->call = NULL;
+}
+
+static int run_batch(struct cm_rpc_ctx *ctx, const grpc_op *ops, size_t n)
+{
+    int tag;
+    grpc_event ev;
+
+    if (grpc_call_start_batch(ctx->call, ops, n, &tag, NULL) != GRPC_CALL_OK)
+        return -1;
+    ev = grpc_completion_queue_pluck(ctx->cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    return ev.type == GRPC_OP_COMPLETE && ev.success ? 0 : -1;
+}
+
+static void send_status(struct cm_rpc_ctx *ctx)
+{
+    grpc_op ops[2];
+    grpc_metadata trailer;
+    grpc_slice details;
+    size_t n = 0;
+
+    memset(ops, 0, sizeof(ops));
+    if (!ctx->initial_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+    }
+    details = grpc_slice_from_copied_string(ctx->details);
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)ctx->code;
+    ops[n].data.send_status_from_server.status_details = &details;
+    if (ctx->error_type[0]) {
+        trailer.key = grpc_slice_from_static_string(CM_RPC_MD_ERROR_TYPE);
+        trailer.value = grpc_slice_from_copied_string(ctx->error_type);
+        ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+        ops[n].data.send_status_from_server.trailing_metadata = &trailer;
+    }
+    n++;
+    if (run_batch(ctx, ops, n))
+        ctx->peer_gone = 1;
+    ctx->initial_sent = 1;
+    ctx->status_sent = 1;
+    grpc_slice_unref(details);
+    if (ctx->error_type[0])
+        grpc_slice_unref(trailer.value);
+}
+
+static void ctx_copy_meta(struct cm_rpc_ctx *ctx, const grpc_metadata_array *md)
+{
+    size_t i;
+
+    for (i = 0; i < md->count && ctx->nmeta < MAX_META; i++) {
+        char key[128], *val;
+        size_t vn = GRPC_SLICE_LENGTH(md->metadata[i].value);
+
+        if (vn >= MAX_META_VALUE)
+            continue;
+        slice_copy(md->metadata[i].key, key, sizeof(key));
+        val = malloc(vn + 1);
+        if (!val)
+            return;
+        slice_copy(md->metadata[i].value, val, vn + 1);
+        ctx->meta_keys[ctx->nmeta] = strdup(key);
+        if (!ctx->meta_keys[ctx->nmeta]) {
+            free(val);
+            return;
+        }
+        ctx->meta_vals[ctx->nmeta++] = val;
+    }
+}
+
+static void ctx_cleanup(struct cm_rpc_ctx *ctx)
+{
+    int i;
+
+    for (i = 0; i < ctx->nmeta; i++) {
+        free(ctx->meta_keys[i]);
+        free(ctx->meta_vals[i]);
+    }
+}
+
+static void serve_health(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud)
+{
+    struct cm_rpc_server *srv = ud;
+    const Grpc__Health__V1__HealthCheckRequest *hreq = (const void *)req;
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+
+    if (hreq->service && hreq->service[0]) {
+        int i, known = 0;
+
+        /* A service is known when one of its methods is registered. */
+        for (i = 0; i < srv->nregs; i++) {
+            size_t n = strlen(hreq->service);
+            const char *p = srv->regs[i].m.path;
+
+            if (!strncmp(p + 1, hreq->service, n) && p[n + 1] == '/')
+                known = 1;
+        }
+        if (!known) {
+            cm_rpc_ctx_fail(ctx, CM_RPC_NOT_FOUND, NULL, "unknown service");
+            return;
+        }
+    }
+    resp.status = atomic_load(&srv->serving)
+                      ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                      : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    cm_rpc_ctx_reply(ctx, &resp.base);
+}
+
+static void handle_call(struct slot *s)
+{
+    struct cm_rpc_ctx ctx;
+    grpc_op op;
+    ProtobufCMessage *req = NULL;
+
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.call = s->call;
+    ctx.cq = s->cq;
+    ctx.deadline = s->reg ? s->deadline : s->details.deadline;
+    ctx.kind = s->reg ? s->reg->m.kind : CM_RPC_UNARY;
+
+    /* Posted first: it completes early when the client cancels or the deadline
+     * passes, which is what cm_rpc_ctx_cancelled() polls for (§2.11). */
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &ctx.cancelled_flag;
+    if (grpc_call_start_batch(ctx.call, &op, 1, &ctx.close_tag, NULL) != GRPC_CALL_OK)
+        return;
+
+    if (!s->reg) {
+        char method[256];
+
+        slice_copy(s->details.method, method, sizeof(method));
+        cm_rpc_ctx_fail(&ctx, CM_RPC_UNIMPLEMENTED, NULL, "unknown method %s", method);
+        goto out;
+    }
+    ctx_copy_meta(&ctx, &s->md);
+    if (!s->payload) {
+        /* READ_INITIAL_BYTE_BUFFER methods expect exactly one message (§6.8). */
+        cm_rpc_ctx_fail(&ctx, CM_RPC_INVALID_ARGUMENT, NULL, "request message missing");
+        goto out;
+    }
+    req = unpack(s->reg->m.in, s->payload);
+    if (!req) {
+        cm_rpc_ctx_fail(&ctx, CM_RPC_INVALID_ARGUMENT, NULL, "request message is malformed");
+        goto out;
+    }
+    s->reg->handler(&ctx, req, s->reg->ud);
+    if (!ctx.status_sent && !ctx.replied && ctx.kind == CM_RPC_UNARY && !ctx.code) {
+        ctx.code = CM_RPC_INTERNAL;
+        cm_strlcpy(ctx.details, "handler sent no reply", sizeof(ctx.details));
+    }
+out:
+    if (!ctx.status_sent)
+        send_status(&ctx);
+    /* Always reap the close tag before the call goes (§6.7). */
+    if (!ctx.closed)
+        grpc_completion_queue_pluck(ctx.cq, &ctx.close_tag, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                    NULL);
+    if (req)
+        protobuf_c_message_free_unpacked(req, NULL);
+    ctx_cleanup(&ctx);
+}
+
+struct pool_arg {
+    struct cm_rpc_server *srv;
+    grpc_completion_queue *cq;
+};
+
+static void *pool_main(void *p)
+{
+    struct cm_rpc_server *srv = ((struct pool_arg *)p)->srv;
+    grpc_completion_queue *cq = ((struct pool_arg *)p)->cq;
+    struct slot *spare = NULL;
+
+    free(p);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        struct slot *s, *next;
+
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        s = ev.tag;
+        if (!ev.success) {
+            /* The server is shutting down and this request will never match. */
+            slot_release_call(s);
+            slot_free(s);
+            continue;
+        }
+        /* Re-arm before handling: the live call keeps the server from finishing
+         * shutdown, so the server handle is still valid here (§3). */
+        next = spare ? spare : slot_new(srv, s->reg);
+        spare = NULL;
+        if (next) {
+            next->reg = s->reg;
+            if (slot_arm(next))
+                slot_free(next);
+        }
+        handle_call(s);
+        slot_release_call(s);
+        spare = s; /* keeps its pluck queue: nothing is allocated in steady state */
+    }
+    slot_free(spare);
+    cm_rpc_thread_done();
+    return NULL;
+}
+
+static int start_pool(struct cm_rpc_server *srv, grpc_completion_queue *cq, pthread_t *t)
+{
+    struct pool_arg *a = malloc(sizeof(*a));
+
+    if (!a)
+        return CM_ENOMEM;
+    a->srv = srv;
+    a->cq = cq;
+    if (pthread_create(t, NULL, pool_main, a)) {
+        free(a);
+        return CM_EIO;
+    }
+    return 0;
+}
+
+int cm_rpc_server_start(struct cm_rpc_server *srv)
+{
+    grpc_arg args[2];
+    grpc_channel_args chargs;
+    grpc_server_credentials *creds;
+    int port, i, k, rc;
+
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_ALLOW_REUSEPORT; /* a taken port must fail, not be shared (§6.12) */
+    args[0].value.integer = 0;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[1].value.integer = srv->max_msg;
+    chargs.num_args = 2;
+    chargs.args = args;
+
+    srv->server = grpc_server_create(&chargs, NULL);
+    srv->work_cq = grpc_completion_queue_create_for_next(NULL);
+    srv->aux_cq = grpc_completion_queue_create_for_next(NULL);
+    srv->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->work_cq, NULL);
+    grpc_server_register_completion_queue(srv->server, srv->aux_cq, NULL);
+    grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
+
+    srv->health.m = cm_rpc_health_check_method;
+    srv->health.handler = serve_health;
+    srv->health.ud = srv;
+    srv->health.notify = srv->aux_cq;
+    srv->health.handle = grpc_server_register_method(srv->server, srv->health.m.path, NULL,
+                                                     GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    for (i = 0; i < srv->nregs; i++) {
+        srv->regs[i].notify = srv->work_cq;
+        srv->regs[i].handle = grpc_server_register_method(
+            srv->server, srv->regs[i].m.path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    }
+
+    creds = grpc_insecure_server_credentials_create();
+    port = grpc_server_add_http2_port(srv->server, srv->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (port <= 0)
+        return CM_EIO;
+    grpc_server_start(srv->server);
+    srv->started = 1;
+
+    /* One outstanding request per method per worker, so a burst of calls never
+     * waits for a re-arm; the generic slot catches unknown methods. */
+    for (i = 0; i < srv->nregs; i++) {
+        for (k = 0; k < srv->nthreads; k++) {
+            struct slot *s = slot_new(srv, &srv->regs[i]);
+
+            if (!s || slot_arm(s)) {
+                slot_free(s);
+                return CM_ENOMEM;
+            }
+        }
+    }
+    for (k = 0; k < 2; k++) {
+        struct slot *hs = slot_new(srv, &srv->health);
+        struct slot *gs = slot_new(srv, NULL);
+
+        if (!hs || !gs || slot_arm(hs) || slot_arm(gs)) {
+            slot_free(hs);
+            slot_free(gs);
+            return CM_ENOMEM;
+        }
+    }
+    srv->threads = calloc((size_t)srv->nthreads, sizeof(pthread_t));
+    if (!srv->threads)
+        return CM_ENOMEM;
+    for (i = 0; i < srv->nthreads; i++) {
+        rc = start_pool(srv, srv->work_cq, &srv->threads[i]);
+        if (rc) {
+            srv->nthreads = i;
+            return rc;
+        }
+    }
+    rc = start_pool(srv, srv->aux_cq, &srv->aux_thread);
+    if (rc)
+        return rc;
+    srv->aux_started = 1;
+    return port;
+}
+
+void cm_rpc_server_shutdown(struct cm_rpc_server *srv, int grace_ms)
+{
+    int tag, i;
+    grpc_event ev;
+
+    if (!srv || !srv->server || srv->stopped)
+        return;
+    srv->stopped = 1;
+    atomic_store(&srv->serving, 0);
+    if (!srv->started) {
+        grpc_server_destroy(srv->server);
+        srv->server = NULL;
+        return;
+    }
+    /* Order from §2.13: shutdown_and_notify, wait out the grace, cancel the rest;
+     * the notification comes once no call is alive, so no pool thread touches the
+     * server after it (they re-arm only while holding a live call). Then destroy
+     * the server and shut the queues so the pools drain and exit. */
+    grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &tag);
+    ev = grpc_completion_queue_next(
+        srv->shutdown_cq,
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(grace_ms, GPR_TIMESPAN)),
+        NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        grpc_server_cancel_all_calls(srv->server);
+        grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    grpc_server_destroy(srv->server);
+    srv->server = NULL;
+    grpc_completion_queue_shutdown(srv->work_cq);
+    grpc_completion_queue_shutdown(srv->aux_cq);
+    for (i = 0; i < srv->nthreads; i++)
+        pthread_join(srv->threads[i], NULL);
+    if (srv->aux_started)
+        pthread_join(srv->aux_thread, NULL);
+}
+
+static void drain_destroy(grpc_completion_queue *cq)
+{
+    if (!cq)
+        return;
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+}
+
+void cm_rpc_server_free(struct cm_rpc_server *srv)
+{
+    if (!srv)
+        return;
+    cm_rpc_server_shutdown(srv, 0);
+    drain_destroy(srv->work_cq);
+    drain_destroy(srv->aux_cq);
+    drain_destroy(srv->shutdown_cq);
+    free(srv->threads);
+    free(srv);
+}
+
+const char *cm_rpc_ctx_meta(const struct cm_rpc_ctx *ctx, const char *key)
+{
+    int i;
+
+    for (i = 0; i < ctx->nmeta; i++) {
+        if (!strcmp(ctx->meta_keys[i], key))
+            return ctx->meta_vals[i];
+    }
+    return NULL;
+}
+
+int cm_rpc_ctx_cancelled(struct cm_rpc_ctx *ctx)
+{
+    grpc_event ev;
+
+    if (ctx->closed)
+        return ctx->cancelled_flag || ctx->peer_gone;
+    ev = grpc_completion_queue_pluck(ctx->cq, &ctx->close_tag, gpr_inf_past(GPR_CLOCK_REALTIME),
+                                     NULL);
+    if (ev.type == GRPC_OP_COMPLETE) {
+        ctx->closed = 1;
+        /* Closed before we sent a status: the client went away or the deadline passed. */
+        return ctx->cancelled_flag || !ctx->status_sent;
+    }
+    return ctx->peer_gone;
+}
+
+long long cm_rpc_ctx_remaining_ms(const struct cm_rpc_ctx *ctx)
+{
+    gpr_timespec now, d = gpr_convert_clock_type(ctx->deadline, GPR_CLOCK_MONOTONIC);
+
+    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
+        return LLONG_MAX;
+    now = gpr_now(GPR_CLOCK_MONOTONIC);
+    return gpr_time_to_millis(gpr_time_sub(d, now));
+}
+
+int cm_rpc_ctx_reply(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg)
+{
+    grpc_op ops[3];
+    grpc_slice details = grpc_empty_slice();
+    grpc_byte_buffer *bb;
+    int rc;
+
+    if (ctx->status_sent || ctx->replied)
+        return -1;
+    bb = pack(msg);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[2].data.send_status_from_server.status = GRPC_STATUS_OK;
+    ops[2].data.send_status_from_server.status_details = &details;
+    rc = run_batch(ctx, ops, 3);
+    grpc_byte_buffer_destroy(bb);
+    ctx->initial_sent = ctx->status_sent = ctx->replied = 1;
+    if (rc)
+        ctx->peer_gone = 1;
+    return rc;
+}
+
+int cm_rpc_ctx_send(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg)
+{
+    grpc_op ops[2];
+    grpc_byte_buffer *bb;
+    size_t n = 0;
+    int rc;
+
+    if (ctx->status_sent || ctx->peer_gone)
+        return -1;
+    bb = pack(msg);
+    memset(ops, 0, sizeof(ops));
+    if (!ctx->initial_sent)
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = bb;
+    n++;
+    rc = run_batch(ctx, ops, n);
+    grpc_byte_buffer_destroy(bb);
+    ctx->initial_sent = 1;
+    if (rc)
+        ctx->peer_gone = 1; /* SEND_MESSAGE fails once the peer is gone (§6.7) */
+    return rc;
+}
+
+void cm_rpc_ctx_fail(struct cm_rpc_ctx *ctx, int code, const char *error_type, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ctx->status_sent)
+        return;
+    ctx->code = code ? code : CM_RPC_UNKNOWN;
+    va_start(ap, fmt);
+    vsnprintf(ctx->details, sizeof(ctx->details), fmt, ap);
+    va_end(ap);
+    cm_strlcpy(ctx->error_type, error_type ? error_type : "", sizeof(ctx->error_type));
+    send_status(ctx);
+}
+
+/* ---- client ---- */
+
+struct cm_rpc_client {
+    grpc_channel *ch[MAX_CHANNELS];
+    int nch;
+    atomic_uint rr;
+    const struct cm_rpc_method *methods[MAX_METHODS];
+    void *handles[MAX_CHANNELS][MAX_METHODS];
+    size_t nmethods;
+};
+
+static pthread_key_t cq_key;
+static pthread_once_t cq_once = PTHREAD_ONCE_INIT;
+
+static void cq_destroy(void *p)
+{
+    grpc_completion_queue_shutdown(p);
+    grpc_completion_queue_destroy(p);
+}
+
+static void cq_key_make(void)
+{
+    pthread_key_create(&cq_key, cq_destroy);
+}
+
+/* One pluck queue per thread, reused for every call the thread makes (§2.3);
+ * the key's destructor frees it when a thread (e.g. an HTTP connection's) ends. */
+static grpc_completion_queue *thread_cq(void)
+{
+    grpc_completion_queue *cq;
+
+    pthread_once(&cq_once, cq_key_make);
+    cq = pthread_getspecific(cq_key);
+    if (!cq) {
+        cq = grpc_completion_queue_create_for_pluck(NULL);
+        pthread_setspecific(cq_key, cq);
+    }
+    return cq;
+}
+
+void cm_rpc_thread_done(void)
+{
+    grpc_completion_queue *cq;
+
+    pthread_once(&cq_once, cq_key_make);
+    cq = pthread_getspecific(cq_key);
+    if (cq) {
+        pthread_setspecific(cq_key, NULL);
+        cq_destroy(cq);
+    }
+}
+
+static int is_ipv4_hostport(const char *s)
+{
+    int a, b, c, d, port;
+    char tail;
+
+    return sscanf(s, "%d.%d.%d.%d:%d%c", &a, &b, &c, &d, &port, &tail) == 5;
+}
+
+static grpc_channel *channel_new(const char *target, int max_msg)
+{
+    grpc_arg args[5];
+    grpc_channel_args chargs;
+    grpc_channel_credentials *creds;
+    grpc_channel *ch;
+
+    args[0].type = GRPC_ARG_STRING;
+    args[0].key = GRPC_ARG_SERVICE_CONFIG;
+    args[0].value.string = "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}";
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[1].value.integer = max_msg;
+    /* A worker that restarts should be found again within a second, not after
+     * gRPC's default backoff of up to two minutes. */
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+    args[2].value.integer = 100;
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[3].value.integer = 1000;
+    args[4].type = GRPC_ARG_INTEGER;
+    args[4].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+    args[4].value.integer = 100;
+    chargs.num_args = 5;
+    chargs.args = args;
+    creds = grpc_insecure_credentials_create();
+    ch = grpc_channel_create(target, creds, &chargs);
+    grpc_channel_credentials_release(creds);
+    return ch;
+}
+
+struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc_method *methods,
+                                        size_t n_methods, int max_msg_bytes, char *err,
+                                        size_t errlen)
+{
+    struct cm_rpc_client *c = NULL;
+    char *copy = NULL, *save = NULL, *tok;
+    char *items[MAX_CHANNELS];
+    int nitems = 0, all_ipv4 = 1, i;
+    size_t k;
+
+    if (n_methods + 1 > MAX_METHODS || !targets || !*targets) {
+        snprintf(err, errlen, "no target or too many methods");
+        return NULL;
+    }
+    copy = strdup(targets);
+    c = calloc(1, sizeof(*c));
+    if (!copy || !c)
+        goto fail;
+    for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (!*tok)
+            continue;
+        if (nitems == MAX_CHANNELS) {
+            snprintf(err, errlen, "more than %d addresses in '%s'", MAX_CHANNELS, targets);
+            goto fail;
+        }
+        if (!is_ipv4_hostport(tok))
+            all_ipv4 = 0;
+        items[nitems++] = tok;
+    }
+    if (!nitems) {
+        snprintf(err, errlen, "no address in '%s'", targets);
+        goto fail;
+    }
+    if (all_ipv4) {
+        /* One channel; gRPC balances over the list itself. */
+        char target[1024];
+        size_t pos = (size_t)snprintf(target, sizeof(target), "ipv4:");
+
+        for (i = 0; i < nitems && pos < sizeof(target); i++)
+            pos += (size_t)snprintf(target + pos, sizeof(target) - pos, "%s%s", i ? "," : "",
+                                    items[i]);
+        if (pos >= sizeof(target)) {
+            snprintf(err, errlen, "address list too long");
+            goto fail;
+        }
+        c->ch[c->nch++] = channel_new(target, max_msg_bytes);
+    } else {
+        /* Names: one channel each; a name that resolves to several replicas
+         * (compose --scale) is balanced by gRPC, the names by us. */
+        for (i = 0; i < nitems; i++) {
+            char target[512];
+
+            if (strstr(items[i], ":/") || !strncmp(items[i], "unix:", 5) ||
+                !strncmp(items[i], "ipv4:", 5) || !strncmp(items[i], "ipv6:", 5) ||
+                !strncmp(items[i], "dns:", 4))
+                snprintf(target, sizeof(target), "%s", items[i]);
+            else if (!strchr(items[i], ':')) {
+                snprintf(err, errlen, "address '%s' has no port", items[i]);
+                goto fail;
+            } else
+                snprintf(target, sizeof(target), "dns:///%s", items[i]);
+            c->ch[c->nch++] = channel_new(target, max_msg_bytes);
+        }
+    }
+    c->methods[0] = &cm_rpc_health_check_method;
+    for (k = 0; k < n_methods; k++)
+        c->methods[k + 1] = &methods[k];
+    c->nmethods = n_methods + 1;
+    for (i = 0; i < c->nch; i++) {
+        for (k = 0; k < c->nmethods; k++)
+            c->handles[i][k] =
+                grpc_channel_register_call(c->ch[i], c->methods[k]->path, NULL, NULL);
+    }
+    free(copy);
+    return c;
+fail:
+    free(copy);
+    cm_rpc_client_free(c);
+    return NULL;
+}
+
+void cm_rpc_client_free(struct cm_rpc_client *c)
+{
+    int i;
+
+    if (!c)
+        return;
+    for (i = 0; i < c->nch; i++)
+        grpc_channel_destroy(c->ch[i]);
+    free(c);
+}
+
+static void status_set(struct cm_rpc_status *st, int code, const char *details)
+{
+    st->code = code;
+    cm_strlcpy(st->details, details, sizeof(st->details));
+    st->error_type[0] = '\0';
+}
+
+int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const ProtobufCMessage *req,
+                ProtobufCMessage **resp, const struct cm_rpc_call_opts *opts,
+                struct cm_rpc_status *st)
+{
+    grpc_metadata md[MAX_META];
+    grpc_metadata_array init_md, trail_md;
+    grpc_byte_buffer *send_bb, *recv_bb = NULL;
+    grpc_status_code code = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_completion_queue *cq;
+    gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    grpc_call *call;
+    grpc_op ops[6];
+    grpc_event ev;
+    size_t k, nmd = 0;
+    void *handle = NULL;
+    int ci, tag, rc = -1;
+    struct cm_rpc_call_opts none = {0};
+
+    *resp = NULL;
+    if (!opts)
+        opts = &none;
+    ci = c->nch > 1 ? (int)(atomic_fetch_add(&c->rr, 1u) % (unsigned)c->nch) : 0;
+    for (k = 0; k < c->nmethods; k++) {
+        if (c->methods[k] == m || !strcmp(c->methods[k]->path, m->path))
+            handle = c->handles[ci][k];
+    }
+    if (!handle) {
+        status_set(st, CM_RPC_INTERNAL, "method not registered with this client");
+        return -1;
+    }
+    if (opts->timeout_ms > 0)
+        deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                gpr_time_from_millis(opts->timeout_ms, GPR_TIMESPAN));
+    cq = thread_cq();
+    /* With a parent, the child inherits its deadline and is cancelled with it:
+     * a client that leaves the gateway stops the tools too. */
+    call = grpc_channel_create_registered_call(c->ch[ci], opts->parent ? opts->parent->call : NULL,
+                                               GRPC_PROPAGATE_DEFAULTS, cq, handle, deadline, NULL);
+    if (!call) {
+        status_set(st, CM_RPC_INTERNAL, "could not create call");
+        return -1;
+    }
+    for (k = 0; k < opts->n_meta && nmd < MAX_META; k++) {
+        if (!opts->meta[k].value || !opts->meta[k].value[0])
+            continue;
+        md[nmd].key = grpc_slice_from_static_string(opts->meta[k].key);
+        md[nmd].value = grpc_slice_from_copied_string(opts->meta[k].value);
+        nmd++;
+    }
+    grpc_metadata_array_init(&init_md);
+    grpc_metadata_array_init(&trail_md);
+    send_bb = pack(req);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = nmd;
+    ops[0].data.send_initial_metadata.metadata = nmd ? md : NULL;
+    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
+    ops[5].data.recv_status_on_client.status = &code;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    if (grpc_call_start_batch(call, ops, 6, &tag, NULL) != GRPC_CALL_OK) {
+        status_set(st, CM_RPC_INTERNAL, "could not start call");
+        goto out;
+    }
+    ev = grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type != GRPC_OP_COMPLETE) {
+        status_set(st, CM_RPC_INTERNAL, "call did not complete");
+        goto out;
+    }
+    st->code = (int)code;
+    slice_copy(details, st->details, sizeof(st->details));
+    st->error_type[0] = '\0';
+    for (k = 0; k < trail_md.count; k++) {
+        if (slice_eq(trail_md.metadata[k].key, CM_RPC_MD_ERROR_TYPE))
+            slice_copy(trail_md.metadata[k].value, st->error_type, sizeof(st->error_type));
+    }
+    if (code == GRPC_STATUS_OK) {
+        *resp = unpack(m->out, recv_bb);
+        if (*resp) {
+            rc = 0;
+        } else {
+            status_set(st, CM_RPC_INTERNAL, "response message is malformed or missing");
+        }
+    }
+out:
+    for (k = 0; k < nmd; k++)
+        grpc_slice_unref(md[k].value);
+    grpc_byte_buffer_destroy(send_bb);
+    if (recv_bb)
+        grpc_byte_buffer_destroy(recv_bb);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&init_md);
+    grpc_metadata_array_destroy(&trail_md);
+    grpc_call_unref(call);
+    return rc;
+}
+
+int cm_rpc_health(struct cm_rpc_client *c, const char *service, int timeout_ms,
+                  struct cm_rpc_status *st)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    ProtobufCMessage *resp;
+    struct cm_rpc_call_opts o = {0};
+    int serving;
+
+    req.service = (char *)(service ? service : "");
+    o.timeout_ms = timeout_ms;
+    if (cm_rpc_call(c, &cm_rpc_health_check_method, &req.base, &resp, &o, st))
+        return -1;
+    serving = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status ==
+              GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return serving;
+}

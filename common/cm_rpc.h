@@ -1,0 +1,154 @@
+/* cm_rpc: the project's only door to gRPC core (libgrpc 1.51, C API).
+ *
+ * Model (../shared/research/grpc-core-c.md §3): a server has one shared
+ * notification queue per pool; N worker threads block on it; each accepted
+ * call gets a private pluck queue so its handler runs in plain blocking style.
+ * Health checks and unknown methods have a pool of their own, so they never
+ * queue behind long agent calls. Clients keep one channel per target (shared by
+ * all threads) and one pluck queue per thread.
+ *
+ * Messages are protobuf-c; callers never see slices or byte buffers. Status
+ * codes are gRPC's numbers, renamed so that callers need no grpc header.
+ *
+ * Process rules: cm_rpc_init() once before any other call, after every fork()
+ * that the process will make without exec (gRPC is not fork-safe), with
+ * SIGINT/SIGTERM already blocked so gRPC's threads inherit the mask. */
+#ifndef CM_RPC_H
+#define CM_RPC_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+
+enum cm_rpc_code {
+    CM_RPC_OK = 0,
+    CM_RPC_CANCELLED = 1,
+    CM_RPC_UNKNOWN = 2,
+    CM_RPC_INVALID_ARGUMENT = 3,
+    CM_RPC_DEADLINE_EXCEEDED = 4,
+    CM_RPC_NOT_FOUND = 5,
+    CM_RPC_PERMISSION_DENIED = 7,
+    CM_RPC_RESOURCE_EXHAUSTED = 8,
+    CM_RPC_FAILED_PRECONDITION = 9,
+    CM_RPC_UNIMPLEMENTED = 12,
+    CM_RPC_INTERNAL = 13,
+    CM_RPC_UNAVAILABLE = 14,
+};
+
+/* "OK", "UNAVAILABLE", ...; never NULL. */
+const char *cm_rpc_code_name(int code);
+
+enum cm_rpc_kind { CM_RPC_UNARY, CM_RPC_SERVER_STREAM };
+
+/* A method as both sides see it. |path| is "/package.Service/Method". */
+struct cm_rpc_method {
+    const char *path;
+    const ProtobufCMessageDescriptor *in;
+    const ProtobufCMessageDescriptor *out;
+    enum cm_rpc_kind kind;
+};
+
+extern const struct cm_rpc_method cm_rpc_health_check_method;
+
+/* Metadata keys used across the project (lowercase, as gRPC requires). */
+#define CM_RPC_MD_REQUEST_ID "x-agentcore-request-id"
+#define CM_RPC_MD_SESSION_ID "x-agentcore-session-id"
+#define CM_RPC_MD_TRACEPARENT "traceparent"
+/* Trailer that classifies a failure beyond its code (e.g. "ModelError"). */
+#define CM_RPC_MD_ERROR_TYPE "x-agentcore-error-type"
+
+struct cm_rpc_meta {
+    const char *key;
+    const char *value;
+};
+
+struct cm_rpc_status {
+    int code;
+    char details[512];
+    char error_type[64]; /* from the error-type trailer; "" when none */
+};
+
+/* Refcounted library start/stop. init blocks nothing itself; see the header. */
+void cm_rpc_init(void);
+void cm_rpc_shutdown(void);
+/* Releases the calling thread's cached client queue (threads that made calls). */
+void cm_rpc_thread_done(void);
+
+/* ---- server ---- */
+
+struct cm_rpc_server;
+struct cm_rpc_ctx;
+
+/* Runs on a pool thread. |req| is owned by the library and freed after return.
+ * The handler answers with cm_rpc_ctx_reply() (unary), cm_rpc_ctx_send()
+ * (stream) or cm_rpc_ctx_fail(); a stream that returns without failing ends OK. */
+typedef void (*cm_rpc_handler)(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud);
+
+struct cm_rpc_server_config {
+    const char *listen; /* "127.0.0.1:50051", "0.0.0.0:0", "unix:/path" */
+    int threads;        /* worker threads = concurrent calls served */
+    int max_msg_bytes;  /* receive cap; larger messages get RESOURCE_EXHAUSTED */
+};
+
+struct cm_rpc_server *cm_rpc_server_new(const struct cm_rpc_server_config *cfg);
+/* At most 16 methods; before start. 0 or CM_EINVAL. */
+int cm_rpc_server_add(struct cm_rpc_server *srv, const struct cm_rpc_method *m, cm_rpc_handler h,
+                      void *ud);
+/* Binds (SO_REUSEPORT off, so a taken port fails) and starts the pools.
+ * Returns the bound port (> 0) or CM_EIO / CM_ENOMEM. */
+int cm_rpc_server_start(struct cm_rpc_server *srv);
+/* What grpc.health.v1.Health/Check answers: SERVING (1) or NOT_SERVING (0). */
+void cm_rpc_server_set_serving(struct cm_rpc_server *srv, int serving);
+/* Stops accepting, lets in-flight calls finish for up to |grace_ms|, then
+ * cancels the rest and joins the pools. Idempotent. */
+void cm_rpc_server_shutdown(struct cm_rpc_server *srv, int grace_ms);
+/* Shuts down (grace 0) if needed and frees. NULL is fine. */
+void cm_rpc_server_free(struct cm_rpc_server *srv);
+
+/* Value of incoming metadata |key|, copied at call start (capped at 4 KiB per
+ * value, 32 entries); NULL when absent. Valid until the handler returns. */
+const char *cm_rpc_ctx_meta(const struct cm_rpc_ctx *ctx, const char *key);
+/* 1 once the client cancelled, went away or the deadline passed. Non-blocking. */
+int cm_rpc_ctx_cancelled(struct cm_rpc_ctx *ctx);
+/* Milliseconds left before the caller's deadline (LLONG_MAX when none). */
+long long cm_rpc_ctx_remaining_ms(const struct cm_rpc_ctx *ctx);
+/* Unary answer: message and OK status in one batch. 0, or -1 if the peer is gone. */
+int cm_rpc_ctx_reply(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg);
+/* One stream message. 0, or -1 once the peer is gone (stop producing). */
+int cm_rpc_ctx_send(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg);
+/* Ends the call with |code| (not OK), details and an optional error type trailer. */
+void cm_rpc_ctx_fail(struct cm_rpc_ctx *ctx, int code, const char *error_type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- client ---- */
+
+struct cm_rpc_client;
+
+struct cm_rpc_call_opts {
+    int timeout_ms;            /* <= 0: no deadline of its own */
+    struct cm_rpc_ctx *parent; /* server call to inherit deadline and cancellation from */
+    const struct cm_rpc_meta *meta;
+    size_t n_meta;
+    int wait_for_ready; /* queue while the channel connects instead of failing fast */
+};
+
+/* |targets|: "host:port", a comma-separated list, "dns:///name:port",
+ * "unix:/path". Several addresses or a DNS name are balanced round-robin.
+ * |methods| lists every method the client will call (registered once).
+ * Returns NULL with a reason in |err| on a bad target. */
+struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc_method *methods,
+                                        size_t n_methods, int max_msg_bytes, char *err,
+                                        size_t errlen);
+void cm_rpc_client_free(struct cm_rpc_client *c);
+
+/* Unary call. On OK returns 0 and |*resp| (free with protobuf_c_message_free_unpacked);
+ * otherwise -1 with |st| filled and |*resp| NULL. */
+int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const ProtobufCMessage *req,
+                ProtobufCMessage **resp, const struct cm_rpc_call_opts *opts,
+                struct cm_rpc_status *st);
+
+/* grpc.health.v1 Check of |service| ("" = the server). Returns 1 SERVING,
+ * 0 not serving, -1 on a call failure (|st| says why). */
+int cm_rpc_health(struct cm_rpc_client *c, const char *service, int timeout_ms,
+                  struct cm_rpc_status *st);
+
+#endif

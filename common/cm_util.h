@@ -1,0 +1,31 @@
+/* cm_util: small helpers every component shares: ids, clocks, readiness. */
+#ifndef CM_UTIL_H
+#define CM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CM_UUID_LEN 36 /* without the terminator */
+
+/* Writes a random (version 4) UUID into |out| (at least CM_UUID_LEN + 1 bytes).
+ * Uses OpenSSL's CSPRNG. Returns 0 or CM_EIO. */
+int cm_uuid4(char *out);
+
+/* Monotonic milliseconds, for durations. */
+uint64_t cm_now_ms(void);
+/* Wall-clock milliseconds since the epoch. */
+uint64_t cm_wall_ms(void);
+
+/* The s6 readiness protocol: if the environment variable NOTIFY_FD names an
+ * open descriptor, write "<port>\n" to it and close it. s6-supervise takes the
+ * newline as "ready"; tests read the bound port from the same line. */
+void cm_notify_ready(int port);
+
+/* Copies at most |cap|-1 bytes of |src| and terminates; returns strlen(dst). */
+size_t cm_strlcpy(char *dst, const char *src, size_t cap);
+
+/* 1 when the |n| bytes at |s| are well-formed UTF-8 (no overlongs, no
+ * surrogates, nothing past U+10FFFF), 0 otherwise. */
+int cm_utf8_valid(const char *s, size_t n);
+
+#endif
