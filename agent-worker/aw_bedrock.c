@@ -1,0 +1,571 @@
+#include "aw_bedrock.h"
+#include "cm_err.h"
+#include "cm_json.h"
+#include "cm_sigv4.h"
+#include "cm_util.h"
+
+#include <curl/curl.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define MAX_BACKOFF_MS 20000
+
+void aw_turn_clear(struct aw_turn *t)
+{
+    if (!t)
+        return;
+    json_decref(t->message);
+    memset(t, 0, sizeof(*t));
+}
+
+int aw_bedrock_model_path(const char *model_id, const char *op, struct cm_buf *out)
+{
+    int rc = cm_buf_addstr(out, "/model/");
+
+    if (!rc)
+        rc = cm_sigv4_uri_encode(out, model_id, strlen(model_id), 0);
+    if (!rc)
+        rc = cm_buf_printf(out, "/%s", op);
+    return rc;
+}
+
+static int has_tool_blocks(const json_t *messages)
+{
+    size_t i, j;
+    json_t *m, *block;
+
+    json_array_foreach(messages, i, m)
+    {
+        json_array_foreach(json_object_get(m, "content"), j, block)
+        {
+            if (json_object_get(block, "toolUse") || json_object_get(block, "toolResult"))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+char *aw_bedrock_build_body(const json_t *messages, const char *system_prompt, int max_tokens,
+                            const json_t *tool_config)
+{
+    json_t *body = json_object();
+    char *s = NULL;
+
+    if (!body)
+        return NULL;
+    if (json_object_set(body, "messages", (json_t *)messages))
+        goto out;
+    if (system_prompt && *system_prompt &&
+        json_object_set_new(body, "system", json_pack("[{s:s}]", "text", system_prompt)))
+        goto out;
+    if (json_object_set_new(body, "inferenceConfig", json_pack("{s:i}", "maxTokens", max_tokens)))
+        goto out;
+    if (tool_config) {
+        if (json_object_set(body, "toolConfig", (json_t *)tool_config))
+            goto out;
+    } else if (has_tool_blocks(messages)) {
+        /* The history holds toolUse/toolResult blocks but no tool is available
+         * now (tool-workers down): Bedrock requires a toolConfig regardless. */
+        if (json_object_set_new(body, "toolConfig",
+                                json_pack("{s:[{s:{s:s,s:s,s:{s:{s:s,s:{}}}}}]}", "tools",
+                                          "toolSpec", "name", "noop", "description",
+                                          "This is a placeholder tool that MUST be ignored.",
+                                          "inputSchema", "json", "type", "object", "properties")))
+            goto out;
+    }
+    s = json_dumps(body, JSON_COMPACT);
+out:
+    json_decref(body);
+    return s;
+}
+
+int aw_bedrock_parse_response(const char *body, size_t len, struct aw_turn *out, char *err,
+                              size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root, *output, *message, *content, *usage;
+    const char *stop;
+    long long v;
+    int rc = CM_EINVAL;
+
+    memset(out, 0, sizeof(*out));
+    root = json_loadb(body, len, 0, &jerr);
+    if (!root) {
+        snprintf(err, errlen, "response is not JSON: %s", jerr.text);
+        return CM_EINVAL;
+    }
+    if (cm_json_obj(root, "output", &output, err, errlen) ||
+        cm_json_obj(output, "message", &message, err, errlen) ||
+        cm_json_arr(message, "content", &content, err, errlen) ||
+        cm_json_str(root, "stopReason", &stop, err, errlen))
+        goto out;
+    /* Only role and content go back into the history; unknown keys are dropped. */
+    out->message = json_pack("{s:s,s:O}", "role", "assistant", "content", content);
+    if (!out->message) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    cm_strlcpy(out->stop_reason, stop, sizeof(out->stop_reason));
+    usage = json_object_get(root, "usage");
+    if (json_is_object(usage)) {
+        if (!cm_json_int(usage, "inputTokens", &v, NULL, 0))
+            out->input_tokens = v;
+        if (!cm_json_int(usage, "outputTokens", &v, NULL, 0))
+            out->output_tokens = v;
+        if (!cm_json_int(usage, "totalTokens", &v, NULL, 0))
+            out->total_tokens = v;
+        else
+            out->total_tokens = out->input_tokens + out->output_tokens;
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* "ThrottlingException:http://internal.amazon.com/coral/..." and
+ * "com.amazon.coral#ThrottlingException" both name ThrottlingException. */
+static void clean_type(const char *raw, char *out, size_t cap)
+{
+    const char *hash = strchr(raw, '#');
+    size_t n;
+
+    if (hash)
+        raw = hash + 1;
+    n = strcspn(raw, ":");
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, raw, n);
+    out[n] = '\0';
+}
+
+void aw_bedrock_parse_error(int status, const char *type_header, const char *body, size_t len,
+                            struct aw_model_error *out)
+{
+    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *msg = NULL, *type = NULL;
+
+    memset(out, 0, sizeof(*out));
+    out->http_status = status;
+    if (json_is_object(root)) {
+        cm_json_opt_str(root, "message", &msg, NULL, 0);
+        if (!msg)
+            cm_json_opt_str(root, "Message", &msg, NULL, 0);
+        cm_json_opt_str(root, "__type", &type, NULL, 0);
+        if (!type)
+            cm_json_opt_str(root, "code", &type, NULL, 0);
+    }
+    if (type_header && *type_header)
+        type = type_header;
+    if (type)
+        clean_type(type, out->type, sizeof(out->type));
+    else
+        snprintf(out->type, sizeof(out->type), "HTTP%d", status);
+    if (msg) {
+        cm_strlcpy(out->message, msg, sizeof(out->message));
+    } else if (body && len && !root) {
+        /* Not JSON (a proxy's page?): keep a short, printable excerpt. */
+        size_t i, n = len < 200 ? len : 200;
+
+        for (i = 0; i < n; i++)
+            out->message[i] = (body[i] >= 0x20 && body[i] < 0x7f) ? body[i] : ' ';
+        out->message[n] = '\0';
+    } else {
+        snprintf(out->message, sizeof(out->message), "HTTP status %d", status);
+    }
+    if (strstr(out->message, "on-demand throughput") || strstr(out->message, "inference profile")) {
+        size_t n = strlen(out->message);
+
+        snprintf(out->message + n, sizeof(out->message) - n, "%s",
+                 " (fix: set MODEL_ID to a cross-region inference profile id such as "
+                 "'us.<model-id>', 'eu.', 'apac.' or 'global.', or to an inference profile ARN)");
+    }
+    json_decref(root);
+}
+
+int aw_bedrock_retryable(int status, const char *type)
+{
+    static const char *const throttles[] = {"Throttling",
+                                            "ThrottlingException",
+                                            "ThrottledException",
+                                            "RequestThrottledException",
+                                            "TooManyRequestsException",
+                                            "ModelNotReadyException",
+                                            "RequestLimitExceeded",
+                                            "SlowDown",
+                                            "RequestTimeout",
+                                            "RequestTimeoutException",
+                                            "PriorRequestNotComplete"};
+    size_t i;
+
+    if (status == 0 || status == 500 || status == 502 || status == 503 || status == 504)
+        return 1;
+    for (i = 0; type && i < sizeof(throttles) / sizeof(throttles[0]); i++) {
+        if (!strcmp(type, throttles[i]))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- transport ---- */
+
+struct aw_bedrock {
+    char *scheme_host; /* "https://host[:port]" */
+    char host[256];    /* what "host" is signed and sent as */
+    char *base_path;   /* endpoint path prefix, usually "" */
+    char *region, *model_id, *akid, *secret, *token, *system_prompt;
+    char *path; /* base_path + /model/<id>/converse, computed once */
+    int max_tokens, connect_timeout_ms, read_timeout_ms, max_attempts, retry_base_ms;
+};
+
+static char *dup_or_null(const char *s)
+{
+    return s && *s ? strdup(s) : NULL;
+}
+
+struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err, size_t errlen)
+{
+    struct aw_bedrock *b = calloc(1, sizeof(*b));
+    const char *p, *hs, *slash;
+    struct cm_buf path;
+
+    if (!b)
+        return NULL;
+    p = cfg->endpoint;
+    if (!strncmp(p, "https://", 8))
+        hs = p + 8;
+    else if (!strncmp(p, "http://", 7))
+        hs = p + 7;
+    else {
+        snprintf(err, errlen, "endpoint '%s' must start with http:// or https://", p);
+        goto fail;
+    }
+    slash = strchr(hs, '/');
+    if (!slash)
+        slash = hs + strlen(hs);
+    if (slash == hs || (size_t)(slash - hs) >= sizeof(b->host)) {
+        snprintf(err, errlen, "endpoint '%s' has no valid host", p);
+        goto fail;
+    }
+    memcpy(b->host, hs, (size_t)(slash - hs));
+    b->host[slash - hs] = '\0';
+    b->scheme_host = strndup(p, (size_t)(slash - p));
+    b->base_path = strdup(slash);
+    if (b->base_path && b->base_path[0] && b->base_path[strlen(b->base_path) - 1] == '/')
+        b->base_path[strlen(b->base_path) - 1] = '\0';
+    b->region = strdup(cfg->region);
+    b->model_id = strdup(cfg->model_id);
+    b->akid = dup_or_null(cfg->access_key_id);
+    b->secret = dup_or_null(cfg->secret_access_key);
+    b->token = dup_or_null(cfg->session_token);
+    b->system_prompt = dup_or_null(cfg->system_prompt);
+    b->max_tokens = cfg->max_tokens;
+    b->connect_timeout_ms = cfg->connect_timeout_ms;
+    b->read_timeout_ms = cfg->read_timeout_ms;
+    b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 1;
+    b->retry_base_ms = cfg->retry_base_ms;
+    if (!b->scheme_host || !b->base_path || !b->region || !b->model_id)
+        goto fail;
+    cm_buf_init(&path, 8192);
+    if (cm_buf_addstr(&path, b->base_path) ||
+        aw_bedrock_model_path(b->model_id, "converse", &path)) {
+        cm_buf_free(&path);
+        snprintf(err, errlen, "model id too long");
+        goto fail;
+    }
+    b->path = cm_buf_steal(&path);
+    if (!b->path)
+        goto fail;
+    return b;
+fail:
+    aw_bedrock_free(b);
+    return NULL;
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+void aw_bedrock_free(struct aw_bedrock *b)
+{
+    if (!b)
+        return;
+    free(b->scheme_host);
+    free(b->base_path);
+    free(b->region);
+    free(b->model_id);
+    free(b->akid);
+    free_secret(b->secret);
+    free_secret(b->token);
+    free(b->system_prompt);
+    free(b->path);
+    free(b);
+}
+
+static pthread_key_t curl_key;
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_destroy(void *h)
+{
+    curl_easy_cleanup(h);
+}
+
+static void curl_key_make(void)
+{
+    pthread_key_create(&curl_key, curl_destroy);
+}
+
+/* One easy handle per thread keeps its connection (and TLS session) alive
+ * between calls, so a conversation pays the TLS handshake once. */
+static CURL *thread_curl(void)
+{
+    CURL *h;
+
+    pthread_once(&curl_once, curl_key_make);
+    h = pthread_getspecific(curl_key);
+    if (!h) {
+        h = curl_easy_init();
+        if (h)
+            pthread_setspecific(curl_key, h);
+    }
+    return h;
+}
+
+void aw_bedrock_thread_done(void)
+{
+    CURL *h;
+
+    pthread_once(&curl_once, curl_key_make);
+    h = pthread_getspecific(curl_key);
+    if (h) {
+        pthread_setspecific(curl_key, NULL);
+        curl_easy_cleanup(h);
+    }
+}
+
+struct xfer {
+    struct cm_buf body;
+    char error_type[128];
+    int (*cancelled)(void *);
+    void *cancel_ud;
+    int was_cancelled;
+};
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    struct xfer *x = ud;
+
+    return cm_buf_add(&x->body, p, sz * n) ? 0 : sz * n; /* past the cap: abort */
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    struct xfer *x = ud;
+    size_t len = sz * n;
+    static const char name[] = "x-amzn-errortype:";
+
+    if (len > sizeof(name) - 1 && !strncasecmp(p, name, sizeof(name) - 1)) {
+        size_t i = sizeof(name) - 1, k = 0;
+
+        while (i < len && (p[i] == ' ' || p[i] == '\t'))
+            i++;
+        while (i < len && p[i] != '\r' && p[i] != '\n' && k < sizeof(x->error_type) - 1)
+            x->error_type[k++] = p[i++];
+        x->error_type[k] = '\0';
+    }
+    return len;
+}
+
+static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    struct xfer *x = ud;
+
+    (void)a, (void)b, (void)c, (void)d;
+    if (x->cancelled && x->cancelled(x->cancel_ud)) {
+        x->was_cancelled = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void set_error(struct aw_model_error *e, int status, const char *type, const char *msg)
+{
+    e->http_status = status;
+    cm_strlcpy(e->type, type, sizeof(e->type));
+    cm_strlcpy(e->message, msg, sizeof(e->message));
+}
+
+/* One signed POST. Returns 0 (HTTP answer in |status| and |x|), CM_ECANCELED,
+ * or CM_EIO with |err| describing the transport failure. */
+static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, long *status,
+                     struct aw_model_error *err)
+{
+    struct cm_sigv4_header hdrs[4];
+    struct cm_sigv4_request req;
+    struct cm_sigv4_params sp;
+    struct cm_sigv4_out sig;
+    struct curl_slist *list = NULL;
+    char amz_date[17], line[4096], url[8192];
+    CURL *h = thread_curl();
+    CURLcode cc;
+    size_t nh = 0;
+    int rc = CM_EIO;
+
+    if (!h) {
+        set_error(err, 0, "TransportError", "cannot create an HTTP handle");
+        return CM_ENOMEM;
+    }
+    cm_sigv4_amz_date((long long)time(NULL), amz_date);
+    hdrs[nh++] = (struct cm_sigv4_header){"content-type", "application/json"};
+    hdrs[nh++] = (struct cm_sigv4_header){"host", b->host};
+    hdrs[nh++] = (struct cm_sigv4_header){"x-amz-date", amz_date};
+    if (b->token)
+        hdrs[nh++] = (struct cm_sigv4_header){"x-amz-security-token", b->token};
+    req = (struct cm_sigv4_request){"POST", b->path, NULL, hdrs, nh, body, strlen(body)};
+    sp = (struct cm_sigv4_params){b->akid, b->secret, b->region, "bedrock", amz_date, 1};
+    if (cm_sigv4_sign(&sp, &req, &sig)) {
+        cm_sigv4_out_free(&sig);
+        set_error(err, 0, "SigningError", "cannot sign the request");
+        return CM_EINVAL;
+    }
+    snprintf(line, sizeof(line), "Authorization: %s", sig.authorization.data);
+    list = curl_slist_append(list, line);
+    cm_sigv4_out_free(&sig);
+    OPENSSL_cleanse(line, sizeof(line));
+    list = curl_slist_append(list, "Content-Type: application/json");
+    snprintf(line, sizeof(line), "Host: %s", b->host);
+    list = curl_slist_append(list, line);
+    snprintf(line, sizeof(line), "X-Amz-Date: %s", amz_date);
+    list = curl_slist_append(list, line);
+    if (b->token) {
+        snprintf(line, sizeof(line), "X-Amz-Security-Token: %s", b->token);
+        list = curl_slist_append(list, line);
+        OPENSSL_cleanse(line, sizeof(line));
+    }
+    /* No "Expect: 100-continue" round trip before larger bodies. */
+    list = curl_slist_append(list, "Expect:");
+    snprintf(url, sizeof(url), "%s%s", b->scheme_host, b->path);
+
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "agentcore-c/0.1");
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)b->connect_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)b->read_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+    cc = curl_easy_perform(h);
+    curl_slist_free_all(list); /* the lists held the signature and token: */
+    if (cc == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+        rc = 0;
+    } else if (x->was_cancelled) {
+        rc = CM_ECANCELED;
+    } else if (cc == CURLE_WRITE_ERROR) {
+        set_error(err, 0, "ResponseTooLarge", "model response larger than the cap");
+        rc = CM_ETOOBIG;
+    } else {
+        snprintf(line, sizeof(line), "cannot reach %s: %s", b->scheme_host, curl_easy_strerror(cc));
+        set_error(err, 0, cc == CURLE_OPERATION_TIMEDOUT ? "Timeout" : "TransportError", line);
+    }
+    return rc;
+}
+
+/* Full jitter: uniform in [0, min(base * 2^(attempt-1), 20 s)). Sleeps in short
+ * slices so a cancelled call stops waiting at once. Returns 1 if cancelled. */
+static int backoff(struct aw_bedrock *b, int attempt, int (*cancelled)(void *), void *ud)
+{
+    unsigned int r = 0;
+    long long cap = b->retry_base_ms, ms;
+    uint64_t until;
+
+    for (int i = 1; i < attempt && cap < MAX_BACKOFF_MS; i++)
+        cap *= 2;
+    if (cap > MAX_BACKOFF_MS)
+        cap = MAX_BACKOFF_MS;
+    RAND_bytes((unsigned char *)&r, sizeof(r));
+    ms = cap > 0 ? (long long)(r % (unsigned)cap) : 0;
+    until = cm_now_ms() + (uint64_t)ms;
+    while (cm_now_ms() < until) {
+        struct timespec ts = {0, 20 * 1000000L};
+
+        if (cancelled && cancelled(ud))
+            return 1;
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json_t *tool_config,
+                        int (*cancelled)(void *), void *cancel_ud, struct aw_turn *out,
+                        struct aw_model_error *err)
+{
+    char *body;
+    char perr[256];
+    int attempt, rc = CM_EUPSTREAM;
+
+    memset(out, 0, sizeof(*out));
+    memset(err, 0, sizeof(*err));
+    if (!b->akid || !b->secret) {
+        set_error(err, 0, "MissingCredentials",
+                  "no AWS credentials configured: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+        return CM_EUPSTREAM;
+    }
+    body = aw_bedrock_build_body(messages, b->system_prompt, b->max_tokens, tool_config);
+    if (!body)
+        return CM_ENOMEM;
+    for (attempt = 1; attempt <= b->max_attempts; attempt++) {
+        struct xfer x;
+        long status = 0;
+
+        memset(&x, 0, sizeof(x));
+        cm_buf_init(&x.body, AW_BEDROCK_MAX_RESPONSE);
+        x.cancelled = cancelled;
+        x.cancel_ud = cancel_ud;
+        rc = post_once(b, body, &x, &status, err);
+        if (rc == 0 && status == 200) {
+            rc = aw_bedrock_parse_response(x.body.data ? x.body.data : "", x.body.len, out, perr,
+                                           sizeof(perr));
+            if (rc) {
+                set_error(err, 200, "MalformedResponse", perr);
+                rc = CM_EUPSTREAM;
+            }
+            cm_buf_free(&x.body);
+            break;
+        }
+        if (rc == 0) {
+            aw_bedrock_parse_error((int)status, x.error_type, x.body.data, x.body.len, err);
+            rc = CM_EUPSTREAM;
+        } else if (rc == CM_EIO) {
+            rc = CM_EUPSTREAM; /* transport error: err says which, status 0 */
+        }
+        cm_buf_free(&x.body);
+        if (rc != CM_EUPSTREAM || !aw_bedrock_retryable(err->http_status, err->type) ||
+            attempt == b->max_attempts)
+            break;
+        if (backoff(b, attempt, cancelled, cancel_ud)) {
+            rc = CM_ECANCELED;
+            break;
+        }
+    }
+    free(body);
+    return rc;
+}

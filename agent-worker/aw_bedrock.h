@@ -1,0 +1,100 @@
+/* aw_bedrock: the Bedrock Runtime Converse client.
+ *
+ * Split nghttp2-style: request building, response parsing and error mapping
+ * take and return plain data (no I/O) and are unit-tested and fuzzed; only
+ * aw_bedrock_converse() talks to the network, through libcurl, signing each
+ * attempt with cm_sigv4 (service "bedrock", the model id percent-encoded in the
+ * path and encoded again in the canonical path, ../shared/research/bedrock-wire.md §1, §4).
+ *
+ * Retries follow the AWS SDKs' standard mode: up to max_attempts attempts in
+ * all, full-jitter exponential backoff (base retry_base_ms, doubling, capped at
+ * 20 s), on throttling, 500/502/503/504, ModelNotReady and transport errors;
+ * never on other 4xx. */
+#ifndef AW_BEDROCK_H
+#define AW_BEDROCK_H
+
+#include "cm_buf.h"
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define AW_BEDROCK_MAX_RESPONSE (16 * 1024 * 1024)
+
+struct aw_bedrock_config {
+    const char *endpoint; /* "https://bedrock-runtime.us-east-1.amazonaws.com" or an emulator */
+    const char *region;
+    const char *model_id;
+    const char *access_key_id; /* NULL: no credentials (every call fails clearly) */
+    const char *secret_access_key;
+    const char *session_token; /* optional */
+    const char *system_prompt; /* optional */
+    int max_tokens;
+    int connect_timeout_ms;
+    int read_timeout_ms;
+    int max_attempts;
+    int retry_base_ms;
+};
+
+/* What a failed model call reports. |message| is the service's text (never a
+ * credential); |type| its error type, e.g. "ThrottlingException". */
+struct aw_model_error {
+    int http_status; /* 0 for transport errors */
+    char type[96];
+    char message[768];
+};
+
+/* One assistant turn as Converse returned it. */
+struct aw_turn {
+    json_t *message;      /* {"role":"assistant","content":[...]}, owned */
+    char stop_reason[64]; /* Bedrock's value, e.g. "end_turn" */
+    long long input_tokens, output_tokens, total_tokens;
+};
+
+void aw_turn_clear(struct aw_turn *t);
+
+/* ---- no I/O ---- */
+
+/* "/model/<id percent-encoded, ':' and '/' included>/converse" into |out|. */
+int aw_bedrock_model_path(const char *model_id, const char *op, struct cm_buf *out);
+
+/* Serialises a Converse request: |messages| (borrowed), optional system prompt,
+ * maxTokens and |tool_config| (borrowed, may be NULL). When there is no tool
+ * config but the history holds tool blocks, a placeholder tool is declared,
+ * because Bedrock rejects such a history otherwise. Returns a malloc'd string
+ * or NULL on allocation failure. */
+char *aw_bedrock_build_body(const json_t *messages, const char *system_prompt, int max_tokens,
+                            const json_t *tool_config);
+
+/* Parses a 200 Converse body. 0, or CM_EINVAL with a reason in |err|. */
+int aw_bedrock_parse_response(const char *body, size_t len, struct aw_turn *out, char *err,
+                              size_t errlen);
+
+/* Fills |out| from an error answer: type from the x-amzn-ErrorType header
+ * (|type_header| may be NULL), else the body's __type/code; message from the
+ * body's message/Message. Adds the fix to the inference-profile error. */
+void aw_bedrock_parse_error(int status, const char *type_header, const char *body, size_t len,
+                            struct aw_model_error *out);
+
+/* 1 when an error of this status/type is retried by the standard mode. */
+int aw_bedrock_retryable(int status, const char *type);
+
+/* ---- I/O ---- */
+
+struct aw_bedrock;
+
+/* Copies |cfg|. NULL with a reason in |err| on a bad endpoint. */
+struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err, size_t errlen);
+void aw_bedrock_free(struct aw_bedrock *b);
+
+/* Calls Converse once (plus retries). |cancelled| (may be NULL) is polled during
+ * the transfer and the backoff; when it returns 1 the call stops.
+ * Returns 0 with |out| filled, CM_EUPSTREAM with |err| filled, CM_ECANCELED or
+ * CM_ENOMEM. Safe to call from many threads: each keeps its own connection. */
+int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json_t *tool_config,
+                        int (*cancelled)(void *), void *cancel_ud, struct aw_turn *out,
+                        struct aw_model_error *err);
+
+/* Frees the calling thread's cached connection (threads that made calls). */
+void aw_bedrock_thread_done(void);
+
+#endif

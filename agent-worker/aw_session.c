@@ -1,0 +1,220 @@
+#include "aw_session.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct aw_session {
+    char id[AW_SESSION_ID_MAX + 1];
+    json_t *messages;
+    pthread_mutex_t turn; /* held for a whole invocation */
+    int holders;          /* invocations holding or waiting; guarded by the map lock */
+    struct aw_session *hnext;
+    struct aw_session *lru_prev, *lru_next; /* head = most recent */
+};
+
+struct aw_sessions {
+    pthread_mutex_t lock; /* map, LRU list, counts, holders */
+    struct aw_session **buckets;
+    size_t nbuckets, count, max_sessions, max_messages;
+    struct aw_session *lru_head, *lru_tail;
+};
+
+static uint64_t hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    return h;
+}
+
+struct aw_sessions *aw_sessions_new(size_t max_sessions, size_t max_messages)
+{
+    struct aw_sessions *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->nbuckets = 16;
+    while (s->nbuckets < max_sessions && s->nbuckets < ((size_t)1 << 24))
+        s->nbuckets <<= 1;
+    s->buckets = calloc(s->nbuckets, sizeof(*s->buckets));
+    if (!s->buckets) {
+        free(s);
+        return NULL;
+    }
+    s->max_sessions = max_sessions ? max_sessions : 1;
+    s->max_messages = max_messages ? max_messages : 2;
+    pthread_mutex_init(&s->lock, NULL);
+    return s;
+}
+
+static void session_free(struct aw_session *x)
+{
+    json_decref(x->messages);
+    pthread_mutex_destroy(&x->turn);
+    free(x);
+}
+
+void aw_sessions_free(struct aw_sessions *s)
+{
+    struct aw_session *x, *next;
+
+    if (!s)
+        return;
+    for (x = s->lru_head; x; x = next) {
+        next = x->lru_next;
+        session_free(x);
+    }
+    pthread_mutex_destroy(&s->lock);
+    free(s->buckets);
+    free(s);
+}
+
+static void lru_unlink(struct aw_sessions *s, struct aw_session *x)
+{
+    if (x->lru_prev)
+        x->lru_prev->lru_next = x->lru_next;
+    else
+        s->lru_head = x->lru_next;
+    if (x->lru_next)
+        x->lru_next->lru_prev = x->lru_prev;
+    else
+        s->lru_tail = x->lru_prev;
+    x->lru_prev = x->lru_next = NULL;
+}
+
+static void lru_push_front(struct aw_sessions *s, struct aw_session *x)
+{
+    x->lru_next = s->lru_head;
+    x->lru_prev = NULL;
+    if (s->lru_head)
+        s->lru_head->lru_prev = x;
+    s->lru_head = x;
+    if (!s->lru_tail)
+        s->lru_tail = x;
+}
+
+static void map_remove(struct aw_sessions *s, struct aw_session *x)
+{
+    struct aw_session **pp = &s->buckets[hash(x->id) & (s->nbuckets - 1)];
+
+    while (*pp && *pp != x)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = x->hnext;
+}
+
+/* Evicts the least recently used idle session; 0 if none could go. */
+static int evict_one(struct aw_sessions *s)
+{
+    struct aw_session *x;
+
+    for (x = s->lru_tail; x; x = x->lru_prev) {
+        if (x->holders == 0) {
+            map_remove(s, x);
+            lru_unlink(s, x);
+            s->count--;
+            session_free(x);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+struct aw_session *aw_sessions_acquire(struct aw_sessions *s, const char *id)
+{
+    size_t len = strlen(id);
+    struct aw_session *x;
+    size_t b;
+
+    if (len == 0 || len > AW_SESSION_ID_MAX)
+        return NULL;
+    b = hash(id) & (s->nbuckets - 1);
+    pthread_mutex_lock(&s->lock);
+    for (x = s->buckets[b]; x && strcmp(x->id, id); x = x->hnext)
+        ;
+    if (!x) {
+        if (s->count >= s->max_sessions && !evict_one(s)) {
+            pthread_mutex_unlock(&s->lock);
+            return NULL;
+        }
+        x = calloc(1, sizeof(*x));
+        if (x)
+            x->messages = json_array();
+        if (!x || !x->messages) {
+            if (x)
+                free(x);
+            pthread_mutex_unlock(&s->lock);
+            return NULL;
+        }
+        memcpy(x->id, id, len + 1);
+        pthread_mutex_init(&x->turn, NULL);
+        x->hnext = s->buckets[b];
+        s->buckets[b] = x;
+        s->count++;
+    } else {
+        lru_unlink(s, x);
+    }
+    lru_push_front(s, x);
+    x->holders++; /* pins it against eviction while we wait for the turn */
+    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_lock(&x->turn);
+    return x;
+}
+
+json_t *aw_session_messages(struct aw_session *sess)
+{
+    return sess->messages;
+}
+
+static int is_user_text_turn(const json_t *m)
+{
+    const char *role = json_string_value(json_object_get(m, "role"));
+    json_t *content = json_object_get(m, "content"), *block;
+    size_t i;
+
+    if (!role || strcmp(role, "user"))
+        return 0;
+    json_array_foreach(content, i, block)
+    {
+        if (json_object_get(block, "toolResult"))
+            return 0;
+    }
+    return 1;
+}
+
+void aw_session_trim(json_t *messages, size_t max)
+{
+    size_t n = json_array_size(messages), drop = 0;
+
+    if (n <= max)
+        return;
+    drop = n - max;
+    /* Move the cut forward to the next user text turn so no toolResult is left
+     * without its toolUse. If none remains, the history is dropped whole. */
+    while (drop < n && !is_user_text_turn(json_array_get(messages, drop)))
+        drop++;
+    while (drop--)
+        json_array_remove(messages, 0);
+}
+
+void aw_sessions_release(struct aw_sessions *s, struct aw_session *sess)
+{
+    aw_session_trim(sess->messages, s->max_messages);
+    pthread_mutex_unlock(&sess->turn);
+    pthread_mutex_lock(&s->lock);
+    sess->holders--;
+    pthread_mutex_unlock(&s->lock);
+}
+
+size_t aw_sessions_count(struct aw_sessions *s)
+{
+    size_t n;
+
+    pthread_mutex_lock(&s->lock);
+    n = s->count;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}

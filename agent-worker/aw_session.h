@@ -1,0 +1,42 @@
+/* aw_session: conversations per session id, held in memory, bounded two ways.
+ *
+ * - At most |max_sessions| sessions. Creating one more evicts the least
+ *   recently used session that no invocation holds; if every session is held,
+ *   acquire fails (the caller answers RESOURCE_EXHAUSTED).
+ * - At most |max_messages| messages per session. On release the oldest turns
+ *   are dropped, whole: the history always starts with a user message that
+ *   carries text (never with an orphan toolResult), so Bedrock accepts it.
+ *
+ * A session is held by one invocation at a time: acquire blocks while another
+ * invocation of the same session runs, so turns never interleave. Sessions of
+ * different ids never wait for each other beyond a short map lookup. */
+#ifndef AW_SESSION_H
+#define AW_SESSION_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define AW_SESSION_ID_MAX 256
+
+struct aw_sessions;
+struct aw_session;
+
+struct aw_sessions *aw_sessions_new(size_t max_sessions, size_t max_messages);
+/* All sessions must be released. NULL is fine. */
+void aw_sessions_free(struct aw_sessions *s);
+
+/* Finds or creates session |id| (1..AW_SESSION_ID_MAX bytes) and holds it.
+ * Returns NULL when the id is invalid, memory is short, or every slot is held. */
+struct aw_session *aw_sessions_acquire(struct aw_sessions *s, const char *id);
+/* The held session's messages (Bedrock format), borrowed; the holder may modify it. */
+json_t *aw_session_messages(struct aw_session *sess);
+/* Trims the history to the cap and lets the next invocation in. */
+void aw_sessions_release(struct aw_sessions *s, struct aw_session *sess);
+
+size_t aw_sessions_count(struct aw_sessions *s);
+
+/* The trimming rule on its own (unit-tested): drops whole turns from the front
+ * of |messages| until at most |max| remain and the first is a user text turn. */
+void aw_session_trim(json_t *messages, size_t max);
+
+#endif

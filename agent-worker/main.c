@@ -1,0 +1,196 @@
+/* agentcore-agent-worker: runs the agent loop for agentcore.v1.AgentService. */
+#include "aw_bedrock.h"
+#include "aw_service.h"
+#include "aw_session.h"
+#include "aw_tools.h"
+#include "cm_log.h"
+#include "cm_main.h"
+#include "cm_rpc.h"
+#include "cm_util.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <string.h>
+
+enum {
+    C_LISTEN,
+    C_THREADS,
+    C_TOOL_WORKERS,
+    C_MODEL_ID,
+    C_REGION,
+    C_ENDPOINT,
+    C_AKID,
+    C_SECRET,
+    C_TOKEN,
+    C_MAX_TOKENS,
+    C_MAX_ITERATIONS,
+    C_SYSTEM_PROMPT,
+    C_SESSION_MAX,
+    C_SESSION_MAX_MESSAGES,
+    C_TOOL_TIMEOUT,
+    C_TOOLS_REFRESH,
+    C_CONNECT_TIMEOUT,
+    C_READ_TIMEOUT,
+    C_MAX_ATTEMPTS,
+    C_RETRY_BASE,
+    C_MAX_MSG,
+    C_GRACE,
+    C_LOG_LEVEL,
+    C_COUNT
+};
+
+static const struct cm_cfg_entry config[C_COUNT] = {
+    [C_LISTEN] = {"AGENT_WORKER_LISTEN", NULL, CM_CFG_STR, "127.0.0.1:50051", 0, 256,
+                  "gRPC listen address (port 0 = any free port)", 0},
+    [C_THREADS] = {"AGENT_WORKER_THREADS", NULL, CM_CFG_INT, "32", 1, 1024,
+                   "worker threads = invocations run at once", 0},
+    [C_TOOL_WORKERS] = {"TOOL_WORKERS", NULL, CM_CFG_STR, "127.0.0.1:50061", 0, 4096,
+                        "tool-worker addresses: host:port list (comma-separated) or a DNS name "
+                        "that resolves to every replica",
+                        0},
+    [C_MODEL_ID] = {"MODEL_ID", NULL, CM_CFG_STR, "us.anthropic.claude-sonnet-4-20250514-v1:0", 0,
+                    2048, "Bedrock model id, inference profile id or ARN", 0},
+    [C_REGION] = {"AWS_REGION", "AWS_DEFAULT_REGION", CM_CFG_STR, "us-east-1", 0, 64,
+                  "AWS region for Bedrock and signing", 0},
+    [C_ENDPOINT] = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL", CM_CFG_STR, NULL, 0,
+                    2048,
+                    "Bedrock Runtime endpoint (default https://bedrock-runtime.<region>."
+                    "amazonaws.com)",
+                    0},
+    [C_AKID] = {"AWS_ACCESS_KEY_ID", NULL, CM_CFG_STR, NULL, 0, 256, "AWS access key id", 1},
+    [C_SECRET] = {"AWS_SECRET_ACCESS_KEY", NULL, CM_CFG_STR, NULL, 0, 256, "AWS secret key", 1},
+    [C_TOKEN] = {"AWS_SESSION_TOKEN", NULL, CM_CFG_STR, NULL, 0, 8192,
+                 "AWS session token (temporary credentials)", 1},
+    [C_MAX_TOKENS] = {"MAX_TOKENS", NULL, CM_CFG_INT, "4096", 1, 1000000,
+                      "maxTokens for each model call", 0},
+    [C_MAX_ITERATIONS] = {"MAX_ITERATIONS", NULL, CM_CFG_INT, "10", 1, 1000,
+                          "model calls allowed per invocation", 0},
+    [C_SYSTEM_PROMPT] = {"SYSTEM_PROMPT", NULL, CM_CFG_STR, NULL, 0, 1048576,
+                         "system prompt (none by default)", 0},
+    [C_SESSION_MAX] = {"SESSION_MAX", NULL, CM_CFG_INT, "10000", 1, 10000000,
+                       "sessions kept in memory; the least recently used idle one is evicted", 0},
+    [C_SESSION_MAX_MESSAGES] = {"SESSION_MAX_MESSAGES", NULL, CM_CFG_INT, "200", 2, 100000,
+                                "messages kept per session (oldest whole turns dropped)", 0},
+    [C_TOOL_TIMEOUT] = {"TOOL_TIMEOUT_MS", NULL, CM_CFG_INT, "60000", 100, 3600000,
+                        "deadline of one tool call", 0},
+    [C_TOOLS_REFRESH] = {"TOOLS_REFRESH_MS", NULL, CM_CFG_INT, "60000", 1000, 86400000,
+                         "how often the tool list is fetched again", 0},
+    [C_CONNECT_TIMEOUT] = {"BEDROCK_CONNECT_TIMEOUT_MS", NULL, CM_CFG_INT, "10000", 100, 600000,
+                           "connect timeout to Bedrock", 0},
+    [C_READ_TIMEOUT] = {"BEDROCK_READ_TIMEOUT_MS", NULL, CM_CFG_INT, "120000", 100, 3600000,
+                        "time limit of one Bedrock request", 0},
+    [C_MAX_ATTEMPTS] = {"AWS_MAX_ATTEMPTS", NULL, CM_CFG_INT, "3", 1, 20,
+                        "attempts per model call, first included (standard retry mode)", 0},
+    [C_RETRY_BASE] = {"BEDROCK_RETRY_BASE_MS", NULL, CM_CFG_INT, "1000", 0, 20000,
+                      "backoff base: attempt n waits up to base*2^(n-1) ms, capped at 20 s", 0},
+    [C_MAX_MSG] = {"GRPC_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "104857600", 65536, 1073741824,
+                   "largest gRPC message accepted", 0},
+    [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
+                 "on SIGTERM, how long in-flight invocations may finish before cancellation", 0},
+    [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
+};
+
+int main(int argc, char **argv)
+{
+    struct cm_cfg_value cfg[C_COUNT];
+    struct cm_rpc_server_config scfg;
+    struct cm_rpc_server *srv = NULL;
+    struct aw_bedrock_config bcfg;
+    struct aw_service svc = {0};
+    char endpoint[2200], err[512], portstr[16];
+    int rc, port, sig;
+
+    rc = cm_main_boot(argc, argv, "agentcore.agent_worker",
+                      "Agent worker: runs the agent loop (agentcore.v1.AgentService), calls "
+                      "Bedrock Converse and the tool-workers.",
+                      config, C_COUNT, cfg);
+    if (rc >= 0)
+        goto out_cfg;
+    cm_main_block_signals();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    cm_rpc_init();
+    rc = 1;
+
+    if (cfg[C_ENDPOINT].s)
+        snprintf(endpoint, sizeof(endpoint), "%s", cfg[C_ENDPOINT].s);
+    else
+        snprintf(endpoint, sizeof(endpoint), "https://bedrock-runtime.%s.amazonaws.com",
+                 cfg[C_REGION].s);
+    memset(&bcfg, 0, sizeof(bcfg));
+    bcfg.endpoint = endpoint;
+    bcfg.region = cfg[C_REGION].s;
+    bcfg.model_id = cfg[C_MODEL_ID].s;
+    bcfg.access_key_id = cfg[C_AKID].s;
+    bcfg.secret_access_key = cfg[C_SECRET].s;
+    bcfg.session_token = cfg[C_TOKEN].s;
+    bcfg.system_prompt = cfg[C_SYSTEM_PROMPT].s;
+    bcfg.max_tokens = (int)cfg[C_MAX_TOKENS].i;
+    bcfg.connect_timeout_ms = (int)cfg[C_CONNECT_TIMEOUT].i;
+    bcfg.read_timeout_ms = (int)cfg[C_READ_TIMEOUT].i;
+    bcfg.max_attempts = (int)cfg[C_MAX_ATTEMPTS].i;
+    bcfg.retry_base_ms = (int)cfg[C_RETRY_BASE].i;
+    svc.bedrock = aw_bedrock_new(&bcfg, err, sizeof(err));
+    if (!svc.bedrock) {
+        cm_error("invalid configuration: %s", err);
+        rc = 2;
+        goto out;
+    }
+    svc.tools = aw_tools_new(cfg[C_TOOL_WORKERS].s, (int)cfg[C_TOOL_TIMEOUT].i,
+                             (int)cfg[C_TOOLS_REFRESH].i, (int)cfg[C_MAX_MSG].i, err, sizeof(err));
+    if (!svc.tools) {
+        cm_error("invalid configuration: TOOL_WORKERS: %s", err);
+        rc = 2;
+        goto out;
+    }
+    svc.sessions =
+        aw_sessions_new((size_t)cfg[C_SESSION_MAX].i, (size_t)cfg[C_SESSION_MAX_MESSAGES].i);
+    svc.max_iterations = (int)cfg[C_MAX_ITERATIONS].i;
+    scfg.listen = cfg[C_LISTEN].s;
+    scfg.threads = (int)cfg[C_THREADS].i;
+    scfg.max_msg_bytes = (int)cfg[C_MAX_MSG].i;
+    srv = cm_rpc_server_new(&scfg);
+    if (!svc.sessions || !srv || aw_service_register(srv, &svc)) {
+        cm_error("out of memory at start-up");
+        goto out;
+    }
+    port = cm_rpc_server_start(srv);
+    if (port <= 0) {
+        cm_error("cannot listen on %s (address in use or invalid)", cfg[C_LISTEN].s);
+        goto out;
+    }
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    {
+        /* Names the credential source, never a value. */
+        const char *kv[] = {
+            "listen",      cfg[C_LISTEN].s,
+            "port",        portstr,
+            "model",       cfg[C_MODEL_ID].s,
+            "endpoint",    endpoint,
+            "toolWorkers", cfg[C_TOOL_WORKERS].s,
+            "credentials", cfg[C_AKID].s && cfg[C_SECRET].s ? "environment" : "none",
+            NULL};
+        CM_LOGF(CM_LOG_INFO, kv, "agent-worker ready");
+    }
+    if (!cfg[C_AKID].s || !cfg[C_SECRET].s)
+        cm_warn("no AWS credentials in the environment: model calls will fail until "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set");
+    cm_notify_ready(port);
+    sig = cm_main_wait_signal();
+    cm_info("signal %d: shutting down (grace %lld ms)", sig, cfg[C_GRACE].i);
+    cm_rpc_server_shutdown(srv, (int)cfg[C_GRACE].i);
+    rc = 0;
+out:
+    cm_rpc_server_free(srv);
+    aw_tools_free(svc.tools);
+    aw_sessions_free(svc.sessions);
+    aw_bedrock_free(svc.bedrock);
+    aw_bedrock_thread_done();
+    cm_rpc_thread_done();
+    cm_rpc_shutdown();
+    curl_global_cleanup();
+    if (rc == 0)
+        cm_info("stopped");
+out_cfg:
+    cm_config_free(cfg, C_COUNT);
+    return rc;
+}

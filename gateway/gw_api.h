@@ -1,0 +1,66 @@
+/* gw_api: the AgentCore HTTP contract as data in, data out (no I/O).
+ *
+ * Parsing and validating an invocation body, choosing the session id, shaping
+ * the JSON answer and mapping agent failures to HTTP statuses all live here, so
+ * they are unit-tested and fuzzed without sockets. gw_http does the I/O. */
+#ifndef GW_API_H
+#define GW_API_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define GW_SESSION_ID_MAX 256
+#define GW_SESSION_HEADER "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
+#define GW_REQUEST_HEADER "X-Amzn-Bedrock-AgentCore-Runtime-Request-Id"
+
+/* An HTTP answer: status and a malloc'd JSON body. */
+struct gw_reply {
+    int status;
+    char *body;
+};
+
+void gw_reply_clear(struct gw_reply *r);
+
+/* A validated invocation. Strings point into |root|. */
+struct gw_invocation {
+    json_t *root;
+    const char *prompt;
+    const char *session_id; /* from the body; NULL when absent */
+    int stream;             /* 1 when the body asks for it ("stream": true) */
+};
+
+void gw_invocation_clear(struct gw_invocation *inv);
+
+/* Parses |len| bytes of body. Returns 0 with |out| filled, or -1 with |err| set
+ * to the 400 answer: {"error":"Invalid JSON","details":...} for an empty or
+ * malformed body, {"error":"Invalid request","details":...} for a prompt,
+ * session_id or stream field that is missing or of the wrong type. */
+int gw_api_parse_invocation(const char *body, size_t len, struct gw_invocation *out,
+                            struct gw_reply *err);
+
+/* Picks the session id: the header wins over the body; both are checked
+ * (1..256 printable ASCII bytes). Writes it to |out| (GW_SESSION_ID_MAX + 1
+ * bytes) or generates a UUID when neither is given. Returns 0, or -1 with the
+ * 400 answer in |err|. */
+int gw_api_session_id(const char *header, const char *body_value, char *out, struct gw_reply *err);
+
+/* Returns a malloc'd {"error":..,"details":..} body (details omitted when NULL). */
+char *gw_api_error_body(const char *error, const char *details);
+/* Fills |r| with |status| and an error body. */
+void gw_api_error(struct gw_reply *r, int status, const char *error, const char *details);
+
+/* The seed's answer shape from the agent's reply fields. malloc'd JSON or NULL. */
+char *gw_api_response_body(const char *invocation_id, const char *session_id, const char *response,
+                           const char *stop_reason, long long input_tokens, long long output_tokens,
+                           long long total_tokens, int iterations);
+
+/* Maps a failed agent call (gRPC code, error type trailer, details) to the
+ * HTTP answer: 503 agent unreachable or saturated, 504 timeout, 400 bad input,
+ * 502 model failure, 500 anything else. */
+void gw_api_agent_error(int rpc_code, const char *error_type, const char *details,
+                        struct gw_reply *r);
+
+/* {"status":"Healthy","time_of_last_update":<secs>} as a malloc'd string. */
+char *gw_api_ping_body(const char *status, long long time_of_last_update);
+
+#endif

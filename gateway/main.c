@@ -1,0 +1,110 @@
+/* agentcore-gateway: the AgentCore HTTP contract on :8080, forwarding each
+ * invocation over gRPC to an agent-worker. */
+#include "cm_log.h"
+#include "cm_main.h"
+#include "cm_rpc.h"
+#include "cm_util.h"
+#include "gw_http.h"
+
+#include "agentcore.pb-c.h"
+
+#include <stdio.h>
+
+enum {
+    C_HOST,
+    C_PORT,
+    C_AGENT_ADDR,
+    C_MAX_BODY,
+    C_MAX_CONN,
+    C_INVOKE_TIMEOUT,
+    C_IDLE_TIMEOUT,
+    C_MAX_MSG,
+    C_GRACE,
+    C_LOG_LEVEL,
+    C_COUNT
+};
+
+static const struct cm_cfg_entry config[C_COUNT] = {
+    [C_HOST] = {"GATEWAY_HOST", NULL, CM_CFG_STR, "0.0.0.0", 0, 64,
+                "IPv4 address to listen on (AgentCore requires 0.0.0.0)", 0},
+    [C_PORT] = {"PORT", NULL, CM_CFG_INT, "8080", 0, 65535, "HTTP port (0 = any free port)", 0},
+    [C_AGENT_ADDR] = {"AGENT_WORKER_ADDR", NULL, CM_CFG_STR, "127.0.0.1:50051", 0, 4096,
+                      "agent-worker addresses: host:port list or a DNS name", 0},
+    [C_MAX_BODY] = {"MAX_BODY_BYTES", NULL, CM_CFG_INT, "104857600", 1024, 1073741824,
+                    "largest request body accepted (AgentCore allows 100 MB); larger gets 413", 0},
+    [C_MAX_CONN] = {"GATEWAY_MAX_CONNECTIONS", NULL, CM_CFG_INT, "1024", 1, 65536,
+                    "concurrent HTTP connections (one thread each)", 0},
+    [C_INVOKE_TIMEOUT] = {"INVOCATION_TIMEOUT_MS", NULL, CM_CFG_INT, "900000", 1000, 3600000,
+                          "deadline of one invocation (AgentCore's own limit is 15 minutes)", 0},
+    [C_IDLE_TIMEOUT] = {"HTTP_IDLE_TIMEOUT_S", NULL, CM_CFG_INT, "120", 0, 86400,
+                        "close keep-alive connections idle this long (0 = never)", 0},
+    [C_MAX_MSG] = {"GRPC_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "134217728", 65536, 1073741824,
+                   "largest gRPC message accepted from the agent-worker", 0},
+    [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
+                 "on SIGTERM, how long in-flight invocations may finish", 0},
+    [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
+};
+
+static const struct cm_rpc_method invoke_method = {
+    "/agentcore.v1.AgentService/Invoke", &agentcore__v1__invoke_request__descriptor,
+    &agentcore__v1__invoke_response__descriptor, CM_RPC_UNARY};
+
+int main(int argc, char **argv)
+{
+    struct cm_cfg_value cfg[C_COUNT];
+    struct cm_rpc_client *agent = NULL;
+    struct gw_http_config hcfg;
+    struct gw_http *http = NULL;
+    char err[512], portstr[16];
+    int rc, sig;
+
+    rc = cm_main_boot(argc, argv, "agentcore.gateway",
+                      "Gateway: serves the AgentCore HTTP protocol (GET /ping, POST /invocations) "
+                      "and forwards invocations to agent-workers over gRPC.",
+                      config, C_COUNT, cfg);
+    if (rc >= 0)
+        goto out_cfg;
+    cm_main_block_signals();
+    cm_rpc_init();
+    rc = 1;
+    agent = cm_rpc_client_new(cfg[C_AGENT_ADDR].s, &invoke_method, 1, (int)cfg[C_MAX_MSG].i, err,
+                              sizeof(err));
+    if (!agent) {
+        cm_error("invalid configuration: AGENT_WORKER_ADDR: %s", err);
+        rc = 2;
+        goto out;
+    }
+    hcfg.host = cfg[C_HOST].s;
+    hcfg.port = (int)cfg[C_PORT].i;
+    hcfg.max_body = (size_t)cfg[C_MAX_BODY].i;
+    hcfg.max_connections = (int)cfg[C_MAX_CONN].i;
+    hcfg.invoke_timeout_ms = (int)cfg[C_INVOKE_TIMEOUT].i;
+    hcfg.idle_timeout_s = (int)cfg[C_IDLE_TIMEOUT].i;
+    http = gw_http_start(&hcfg, agent, err, sizeof(err));
+    if (!http) {
+        cm_error("%s", err);
+        goto out;
+    }
+    snprintf(portstr, sizeof(portstr), "%d", gw_http_port(http));
+    {
+        const char *kv[] = {"host",         cfg[C_HOST].s,       "port", portstr,
+                            "agentWorkers", cfg[C_AGENT_ADDR].s, NULL};
+        CM_LOGF(CM_LOG_INFO, kv, "gateway ready");
+    }
+    cm_notify_ready(gw_http_port(http));
+    sig = cm_main_wait_signal();
+    cm_info("signal %d: shutting down (grace %lld ms)", sig, cfg[C_GRACE].i);
+    gw_http_stop(http, (int)cfg[C_GRACE].i);
+    http = NULL;
+    rc = 0;
+out:
+    gw_http_stop(http, 0);
+    cm_rpc_client_free(agent);
+    cm_rpc_thread_done();
+    cm_rpc_shutdown();
+    if (rc == 0)
+        cm_info("stopped");
+out_cfg:
+    cm_config_free(cfg, C_COUNT);
+    return rc;
+}

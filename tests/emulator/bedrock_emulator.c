@@ -1,0 +1,584 @@
+/* agentcore-bedrock-emulator: a Bedrock Runtime stand-in for tests and offline use.
+ *
+ * It speaks the Converse wire format (POST /model/{id}/converse, JSON shapes,
+ * errors as {"message"} with x-amzn-ErrorType), verifies every request's SigV4
+ * signature against its configured credentials exactly as AWS does (403 with
+ * AWS's error bodies otherwise), and plays a deterministic scripted model:
+ *
+ *   [[tool:NAME {json}]]       answer with a toolUse of NAME with that input; after
+ *                              the toolResult, answer with text holding the result
+ *   [[tool-loop:NAME {json}]]  keep asking for that tool, whatever comes back
+ *   [[recall]]                 list the user's earlier prompts in this conversation
+ *   [[max_tokens]]             stop with stopReason max_tokens
+ *   [[fail:STATUS]]            answer with that error status
+ *   [[sleep:MS]]               wait before answering
+ *   anything else              "Echo: <prompt>"
+ *
+ * Fault injection (environment): EMU_THROTTLE_FIRST=N answers the first N model
+ * calls with 429 ThrottlingException, EMU_FAIL_FIRST=N the next N with
+ * EMU_FAIL_STATUS (500), EMU_LATENCY_MS delays every answer.
+ * GET /_emu/stats returns counters for tests. */
+#define _GNU_SOURCE
+#include "cm_buf.h"
+#include "cm_json.h"
+#include "cm_log.h"
+#include "cm_main.h"
+#include "cm_sigv4.h"
+#include "cm_util.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define MAX_BODY (32 * 1024 * 1024)
+#define TYPE_SUFFIX ":http://internal.amazon.com/coral/com.amazon.bedrock/"
+
+enum {
+    C_HOST,
+    C_PORT,
+    C_AKID,
+    C_SECRET,
+    C_REGION,
+    C_THROTTLE,
+    C_FAIL,
+    C_FAIL_STATUS,
+    C_LATENCY,
+    C_LOG_LEVEL,
+    C_COUNT
+};
+
+static const struct cm_cfg_entry config[C_COUNT] = {
+    [C_HOST] = {"EMU_HOST", NULL, CM_CFG_STR, "127.0.0.1", 0, 64, "IPv4 address to listen on", 0},
+    [C_PORT] = {"EMU_PORT", NULL, CM_CFG_INT, "0", 0, 65535, "port (0 = any free port)", 0},
+    [C_AKID] = {"EMU_ACCESS_KEY_ID", NULL, CM_CFG_STR, "AKIDEMULATOR0000000", 0, 128,
+                "the only access key id accepted", 0},
+    [C_SECRET] = {"EMU_SECRET_ACCESS_KEY", NULL, CM_CFG_STR, "emulator-secret-key", 0, 128,
+                  "its secret key (test credentials, not an AWS secret)", 0},
+    [C_REGION] = {"EMU_REGION", NULL, CM_CFG_STR, "us-east-1", 0, 64, "signing region", 0},
+    [C_THROTTLE] = {"EMU_THROTTLE_FIRST", NULL, CM_CFG_INT, "0", 0, 1000000,
+                    "answer the first N model calls with 429 ThrottlingException", 0},
+    [C_FAIL] = {"EMU_FAIL_FIRST", NULL, CM_CFG_INT, "0", 0, 1000000,
+                "then answer N calls with EMU_FAIL_STATUS", 0},
+    [C_FAIL_STATUS] = {"EMU_FAIL_STATUS", NULL, CM_CFG_INT, "500", 400, 599,
+                       "status of the injected failures", 0},
+    [C_LATENCY] = {"EMU_LATENCY_MS", NULL, CM_CFG_INT, "0", 0, 600000,
+                   "delay before every model answer", 0},
+    [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
+};
+
+static struct cm_cfg_value cfg[C_COUNT];
+static atomic_long n_requests, n_converse, n_auth_rejected, n_faults, n_tool_uses;
+
+struct req {
+    struct cm_buf body;
+};
+
+struct answer {
+    int status;
+    const char *error_type; /* NULL for 200 */
+    char *body;
+};
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts))
+        ;
+}
+
+static void error_answer(struct answer *a, int status, const char *type, const char *message)
+{
+    json_t *o = json_pack("{s:s}", "message", message);
+
+    a->status = status;
+    a->error_type = type;
+    a->body = cm_json_dump(o);
+    json_decref(o);
+}
+
+/* ---- SigV4 verification, as the service does it ---- */
+
+static int parse_auth(const char *auth, char *akid, char *date, char *region, char *service,
+                      char *signed_headers, char *signature)
+{
+    const char *cred, *sh, *sig;
+
+    if (strncmp(auth, "AWS4-HMAC-SHA256 ", 17))
+        return -1;
+    cred = strstr(auth, "Credential=");
+    sh = strstr(auth, "SignedHeaders=");
+    sig = strstr(auth, "Signature=");
+    if (!cred || !sh || !sig)
+        return -1;
+    if (sscanf(cred + 11, "%127[^/]/%15[^/]/%63[^/]/%63[^/]/aws4_request", akid, date, region,
+               service) != 4)
+        return -1;
+    if (sscanf(sh + 14, "%1023[^,]", signed_headers) != 1 ||
+        sscanf(sig + 10, "%64[0-9a-f]", signature) != 1)
+        return -1;
+    return 0;
+}
+
+static int verify(struct MHD_Connection *c, const char *method, const char *raw_path,
+                  const struct cm_buf *body, struct answer *a)
+{
+    char akid[128], date[16], region[64], service[64], signed_headers[1024], signature[65];
+    struct cm_sigv4_header hdrs[CM_SIGV4_MAX_HEADERS];
+    struct cm_sigv4_request req;
+    struct cm_sigv4_params p;
+    struct cm_sigv4_out out;
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    const char *amz_date = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Amz-Date");
+    char *save = NULL, *name, names[1024];
+    size_t n = 0;
+    struct tm tm;
+    int ok;
+
+    if (!auth) {
+        error_answer(a, 403, "MissingAuthenticationTokenException", "Missing Authentication Token");
+        return -1;
+    }
+    if (parse_auth(auth, akid, date, region, service, signed_headers, signature)) {
+        error_answer(a, 403, "IncompleteSignatureException",
+                     "Authorization header requires 'Credential', 'Signature' and "
+                     "'SignedHeaders' parameters.");
+        return -1;
+    }
+    if (strcmp(akid, cfg[C_AKID].s)) {
+        error_answer(a, 403, "UnrecognizedClientException",
+                     "The security token included in the request is invalid.");
+        return -1;
+    }
+    if (strcmp(service, "bedrock") || strcmp(region, cfg[C_REGION].s)) {
+        error_answer(a, 403, "InvalidSignatureException",
+                     "Credential should be scoped to a valid region and to service 'bedrock'.");
+        return -1;
+    }
+    memset(&tm, 0, sizeof(tm));
+    if (!amz_date || strlen(amz_date) != 16 || !strptime(amz_date, "%Y%m%dT%H%M%SZ", &tm) ||
+        strncmp(amz_date, date, 8) || llabs((long long)timegm(&tm) - (long long)time(NULL)) > 300) {
+        error_answer(a, 403, "InvalidSignatureException",
+                     "Signature expired or X-Amz-Date missing: the request time must be within "
+                     "5 minutes of the server time.");
+        return -1;
+    }
+    cm_strlcpy(names, signed_headers, sizeof(names));
+    for (name = strtok_r(names, ";", &save); name && n < CM_SIGV4_MAX_HEADERS;
+         name = strtok_r(NULL, ";", &save)) {
+        const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+
+        hdrs[n].name = name;
+        hdrs[n].value = v ? v : "";
+        n++;
+    }
+    if (!strstr(signed_headers, "host") || !strstr(signed_headers, "x-amz-date")) {
+        error_answer(a, 403, "InvalidSignatureException",
+                     "'Host' and 'X-Amz-Date' must be signed headers.");
+        return -1;
+    }
+    req = (struct cm_sigv4_request){method, raw_path, NULL, hdrs, n, body->data, body->len};
+    p = (struct cm_sigv4_params){akid, cfg[C_SECRET].s, region, service, amz_date, 1};
+    ok = cm_sigv4_sign(&p, &req, &out) == 0 && cm_sigv4_equal(out.signature, signature);
+    cm_sigv4_out_free(&out);
+    if (!ok) {
+        error_answer(a, 403, "InvalidSignatureException",
+                     "The request signature we calculated does not match the signature you "
+                     "provided. Check your AWS Secret Access Key and signing method. Consult the "
+                     "service documentation for details.");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the scripted model ---- */
+
+static const char *last_user_text(const json_t *messages)
+{
+    size_t i = json_array_size(messages);
+
+    while (i-- > 0) {
+        json_t *m = json_array_get(messages, i), *block;
+        size_t k;
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const char *found = NULL;
+
+        if (!role || strcmp(role, "user"))
+            continue;
+        json_array_foreach(json_object_get(m, "content"), k, block)
+        {
+            const char *t = json_string_value(json_object_get(block, "text"));
+
+            if (t)
+                found = t; /* the last text block of that turn is the newest prompt */
+        }
+        if (found)
+            return found;
+    }
+    return NULL;
+}
+
+/* Parses "[[tool:NAME {json}]]" or "[[tool-loop:...]]" out of |text|. */
+static json_t *tool_directive(const char *text, char *name, size_t cap, int *loop)
+{
+    const char *p = strstr(text, "[[tool:"), *q, *end;
+    json_t *input;
+    size_t n;
+
+    *loop = 0;
+    if (!p) {
+        p = strstr(text, "[[tool-loop:");
+        if (!p)
+            return NULL;
+        *loop = 1;
+        p += 12;
+    } else {
+        p += 7;
+    }
+    q = strchr(p, ' ');
+    end = strstr(p, "]]");
+    if (!q || !end || q > end)
+        return NULL;
+    n = (size_t)(q - p);
+    if (n == 0 || n >= cap)
+        return NULL;
+    memcpy(name, p, n);
+    name[n] = '\0';
+    input = json_loadb(q + 1, (size_t)(end - q - 1), 0, NULL);
+    return json_is_object(input) ? input : (json_decref(input), NULL);
+}
+
+static char *tool_results_text(const json_t *last)
+{
+    struct cm_buf b;
+    json_t *block, *c;
+    size_t i, k;
+
+    cm_buf_init(&b, 1024 * 1024);
+    cm_buf_addstr(&b, "Tool result: ");
+    json_array_foreach(json_object_get(last, "content"), i, block)
+    {
+        json_t *tr = json_object_get(block, "toolResult");
+
+        json_array_foreach(json_object_get(tr, "content"), k, c)
+        {
+            const char *t = json_string_value(json_object_get(c, "text"));
+
+            if (t) {
+                if (b.len > 13)
+                    cm_buf_addstr(&b, "; ");
+                cm_buf_addstr(&b, t);
+            }
+        }
+    }
+    return cm_buf_steal(&b);
+}
+
+static char *recall_text(const json_t *messages)
+{
+    struct cm_buf b;
+    json_t *m, *block;
+    size_t i, k, n = json_array_size(messages), count = 0;
+
+    cm_buf_init(&b, 1024 * 1024);
+    cm_buf_addstr(&b, "You said:");
+    json_array_foreach(messages, i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+
+        if (!role || strcmp(role, "user") || i + 1 == n)
+            continue;
+        json_array_foreach(json_object_get(m, "content"), k, block)
+        {
+            const char *t = json_string_value(json_object_get(block, "text"));
+
+            if (t) {
+                cm_buf_printf(&b, "%s %s", count++ ? " |" : "", t);
+            }
+        }
+    }
+    if (!count)
+        cm_buf_addstr(&b, " nothing yet");
+    return cm_buf_steal(&b);
+}
+
+static void model_answer(const json_t *req, size_t req_len, struct answer *a)
+{
+    json_t *messages = json_object_get(req, "messages"), *last, *content, *input;
+    const char *prompt, *p;
+    char tool[128], *text = NULL;
+    const char *stop = "end_turn";
+    int loop, after_tool = 0;
+    size_t k;
+    json_t *block;
+
+    if (!json_is_array(messages) || !json_array_size(messages)) {
+        error_answer(a, 400, "ValidationException",
+                     "1 validation error detected: Value at 'messages' failed to satisfy "
+                     "constraint: Member must not be empty");
+        return;
+    }
+    last = json_array_get(messages, json_array_size(messages) - 1);
+    if (!json_is_object(last) ||
+        strcmp(json_string_value(json_object_get(last, "role")) ?: "", "user")) {
+        error_answer(a, 400, "ValidationException",
+                     "A conversation must end with a user message. Try again with a "
+                     "conversation that ends with a user message.");
+        return;
+    }
+    json_array_foreach(json_object_get(last, "content"), k, block)
+    {
+        if (json_object_get(block, "toolResult"))
+            after_tool = 1;
+    }
+    prompt = last_user_text(messages);
+    if (!prompt)
+        prompt = "";
+    if ((p = strstr(prompt, "[[fail:"))) {
+        int status = atoi(p + 7);
+
+        if (status >= 400 && status <= 599) {
+            error_answer(a, status,
+                         status == 429   ? "ThrottlingException"
+                         : status >= 500 ? "InternalServerException"
+                                         : "ValidationException",
+                         "injected failure");
+            return;
+        }
+    }
+    if ((p = strstr(prompt, "[[sleep:")))
+        sleep_ms(atol(p + 8));
+    input = tool_directive(prompt, tool, sizeof(tool), &loop);
+    content = json_array();
+    if (input && (!after_tool || loop)) {
+        char id[64];
+
+        snprintf(id, sizeof(id), "tooluse_emu_%ld", atomic_fetch_add(&n_tool_uses, 1) + 1);
+        json_array_append_new(content, json_pack("{s:s+}", "text", "Calling ", tool));
+        json_array_append_new(content, json_pack("{s:{s:s,s:s,s:O}}", "toolUse", "toolUseId", id,
+                                                 "name", tool, "input", input));
+        stop = "tool_use";
+    } else {
+        if (after_tool)
+            text = tool_results_text(last);
+        else if (strstr(prompt, "[[recall]]"))
+            text = recall_text(messages);
+        else {
+            size_t n = strlen(prompt) + 7;
+
+            text = malloc(n);
+            snprintf(text, n, "Echo: %s", prompt);
+        }
+        if (strstr(prompt, "[[max_tokens]]"))
+            stop = "max_tokens";
+        json_array_append_new(content, json_pack("{s:s}", "text", text));
+    }
+    json_decref(input);
+    {
+        long long in_tok = (long long)req_len / 4 + 1;
+        long long out_tok = text ? (long long)strlen(text) / 4 + 1 : 12;
+        json_t *resp =
+            json_pack("{s:{s:{s:s,s:o}},s:s,s:{s:I,s:I,s:I},s:{s:i}}", "output", "message", "role",
+                      "assistant", "content", content, "stopReason", stop, "usage", "inputTokens",
+                      (json_int_t)in_tok, "outputTokens", (json_int_t)out_tok, "totalTokens",
+                      (json_int_t)(in_tok + out_tok), "metrics", "latencyMs", 1);
+
+        a->status = 200;
+        a->error_type = NULL;
+        a->body = cm_json_dump(resp);
+        json_decref(resp);
+    }
+    free(text);
+}
+
+static void converse(struct MHD_Connection *c, const char *raw_path, const struct cm_buf *body,
+                     struct answer *a)
+{
+    const char *id = raw_path + 7, *end = strstr(id, "/converse");
+    char model[2048];
+    json_t *req;
+    long call;
+    size_t n = end ? (size_t)(end - id) : 0;
+
+    if (verify(c, "POST", raw_path, body, a)) {
+        atomic_fetch_add(&n_auth_rejected, 1);
+        return;
+    }
+    if (!end || n == 0 || n >= sizeof(model) || strcmp(end, "/converse")) {
+        error_answer(a, 404, "UnknownOperationException", "Unknown operation");
+        return;
+    }
+    memcpy(model, id, n);
+    model[n] = '\0';
+    if (strchr(model, ':')) {
+        /* A ':' on the wire means the client did not percent-encode the id. */
+        error_answer(a, 400, "ValidationException", "The provided model identifier is invalid.");
+        return;
+    }
+    if (!strncmp(model, "anthropic.", 10)) {
+        error_answer(a, 400, "ValidationException",
+                     "Invocation of model ID with on-demand throughput isn\xe2\x80\x99t supported. "
+                     "Retry your request with the ID or ARN of an inference profile that "
+                     "contains this model.");
+        return;
+    }
+    call = atomic_fetch_add(&n_converse, 1) + 1;
+    if (cfg[C_LATENCY].i)
+        sleep_ms((long)cfg[C_LATENCY].i);
+    if (call <= cfg[C_THROTTLE].i) {
+        atomic_fetch_add(&n_faults, 1);
+        error_answer(a, 429, "ThrottlingException",
+                     "Too many requests, please wait before trying again.");
+        return;
+    }
+    if (call <= cfg[C_THROTTLE].i + cfg[C_FAIL].i) {
+        int st = (int)cfg[C_FAIL_STATUS].i;
+
+        atomic_fetch_add(&n_faults, 1);
+        error_answer(a, st, st == 503 ? "ServiceUnavailableException" : "InternalServerException",
+                     "injected failure");
+        return;
+    }
+    req = json_loadb(body->data ? body->data : "", body->len, 0, NULL);
+    if (!json_is_object(req)) {
+        json_decref(req);
+        error_answer(a, 400, "ValidationException", "Malformed input request: not JSON.");
+        return;
+    }
+    model_answer(req, body->len, a);
+    json_decref(req);
+}
+
+/* ---- HTTP plumbing ---- */
+
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls, (void)c;
+    return strlen(s); /* keep the path exactly as sent: it is what was signed */
+}
+
+static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
+{
+    char type[256];
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    if (!a->body)
+        a->body = strdup("{}");
+    r = MHD_create_response_from_buffer(strlen(a->body), a->body, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "x-amzn-RequestId", "00000000-0000-4000-8000-000000000000");
+    if (a->error_type) {
+        snprintf(type, sizeof(type), "%s%s", a->error_type, TYPE_SUFFIX);
+        MHD_add_response_header(r, "x-amzn-ErrorType", type);
+    }
+    ret = MHD_queue_response(c, (unsigned)a->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *data,
+                                  size_t *size, void **con_cls)
+{
+    struct req *rq = *con_cls;
+    struct answer a = {0, NULL, NULL};
+
+    (void)cls, (void)version;
+    if (!rq) {
+        rq = calloc(1, sizeof(*rq));
+        if (!rq)
+            return MHD_NO;
+        cm_buf_init(&rq->body, MAX_BODY);
+        *con_cls = rq;
+        return MHD_YES;
+    }
+    if (*size) {
+        if (cm_buf_add(&rq->body, data, *size))
+            return MHD_NO;
+        *size = 0;
+        return MHD_YES;
+    }
+    atomic_fetch_add(&n_requests, 1);
+    if (!strcmp(url, "/_emu/stats")) {
+        json_t *o = json_pack("{s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests, "converse",
+                              (json_int_t)n_converse, "auth_rejected", (json_int_t)n_auth_rejected,
+                              "faults", (json_int_t)n_faults);
+
+        a.status = 200;
+        a.body = cm_json_dump(o);
+        json_decref(o);
+    } else if (!strcmp(method, "POST") && !strncmp(url, "/model/", 7)) {
+        converse(c, url, &rq->body, &a);
+    } else {
+        error_answer(&a, 404, "UnknownOperationException", "Unknown operation");
+    }
+    if (a.status != 200) {
+        const char *kv[] = {"path", url, "errorType", a.error_type, NULL};
+        CM_LOGF(CM_LOG_INFO, kv, "answered %d", a.status);
+    }
+    return send_answer(c, &a);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct req *rq = *con_cls;
+
+    (void)cls, (void)c, (void)toe;
+    if (rq) {
+        cm_buf_free(&rq->body);
+        free(rq);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct MHD_Daemon *d;
+    struct sockaddr_in sa;
+    const union MHD_DaemonInfo *info;
+    char portstr[16];
+    int rc;
+
+    rc = cm_main_boot(argc, argv, "agentcore.bedrock_emulator",
+                      "Bedrock Runtime emulator: Converse wire format, SigV4 verification, a "
+                      "scripted deterministic model and fault injection. For tests and offline "
+                      "use only.",
+                      config, C_COUNT, cfg);
+    if (rc >= 0)
+        return rc;
+    cm_main_block_signals();
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)cfg[C_PORT].i);
+    if (inet_pton(AF_INET, cfg[C_HOST].s, &sa.sin_addr) != 1) {
+        cm_error("EMU_HOST '%s' is not an IPv4 address", cfg[C_HOST].s);
+        return 2;
+    }
+    d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL,
+        NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_UNESCAPE_CALLBACK,
+        no_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_END);
+    if (!d) {
+        cm_error("cannot listen on %s:%lld", cfg[C_HOST].s, cfg[C_PORT].i);
+        return 1;
+    }
+    info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    snprintf(portstr, sizeof(portstr), "%u", info ? info->port : 0);
+    {
+        const char *kv[] = {"port", portstr, NULL};
+        CM_LOGF(CM_LOG_INFO, kv, "bedrock emulator ready");
+    }
+    cm_notify_ready(info ? info->port : 0);
+    cm_main_wait_signal();
+    MHD_stop_daemon(d);
+    cm_config_free(cfg, C_COUNT);
+    return 0;
+}
