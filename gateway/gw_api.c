@@ -56,7 +56,7 @@ int gw_api_parse_invocation(const char *body, size_t len, struct gw_invocation *
         return -1;
     }
     /* JSON_DISABLE_EOF_CHECK off: trailing garbage after the value is an error. */
-    out->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    out->root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!out->root) {
         snprintf(why, sizeof(why), "%s: line %d column %d (char %d)", jerr.text, jerr.line,
                  jerr.column, jerr.position);

@@ -1,0 +1,101 @@
+#include "th_http.h"
+
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct sink {
+    char *p;
+    size_t n;
+};
+
+static size_t collect(char *d, size_t sz, size_t n, void *ud)
+{
+    struct sink *s = ud;
+    char *np = realloc(s->p, s->n + sz * n + 1);
+
+    if (!np)
+        return 0;
+    memcpy(np + s->n, d, sz * n);
+    s->n += sz * n;
+    np[s->n] = '\0';
+    s->p = np;
+    return sz * n;
+}
+
+int th_http(const char *method, const char *url, const char *const *headers, const char *body,
+            size_t len, struct th_resp *out)
+{
+    CURL *h = curl_easy_init();
+    struct curl_slist *list = NULL;
+    struct sink b = {NULL, 0}, hd = {NULL, 0};
+    CURLcode cc;
+    int i;
+
+    memset(out, 0, sizeof(*out));
+    if (!h)
+        return -1;
+    for (i = 0; headers && headers[i]; i++)
+        list = curl_slist_append(list, headers[i]);
+    list = curl_slist_append(list, "Expect:");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    if (!strcmp(method, "HEAD"))
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, collect);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &hd);
+    cc = curl_easy_perform(h);
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_slist_free_all(list);
+    curl_easy_cleanup(h);
+    out->body = b.p ? b.p : calloc(1, 1);
+    out->len = b.n;
+    out->headers = hd.p ? hd.p : calloc(1, 1);
+    out->json = json_loadb(out->body, out->len, 0, NULL);
+    return cc == CURLE_OK ? 0 : -1;
+}
+
+void th_resp_free(struct th_resp *r)
+{
+    free(r->body);
+    free(r->headers);
+    json_decref(r->json);
+    memset(r, 0, sizeof(*r));
+}
+
+int th_resp_header(const struct th_resp *r, const char *name, char *out, size_t cap)
+{
+    size_t n = strlen(name);
+    const char *p = r->headers;
+
+    while (p && *p) {
+        const char *eol = strstr(p, "\r\n");
+
+        if (!strncasecmp(p, name, n) && p[n] == ':') {
+            const char *v = p + n + 1;
+            size_t k;
+
+            while (*v == ' ')
+                v++;
+            k = eol ? (size_t)(eol - v) : strlen(v);
+            if (k >= cap)
+                k = cap - 1;
+            memcpy(out, v, k);
+            out[k] = '\0';
+            return 0;
+        }
+        p = eol ? eol + 2 : NULL;
+    }
+    return -1;
+}

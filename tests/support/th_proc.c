@@ -1,0 +1,134 @@
+#include "th_proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef TH_LOG_DIR
+#define TH_LOG_DIR "test-logs"
+#endif
+
+const char *th_log_dir(void)
+{
+    mkdir(TH_LOG_DIR, 0755);
+    return TH_LOG_DIR;
+}
+
+char *th_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        buf = malloc((size_t)n + 1);
+        if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+            buf[n] = '\0';
+            if (len)
+                *len = (size_t)n;
+        } else {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+int th_proc_start(struct th_proc *p, const char *name, const char *binary, const char *const *env,
+                  int timeout_ms)
+{
+    const char *envp[64];
+    char asan[512], ubsan[512];
+    int fds[2], n = 0, i, logfd;
+    char line[32];
+    size_t got = 0;
+    struct pollfd pfd;
+
+    memset(p, 0, sizeof(*p));
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    snprintf(p->log_path, sizeof(p->log_path), "%s/%s.log", th_log_dir(), name);
+    envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
+    envp[n++] = "NOTIFY_FD=3";
+    envp[n++] = "LOG_LEVEL=DEBUG";
+    /* Sanitizer settings must reach the children, or their reports are lost. */
+    if (getenv("ASAN_OPTIONS")) {
+        snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s", getenv("ASAN_OPTIONS"));
+        envp[n++] = asan;
+    }
+    if (getenv("UBSAN_OPTIONS")) {
+        snprintf(ubsan, sizeof(ubsan), "UBSAN_OPTIONS=%s", getenv("UBSAN_OPTIONS"));
+        envp[n++] = ubsan;
+    }
+    for (i = 0; env && env[i] && n < 62; i++)
+        envp[n++] = env[i];
+    envp[n] = NULL;
+    if (pipe(fds))
+        return -1;
+    logfd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    p->pid = fork();
+    if (p->pid == 0) {
+        dup2(fds[1], 3);
+        if (fds[0] != 3)
+            close(fds[0]);
+        if (fds[1] != 3)
+            close(fds[1]);
+        if (logfd >= 0)
+            dup2(logfd, 2);
+        execve(binary, (char *const[]){(char *)binary, NULL}, (char *const *)envp);
+        _exit(127);
+    }
+    close(fds[1]);
+    if (logfd >= 0)
+        close(logfd);
+    if (p->pid < 0) {
+        close(fds[0]);
+        return -1;
+    }
+    pfd.fd = fds[0];
+    pfd.events = POLLIN;
+    while (got < sizeof(line) - 1) {
+        ssize_t r;
+
+        if (poll(&pfd, 1, timeout_ms) <= 0)
+            break; /* timed out */
+        r = read(fds[0], line + got, sizeof(line) - 1 - got);
+        if (r <= 0)
+            break; /* the child died before it was ready */
+        got += (size_t)r;
+        if (memchr(line, '\n', got))
+            break;
+    }
+    close(fds[0]);
+    line[got] = '\0';
+    if (!strchr(line, '\n') || (p->port = atoi(line)) <= 0) {
+        fprintf(stderr, "th_proc: %s did not become ready (see %s)\n", name, p->log_path);
+        th_proc_stop(p, SIGKILL);
+        return -1;
+    }
+    return 0;
+}
+
+int th_proc_stop(struct th_proc *p, int sig)
+{
+    int status;
+
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, sig);
+    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    p->pid = 0;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
+}

@@ -1,0 +1,32 @@
+/* th_proc: start a real binary for a test and wait until it is ready.
+ *
+ * Readiness uses the same protocol s6 uses in production: the child gets
+ * NOTIFY_FD=3 and writes "<port>\n" once it listens, so tests wait on an event,
+ * never on a sleep, and learn the ephemeral port the child bound. The child
+ * starts from an empty environment plus |env|, so a developer's AWS settings
+ * never leak into a test. Its stderr goes to |log_dir|/<name>.log. */
+#ifndef TH_PROC_H
+#define TH_PROC_H
+
+#include <sys/types.h>
+
+struct th_proc {
+    pid_t pid;
+    int port;
+    char name[64];
+    char log_path[512];
+};
+
+/* |env| is a NULL-terminated list of "KEY=VALUE". Returns 0, or -1 when the
+ * child died or did not report readiness within |timeout_ms|. */
+int th_proc_start(struct th_proc *p, const char *name, const char *binary, const char *const *env,
+                  int timeout_ms);
+/* Sends |sig| and reaps the child; returns its exit status (or 128+signal), -1 if not running. */
+int th_proc_stop(struct th_proc *p, int sig);
+
+/* Directory for the children's logs (created if needed). */
+const char *th_log_dir(void);
+/* Reads a whole file into a malloc'd string (NULL on error). */
+char *th_read_file(const char *path, size_t *len);
+
+#endif

@@ -1,0 +1,269 @@
+/* The agent loop driven by a scripted fake model and fake tools. */
+#include "aw_agent.h"
+#include "cm_err.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* The fake model answers from a script: each entry is "text" or "tool:NAME" or
+ * "fail"; the last entry repeats. */
+struct fake {
+    const char *const *script;
+    int calls, tool_calls, cancel_after_calls;
+    char last_tool_input[256];
+};
+
+static int fake_converse(void *ud, const json_t *messages, struct aw_turn *out,
+                         struct aw_model_error *err)
+{
+    struct fake *f = ud;
+    const char *step;
+    int i = 0;
+
+    (void)messages;
+    while (f->script[i + 1] && i < f->calls)
+        i++;
+    step = f->script[i];
+    f->calls++;
+    memset(out, 0, sizeof(*out));
+    if (!strcmp(step, "fail")) {
+        err->http_status = 429;
+        snprintf(err->type, sizeof(err->type), "ThrottlingException");
+        snprintf(err->message, sizeof(err->message), "slow down");
+        return CM_EUPSTREAM;
+    }
+    out->input_tokens = 10;
+    out->output_tokens = 5;
+    out->total_tokens = 15;
+    if (!strncmp(step, "tool:", 5)) {
+        char id[32];
+
+        snprintf(id, sizeof(id), "tu_%d", f->calls);
+        out->message = json_pack("{s:s,s:[{s:s},{s:{s:s,s:s,s:{s:i}}}]}", "role", "assistant",
+                                 "content", "text", "thinking", "toolUse", "toolUseId", id, "name",
+                                 step + 5, "input", "x", f->calls);
+        snprintf(out->stop_reason, sizeof(out->stop_reason), "tool_use");
+    } else {
+        out->message = json_pack("{s:s,s:[{s:s}]}", "role", "assistant", "content", "text", step);
+        snprintf(out->stop_reason, sizeof(out->stop_reason), "%s",
+                 !strcmp(step, "cut") ? "max_tokens" : "end_turn");
+    }
+    return 0;
+}
+
+static void fake_tool(void *ud, const char *id, const char *name, const json_t *input,
+                      struct aw_tool_result *out)
+{
+    struct fake *f = ud;
+    char *s = json_dumps(input, JSON_COMPACT);
+
+    f->tool_calls++;
+    snprintf(f->last_tool_input, sizeof(f->last_tool_input), "%s", s);
+    free(s);
+    out->is_error = !strcmp(name, "broken");
+    out->text = malloc(64);
+    snprintf(out->text, 64, "result of %s for %s", name, id);
+}
+
+static int fake_cancelled(void *ud)
+{
+    struct fake *f = ud;
+
+    return f->cancel_after_calls && f->calls >= f->cancel_after_calls;
+}
+
+static int run(struct fake *f, json_t *history, const char *prompt, int max_it,
+               struct aw_agent_result *res, struct aw_model_error *err)
+{
+    struct aw_agent_io io = {fake_converse, fake_tool, fake_cancelled, f};
+
+    return aw_agent_run(history, prompt, max_it, &io, res, err);
+}
+
+static void test_single_turn(void **state)
+{
+    const char *script[] = {"hello back", NULL};
+    struct fake f = {script, 0, 0, 0, ""};
+    json_t *h = json_array();
+    struct aw_agent_result r;
+    struct aw_model_error e;
+
+    (void)state;
+    assert_int_equal(run(&f, h, "hello", 10, &r, &e), 0);
+    assert_string_equal(r.response, "hello back");
+    assert_string_equal(r.stop_reason, "EndTurn");
+    assert_int_equal(r.iterations, 1);
+    assert_int_equal(r.total_tokens, 15);
+    assert_int_equal(json_array_size(h), 2);
+    aw_agent_result_clear(&r);
+    json_decref(h);
+}
+
+static void test_tool_round_trip(void **state)
+{
+    const char *script[] = {"tool:calculator", "the answer is 80", NULL};
+    struct fake f = {script, 0, 0, 0, ""};
+    json_t *h = json_array(), *results;
+    struct aw_agent_result r;
+    struct aw_model_error e;
+
+    (void)state;
+    assert_int_equal(run(&f, h, "compute", 10, &r, &e), 0);
+    assert_int_equal(r.iterations, 2);
+    assert_int_equal(f.tool_calls, 1);
+    assert_string_equal(f.last_tool_input, "{\"x\":1}");
+    assert_string_equal(r.response, "the answer is 80");
+    assert_int_equal(r.input_tokens, 20); /* usage accumulates over both calls */
+    /* user, assistant(toolUse), user(toolResult), assistant */
+    assert_int_equal(json_array_size(h), 4);
+    results = json_object_get(json_array_get(h, 2), "content");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(results, 0), "toolResult"), "status")),
+                        "success");
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(json_array_get(results, 0), "toolResult"), "toolUseId")),
+        "tu_1");
+    aw_agent_result_clear(&r);
+    json_decref(h);
+}
+
+static void test_tool_error_reaches_the_model(void **state)
+{
+    const char *script[] = {"tool:broken", "sorry", NULL};
+    struct fake f = {script, 0, 0, 0, ""};
+    json_t *h = json_array(), *tr;
+    struct aw_agent_result r;
+    struct aw_model_error e;
+
+    (void)state;
+    assert_int_equal(run(&f, h, "go", 10, &r, &e), 0);
+    tr = json_object_get(json_array_get(json_object_get(json_array_get(h, 2), "content"), 0),
+                         "toolResult");
+    assert_string_equal(json_string_value(json_object_get(tr, "status")), "error");
+    aw_agent_result_clear(&r);
+    json_decref(h);
+}
+
+static void test_max_iterations_then_next_prompt_joins_user_turn(void **state)
+{
+    const char *loop[] = {"tool:calculator", NULL};
+    const char *done[] = {"ok", NULL};
+    struct fake f = {loop, 0, 0, 0, ""};
+    json_t *h = json_array(), *last;
+    struct aw_agent_result r;
+    struct aw_model_error e;
+
+    (void)state;
+    assert_int_equal(run(&f, h, "loop", 3, &r, &e), 0);
+    assert_string_equal(r.stop_reason, "MaxIterations");
+    assert_int_equal(r.iterations, 3);
+    assert_int_equal(f.tool_calls, 3);
+    assert_int_equal(json_array_size(h), 7); /* ends on a user toolResult turn */
+    aw_agent_result_clear(&r);
+
+    f = (struct fake){done, 0, 0, 0, ""};
+    assert_int_equal(run(&f, h, "next", 3, &r, &e), 0);
+    /* "next" joined the trailing user turn: roles still alternate. */
+    assert_int_equal(json_array_size(h), 8);
+    last = json_object_get(json_array_get(h, 6), "content");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(last, json_array_size(last) - 1), "text")),
+                        "next");
+    aw_agent_result_clear(&r);
+    json_decref(h);
+}
+
+static void test_model_failure_restores_history(void **state)
+{
+    const char *ok[] = {"first", NULL};
+    const char *fail_later[] = {"tool:calculator", "fail", NULL};
+    struct fake f = {ok, 0, 0, 0, ""};
+    json_t *h = json_array(), *before;
+    struct aw_agent_result r;
+    struct aw_model_error e;
+
+    (void)state;
+    assert_int_equal(run(&f, h, "one", 10, &r, &e), 0);
+    aw_agent_result_clear(&r);
+    before = json_deep_copy(h);
+    f = (struct fake){fail_later, 0, 0, 0, ""};
+    assert_int_equal(run(&f, h, "two", 10, &r, &e), CM_EUPSTREAM);
+    assert_string_equal(e.type, "ThrottlingException");
+    assert_true(json_equal(h, before));
+    assert_null(r.response);
+    json_decref(before);
+    json_decref(h);
+}
+
+static void test_cancel_stops_the_loop(void **state)
+{
+    const char *loop[] = {"tool:calculator", NULL};
+    struct fake f = {loop, 0, 0, 2, ""};
+    json_t *h = json_array();
+    struct aw_agent_result r;
+    struct aw_model_error e;
+
+    (void)state;
+    assert_int_equal(run(&f, h, "loop", 10, &r, &e), CM_ECANCELED);
+    assert_int_equal(f.calls, 2);
+    assert_int_equal(json_array_size(h), 0);
+    json_decref(h);
+}
+
+static void test_stop_reason_names(void **state)
+{
+    static const char *rows[][2] = {{"end_turn", "EndTurn"},
+                                    {"tool_use", "ToolUse"},
+                                    {"max_tokens", "MaxTokens"},
+                                    {"stop_sequence", "StopSequence"},
+                                    {"guardrail_intervened", "GuardrailIntervened"},
+                                    {"content_filtered", "ContentFiltered"}};
+    char out[64];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        aw_agent_stop_reason(rows[i][0], out, sizeof(out));
+        assert_string_equal(out, rows[i][1]);
+    }
+}
+
+static void test_max_tokens_stop(void **state)
+{
+    const char *script[] = {"cut", NULL};
+    struct fake f = {script, 0, 0, 0, ""};
+    json_t *h = json_array();
+    struct aw_agent_result r;
+    struct aw_model_error e;
+
+    (void)state;
+    assert_int_equal(run(&f, h, "x", 10, &r, &e), 0);
+    assert_string_equal(r.stop_reason, "MaxTokens");
+    aw_agent_result_clear(&r);
+    assert_int_equal(run(&f, h, "x", 0, &r, &e), CM_EINVAL);
+    json_decref(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_single_turn),
+        cmocka_unit_test(test_tool_round_trip),
+        cmocka_unit_test(test_tool_error_reaches_the_model),
+        cmocka_unit_test(test_max_iterations_then_next_prompt_joins_user_turn),
+        cmocka_unit_test(test_model_failure_restores_history),
+        cmocka_unit_test(test_cancel_stops_the_loop),
+        cmocka_unit_test(test_stop_reason_names),
+        cmocka_unit_test(test_max_tokens_stop),
+    };
+    return cmocka_run_group_tests_name("aw_agent", tests, NULL, NULL);
+}

@@ -1,0 +1,184 @@
+#include "aw_session.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static json_t *user_text(const char *t)
+{
+    return json_pack("{s:s,s:[{s:s}]}", "role", "user", "content", "text", t);
+}
+
+static json_t *assistant_tool(void)
+{
+    return json_pack("{s:s,s:[{s:{s:s,s:s,s:{}}}]}", "role", "assistant", "content", "toolUse",
+                     "toolUseId", "a", "name", "t", "input");
+}
+
+static json_t *user_result(void)
+{
+    return json_pack("{s:s,s:[{s:{s:s,s:[]}}]}", "role", "user", "content", "toolResult",
+                     "toolUseId", "a", "content");
+}
+
+static json_t *assistant_text(void)
+{
+    return json_pack("{s:s,s:[{s:s}]}", "role", "assistant", "content", "text", "ok");
+}
+
+static void test_memory_per_session(void **state)
+{
+    struct aw_sessions *s = aw_sessions_new(10, 100);
+    struct aw_session *a = aw_sessions_acquire(s, "alpha");
+
+    (void)state;
+    json_array_append_new(aw_session_messages(a), user_text("hi"));
+    aw_sessions_release(s, a);
+    a = aw_sessions_acquire(s, "alpha");
+    assert_int_equal(json_array_size(aw_session_messages(a)), 1);
+    aw_sessions_release(s, a);
+    a = aw_sessions_acquire(s, "beta");
+    assert_int_equal(json_array_size(aw_session_messages(a)), 0);
+    aw_sessions_release(s, a);
+    assert_int_equal(aw_sessions_count(s), 2);
+    aw_sessions_free(s);
+}
+
+static void test_invalid_ids(void **state)
+{
+    struct aw_sessions *s = aw_sessions_new(10, 100);
+    char big[300];
+
+    (void)state;
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_null(aw_sessions_acquire(s, ""));
+    assert_null(aw_sessions_acquire(s, big));
+    aw_sessions_free(s);
+}
+
+static void test_lru_eviction_spares_held_sessions(void **state)
+{
+    struct aw_sessions *s = aw_sessions_new(2, 100);
+    struct aw_session *a, *b, *c;
+
+    (void)state;
+    a = aw_sessions_acquire(s, "a");
+    json_array_append_new(aw_session_messages(a), user_text("a"));
+    aw_sessions_release(s, a);
+    b = aw_sessions_acquire(s, "b"); /* held */
+    c = aw_sessions_acquire(s, "c"); /* evicts "a", the idle one */
+    assert_non_null(c);
+    assert_int_equal(aw_sessions_count(s), 2);
+    aw_sessions_release(s, c);
+    /* "a" comes back empty: it was evicted. */
+    a = aw_sessions_acquire(s, "a"); /* evicts "c" (idle); "b" is held */
+    assert_non_null(a);
+    assert_int_equal(json_array_size(aw_session_messages(a)), 0);
+    /* Both slots held: a new session cannot be made. */
+    assert_null(aw_sessions_acquire(s, "d"));
+    aw_sessions_release(s, a);
+    aw_sessions_release(s, b);
+    aw_sessions_free(s);
+}
+
+static void test_trim_keeps_tool_pairs(void **state)
+{
+    json_t *m = json_array();
+
+    (void)state;
+    json_array_append_new(m, user_text("q1"));
+    json_array_append_new(m, assistant_tool());
+    json_array_append_new(m, user_result());
+    json_array_append_new(m, assistant_text());
+    json_array_append_new(m, user_text("q2"));
+    json_array_append_new(m, assistant_text());
+    /* Cutting 3 would start at an assistant turn, 2 at a toolResult: the cut
+     * moves to the next user text turn, "q2". */
+    aw_session_trim(m, 3);
+    assert_int_equal(json_array_size(m), 2);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(json_array_get(m, 0), "content"), 0),
+                            "text")),
+                        "q2");
+    aw_session_trim(m, 10); /* under the cap: untouched */
+    assert_int_equal(json_array_size(m), 2);
+    json_decref(m);
+}
+
+static void test_trim_drops_all_when_no_safe_start(void **state)
+{
+    json_t *m = json_array();
+
+    (void)state;
+    json_array_append_new(m, user_text("q"));
+    json_array_append_new(m, assistant_tool());
+    json_array_append_new(m, user_result());
+    aw_session_trim(m, 2);
+    assert_int_equal(json_array_size(m), 0);
+    json_decref(m);
+}
+
+struct racer {
+    struct aw_sessions *s;
+    int rounds;
+};
+
+static void *race(void *p)
+{
+    struct racer *r = p;
+    int i;
+
+    for (i = 0; i < r->rounds; i++) {
+        struct aw_session *x = aw_sessions_acquire(r->s, "shared");
+        json_t *m = aw_session_messages(x);
+        size_t n = json_array_size(m);
+
+        /* Held exclusively: nobody else appends between these two lines. */
+        json_array_append_new(m, json_integer((json_int_t)n));
+        aw_sessions_release(r->s, x);
+    }
+    return NULL;
+}
+
+static void test_one_invocation_per_session_at_a_time(void **state)
+{
+    struct aw_sessions *s = aw_sessions_new(10, 100000);
+    struct racer r = {s, 500};
+    pthread_t t[4];
+    struct aw_session *x;
+    size_t i;
+    int k;
+
+    (void)state;
+    for (k = 0; k < 4; k++)
+        pthread_create(&t[k], NULL, race, &r);
+    for (k = 0; k < 4; k++)
+        pthread_join(t[k], NULL);
+    x = aw_sessions_acquire(s, "shared");
+    assert_int_equal(json_array_size(aw_session_messages(x)), 2000);
+    for (i = 0; i < 2000; i++)
+        assert_int_equal(json_integer_value(json_array_get(aw_session_messages(x), i)), i);
+    aw_sessions_release(s, x);
+    aw_sessions_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory_per_session),
+        cmocka_unit_test(test_invalid_ids),
+        cmocka_unit_test(test_lru_eviction_spares_held_sessions),
+        cmocka_unit_test(test_trim_keeps_tool_pairs),
+        cmocka_unit_test(test_trim_drops_all_when_no_safe_start),
+        cmocka_unit_test(test_one_invocation_per_session_at_a_time),
+    };
+    return cmocka_run_group_tests_name("aw_session", tests, NULL, NULL);
+}

@@ -1,0 +1,75 @@
+#include "cm_util.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static void test_uuid4_format_and_uniqueness(void **state)
+{
+    char a[CM_UUID_LEN + 1], b[CM_UUID_LEN + 1];
+    int i;
+
+    (void)state;
+    assert_int_equal(cm_uuid4(a), 0);
+    assert_int_equal(cm_uuid4(b), 0);
+    assert_int_equal(strlen(a), 36);
+    for (i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23)
+            assert_int_equal(a[i], '-');
+        else
+            assert_non_null(strchr("0123456789abcdef", a[i]));
+    }
+    assert_int_equal(a[14], '4');
+    assert_non_null(strchr("89ab", a[19]));
+    assert_string_not_equal(a, b);
+}
+
+static const struct {
+    const char *s;
+    int valid;
+} utf8_rows[] = {
+    {"plain ascii", 1},
+    {"h\xc3\xa9llo", 1},
+    {"\xe2\x82\xac", 1},         /* euro sign */
+    {"\xf0\x9f\x98\x80", 1},     /* emoji */
+    {"\xc3", 0},                 /* truncated */
+    {"\xc0\xaf", 0},             /* overlong '/' */
+    {"\xed\xa0\x80", 0},         /* surrogate */
+    {"\xf4\x90\x80\x80", 0},     /* past U+10FFFF */
+    {"\xff", 0},
+    {"ok\x80", 0},               /* stray continuation */
+};
+
+static void test_utf8_rows(void **state)
+{
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(utf8_rows) / sizeof(utf8_rows[0]); i++)
+        assert_int_equal(cm_utf8_valid(utf8_rows[i].s, strlen(utf8_rows[i].s)),
+                         utf8_rows[i].valid);
+}
+
+static void test_strlcpy_truncates(void **state)
+{
+    char buf[4];
+
+    (void)state;
+    assert_int_equal(cm_strlcpy(buf, "abcdef", sizeof(buf)), 3);
+    assert_string_equal(buf, "abc");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_uuid4_format_and_uniqueness),
+        cmocka_unit_test(test_utf8_rows),
+        cmocka_unit_test(test_strlcpy_truncates),
+    };
+    return cmocka_run_group_tests_name("cm_util", tests, NULL, NULL);
+}

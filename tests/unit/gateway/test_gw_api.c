@@ -1,0 +1,172 @@
+/* gw_api, data-driven: request bodies and the answers they must get. */
+#include "cm_rpc.h"
+#include "gw_api.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static const struct {
+    const char *body;
+    int status; /* 0 = accepted */
+    const char *error, *details_has;
+} rows[] = {
+    {"{\"prompt\":\"hi\"}", 0, NULL, NULL},
+    {"{\"prompt\":\"h\xc3\xa9\",\"session_id\":\"s\",\"stream\":false,\"extra\":[1]}", 0, NULL,
+     NULL},
+    {"", 400, "Invalid JSON", "empty"},
+    {"{bad", 400, "Invalid JSON", "line 1"},
+    {"{\"prompt\":\"hi\"} trailing", 400, "Invalid JSON", NULL},
+    {"{\"prompt\":\"a\",\"prompt\":\"b\"}", 400, "Invalid JSON", "duplicate"},
+    {"\xff\xfe", 400, "Invalid encoding", "UTF-8"},
+    {"[1,2]", 400, "Invalid request", "JSON object"},
+    {"\"just a string\"", 400, "Invalid request", "JSON object"},
+    {"{}", 400, "Invalid request", "field 'prompt': missing"},
+    {"{\"prompt\":5}", 400, "Invalid request", "field 'prompt': must be a string"},
+    {"{\"prompt\":null}", 400, "Invalid request", "must be a string"},
+    {"{\"prompt\":\"\"}", 400, "Invalid request", "must not be empty"},
+    {"{\"prompt\":\"a\\u0000b\"}", 400, "Invalid request", "NUL"},
+    {"{\"prompt\":\"x\",\"session_id\":7}", 400, "Invalid request", "session_id"},
+    {"{\"prompt\":\"x\",\"stream\":\"yes\"}", 400, "Invalid request", "must be a boolean"},
+};
+
+static void test_parse_rows(void **state)
+{
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct gw_invocation inv;
+        struct gw_reply err = {0, NULL};
+        int rc = gw_api_parse_invocation(rows[i].body, strlen(rows[i].body), &inv, &err);
+        json_t *o;
+
+        if (rows[i].status == 0) {
+            if (rc)
+                fail_msg("row %zu rejected: %s", i, err.body);
+            assert_non_null(inv.prompt);
+            gw_invocation_clear(&inv);
+            continue;
+        }
+        if (!rc)
+            fail_msg("row %zu accepted", i);
+        assert_int_equal(err.status, rows[i].status);
+        o = json_loads(err.body, 0, NULL);
+        assert_non_null(o);
+        assert_string_equal(json_string_value(json_object_get(o, "error")), rows[i].error);
+        if (rows[i].details_has &&
+            !strstr(json_string_value(json_object_get(o, "details")), rows[i].details_has))
+            fail_msg("row %zu: details '%s' lack '%s'", i,
+                     json_string_value(json_object_get(o, "details")), rows[i].details_has);
+        json_decref(o);
+        gw_reply_clear(&err);
+        assert_null(inv.root);
+    }
+}
+
+static void test_stream_flag(void **state)
+{
+    struct gw_invocation inv;
+    struct gw_reply err = {0, NULL};
+    const char *b = "{\"prompt\":\"x\",\"stream\":true}";
+
+    (void)state;
+    assert_int_equal(gw_api_parse_invocation(b, strlen(b), &inv, &err), 0);
+    assert_int_equal(inv.stream, 1);
+    gw_invocation_clear(&inv);
+}
+
+static void test_session_id_precedence(void **state)
+{
+    char out[GW_SESSION_ID_MAX + 1];
+    struct gw_reply err = {0, NULL};
+
+    (void)state;
+    assert_int_equal(gw_api_session_id("from-header", "from-body", out, &err), 0);
+    assert_string_equal(out, "from-header");
+    assert_int_equal(gw_api_session_id(NULL, "from-body", out, &err), 0);
+    assert_string_equal(out, "from-body");
+    assert_int_equal(gw_api_session_id("", "from-body", out, &err), 0);
+    assert_string_equal(out, "from-body");
+    assert_int_equal(gw_api_session_id(NULL, NULL, out, &err), 0);
+    assert_int_equal(strlen(out), 36); /* generated UUID */
+    assert_int_equal(gw_api_session_id("has space", NULL, out, &err), -1);
+    assert_int_equal(err.status, 400);
+    gw_reply_clear(&err);
+}
+
+static void test_response_shape(void **state)
+{
+    char *s = gw_api_response_body("inv", "sess", "h\xc3\xa9llo", "EndTurn", 3, 4, 7, 2);
+    json_t *o = json_loads(s, 0, NULL), *u = json_object_get(o, "usage");
+
+    (void)state;
+    assert_int_equal(json_object_size(o), 6);
+    assert_string_equal(json_string_value(json_object_get(o, "invocation_id")), "inv");
+    assert_string_equal(json_string_value(json_object_get(o, "session_id")), "sess");
+    assert_string_equal(json_string_value(json_object_get(o, "response")), "h\xc3\xa9llo");
+    assert_string_equal(json_string_value(json_object_get(o, "stop_reason")), "EndTurn");
+    assert_int_equal(json_integer_value(json_object_get(u, "input_tokens")), 3);
+    assert_int_equal(json_integer_value(json_object_get(u, "output_tokens")), 4);
+    assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), 7);
+    assert_int_equal(json_integer_value(json_object_get(o, "iterations")), 2);
+    json_decref(o);
+    free(s);
+}
+
+static void test_agent_error_mapping(void **state)
+{
+    static const struct {
+        int code;
+        const char *type;
+        int status;
+    } map[] = {
+        {CM_RPC_UNAVAILABLE, "", 503},       {CM_RPC_RESOURCE_EXHAUSTED, "SessionLimit", 503},
+        {CM_RPC_DEADLINE_EXCEEDED, "", 504}, {CM_RPC_INVALID_ARGUMENT, "", 400},
+        {CM_RPC_FAILED_PRECONDITION, "ModelError", 502}, {CM_RPC_INTERNAL, "AgentError", 500},
+        {CM_RPC_UNKNOWN, NULL, 500},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        struct gw_reply r = {0, NULL};
+        json_t *o;
+
+        gw_api_agent_error(map[i].code, map[i].type, "d", &r);
+        assert_int_equal(r.status, map[i].status);
+        o = json_loads(r.body, 0, NULL);
+        assert_non_null(json_object_get(o, "error"));
+        assert_string_equal(json_string_value(json_object_get(o, "details")), "d");
+        json_decref(o);
+        gw_reply_clear(&r);
+    }
+}
+
+static void test_ping_body(void **state)
+{
+    char *s = gw_api_ping_body("Healthy", 1795531304);
+
+    (void)state;
+    assert_string_equal(s, "{\"status\":\"Healthy\",\"time_of_last_update\":1795531304}");
+    free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_rows),
+        cmocka_unit_test(test_stream_flag),
+        cmocka_unit_test(test_session_id_precedence),
+        cmocka_unit_test(test_response_shape),
+        cmocka_unit_test(test_agent_error_mapping),
+        cmocka_unit_test(test_ping_body),
+    };
+    return cmocka_run_group_tests_name("gw_api", tests, NULL, NULL);
+}
