@@ -238,7 +238,7 @@ static int canonical_query(struct cm_buf *cr, const char *query)
         }
         p = amp ? amp + 1 : NULL;
     }
-    if (!rc) {
+    if (!rc && n) {
         qsort(params, n, sizeof(*params), qparam_cmp);
         for (i = 0; i < n && !rc; i++) {
             rc = cm_buf_printf(cr, "%s%s=%s", i ? "&" : "", params[i].key, params[i].val);
