@@ -2,6 +2,7 @@
 #include "cm_log.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,4 +57,55 @@ int cm_main_wait_signal(void)
     while (sigwait(&set, &sig))
         ;
     return sig;
+}
+
+extern char **environ;
+
+static int looks_secret(const char *name, size_t n)
+{
+    static const char *const words[] = {"SECRET", "TOKEN", "PASSWORD", "CREDENTIAL"};
+    char up[256];
+    size_t i;
+
+    if (n >= sizeof(up))
+        return 1; /* an absurd name is not worth the risk */
+    for (i = 0; i < n; i++)
+        up[i] = (char)((name[i] >= 'a' && name[i] <= 'z') ? name[i] - 32 : name[i]);
+    up[n] = '\0';
+    if (!strncmp(up, "AWS_", 4))
+        return 1;
+    for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        if (strstr(up, words[i]))
+            return 1;
+    }
+    return (n >= 4 && !strcmp(up + n - 4, "_KEY")) || (n >= 7 && !strcmp(up + n - 7, "_KEY_ID"));
+}
+
+int cm_main_drop_secrets(void)
+{
+    char name[256];
+    int dropped = 0, again = 1;
+
+    /* unsetenv reshuffles environ, so rescan after each removal. */
+    while (again) {
+        char **e;
+
+        again = 0;
+        for (e = environ; e && *e; e++) {
+            const char *eq = strchr(*e, '=');
+            size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+
+            if (!looks_secret(*e, n))
+                continue;
+            if (n >= sizeof(name))
+                n = sizeof(name) - 1;
+            memcpy(name, *e, n);
+            name[n] = '\0';
+            unsetenv(name);
+            dropped++;
+            again = 1;
+            break;
+        }
+    }
+    return dropped;
 }

@@ -12,6 +12,13 @@
 int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
                  const struct cm_cfg_entry *tab, int n, struct cm_cfg_value *vals);
 
+/* Removes credential-looking variables from the process environment: every
+ * AWS_* variable and any name containing SECRET, TOKEN, PASSWORD, CREDENTIAL
+ * or ending in _KEY / _KEY_ID. For processes that never need credentials (the
+ * tool-worker, whose tools must not find them, and the gateway). Returns how
+ * many were removed. Call before any thread starts. */
+int cm_main_drop_secrets(void);
+
 /* Blocks SIGINT/SIGTERM (to be collected by cm_main_wait_signal) and ignores
  * SIGPIPE. Call before any thread starts, so every thread inherits the mask. */
 void cm_main_block_signals(void);

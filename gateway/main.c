@@ -64,6 +64,8 @@ int main(int argc, char **argv)
                       config, C_COUNT, cfg);
     if (rc >= 0)
         goto out_cfg;
+    if (cm_main_drop_secrets() > 0)
+        cm_info("removed credential variables from the environment: this process needs none");
     cm_main_block_signals();
     cm_rpc_init();
     rc = 1;

@@ -128,9 +128,8 @@ static void invoke(const struct stack *s, const char *body, const char *session_
     snprintf(url, sizeof(url), "%s/invocations", s->url);
     snprintf(hdr, sizeof(hdr), "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id: %s",
              session_header ? session_header : "");
-    assert_int_equal(th_http("POST", url, session_header ? headers : NULL, body,
-                             body ? strlen(body) : 0, r),
-                     0);
+    assert_int_equal(
+        th_http("POST", url, session_header ? headers : NULL, body, body ? strlen(body) : 0, r), 0);
 }
 
 static const char *jstr(const json_t *o, const char *k)
@@ -201,9 +200,8 @@ static void test_plain_invocation(void **state)
     assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")),
                      json_integer_value(json_object_get(u, "input_tokens")) +
                          json_integer_value(json_object_get(u, "output_tokens")));
-    assert_int_equal(th_resp_header(&r, "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id", hdr,
-                                     sizeof(hdr)),
-                     0);
+    assert_int_equal(
+        th_resp_header(&r, "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id", hdr, sizeof(hdr)), 0);
     assert_string_equal(hdr, jstr(r.json, "session_id"));
     th_resp_free(&r);
 }
@@ -235,8 +233,8 @@ static void test_tool_error_result(void **state)
     struct th_resp r;
 
     (void)state;
-    invoke(&main_s,
-           "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"1/0\\\"}]]\"}", NULL, &r);
+    invoke(&main_s, "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"1/0\\\"}]]\"}", NULL,
+           &r);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(jstr(r.json, "response"), "division by zero"));
     th_resp_free(&r);
@@ -291,9 +289,8 @@ static void test_max_iterations(void **state)
     struct th_resp r;
 
     (void)state;
-    invoke(&main_s,
-           "{\"prompt\":\"[[tool-loop:calculator {\\\"expression\\\":\\\"1+1\\\"}]]\"}", NULL,
-           &r);
+    invoke(&main_s, "{\"prompt\":\"[[tool-loop:calculator {\\\"expression\\\":\\\"1+1\\\"}]]\"}",
+           NULL, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(jstr(r.json, "stop_reason"), "MaxIterations");
     assert_int_equal(json_integer_value(json_object_get(r.json, "iterations")), 3);
@@ -419,8 +416,8 @@ static void test_throttling_is_retried_and_400_is_not(void **state)
 /* Runs last: every log line of every process, so far, is free of credentials. */
 static void test_no_secret_in_any_log(void **state)
 {
-    const struct th_proc *all[] = {&tool,          &main_s.emu,    &main_s.agent,
-                                   &main_s.gw,     &badkey_s.agent, &badkey_s.gw,
+    const struct th_proc *all[] = {&tool,           &main_s.emu,       &main_s.agent,
+                                   &main_s.gw,      &badkey_s.agent,   &badkey_s.gw,
                                    &throttle_s.emu, &throttle_s.agent, &throttle_s.gw};
     size_t i, total = 0;
 

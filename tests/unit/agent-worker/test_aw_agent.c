@@ -129,8 +129,8 @@ static void test_tool_round_trip(void **state)
                             json_object_get(json_array_get(results, 0), "toolResult"), "status")),
                         "success");
     assert_string_equal(
-        json_string_value(json_object_get(
-            json_object_get(json_array_get(results, 0), "toolResult"), "toolUseId")),
+        json_string_value(json_object_get(json_object_get(json_array_get(results, 0), "toolResult"),
+                                          "toolUseId")),
         "tu_1");
     aw_agent_result_clear(&r);
     json_decref(h);
@@ -175,9 +175,9 @@ static void test_max_iterations_then_next_prompt_joins_user_turn(void **state)
     /* "next" joined the trailing user turn: roles still alternate. */
     assert_int_equal(json_array_size(h), 8);
     last = json_object_get(json_array_get(h, 6), "content");
-    assert_string_equal(json_string_value(json_object_get(
-                            json_array_get(last, json_array_size(last) - 1), "text")),
-                        "next");
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(last, json_array_size(last) - 1), "text")),
+        "next");
     aw_agent_result_clear(&r);
     json_decref(h);
 }

@@ -18,9 +18,8 @@ static void test_model_path_encoding(void **state)
 
     (void)state;
     cm_buf_init(&b, 4096);
-    assert_int_equal(aw_bedrock_model_path("us.anthropic.claude-sonnet-4-20250514-v1:0",
-                                           "converse", &b),
-                     0);
+    assert_int_equal(
+        aw_bedrock_model_path("us.anthropic.claude-sonnet-4-20250514-v1:0", "converse", &b), 0);
     assert_string_equal(b.data, "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse");
     cm_buf_reset(&b);
     aw_bedrock_model_path("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.x-v1:0",

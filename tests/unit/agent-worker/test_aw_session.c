@@ -104,10 +104,10 @@ static void test_trim_keeps_tool_pairs(void **state)
      * moves to the next user text turn, "q2". */
     aw_session_trim(m, 3);
     assert_int_equal(json_array_size(m), 2);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_array_get(json_object_get(json_array_get(m, 0), "content"), 0),
-                            "text")),
-                        "q2");
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(json_array_get(m, 0), "content"), 0), "text")),
+        "q2");
     aw_session_trim(m, 10); /* under the cap: untouched */
     assert_int_equal(json_array_size(m), 2);
     json_decref(m);

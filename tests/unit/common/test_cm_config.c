@@ -60,8 +60,7 @@ static void test_rows(void **state)
     (void)state;
     for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         err[0] = '\0';
-        assert_int_equal(cm_config_load(tab, N, v, fake_env, (void *)rows[i].env, err,
-                                        sizeof(err)),
+        assert_int_equal(cm_config_load(tab, N, v, fake_env, (void *)rows[i].env, err, sizeof(err)),
                          rows[i].rc);
         if (rows[i].err_has)
             assert_non_null(strstr(err, rows[i].err_has));

@@ -12,7 +12,8 @@
 
 static void test_typed_getters(void **state)
 {
-    json_t *o = json_loads("{\"s\":\"x\",\"i\":5,\"b\":true,\"n\":null,\"o\":{},\"a\":[]}", 0, NULL);
+    json_t *o =
+        json_loads("{\"s\":\"x\",\"i\":5,\"b\":true,\"n\":null,\"o\":{},\"a\":[]}", 0, NULL);
     const char *s;
     long long i;
     int b = 0;

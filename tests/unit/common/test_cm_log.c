@@ -50,7 +50,8 @@ static void test_python_sdk_shape(void **state)
 
 static void test_escaping_and_extra_fields(void **state)
 {
-    const char *kv[] = {"a", "1", "skipped", NULL, "b", "quote\" back\\ tab\t nl\n ctl\x01 é", NULL};
+    const char *kv[] = {"a", "1", "skipped", NULL, "b", "quote\" back\\ tab\t nl\n ctl\x01 é",
+                        NULL};
     json_t *o;
 
     (void)state;

@@ -22,8 +22,8 @@
 
 struct vcase {
     char name[300];
-    char dir[1024];    /* suite case folder, or "" for a bedrock vector */
-    json_t *vector;    /* bedrock vector, or NULL */
+    char dir[1024]; /* suite case folder, or "" for a bedrock vector */
+    json_t *vector; /* bedrock vector, or NULL */
 };
 
 static struct vcase cases[MAX_CASES];
@@ -186,23 +186,23 @@ static void run_bedrock_vector(const struct vcase *c)
         assert_non_null(h[n].value);
         n++;
     }
-    sp.access_key_id = json_string_value(
-        json_object_get(json_object_get(v, "credentials"), "access_key_id"));
-    sp.secret_access_key = json_string_value(
-        json_object_get(json_object_get(v, "credentials"), "secret_access_key"));
+    sp.access_key_id =
+        json_string_value(json_object_get(json_object_get(v, "credentials"), "access_key_id"));
+    sp.secret_access_key =
+        json_string_value(json_object_get(json_object_get(v, "credentials"), "secret_access_key"));
     sp.region = json_string_value(json_object_get(v, "region"));
     sp.service = json_string_value(json_object_get(v, "service"));
     sp.amz_date = "20150830T123600Z";
     sp.normalize_path = 1;
-    r = (struct cm_sigv4_request){json_string_value(json_object_get(v, "method")), path, NULL, h,
-                                  n, body, strlen(body)};
+    r = (struct cm_sigv4_request){
+        json_string_value(json_object_get(v, "method")), path, NULL, h, n, body, strlen(body)};
     assert_int_equal(cm_sigv4_sign(&sp, &r, &out), 0);
     check(&out, json_string_value(json_object_get(v, "canonical_request")),
           json_string_value(json_object_get(v, "string_to_sign")),
           json_string_value(json_object_get(v, "signature")));
     /* The Authorization header the client sends carries the same signature. */
-    assert_non_null(strstr(json_string_value(json_object_get(sent, "Authorization")),
-                           out.signature));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(sent, "Authorization")), out.signature));
     cm_sigv4_out_free(&out);
 }
 

@@ -35,14 +35,14 @@ static const struct {
 } utf8_rows[] = {
     {"plain ascii", 1},
     {"h\xc3\xa9llo", 1},
-    {"\xe2\x82\xac", 1},         /* euro sign */
-    {"\xf0\x9f\x98\x80", 1},     /* emoji */
-    {"\xc3", 0},                 /* truncated */
-    {"\xc0\xaf", 0},             /* overlong '/' */
-    {"\xed\xa0\x80", 0},         /* surrogate */
-    {"\xf4\x90\x80\x80", 0},     /* past U+10FFFF */
+    {"\xe2\x82\xac", 1},     /* euro sign */
+    {"\xf0\x9f\x98\x80", 1}, /* emoji */
+    {"\xc3", 0},             /* truncated */
+    {"\xc0\xaf", 0},         /* overlong '/' */
+    {"\xed\xa0\x80", 0},     /* surrogate */
+    {"\xf4\x90\x80\x80", 0}, /* past U+10FFFF */
     {"\xff", 0},
-    {"ok\x80", 0},               /* stray continuation */
+    {"ok\x80", 0}, /* stray continuation */
 };
 
 static void test_utf8_rows(void **state)
@@ -51,8 +51,7 @@ static void test_utf8_rows(void **state)
 
     (void)state;
     for (i = 0; i < sizeof(utf8_rows) / sizeof(utf8_rows[0]); i++)
-        assert_int_equal(cm_utf8_valid(utf8_rows[i].s, strlen(utf8_rows[i].s)),
-                         utf8_rows[i].valid);
+        assert_int_equal(cm_utf8_valid(utf8_rows[i].s, strlen(utf8_rows[i].s)), utf8_rows[i].valid);
 }
 
 static void test_strlcpy_truncates(void **state)

@@ -128,9 +128,12 @@ static void test_agent_error_mapping(void **state)
         const char *type;
         int status;
     } map[] = {
-        {CM_RPC_UNAVAILABLE, "", 503},       {CM_RPC_RESOURCE_EXHAUSTED, "SessionLimit", 503},
-        {CM_RPC_DEADLINE_EXCEEDED, "", 504}, {CM_RPC_INVALID_ARGUMENT, "", 400},
-        {CM_RPC_FAILED_PRECONDITION, "ModelError", 502}, {CM_RPC_INTERNAL, "AgentError", 500},
+        {CM_RPC_UNAVAILABLE, "", 503},
+        {CM_RPC_RESOURCE_EXHAUSTED, "SessionLimit", 503},
+        {CM_RPC_DEADLINE_EXCEEDED, "", 504},
+        {CM_RPC_INVALID_ARGUMENT, "", 400},
+        {CM_RPC_FAILED_PRECONDITION, "ModelError", 502},
+        {CM_RPC_INTERNAL, "AgentError", 500},
         {CM_RPC_UNKNOWN, NULL, 500},
     };
     size_t i;

@@ -20,8 +20,8 @@ static void run(const char *name, const char *input, int want_error, const char 
     assert_true(rc == 0 || rc == CM_ENOENT);
     assert_non_null(r.text);
     if (r.is_error != want_error || !strstr(r.text, text_has))
-        fail_msg("%s(%s) -> error=%d '%s'; want error=%d and '%s'", name, input, r.is_error,
-                 r.text, want_error, text_has);
+        fail_msg("%s(%s) -> error=%d '%s'; want error=%d and '%s'", name, input, r.is_error, r.text,
+                 want_error, text_has);
     tw_result_free(&r);
 }
 

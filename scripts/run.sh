@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Command 1: build if needed, then run the whole runtime under s6 supervision:
+# gateway on :8080 (PORT), one agent-worker and one tool-worker on loopback.
+#
+# With AWS credentials configured it talks to real Bedrock. With none, it also
+# starts the bundled Bedrock emulator and says so. BEDROCK_EMULATOR=1 forces
+# the emulator, BEDROCK_EMULATOR=0 forbids it. Ctrl-C (or SIGTERM) stops all.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/setup.sh"
+"$root/scripts/build.sh"
+
+bin=$root/build/bin
+scan=$root/build/run/svc
+rm -rf "$scan"
+mkdir -p "$scan"
+cp -r "$root/compose/s6/." "$scan/"
+export AGENTCORE_BIN=$bin
+
+log() { # one JSON line, like the services' own logs
+  printf '{"timestamp":"%s","level":"%s","message":"%s","logger":"agentcore.run"}\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "$1" "$2" >&2
+}
+
+configured=""
+for v in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_PROFILE \
+         AWS_BEARER_TOKEN_BEDROCK BEDROCK_CREDENTIALS_SECRET AWS_CONTAINER_CREDENTIALS_FULL_URI \
+         AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_ENDPOINT_URL_BEDROCK_RUNTIME AWS_ENDPOINT_URL; do
+  [ -n "${!v:-}" ] && configured="$configured $v"
+done
+[ -f "${AWS_SHARED_CREDENTIALS_FILE:-$HOME/.aws/credentials}" ] && configured="$configured shared-credentials-file"
+
+use_emulator=0
+case "${BEDROCK_EMULATOR:-auto}" in
+  1|true|yes) use_emulator=1 ;;
+  0|false|no) use_emulator=0 ;;
+  *) [ -z "$configured" ] && use_emulator=1 ;;
+esac
+
+if [ "$use_emulator" = 1 ]; then
+  port=${EMULATOR_PORT:-50090}
+  mkdir -p "$scan/bedrock-emulator"
+  cat > "$scan/bedrock-emulator/run" <<RUN
+#!/bin/sh
+# The bundled Bedrock emulator (scripted model), used because no AWS credentials are configured.
+EMU_PORT=$port NOTIFY_FD=3 exec "\$AGENTCORE_BIN/agentcore-bedrock-emulator"
+RUN
+  echo 3 > "$scan/bedrock-emulator/notification-fd"
+  chmod +x "$scan/bedrock-emulator/run"
+  # The agent-worker signs with the emulator's own test key pair.
+  export AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:$port
+  export AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000 AWS_SECRET_ACCESS_KEY=emulator-secret-key
+  unset AWS_SESSION_TOKEN
+  log WARN "no AWS credentials configured: using the bundled Bedrock emulator at http://127.0.0.1:$port (scripted answers, not a real model); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to use Bedrock"
+else
+  if [ -z "${AWS_ACCESS_KEY_ID:-}" ] || [ -z "${AWS_SECRET_ACCESS_KEY:-}" ]; then
+    log WARN "credentials configured via${configured}, but this build signs only with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN]: model calls will fail until those are set"
+  fi
+  log INFO "using Bedrock in ${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}} with model ${MODEL_ID:-us.anthropic.claude-sonnet-4-20250514-v1:0}"
+fi
+
+log INFO "starting gateway on :${PORT:-8080}, agent-worker and tool-worker under s6-svscan ($scan)"
+exec s6-svscan "$scan"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the runtime and the tests need.
+# Idempotent and silent when everything is already there; both README commands run it.
+set -euo pipefail
+
+packages=(
+  gcc make cmake pkg-config
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler   # gRPC core C API + protobuf-c
+  libcurl4-openssl-dev libjansson-dev libssl-dev      # Bedrock client, JSON, SigV4
+  libmicrohttpd-dev                                   # the HTTP/1.1 server
+  libcmocka-dev                                       # unit and e2e tests
+  s6                                                  # process supervision (single-container mode)
+  tzdata ca-certificates curl
+  clang libclang-rt-14-dev                            # libFuzzer targets
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "setup: installing ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Command 2: build and run the whole test suite (ctest), twice: a normal build
+# and an AddressSanitizer + UndefinedBehaviorSanitizer build; then a bounded
+# libFuzzer smoke run of every fuzz target. Exits non-zero on any failure.
+#   --quick   the normal build only
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/setup.sh"
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+step() { echo "==> $*"; }
+
+step "normal build + ctest"
+BUILD_DIR=$root/build "$root/scripts/build.sh"
+(cd "$root/build" && ctest --output-on-failure)
+
+[ "$quick" = 1 ] && exit 0
+
+step "ASan + UBSan build + ctest"
+BUILD_DIR=$root/build-asan BUILD_TYPE=Debug "$root/scripts/build.sh" -DAC_SANITIZE=ON
+(cd "$root/build-asan" &&
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ctest --output-on-failure)
+
+step "libFuzzer smoke run (bounded)"
+BUILD_DIR=$root/build-fuzz BUILD_TYPE=Debug CC=clang "$root/scripts/build.sh" -DAC_FUZZ=ON -DBUILD_TESTING=ON
+(cd "$root/build-fuzz" && ctest --output-on-failure -L fuzz)
