@@ -164,9 +164,9 @@ void aw_bedrock_parse_error(int status, const char *type_header, const char *bod
         type = type_header;
     if (type)
         clean_type(type, out->type, sizeof(out->type));
-    else
+    if (!out->type[0]) /* none, or one like "ns#" that names nothing */
         snprintf(out->type, sizeof(out->type), "HTTP%d", status);
-    if (msg) {
+    if (msg && *msg) {
         cm_strlcpy(out->message, msg, sizeof(out->message));
     } else if (body && len && !root) {
         /* Not JSON (a proxy's page?): keep a short, printable excerpt. */

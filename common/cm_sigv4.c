@@ -295,8 +295,10 @@ static int canonical_headers(struct cm_buf *cr, const struct cm_sigv4_request *r
         char lname[128];
         size_t k, len = strlen(req->headers[i].name);
 
-        if (len == 0 || len >= sizeof(lname))
-            return CM_EINVAL;
+        if (len == 0 || len >= sizeof(lname)) {
+            rc = CM_EINVAL; /* the buffers made so far are freed below */
+            break;
+        }
         for (k = 0; k <= len; k++)
             lname[k] = (char)tolower((unsigned char)req->headers[i].name[k]);
         for (j = 0; j < n && strcmp(hs[j].name, lname); j++)

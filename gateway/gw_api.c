@@ -26,10 +26,22 @@ void gw_invocation_clear(struct gw_invocation *inv)
 
 char *gw_api_error_body(const char *error, const char *details)
 {
-    json_t *o = details ? json_pack("{s:s,s:s}", "error", error, "details", details)
-                        : json_pack("{s:s}", "error", error);
-    char *s = o ? cm_json_dump(o) : NULL;
+    char safe[512];
+    json_t *o;
+    char *s;
+    size_t i;
 
+    if (details && !cm_utf8_valid(details, strlen(details))) {
+        /* Parser messages quote the input, which may end mid-character:
+         * JSON strings must be valid UTF-8, so keep only the ASCII. */
+        for (i = 0; details[i] && i < sizeof(safe) - 1; i++)
+            safe[i] = (unsigned char)details[i] < 0x80 ? details[i] : '?';
+        safe[i] = '\0';
+        details = safe;
+    }
+    o = details ? json_pack("{s:s,s:s}", "error", error, "details", details)
+                : json_pack("{s:s}", "error", error);
+    s = o ? cm_json_dump(o) : NULL;
     json_decref(o);
     return s;
 }

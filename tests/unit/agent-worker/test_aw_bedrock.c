@@ -152,6 +152,8 @@ static const struct {
     {503, "ServiceUnavailableException", "", "ServiceUnavailableException", "HTTP status 503", 1},
     {429, "ModelNotReadyException", "{}", "ModelNotReadyException", "HTTP status 429", 1},
     {408, "ModelTimeoutException", "{\"message\":\"t\"}", "ModelTimeoutException", "t", 0},
+    {400, NULL, "{\"__type\":\"com.amazon#\",\"Message\":\"slow\"}", "HTTP400", "slow", 0},
+    {500, NULL, "{\"Message\":\"\"}", "HTTP500", "HTTP status 500", 1},
     {424, "ModelErrorException", "{\"message\":\"m\"}", "ModelErrorException", "m", 0},
     {400, "ValidationException",
      "{\"message\":\"Invocation of model ID x with on-demand throughput isn\xe2\x80\x99t supported."

@@ -2,6 +2,7 @@
  * Bedrock/Secrets Manager vectors (6): canonical request, string to sign and
  * signature must match byte for byte. One cmocka test per case, built from
  * the data at run time. */
+#include "cm_err.h"
 #include "cm_sigv4.h"
 #include "th_proc.h"
 
@@ -240,6 +241,19 @@ static void test_rejects_bad_date(void **state)
     cm_sigv4_out_free(&out);
 }
 
+/* An invalid header after valid ones fails cleanly (the fuzzer found a leak here). */
+static void test_rejects_empty_header_name(void **state)
+{
+    struct cm_sigv4_header h[] = {{"host", "x"}, {"x-a", "1"}, {"", "v"}};
+    struct cm_sigv4_request r = {"GET", "/", NULL, h, 3, NULL, 0};
+    struct cm_sigv4_params p = {"A", "S", "us-east-1", "svc", "20150830T123600Z", 1};
+    struct cm_sigv4_out out;
+
+    (void)state;
+    assert_int_equal(cm_sigv4_sign(&p, &r, &out), CM_EINVAL);
+    cm_sigv4_out_free(&out);
+}
+
 static int by_name(const void *a, const void *b)
 {
     return strcmp(((const struct vcase *)a)->name, ((const struct vcase *)b)->name);
@@ -247,7 +261,7 @@ static int by_name(const void *a, const void *b)
 
 int main(void)
 {
-    struct CMUnitTest tests[MAX_CASES + 2];
+    struct CMUnitTest tests[MAX_CASES + 3];
     const char *root = AC_TESTDATA_DIR;
     char dir[512], file[700];
     size_t n = 0, nsuite, i;
@@ -292,6 +306,8 @@ int main(void)
         tests[i] = (struct CMUnitTest){cases[i].name, test_case, NULL, NULL, &cases[i]};
     tests[n++] = (struct CMUnitTest){"uri_encode", test_uri_encode, NULL, NULL, NULL};
     tests[n++] = (struct CMUnitTest){"rejects_bad_date", test_rejects_bad_date, NULL, NULL, NULL};
+    tests[n++] = (struct CMUnitTest){"rejects_empty_header_name", test_rejects_empty_header_name,
+                                     NULL, NULL, NULL};
     rc = _cmocka_run_group_tests("cm_sigv4", tests, n, NULL, NULL);
     json_decref(vectors);
     return rc;

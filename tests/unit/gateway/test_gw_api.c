@@ -153,6 +153,20 @@ static void test_agent_error_mapping(void **state)
     }
 }
 
+/* Found by the fuzzer: details quoting a broken UTF-8 input still give a body. */
+static void test_error_body_with_invalid_utf8_details(void **state)
+{
+    char *s = gw_api_error_body("Invalid JSON", "near '\xee\x91'");
+    json_t *o = json_loads(s, 0, NULL);
+
+    (void)state;
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "details")), "near '?"
+                                                                          "?'");
+    json_decref(o);
+    free(s);
+}
+
 static void test_ping_body(void **state)
 {
     char *s = gw_api_ping_body("Healthy", 1795531304);
@@ -170,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_session_id_precedence),
         cmocka_unit_test(test_response_shape),
         cmocka_unit_test(test_agent_error_mapping),
+        cmocka_unit_test(test_error_body_with_invalid_utf8_details),
         cmocka_unit_test(test_ping_body),
     };
     return cmocka_run_group_tests_name("gw_api", tests, NULL, NULL);
