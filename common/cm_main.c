@@ -14,6 +14,7 @@ int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
     enum cm_log_level level = CM_LOG_INFO;
     int i;
 
+    memset(vals, 0, sizeof(*vals) * (size_t)n); /* main frees them whatever happens */
     cm_log_init(logger, CM_LOG_INFO);
     if (cm_config_wants_help(argc, argv)) {
         cm_config_help(stdout, argv[0], summary, tab, n);
