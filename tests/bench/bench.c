@@ -202,12 +202,14 @@ int main(int argc, char **argv)
     snprintf(tools, sizeof(tools), "TOOL_WORKERS=127.0.0.1:%d", tool.port);
     snprintf(endpoint, sizeof(endpoint), "AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:%d",
              emu.port);
-    if (th_proc_start(&agent, "bench-agent-worker", AC_BIN_AGENT,
-                      (const char *[]){"AGENT_WORKER_LISTEN=127.0.0.1:0", tools, endpoint,
-                                       "AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000",
-                                       "AWS_SECRET_ACCESS_KEY=emulator-secret-key",
-                                       "LOG_LEVEL=WARN", "SESSION_MAX=1000000", NULL},
-                      30000))
+    if (th_proc_start(
+            &agent, "bench-agent-worker", AC_BIN_AGENT,
+            (const char *[]){"AGENT_WORKER_LISTEN=127.0.0.1:0", tools, endpoint,
+                             "AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000",
+                             "AWS_SECRET_ACCESS_KEY=emulator-secret-key", "LOG_LEVEL=WARN",
+                             "SESSION_MAX=1000000",
+                             getenv("BENCH_AGENT_ENV") ? getenv("BENCH_AGENT_ENV") : "X=1", NULL},
+            30000))
         return 1;
     snprintf(addr, sizeof(addr), "AGENT_WORKER_ADDR=127.0.0.1:%d", agent.port);
     if (th_proc_start(
