@@ -728,7 +728,7 @@ struct cm_rpc_client {
     grpc_channel *ch[MAX_CHANNELS];
     int nch;
     atomic_uint rr;
-    const struct cm_rpc_method *methods[MAX_METHODS];
+    struct cm_rpc_method methods[MAX_METHODS]; /* copies: the caller's may not outlive us */
     void *handles[MAX_CHANNELS][MAX_METHODS];
     size_t nmethods;
 };
@@ -880,14 +880,13 @@ struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc
             c->ch[c->nch++] = channel_new(target, max_msg_bytes);
         }
     }
-    c->methods[0] = &cm_rpc_health_check_method;
+    c->methods[0] = cm_rpc_health_check_method;
     for (k = 0; k < n_methods; k++)
-        c->methods[k + 1] = &methods[k];
+        c->methods[k + 1] = methods[k];
     c->nmethods = n_methods + 1;
     for (i = 0; i < c->nch; i++) {
         for (k = 0; k < c->nmethods; k++)
-            c->handles[i][k] =
-                grpc_channel_register_call(c->ch[i], c->methods[k]->path, NULL, NULL);
+            c->handles[i][k] = grpc_channel_register_call(c->ch[i], c->methods[k].path, NULL, NULL);
     }
     free(copy);
     return c;
@@ -939,7 +938,7 @@ int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const Pr
         opts = &none;
     ci = c->nch > 1 ? (int)(atomic_fetch_add(&c->rr, 1u) % (unsigned)c->nch) : 0;
     for (k = 0; k < c->nmethods; k++) {
-        if (c->methods[k] == m || !strcmp(c->methods[k]->path, m->path))
+        if (!strcmp(c->methods[k].path, m->path))
             handle = c->handles[ci][k];
     }
     if (!handle) {

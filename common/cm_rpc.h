@@ -133,7 +133,8 @@ struct cm_rpc_call_opts {
 
 /* |targets|: "host:port", a comma-separated list, "dns:///name:port",
  * "unix:/path". Several addresses or a DNS name are balanced round-robin.
- * |methods| lists every method the client will call (registered once).
+ * |methods| lists every method the client will call (copied and registered
+ * once; the |path| strings must stay valid for the client's lifetime).
  * Returns NULL with a reason in |err| on a bad target. */
 struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc_method *methods,
                                         size_t n_methods, int max_msg_bytes, char *err,

@@ -1,0 +1,270 @@
+/* cm_rpc: servers and clients in one process over loopback. */
+#include "cm_rpc.h"
+
+#include "agentcore.pb-c.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+static const struct cm_rpc_method exec_method = {
+    "/agentcore.v1.ToolService/Execute", &agentcore__v1__execute_request__descriptor,
+    &agentcore__v1__execute_response__descriptor, CM_RPC_UNARY};
+static const struct cm_rpc_method missing_method = {
+    "/agentcore.v1.ToolService/NoSuchMethod", &agentcore__v1__execute_request__descriptor,
+    &agentcore__v1__execute_response__descriptor, CM_RPC_UNARY};
+
+struct srv {
+    struct cm_rpc_server *s;
+    int port;
+    char id[8];
+    atomic_int calls;
+};
+
+/* What the "slow" handler saw, signalled to the test when it gives up. */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t seen_cond = PTHREAD_COND_INITIALIZER;
+static int slow_saw_cancel;
+
+static void handler(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, void *ud)
+{
+    const Agentcore__V1__ExecuteRequest *req = (const void *)msg;
+    Agentcore__V1__ExecuteResponse resp = AGENTCORE__V1__EXECUTE_RESPONSE__INIT;
+    struct srv *s = ud;
+    char content[256];
+    const char *rid = cm_rpc_ctx_meta(ctx, CM_RPC_MD_REQUEST_ID);
+
+    atomic_fetch_add(&s->calls, 1);
+    if (!strcmp(req->name, "fail")) {
+        cm_rpc_ctx_fail(ctx, CM_RPC_INVALID_ARGUMENT, "TestError", "boom %d", 42);
+        return;
+    }
+    if (!strcmp(req->name, "slow")) {
+        /* Work until the caller goes away (bounded: 10 s). */
+        int i;
+
+        for (i = 0; i < 1000 && !cm_rpc_ctx_cancelled(ctx); i++) {
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&seen_lock);
+        slow_saw_cancel = cm_rpc_ctx_cancelled(ctx) ? 1 : -1;
+        pthread_cond_broadcast(&seen_cond);
+        pthread_mutex_unlock(&seen_lock);
+        return;
+    }
+    snprintf(content, sizeof(content), "%s:%s:%s", s->id, req->input_json, rid ? rid : "-");
+    resp.tool_use_id = req->tool_use_id;
+    resp.content = content;
+    resp.status = AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;
+    cm_rpc_ctx_reply(ctx, &resp.base);
+}
+
+static void srv_start(struct srv *s, const char *id)
+{
+    struct cm_rpc_server_config cfg = {"127.0.0.1:0", 4, 1 << 20};
+
+    memset(s, 0, sizeof(*s));
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    s->s = cm_rpc_server_new(&cfg);
+    assert_non_null(s->s);
+    assert_int_equal(cm_rpc_server_add(s->s, &exec_method, handler, s), 0);
+    s->port = cm_rpc_server_start(s->s);
+    assert_true(s->port > 0);
+}
+
+static void srv_stop(struct srv *s)
+{
+    cm_rpc_server_shutdown(s->s, 1000);
+    cm_rpc_server_free(s->s);
+}
+
+static struct cm_rpc_client *client(const struct srv *a, const struct srv *b)
+{
+    char target[64], err[128];
+    const struct cm_rpc_method ms[] = {exec_method, missing_method};
+    struct cm_rpc_client *c;
+
+    if (b)
+        snprintf(target, sizeof(target), "127.0.0.1:%d,127.0.0.1:%d", a->port, b->port);
+    else
+        snprintf(target, sizeof(target), "127.0.0.1:%d", a->port);
+    c = cm_rpc_client_new(target, ms, 2, 1 << 20, err, sizeof(err));
+    assert_non_null(c);
+    return c;
+}
+
+static int call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const char *name,
+                int timeout_ms, char *content, size_t cap, struct cm_rpc_status *st)
+{
+    Agentcore__V1__ExecuteRequest req = AGENTCORE__V1__EXECUTE_REQUEST__INIT;
+    Agentcore__V1__ExecuteResponse *resp;
+    struct cm_rpc_meta md[] = {{CM_RPC_MD_REQUEST_ID, "req-123"}};
+    struct cm_rpc_call_opts o = {timeout_ms, NULL, md, 1, 1};
+
+    req.tool_use_id = "tu";
+    req.name = (char *)name;
+    req.input_json = "{}";
+    if (cm_rpc_call(c, m, &req.base, (ProtobufCMessage **)&resp, &o, st))
+        return -1;
+    if (content)
+        snprintf(content, cap, "%s", resp->content);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+static void test_unary_metadata_errors_and_unknown_method(void **state)
+{
+    struct srv a;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+    char content[256];
+
+    (void)state;
+    srv_start(&a, "A");
+    c = client(&a, NULL);
+    assert_int_equal(call(c, &exec_method, "echo", 5000, content, sizeof(content), &st), 0);
+    assert_string_equal(content, "A:{}:req-123");
+    assert_int_equal(call(c, &exec_method, "fail", 5000, NULL, 0, &st), -1);
+    assert_int_equal(st.code, CM_RPC_INVALID_ARGUMENT);
+    assert_string_equal(st.details, "boom 42");
+    assert_string_equal(st.error_type, "TestError");
+    assert_int_equal(call(c, &missing_method, "x", 5000, NULL, 0, &st), -1);
+    assert_int_equal(st.code, CM_RPC_UNIMPLEMENTED);
+    assert_non_null(strstr(st.details, "NoSuchMethod"));
+    cm_rpc_client_free(c);
+    srv_stop(&a);
+}
+
+static void test_deadline_cancels_the_server_side(void **state)
+{
+    struct srv a;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+    struct timespec until;
+
+    (void)state;
+    srv_start(&a, "A");
+    c = client(&a, NULL);
+    slow_saw_cancel = 0;
+    assert_int_equal(call(c, &exec_method, "slow", 300, NULL, 0, &st), -1);
+    assert_int_equal(st.code, CM_RPC_DEADLINE_EXCEEDED);
+    /* The handler notices the deadline itself (event, bounded wait). */
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&seen_lock);
+    while (slow_saw_cancel == 0 && pthread_cond_timedwait(&seen_cond, &seen_lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&seen_lock);
+    assert_int_equal(slow_saw_cancel, 1);
+    cm_rpc_client_free(c);
+    srv_stop(&a);
+}
+
+static void test_health(void **state)
+{
+    struct srv a;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+
+    (void)state;
+    srv_start(&a, "A");
+    c = client(&a, NULL);
+    assert_int_equal(cm_rpc_health(c, "", 5000, &st), 1);
+    assert_int_equal(cm_rpc_health(c, "agentcore.v1.ToolService", 5000, &st), 1);
+    assert_int_equal(cm_rpc_health(c, "no.such.Service", 5000, &st), -1);
+    assert_int_equal(st.code, CM_RPC_NOT_FOUND);
+    cm_rpc_server_set_serving(a.s, 0);
+    assert_int_equal(cm_rpc_health(c, "", 5000, &st), 0);
+    cm_rpc_client_free(c);
+    srv_stop(&a);
+}
+
+static void test_round_robin_over_two_servers(void **state)
+{
+    struct srv a, b;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+    int i;
+
+    (void)state;
+    srv_start(&a, "A");
+    srv_start(&b, "B");
+    c = client(&a, &b);
+    /* round_robin only uses READY subchannels, so the first calls may all go
+     * to whichever connects first; within 200 calls both must have served. */
+    for (i = 0; i < 200 && (atomic_load(&a.calls) == 0 || atomic_load(&b.calls) == 0); i++)
+        assert_int_equal(call(c, &exec_method, "echo", 5000, NULL, 0, &st), 0);
+    assert_true(atomic_load(&a.calls) > 0);
+    assert_true(atomic_load(&b.calls) > 0);
+    cm_rpc_client_free(c);
+    srv_stop(&a);
+    srv_stop(&b);
+}
+
+static void test_unreachable_is_unavailable(void **state)
+{
+    struct srv a;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+    Agentcore__V1__ExecuteRequest req = AGENTCORE__V1__EXECUTE_REQUEST__INIT;
+    ProtobufCMessage *resp;
+    struct cm_rpc_call_opts o = {5000, NULL, NULL, 0, 0};
+
+    (void)state;
+    srv_start(&a, "A");
+    c = client(&a, NULL);
+    srv_stop(&a); /* nothing listens on that port any more */
+    assert_int_equal(cm_rpc_call(c, &exec_method, &req.base, &resp, &o, &st), -1);
+    assert_int_equal(st.code, CM_RPC_UNAVAILABLE);
+    assert_null(resp);
+    cm_rpc_client_free(c);
+}
+
+static void test_bad_targets(void **state)
+{
+    char err[128];
+
+    (void)state;
+    assert_null(cm_rpc_client_new("", &exec_method, 1, 1 << 20, err, sizeof(err)));
+    assert_null(
+        cm_rpc_client_new("hostname-without-port", &exec_method, 1, 1 << 20, err, sizeof(err)));
+    assert_non_null(strstr(err, "no port"));
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    cm_rpc_init();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    cm_rpc_thread_done();
+    cm_rpc_shutdown();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unary_metadata_errors_and_unknown_method),
+        cmocka_unit_test(test_deadline_cancels_the_server_side),
+        cmocka_unit_test(test_health),
+        cmocka_unit_test(test_round_robin_over_two_servers),
+        cmocka_unit_test(test_unreachable_is_unavailable),
+        cmocka_unit_test(test_bad_targets),
+    };
+    return cmocka_run_group_tests_name("cm_rpc", tests, setup, teardown);
+}
