@@ -914,6 +914,209 @@ static void status_set(struct cm_rpc_status *st, int code, const char *details)
     st->error_type[0] = '\0';
 }
 
+struct cm_rpc_stream {
+    grpc_call *call;
+    grpc_completion_queue *cq;
+    const ProtobufCMessageDescriptor *out;
+    grpc_metadata md[MAX_META];
+    size_t nmd;
+    grpc_metadata_array init_md, trail_md;
+    grpc_byte_buffer *send_bb;
+    grpc_status_code code;
+    grpc_slice details;
+    int start_tag, status_tag, start_reaped, ended;
+};
+
+/* Resolves the method's handle on the next channel (round-robin over names). */
+static void *method_handle(struct cm_rpc_client *c, const struct cm_rpc_method *m, int *ci)
+{
+    size_t k;
+
+    *ci = c->nch > 1 ? (int)(atomic_fetch_add(&c->rr, 1u) % (unsigned)c->nch) : 0;
+    for (k = 0; k < c->nmethods; k++) {
+        if (!strcmp(c->methods[k].path, m->path))
+            return c->handles[*ci][k];
+    }
+    return NULL;
+}
+
+/* Creates the call and its initial metadata list; shared by unary and streams. */
+static grpc_call *call_new(struct cm_rpc_client *c, const struct cm_rpc_method *m,
+                           const struct cm_rpc_call_opts *opts, grpc_completion_queue *cq,
+                           grpc_metadata *md, size_t *nmd, struct cm_rpc_status *st)
+{
+    gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    void *handle;
+    grpc_call *call;
+    size_t k;
+    int ci;
+
+    *nmd = 0;
+    handle = method_handle(c, m, &ci);
+    if (!handle) {
+        status_set(st, CM_RPC_INTERNAL, "method not registered with this client");
+        return NULL;
+    }
+    if (opts->timeout_ms > 0)
+        deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                gpr_time_from_millis(opts->timeout_ms, GPR_TIMESPAN));
+    /* With a parent, the child inherits its deadline and is cancelled with it:
+     * a client that leaves the gateway stops the tools too. */
+    call = grpc_channel_create_registered_call(c->ch[ci], opts->parent ? opts->parent->call : NULL,
+                                               GRPC_PROPAGATE_DEFAULTS, cq, handle, deadline, NULL);
+    if (!call) {
+        status_set(st, CM_RPC_INTERNAL, "could not create call");
+        return NULL;
+    }
+    for (k = 0; k < opts->n_meta && *nmd < MAX_META; k++) {
+        if (!opts->meta[k].value || !opts->meta[k].value[0])
+            continue;
+        md[*nmd].key = grpc_slice_from_static_string(opts->meta[k].key);
+        md[*nmd].value = grpc_slice_from_copied_string(opts->meta[k].value);
+        (*nmd)++;
+    }
+    return call;
+}
+
+static void read_status(grpc_status_code code, grpc_slice details, const grpc_metadata_array *trail,
+                        struct cm_rpc_status *st)
+{
+    size_t k;
+
+    st->code = (int)code;
+    slice_copy(details, st->details, sizeof(st->details));
+    st->error_type[0] = '\0';
+    for (k = 0; k < trail->count; k++) {
+        if (slice_eq(trail->metadata[k].key, CM_RPC_MD_ERROR_TYPE))
+            slice_copy(trail->metadata[k].value, st->error_type, sizeof(st->error_type));
+    }
+}
+
+struct cm_rpc_stream *cm_rpc_stream_open(struct cm_rpc_client *c, const struct cm_rpc_method *m,
+                                         const ProtobufCMessage *req,
+                                         const struct cm_rpc_call_opts *opts,
+                                         struct cm_rpc_status *st)
+{
+    struct cm_rpc_call_opts none = {0};
+    struct cm_rpc_stream *s = calloc(1, sizeof(*s));
+    grpc_op ops[4], sop;
+
+    if (!s) {
+        status_set(st, CM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
+    }
+    if (!opts)
+        opts = &none;
+    s->cq = thread_cq();
+    s->out = m->out;
+    s->details = grpc_empty_slice();
+    s->call = call_new(c, m, opts, s->cq, s->md, &s->nmd, st);
+    if (!s->call) {
+        free(s);
+        return NULL;
+    }
+    grpc_metadata_array_init(&s->init_md);
+    grpc_metadata_array_init(&s->trail_md);
+    s->send_bb = pack(req);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = s->nmd;
+    ops[0].data.send_initial_metadata.metadata = s->nmd ? s->md : NULL;
+    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = s->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+    memset(&sop, 0, sizeof(sop));
+    sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
+    sop.data.recv_status_on_client.status = &s->code;
+    sop.data.recv_status_on_client.status_details = &s->details;
+    /* Two batches (§2.6): the status one is posted at once, so the call ends
+     * cleanly whenever the server finishes. */
+    if (grpc_call_start_batch(s->call, ops, 4, &s->start_tag, NULL) != GRPC_CALL_OK) {
+        s->start_reaped = 1;
+        grpc_call_cancel(s->call, NULL);
+    }
+    if (grpc_call_start_batch(s->call, &sop, 1, &s->status_tag, NULL) != GRPC_CALL_OK) {
+        /* Cannot happen on a fresh call; fail loudly rather than hang in close. */
+        status_set(st, CM_RPC_INTERNAL, "could not start the stream");
+        grpc_call_cancel(s->call, NULL);
+        if (!s->start_reaped)
+            grpc_completion_queue_pluck(s->cq, &s->start_tag, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                        NULL);
+        s->start_reaped = 1;
+        s->code = GRPC_STATUS_INTERNAL;
+        s->status_tag = -1; /* nothing to reap */
+    }
+    return s;
+}
+
+int cm_rpc_stream_next(struct cm_rpc_stream *s, ProtobufCMessage **msg)
+{
+    grpc_byte_buffer *bb = NULL;
+    grpc_op op;
+    grpc_event ev;
+    int tag;
+
+    *msg = NULL;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &bb;
+    if (grpc_call_start_batch(s->call, &op, 1, &tag, NULL) != GRPC_CALL_OK)
+        return -1;
+    ev = grpc_completion_queue_pluck(s->cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+        return -1;
+    if (!bb) {
+        s->ended = 1;
+        return 0; /* the server closed the stream; the status says how */
+    }
+    *msg = unpack(s->out, bb);
+    grpc_byte_buffer_destroy(bb);
+    if (!*msg) {
+        grpc_call_cancel(s->call, NULL);
+        return -1;
+    }
+    return 1;
+}
+
+void cm_rpc_stream_cancel(struct cm_rpc_stream *s)
+{
+    grpc_call_cancel(s->call, NULL);
+}
+
+int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st)
+{
+    size_t k;
+    int rc;
+
+    if (!s)
+        return -1;
+    /* A stream abandoned early must not wait for the server to finish; one
+     * read to its end keeps the status the server sent. */
+    if (!s->ended)
+        grpc_call_cancel(s->call, NULL);
+    if (!s->start_reaped)
+        grpc_completion_queue_pluck(s->cq, &s->start_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (s->status_tag != -1)
+        grpc_completion_queue_pluck(s->cq, &s->status_tag, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                    NULL);
+    if (s->status_tag != -1)
+        read_status(s->code, s->details, &s->trail_md, st);
+    rc = s->code == GRPC_STATUS_OK ? 0 : -1;
+    for (k = 0; k < s->nmd; k++)
+        grpc_slice_unref(s->md[k].value);
+    grpc_byte_buffer_destroy(s->send_bb);
+    grpc_slice_unref(s->details);
+    grpc_metadata_array_destroy(&s->init_md);
+    grpc_metadata_array_destroy(&s->trail_md);
+    grpc_call_unref(s->call);
+    free(s);
+    return rc;
+}
+
 int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const ProtobufCMessage *req,
                 ProtobufCMessage **resp, const struct cm_rpc_call_opts *opts,
                 struct cm_rpc_status *st)
@@ -923,47 +1126,20 @@ int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const Pr
     grpc_byte_buffer *send_bb, *recv_bb = NULL;
     grpc_status_code code = GRPC_STATUS_UNKNOWN;
     grpc_slice details = grpc_empty_slice();
-    grpc_completion_queue *cq;
-    gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    grpc_completion_queue *cq = thread_cq();
     grpc_call *call;
     grpc_op ops[6];
     grpc_event ev;
     size_t k, nmd = 0;
-    void *handle = NULL;
-    int ci, tag, rc = -1;
+    int tag, rc = -1;
     struct cm_rpc_call_opts none = {0};
 
     *resp = NULL;
     if (!opts)
         opts = &none;
-    ci = c->nch > 1 ? (int)(atomic_fetch_add(&c->rr, 1u) % (unsigned)c->nch) : 0;
-    for (k = 0; k < c->nmethods; k++) {
-        if (!strcmp(c->methods[k].path, m->path))
-            handle = c->handles[ci][k];
-    }
-    if (!handle) {
-        status_set(st, CM_RPC_INTERNAL, "method not registered with this client");
+    call = call_new(c, m, opts, cq, md, &nmd, st);
+    if (!call)
         return -1;
-    }
-    if (opts->timeout_ms > 0)
-        deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                gpr_time_from_millis(opts->timeout_ms, GPR_TIMESPAN));
-    cq = thread_cq();
-    /* With a parent, the child inherits its deadline and is cancelled with it:
-     * a client that leaves the gateway stops the tools too. */
-    call = grpc_channel_create_registered_call(c->ch[ci], opts->parent ? opts->parent->call : NULL,
-                                               GRPC_PROPAGATE_DEFAULTS, cq, handle, deadline, NULL);
-    if (!call) {
-        status_set(st, CM_RPC_INTERNAL, "could not create call");
-        return -1;
-    }
-    for (k = 0; k < opts->n_meta && nmd < MAX_META; k++) {
-        if (!opts->meta[k].value || !opts->meta[k].value[0])
-            continue;
-        md[nmd].key = grpc_slice_from_static_string(opts->meta[k].key);
-        md[nmd].value = grpc_slice_from_copied_string(opts->meta[k].value);
-        nmd++;
-    }
     grpc_metadata_array_init(&init_md);
     grpc_metadata_array_init(&trail_md);
     send_bb = pack(req);
@@ -983,6 +1159,7 @@ int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const Pr
     ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
     ops[5].data.recv_status_on_client.status = &code;
     ops[5].data.recv_status_on_client.status_details = &details;
+    /* Unary is one 6-op batch on this thread's queue (§2.5). */
     if (grpc_call_start_batch(call, ops, 6, &tag, NULL) != GRPC_CALL_OK) {
         status_set(st, CM_RPC_INTERNAL, "could not start call");
         goto out;
@@ -992,20 +1169,13 @@ int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const Pr
         status_set(st, CM_RPC_INTERNAL, "call did not complete");
         goto out;
     }
-    st->code = (int)code;
-    slice_copy(details, st->details, sizeof(st->details));
-    st->error_type[0] = '\0';
-    for (k = 0; k < trail_md.count; k++) {
-        if (slice_eq(trail_md.metadata[k].key, CM_RPC_MD_ERROR_TYPE))
-            slice_copy(trail_md.metadata[k].value, st->error_type, sizeof(st->error_type));
-    }
+    read_status(code, details, &trail_md, st);
     if (code == GRPC_STATUS_OK) {
         *resp = unpack(m->out, recv_bb);
-        if (*resp) {
+        if (*resp)
             rc = 0;
-        } else {
+        else
             status_set(st, CM_RPC_INTERNAL, "response message is malformed or missing");
-        }
     }
 out:
     for (k = 0; k < nmd; k++)

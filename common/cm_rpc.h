@@ -147,6 +147,26 @@ int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const Pr
                 ProtobufCMessage **resp, const struct cm_rpc_call_opts *opts,
                 struct cm_rpc_status *st);
 
+/* Server-streaming call. Open it, read with cm_rpc_stream_next() until it
+ * returns 0 (end) or -1 (failure), then cm_rpc_stream_close() for the status.
+ * Everything but cm_rpc_stream_cancel() must run on the thread that opened it
+ * (it uses that thread's queue). */
+struct cm_rpc_stream;
+
+/* NULL (with |st|) when the call cannot even start. */
+struct cm_rpc_stream *cm_rpc_stream_open(struct cm_rpc_client *c, const struct cm_rpc_method *m,
+                                         const ProtobufCMessage *req,
+                                         const struct cm_rpc_call_opts *opts,
+                                         struct cm_rpc_status *st);
+/* 1 with |*msg| (free with protobuf_c_message_free_unpacked), 0 at the end of
+ * the stream, -1 on a malformed message or a failed call (see close). */
+int cm_rpc_stream_next(struct cm_rpc_stream *s, ProtobufCMessage **msg);
+/* Cancels the call; safe from any thread, e.g. when the HTTP client left. */
+void cm_rpc_stream_cancel(struct cm_rpc_stream *s);
+/* Collects the status into |st| and frees everything. Returns 0 when the
+ * status is OK. NULL is fine (returns -1). */
+int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st);
+
 /* grpc.health.v1 Check of |service| ("" = the server). Returns 1 SERVING,
  * 0 not serving, -1 on a call failure (|st| says why). */
 int cm_rpc_health(struct cm_rpc_client *c, const char *service, int timeout_ms,

@@ -23,6 +23,10 @@ static const struct cm_rpc_method missing_method = {
     "/agentcore.v1.ToolService/NoSuchMethod", &agentcore__v1__execute_request__descriptor,
     &agentcore__v1__execute_response__descriptor, CM_RPC_UNARY};
 
+static const struct cm_rpc_method stream_method = {
+    "/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
+    &agentcore__v1__invoke_event__descriptor, CM_RPC_SERVER_STREAM};
+
 struct srv {
     struct cm_rpc_server *s;
     int port;
@@ -69,6 +73,33 @@ static void handler(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, void *u
     cm_rpc_ctx_reply(ctx, &resp.base);
 }
 
+/* "count:N" streams N deltas; "forever" streams until the peer is gone. */
+static int stream_saw_gone;
+
+static void stream_handler(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, void *ud)
+{
+    const Agentcore__V1__InvokeRequest *req = (const void *)msg;
+    Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
+    char text[32];
+    int i, n = 100000;
+
+    (void)ud;
+    if (!strncmp(req->prompt, "count:", 6))
+        n = atoi(req->prompt + 6);
+    ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
+    ev.text_delta = text;
+    for (i = 0; i < n; i++) {
+        snprintf(text, sizeof(text), "d%d", i);
+        if (cm_rpc_ctx_send(ctx, &ev.base)) {
+            pthread_mutex_lock(&seen_lock);
+            stream_saw_gone = 1;
+            pthread_cond_broadcast(&seen_cond);
+            pthread_mutex_unlock(&seen_lock);
+            return;
+        }
+    }
+}
+
 static void srv_start(struct srv *s, const char *id)
 {
     struct cm_rpc_server_config cfg = {"127.0.0.1:0", 4, 1 << 20};
@@ -78,6 +109,7 @@ static void srv_start(struct srv *s, const char *id)
     s->s = cm_rpc_server_new(&cfg);
     assert_non_null(s->s);
     assert_int_equal(cm_rpc_server_add(s->s, &exec_method, handler, s), 0);
+    assert_int_equal(cm_rpc_server_add(s->s, &stream_method, stream_handler, s), 0);
     s->port = cm_rpc_server_start(s->s);
     assert_true(s->port > 0);
 }
@@ -91,14 +123,14 @@ static void srv_stop(struct srv *s)
 static struct cm_rpc_client *client(const struct srv *a, const struct srv *b)
 {
     char target[64], err[128];
-    const struct cm_rpc_method ms[] = {exec_method, missing_method};
+    const struct cm_rpc_method ms[] = {exec_method, missing_method, stream_method};
     struct cm_rpc_client *c;
 
     if (b)
         snprintf(target, sizeof(target), "127.0.0.1:%d,127.0.0.1:%d", a->port, b->port);
     else
         snprintf(target, sizeof(target), "127.0.0.1:%d", a->port);
-    c = cm_rpc_client_new(target, ms, 2, 1 << 20, err, sizeof(err));
+    c = cm_rpc_client_new(target, ms, 3, 1 << 20, err, sizeof(err));
     assert_non_null(c);
     return c;
 }
@@ -230,6 +262,80 @@ static void test_unreachable_is_unavailable(void **state)
     cm_rpc_client_free(c);
 }
 
+static struct cm_rpc_stream *open_stream(struct cm_rpc_client *c, const char *prompt,
+                                         struct cm_rpc_status *st)
+{
+    Agentcore__V1__InvokeRequest req = AGENTCORE__V1__INVOKE_REQUEST__INIT;
+    struct cm_rpc_call_opts o = {10000, NULL, NULL, 0, 1};
+
+    req.prompt = (char *)prompt;
+    return cm_rpc_stream_open(c, &stream_method, &req.base, &o, st);
+}
+
+static void test_stream_to_the_end(void **state)
+{
+    struct srv a;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+    struct cm_rpc_stream *s;
+    ProtobufCMessage *m;
+    int n = 0, rc;
+    char want[16];
+
+    (void)state;
+    srv_start(&a, "A");
+    c = client(&a, NULL);
+    s = open_stream(c, "count:25", &st);
+    assert_non_null(s);
+    while ((rc = cm_rpc_stream_next(s, &m)) == 1) {
+        const Agentcore__V1__InvokeEvent *ev = (const void *)m;
+
+        snprintf(want, sizeof(want), "d%d", n++);
+        assert_int_equal(ev->event_case, AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA);
+        assert_string_equal(ev->text_delta, want);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(n, 25);
+    assert_int_equal(cm_rpc_stream_close(s, &st), 0);
+    assert_int_equal(st.code, CM_RPC_OK);
+    cm_rpc_client_free(c);
+    srv_stop(&a);
+}
+
+static void test_stream_cancel_reaches_the_server(void **state)
+{
+    struct srv a;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+    struct cm_rpc_stream *s;
+    ProtobufCMessage *m;
+    struct timespec until;
+    int i;
+
+    (void)state;
+    srv_start(&a, "A");
+    c = client(&a, NULL);
+    stream_saw_gone = 0;
+    s = open_stream(c, "forever", &st);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(cm_rpc_stream_next(s, &m), 1);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    cm_rpc_stream_cancel(s);
+    assert_int_equal(cm_rpc_stream_close(s, &st), -1);
+    assert_int_equal(st.code, CM_RPC_CANCELLED);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&seen_lock);
+    while (!stream_saw_gone && pthread_cond_timedwait(&seen_cond, &seen_lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&seen_lock);
+    assert_int_equal(stream_saw_gone, 1);
+    cm_rpc_client_free(c);
+    srv_stop(&a);
+}
+
 static void test_bad_targets(void **state)
 {
     char err[128];
@@ -264,6 +370,8 @@ int main(void)
         cmocka_unit_test(test_health),
         cmocka_unit_test(test_round_robin_over_two_servers),
         cmocka_unit_test(test_unreachable_is_unavailable),
+        cmocka_unit_test(test_stream_to_the_end),
+        cmocka_unit_test(test_stream_cancel_reaches_the_server),
         cmocka_unit_test(test_bad_targets),
     };
     return cmocka_run_group_tests_name("cm_rpc", tests, setup, teardown);
