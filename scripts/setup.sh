@@ -7,6 +7,7 @@ packages=(
   gcc make cmake pkg-config
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler   # gRPC core C API + protobuf-c
   libcurl4-openssl-dev libjansson-dev libssl-dev      # Bedrock client, JSON, SigV4
+  zlib1g-dev                                          # CRC32 of event-stream frames
   libmicrohttpd-dev                                   # the HTTP/1.1 server
   libcmocka-dev                                       # unit and e2e tests
   s6                                                  # process supervision (single-container mode)
