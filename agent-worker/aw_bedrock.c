@@ -1,4 +1,5 @@
 #include "aw_bedrock.h"
+#include "aw_stream.h"
 #include "cm_err.h"
 #include "cm_json.h"
 #include "cm_sigv4.h"
@@ -220,7 +221,9 @@ struct aw_bedrock {
     char host[256];    /* what "host" is signed and sent as */
     char *base_path;   /* endpoint path prefix, usually "" */
     char *region, *model_id, *akid, *secret, *token, *system_prompt;
-    char *path; /* base_path + /model/<id>/converse, computed once */
+    char *path;        /* base_path + /model/<id>/converse, computed once */
+    char *stream_path; /* ... /converse-stream */
+    int streaming;
     int max_tokens, connect_timeout_ms, read_timeout_ms, max_attempts, retry_base_ms;
 };
 
@@ -280,8 +283,15 @@ struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err
         goto fail;
     }
     b->path = cm_buf_steal(&path);
-    if (!b->path)
+    if (!b->path || cm_buf_addstr(&path, b->base_path) ||
+        aw_bedrock_model_path(b->model_id, "converse-stream", &path)) {
+        cm_buf_free(&path);
         goto fail;
+    }
+    b->stream_path = cm_buf_steal(&path);
+    if (!b->stream_path)
+        goto fail;
+    b->streaming = cfg->streaming;
     return b;
 fail:
     aw_bedrock_free(b);
@@ -309,6 +319,7 @@ void aw_bedrock_free(struct aw_bedrock *b)
     free_secret(b->token);
     free(b->system_prompt);
     free(b->path);
+    free(b->stream_path);
     free(b);
 }
 
@@ -353,19 +364,56 @@ void aw_bedrock_thread_done(void)
     }
 }
 
+static void set_error(struct aw_model_error *e, int status, const char *type, const char *msg)
+{
+    e->http_status = status;
+    cm_strlcpy(e->type, type, sizeof(e->type));
+    cm_strlcpy(e->message, msg, sizeof(e->message));
+}
+
+/* One attempt's transfer. A 200 ConverseStream body goes through the decoder
+ * into the assembler as it arrives; any other body is kept (capped) for the
+ * error parser. */
 struct xfer {
+    CURL *h;
     struct cm_buf body;
     char error_type[128];
     int (*cancelled)(void *);
     void *cancel_ud;
     int was_cancelled;
     uint64_t last_check;
+    int streaming;
+    long status; /* known from the first body byte on */
+    struct cm_evs_decoder dec;
+    struct aw_stream asm_;
+    int stream_rc;              /* why the stream stopped early, 0 if it did not */
+    struct aw_model_error serr; /* the stream's error, when stream_rc is set */
 };
+
+static int on_frame(void *ud, const struct cm_evs_message *m)
+{
+    struct xfer *x = ud;
+
+    x->stream_rc = aw_stream_on_frame(&x->asm_, m, &x->serr);
+    return x->stream_rc;
+}
 
 static size_t on_body(char *p, size_t sz, size_t n, void *ud)
 {
     struct xfer *x = ud;
+    int rc;
 
+    if (!x->status)
+        curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->status);
+    if (x->streaming && x->status == 200) {
+        rc = cm_evs_decoder_feed(&x->dec, p, sz * n);
+        if (rc && !x->stream_rc) {
+            /* The decoder itself failed (CRC, lengths, caps). */
+            x->stream_rc = CM_EUPSTREAM;
+            set_error(&x->serr, 200, "MalformedStream", cm_evs_strerror(rc));
+        }
+        return rc ? 0 : sz * n;
+    }
     return cm_buf_add(&x->body, p, sz * n) ? 0 : sz * n; /* past the cap: abort */
 }
 
@@ -410,13 +458,6 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
     return 0;
 }
 
-static void set_error(struct aw_model_error *e, int status, const char *type, const char *msg)
-{
-    e->http_status = status;
-    cm_strlcpy(e->type, type, sizeof(e->type));
-    cm_strlcpy(e->message, msg, sizeof(e->message));
-}
-
 /* One signed POST. Returns 0 (HTTP answer in |status| and |x|), CM_ECANCELED,
  * or CM_EIO with |err| describing the transport failure. */
 static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, long *status,
@@ -429,6 +470,7 @@ static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, lon
     struct curl_slist *list = NULL;
     char amz_date[17], line[4096], url[8192];
     CURL *h = thread_curl();
+    const char *path;
     CURLcode cc;
     size_t nh = 0;
     int rc = CM_EIO;
@@ -437,13 +479,15 @@ static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, lon
         set_error(err, 0, "TransportError", "cannot create an HTTP handle");
         return CM_ENOMEM;
     }
+    x->h = h;
     cm_sigv4_amz_date((long long)time(NULL), amz_date);
     hdrs[nh++] = (struct cm_sigv4_header){"content-type", "application/json"};
     hdrs[nh++] = (struct cm_sigv4_header){"host", b->host};
     hdrs[nh++] = (struct cm_sigv4_header){"x-amz-date", amz_date};
     if (b->token)
         hdrs[nh++] = (struct cm_sigv4_header){"x-amz-security-token", b->token};
-    req = (struct cm_sigv4_request){"POST", b->path, NULL, hdrs, nh, body, strlen(body)};
+    path = x->streaming ? b->stream_path : b->path;
+    req = (struct cm_sigv4_request){"POST", path, NULL, hdrs, nh, body, strlen(body)};
     sp = (struct cm_sigv4_params){b->akid, b->secret, b->region, "bedrock", amz_date, 1};
     if (cm_sigv4_sign(&sp, &req, &sig)) {
         cm_sigv4_out_free(&sig);
@@ -466,7 +510,7 @@ static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, lon
     }
     /* No "Expect: 100-continue" round trip before larger bodies. */
     list = curl_slist_append(list, "Expect:");
-    snprintf(url, sizeof(url), "%s%s", b->scheme_host, b->path);
+    snprintf(url, sizeof(url), "%s%s", b->scheme_host, path);
 
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
@@ -492,6 +536,11 @@ static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, lon
         rc = 0;
     } else if (x->was_cancelled) {
         rc = CM_ECANCELED;
+    } else if (x->stream_rc) {
+        /* The stream carried an exception or could not be decoded. */
+        *err = x->serr;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+        rc = x->stream_rc;
     } else if (cc == CURLE_WRITE_ERROR) {
         set_error(err, 0, "ResponseTooLarge", "model response larger than the cap");
         rc = CM_ETOOBIG;
@@ -527,12 +576,31 @@ static int backoff(struct aw_bedrock *b, int attempt, int (*cancelled)(void *), 
     return 0;
 }
 
+/* Turns a finished 200 transfer into |out|: parse the Converse body, or
+ * finish the assembled stream. 0 or CM_EUPSTREAM with |err| set. */
+static int finish_ok(struct xfer *x, struct aw_turn *out, struct aw_model_error *err)
+{
+    char perr[256];
+
+    if (x->streaming) {
+        if (!cm_evs_decoder_idle(&x->dec)) {
+            set_error(err, 200, "IncompleteStream", "the event stream ended inside a frame");
+            return CM_EUPSTREAM;
+        }
+        return aw_stream_finish(&x->asm_, out, err) ? CM_EUPSTREAM : 0;
+    }
+    if (aw_bedrock_parse_response(x->body.data ? x->body.data : "", x->body.len, out, perr,
+                                  sizeof(perr))) {
+        set_error(err, 200, "MalformedResponse", perr);
+        return CM_EUPSTREAM;
+    }
+    return 0;
+}
+
 int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json_t *tool_config,
-                        int (*cancelled)(void *), void *cancel_ud, struct aw_turn *out,
-                        struct aw_model_error *err)
+                        const struct aw_call *call, struct aw_turn *out, struct aw_model_error *err)
 {
     char *body;
-    char perr[256];
     int attempt, rc = CM_EUPSTREAM;
 
     memset(out, 0, sizeof(*out));
@@ -548,33 +616,38 @@ int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json
     for (attempt = 1; attempt <= b->max_attempts; attempt++) {
         struct xfer x;
         long status = 0;
+        int forwarded;
 
         memset(&x, 0, sizeof(x));
         cm_buf_init(&x.body, AW_BEDROCK_MAX_RESPONSE);
-        x.cancelled = cancelled;
-        x.cancel_ud = cancel_ud;
-        rc = post_once(b, body, &x, &status, err);
-        if (rc == 0 && status == 200) {
-            rc = aw_bedrock_parse_response(x.body.data ? x.body.data : "", x.body.len, out, perr,
-                                           sizeof(perr));
-            if (rc) {
-                set_error(err, 200, "MalformedResponse", perr);
-                rc = CM_EUPSTREAM;
-            }
-            cm_buf_free(&x.body);
-            break;
+        x.cancelled = call ? call->cancelled : NULL;
+        x.cancel_ud = call ? call->ud : NULL;
+        x.streaming = b->streaming;
+        if (x.streaming) {
+            cm_evs_decoder_init(&x.dec, 0, on_frame, &x);
+            aw_stream_init(&x.asm_, call ? call->on_text : NULL, call ? call->ud : NULL);
         }
-        if (rc == 0) {
+        rc = post_once(b, body, &x, &status, err);
+        if (rc == 0 && status == 200)
+            rc = finish_ok(&x, out, err);
+        else if (rc == 0) {
             aw_bedrock_parse_error((int)status, x.error_type, x.body.data, x.body.len, err);
             rc = CM_EUPSTREAM;
         } else if (rc == CM_EIO) {
             rc = CM_EUPSTREAM; /* transport error: err says which, status 0 */
         }
+        forwarded = x.streaming && x.asm_.forwarded;
         cm_buf_free(&x.body);
-        if (rc != CM_EUPSTREAM || !aw_bedrock_retryable(err->http_status, err->type) ||
+        if (x.streaming) {
+            cm_evs_decoder_cleanup(&x.dec);
+            aw_stream_cleanup(&x.asm_);
+        }
+        /* Text already handed to the client cannot be taken back: a stream that
+         * fails after that is not retried. */
+        if (rc != CM_EUPSTREAM || forwarded || !aw_bedrock_retryable(err->http_status, err->type) ||
             attempt == b->max_attempts)
             break;
-        if (backoff(b, attempt, cancelled, cancel_ud)) {
+        if (backoff(b, attempt, x.cancelled, x.cancel_ud)) {
             rc = CM_ECANCELED;
             break;
         }

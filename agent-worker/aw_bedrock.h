@@ -33,6 +33,7 @@ struct aw_bedrock_config {
     int read_timeout_ms;
     int max_attempts;
     int retry_base_ms;
+    int streaming; /* 1: ConverseStream, 0: Converse */
 };
 
 /* What a failed model call reports. |message| is the service's text (never a
@@ -86,12 +87,21 @@ struct aw_bedrock;
 struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err, size_t errlen);
 void aw_bedrock_free(struct aw_bedrock *b);
 
-/* Calls Converse once (plus retries). |cancelled| (may be NULL) is polled during
- * the transfer and the backoff; when it returns 1 the call stops.
- * Returns 0 with |out| filled, CM_EUPSTREAM with |err| filled, CM_ECANCELED or
- * CM_ENOMEM. Safe to call from many threads: each keeps its own connection. */
+/* What one model call reports back while it runs; every field may be NULL. */
+struct aw_call {
+    int (*cancelled)(void *ud); /* polled during the transfer and the backoff */
+    /* Each text delta as it arrives (ConverseStream only). Once one was
+     * handed out, a failure of that attempt is no longer retried. */
+    void (*on_text)(void *ud, int block, const char *text, size_t len);
+    void *ud;
+};
+
+/* Calls Converse, or ConverseStream when the client was made with |streaming|,
+ * plus retries. Both give the same turn. Returns 0 with |out| filled,
+ * CM_EUPSTREAM with |err| filled, CM_ECANCELED or CM_ENOMEM. Safe to call from
+ * many threads. */
 int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json_t *tool_config,
-                        int (*cancelled)(void *), void *cancel_ud, struct aw_turn *out,
+                        const struct aw_call *call, struct aw_turn *out,
                         struct aw_model_error *err);
 
 /* Frees the calling thread's cached connection (threads that made calls). */

@@ -39,7 +39,9 @@ static int converse(void *ud, const json_t *messages, struct aw_turn *out,
     char dur[24];
     int rc;
 
-    rc = aw_bedrock_converse(inv->svc->bedrock, messages, tool_config, cancelled, inv, out, err);
+    struct aw_call call = {cancelled, NULL, inv};
+
+    rc = aw_bedrock_converse(inv->svc->bedrock, messages, tool_config, &call, out, err);
     json_decref(tool_config);
     if (rc == 0 && CM_LOG_ENABLED(CM_LOG_DEBUG)) {
         const char *kv[] = {"durationMs", dur, "stopReason", out->stop_reason, NULL};

@@ -33,6 +33,7 @@ enum {
     C_READ_TIMEOUT,
     C_MAX_ATTEMPTS,
     C_RETRY_BASE,
+    C_STREAMING,
     C_MAX_MSG,
     C_GRACE,
     C_LOG_LEVEL,
@@ -83,6 +84,8 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                         "attempts per model call, first included (standard retry mode)", 0},
     [C_RETRY_BASE] = {"BEDROCK_RETRY_BASE_MS", NULL, CM_CFG_INT, "1000", 0, 20000,
                       "backoff base: attempt n waits up to base*2^(n-1) ms, capped at 20 s", 0},
+    [C_STREAMING] = {"BEDROCK_STREAMING", NULL, CM_CFG_BOOL, "true", 0, 1,
+                     "call ConverseStream (true, as the SDKs) or Converse (false)", 0},
     [C_MAX_MSG] = {"GRPC_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "104857600", 65536, 1073741824,
                    "largest gRPC message accepted", 0},
     [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
@@ -129,6 +132,7 @@ int main(int argc, char **argv)
     bcfg.read_timeout_ms = (int)cfg[C_READ_TIMEOUT].i;
     bcfg.max_attempts = (int)cfg[C_MAX_ATTEMPTS].i;
     bcfg.retry_base_ms = (int)cfg[C_RETRY_BASE].i;
+    bcfg.streaming = (int)cfg[C_STREAMING].i;
     svc.bedrock = aw_bedrock_new(&bcfg, err, sizeof(err));
     if (!svc.bedrock) {
         cm_error("invalid configuration: %s", err);

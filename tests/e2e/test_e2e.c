@@ -3,7 +3,9 @@
  * agent-worker -> gRPC -> tool-worker. Three stacks share one tool-worker:
  *   main      a normal runtime (MAX_ITERATIONS=3)
  *   badkey    an agent-worker signing with a wrong secret key
- *   throttle  an emulator that throttles its first two model calls */
+ *   throttle  an emulator that throttles its first two model calls over HTTP and
+ *             the next two inside the event stream
+ *   converse  an agent-worker calling Converse instead of ConverseStream */
 #include "th_http.h"
 #include "th_proc.h"
 
@@ -31,19 +33,25 @@ struct stack {
 };
 
 static struct th_proc tool;
-static struct stack main_s, badkey_s, throttle_s;
+static struct stack main_s, badkey_s, throttle_s, converse_s;
 static int teardown_failed; /* cmocka's exit status ignores a failed group teardown */
 
-static int start_emulator(struct th_proc *p, const char *name, const char *extra)
+static int start_emulator2(struct th_proc *p, const char *name, const char *extra,
+                           const char *extra2)
 {
     const char *env[] = {"EMU_ACCESS_KEY_ID=" EMU_AKID, "EMU_SECRET_ACCESS_KEY=" EMU_SECRET, extra,
-                         NULL};
+                         extra2, NULL};
 
     return th_proc_start(p, name, AC_BIN_EMULATOR, env, READY_MS);
 }
 
+static int start_emulator(struct th_proc *p, const char *name, const char *extra)
+{
+    return start_emulator2(p, name, extra, NULL);
+}
+
 static int start_stack(struct stack *s, const char *name, const struct th_proc *emu,
-                       const char *secret)
+                       const char *secret, const char *extra)
 {
     char endpoint[128], tools[64], listen[] = "AGENT_WORKER_LISTEN=127.0.0.1:0", agent_addr[64];
     char secret_env[128], n_agent[64], n_gw[64];
@@ -56,6 +64,7 @@ static int start_stack(struct stack *s, const char *name, const struct th_proc *
                                "AWS_REGION=us-east-1",
                                "MAX_ITERATIONS=3",
                                "BEDROCK_RETRY_BASE_MS=20",
+                               extra,
                                NULL};
     const char *gw_env[] = {"PORT=0", "GATEWAY_HOST=127.0.0.1", agent_addr, NULL};
 
@@ -81,12 +90,15 @@ static int setup(void **state)
                       (const char *[]){"TOOL_WORKER_LISTEN=127.0.0.1:0", NULL}, READY_MS))
         return -1;
     if (start_emulator(&main_s.emu, "main-emulator", NULL) ||
-        start_stack(&main_s, "main", &main_s.emu, EMU_SECRET))
+        start_stack(&main_s, "main", &main_s.emu, EMU_SECRET, NULL))
         return -1;
-    if (start_stack(&badkey_s, "badkey", &main_s.emu, WRONG_SECRET))
+    if (start_stack(&badkey_s, "badkey", &main_s.emu, WRONG_SECRET, NULL))
         return -1;
-    if (start_emulator(&throttle_s.emu, "throttle-emulator", "EMU_THROTTLE_FIRST=2") ||
-        start_stack(&throttle_s, "throttle", &throttle_s.emu, EMU_SECRET))
+    if (start_stack(&converse_s, "converse", &main_s.emu, EMU_SECRET, "BEDROCK_STREAMING=false"))
+        return -1;
+    if (start_emulator2(&throttle_s.emu, "throttle-emulator", "EMU_THROTTLE_FIRST=2",
+                        "EMU_STREAM_EXCEPTION_FIRST=2") ||
+        start_stack(&throttle_s, "throttle", &throttle_s.emu, EMU_SECRET, "AWS_MAX_ATTEMPTS=5"))
         return -1;
     return 0;
 }
@@ -113,6 +125,7 @@ static int teardown(void **state)
     bad += stop(&main_s.gw) + stop(&main_s.agent);
     bad += stop(&badkey_s.gw) + stop(&badkey_s.agent);
     bad += stop(&throttle_s.gw) + stop(&throttle_s.agent);
+    bad += stop(&converse_s.gw) + stop(&converse_s.agent);
     bad += stop(&main_s.emu) + stop(&throttle_s.emu) + stop(&tool);
     teardown_failed = bad != 0;
     return bad ? -1 : 0;
@@ -403,14 +416,55 @@ static void test_throttling_is_retried_and_400_is_not(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(jstr(r.json, "response"), "Echo: patience");
     th_resp_free(&r);
-    assert_int_equal(emu_stat(&throttle_s, "faults"), 2);
-    assert_int_equal(emu_stat(&throttle_s, "converse"), 3); /* 2 throttled + 1 answered */
+    /* 2 throttled over HTTP, 2 throttled inside the stream before any content,
+     * then answered: 5 attempts. */
+    assert_int_equal(emu_stat(&throttle_s, "faults"), 4);
+    assert_int_equal(emu_stat(&throttle_s, "converse"), 5);
+    assert_int_equal(emu_stat(&throttle_s, "streams"), 3);
     before = emu_stat(&throttle_s, "converse");
     invoke(&throttle_s, "{\"prompt\":\"[[fail:400]]\"}", NULL, &r);
     assert_int_equal(r.status, 502);
     assert_non_null(strstr(jstr(r.json, "details"), "ValidationException"));
     th_resp_free(&r);
     assert_int_equal(emu_stat(&throttle_s, "converse"), before + 1); /* no retry */
+}
+
+/* The same conversation through ConverseStream (main) and Converse (converse)
+ * gives the same answers, usage included: the two paths build identical turns. */
+static void test_streamed_and_converse_give_the_same_answers(void **state)
+{
+    static const char *const prompts[] = {
+        "{\"prompt\":\"h\u00e9llo, stream me a longer sentence please\"}",
+        "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"(2+3)*4^2\\\"}]]\"}",
+        "{\"prompt\":\"[[tool:current_time {\\\"timezone\\\":\\\"UTC\\\"}]] now\"}",
+        "{\"prompt\":\"[[recall]]\"}",
+        "{\"prompt\":\"[[max_tokens]] cut\"}",
+    };
+    size_t i;
+    long long streams_before = emu_stat(&main_s, "streams");
+
+    (void)state;
+    for (i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++) {
+        struct th_resp a, b;
+
+        invoke(&main_s, prompts[i], "same-answers-streamed-000000000000001", &a);
+        invoke(&converse_s, prompts[i], "same-answers-converse-000000000000001", &b);
+        assert_int_equal(a.status, 200);
+        assert_int_equal(b.status, 200);
+        json_object_del(a.json, "invocation_id");
+        json_object_del(b.json, "invocation_id");
+        json_object_del(a.json, "session_id");
+        json_object_del(b.json, "session_id");
+        if (strstr(prompts[i], "current_time")) { /* the clock may tick between the two */
+            assert_string_equal(jstr(a.json, "stop_reason"), jstr(b.json, "stop_reason"));
+        } else if (!json_equal(a.json, b.json)) {
+            fail_msg("prompt %zu: streamed %s\nconverse %s", i, a.body, b.body);
+        }
+        th_resp_free(&a);
+        th_resp_free(&b);
+    }
+    /* The main stack really streamed: one ConverseStream per model call. */
+    assert_true(emu_stat(&main_s, "streams") >= streams_before + 7);
 }
 
 /* Runs last: every log line of every process, so far, is free of credentials. */
@@ -452,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_wrong_secret_key_surfaces_clearly),
         cmocka_unit_test(test_agent_worker_killed_gives_503),
         cmocka_unit_test(test_throttling_is_retried_and_400_is_not),
+        cmocka_unit_test(test_streamed_and_converse_give_the_same_answers),
         cmocka_unit_test(test_no_secret_in_any_log),
     };
     int rc = cmocka_run_group_tests_name("e2e", tests, setup, teardown);

@@ -20,6 +20,7 @@
  * GET /_emu/stats returns counters for tests. */
 #define _GNU_SOURCE
 #include "cm_buf.h"
+#include "cm_evstream.h"
 #include "cm_json.h"
 #include "cm_log.h"
 #include "cm_main.h"
@@ -49,6 +50,8 @@ enum {
     C_FAIL,
     C_FAIL_STATUS,
     C_LATENCY,
+    C_STREAM_EXC_FIRST,
+    C_STREAM_EXC,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -69,10 +72,17 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                        "status of the injected failures", 0},
     [C_LATENCY] = {"EMU_LATENCY_MS", NULL, CM_CFG_INT, "0", 0, 600000,
                    "delay before every model answer", 0},
+    [C_STREAM_EXC_FIRST] = {"EMU_STREAM_EXCEPTION_FIRST", NULL, CM_CFG_INT, "0", 0, 1000000,
+                            "end the first N ConverseStream calls with an in-stream exception "
+                            "frame, before any content",
+                            0},
+    [C_STREAM_EXC] = {"EMU_STREAM_EXCEPTION", NULL, CM_CFG_STR, "throttlingException", 0, 64,
+                      "the exception's :exception-type", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
 static struct cm_cfg_value cfg[C_COUNT];
+static atomic_long n_stream;
 static atomic_long n_requests, n_converse, n_auth_rejected, n_faults, n_tool_uses;
 
 struct req {
@@ -83,6 +93,8 @@ struct answer {
     int status;
     const char *error_type; /* NULL for 200 */
     char *body;
+    size_t len; /* body length (an event stream holds NUL bytes) */
+    int stream; /* body is application/vnd.amazon.eventstream */
 };
 
 static void sleep_ms(long ms)
@@ -397,10 +409,119 @@ static void model_answer(const json_t *req, size_t req_len, struct answer *a)
     free(text);
 }
 
+/* ---- ConverseStream framing ---- */
+
+static int frame(struct cm_buf *out, const char *event, json_t *payload)
+{
+    static const char pad[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const char *names[] = {":event-type", ":content-type", ":message-type"};
+    const char *values[] = {event, "application/json", "event"};
+    char *js;
+    int rc;
+
+    /* Real frames carry a random-length padding field "p" that clients ignore. */
+    json_object_set_new(payload, "p", json_stringn(pad, (size_t)(out->len % 40)));
+    js = cm_json_dump(payload);
+    rc = cm_evs_encode(out, names, values, 3, js, strlen(js));
+    free(js);
+    json_decref(payload);
+    return rc;
+}
+
+static int exception_frame(struct cm_buf *out, const char *type, const char *message)
+{
+    const char *names[] = {":exception-type", ":content-type", ":message-type"};
+    const char *values[] = {type, "application/json", "exception"};
+    json_t *p = json_pack("{s:s}", "message", message);
+    char *js = cm_json_dump(p);
+    int rc = cm_evs_encode(out, names, values, 3, js, strlen(js));
+
+    free(js);
+    json_decref(p);
+    return rc;
+}
+
+/* Splits |s| into pieces of |n| bytes without cutting a UTF-8 sequence. */
+static size_t piece(const char *s, size_t n)
+{
+    size_t len = strlen(s);
+
+    if (len <= n)
+        return len;
+    while (n < len && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n++;
+    return n;
+}
+
+/* Re-expresses a Converse answer as the ConverseStream events Bedrock sends:
+ * text in several deltas (no contentBlockStart), toolUse with a start event
+ * and its input JSON in fragments, then messageStop and metadata. */
+static void stream_answer(const json_t *resp, struct answer *a)
+{
+    json_t *content = json_object_get(json_object_get(json_object_get(resp, "output"), "message"),
+                                      "content"),
+           *block, *usage = json_object_get(resp, "usage");
+    struct cm_buf b;
+    size_t i;
+    long call = atomic_fetch_add(&n_stream, 1) + 1;
+
+    cm_buf_init(&b, MAX_BODY);
+    frame(&b, "messageStart", json_pack("{s:s}", "role", "assistant"));
+    if (call <= cfg[C_STREAM_EXC_FIRST].i) {
+        atomic_fetch_add(&n_faults, 1);
+        exception_frame(&b, cfg[C_STREAM_EXC].s,
+                        "Too many requests, please wait before trying again.");
+        goto done;
+    }
+    json_array_foreach(content, i, block)
+    {
+        const char *text = json_string_value(json_object_get(block, "text"));
+        json_t *use = json_object_get(block, "toolUse");
+
+        if (text) {
+            while (*text) {
+                size_t n = piece(text, 7);
+
+                frame(&b, "contentBlockDelta",
+                      json_pack("{s:i,s:{s:s%}}", "contentBlockIndex", (int)i, "delta", "text",
+                                text, n));
+                text += n;
+            }
+        } else if (use) {
+            char *input = cm_json_dump(json_object_get(use, "input"));
+            const char *p = input;
+
+            frame(&b, "contentBlockStart",
+                  json_pack("{s:i,s:{s:{s:O,s:O}}}", "contentBlockIndex", (int)i, "start",
+                            "toolUse", "toolUseId", json_object_get(use, "toolUseId"), "name",
+                            json_object_get(use, "name")));
+            while (*p) {
+                size_t n = piece(p, 5);
+
+                frame(&b, "contentBlockDelta",
+                      json_pack("{s:i,s:{s:{s:s%}}}", "contentBlockIndex", (int)i, "delta",
+                                "toolUse", "input", p, n));
+                p += n;
+            }
+            free(input);
+        }
+        frame(&b, "contentBlockStop", json_pack("{s:i}", "contentBlockIndex", (int)i));
+    }
+    frame(&b, "messageStop", json_pack("{s:O}", "stopReason", json_object_get(resp, "stopReason")));
+    frame(&b, "metadata", json_pack("{s:O,s:{s:i}}", "usage", usage, "metrics", "latencyMs", 1));
+done:
+    a->status = 200;
+    a->error_type = NULL;
+    a->stream = 1;
+    a->len = b.len;
+    a->body = cm_buf_steal(&b);
+}
+
 static void converse(struct MHD_Connection *c, const char *raw_path, const struct cm_buf *body,
                      struct answer *a)
 {
     const char *id = raw_path + 7, *end = strstr(id, "/converse");
+    int streaming = end && !strcmp(end, "/converse-stream");
     char model[2048];
     json_t *req;
     long call;
@@ -410,7 +531,7 @@ static void converse(struct MHD_Connection *c, const char *raw_path, const struc
         atomic_fetch_add(&n_auth_rejected, 1);
         return;
     }
-    if (!end || n == 0 || n >= sizeof(model) || strcmp(end, "/converse")) {
+    if (!end || n == 0 || n >= sizeof(model) || (strcmp(end, "/converse") && !streaming)) {
         error_answer(a, 404, "UnknownOperationException", "Unknown operation");
         return;
     }
@@ -453,6 +574,13 @@ static void converse(struct MHD_Connection *c, const char *raw_path, const struc
     }
     model_answer(req, body->len, a);
     json_decref(req);
+    if (streaming && a->status == 200) {
+        json_t *resp = json_loads(a->body, 0, NULL);
+
+        free(a->body);
+        stream_answer(resp, a);
+        json_decref(resp);
+    }
 }
 
 /* ---- HTTP plumbing ---- */
@@ -471,8 +599,10 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
 
     if (!a->body)
         a->body = strdup("{}");
-    r = MHD_create_response_from_buffer(strlen(a->body), a->body, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(r, "Content-Type", "application/json");
+    r = MHD_create_response_from_buffer(a->stream ? a->len : strlen(a->body), a->body,
+                                        MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, "Content-Type",
+                            a->stream ? "application/vnd.amazon.eventstream" : "application/json");
     MHD_add_response_header(r, "x-amzn-RequestId", "00000000-0000-4000-8000-000000000000");
     if (a->error_type) {
         snprintf(type, sizeof(type), "%s%s", a->error_type, TYPE_SUFFIX);
@@ -488,7 +618,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *size, void **con_cls)
 {
     struct req *rq = *con_cls;
-    struct answer a = {0, NULL, NULL};
+    struct answer a = {0, NULL, NULL, 0, 0};
 
     (void)cls, (void)version;
     if (!rq) {
@@ -507,9 +637,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     atomic_fetch_add(&n_requests, 1);
     if (!strcmp(url, "/_emu/stats")) {
-        json_t *o = json_pack("{s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests, "converse",
-                              (json_int_t)n_converse, "auth_rejected", (json_int_t)n_auth_rejected,
-                              "faults", (json_int_t)n_faults);
+        json_t *o =
+            json_pack("{s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests, "converse",
+                      (json_int_t)n_converse, "streams", (json_int_t)n_stream, "auth_rejected",
+                      (json_int_t)n_auth_rejected, "faults", (json_int_t)n_faults);
 
         a.status = 200;
         a.body = cm_json_dump(o);
