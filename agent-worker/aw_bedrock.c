@@ -52,36 +52,160 @@ static int has_tool_blocks(const json_t *messages)
     return 0;
 }
 
-char *aw_bedrock_build_body(const json_t *messages, const char *system_prompt, int max_tokens,
+int aw_bedrock_supports_tool_status(const char *model_id)
+{
+    return strstr(model_id, "anthropic") || strstr(model_id, "nova");
+}
+
+static int is_empty_text(const json_t *block)
+{
+    const char *t = json_string_value(json_object_get(block, "text"));
+
+    return t && !*t;
+}
+
+/* 1 when |messages| must be rewritten before it is sent. */
+static int needs_rewrite(const json_t *messages, int keep_status)
+{
+    size_t i, j;
+    json_t *m, *block;
+
+    json_array_foreach(messages, i, m)
+    {
+        json_array_foreach(json_object_get(m, "content"), j, block)
+        {
+            if (is_empty_text(block))
+                return 1;
+            if (!keep_status && json_object_get(json_object_get(block, "toolResult"), "status"))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* A copy of |messages| without empty text blocks (a turn left empty gets a
+ * placeholder text) and, if asked, without toolResult.status. */
+static json_t *rewrite(const json_t *messages, int keep_status)
+{
+    json_t *out = json_deep_copy(messages), *m, *content, *block;
+    size_t i, j;
+
+    json_array_foreach(out, i, m)
+    {
+        content = json_object_get(m, "content");
+        for (j = json_array_size(content); j-- > 0;) {
+            block = json_array_get(content, j);
+            if (is_empty_text(block))
+                json_array_remove(content, j);
+            else if (!keep_status)
+                json_object_del(json_object_get(block, "toolResult"), "status");
+        }
+        if (json_is_array(content) && !json_array_size(content))
+            json_array_append_new(content, json_pack("{s:s}", "text", "[blank text]"));
+    }
+    return out;
+}
+
+static json_t *cache_point(void)
+{
+    return json_pack("{s:{s:s}}", "cachePoint", "type", "default");
+}
+
+/* toolConfig to send: the tools (or a placeholder), toolChoice, cachePoint. */
+static json_t *tool_config_for(const json_t *tools, const json_t *messages,
+                               const struct aw_request_options *o)
+{
+    json_t *cfg, *list;
+    const char *choice = o->tool_choice;
+
+    if (!tools) {
+        if (!has_tool_blocks(messages))
+            return NULL;
+        /* The history holds toolUse/toolResult blocks but no tool is available
+         * now (tool-workers down): Bedrock requires a toolConfig regardless. */
+        return json_pack("{s:[{s:{s:s,s:s,s:{s:{s:s,s:{}}}}}]}", "tools", "toolSpec", "name",
+                         "noop", "description", "This is a placeholder tool that MUST be ignored.",
+                         "inputSchema", "json", "type", "object", "properties");
+    }
+    if (!o->prompt_caching && (!choice || !strcmp(choice, "auto")))
+        return json_incref((json_t *)tools); /* the common case: no copy */
+    cfg = json_object();
+    list = json_copy(json_object_get(tools, "tools"));
+    if (o->prompt_caching)
+        json_array_append_new(list, cache_point());
+    json_object_set_new(cfg, "tools", list);
+    if (choice && !strcmp(choice, "any"))
+        json_object_set_new(cfg, "toolChoice", json_pack("{s:{}}", "any"));
+    else if (choice && !strncmp(choice, "tool:", 5))
+        json_object_set_new(cfg, "toolChoice", json_pack("{s:{s:s}}", "tool", "name", choice + 5));
+    else if (choice)
+        json_object_set_new(cfg, "toolChoice", json_pack("{s:{}}", "auto"));
+    return cfg;
+}
+
+static int forces_tool(const struct aw_request_options *o)
+{
+    return o->tool_choice && strcmp(o->tool_choice, "auto");
+}
+
+char *aw_bedrock_build_body(const json_t *messages, const struct aw_request_options *o,
                             const json_t *tool_config)
 {
-    json_t *body = json_object();
+    json_t *body = json_object(), *inf, *tc, *msgs = NULL;
     char *s = NULL;
 
     if (!body)
         return NULL;
-    if (json_object_set(body, "messages", (json_t *)messages))
+    if (needs_rewrite(messages, o->tool_result_status))
+        msgs = rewrite(messages, o->tool_result_status);
+    if (json_object_set(body, "messages", msgs ? msgs : (json_t *)messages))
         goto out;
-    if (system_prompt && *system_prompt &&
-        json_object_set_new(body, "system", json_pack("[{s:s}]", "text", system_prompt)))
-        goto out;
-    if (json_object_set_new(body, "inferenceConfig", json_pack("{s:i}", "maxTokens", max_tokens)))
-        goto out;
-    if (tool_config) {
-        if (json_object_set(body, "toolConfig", (json_t *)tool_config))
-            goto out;
-    } else if (has_tool_blocks(messages)) {
-        /* The history holds toolUse/toolResult blocks but no tool is available
-         * now (tool-workers down): Bedrock requires a toolConfig regardless. */
-        if (json_object_set_new(body, "toolConfig",
-                                json_pack("{s:[{s:{s:s,s:s,s:{s:{s:s,s:{}}}}}]}", "tools",
-                                          "toolSpec", "name", "noop", "description",
-                                          "This is a placeholder tool that MUST be ignored.",
-                                          "inputSchema", "json", "type", "object", "properties")))
+    if (o->system_prompt && *o->system_prompt) {
+        json_t *sys = json_pack("[{s:s}]", "text", o->system_prompt);
+
+        if (o->prompt_caching)
+            json_array_append_new(sys, cache_point());
+        if (json_object_set_new(body, "system", sys))
             goto out;
     }
+    inf = json_pack("{s:i}", "maxTokens", o->max_tokens);
+    if (o->has_temperature)
+        json_object_set_new(inf, "temperature", json_real(o->temperature));
+    if (o->has_top_p)
+        json_object_set_new(inf, "topP", json_real(o->top_p));
+    if (o->stop_sequences)
+        json_object_set(inf, "stopSequences", (json_t *)o->stop_sequences);
+    if (json_object_set_new(body, "inferenceConfig", inf))
+        goto out;
+    tc = tool_config_for(tool_config, messages, o);
+    if (tc && json_object_set_new(body, "toolConfig", tc))
+        goto out;
+    if (o->additional_fields) {
+        json_t *add = (json_t *)o->additional_fields;
+
+        /* Extended thinking cannot be combined with a forced tool choice. */
+        if (tc && forces_tool(o) && json_object_get(add, "thinking")) {
+            add = json_copy(add);
+            json_object_del(add, "thinking");
+        } else {
+            json_incref(add);
+        }
+        if (json_object_size(add) && json_object_set(body, "additionalModelRequestFields", add)) {
+            json_decref(add);
+            goto out;
+        }
+        json_decref(add);
+    }
+    if (o->guardrail_id && *o->guardrail_id &&
+        json_object_set_new(
+            body, "guardrailConfig",
+            json_pack("{s:s,s:s,s:s}", "guardrailIdentifier", o->guardrail_id, "guardrailVersion",
+                      o->guardrail_version ? o->guardrail_version : "DRAFT", "trace",
+                      o->guardrail_trace ? o->guardrail_trace : "disabled")))
+        goto out;
     s = json_dumps(body, JSON_COMPACT);
 out:
+    json_decref(msgs);
     json_decref(body);
     return s;
 }
@@ -106,8 +230,19 @@ int aw_bedrock_parse_response(const char *body, size_t len, struct aw_turn *out,
         cm_json_arr(message, "content", &content, err, errlen) ||
         cm_json_str(root, "stopReason", &stop, err, errlen))
         goto out;
-    /* Only role and content go back into the history; unknown keys are dropped. */
-    out->message = json_pack("{s:s,s:O}", "role", "assistant", "content", content);
+    /* Only role and content go back into the history; unknown keys are dropped,
+     * and so are empty text blocks (Bedrock rejects them in a later request). */
+    out->message = json_pack("{s:s,s:o}", "role", "assistant", "content", json_array());
+    if (out->message) {
+        json_t *dst = json_object_get(out->message, "content"), *block;
+        size_t i;
+
+        json_array_foreach(content, i, block)
+        {
+            if (!is_empty_text(block))
+                json_array_append(dst, block);
+        }
+    }
     if (!out->message) {
         rc = CM_ENOMEM;
         goto out;
@@ -220,11 +355,13 @@ struct aw_bedrock {
     char *scheme_host; /* "https://host[:port]" */
     char host[256];    /* what "host" is signed and sent as */
     char *base_path;   /* endpoint path prefix, usually "" */
-    char *region, *model_id, *akid, *secret, *token, *system_prompt;
-    char *path;        /* base_path + /model/<id>/converse, computed once */
-    char *stream_path; /* ... /converse-stream */
+    char *region, *model_id, *akid, *secret, *token, *system_prompt, *tool_choice;
+    char *guardrail_id, *guardrail_version, *guardrail_trace;
+    struct aw_request_options opts; /* its strings point at the copies above */
+    char *path;                     /* base_path + /model/<id>/converse, computed once */
+    char *stream_path;              /* ... /converse-stream */
     int streaming;
-    int max_tokens, connect_timeout_ms, read_timeout_ms, max_attempts, retry_base_ms;
+    int connect_timeout_ms, read_timeout_ms, max_attempts, retry_base_ms;
 };
 
 static char *dup_or_null(const char *s)
@@ -267,8 +404,20 @@ struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err
     b->akid = dup_or_null(cfg->access_key_id);
     b->secret = dup_or_null(cfg->secret_access_key);
     b->token = dup_or_null(cfg->session_token);
-    b->system_prompt = dup_or_null(cfg->system_prompt);
-    b->max_tokens = cfg->max_tokens;
+    b->opts = cfg->request;
+    b->system_prompt = dup_or_null(cfg->request.system_prompt);
+    b->tool_choice = dup_or_null(cfg->request.tool_choice);
+    b->guardrail_id = dup_or_null(cfg->request.guardrail_id);
+    b->guardrail_version = dup_or_null(cfg->request.guardrail_version);
+    b->guardrail_trace = dup_or_null(cfg->request.guardrail_trace);
+    b->opts.system_prompt = b->system_prompt;
+    b->opts.tool_choice = b->tool_choice;
+    b->opts.guardrail_id = b->guardrail_id;
+    b->opts.guardrail_version = b->guardrail_version;
+    b->opts.guardrail_trace = b->guardrail_trace;
+    json_incref((json_t *)b->opts.stop_sequences);
+    json_incref((json_t *)b->opts.additional_fields);
+    b->opts.tool_result_status = aw_bedrock_supports_tool_status(cfg->model_id);
     b->connect_timeout_ms = cfg->connect_timeout_ms;
     b->read_timeout_ms = cfg->read_timeout_ms;
     b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 1;
@@ -318,6 +467,12 @@ void aw_bedrock_free(struct aw_bedrock *b)
     free_secret(b->secret);
     free_secret(b->token);
     free(b->system_prompt);
+    free(b->tool_choice);
+    free(b->guardrail_id);
+    free(b->guardrail_version);
+    free(b->guardrail_trace);
+    json_decref((json_t *)b->opts.stop_sequences);
+    json_decref((json_t *)b->opts.additional_fields);
     free(b->path);
     free(b->stream_path);
     free(b);
@@ -610,7 +765,7 @@ int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json
                   "no AWS credentials configured: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
         return CM_EUPSTREAM;
     }
-    body = aw_bedrock_build_body(messages, b->system_prompt, b->max_tokens, tool_config);
+    body = aw_bedrock_build_body(messages, &b->opts, tool_config);
     if (!body)
         return CM_ENOMEM;
     for (attempt = 1; attempt <= b->max_attempts; attempt++) {

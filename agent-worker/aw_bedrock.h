@@ -20,15 +20,28 @@
 
 #define AW_BEDROCK_MAX_RESPONSE (16 * 1024 * 1024)
 
+/* Everything a request carries besides the conversation and the tools. */
+struct aw_request_options {
+    const char *system_prompt; /* NULL: none */
+    int max_tokens;
+    int has_temperature, has_top_p;
+    double temperature, top_p;
+    const json_t *stop_sequences;    /* array or NULL */
+    const json_t *additional_fields; /* additionalModelRequestFields object or NULL */
+    const char *tool_choice;         /* NULL/"auto", "any" or "tool:<name>" */
+    int prompt_caching;              /* cachePoint after the system prompt and the tools */
+    const char *guardrail_id, *guardrail_version, *guardrail_trace; /* id NULL: none */
+    int tool_result_status; /* 0: strip toolResult.status (models that reject it) */
+};
+
 struct aw_bedrock_config {
     const char *endpoint; /* "https://bedrock-runtime.us-east-1.amazonaws.com" or an emulator */
     const char *region;
     const char *model_id;
     const char *access_key_id; /* NULL: no credentials (every call fails clearly) */
     const char *secret_access_key;
-    const char *session_token; /* optional */
-    const char *system_prompt; /* optional */
-    int max_tokens;
+    const char *session_token;         /* optional */
+    struct aw_request_options request; /* copied (the JSON values are referenced) */
     int connect_timeout_ms;
     int read_timeout_ms;
     int max_attempts;
@@ -58,12 +71,18 @@ void aw_turn_clear(struct aw_turn *t);
 /* "/model/<id percent-encoded, ':' and '/' included>/converse" into |out|. */
 int aw_bedrock_model_path(const char *model_id, const char *op, struct cm_buf *out);
 
-/* Serialises a Converse request: |messages| (borrowed), optional system prompt,
- * maxTokens and |tool_config| (borrowed, may be NULL). When there is no tool
- * config but the history holds tool blocks, a placeholder tool is declared,
- * because Bedrock rejects such a history otherwise. Returns a malloc'd string
+/* 1 when Bedrock accepts toolResult.status for |model_id| (Claude and Nova,
+ * as the Strands SDK decides). */
+int aw_bedrock_supports_tool_status(const char *model_id);
+
+/* Serialises a Converse request from |messages| (borrowed), |o| and
+ * |tool_config| (borrowed, may be NULL). The rules the Strands SDK applies so
+ * Bedrock accepts a history are applied to what is sent (never to |messages|):
+ * a placeholder tool when the history holds tool blocks but no tool is
+ * configured, no empty text blocks, toolResult.status only where supported,
+ * and no "thinking" while toolChoice forces a tool. Returns a malloc'd string
  * or NULL on allocation failure. */
-char *aw_bedrock_build_body(const json_t *messages, const char *system_prompt, int max_tokens,
+char *aw_bedrock_build_body(const json_t *messages, const struct aw_request_options *o,
                             const json_t *tool_config);
 
 /* Parses a 200 Converse body. 0, or CM_EINVAL with a reason in |err|. */

@@ -9,6 +9,7 @@
 #include "cm_util.h"
 
 #include <curl/curl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +26,15 @@ enum {
     C_MAX_TOKENS,
     C_MAX_ITERATIONS,
     C_SYSTEM_PROMPT,
+    C_TEMPERATURE,
+    C_TOP_P,
+    C_STOP_SEQUENCES,
+    C_TOOL_CHOICE,
+    C_ADDITIONAL_FIELDS,
+    C_PROMPT_CACHING,
+    C_GUARDRAIL_ID,
+    C_GUARDRAIL_VERSION,
+    C_GUARDRAIL_TRACE,
     C_SESSION_MAX,
     C_SESSION_MAX_MESSAGES,
     C_TOOL_TIMEOUT,
@@ -68,6 +78,26 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                           "model calls allowed per invocation", 0},
     [C_SYSTEM_PROMPT] = {"SYSTEM_PROMPT", NULL, CM_CFG_STR, NULL, 0, 1048576,
                          "system prompt (none by default)", 0},
+    [C_TEMPERATURE] = {"TEMPERATURE", NULL, CM_CFG_FLOAT, NULL, 0, 1,
+                       "inferenceConfig.temperature (unset: the model's default)", 0},
+    [C_TOP_P] = {"TOP_P", NULL, CM_CFG_FLOAT, NULL, 0, 1,
+                 "inferenceConfig.topP (unset: the model's default)", 0},
+    [C_STOP_SEQUENCES] = {"STOP_SEQUENCES", NULL, CM_CFG_JSON, NULL, 2, 0,
+                          "inferenceConfig.stopSequences as a JSON array of strings", 0},
+    [C_TOOL_CHOICE] = {"TOOL_CHOICE", NULL, CM_CFG_STR, "auto", 0, 128,
+                       "toolChoice: auto, any, or tool:<name>", 0},
+    [C_ADDITIONAL_FIELDS] = {"ADDITIONAL_MODEL_REQUEST_FIELDS", NULL, CM_CFG_JSON, NULL, 1, 0,
+                             "additionalModelRequestFields as a JSON object, e.g. "
+                             "{\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":1024}}",
+                             0},
+    [C_PROMPT_CACHING] = {"PROMPT_CACHING", NULL, CM_CFG_BOOL, "false", 0, 1,
+                          "add a cachePoint after the system prompt and after the tools", 0},
+    [C_GUARDRAIL_ID] = {"GUARDRAIL_ID", NULL, CM_CFG_STR, NULL, 0, 2048,
+                        "guardrailConfig.guardrailIdentifier (unset: no guardrail)", 0},
+    [C_GUARDRAIL_VERSION] = {"GUARDRAIL_VERSION", NULL, CM_CFG_STR, "DRAFT", 0, 64,
+                             "guardrailConfig.guardrailVersion", 0},
+    [C_GUARDRAIL_TRACE] = {"GUARDRAIL_TRACE", NULL, CM_CFG_STR, "disabled", 0, 16,
+                           "guardrailConfig.trace: enabled, disabled or enabled_full", 0},
     [C_SESSION_MAX] = {"SESSION_MAX", NULL, CM_CFG_INT, "10000", 1, 10000000,
                        "sessions kept in memory; the least recently used idle one is evicted", 0},
     [C_SESSION_MAX_MESSAGES] = {"SESSION_MAX_MESSAGES", NULL, CM_CFG_INT, "200", 2, 100000,
@@ -92,6 +122,42 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                  "on SIGTERM, how long in-flight invocations may finish before cancellation", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
+
+/* The request options from the table; the JSON values are new references
+ * (aw_bedrock_new takes its own). */
+static int request_options(const struct cm_cfg_value *cfg, struct aw_request_options *o, char *err,
+                           size_t errlen)
+{
+    const char *choice = cfg[C_TOOL_CHOICE].s, *trace = cfg[C_GUARDRAIL_TRACE].s;
+
+    memset(o, 0, sizeof(*o));
+    if (strcmp(choice, "auto") && strcmp(choice, "any") &&
+        (strncmp(choice, "tool:", 5) || !choice[5])) {
+        snprintf(err, errlen, "TOOL_CHOICE: '%s' is not auto, any or tool:<name>", choice);
+        return -1;
+    }
+    if (strcmp(trace, "enabled") && strcmp(trace, "disabled") && strcmp(trace, "enabled_full")) {
+        snprintf(err, errlen, "GUARDRAIL_TRACE: '%s' is not enabled, disabled or enabled_full",
+                 trace);
+        return -1;
+    }
+    o->system_prompt = cfg[C_SYSTEM_PROMPT].s;
+    o->max_tokens = (int)cfg[C_MAX_TOKENS].i;
+    o->has_temperature = cfg[C_TEMPERATURE].is_set;
+    o->temperature = cfg[C_TEMPERATURE].d;
+    o->has_top_p = cfg[C_TOP_P].is_set;
+    o->top_p = cfg[C_TOP_P].d;
+    o->stop_sequences =
+        cfg[C_STOP_SEQUENCES].s ? json_loads(cfg[C_STOP_SEQUENCES].s, 0, NULL) : NULL;
+    o->additional_fields =
+        cfg[C_ADDITIONAL_FIELDS].s ? json_loads(cfg[C_ADDITIONAL_FIELDS].s, 0, NULL) : NULL;
+    o->tool_choice = choice;
+    o->prompt_caching = (int)cfg[C_PROMPT_CACHING].i;
+    o->guardrail_id = cfg[C_GUARDRAIL_ID].s;
+    o->guardrail_version = cfg[C_GUARDRAIL_VERSION].s;
+    o->guardrail_trace = trace;
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -126,14 +192,19 @@ int main(int argc, char **argv)
     bcfg.access_key_id = cfg[C_AKID].s;
     bcfg.secret_access_key = cfg[C_SECRET].s;
     bcfg.session_token = cfg[C_TOKEN].s;
-    bcfg.system_prompt = cfg[C_SYSTEM_PROMPT].s;
-    bcfg.max_tokens = (int)cfg[C_MAX_TOKENS].i;
+    if (request_options(cfg, &bcfg.request, err, sizeof(err))) {
+        cm_error("invalid configuration: %s", err);
+        rc = 2;
+        goto out;
+    }
     bcfg.connect_timeout_ms = (int)cfg[C_CONNECT_TIMEOUT].i;
     bcfg.read_timeout_ms = (int)cfg[C_READ_TIMEOUT].i;
     bcfg.max_attempts = (int)cfg[C_MAX_ATTEMPTS].i;
     bcfg.retry_base_ms = (int)cfg[C_RETRY_BASE].i;
     bcfg.streaming = (int)cfg[C_STREAMING].i;
     svc.bedrock = aw_bedrock_new(&bcfg, err, sizeof(err));
+    json_decref((json_t *)bcfg.request.stop_sequences); /* the client holds its own */
+    json_decref((json_t *)bcfg.request.additional_fields);
     if (!svc.bedrock) {
         cm_error("invalid configuration: %s", err);
         rc = 2;

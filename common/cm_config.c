@@ -2,6 +2,7 @@
 #include "cm_err.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -50,6 +51,37 @@ static int load_one(const struct cm_cfg_entry *e, struct cm_cfg_value *v, const 
             return CM_EINVAL;
         }
         return 0;
+    case CM_CFG_FLOAT:
+        errno = 0;
+        v->d = strtod(raw, &end);
+        if (errno || end == raw || *end || v->d != v->d) {
+            snprintf(err, errlen, "%s: '%s' is not a number", e->env, raw);
+            return CM_EINVAL;
+        }
+        if (v->d < (double)e->min || v->d > (double)e->max) {
+            snprintf(err, errlen, "%s: %g is out of range [%lld, %lld]", e->env, v->d, e->min,
+                     e->max);
+            return CM_EINVAL;
+        }
+        return 0;
+    case CM_CFG_JSON: {
+        json_error_t jerr;
+        json_t *j = json_loads(raw, JSON_DECODE_ANY, &jerr);
+        int ok = j && (e->min == 0 || (e->min == 1 && json_is_object(j)) ||
+                       (e->min == 2 && json_is_array(j)));
+
+        json_decref(j);
+        if (!ok) {
+            snprintf(err, errlen, "%s: not a JSON %s (%s)", e->env,
+                     e->min == 1   ? "object"
+                     : e->min == 2 ? "array"
+                                   : "value",
+                     j ? "wrong kind" : jerr.text);
+            return CM_EINVAL;
+        }
+        v->s = strdup(raw);
+        return v->s ? 0 : CM_ENOMEM;
+    }
     case CM_CFG_STR:
         if (e->max > 0 && (long long)strlen(raw) > e->max) {
             snprintf(err, errlen, "%s: longer than %lld bytes", e->env, e->max);
@@ -114,8 +146,10 @@ void cm_config_help(FILE *out, const char *prog, const char *summary,
         fprintf(out, "  %-34s %s\n", e->env, e->help);
         if (e->fallback)
             fprintf(out, "  %-34s   falls back to %s\n", "", e->fallback);
-        if (e->type == CM_CFG_INT)
+        if (e->type == CM_CFG_INT || (e->type == CM_CFG_FLOAT && e->def))
             fprintf(out, "  %-34s   default %s, range %lld..%lld\n", "", e->def, e->min, e->max);
+        else if (e->type == CM_CFG_FLOAT)
+            fprintf(out, "  %-34s   unset by default, range %lld..%lld\n", "", e->min, e->max);
         else if (e->def && !e->secret)
             fprintf(out, "  %-34s   default %s\n", "", e->def);
     }

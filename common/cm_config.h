@@ -9,7 +9,9 @@
 
 #include <stdio.h>
 
-enum cm_cfg_type { CM_CFG_INT, CM_CFG_STR, CM_CFG_BOOL };
+/* CM_CFG_FLOAT uses min/max as whole-number bounds; CM_CFG_JSON checks the
+ * text is a JSON value of the kind in |min| (0 any, 1 object, 2 array). */
+enum cm_cfg_type { CM_CFG_INT, CM_CFG_STR, CM_CFG_BOOL, CM_CFG_FLOAT, CM_CFG_JSON };
 
 struct cm_cfg_entry {
     const char *env;      /* e.g. "PORT" */
@@ -23,7 +25,8 @@ struct cm_cfg_entry {
 
 struct cm_cfg_value {
     long long i; /* CM_CFG_INT and CM_CFG_BOOL (0/1) */
-    char *s;     /* CM_CFG_STR, owned; NULL when unset */
+    double d;    /* CM_CFG_FLOAT */
+    char *s;     /* CM_CFG_STR and CM_CFG_JSON (text), owned; NULL when unset */
     int is_set;  /* 1 when it came from the environment rather than the default */
 };
 

@@ -29,56 +29,154 @@ static void test_model_path_encoding(void **state)
     cm_buf_free(&b);
 }
 
+static json_t *body_of(const json_t *msgs, const struct aw_request_options *o, const json_t *tools)
+{
+    char *s = aw_bedrock_build_body(msgs, o, tools);
+    json_t *b = json_loads(s, 0, NULL);
+
+    assert_non_null(b);
+    free(s);
+    return b;
+}
+
+static struct aw_request_options opts(void)
+{
+    struct aw_request_options o;
+
+    memset(&o, 0, sizeof(o));
+    o.max_tokens = 10;
+    o.tool_result_status = 1;
+    return o;
+}
+
 static void test_build_body(void **state)
 {
     json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":[{\"text\":\"hi\"}]}]", 0, NULL);
     json_t *tools = json_loads("{\"tools\":[{\"toolSpec\":{\"name\":\"t\"}}]}", 0, NULL);
-    json_t *o;
-    char *s;
+    json_t *stops = json_loads("[\"STOP\"]", 0, NULL), *o, *inf;
+    struct aw_request_options op = opts();
 
     (void)state;
-    s = aw_bedrock_build_body(msgs, "be brief", 123, tools);
-    o = json_loads(s, 0, NULL);
-    assert_non_null(o);
+    op.system_prompt = "be brief";
+    op.max_tokens = 123;
+    op.has_temperature = 1;
+    op.temperature = 0.5;
+    op.has_top_p = 1;
+    op.top_p = 0.25;
+    op.stop_sequences = stops;
+    o = body_of(msgs, &op, tools);
     assert_true(json_equal(json_object_get(o, "messages"), msgs));
     assert_string_equal(
         json_string_value(json_object_get(json_array_get(json_object_get(o, "system"), 0), "text")),
         "be brief");
-    assert_int_equal(
-        json_integer_value(json_object_get(json_object_get(o, "inferenceConfig"), "maxTokens")),
-        123);
+    inf = json_object_get(o, "inferenceConfig");
+    assert_int_equal(json_integer_value(json_object_get(inf, "maxTokens")), 123);
+    assert_true(json_real_value(json_object_get(inf, "temperature")) == 0.5);
+    assert_true(json_real_value(json_object_get(inf, "topP")) == 0.25);
+    assert_true(json_equal(json_object_get(inf, "stopSequences"), stops));
     assert_true(json_equal(json_object_get(o, "toolConfig"), tools));
+    assert_null(json_object_get(o, "guardrailConfig"));
     json_decref(o);
-    free(s);
-    /* No system prompt, no tools, no tool blocks: neither key is sent. */
-    s = aw_bedrock_build_body(msgs, NULL, 10, NULL);
-    o = json_loads(s, 0, NULL);
+    /* No system prompt, no tools, no tool blocks: none of those keys. */
+    op = opts();
+    o = body_of(msgs, &op, NULL);
     assert_null(json_object_get(o, "system"));
     assert_null(json_object_get(o, "toolConfig"));
+    assert_null(json_object_get(json_object_get(o, "inferenceConfig"), "temperature"));
     json_decref(o);
-    free(s);
     json_decref(msgs);
     json_decref(tools);
+    json_decref(stops);
 }
 
-static void test_placeholder_tool_when_history_has_tool_blocks(void **state)
+static void test_tool_choice_caching_guardrail_fields(void **state)
+{
+    json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":[{\"text\":\"hi\"}]}]", 0, NULL);
+    json_t *tools = json_loads("{\"tools\":[{\"toolSpec\":{\"name\":\"t\"}}]}", 0, NULL);
+    json_t *fields = json_loads("{\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":1024},"
+                                "\"top_k\":5}",
+                                0, NULL);
+    struct aw_request_options op = opts();
+    json_t *o, *tc, *sys, *add;
+
+    (void)state;
+    op.system_prompt = "sys";
+    op.prompt_caching = 1;
+    op.tool_choice = "tool:t";
+    op.additional_fields = fields;
+    op.guardrail_id = "gr-1";
+    op.guardrail_version = "3";
+    op.guardrail_trace = "enabled";
+    o = body_of(msgs, &op, tools);
+    sys = json_object_get(o, "system");
+    assert_int_equal(json_array_size(sys), 2);
+    assert_non_null(json_object_get(json_array_get(sys, 1), "cachePoint"));
+    tc = json_object_get(o, "toolConfig");
+    assert_int_equal(json_array_size(json_object_get(tc, "tools")), 2);
+    assert_non_null(json_object_get(json_array_get(json_object_get(tc, "tools"), 1), "cachePoint"));
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_object_get(tc, "toolChoice"), "tool"), "name")),
+                        "t");
+    /* A forced tool drops "thinking" but keeps the other fields. */
+    add = json_object_get(o, "additionalModelRequestFields");
+    assert_null(json_object_get(add, "thinking"));
+    assert_int_equal(json_integer_value(json_object_get(add, "top_k")), 5);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "guardrailConfig"),
+                                                          "guardrailIdentifier")),
+                        "gr-1");
+    /* The shared tool config itself was not modified. */
+    assert_int_equal(json_array_size(json_object_get(tools, "tools")), 1);
+    json_decref(o);
+    /* toolChoice auto keeps thinking. */
+    op.tool_choice = "auto";
+    o = body_of(msgs, &op, tools);
+    assert_non_null(
+        json_object_get(json_object_get(o, "additionalModelRequestFields"), "thinking"));
+    json_decref(o);
+    json_decref(msgs);
+    json_decref(tools);
+    json_decref(fields);
+}
+
+static void test_history_rules(void **state)
 {
     json_t *msgs = json_loads(
         "[{\"role\":\"user\",\"content\":[{\"text\":\"x\"}]},"
-        "{\"role\":\"assistant\",\"content\":[{\"toolUse\":{\"toolUseId\":\"a\",\"name\":\"t\","
-        "\"input\":{}}}]},"
-        "{\"role\":\"user\",\"content\":[{\"toolResult\":{\"toolUseId\":\"a\",\"content\":[]}}]}]",
+        "{\"role\":\"assistant\",\"content\":[{\"text\":\"\"},{\"toolUse\":{\"toolUseId\":\"a\","
+        "\"name\":\"t\",\"input\":{}}}]},"
+        "{\"role\":\"user\",\"content\":[{\"toolResult\":{\"toolUseId\":\"a\",\"content\":[],"
+        "\"status\":\"error\"}}]},"
+        "{\"role\":\"assistant\",\"content\":[{\"text\":\"\"}]}]",
         0, NULL);
-    char *s = aw_bedrock_build_body(msgs, NULL, 10, NULL);
-    json_t *o = json_loads(s, 0, NULL);
-    json_t *spec = json_object_get(
-        json_array_get(json_object_get(json_object_get(o, "toolConfig"), "tools"), 0), "toolSpec");
+    json_t *before = json_deep_copy(msgs), *o, *sent, *spec;
+    struct aw_request_options op = opts();
 
     (void)state;
+    op.tool_result_status = 0; /* a model that rejects toolResult.status */
+    o = body_of(msgs, &op, NULL);
+    sent = json_object_get(o, "messages");
+    /* Empty text blocks are gone; a turn left empty gets a placeholder. */
+    assert_int_equal(json_array_size(json_object_get(json_array_get(sent, 1), "content")), 1);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(json_array_get(sent, 3), "content"), 0), "text")),
+        "[blank text]");
+    assert_null(json_object_get(
+        json_object_get(json_array_get(json_object_get(json_array_get(sent, 2), "content"), 0),
+                        "toolResult"),
+        "status"));
+    /* No tools configured but tool blocks in the history: a placeholder tool. */
+    spec = json_object_get(
+        json_array_get(json_object_get(json_object_get(o, "toolConfig"), "tools"), 0), "toolSpec");
     assert_string_equal(json_string_value(json_object_get(spec, "name")), "noop");
+    /* The session's own history is untouched. */
+    assert_true(json_equal(msgs, before));
     json_decref(o);
+    assert_true(aw_bedrock_supports_tool_status("us.anthropic.claude-sonnet-4-20250514-v1:0"));
+    assert_true(aw_bedrock_supports_tool_status("us.amazon.nova-micro-v1:0"));
+    assert_false(aw_bedrock_supports_tool_status("meta.llama3-70b-instruct-v1:0"));
     json_decref(msgs);
-    free(s);
+    json_decref(before);
 }
 
 static void test_parse_response(void **state)
@@ -185,7 +283,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_path_encoding),
         cmocka_unit_test(test_build_body),
-        cmocka_unit_test(test_placeholder_tool_when_history_has_tool_blocks),
+        cmocka_unit_test(test_tool_choice_caching_guardrail_fields),
+        cmocka_unit_test(test_history_rules),
         cmocka_unit_test(test_parse_response),
         cmocka_unit_test(test_parse_bad_responses),
         cmocka_unit_test(test_error_mapping),

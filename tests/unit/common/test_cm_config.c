@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-enum { PORT, REGION, DEBUG, NAME, SECRET, N };
+enum { PORT, REGION, DEBUG, NAME, SECRET, TEMP, FIELDS, N };
 
 static const struct cm_cfg_entry tab[N] = {
     [PORT] = {"PORT", NULL, CM_CFG_INT, "8080", 0, 65535, "port", 0},
@@ -19,6 +19,8 @@ static const struct cm_cfg_entry tab[N] = {
     [DEBUG] = {"DEBUG", NULL, CM_CFG_BOOL, "false", 0, 1, "debug", 0},
     [NAME] = {"NAME", NULL, CM_CFG_STR, NULL, 0, 5, "optional", 0},
     [SECRET] = {"SECRET", NULL, CM_CFG_STR, "hunter2", 0, 64, "a secret", 1},
+    [TEMP] = {"TEMPERATURE", NULL, CM_CFG_FLOAT, NULL, 0, 1, "sampling", 0},
+    [FIELDS] = {"FIELDS", NULL, CM_CFG_JSON, NULL, 1, 0, "an object", 0},
 };
 
 /* |ud| is a NULL-terminated list of "KEY=VALUE". */
@@ -49,6 +51,12 @@ static const struct row rows[] = {
     {{"DEBUG=yes", NULL}, 0, NULL},
     {{"DEBUG=maybe", NULL}, CM_EINVAL, "DEBUG: 'maybe' is not a boolean"},
     {{"NAME=toolong", NULL}, CM_EINVAL, "NAME: longer than 5 bytes"},
+    {{"TEMPERATURE=0.7", NULL}, 0, NULL},
+    {{"TEMPERATURE=1.5", NULL}, CM_EINVAL, "TEMPERATURE: 1.5 is out of range [0, 1]"},
+    {{"TEMPERATURE=warm", NULL}, CM_EINVAL, "TEMPERATURE: 'warm' is not a number"},
+    {{"FIELDS={\"thinking\":{\"type\":\"enabled\"}}", NULL}, 0, NULL},
+    {{"FIELDS=[1]", NULL}, CM_EINVAL, "FIELDS: not a JSON object"},
+    {{"FIELDS={bad", NULL}, CM_EINVAL, "FIELDS: not a JSON object"},
 };
 
 static void test_rows(void **state)
@@ -70,7 +78,8 @@ static void test_rows(void **state)
 
 static void test_values_and_fallback(void **state)
 {
-    const char *env[] = {"AWS_DEFAULT_REGION=eu-west-1", "DEBUG=on", "PORT=1", NULL};
+    const char *env[] = {"AWS_DEFAULT_REGION=eu-west-1", "DEBUG=on", "PORT=1", "TEMPERATURE=0.25",
+                         NULL};
     const char *env2[] = {"AWS_REGION=ap-south-1", "AWS_DEFAULT_REGION=eu-west-1", NULL};
     struct cm_cfg_value v[N];
     char err[256];
@@ -82,6 +91,8 @@ static void test_values_and_fallback(void **state)
     assert_string_equal(v[REGION].s, "eu-west-1");
     assert_int_equal(v[DEBUG].i, 1);
     assert_null(v[NAME].s);
+    assert_true(v[TEMP].d == 0.25);
+    assert_true(v[TEMP].is_set);
     cm_config_free(v, N);
     assert_int_equal(cm_config_load(tab, N, v, fake_env, (void *)env2, err, sizeof(err)), 0);
     assert_string_equal(v[REGION].s, "ap-south-1"); /* the primary variable wins */
