@@ -1,4 +1,6 @@
 #include "aw_bedrock.h"
+#include "aw_aws.h"
+#include "aw_creds.h"
 #include "aw_stream.h"
 #include "cm_err.h"
 #include "cm_json.h"
@@ -352,13 +354,13 @@ int aw_bedrock_retryable(int status, const char *type)
 /* ---- transport ---- */
 
 struct aw_bedrock {
-    char *scheme_host; /* "https://host[:port]" */
-    char host[256];    /* what "host" is signed and sent as */
-    char *base_path;   /* endpoint path prefix, usually "" */
-    char *region, *model_id, *akid, *secret, *token, *system_prompt, *tool_choice;
+    struct aw_endpoint ep;
+    struct aw_creds *creds;
+    char *bearer;
+    char *region, *model_id, *system_prompt, *tool_choice;
     char *guardrail_id, *guardrail_version, *guardrail_trace;
     struct aw_request_options opts; /* its strings point at the copies above */
-    char *path;                     /* base_path + /model/<id>/converse, computed once */
+    char *path;                     /* base path + /model/<id>/converse, computed once */
     char *stream_path;              /* ... /converse-stream */
     int streaming;
     int connect_timeout_ms, read_timeout_ms, max_attempts, retry_base_ms;
@@ -372,38 +374,16 @@ static char *dup_or_null(const char *s)
 struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err, size_t errlen)
 {
     struct aw_bedrock *b = calloc(1, sizeof(*b));
-    const char *p, *hs, *slash;
     struct cm_buf path;
 
     if (!b)
         return NULL;
-    p = cfg->endpoint;
-    if (!strncmp(p, "https://", 8))
-        hs = p + 8;
-    else if (!strncmp(p, "http://", 7))
-        hs = p + 7;
-    else {
-        snprintf(err, errlen, "endpoint '%s' must start with http:// or https://", p);
+    if (aw_endpoint_parse(cfg->endpoint, &b->ep, err, errlen))
         goto fail;
-    }
-    slash = strchr(hs, '/');
-    if (!slash)
-        slash = hs + strlen(hs);
-    if (slash == hs || (size_t)(slash - hs) >= sizeof(b->host)) {
-        snprintf(err, errlen, "endpoint '%s' has no valid host", p);
-        goto fail;
-    }
-    memcpy(b->host, hs, (size_t)(slash - hs));
-    b->host[slash - hs] = '\0';
-    b->scheme_host = strndup(p, (size_t)(slash - p));
-    b->base_path = strdup(slash);
-    if (b->base_path && b->base_path[0] && b->base_path[strlen(b->base_path) - 1] == '/')
-        b->base_path[strlen(b->base_path) - 1] = '\0';
     b->region = strdup(cfg->region);
     b->model_id = strdup(cfg->model_id);
-    b->akid = dup_or_null(cfg->access_key_id);
-    b->secret = dup_or_null(cfg->secret_access_key);
-    b->token = dup_or_null(cfg->session_token);
+    b->creds = cfg->creds;
+    b->bearer = dup_or_null(cfg->bearer_token);
     b->opts = cfg->request;
     b->system_prompt = dup_or_null(cfg->request.system_prompt);
     b->tool_choice = dup_or_null(cfg->request.tool_choice);
@@ -422,17 +402,17 @@ struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err
     b->read_timeout_ms = cfg->read_timeout_ms;
     b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 1;
     b->retry_base_ms = cfg->retry_base_ms;
-    if (!b->scheme_host || !b->base_path || !b->region || !b->model_id)
+    if (!b->region || !b->model_id)
         goto fail;
     cm_buf_init(&path, 8192);
-    if (cm_buf_addstr(&path, b->base_path) ||
+    if (cm_buf_addstr(&path, b->ep.base_path) ||
         aw_bedrock_model_path(b->model_id, "converse", &path)) {
         cm_buf_free(&path);
         snprintf(err, errlen, "model id too long");
         goto fail;
     }
     b->path = cm_buf_steal(&path);
-    if (!b->path || cm_buf_addstr(&path, b->base_path) ||
+    if (!b->path || cm_buf_addstr(&path, b->ep.base_path) ||
         aw_bedrock_model_path(b->model_id, "converse-stream", &path)) {
         cm_buf_free(&path);
         goto fail;
@@ -459,13 +439,9 @@ void aw_bedrock_free(struct aw_bedrock *b)
 {
     if (!b)
         return;
-    free(b->scheme_host);
-    free(b->base_path);
     free(b->region);
     free(b->model_id);
-    free(b->akid);
-    free_secret(b->secret);
-    free_secret(b->token);
+    free_secret(b->bearer);
     free(b->system_prompt);
     free(b->tool_choice);
     free(b->guardrail_id);
@@ -615,19 +591,14 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
 
 /* One signed POST. Returns 0 (HTTP answer in |status| and |x|), CM_ECANCELED,
  * or CM_EIO with |err| describing the transport failure. */
-static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, long *status,
-                     struct aw_model_error *err)
+static int post_once(struct aw_bedrock *b, const char *body, const struct aw_credentials *cr,
+                     struct xfer *x, long *status, struct aw_model_error *err)
 {
-    struct cm_sigv4_header hdrs[4];
-    struct cm_sigv4_request req;
-    struct cm_sigv4_params sp;
-    struct cm_sigv4_out sig;
-    struct curl_slist *list = NULL;
-    char amz_date[17], line[4096], url[8192];
+    struct curl_slist *list;
+    char url[8192], line[512];
     CURL *h = thread_curl();
-    const char *path;
+    const char *path = x->streaming ? b->stream_path : b->path;
     CURLcode cc;
-    size_t nh = 0;
     int rc = CM_EIO;
 
     if (!h) {
@@ -635,37 +606,13 @@ static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, lon
         return CM_ENOMEM;
     }
     x->h = h;
-    cm_sigv4_amz_date((long long)time(NULL), amz_date);
-    hdrs[nh++] = (struct cm_sigv4_header){"content-type", "application/json"};
-    hdrs[nh++] = (struct cm_sigv4_header){"host", b->host};
-    hdrs[nh++] = (struct cm_sigv4_header){"x-amz-date", amz_date};
-    if (b->token)
-        hdrs[nh++] = (struct cm_sigv4_header){"x-amz-security-token", b->token};
-    path = x->streaming ? b->stream_path : b->path;
-    req = (struct cm_sigv4_request){"POST", path, NULL, hdrs, nh, body, strlen(body)};
-    sp = (struct cm_sigv4_params){b->akid, b->secret, b->region, "bedrock", amz_date, 1};
-    if (cm_sigv4_sign(&sp, &req, &sig)) {
-        cm_sigv4_out_free(&sig);
+    list = aw_sign_post(&b->ep, path, "bedrock", b->region, cr, b->bearer, "application/json", NULL,
+                        0, body, strlen(body));
+    if (!list) {
         set_error(err, 0, "SigningError", "cannot sign the request");
         return CM_EINVAL;
     }
-    snprintf(line, sizeof(line), "Authorization: %s", sig.authorization.data);
-    list = curl_slist_append(list, line);
-    cm_sigv4_out_free(&sig);
-    OPENSSL_cleanse(line, sizeof(line));
-    list = curl_slist_append(list, "Content-Type: application/json");
-    snprintf(line, sizeof(line), "Host: %s", b->host);
-    list = curl_slist_append(list, line);
-    snprintf(line, sizeof(line), "X-Amz-Date: %s", amz_date);
-    list = curl_slist_append(list, line);
-    if (b->token) {
-        snprintf(line, sizeof(line), "X-Amz-Security-Token: %s", b->token);
-        list = curl_slist_append(list, line);
-        OPENSSL_cleanse(line, sizeof(line));
-    }
-    /* No "Expect: 100-continue" round trip before larger bodies. */
-    list = curl_slist_append(list, "Expect:");
-    snprintf(url, sizeof(url), "%s%s", b->scheme_host, path);
+    snprintf(url, sizeof(url), "%s%s", b->ep.scheme_host, path);
 
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
@@ -685,7 +632,7 @@ static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, lon
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
     cc = curl_easy_perform(h);
-    curl_slist_free_all(list); /* the lists held the signature and token: */
+    aw_slist_free_secure(list); /* it held the signature and the token */
     if (cc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
         rc = 0;
@@ -700,7 +647,8 @@ static int post_once(struct aw_bedrock *b, const char *body, struct xfer *x, lon
         set_error(err, 0, "ResponseTooLarge", "model response larger than the cap");
         rc = CM_ETOOBIG;
     } else {
-        snprintf(line, sizeof(line), "cannot reach %s: %s", b->scheme_host, curl_easy_strerror(cc));
+        snprintf(line, sizeof(line), "cannot reach %.300s: %s", b->ep.scheme_host,
+                 curl_easy_strerror(cc));
         set_error(err, 0, cc == CURLE_OPERATION_TIMEDOUT ? "Timeout" : "TransportError", line);
     }
     return rc;
@@ -731,6 +679,13 @@ static int backoff(struct aw_bedrock *b, int attempt, int (*cancelled)(void *), 
     return 0;
 }
 
+static int key_invalid(const char *type)
+{
+    return !strcmp(type, "UnrecognizedClientException") ||
+           !strcmp(type, "InvalidSignatureException") || !strcmp(type, "ExpiredTokenException") ||
+           !strcmp(type, "InvalidClientTokenId") || !strcmp(type, "ExpiredToken");
+}
+
 /* Turns a finished 200 transfer into |out|: parse the Converse body, or
  * finish the assembled stream. 0 or CM_EUPSTREAM with |err| set. */
 static int finish_ok(struct xfer *x, struct aw_turn *out, struct aw_model_error *err)
@@ -755,16 +710,13 @@ static int finish_ok(struct xfer *x, struct aw_turn *out, struct aw_model_error 
 int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json_t *tool_config,
                         const struct aw_call *call, struct aw_turn *out, struct aw_model_error *err)
 {
+    struct aw_credentials cr;
     char *body;
-    int attempt, rc = CM_EUPSTREAM;
+    int attempt, rc = CM_EUPSTREAM, refetched = 0;
 
     memset(out, 0, sizeof(*out));
     memset(err, 0, sizeof(*err));
-    if (!b->akid || !b->secret) {
-        set_error(err, 0, "MissingCredentials",
-                  "no AWS credentials configured: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
-        return CM_EUPSTREAM;
-    }
+    memset(&cr, 0, sizeof(cr));
     body = aw_bedrock_build_body(messages, &b->opts, tool_config);
     if (!body)
         return CM_ENOMEM;
@@ -782,7 +734,16 @@ int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json
             cm_evs_decoder_init(&x.dec, 0, on_frame, &x);
             aw_stream_init(&x.asm_, call ? call->on_text : NULL, call ? call->ud : NULL);
         }
-        rc = post_once(b, body, &x, &status, err);
+        if (!b->bearer && b->creds && aw_creds_get(b->creds, &cr, err)) {
+            rc = CM_EUPSTREAM;
+            cm_buf_free(&x.body);
+            if (x.streaming) {
+                cm_evs_decoder_cleanup(&x.dec);
+                aw_stream_cleanup(&x.asm_);
+            }
+            break;
+        }
+        rc = post_once(b, body, &cr, &x, &status, err);
         if (rc == 0 && status == 200)
             rc = finish_ok(&x, out, err);
         else if (rc == 0) {
@@ -797,6 +758,15 @@ int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json
             cm_evs_decoder_cleanup(&x.dec);
             aw_stream_cleanup(&x.asm_);
         }
+        /* A key the service calls invalid (rotated secret, expired token):
+         * fetch the credentials again and try once more, outside the budget. */
+        if (rc == CM_EUPSTREAM && err->http_status == 403 && key_invalid(err->type) && b->creds &&
+            !b->bearer && !refetched) {
+            refetched = 1;
+            aw_creds_invalidate(b->creds);
+            attempt--;
+            continue;
+        }
         /* Text already handed to the client cannot be taken back: a stream that
          * fails after that is not retried. */
         if (rc != CM_EUPSTREAM || forwarded || !aw_bedrock_retryable(err->http_status, err->type) ||
@@ -807,6 +777,7 @@ int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json
             break;
         }
     }
+    aw_credentials_clear(&cr);
     free(body);
     return rc;
 }

@@ -34,13 +34,14 @@ struct aw_request_options {
     int tool_result_status; /* 0: strip toolResult.status (models that reject it) */
 };
 
+struct aw_creds;
+
 struct aw_bedrock_config {
     const char *endpoint; /* "https://bedrock-runtime.us-east-1.amazonaws.com" or an emulator */
     const char *region;
     const char *model_id;
-    const char *access_key_id; /* NULL: no credentials (every call fails clearly) */
-    const char *secret_access_key;
-    const char *session_token;         /* optional */
+    struct aw_creds *creds;            /* where signing credentials come from (borrowed) */
+    const char *bearer_token;          /* AWS_BEARER_TOKEN_BEDROCK: Bearer auth instead of SigV4 */
     struct aw_request_options request; /* copied (the JSON values are referenced) */
     int connect_timeout_ms;
     int read_timeout_ms;

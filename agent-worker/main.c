@@ -1,5 +1,6 @@
 /* agentcore-agent-worker: runs the agent loop for agentcore.v1.AgentService. */
 #include "aw_bedrock.h"
+#include "aw_creds.h"
 #include "aw_service.h"
 #include "aw_session.h"
 #include "aw_tools.h"
@@ -9,6 +10,7 @@
 #include "cm_util.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +25,19 @@ enum {
     C_AKID,
     C_SECRET,
     C_TOKEN,
+    C_BEARER,
+    C_SECRET_ID,
+    C_SECRET_TTL,
+    C_SM_ENDPOINT,
+    C_PROFILE,
+    C_CREDS_FILE,
+    C_CONFIG_FILE,
+    C_CONTAINER_FULL,
+    C_CONTAINER_REL,
+    C_CONTAINER_TOKEN,
+    C_CONTAINER_TOKEN_FILE,
+    C_IMDS_DISABLED,
+    C_IMDS_ENDPOINT,
     C_MAX_TOKENS,
     C_MAX_ITERATIONS,
     C_SYSTEM_PROMPT,
@@ -72,6 +87,37 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_SECRET] = {"AWS_SECRET_ACCESS_KEY", NULL, CM_CFG_STR, NULL, 0, 256, "AWS secret key", 1},
     [C_TOKEN] = {"AWS_SESSION_TOKEN", NULL, CM_CFG_STR, NULL, 0, 8192,
                  "AWS session token (temporary credentials)", 1},
+    [C_BEARER] = {"AWS_BEARER_TOKEN_BEDROCK", NULL, CM_CFG_STR, NULL, 0, 8192,
+                  "Bedrock API key: sent as Authorization: Bearer instead of SigV4", 1},
+    [C_SECRET_ID] = {"BEDROCK_CREDENTIALS_SECRET", NULL, CM_CFG_STR, NULL, 0, 2048,
+                     "Secrets Manager secret holding the keys Bedrock calls are signed with; "
+                     "the credentials found otherwise only read it",
+                     0},
+    [C_SECRET_TTL] = {"BEDROCK_CREDENTIALS_SECRET_TTL_S", NULL, CM_CFG_INT, "3600", 60, 86400,
+                      "how long the secret's keys are used before it is read again", 0},
+    [C_SM_ENDPOINT] = {"AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL", CM_CFG_STR, NULL, 0,
+                       2048,
+                       "Secrets Manager endpoint (default https://secretsmanager.<region>"
+                       ".amazonaws.com)",
+                       0},
+    [C_PROFILE] = {"AWS_PROFILE", NULL, CM_CFG_STR, NULL, 0, 256,
+                   "profile of the shared credentials/config files (default 'default')", 0},
+    [C_CREDS_FILE] = {"AWS_SHARED_CREDENTIALS_FILE", NULL, CM_CFG_STR, NULL, 0, 4096,
+                      "shared credentials file (default ~/.aws/credentials)", 0},
+    [C_CONFIG_FILE] = {"AWS_CONFIG_FILE", NULL, CM_CFG_STR, NULL, 0, 4096,
+                       "shared config file (default ~/.aws/config)", 0},
+    [C_CONTAINER_FULL] = {"AWS_CONTAINER_CREDENTIALS_FULL_URI", NULL, CM_CFG_STR, NULL, 0, 2048,
+                          "container credentials endpoint (https or a local address)", 0},
+    [C_CONTAINER_REL] = {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", NULL, CM_CFG_STR, NULL, 0, 2048,
+                         "container credentials path on 169.254.170.2 (wins over FULL_URI)", 0},
+    [C_CONTAINER_TOKEN] = {"AWS_CONTAINER_AUTHORIZATION_TOKEN", NULL, CM_CFG_STR, NULL, 0, 8192,
+                           "Authorization header for the container endpoint", 1},
+    [C_CONTAINER_TOKEN_FILE] = {"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", NULL, CM_CFG_STR, NULL, 0,
+                                4096, "file holding that token (wins over the variable)", 0},
+    [C_IMDS_DISABLED] = {"AWS_EC2_METADATA_DISABLED", NULL, CM_CFG_BOOL, "false", 0, 1,
+                         "never ask the instance/microVM metadata service", 0},
+    [C_IMDS_ENDPOINT] = {"AWS_EC2_METADATA_SERVICE_ENDPOINT", NULL, CM_CFG_STR, NULL, 0, 2048,
+                         "metadata service (default http://169.254.169.254)", 0},
     [C_MAX_TOKENS] = {"MAX_TOKENS", NULL, CM_CFG_INT, "4096", 1, 1000000,
                       "maxTokens for each model call", 0},
     [C_MAX_ITERATIONS] = {"MAX_ITERATIONS", NULL, CM_CFG_INT, "10", 1, 1000,
@@ -123,6 +169,55 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
+static void on_creds(int warn, const char *text)
+{
+    if (warn)
+        cm_warn("%s", text);
+    else
+        cm_info("%s", text);
+}
+
+/* Resolves the credentials once, off the start-up path, so the source that
+ * won is logged at start and the first invocation does not pay for it. */
+static void *warm_up(void *p)
+{
+    struct aw_credentials cr;
+    struct aw_model_error e;
+
+    if (!aw_creds_get(p, &cr, &e))
+        aw_credentials_clear(&cr);
+    return NULL;
+}
+
+static struct aw_creds *creds_new(const struct cm_cfg_value *cfg, char *err, size_t errlen)
+{
+    struct aw_creds_config c;
+    char creds_file[4200], config_file[4200];
+    const char *home = getenv("HOME");
+
+    memset(&c, 0, sizeof(c));
+    c.region = cfg[C_REGION].s;
+    c.access_key_id = cfg[C_AKID].s;
+    c.secret_access_key = cfg[C_SECRET].s;
+    c.session_token = cfg[C_TOKEN].s;
+    c.secret_id = cfg[C_SECRET_ID].s;
+    c.secret_ttl_s = (int)cfg[C_SECRET_TTL].i;
+    c.secrets_endpoint = cfg[C_SM_ENDPOINT].s;
+    c.profile = cfg[C_PROFILE].s;
+    snprintf(creds_file, sizeof(creds_file), "%s/.aws/credentials", home ? home : "/nonexistent");
+    snprintf(config_file, sizeof(config_file), "%s/.aws/config", home ? home : "/nonexistent");
+    c.credentials_file = cfg[C_CREDS_FILE].s ? cfg[C_CREDS_FILE].s : creds_file;
+    c.config_file = cfg[C_CONFIG_FILE].s ? cfg[C_CONFIG_FILE].s : config_file;
+    c.container_full_uri = cfg[C_CONTAINER_FULL].s;
+    c.container_relative_uri = cfg[C_CONTAINER_REL].s;
+    c.container_token = cfg[C_CONTAINER_TOKEN].s;
+    c.container_token_file = cfg[C_CONTAINER_TOKEN_FILE].s;
+    c.imds_disabled = (int)cfg[C_IMDS_DISABLED].i;
+    c.imds_endpoint = cfg[C_IMDS_ENDPOINT].s;
+    c.notify = on_creds;
+    return aw_creds_new(&c, err, errlen);
+}
+
 /* The request options from the table; the JSON values are new references
  * (aw_bedrock_new takes its own). */
 static int request_options(const struct cm_cfg_value *cfg, struct aw_request_options *o, char *err,
@@ -166,6 +261,9 @@ int main(int argc, char **argv)
     struct cm_rpc_server *srv = NULL;
     struct aw_bedrock_config bcfg;
     struct aw_service svc = {0};
+    struct aw_creds *creds = NULL;
+    pthread_t warm;
+    int warming = 0;
     char endpoint[2200], err[512], portstr[16];
     int rc, port, sig;
 
@@ -189,9 +287,14 @@ int main(int argc, char **argv)
     bcfg.endpoint = endpoint;
     bcfg.region = cfg[C_REGION].s;
     bcfg.model_id = cfg[C_MODEL_ID].s;
-    bcfg.access_key_id = cfg[C_AKID].s;
-    bcfg.secret_access_key = cfg[C_SECRET].s;
-    bcfg.session_token = cfg[C_TOKEN].s;
+    creds = creds_new(cfg, err, sizeof(err));
+    if (!creds) {
+        cm_error("invalid configuration: %s", err);
+        rc = 2;
+        goto out;
+    }
+    bcfg.creds = creds;
+    bcfg.bearer_token = cfg[C_BEARER].s;
     if (request_options(cfg, &bcfg.request, err, sizeof(err))) {
         cm_error("invalid configuration: %s", err);
         rc = 2;
@@ -236,20 +339,18 @@ int main(int argc, char **argv)
     snprintf(portstr, sizeof(portstr), "%d", port);
     {
         /* Names the credential source, never a value. */
-        const char *kv[] = {
-            "listen",      cfg[C_LISTEN].s,
-            "port",        portstr,
-            "model",       cfg[C_MODEL_ID].s,
-            "endpoint",    endpoint,
-            "toolWorkers", cfg[C_TOOL_WORKERS].s,
-            "credentials", cfg[C_AKID].s && cfg[C_SECRET].s ? "environment" : "none",
-            NULL};
+        const char *kv[] = {"listen",      cfg[C_LISTEN].s,
+                            "port",        portstr,
+                            "model",       cfg[C_MODEL_ID].s,
+                            "endpoint",    endpoint,
+                            "toolWorkers", cfg[C_TOOL_WORKERS].s,
+                            "auth",        cfg[C_BEARER].s ? "bearer token" : "sigv4",
+                            NULL};
         CM_LOGF(CM_LOG_INFO, kv, "agent-worker ready");
     }
-    if (!cfg[C_AKID].s || !cfg[C_SECRET].s)
-        cm_warn("no AWS credentials in the environment: model calls will fail until "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set");
     cm_notify_ready(port);
+    if (!cfg[C_BEARER].s)
+        warming = !pthread_create(&warm, NULL, warm_up, creds);
     sig = cm_main_wait_signal();
     cm_info("signal %d: shutting down (grace %lld ms)", sig, cfg[C_GRACE].i);
     cm_rpc_server_shutdown(srv, (int)cfg[C_GRACE].i);
@@ -259,6 +360,9 @@ out:
     aw_tools_free(svc.tools);
     aw_sessions_free(svc.sessions);
     aw_bedrock_free(svc.bedrock);
+    if (warming)
+        pthread_join(warm, NULL); /* it uses |creds|: bounded by the sources' timeouts */
+    aw_creds_free(creds);
     aw_bedrock_thread_done();
     cm_rpc_thread_done();
     cm_rpc_shutdown();

@@ -24,6 +24,11 @@ void cm_notify_ready(int port);
 /* Copies at most |cap|-1 bytes of |src| and terminates; returns strlen(dst). */
 size_t cm_strlcpy(char *dst, const char *src, size_t cap);
 
+/* Reads a whole file of at most |cap| bytes into a malloc'd, NUL-terminated
+ * string (its length in |*len| when non-NULL). NULL if it cannot be read or
+ * is larger than |cap|. */
+char *cm_read_file(const char *path, size_t cap, size_t *len);
+
 /* 1 when the |n| bytes at |s| are well-formed UTF-8 (no overlongs, no
  * surrogates, nothing past U+10FFFF), 0 otherwise. */
 int cm_utf8_valid(const char *s, size_t n);

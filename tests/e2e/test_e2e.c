@@ -6,8 +6,7 @@
  *   throttle  an emulator that throttles its first two model calls over HTTP and
  *             the next two inside the event stream
  *   converse  an agent-worker calling Converse instead of ConverseStream */
-#include "th_http.h"
-#include "th_proc.h"
+#include "th_stack.h"
 
 #include <jansson.h>
 #include <setjmp.h>
@@ -21,128 +20,59 @@
 
 #include <cmocka.h>
 
-#define READY_MS 30000
-#define EMU_AKID "AKIDEMULATOR0000000"
-#define EMU_SECRET "emulator-secret-key-e2e"
 #define WRONG_SECRET "wrong-secret-key-must-never-be-logged"
 #define SESSION_TOKEN "session-token-must-never-be-logged"
 
-struct stack {
-    struct th_proc emu, agent, gw;
-    char url[64], emu_url[64];
-};
-
-static struct th_proc tool;
-static struct stack main_s, badkey_s, throttle_s, converse_s;
+static struct th_proc tool, main_emu, throttle_emu;
+static struct th_stack main_s, badkey_s, throttle_s, converse_s;
 static int teardown_failed; /* cmocka's exit status ignores a failed group teardown */
 
-static int start_emulator2(struct th_proc *p, const char *name, const char *extra,
-                           const char *extra2)
-{
-    const char *env[] = {"EMU_ACCESS_KEY_ID=" EMU_AKID, "EMU_SECRET_ACCESS_KEY=" EMU_SECRET, extra,
-                         extra2, NULL};
-
-    return th_proc_start(p, name, AC_BIN_EMULATOR, env, READY_MS);
-}
-
-static int start_emulator(struct th_proc *p, const char *name, const char *extra)
-{
-    return start_emulator2(p, name, extra, NULL);
-}
-
-static int start_stack(struct stack *s, const char *name, const struct th_proc *emu,
-                       const char *secret, const char *extra)
-{
-    char endpoint[128], tools[64], listen[] = "AGENT_WORKER_LISTEN=127.0.0.1:0", agent_addr[64];
-    char secret_env[128], n_agent[64], n_gw[64];
-    const char *agent_env[] = {listen,
-                               tools,
-                               endpoint,
-                               "AWS_ACCESS_KEY_ID=" EMU_AKID,
-                               secret_env,
-                               "AWS_SESSION_TOKEN=" SESSION_TOKEN,
-                               "AWS_REGION=us-east-1",
-                               "MAX_ITERATIONS=3",
-                               "BEDROCK_RETRY_BASE_MS=20",
-                               extra,
-                               NULL};
-    const char *gw_env[] = {"PORT=0", "GATEWAY_HOST=127.0.0.1", agent_addr, NULL};
-
-    snprintf(s->emu_url, sizeof(s->emu_url), "http://127.0.0.1:%d", emu->port);
-    snprintf(endpoint, sizeof(endpoint), "AWS_ENDPOINT_URL_BEDROCK_RUNTIME=%s", s->emu_url);
-    snprintf(tools, sizeof(tools), "TOOL_WORKERS=127.0.0.1:%d", tool.port);
-    snprintf(secret_env, sizeof(secret_env), "AWS_SECRET_ACCESS_KEY=%s", secret);
-    snprintf(n_agent, sizeof(n_agent), "%s-agent-worker", name);
-    snprintf(n_gw, sizeof(n_gw), "%s-gateway", name);
-    if (th_proc_start(&s->agent, n_agent, AC_BIN_AGENT, agent_env, READY_MS))
-        return -1;
-    snprintf(agent_addr, sizeof(agent_addr), "AGENT_WORKER_ADDR=127.0.0.1:%d", s->agent.port);
-    if (th_proc_start(&s->gw, n_gw, AC_BIN_GATEWAY, gw_env, READY_MS))
-        return -1;
-    snprintf(s->url, sizeof(s->url), "http://127.0.0.1:%d", s->gw.port);
-    return 0;
-}
+#define KEYS(secret)                                                                               \
+    "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" secret,                             \
+        "AWS_SESSION_TOKEN=" SESSION_TOKEN
 
 static int setup(void **state)
 {
     (void)state;
-    if (th_proc_start(&tool, "tool-worker", AC_BIN_TOOL,
-                      (const char *[]){"TOOL_WORKER_LISTEN=127.0.0.1:0", NULL}, READY_MS))
+    if (th_tool_start(&tool, "tool-worker") ||
+        th_emulator_start(&main_emu, "main-emulator", NULL) ||
+        th_emulator_start(
+            &throttle_emu, "throttle-emulator",
+            (const char *[]){"EMU_THROTTLE_FIRST=2", "EMU_STREAM_EXCEPTION_FIRST=2", NULL}))
         return -1;
-    if (start_emulator(&main_s.emu, "main-emulator", NULL) ||
-        start_stack(&main_s, "main", &main_s.emu, EMU_SECRET, NULL))
+    if (th_stack_start(&main_s, "main", &main_emu, &tool,
+                       (const char *[]){KEYS(TH_EMU_SECRET), NULL}))
         return -1;
-    if (start_stack(&badkey_s, "badkey", &main_s.emu, WRONG_SECRET, NULL))
+    if (th_stack_start(&badkey_s, "badkey", &main_emu, &tool,
+                       (const char *[]){KEYS(WRONG_SECRET), NULL}))
         return -1;
-    if (start_stack(&converse_s, "converse", &main_s.emu, EMU_SECRET, "BEDROCK_STREAMING=false"))
+    if (th_stack_start(&converse_s, "converse", &main_emu, &tool,
+                       (const char *[]){KEYS(TH_EMU_SECRET), "BEDROCK_STREAMING=false", NULL}))
         return -1;
-    if (start_emulator2(&throttle_s.emu, "throttle-emulator", "EMU_THROTTLE_FIRST=2",
-                        "EMU_STREAM_EXCEPTION_FIRST=2") ||
-        start_stack(&throttle_s, "throttle", &throttle_s.emu, EMU_SECRET, "AWS_MAX_ATTEMPTS=5"))
+    if (th_stack_start(&throttle_s, "throttle", &throttle_emu, &tool,
+                       (const char *[]){KEYS(TH_EMU_SECRET), "AWS_MAX_ATTEMPTS=5", NULL}))
         return -1;
     return 0;
 }
 
 /* SIGTERM must end every process with status 0: a clean shutdown, and no
  * sanitizer report (ASan's leak check and UBSan change the exit status). */
-static int stop(struct th_proc *p)
-{
-    int st;
-
-    if (p->pid <= 0)
-        return 0; /* already stopped by a test */
-    st = th_proc_stop(p, SIGTERM);
-    if (st != 0)
-        fprintf(stderr, "%s exited with %d on SIGTERM (see %s)\n", p->name, st, p->log_path);
-    return st != 0;
-}
-
 static int teardown(void **state)
 {
     int bad = 0;
 
     (void)state;
-    bad += stop(&main_s.gw) + stop(&main_s.agent);
-    bad += stop(&badkey_s.gw) + stop(&badkey_s.agent);
-    bad += stop(&throttle_s.gw) + stop(&throttle_s.agent);
-    bad += stop(&converse_s.gw) + stop(&converse_s.agent);
-    bad += stop(&main_s.emu) + stop(&throttle_s.emu) + stop(&tool);
+    bad += th_stack_stop(&main_s) + th_stack_stop(&badkey_s);
+    bad += th_stack_stop(&throttle_s) + th_stack_stop(&converse_s);
+    bad += th_stop(&main_emu) + th_stop(&throttle_emu) + th_stop(&tool);
     teardown_failed = bad != 0;
     return bad ? -1 : 0;
 }
 
-/* POSTs |body| to /invocations with an optional session header. */
-static void invoke(const struct stack *s, const char *body, const char *session_header,
+static void invoke(const struct th_stack *s, const char *body, const char *session,
                    struct th_resp *r)
 {
-    char url[128], hdr[400];
-    const char *headers[] = {hdr, NULL};
-
-    snprintf(url, sizeof(url), "%s/invocations", s->url);
-    snprintf(hdr, sizeof(hdr), "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id: %s",
-             session_header ? session_header : "");
-    assert_int_equal(
-        th_http("POST", url, session_header ? headers : NULL, body, body ? strlen(body) : 0, r), 0);
+    assert_int_equal(th_invoke(s, body, session, r), 0);
 }
 
 static const char *jstr(const json_t *o, const char *k)
@@ -154,7 +84,7 @@ static const char *jstr(const json_t *o, const char *k)
     return s;
 }
 
-static void assert_ping_ok(const struct stack *s)
+static void assert_ping_ok(const struct th_stack *s)
 {
     char url[128];
     struct th_resp r;
@@ -393,19 +323,6 @@ static void test_agent_worker_killed_gives_503(void **state)
     th_resp_free(&r);
 }
 
-static long long emu_stat(const struct stack *s, const char *key)
-{
-    char url[128];
-    struct th_resp r;
-    long long v;
-
-    snprintf(url, sizeof(url), "%s/_emu/stats", s->emu_url);
-    assert_int_equal(th_http("GET", url, NULL, NULL, 0, &r), 0);
-    v = json_integer_value(json_object_get(r.json, key));
-    th_resp_free(&r);
-    return v;
-}
-
 static void test_throttling_is_retried_and_400_is_not(void **state)
 {
     struct th_resp r;
@@ -418,15 +335,15 @@ static void test_throttling_is_retried_and_400_is_not(void **state)
     th_resp_free(&r);
     /* 2 throttled over HTTP, 2 throttled inside the stream before any content,
      * then answered: 5 attempts. */
-    assert_int_equal(emu_stat(&throttle_s, "faults"), 4);
-    assert_int_equal(emu_stat(&throttle_s, "converse"), 5);
-    assert_int_equal(emu_stat(&throttle_s, "streams"), 3);
-    before = emu_stat(&throttle_s, "converse");
+    assert_int_equal(th_emu_stat(&throttle_emu, "faults"), 4);
+    assert_int_equal(th_emu_stat(&throttle_emu, "converse"), 5);
+    assert_int_equal(th_emu_stat(&throttle_emu, "streams"), 3);
+    before = th_emu_stat(&throttle_emu, "converse");
     invoke(&throttle_s, "{\"prompt\":\"[[fail:400]]\"}", NULL, &r);
     assert_int_equal(r.status, 502);
     assert_non_null(strstr(jstr(r.json, "details"), "ValidationException"));
     th_resp_free(&r);
-    assert_int_equal(emu_stat(&throttle_s, "converse"), before + 1); /* no retry */
+    assert_int_equal(th_emu_stat(&throttle_emu, "converse"), before + 1); /* no retry */
 }
 
 /* The same conversation through ConverseStream (main) and Converse (converse)
@@ -441,7 +358,7 @@ static void test_streamed_and_converse_give_the_same_answers(void **state)
         "{\"prompt\":\"[[max_tokens]] cut\"}",
     };
     size_t i;
-    long long streams_before = emu_stat(&main_s, "streams");
+    long long streams_before = th_emu_stat(&main_emu, "streams");
 
     (void)state;
     for (i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++) {
@@ -464,15 +381,16 @@ static void test_streamed_and_converse_give_the_same_answers(void **state)
         th_resp_free(&b);
     }
     /* The main stack really streamed: one ConverseStream per model call. */
-    assert_true(emu_stat(&main_s, "streams") >= streams_before + 7);
+    assert_true(th_emu_stat(&main_emu, "streams") >= streams_before + 7);
 }
 
 /* Runs last: every log line of every process, so far, is free of credentials. */
 static void test_no_secret_in_any_log(void **state)
 {
-    const struct th_proc *all[] = {&tool,           &main_s.emu,       &main_s.agent,
-                                   &main_s.gw,      &badkey_s.agent,   &badkey_s.gw,
-                                   &throttle_s.emu, &throttle_s.agent, &throttle_s.gw};
+    const struct th_proc *all[] = {
+        &tool,          &main_emu,         &throttle_emu, &main_s.agent,
+        &main_s.gw,     &badkey_s.agent,   &badkey_s.gw,  &throttle_s.agent,
+        &throttle_s.gw, &converse_s.agent, &converse_s.gw};
     size_t i, total = 0;
 
     (void)state;
@@ -482,8 +400,8 @@ static void test_no_secret_in_any_log(void **state)
 
         assert_non_null(log);
         total += len;
-        if (strstr(log, EMU_SECRET) || strstr(log, WRONG_SECRET) || strstr(log, SESSION_TOKEN) ||
-            strstr(log, "AWS4-HMAC-SHA256") || strstr(log, EMU_AKID))
+        if (strstr(log, TH_EMU_SECRET) || strstr(log, WRONG_SECRET) || strstr(log, SESSION_TOKEN) ||
+            strstr(log, "AWS4-HMAC-SHA256") || strstr(log, TH_EMU_AKID))
             fail_msg("a credential appears in %s", all[i]->log_path);
         free(log);
     }

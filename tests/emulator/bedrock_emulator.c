@@ -52,6 +52,12 @@ enum {
     C_LATENCY,
     C_STREAM_EXC_FIRST,
     C_STREAM_EXC,
+    C_BOOT_AKID,
+    C_BOOT_SECRET,
+    C_SECRET_ID,
+    C_BEARER,
+    C_CONTAINER_TOKEN,
+    C_IMDS_PUT_STATUS,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -78,10 +84,27 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                             0},
     [C_STREAM_EXC] = {"EMU_STREAM_EXCEPTION", NULL, CM_CFG_STR, "throttlingException", 0, 64,
                       "the exception's :exception-type", 0},
+    [C_BOOT_AKID] = {"EMU_BOOTSTRAP_ACCESS_KEY_ID", NULL, CM_CFG_STR, "AKIDBOOTSTRAP000000", 0, 128,
+                     "a second key pair: it may read the secret, not call Bedrock", 0},
+    [C_BOOT_SECRET] = {"EMU_BOOTSTRAP_SECRET_ACCESS_KEY", NULL, CM_CFG_STR,
+                       "emulator-bootstrap-secret", 0, 128, "its secret key", 0},
+    [C_SECRET_ID] = {"EMU_SECRET_ID", NULL, CM_CFG_STR, "agentcore/bedrock", 0, 256,
+                     "the Secrets Manager secret that holds the Bedrock key pair", 0},
+    [C_BEARER] = {"EMU_BEARER_TOKEN", NULL, CM_CFG_STR, NULL, 0, 1024,
+                  "a Bedrock API key accepted as Authorization: Bearer (none by default)", 0},
+    [C_CONTAINER_TOKEN] = {"EMU_CONTAINER_TOKEN", NULL, CM_CFG_STR, "emulator-container-token", 0,
+                           1024, "Authorization the container credentials endpoint wants", 0},
+    [C_IMDS_PUT_STATUS] = {"EMU_IMDS_PUT_STATUS", NULL, CM_CFG_INT, "200", 200, 599,
+                           "status of PUT /latest/api/token (405 imitates metadata services "
+                           "without tokens)",
+                           0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
 static struct cm_cfg_value cfg[C_COUNT];
+
+/* Which key pair signed a request. */
+enum signer { SIGNER_NONE = -1, SIGNER_MAIN = 0, SIGNER_BOOTSTRAP = 1, SIGNER_BEARER = 2 };
 static atomic_long n_stream;
 static atomic_long n_requests, n_converse, n_auth_rejected, n_faults, n_tool_uses;
 
@@ -139,8 +162,10 @@ static int parse_auth(const char *auth, char *akid, char *date, char *region, ch
 }
 
 static int verify(struct MHD_Connection *c, const char *method, const char *raw_path,
-                  const struct cm_buf *body, struct answer *a)
+                  const struct cm_buf *body, const char *want_service, struct answer *a)
 {
+    const char *secret_key;
+    int signer;
     char akid[128], date[16], region[64], service[64], signed_headers[1024], signature[65];
     struct cm_sigv4_header hdrs[CM_SIGV4_MAX_HEADERS];
     struct cm_sigv4_request req;
@@ -157,20 +182,33 @@ static int verify(struct MHD_Connection *c, const char *method, const char *raw_
         error_answer(a, 403, "MissingAuthenticationTokenException", "Missing Authentication Token");
         return -1;
     }
+    if (!strncmp(auth, "Bearer ", 7)) {
+        if (cfg[C_BEARER].s && !strcmp(want_service, "bedrock") &&
+            cm_sigv4_equal(auth + 7, cfg[C_BEARER].s))
+            return SIGNER_BEARER;
+        error_answer(a, 403, "AccessDeniedException", "Invalid API Key format or API key.");
+        return -1;
+    }
     if (parse_auth(auth, akid, date, region, service, signed_headers, signature)) {
         error_answer(a, 403, "IncompleteSignatureException",
                      "Authorization header requires 'Credential', 'Signature' and "
                      "'SignedHeaders' parameters.");
         return -1;
     }
-    if (strcmp(akid, cfg[C_AKID].s)) {
+    if (!strcmp(akid, cfg[C_AKID].s)) {
+        signer = SIGNER_MAIN;
+        secret_key = cfg[C_SECRET].s;
+    } else if (!strcmp(akid, cfg[C_BOOT_AKID].s)) {
+        signer = SIGNER_BOOTSTRAP;
+        secret_key = cfg[C_BOOT_SECRET].s;
+    } else {
         error_answer(a, 403, "UnrecognizedClientException",
                      "The security token included in the request is invalid.");
         return -1;
     }
-    if (strcmp(service, "bedrock") || strcmp(region, cfg[C_REGION].s)) {
+    if (strcmp(service, want_service) || strcmp(region, cfg[C_REGION].s)) {
         error_answer(a, 403, "InvalidSignatureException",
-                     "Credential should be scoped to a valid region and to service 'bedrock'.");
+                     "Credential should be scoped to a valid region and to the right service.");
         return -1;
     }
     memset(&tm, 0, sizeof(tm));
@@ -196,7 +234,7 @@ static int verify(struct MHD_Connection *c, const char *method, const char *raw_
         return -1;
     }
     req = (struct cm_sigv4_request){method, raw_path, NULL, hdrs, n, body->data, body->len};
-    p = (struct cm_sigv4_params){akid, cfg[C_SECRET].s, region, service, amz_date, 1};
+    p = (struct cm_sigv4_params){akid, secret_key, region, service, amz_date, 1};
     ok = cm_sigv4_sign(&p, &req, &out) == 0 && cm_sigv4_equal(out.signature, signature);
     cm_sigv4_out_free(&out);
     if (!ok) {
@@ -206,7 +244,7 @@ static int verify(struct MHD_Connection *c, const char *method, const char *raw_
                      "service documentation for details.");
         return -1;
     }
-    return 0;
+    return signer;
 }
 
 /* ---- the scripted model ---- */
@@ -517,18 +555,118 @@ done:
     a->body = cm_buf_steal(&b);
 }
 
+/* ---- credential sources ---- */
+
+static void creds_json(struct answer *a)
+{
+    char exp[32];
+    time_t t = time(NULL) + 3600;
+    struct tm tm;
+    json_t *o;
+
+    gmtime_r(&t, &tm);
+    strftime(exp, sizeof(exp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "Code", "Success", "AccessKeyId", cfg[C_AKID].s,
+                  "SecretAccessKey", cfg[C_SECRET].s, "Token", "", "Expiration", exp);
+    a->status = 200;
+    a->body = cm_json_dump(o);
+    json_decref(o);
+}
+
+static void secrets_manager(struct MHD_Connection *c, const struct cm_buf *body, struct answer *a)
+{
+    const char *target = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Amz-Target");
+    json_t *req, *resp;
+    const char *id = NULL;
+    char *secret;
+
+    if (!target || strcmp(target, "secretsmanager.GetSecretValue")) {
+        error_answer(a, 400, "UnknownOperationException", "Unknown operation");
+        return;
+    }
+    if (verify(c, "POST", "/", body, "secretsmanager", a) == SIGNER_NONE) {
+        atomic_fetch_add(&n_auth_rejected, 1);
+        return;
+    }
+    req = json_loadb(body->data ? body->data : "", body->len, 0, NULL);
+    cm_json_opt_str(req, "SecretId", &id, NULL, 0);
+    if (!id || strcmp(id, cfg[C_SECRET_ID].s)) {
+        json_decref(req);
+        error_answer(a, 400, "ResourceNotFoundException",
+                     "Secrets Manager can't find the specified secret.");
+        return;
+    }
+    resp = json_pack("{s:s,s:s}", "AWS_ACCESS_KEY_ID", cfg[C_AKID].s, "AWS_SECRET_ACCESS_KEY",
+                     cfg[C_SECRET].s);
+    secret = cm_json_dump(resp);
+    json_decref(resp);
+    resp =
+        json_pack("{s:s,s:s,s:s,s:s,s:[s],s:f}", "ARN",
+                  "arn:aws:secretsmanager:us-east-1:123456789012:secret:agentcore-AbCdEf", "Name",
+                  id, "VersionId", "EXAMPLE1-90ab-cdef-fedc-ba987SECRET1", "SecretString", secret,
+                  "VersionStages", "AWSCURRENT", "CreatedDate", 1523477145.713);
+    a->status = 200;
+    a->body = cm_json_dump(resp);
+    json_decref(resp);
+    json_decref(req);
+    free(secret);
+}
+
+#define IMDS_TOKEN "emulator-imds-token"
+
+static void metadata(struct MHD_Connection *c, const char *method, const char *url,
+                     struct answer *a)
+{
+    const char *tok = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-aws-ec2-metadata-token");
+
+    if (!strcmp(url, "/latest/api/token")) {
+        if (strcmp(method, "PUT") || cfg[C_IMDS_PUT_STATUS].i != 200) {
+            a->status = strcmp(method, "PUT") ? 405 : (int)cfg[C_IMDS_PUT_STATUS].i;
+            a->body = strdup("");
+            return;
+        }
+        a->status = 200;
+        a->body = strdup(IMDS_TOKEN);
+        return;
+    }
+    if (!tok || strcmp(tok, IMDS_TOKEN)) {
+        a->status = 401;
+        a->body = strdup("");
+        return;
+    }
+    if (!strcmp(url, "/latest/meta-data/iam/security-credentials/")) {
+        a->status = 200;
+        a->body = strdup("agentcore-role");
+    } else if (!strcmp(url, "/latest/meta-data/iam/security-credentials/agentcore-role")) {
+        creds_json(a);
+    } else {
+        a->status = 404;
+        a->body = strdup("");
+    }
+}
+
 static void converse(struct MHD_Connection *c, const char *raw_path, const struct cm_buf *body,
                      struct answer *a)
 {
     const char *id = raw_path + 7, *end = strstr(id, "/converse");
-    int streaming = end && !strcmp(end, "/converse-stream");
+    int streaming = end && !strcmp(end, "/converse-stream"), signer;
     char model[2048];
     json_t *req;
     long call;
     size_t n = end ? (size_t)(end - id) : 0;
 
-    if (verify(c, "POST", raw_path, body, a)) {
+    signer = verify(c, "POST", raw_path, body, "bedrock", a);
+    if (signer == SIGNER_NONE) {
         atomic_fetch_add(&n_auth_rejected, 1);
+        return;
+    }
+    if (signer == SIGNER_BOOTSTRAP) {
+        /* A valid key without the permission: what a runtime that kept its
+         * bootstrap keys would meet. */
+        atomic_fetch_add(&n_auth_rejected, 1);
+        error_answer(a, 403, "AccessDeniedException",
+                     "User: arn:aws:iam::123456789012:user/agentcore-bootstrap is not authorized "
+                     "to perform: bedrock:InvokeModel");
         return;
     }
     if (!end || n == 0 || n >= sizeof(model) || (strcmp(end, "/converse") && !streaming)) {
@@ -647,6 +785,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         json_decref(o);
     } else if (!strcmp(method, "POST") && !strncmp(url, "/model/", 7)) {
         converse(c, url, &rq->body, &a);
+    } else if (!strcmp(method, "POST") && !strcmp(url, "/")) {
+        secrets_manager(c, &rq->body, &a);
+    } else if (!strncmp(url, "/latest/", 8)) {
+        metadata(c, method, url, &a);
+    } else if (!strcmp(url, "/container-credentials")) {
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+
+        if (auth && !strcmp(auth, cfg[C_CONTAINER_TOKEN].s)) {
+            creds_json(&a);
+        } else {
+            a.status = 403;
+            a.body = strdup("{\"message\":\"not authorized\"}");
+        }
     } else {
         error_answer(&a, 404, "UnknownOperationException", "Unknown operation");
     }

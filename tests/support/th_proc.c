@@ -1,4 +1,5 @@
 #include "th_proc.h"
+#include "cm_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,25 +24,7 @@ const char *th_log_dir(void)
 
 char *th_read_file(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc((size_t)n + 1);
-        if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-            buf[n] = '\0';
-            if (len)
-                *len = (size_t)n;
-        } else {
-            free(buf);
-            buf = NULL;
-        }
-    }
-    fclose(f);
-    return buf;
+    return cm_read_file(path, (size_t)1 << 30, len);
 }
 
 int th_proc_start(struct th_proc *p, const char *name, const char *binary, const char *const *env,
@@ -57,8 +40,12 @@ int th_proc_start(struct th_proc *p, const char *name, const char *binary, const
     memset(p, 0, sizeof(*p));
     snprintf(p->name, sizeof(p->name), "%s", name);
     snprintf(p->log_path, sizeof(p->log_path), "%s/%s.log", th_log_dir(), name);
-    envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
+    /* getenv() returns the first match: the caller's settings go first, the
+     * defaults after them. */
+    for (i = 0; env && env[i] && n < 56; i++)
+        envp[n++] = env[i];
     envp[n++] = "NOTIFY_FD=3";
+    envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
     envp[n++] = "LOG_LEVEL=DEBUG";
     /* Sanitizer settings must reach the children, or their reports are lost. */
     if (getenv("ASAN_OPTIONS")) {
@@ -69,8 +56,6 @@ int th_proc_start(struct th_proc *p, const char *name, const char *binary, const
         snprintf(ubsan, sizeof(ubsan), "UBSAN_OPTIONS=%s", getenv("UBSAN_OPTIONS"));
         envp[n++] = ubsan;
     }
-    for (i = 0; env && env[i] && n < 62; i++)
-        envp[n++] = env[i];
     envp[n] = NULL;
     if (pipe(fds))
         return -1;

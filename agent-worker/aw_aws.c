@@ -1,0 +1,124 @@
+#include "aw_aws.h"
+#include "cm_err.h"
+#include "cm_util.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+void aw_credentials_clear(struct aw_credentials *c)
+{
+    OPENSSL_cleanse(c, sizeof(*c));
+}
+
+int aw_endpoint_parse(const char *url, struct aw_endpoint *ep, char *err, size_t errlen)
+{
+    const char *hs, *slash;
+    size_t n;
+
+    memset(ep, 0, sizeof(*ep));
+    if (!strncmp(url, "https://", 8))
+        hs = url + 8;
+    else if (!strncmp(url, "http://", 7))
+        hs = url + 7;
+    else {
+        snprintf(err, errlen, "endpoint '%.200s' must start with http:// or https://", url);
+        return CM_EINVAL;
+    }
+    slash = strchr(hs, '/');
+    if (!slash)
+        slash = hs + strlen(hs);
+    n = (size_t)(slash - hs);
+    if (n == 0 || n >= sizeof(ep->host) || (size_t)(slash - url) >= sizeof(ep->scheme_host) ||
+        strlen(slash) >= sizeof(ep->base_path)) {
+        snprintf(err, errlen, "endpoint '%.200s' has no valid host", url);
+        return CM_EINVAL;
+    }
+    memcpy(ep->host, hs, n);
+    memcpy(ep->scheme_host, url, (size_t)(slash - url));
+    cm_strlcpy(ep->base_path, slash, sizeof(ep->base_path));
+    n = strlen(ep->base_path);
+    if (n && ep->base_path[n - 1] == '/')
+        ep->base_path[n - 1] = '\0';
+    return 0;
+}
+
+static struct curl_slist *add(struct curl_slist *l, const char *name, const char *value, int *ok)
+{
+    char line[8400];
+    struct curl_slist *n;
+
+    snprintf(line, sizeof(line), "%.64s: %.8192s", name, value);
+    n = curl_slist_append(l, line);
+    OPENSSL_cleanse(line, sizeof(line));
+    if (!n)
+        *ok = 0;
+    return n ? n : l;
+}
+
+struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, const char *service,
+                                const char *region, const struct aw_credentials *cr,
+                                const char *bearer, const char *content_type,
+                                const struct cm_sigv4_header *extra, size_t n_extra,
+                                const char *body, size_t len)
+{
+    struct cm_sigv4_header hdrs[CM_SIGV4_MAX_HEADERS];
+    struct cm_sigv4_request req;
+    struct cm_sigv4_params sp;
+    struct cm_sigv4_out sig;
+    struct curl_slist *l = NULL;
+    char amz_date[17], auth[8192];
+    size_t nh = 0, i;
+    int ok = 1;
+
+    if (n_extra + 4 > CM_SIGV4_MAX_HEADERS)
+        return NULL;
+    cm_sigv4_amz_date((long long)time(NULL), amz_date);
+    hdrs[nh++] = (struct cm_sigv4_header){"content-type", content_type};
+    hdrs[nh++] = (struct cm_sigv4_header){"host", ep->host};
+    hdrs[nh++] = (struct cm_sigv4_header){"x-amz-date", amz_date};
+    if (!bearer && cr->token[0])
+        hdrs[nh++] = (struct cm_sigv4_header){"x-amz-security-token", cr->token};
+    for (i = 0; i < n_extra; i++)
+        hdrs[nh++] = extra[i];
+    if (bearer) {
+        snprintf(auth, sizeof(auth), "Bearer %s", bearer);
+    } else {
+        req = (struct cm_sigv4_request){"POST", path, NULL, hdrs, nh, body, len};
+        sp = (struct cm_sigv4_params){cr->akid, cr->secret, region, service, amz_date, 1};
+        if (cm_sigv4_sign(&sp, &req, &sig)) {
+            cm_sigv4_out_free(&sig);
+            return NULL;
+        }
+        cm_strlcpy(auth, sig.authorization.data, sizeof(auth));
+        cm_sigv4_out_free(&sig);
+    }
+    /* curl takes the headers as given: send exactly what was signed. */
+    for (i = 0; i < nh; i++) {
+        static const char *const names[] = {"Content-Type", "Host", "X-Amz-Date",
+                                            "X-Amz-Security-Token"};
+        const char *name = hdrs[i].name;
+
+        if (i < 3 || (i == 3 && !strcmp(hdrs[i].name, "x-amz-security-token")))
+            name = names[i];
+        l = add(l, name, hdrs[i].value, &ok);
+    }
+    l = add(l, "Authorization", auth, &ok);
+    OPENSSL_cleanse(auth, sizeof(auth));
+    l = curl_slist_append(l, "Expect:");
+    if (!ok || !l) {
+        aw_slist_free_secure(l);
+        return NULL;
+    }
+    return l;
+}
+
+void aw_slist_free_secure(struct curl_slist *l)
+{
+    struct curl_slist *p;
+
+    for (p = l; p; p = p->next)
+        OPENSSL_cleanse(p->data, strlen(p->data));
+    curl_slist_free_all(l);
+}

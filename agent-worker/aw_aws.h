@@ -1,0 +1,45 @@
+/* aw_aws: what every signed AWS call of the agent-worker shares: endpoints,
+ * credentials, and the SigV4-signed header list handed to libcurl. */
+#ifndef AW_AWS_H
+#define AW_AWS_H
+
+#include "cm_sigv4.h"
+
+#include <curl/curl.h>
+#include <stddef.h>
+
+/* A set of credentials. Copied by value; aw_credentials_clear() wipes it. */
+struct aw_credentials {
+    char akid[128];
+    char secret[256];
+    char token[4096];     /* "" when not temporary */
+    long long expires_at; /* unix seconds; 0 = does not expire */
+    char source[32];      /* "environment", "shared-config", ... (never a value) */
+};
+
+void aw_credentials_clear(struct aw_credentials *c);
+
+struct aw_endpoint {
+    char scheme_host[512]; /* "https://host[:port]" */
+    char host[256];        /* signed and sent as Host */
+    char base_path[512];   /* path prefix of the endpoint, usually "" */
+};
+
+/* Parses "http(s)://host[:port][/path]". 0, or CM_EINVAL with |err|. */
+int aw_endpoint_parse(const char *url, struct aw_endpoint *ep, char *err, size_t errlen);
+
+/* Builds the headers of a signed POST of |body| to |path| on |ep|: Host,
+ * X-Amz-Date, X-Amz-Security-Token (temporary credentials), Content-Type,
+ * |extra| (signed too) and Authorization, plus "Expect:" (no 100-continue).
+ * With |bearer| the Authorization is "Bearer <token>" and nothing is signed.
+ * Returns the list (free with aw_slist_free_secure) or NULL. */
+struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, const char *service,
+                                const char *region, const struct aw_credentials *cr,
+                                const char *bearer, const char *content_type,
+                                const struct cm_sigv4_header *extra, size_t n_extra,
+                                const char *body, size_t len);
+
+/* Wipes every entry (they hold signatures and tokens) and frees the list. */
+void aw_slist_free_secure(struct curl_slist *l);
+
+#endif

@@ -1,0 +1,590 @@
+#define _GNU_SOURCE /* strptime, timegm */
+#include "aw_creds.h"
+#include "cm_buf.h"
+#include "cm_err.h"
+#include "cm_json.h"
+#include "cm_util.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define REFRESH_MARGIN_S 300
+#define RETRY_AFTER_FAILURE_MS 1000
+#define MAX_BODY (1024 * 1024)
+
+struct aw_creds {
+    struct aw_creds_config cfg; /* strings point into |strings| */
+    char *strings[16];
+    int nstrings;
+    struct aw_endpoint sm; /* Secrets Manager */
+    pthread_mutex_t lock;
+    struct aw_credentials cur;
+    int have, stale;
+    uint64_t failed_at; /* monotonic ms of the last failed resolution */
+    char failure[768];
+    char last_source[32];
+};
+
+/* ---- parsers ---- */
+
+static void put(char *dst, size_t cap, const char *src)
+{
+    cm_strlcpy(dst, src ? src : "", cap);
+}
+
+long long aw_creds_iso8601(const char *s)
+{
+    struct tm tm;
+    const char *rest;
+
+    memset(&tm, 0, sizeof(tm));
+    if (!s || !(rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm)))
+        return -1;
+    if (*rest == '.')
+        while (isdigit((unsigned char)*++rest))
+            ;
+    if (*rest == 'Z' || *rest == '\0')
+        return (long long)timegm(&tm);
+    if ((*rest == '+' || *rest == '-') && strlen(rest) >= 6) {
+        int h = atoi(rest + 1), m = atoi(rest + 4);
+        long long off = (long long)(h * 3600 + m * 60);
+
+        return (long long)timegm(&tm) - (*rest == '+' ? off : -off);
+    }
+    return -1;
+}
+
+int aw_creds_parse_json(const char *body, size_t len, struct aw_credentials *out)
+{
+    json_t *o = json_loadb(body, len, 0, NULL);
+    const char *akid = NULL, *secret = NULL, *token = NULL, *exp = NULL;
+    int rc = CM_EINVAL;
+
+    memset(out, 0, sizeof(*out));
+    cm_json_opt_str(o, "AccessKeyId", &akid, NULL, 0);
+    cm_json_opt_str(o, "SecretAccessKey", &secret, NULL, 0);
+    cm_json_opt_str(o, "Token", &token, NULL, 0);
+    cm_json_opt_str(o, "Expiration", &exp, NULL, 0);
+    if (akid && *akid && secret && *secret) {
+        put(out->akid, sizeof(out->akid), akid);
+        put(out->secret, sizeof(out->secret), secret);
+        put(out->token, sizeof(out->token), token);
+        out->expires_at = exp ? aw_creds_iso8601(exp) : 0;
+        if (out->expires_at < 0)
+            out->expires_at = 0;
+        rc = 0;
+    }
+    json_decref(o);
+    return rc;
+}
+
+int aw_creds_parse_secret(const char *secret_string, struct aw_credentials *out)
+{
+    json_t *o = json_loads(secret_string, 0, NULL);
+    const char *akid = NULL, *secret = NULL, *token = NULL;
+    int rc = CM_EINVAL;
+
+    memset(out, 0, sizeof(*out));
+    cm_json_opt_str(o, "AWS_ACCESS_KEY_ID", &akid, NULL, 0);
+    cm_json_opt_str(o, "AWS_SECRET_ACCESS_KEY", &secret, NULL, 0);
+    cm_json_opt_str(o, "AWS_SESSION_TOKEN", &token, NULL, 0);
+    if (akid && *akid && secret && *secret) {
+        put(out->akid, sizeof(out->akid), akid);
+        put(out->secret, sizeof(out->secret), secret);
+        put(out->token, sizeof(out->token), token);
+        rc = 0;
+    }
+    json_decref(o);
+    return rc;
+}
+
+static char *trim(char *s)
+{
+    char *e;
+
+    while (*s == ' ' || *s == '\t')
+        s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+        *--e = '\0';
+    return s;
+}
+
+int aw_creds_parse_ini(const char *text, const char *profile, int config,
+                       struct aw_credentials *out)
+{
+    char want[300], *copy = strdup(text), *line, *save = NULL;
+    int in = 0, found = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (!copy)
+        return CM_ENOMEM;
+    if (config && strcmp(profile, "default"))
+        snprintf(want, sizeof(want), "profile %s", profile);
+    else
+        snprintf(want, sizeof(want), "%s", profile);
+    for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *l = trim(line), *eq;
+
+        if (*l == '#' || *l == ';' || !*l)
+            continue;
+        if (*l == '[') {
+            char *end = strchr(l, ']');
+
+            if (end)
+                *end = '\0';
+            in = !strcmp(trim(l + 1), want);
+            continue;
+        }
+        if (!in || !(eq = strchr(l, '=')))
+            continue;
+        *eq = '\0';
+        l = trim(l);
+        if (!strcmp(l, "aws_access_key_id"))
+            put(out->akid, sizeof(out->akid), trim(eq + 1));
+        else if (!strcmp(l, "aws_secret_access_key"))
+            put(out->secret, sizeof(out->secret), trim(eq + 1));
+        else if (!strcmp(l, "aws_session_token"))
+            put(out->token, sizeof(out->token), trim(eq + 1));
+    }
+    found = out->akid[0] && out->secret[0];
+    OPENSSL_cleanse(copy, strlen(text));
+    free(copy);
+    if (!found)
+        aw_credentials_clear(out);
+    return found ? 0 : CM_ENOENT;
+}
+
+/* ---- small HTTP helper (rare calls: a fresh handle each time) ---- */
+
+static size_t collect(char *p, size_t sz, size_t n, void *ud)
+{
+    return cm_buf_add(ud, p, sz * n) ? 0 : sz * n;
+}
+
+/* Returns the HTTP status (0 when the request failed) and the body in |out|. */
+static long http(const char *method, const char *url, struct curl_slist *headers, const char *body,
+                 long timeout_ms, struct cm_buf *out, char *why, size_t whylen)
+{
+    CURL *h = curl_easy_init();
+    long status = 0;
+    CURLcode cc;
+
+    if (!h) {
+        snprintf(why, whylen, "no HTTP handle");
+        return 0;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    } else if (!strcmp(method, "PUT")) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+    }
+    cc = curl_easy_perform(h);
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    else
+        snprintf(why, whylen, "%s", curl_easy_strerror(cc));
+    curl_easy_cleanup(h);
+    return status;
+}
+
+/* ---- sources ---- */
+
+static void why_add(char *why, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void why_add(char *why, size_t cap, const char *fmt, ...)
+{
+    size_t n = strlen(why);
+    va_list ap;
+
+    if (n && n + 2 < cap) {
+        memcpy(why + n, "; ", 3);
+        n += 2;
+    }
+    va_start(ap, fmt);
+    vsnprintf(why + n, cap - n, fmt, ap);
+    va_end(ap);
+}
+
+static int from_files(struct aw_creds *c, struct aw_credentials *out, char *why, size_t cap)
+{
+    const char *profile = c->cfg.profile ? c->cfg.profile : "default";
+    const char *files[2] = {c->cfg.credentials_file, c->cfg.config_file};
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        char *text;
+
+        if (!files[i] || !(text = cm_read_file(files[i], MAX_BODY, NULL)))
+            continue;
+        if (!aw_creds_parse_ini(text, profile, i == 1, out)) {
+            OPENSSL_cleanse(text, strlen(text));
+            free(text);
+            put(out->source, sizeof(out->source), "shared-config");
+            return 0;
+        }
+        OPENSSL_cleanse(text, strlen(text));
+        free(text);
+    }
+    if (c->cfg.profile)
+        why_add(why, cap, "profile '%s' not found in the shared files", profile);
+    return CM_ENOENT;
+}
+
+/* The hosts a FULL_URI may name over plain http, as the SDKs allow. */
+static int allowed_full_uri(const char *uri)
+{
+    static const char *const ok[] = {"http://127.",           "http://localhost",
+                                     "http://[::1]",          "http://169.254.170.2",
+                                     "http://169.254.170.23", "http://[fd00:ec2::23]"};
+    size_t i;
+
+    if (!strncmp(uri, "https://", 8))
+        return 1;
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        if (!strncmp(uri, ok[i], strlen(ok[i])))
+            return 1;
+    }
+    return 0;
+}
+
+static int from_container(struct aw_creds *c, struct aw_credentials *out, char *why, size_t cap)
+{
+    char url[2048], token[4096] = "", err[256] = "";
+    struct curl_slist *hdrs = NULL;
+    struct cm_buf body;
+    long status = 0;
+    int attempt, rc = CM_ENOENT;
+
+    if (c->cfg.container_relative_uri)
+        snprintf(url, sizeof(url), "http://169.254.170.2%s", c->cfg.container_relative_uri);
+    else if (c->cfg.container_full_uri)
+        snprintf(url, sizeof(url), "%s", c->cfg.container_full_uri);
+    else
+        return CM_ENOENT;
+    if (!allowed_full_uri(url)) {
+        why_add(why, cap, "container credentials URI not allowed (https or a local address)");
+        return CM_ENOENT;
+    }
+    if (c->cfg.container_token_file) {
+        char *t = cm_read_file(c->cfg.container_token_file, 16384, NULL);
+
+        if (t) {
+            put(token, sizeof(token), t);
+            OPENSSL_cleanse(t, strlen(t));
+            free(t);
+            token[strcspn(token, "\r\n")] = '\0';
+        }
+    } else if (c->cfg.container_token) {
+        put(token, sizeof(token), c->cfg.container_token);
+    }
+    if (token[0]) {
+        char line[4200];
+
+        snprintf(line, sizeof(line), "Authorization: %s", token);
+        hdrs = curl_slist_append(NULL, line);
+        OPENSSL_cleanse(line, sizeof(line));
+        OPENSSL_cleanse(token, sizeof(token));
+    }
+    for (attempt = 0; attempt < 3 && rc; attempt++) {
+        cm_buf_init(&body, MAX_BODY);
+        status = http("GET", url, hdrs, NULL, 2000, &body, err, sizeof(err));
+        if (status == 200 && !aw_creds_parse_json(body.data ? body.data : "", body.len, out))
+            rc = 0;
+        if (body.data)
+            OPENSSL_cleanse(body.data, body.len);
+        cm_buf_free(&body);
+        if (status >= 400 && status < 500)
+            break; /* the token or URI is wrong: asking again will not help */
+    }
+    aw_slist_free_secure(hdrs);
+    if (rc)
+        why_add(why, cap, "container credentials endpoint: %s",
+                status ? "HTTP error or bad answer" : err);
+    else
+        put(out->source, sizeof(out->source), "container");
+    return rc;
+}
+
+static int from_imds(struct aw_creds *c, struct aw_credentials *out, char *why, size_t cap)
+{
+    const char *base = c->cfg.imds_endpoint ? c->cfg.imds_endpoint : "http://169.254.169.254";
+    char url[1024], err[256] = "", role[256], line[512];
+    struct curl_slist *hdrs;
+    struct cm_buf b;
+    long st;
+    int rc = CM_ENOENT;
+
+    if (c->cfg.imds_disabled)
+        return CM_ENOENT;
+    /* Token first (IMDSv2 / MMDSv2): a metadata service that refuses the PUT
+     * is reported, never bypassed with a tokenless GET. */
+    cm_buf_init(&b, 4096);
+    hdrs = curl_slist_append(NULL, "X-aws-ec2-metadata-token-ttl-seconds: 21600");
+    snprintf(url, sizeof(url), "%s/latest/api/token", base);
+    st = http("PUT", url, hdrs, NULL, 1000, &b, err, sizeof(err));
+    curl_slist_free_all(hdrs);
+    if (st != 200 || !b.len) {
+        if (st)
+            why_add(why, cap, "instance metadata unavailable: PUT /latest/api/token answered %ld",
+                    st);
+        else
+            why_add(why, cap, "instance metadata unavailable: %s", err);
+        cm_buf_free(&b);
+        return CM_ENOENT;
+    }
+    snprintf(line, sizeof(line), "X-aws-ec2-metadata-token: %.400s", b.data);
+    OPENSSL_cleanse(b.data, b.len);
+    cm_buf_free(&b);
+    hdrs = curl_slist_append(NULL, line);
+    OPENSSL_cleanse(line, sizeof(line));
+    cm_buf_init(&b, 4096);
+    snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/", base);
+    st = http("GET", url, hdrs, NULL, 1000, &b, err, sizeof(err));
+    if (st == 200 && b.len) {
+        snprintf(role, sizeof(role), "%.*s", (int)strcspn(b.data, "\r\n"), b.data);
+        cm_buf_free(&b);
+        cm_buf_init(&b, MAX_BODY);
+        snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/%s", base, role);
+        st = http("GET", url, hdrs, NULL, 1000, &b, err, sizeof(err));
+        if (st == 200 && !aw_creds_parse_json(b.data ? b.data : "", b.len, out))
+            rc = 0;
+        if (b.data)
+            OPENSSL_cleanse(b.data, b.len);
+    }
+    cm_buf_free(&b);
+    aw_slist_free_secure(hdrs);
+    if (rc)
+        why_add(why, cap, "instance metadata has no role credentials (HTTP %ld)", st);
+    else
+        put(out->source, sizeof(out->source), "instance-metadata");
+    return rc;
+}
+
+/* Sources 1-4: what signs Bedrock calls, or bootstraps the secret. */
+static int resolve_base(struct aw_creds *c, struct aw_credentials *out, char *why, size_t cap)
+{
+    memset(out, 0, sizeof(*out));
+    if (c->cfg.access_key_id && c->cfg.secret_access_key) {
+        put(out->akid, sizeof(out->akid), c->cfg.access_key_id);
+        put(out->secret, sizeof(out->secret), c->cfg.secret_access_key);
+        put(out->token, sizeof(out->token), c->cfg.session_token);
+        put(out->source, sizeof(out->source), "environment");
+        return 0;
+    }
+    if (!from_files(c, out, why, cap) || !from_container(c, out, why, cap) ||
+        !from_imds(c, out, why, cap))
+        return 0;
+    return CM_ENOENT;
+}
+
+static int fetch_secret(struct aw_creds *c, const struct aw_credentials *boot,
+                        struct aw_credentials *out, char *why, size_t cap)
+{
+    struct cm_sigv4_header target = {"x-amz-target", "secretsmanager.GetSecretValue"};
+    json_t *req = json_pack("{s:s}", "SecretId", c->cfg.secret_id), *resp = NULL;
+    char *body = req ? cm_json_dump(req) : NULL, url[1100], err[256] = "";
+    const char *ss = NULL;
+    struct curl_slist *hdrs;
+    struct aw_model_error e;
+    struct cm_buf b;
+    long st;
+    int rc = CM_EUPSTREAM;
+
+    json_decref(req);
+    if (!body)
+        return CM_ENOMEM;
+    hdrs = aw_sign_post(&c->sm, c->sm.base_path[0] ? c->sm.base_path : "/", "secretsmanager",
+                        c->cfg.region, boot, NULL, "application/x-amz-json-1.1", &target, 1, body,
+                        strlen(body));
+    snprintf(url, sizeof(url), "%s%s", c->sm.scheme_host,
+             c->sm.base_path[0] ? c->sm.base_path : "/");
+    cm_buf_init(&b, MAX_BODY);
+    st = hdrs ? http("POST", url, hdrs, body, 10000, &b, err, sizeof(err)) : 0;
+    aw_slist_free_secure(hdrs);
+    free(body);
+    if (st == 200) {
+        resp = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
+        cm_json_opt_str(resp, "SecretString", &ss, NULL, 0);
+        if (ss && !aw_creds_parse_secret(ss, out)) {
+            put(out->source, sizeof(out->source), "secrets-manager");
+            out->expires_at = (long long)time(NULL) + c->cfg.secret_ttl_s;
+            rc = 0;
+        } else {
+            why_add(why, cap,
+                    "secret '%s' does not hold AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                    c->cfg.secret_id);
+        }
+        json_decref(resp);
+    } else if (st) {
+        aw_bedrock_parse_error((int)st, NULL, b.data, b.len, &e);
+        why_add(why, cap, "Secrets Manager GetSecretValue '%s' failed: %s (HTTP %ld): %s",
+                c->cfg.secret_id, e.type, st, e.message);
+    } else {
+        why_add(why, cap, "cannot reach Secrets Manager at %s: %s", c->sm.scheme_host, err);
+    }
+    if (b.data)
+        OPENSSL_cleanse(b.data, b.len);
+    cm_buf_free(&b);
+    return rc;
+}
+
+static int resolve(struct aw_creds *c, struct aw_credentials *out, char *why, size_t cap)
+{
+    struct aw_credentials boot;
+    int rc;
+
+    why[0] = '\0';
+    if (!c->cfg.secret_id)
+        return resolve_base(c, out, why, cap);
+    rc = resolve_base(c, &boot, why, cap);
+    if (rc) {
+        why_add(why, cap, "no bootstrap credentials to read secret '%s'", c->cfg.secret_id);
+        return rc;
+    }
+    rc = fetch_secret(c, &boot, out, why, cap);
+    aw_credentials_clear(&boot);
+    return rc;
+}
+
+/* ---- lifecycle ---- */
+
+static const char *keep(struct aw_creds *c, const char *s)
+{
+    char *d;
+
+    if (!s || !*s || c->nstrings == (int)(sizeof(c->strings) / sizeof(c->strings[0])))
+        return NULL;
+    d = strdup(s);
+    c->strings[c->nstrings++] = d;
+    return d;
+}
+
+struct aw_creds *aw_creds_new(const struct aw_creds_config *cfg, char *err, size_t errlen)
+{
+    struct aw_creds *c = calloc(1, sizeof(*c));
+    char url[600];
+
+    if (!c)
+        return NULL;
+    c->cfg = *cfg;
+    c->cfg.region = keep(c, cfg->region);
+    c->cfg.access_key_id = keep(c, cfg->access_key_id);
+    c->cfg.secret_access_key = keep(c, cfg->secret_access_key);
+    c->cfg.session_token = keep(c, cfg->session_token);
+    c->cfg.secret_id = keep(c, cfg->secret_id);
+    c->cfg.profile = keep(c, cfg->profile);
+    c->cfg.credentials_file = keep(c, cfg->credentials_file);
+    c->cfg.config_file = keep(c, cfg->config_file);
+    c->cfg.container_full_uri = keep(c, cfg->container_full_uri);
+    c->cfg.container_relative_uri = keep(c, cfg->container_relative_uri);
+    c->cfg.container_token = keep(c, cfg->container_token);
+    c->cfg.container_token_file = keep(c, cfg->container_token_file);
+    c->cfg.imds_endpoint = keep(c, cfg->imds_endpoint);
+    c->cfg.secrets_endpoint = NULL;
+    if (c->cfg.secret_ttl_s <= 0)
+        c->cfg.secret_ttl_s = 3600;
+    if (cfg->secrets_endpoint && *cfg->secrets_endpoint)
+        snprintf(url, sizeof(url), "%s", cfg->secrets_endpoint);
+    else
+        snprintf(url, sizeof(url), "https://secretsmanager.%s.amazonaws.com",
+                 cfg->region ? cfg->region : "us-east-1");
+    if (aw_endpoint_parse(url, &c->sm, err, errlen)) {
+        aw_creds_free(c);
+        return NULL;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+void aw_creds_free(struct aw_creds *c)
+{
+    int i;
+
+    if (!c)
+        return;
+    for (i = 0; i < c->nstrings; i++) {
+        OPENSSL_cleanse(c->strings[i], strlen(c->strings[i]));
+        free(c->strings[i]);
+    }
+    aw_credentials_clear(&c->cur);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+void aw_creds_invalidate(struct aw_creds *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->stale = 1;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int usable(const struct aw_credentials *cr, long long now)
+{
+    return cr->expires_at == 0 || now < cr->expires_at;
+}
+
+int aw_creds_get(struct aw_creds *c, struct aw_credentials *out, struct aw_model_error *err)
+{
+    long long now = (long long)time(NULL);
+    struct aw_credentials fresh;
+    char why[768], text[900];
+    int due;
+
+    pthread_mutex_lock(&c->lock);
+    due =
+        !c->have || c->stale || (c->cur.expires_at && now >= c->cur.expires_at - REFRESH_MARGIN_S);
+    if (due && (!c->failed_at || cm_now_ms() - c->failed_at >= RETRY_AFTER_FAILURE_MS)) {
+        if (!resolve(c, &fresh, why, sizeof(why))) {
+            if (!c->have || strcmp(fresh.source, c->last_source)) {
+                snprintf(text, sizeof(text), "AWS credentials from %s", fresh.source);
+                if (c->cfg.notify)
+                    c->cfg.notify(0, text);
+            }
+            cm_strlcpy(c->last_source, fresh.source, sizeof(c->last_source));
+            c->cur = fresh;
+            c->have = 1;
+            c->stale = 0;
+            c->failed_at = 0;
+            aw_credentials_clear(&fresh);
+        } else {
+            c->failed_at = cm_now_ms();
+            cm_strlcpy(c->failure, why, sizeof(c->failure));
+            if (c->cfg.notify) {
+                snprintf(text, sizeof(text), "no AWS credentials: %.800s", why);
+                c->cfg.notify(1, text);
+            }
+        }
+    }
+    /* Credentials past their refresh point but not expired still sign. */
+    if (c->have && (!c->stale || !c->failed_at) && usable(&c->cur, now)) {
+        *out = c->cur;
+        pthread_mutex_unlock(&c->lock);
+        return 0;
+    }
+    memset(err, 0, sizeof(*err));
+    cm_strlcpy(err->type, c->cfg.secret_id ? "CredentialsError" : "MissingCredentials",
+               sizeof(err->type));
+    snprintf(err->message, sizeof(err->message), "no usable AWS credentials: %.700s",
+             c->failure[0] ? c->failure : "none configured");
+    pthread_mutex_unlock(&c->lock);
+    return CM_EUPSTREAM;
+}

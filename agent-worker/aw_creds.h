@@ -1,0 +1,72 @@
+/* aw_creds: where the agent-worker's AWS credentials come from.
+ *
+ * Resolution order (first that yields credentials wins):
+ *   1. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
+ *   2. shared files: AWS_PROFILE (default "default") in AWS_SHARED_CREDENTIALS_FILE
+ *      (~/.aws/credentials), then AWS_CONFIG_FILE (~/.aws/config)
+ *   3. container credentials: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
+ *      (http://169.254.170.2<uri>) or _FULL_URI (https, or a loopback / ECS / EKS
+ *      address), with the token from AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE or
+ *      _TOKEN; 2 s timeout, 3 attempts
+ *   4. instance / microVM metadata, token first (PUT a token, then GET), 1 s
+ *      timeouts; AWS_EC2_METADATA_DISABLED=true skips it
+ * When BEDROCK_CREDENTIALS_SECRET names a secret, the credentials found above
+ * are only the bootstrap: Secrets Manager's GetSecretValue (signed with them)
+ * returns the JSON {"AWS_ACCESS_KEY_ID","AWS_SECRET_ACCESS_KEY"[,"AWS_SESSION_TOKEN"]}
+ * that Bedrock calls are signed with, cached for |secret_ttl_s|.
+ *
+ * Credentials are refreshed 5 minutes before they expire and after
+ * aw_creds_invalidate() (a 403 saying the key is invalid). A failed resolution
+ * is not retried for a second, so a missing metadata service is not hammered.
+ * |notify| hears which source won or why one failed: never a value. */
+#ifndef AW_CREDS_H
+#define AW_CREDS_H
+
+#include "aw_aws.h"
+#include "aw_bedrock.h"
+
+struct aw_creds_config {
+    const char *region;
+    const char *access_key_id, *secret_access_key, *session_token;
+    const char *secret_id;        /* BEDROCK_CREDENTIALS_SECRET */
+    const char *secrets_endpoint; /* NULL: https://secretsmanager.<region>.amazonaws.com */
+    int secret_ttl_s;
+    const char *profile;                        /* NULL: "default" */
+    const char *credentials_file, *config_file; /* NULL: none */
+    const char *container_full_uri, *container_relative_uri;
+    const char *container_token, *container_token_file;
+    int imds_disabled;
+    const char *imds_endpoint; /* NULL: http://169.254.169.254 */
+    /* |warn| is 1 for failures; |text| names a source and what happened. */
+    void (*notify)(int warn, const char *text);
+};
+
+struct aw_creds;
+
+/* Copies |cfg|. NULL only on allocation failure or a bad endpoint (|err|). */
+struct aw_creds *aw_creds_new(const struct aw_creds_config *cfg, char *err, size_t errlen);
+void aw_creds_free(struct aw_creds *c);
+
+/* Current credentials into |out|, resolving or refreshing first when needed.
+ * Thread-safe. 0, or CM_EUPSTREAM with |err| (type "MissingCredentials" or
+ * "CredentialsError", the message says which sources were tried). */
+int aw_creds_get(struct aw_creds *c, struct aw_credentials *out, struct aw_model_error *err);
+/* Marks the credentials stale: the next get resolves again. */
+void aw_creds_invalidate(struct aw_creds *c);
+
+/* ---- the parsers, no I/O (unit-tested) ---- */
+
+/* Reads aws_access_key_id / aws_secret_access_key / aws_session_token of
+ * |profile| from an INI text; in a config file (|config| 1) the section is
+ * "[profile NAME]" except for "[default]". 0 or CM_ENOENT. */
+int aw_creds_parse_ini(const char *text, const char *profile, int config,
+                       struct aw_credentials *out);
+/* {"AccessKeyId","SecretAccessKey","Token","Expiration"} as container and
+ * metadata endpoints answer. 0 or CM_EINVAL. */
+int aw_creds_parse_json(const char *body, size_t len, struct aw_credentials *out);
+/* A secret string {"AWS_ACCESS_KEY_ID","AWS_SECRET_ACCESS_KEY"[,"AWS_SESSION_TOKEN"]}. */
+int aw_creds_parse_secret(const char *secret_string, struct aw_credentials *out);
+/* "2026-11-24T15:04:05Z" (fraction and offset allowed) -> unix seconds, or -1. */
+long long aw_creds_iso8601(const char *s);
+
+#endif
