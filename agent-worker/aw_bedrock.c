@@ -1,6 +1,7 @@
 #include "aw_bedrock.h"
 #include "aw_aws.h"
 #include "aw_creds.h"
+#include "aw_retry.h"
 #include "aw_stream.h"
 #include "cm_err.h"
 #include "cm_json.h"
@@ -16,7 +17,6 @@
 #include <strings.h>
 #include <time.h>
 
-#define MAX_BACKOFF_MS 20000
 #define CANCEL_CHECK_MS 10
 
 void aw_turn_clear(struct aw_turn *t)
@@ -363,8 +363,26 @@ struct aw_bedrock {
     char *path;                     /* base path + /model/<id>/converse, computed once */
     char *stream_path;              /* ... /converse-stream */
     int streaming;
-    int connect_timeout_ms, read_timeout_ms, max_attempts, retry_base_ms;
+    int connect_timeout_ms, read_timeout_ms, max_attempts, retry_base_ms, retry_mode;
+    struct aw_retry_quota quota;
+    char *ca_bundle;
+    /* One pool of connections, DNS answers and TLS sessions for every worker
+     * thread's handle, so a thread reuses a connection another one opened. */
+    CURLSH *share;
+    pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 };
+
+static void share_lock(CURL *h, curl_lock_data d, curl_lock_access a, void *u)
+{
+    (void)h, (void)a;
+    pthread_mutex_lock(&((struct aw_bedrock *)u)->share_locks[d]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data d, void *u)
+{
+    (void)h;
+    pthread_mutex_unlock(&((struct aw_bedrock *)u)->share_locks[d]);
+}
 
 static char *dup_or_null(const char *s)
 {
@@ -402,6 +420,20 @@ struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err
     b->read_timeout_ms = cfg->read_timeout_ms;
     b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 1;
     b->retry_base_ms = cfg->retry_base_ms;
+    b->retry_mode = cfg->retry_mode;
+    aw_retry_quota_init(&b->quota, AW_RETRY_CAPACITY);
+    b->ca_bundle = dup_or_null(cfg->ca_bundle);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&b->share_locks[i], NULL);
+    b->share = curl_share_init();
+    if (!b->share)
+        goto fail;
+    curl_share_setopt(b->share, CURLSHOPT_LOCKFUNC, share_lock);
+    curl_share_setopt(b->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+    curl_share_setopt(b->share, CURLSHOPT_USERDATA, b);
+    curl_share_setopt(b->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    curl_share_setopt(b->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(b->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     if (!b->region || !b->model_id)
         goto fail;
     cm_buf_init(&path, 8192);
@@ -439,6 +471,12 @@ void aw_bedrock_free(struct aw_bedrock *b)
 {
     if (!b)
         return;
+    if (b->share) {
+        curl_share_cleanup(b->share);
+        for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+            pthread_mutex_destroy(&b->share_locks[i]);
+    }
+    free(b->ca_bundle);
     free(b->region);
     free(b->model_id);
     free_secret(b->bearer);
@@ -616,8 +654,11 @@ static int post_once(struct aw_bedrock *b, const char *body, const struct aw_cre
 
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_SHARE, b->share);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
+    if (b->ca_bundle)
+        curl_easy_setopt(h, CURLOPT_CAINFO, b->ca_bundle);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
     curl_easy_setopt(h, CURLOPT_USERAGENT, "agentcore-c/0.1");
@@ -656,19 +697,15 @@ static int post_once(struct aw_bedrock *b, const char *body, const struct aw_cre
 
 /* Full jitter: uniform in [0, min(base * 2^(attempt-1), 20 s)). Sleeps in short
  * slices so a cancelled call stops waiting at once. Returns 1 if cancelled. */
+/* Sleeps the full-jitter backoff in short slices so a cancelled call stops
+ * waiting at once. Returns 1 if cancelled. */
 static int backoff(struct aw_bedrock *b, int attempt, int (*cancelled)(void *), void *ud)
 {
     unsigned int r = 0;
-    long long cap = b->retry_base_ms, ms;
     uint64_t until;
 
-    for (int i = 1; i < attempt && cap < MAX_BACKOFF_MS; i++)
-        cap *= 2;
-    if (cap > MAX_BACKOFF_MS)
-        cap = MAX_BACKOFF_MS;
     RAND_bytes((unsigned char *)&r, sizeof(r));
-    ms = cap > 0 ? (long long)(r % (unsigned)cap) : 0;
-    until = cm_now_ms() + (uint64_t)ms;
+    until = cm_now_ms() + (uint64_t)aw_retry_backoff_ms(attempt, b->retry_base_ms, r);
     while (cm_now_ms() < until) {
         struct timespec ts = {0, 20 * 1000000L};
 
@@ -712,7 +749,7 @@ int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json
 {
     struct aw_credentials cr;
     char *body;
-    int attempt, rc = CM_EUPSTREAM, refetched = 0;
+    int attempt, rc = CM_EUPSTREAM, refetched = 0, spent = 0;
 
     memset(out, 0, sizeof(*out));
     memset(err, 0, sizeof(*err));
@@ -772,11 +809,20 @@ int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json
         if (rc != CM_EUPSTREAM || forwarded || !aw_bedrock_retryable(err->http_status, err->type) ||
             attempt == b->max_attempts)
             break;
+        if (b->retry_mode != AW_RETRY_LEGACY) {
+            int cost = aw_retry_cost(err->type);
+
+            if (!aw_retry_quota_acquire(&b->quota, cost))
+                break; /* the retry budget is spent: fail fast under sustained errors */
+            spent += cost;
+        }
         if (backoff(b, attempt, x.cancelled, x.cancel_ud)) {
             rc = CM_ECANCELED;
             break;
         }
     }
+    if (rc == 0 && b->retry_mode != AW_RETRY_LEGACY)
+        aw_retry_quota_release(&b->quota, spent ? spent : 1);
     aw_credentials_clear(&cr);
     free(body);
     return rc;

@@ -47,7 +47,9 @@ struct aw_bedrock_config {
     int read_timeout_ms;
     int max_attempts;
     int retry_base_ms;
-    int streaming; /* 1: ConverseStream, 0: Converse */
+    int retry_mode;        /* enum aw_retry_mode */
+    const char *ca_bundle; /* AWS_CA_BUNDLE: CA file for TLS verification, or NULL */
+    int streaming;         /* 1: ConverseStream, 0: Converse */
 };
 
 /* What a failed model call reports. |message| is the service's text (never a

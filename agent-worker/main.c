@@ -1,6 +1,7 @@
 /* agentcore-agent-worker: runs the agent loop for agentcore.v1.AgentService. */
 #include "aw_bedrock.h"
 #include "aw_creds.h"
+#include "aw_retry.h"
 #include "aw_service.h"
 #include "aw_session.h"
 #include "aw_tools.h"
@@ -58,6 +59,8 @@ enum {
     C_READ_TIMEOUT,
     C_MAX_ATTEMPTS,
     C_RETRY_BASE,
+    C_RETRY_MODE,
+    C_CA_BUNDLE,
     C_STREAMING,
     C_MAX_MSG,
     C_GRACE,
@@ -160,6 +163,12 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                         "attempts per model call, first included (standard retry mode)", 0},
     [C_RETRY_BASE] = {"BEDROCK_RETRY_BASE_MS", NULL, CM_CFG_INT, "1000", 0, 20000,
                       "backoff base: attempt n waits up to base*2^(n-1) ms, capped at 20 s", 0},
+    [C_RETRY_MODE] = {"AWS_RETRY_MODE", NULL, CM_CFG_STR, "standard", 0, 16,
+                      "standard (retry budget), legacy (no budget; 5 attempts unless "
+                      "AWS_MAX_ATTEMPTS), adaptive (as standard)",
+                      0},
+    [C_CA_BUNDLE] = {"AWS_CA_BUNDLE", NULL, CM_CFG_STR, NULL, 0, 4096,
+                     "CA certificates file for TLS to AWS (default: the system's)", 0},
     [C_STREAMING] = {"BEDROCK_STREAMING", NULL, CM_CFG_BOOL, "true", 0, 1,
                      "call ConverseStream (true, as the SDKs) or Converse (false)", 0},
     [C_MAX_MSG] = {"GRPC_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "104857600", 65536, 1073741824,
@@ -304,6 +313,16 @@ int main(int argc, char **argv)
     bcfg.read_timeout_ms = (int)cfg[C_READ_TIMEOUT].i;
     bcfg.max_attempts = (int)cfg[C_MAX_ATTEMPTS].i;
     bcfg.retry_base_ms = (int)cfg[C_RETRY_BASE].i;
+    bcfg.retry_mode = aw_retry_mode_parse(cfg[C_RETRY_MODE].s);
+    if (bcfg.retry_mode < 0) {
+        cm_error("invalid configuration: AWS_RETRY_MODE: '%s' is not standard, legacy or adaptive",
+                 cfg[C_RETRY_MODE].s);
+        rc = 2;
+        goto out;
+    }
+    if (bcfg.retry_mode == AW_RETRY_LEGACY && !cfg[C_MAX_ATTEMPTS].is_set)
+        bcfg.max_attempts = 5; /* legacy mode's own default */
+    bcfg.ca_bundle = cfg[C_CA_BUNDLE].s;
     bcfg.streaming = (int)cfg[C_STREAMING].i;
     svc.bedrock = aw_bedrock_new(&bcfg, err, sizeof(err));
     json_decref((json_t *)bcfg.request.stop_sequences); /* the client holds its own */
@@ -359,11 +378,11 @@ out:
     cm_rpc_server_free(srv);
     aw_tools_free(svc.tools);
     aw_sessions_free(svc.sessions);
+    aw_bedrock_thread_done(); /* detach this thread's handle from the shared pool first */
     aw_bedrock_free(svc.bedrock);
     if (warming)
         pthread_join(warm, NULL); /* it uses |creds|: bounded by the sources' timeouts */
     aw_creds_free(creds);
-    aw_bedrock_thread_done();
     cm_rpc_thread_done();
     cm_rpc_shutdown();
     curl_global_cleanup();
