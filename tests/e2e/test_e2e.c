@@ -346,6 +346,42 @@ static void test_throttling_is_retried_and_400_is_not(void **state)
     assert_int_equal(th_emu_stat(&throttle_emu, "converse"), before + 1); /* no retry */
 }
 
+/* The error catalogue: what is retried (up to AWS_MAX_ATTEMPTS=5 on this
+ * stack) and what is not, and each surfaces with its type. */
+static void test_error_catalogue(void **state)
+{
+    static const struct {
+        const char *directive, *type;
+        long long calls;
+    } rows[] = {
+        {"[[fail:503]]", "ServiceUnavailableException", 5},
+        {"[[fail:500]]", "InternalServerException", 5},
+        {"[[fail:model-not-ready]]", "ModelNotReadyException", 5},
+        {"[[fail:408]]", "ModelTimeoutException", 1},
+        {"[[fail:424]]", "ModelErrorException", 1},
+        {"[[fail:403]]", "AccessDeniedException", 1},
+        {"[[fail:404]]", "ResourceNotFoundException", 1},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char body[128];
+        struct th_resp r;
+        long long before = th_emu_stat(&throttle_emu, "converse");
+
+        snprintf(body, sizeof(body), "{\"prompt\":\"%s\"}", rows[i].directive);
+        invoke(&throttle_s, body, NULL, &r);
+        assert_int_equal(r.status, 502);
+        if (!strstr(jstr(r.json, "details"), rows[i].type))
+            fail_msg("%s: %s", rows[i].directive, r.body);
+        th_resp_free(&r);
+        if (th_emu_stat(&throttle_emu, "converse") != before + rows[i].calls)
+            fail_msg("%s: %lld calls, want %lld", rows[i].directive,
+                     th_emu_stat(&throttle_emu, "converse") - before, rows[i].calls);
+    }
+}
+
 /* The same conversation through ConverseStream (main) and Converse (converse)
  * gives the same answers, usage included: the two paths build identical turns. */
 static void test_streamed_and_converse_give_the_same_answers(void **state)
@@ -424,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_wrong_secret_key_surfaces_clearly),
         cmocka_unit_test(test_agent_worker_killed_gives_503),
         cmocka_unit_test(test_throttling_is_retried_and_400_is_not),
+        cmocka_unit_test(test_error_catalogue),
         cmocka_unit_test(test_streamed_and_converse_give_the_same_answers),
         cmocka_unit_test(test_no_secret_in_any_log),
     };

@@ -391,15 +391,32 @@ static void model_answer(const json_t *req, size_t req_len, struct answer *a)
     if (!prompt)
         prompt = "";
     if ((p = strstr(prompt, "[[fail:"))) {
+        /* Bedrock's error catalogue, by status (or by name for ModelNotReady). */
+        static const struct {
+            int status;
+            const char *type, *message;
+        } catalogue[] = {
+            {400, "ValidationException", "injected: the request is invalid"},
+            {403, "AccessDeniedException", "injected: you do not have access"},
+            {404, "ResourceNotFoundException", "injected: the model was not found"},
+            {408, "ModelTimeoutException", "injected: the model took too long"},
+            {424, "ModelErrorException", "injected: the model failed"},
+            {429, "ThrottlingException", "injected: too many requests"},
+            {500, "InternalServerException", "injected: internal error"},
+            {503, "ServiceUnavailableException", "injected: service unavailable"},
+        };
         int status = atoi(p + 7);
+        size_t e;
 
-        if (status >= 400 && status <= 599) {
-            error_answer(a, status,
-                         status == 429   ? "ThrottlingException"
-                         : status >= 500 ? "InternalServerException"
-                                         : "ValidationException",
-                         "injected failure");
+        if (!strncmp(p + 7, "model-not-ready", 15)) {
+            error_answer(a, 429, "ModelNotReadyException", "injected: the model is not ready");
             return;
+        }
+        for (e = 0; e < sizeof(catalogue) / sizeof(catalogue[0]); e++) {
+            if (catalogue[e].status == status) {
+                error_answer(a, status, catalogue[e].type, catalogue[e].message);
+                return;
+            }
         }
     }
     if ((p = strstr(prompt, "[[sleep:")))
