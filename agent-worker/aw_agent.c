@@ -87,6 +87,41 @@ static char *text_of(const json_t *message)
     return cm_buf_steal(&b);
 }
 
+/* Adds a turn's text to the response, after a blank line when both hold text:
+ * exactly what a streaming client was shown (aw_service streams the same
+ * separator). */
+static int append_text(struct aw_agent_result *res, const json_t *message)
+{
+    char *t = text_of(message), *joined;
+    size_t a, b;
+
+    if (!t)
+        return CM_ENOMEM;
+    if (!res->response || !*res->response || !*t) {
+        if (!res->response || !*res->response) {
+            free(res->response);
+            res->response = t;
+        } else {
+            free(t);
+        }
+        return 0;
+    }
+    a = strlen(res->response);
+    b = strlen(t);
+    joined = malloc(a + b + 3);
+    if (!joined) {
+        free(t);
+        return CM_ENOMEM;
+    }
+    memcpy(joined, res->response, a);
+    memcpy(joined + a, "\n\n", 2);
+    memcpy(joined + a + 2, t, b + 1);
+    free(res->response);
+    free(t);
+    res->response = joined;
+    return 0;
+}
+
 /* Runs every toolUse of |assistant| and builds the user turn of toolResults. */
 static json_t *run_tools(const json_t *assistant, const struct aw_agent_io *io)
 {
@@ -108,6 +143,8 @@ static json_t *run_tools(const json_t *assistant, const struct aw_agent_io *io)
         name = json_string_value(json_object_get(use, "name"));
         if (!id)
             continue; /* no id: nothing could refer to a result */
+        if (io->on_tool_use)
+            io->on_tool_use(io->ud, use);
         if (!name) {
             tr.text = strdup("toolUse without a tool name");
         } else {
@@ -117,6 +154,8 @@ static json_t *run_tools(const json_t *assistant, const struct aw_agent_io *io)
                         tr.text ? tr.text : "tool produced no output", "status",
                         tr.is_error ? "error" : "success");
         free(tr.text);
+        if (res && io->on_tool_result)
+            io->on_tool_result(io->ud, json_object_get(res, "toolResult"));
         if (!res || json_array_append_new(results, res)) {
             json_decref(results);
             return NULL;
@@ -154,8 +193,11 @@ int aw_agent_run(json_t *history, const char *prompt, int max_iterations,
         res->input_tokens += turn.input_tokens;
         res->output_tokens += turn.output_tokens;
         res->total_tokens += turn.total_tokens;
-        free(res->response);
-        res->response = text_of(turn.message);
+        if (append_text(res, turn.message)) {
+            aw_turn_clear(&turn);
+            rc = CM_ENOMEM;
+            goto fail;
+        }
         aw_agent_stop_reason(turn.stop_reason, res->stop_reason, sizeof(res->stop_reason));
         if (json_array_append(history, turn.message)) {
             aw_turn_clear(&turn);

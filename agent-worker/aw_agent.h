@@ -32,11 +32,16 @@ struct aw_agent_io {
                      struct aw_tool_result *out);
     /* 1 when the caller went away; may be NULL. */
     int (*cancelled)(void *ud);
+    /* Each tool call before it runs and its result after; may be NULL. The
+     * JSON is the toolUse / toolResult block (borrowed). */
+    void (*on_tool_use)(void *ud, const json_t *tool_use);
+    void (*on_tool_result)(void *ud, const json_t *tool_result);
     void *ud;
 };
 
 struct aw_agent_result {
-    char *response;       /* malloc'd: the text of the last model answer */
+    char *response;       /* malloc'd: the text of every answer of this invocation, the
+                           * turns joined by a blank line (what a streaming client saw) */
     char stop_reason[64]; /* EndTurn, ToolUse, MaxTokens, StopSequence, MaxIterations, ... */
     long long input_tokens, output_tokens, total_tokens;
     int iterations; /* model calls made */

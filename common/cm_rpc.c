@@ -925,6 +925,8 @@ struct cm_rpc_stream {
     grpc_status_code code;
     grpc_slice details;
     int start_tag, status_tag, start_reaped, ended;
+    int recv_tag, recv_pending; /* a RECV_MESSAGE batch posted but not yet reaped */
+    grpc_byte_buffer *recv_bb;
 };
 
 /* Resolves the method's handle on the next channel (round-robin over names). */
@@ -1053,33 +1055,51 @@ struct cm_rpc_stream *cm_rpc_stream_open(struct cm_rpc_client *c, const struct c
     return s;
 }
 
-int cm_rpc_stream_next(struct cm_rpc_stream *s, ProtobufCMessage **msg)
+int cm_rpc_stream_next_timed(struct cm_rpc_stream *s, ProtobufCMessage **msg, int timeout_ms)
 {
-    grpc_byte_buffer *bb = NULL;
-    grpc_op op;
+    gpr_timespec deadline = timeout_ms < 0
+                                ? gpr_inf_future(GPR_CLOCK_REALTIME)
+                                : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                               gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
     grpc_event ev;
-    int tag;
+    grpc_op op;
 
     *msg = NULL;
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &bb;
-    if (grpc_call_start_batch(s->call, &op, 1, &tag, NULL) != GRPC_CALL_OK)
-        return -1;
-    ev = grpc_completion_queue_pluck(s->cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (s->ended)
+        return 0;
+    if (!s->recv_pending) {
+        /* One RECV_MESSAGE at a time; after a timeout the same one is waited on. */
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &s->recv_bb;
+        s->recv_bb = NULL;
+        if (grpc_call_start_batch(s->call, &op, 1, &s->recv_tag, NULL) != GRPC_CALL_OK)
+            return -1;
+        s->recv_pending = 1;
+    }
+    ev = grpc_completion_queue_pluck(s->cq, &s->recv_tag, deadline, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT)
+        return 2;
+    s->recv_pending = 0;
     if (ev.type != GRPC_OP_COMPLETE || !ev.success)
         return -1;
-    if (!bb) {
+    if (!s->recv_bb) {
         s->ended = 1;
         return 0; /* the server closed the stream; the status says how */
     }
-    *msg = unpack(s->out, bb);
-    grpc_byte_buffer_destroy(bb);
+    *msg = unpack(s->out, s->recv_bb);
+    grpc_byte_buffer_destroy(s->recv_bb);
+    s->recv_bb = NULL;
     if (!*msg) {
         grpc_call_cancel(s->call, NULL);
         return -1;
     }
     return 1;
+}
+
+int cm_rpc_stream_next(struct cm_rpc_stream *s, ProtobufCMessage **msg)
+{
+    return cm_rpc_stream_next_timed(s, msg, -1);
 }
 
 void cm_rpc_stream_cancel(struct cm_rpc_stream *s)
@@ -1098,6 +1118,11 @@ int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st)
      * read to its end keeps the status the server sent. */
     if (!s->ended)
         grpc_call_cancel(s->call, NULL);
+    if (s->recv_pending) {
+        grpc_completion_queue_pluck(s->cq, &s->recv_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (s->recv_bb)
+            grpc_byte_buffer_destroy(s->recv_bb);
+    }
     if (!s->start_reaped)
         grpc_completion_queue_pluck(s->cq, &s->start_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (s->status_tag != -1)

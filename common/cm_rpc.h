@@ -161,6 +161,9 @@ struct cm_rpc_stream *cm_rpc_stream_open(struct cm_rpc_client *c, const struct c
 /* 1 with |*msg| (free with protobuf_c_message_free_unpacked), 0 at the end of
  * the stream, -1 on a malformed message or a failed call (see close). */
 int cm_rpc_stream_next(struct cm_rpc_stream *s, ProtobufCMessage **msg);
+/* The same, waiting at most |timeout_ms| (< 0: no limit): returns 2 when
+ * nothing arrived in time (call again to keep waiting for the same message). */
+int cm_rpc_stream_next_timed(struct cm_rpc_stream *s, ProtobufCMessage **msg, int timeout_ms);
 /* Cancels the call; safe from any thread, e.g. when the HTTP client left. */
 void cm_rpc_stream_cancel(struct cm_rpc_stream *s);
 /* Collects the status into |st| and frees everything. Returns 0 when the

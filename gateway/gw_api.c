@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void gw_reply_clear(struct gw_reply *r)
 {
@@ -24,21 +25,27 @@ void gw_invocation_clear(struct gw_invocation *inv)
     memset(inv, 0, sizeof(*inv));
 }
 
+/* JSON strings must be valid UTF-8, but parser and peer messages may quote
+ * broken input: such text keeps only its ASCII (in |buf|). */
+static const char *safe_text(const char *text, char *buf, size_t cap)
+{
+    size_t i;
+
+    if (!text || cm_utf8_valid(text, strlen(text)))
+        return text;
+    for (i = 0; text[i] && i < cap - 1; i++)
+        buf[i] = (unsigned char)text[i] < 0x80 ? text[i] : '?';
+    buf[i] = '\0';
+    return buf;
+}
+
 char *gw_api_error_body(const char *error, const char *details)
 {
     char safe[512];
     json_t *o;
     char *s;
-    size_t i;
 
-    if (details && !cm_utf8_valid(details, strlen(details))) {
-        /* Parser messages quote the input, which may end mid-character:
-         * JSON strings must be valid UTF-8, so keep only the ASCII. */
-        for (i = 0; details[i] && i < sizeof(safe) - 1; i++)
-            safe[i] = (unsigned char)details[i] < 0x80 ? details[i] : '?';
-        safe[i] = '\0';
-        details = safe;
-    }
+    details = safe_text(details, safe, sizeof(safe));
     o = details ? json_pack("{s:s,s:s}", "error", error, "details", details)
                 : json_pack("{s:s}", "error", error);
     s = o ? cm_json_dump(o) : NULL;
@@ -80,6 +87,7 @@ int gw_api_parse_invocation(const char *body, size_t len, struct gw_invocation *
         gw_api_error(err, 400, "Invalid request", "request body must be a JSON object");
         goto fail;
     }
+    out->stream_set = json_object_get(out->root, "stream") != NULL;
     if (cm_json_str(out->root, "prompt", &out->prompt, why, sizeof(why)) ||
         cm_json_opt_str(out->root, "session_id", &out->session_id, why, sizeof(why)) ||
         cm_json_opt_bool(out->root, "stream", &out->stream, why, sizeof(why))) {
@@ -169,4 +177,127 @@ char *gw_api_ping_body(const char *status, long long time_of_last_update)
 
     json_decref(o);
     return s;
+}
+
+int gw_api_wants_stream(const struct gw_invocation *inv, const char *accept)
+{
+    if (inv->stream_set)
+        return inv->stream;
+    return accept && strstr(accept, "text/event-stream") && !strstr(accept, "application/json");
+}
+
+/* "data: " + |json| + "\n\n"; takes |json| (may be NULL). */
+static char *frame(char *json)
+{
+    size_t n;
+    char *out;
+
+    if (!json)
+        return NULL;
+    n = strlen(json);
+    out = malloc(n + 9);
+    if (out) {
+        memcpy(out, "data: ", 6);
+        memcpy(out + 6, json, n);
+        memcpy(out + 6 + n, "\n\n", 3);
+    }
+    free(json);
+    return out;
+}
+
+static char *frame_value(json_t *v)
+{
+    char *s = v ? cm_json_dump(v) : NULL;
+
+    json_decref(v);
+    return frame(s);
+}
+
+char *gw_api_sse_text(int block_index, const char *text)
+{
+    return frame_value(json_pack("{s:{s:{s:i,s:{s:s}}}}", "event", "contentBlockDelta",
+                                 "contentBlockIndex", block_index, "delta", "text", text));
+}
+
+static char *wrap(const char *key, const char *json)
+{
+    json_t *inner = json_loads(json, 0, NULL);
+
+    if (!inner)
+        return NULL;
+    return frame_value(json_pack("{s:o}", key, inner));
+}
+
+char *gw_api_sse_tool_use(const char *tool_use_json)
+{
+    return wrap("tool_use", tool_use_json);
+}
+
+char *gw_api_sse_tool_result(const char *tool_result_json)
+{
+    return wrap("tool_result", tool_result_json);
+}
+
+char *gw_api_sse_data(const char *json)
+{
+    return frame(strdup(json));
+}
+
+char *gw_api_sse_error(const char *error, const char *error_type)
+{
+    char safe[512];
+
+    error = safe_text(error, safe, sizeof(safe));
+    return frame_value(json_pack("{s:s,s:s,s:s}", "error", error, "error_type", error_type,
+                                 "message", "An error occurred during streaming"));
+}
+
+static int contains_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+
+    for (; *hay; hay++) {
+        if (!strncasecmp(hay, needle, n))
+            return 1;
+    }
+    return 0;
+}
+
+int gw_api_header_sensitive(const char *name)
+{
+    static const char *const exact[] = {
+        "authorization",      "proxy-authorization",  "cookie",
+        "set-cookie",         "x-amz-security-token", "x-amz-bedrock-agentcore-identity-wat",
+        "workloadaccesstoken"};
+    static const char *const parts[] = {"token", "secret", "key", "password"};
+    size_t i;
+
+    for (i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+        if (!strcasecmp(name, exact[i]))
+            return 1;
+    }
+    for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        if (contains_ci(name, parts[i]))
+            return 1;
+    }
+    return 0;
+}
+
+int gw_api_header_forwarded(const char *name)
+{
+    static const char *const exact[] = {"authorization",
+                                        "x-amz-bedrock-agentcore-identity-wat",
+                                        "workloadaccesstoken",
+                                        "oauth2callbackurl",
+                                        "traceparent",
+                                        "tracestate",
+                                        "baggage"};
+    static const char custom[] = "x-amzn-bedrock-agentcore-runtime-custom-";
+    size_t i;
+
+    for (i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+        if (!strcasecmp(name, exact[i]))
+            return 1;
+    }
+    return !strncasecmp(name, custom, sizeof(custom) - 1) && name[sizeof(custom) - 1];
 }

@@ -26,7 +26,8 @@ struct gw_invocation {
     json_t *root;
     const char *prompt;
     const char *session_id; /* from the body; NULL when absent */
-    int stream;             /* 1 when the body asks for it ("stream": true) */
+    int stream;             /* the body's "stream" value */
+    int stream_set;         /* 1 when the body has a "stream" field */
 };
 
 void gw_invocation_clear(struct gw_invocation *inv);
@@ -59,6 +60,30 @@ char *gw_api_response_body(const char *invocation_id, const char *session_id, co
  * 502 model failure, 500 anything else. */
 void gw_api_agent_error(int rpc_code, const char *error_type, const char *details,
                         struct gw_reply *r);
+
+/* 1 when the answer is to be an event stream: "stream": true in the body, or
+ * no "stream" field and an Accept header that asks for text/event-stream and
+ * not for JSON (an explicit "stream": false always wins). */
+int gw_api_wants_stream(const struct gw_invocation *inv, const char *accept);
+
+/* SSE events, each "data: <json>\n\n", malloc'd (NULL on allocation failure).
+ * Text deltas use the shape Strands streams for raw model chunks, which the
+ * AgentCore CLI prints as text. Only the error event has an "error" key. */
+char *gw_api_sse_text(int block_index, const char *text);
+char *gw_api_sse_tool_use(const char *tool_use_json);
+char *gw_api_sse_tool_result(const char *tool_result_json);
+char *gw_api_sse_data(const char *json); /* e.g. the final answer, as is */
+char *gw_api_sse_error(const char *error, const char *error_type);
+
+/* 1 when header |name|'s value must not be logged: Authorization, cookies,
+ * X-Amz-Security-Token, the workload access token, and any name containing
+ * token, secret, key or password (case-insensitive). */
+int gw_api_header_sensitive(const char *name);
+
+/* 1 when header |name| is request context the platform forwards to the agent
+ * (Authorization, X-Amzn-Bedrock-AgentCore-Runtime-Custom-*, the workload
+ * access token, OAuth2CallbackUrl, traceparent, tracestate, baggage). */
+int gw_api_header_forwarded(const char *name);
 
 /* {"status":"Healthy","time_of_last_update":<secs>} as a malloc'd string. */
 char *gw_api_ping_body(const char *status, long long time_of_last_update);

@@ -6,7 +6,14 @@
  * caps the threads. /ping never touches gRPC, so agent work cannot stall it.
  *
  * Routes: GET|HEAD /ping, POST /invocations. Anything else: 404 or 405 (with
- * Allow), always with a JSON body. Bodies larger than |max_body| get 413. */
+ * Allow), always with a JSON body. Bodies larger than |max_body| get 413.
+ *
+ * Every invocation is an InvokeStream call; in JSON mode only its final event
+ * is awaited. While waiting, the connection's thread checks every 100 ms that
+ * the client is still there and cancels the call if not: the agent-worker then
+ * aborts its model request and its tool calls. /ping reads a status a
+ * background thread keeps (agent-worker health every |health_interval_ms|),
+ * so it never waits for agent work. */
 #ifndef GW_HTTP_H
 #define GW_HTTP_H
 
@@ -20,8 +27,12 @@ struct gw_http_config {
     int port;         /* 0 = any free port */
     size_t max_body;
     int max_connections;
+    int max_invocations; /* running at once; beyond: 503 + Retry-After at once */
     int invoke_timeout_ms;
+    int stream_timeout_ms;
     int idle_timeout_s;
+    size_t log_body_bytes;                     /* of a request body logged at DEBUG */
+    int health_interval_ms, health_timeout_ms; /* the agent-worker health poller */
 };
 
 /* Starts serving. |agent| must outlive the server. NULL with |err| on failure. */

@@ -16,7 +16,11 @@ enum {
     C_AGENT_ADDR,
     C_MAX_BODY,
     C_MAX_CONN,
+    C_MAX_INVOCATIONS,
     C_INVOKE_TIMEOUT,
+    C_STREAM_TIMEOUT,
+    C_LOG_BODY,
+    C_HEALTH_INTERVAL,
     C_IDLE_TIMEOUT,
     C_MAX_MSG,
     C_GRACE,
@@ -34,6 +38,14 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                     "largest request body accepted (AgentCore allows 100 MB); larger gets 413", 0},
     [C_MAX_CONN] = {"GATEWAY_MAX_CONNECTIONS", NULL, CM_CFG_INT, "1024", 1, 65536,
                     "concurrent HTTP connections (one thread each)", 0},
+    [C_MAX_INVOCATIONS] = {"MAX_CONCURRENT_INVOCATIONS", NULL, CM_CFG_INT, "256", 1, 65536,
+                           "invocations running at once; more get 503 with Retry-After", 0},
+    [C_STREAM_TIMEOUT] = {"STREAM_TIMEOUT_MS", NULL, CM_CFG_INT, "3600000", 1000, 86400000,
+                          "deadline of one streamed invocation (AgentCore allows 60 minutes)", 0},
+    [C_LOG_BODY] = {"LOG_BODY_BYTES", NULL, CM_CFG_INT, "1024", 0, 1048576,
+                    "request body bytes logged at DEBUG (headers are logged masked)", 0},
+    [C_HEALTH_INTERVAL] = {"HEALTH_INTERVAL_MS", NULL, CM_CFG_INT, "1000", 100, 60000,
+                           "how often the agent-worker's health is checked for /ping", 0},
     [C_INVOKE_TIMEOUT] = {"INVOCATION_TIMEOUT_MS", NULL, CM_CFG_INT, "900000", 1000, 3600000,
                           "deadline of one invocation (AgentCore's own limit is 15 minutes)", 0},
     [C_IDLE_TIMEOUT] = {"HTTP_IDLE_TIMEOUT_S", NULL, CM_CFG_INT, "120", 0, 86400,
@@ -45,9 +57,9 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
-static const struct cm_rpc_method invoke_method = {
-    "/agentcore.v1.AgentService/Invoke", &agentcore__v1__invoke_request__descriptor,
-    &agentcore__v1__invoke_response__descriptor, CM_RPC_UNARY};
+static const struct cm_rpc_method stream_method = {
+    "/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
+    &agentcore__v1__invoke_event__descriptor, CM_RPC_SERVER_STREAM};
 
 int main(int argc, char **argv)
 {
@@ -69,7 +81,7 @@ int main(int argc, char **argv)
     cm_main_block_signals();
     cm_rpc_init();
     rc = 1;
-    agent = cm_rpc_client_new(cfg[C_AGENT_ADDR].s, &invoke_method, 1, (int)cfg[C_MAX_MSG].i, err,
+    agent = cm_rpc_client_new(cfg[C_AGENT_ADDR].s, &stream_method, 1, (int)cfg[C_MAX_MSG].i, err,
                               sizeof(err));
     if (!agent) {
         cm_error("invalid configuration: AGENT_WORKER_ADDR: %s", err);
@@ -81,6 +93,11 @@ int main(int argc, char **argv)
     hcfg.max_body = (size_t)cfg[C_MAX_BODY].i;
     hcfg.max_connections = (int)cfg[C_MAX_CONN].i;
     hcfg.invoke_timeout_ms = (int)cfg[C_INVOKE_TIMEOUT].i;
+    hcfg.max_invocations = (int)cfg[C_MAX_INVOCATIONS].i;
+    hcfg.stream_timeout_ms = (int)cfg[C_STREAM_TIMEOUT].i;
+    hcfg.log_body_bytes = (size_t)cfg[C_LOG_BODY].i;
+    hcfg.health_interval_ms = (int)cfg[C_HEALTH_INTERVAL].i;
+    hcfg.health_timeout_ms = 500;
     hcfg.idle_timeout_s = (int)cfg[C_IDLE_TIMEOUT].i;
     http = gw_http_start(&hcfg, agent, err, sizeof(err));
     if (!http) {

@@ -160,7 +160,7 @@ static void test_tool_round_trip(void **state)
            NULL, &r);
     assert_int_equal(r.status, 200);
     assert_int_equal(json_integer_value(json_object_get(r.json, "iterations")), 2);
-    assert_string_equal(jstr(r.json, "response"), "Tool result: 80");
+    assert_string_equal(jstr(r.json, "response"), "Calling calculator\n\nTool result: 80");
     assert_string_equal(jstr(r.json, "stop_reason"), "EndTurn");
     /* The request id reached the tool-worker's log: one id across processes. */
     log = th_read_file(tool.log_path, NULL);

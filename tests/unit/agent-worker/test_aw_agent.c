@@ -83,7 +83,7 @@ static int fake_cancelled(void *ud)
 static int run(struct fake *f, json_t *history, const char *prompt, int max_it,
                struct aw_agent_result *res, struct aw_model_error *err)
 {
-    struct aw_agent_io io = {fake_converse, fake_tool, fake_cancelled, f};
+    struct aw_agent_io io = {fake_converse, fake_tool, fake_cancelled, NULL, NULL, f};
 
     return aw_agent_run(history, prompt, max_it, &io, res, err);
 }
@@ -120,7 +120,8 @@ static void test_tool_round_trip(void **state)
     assert_int_equal(r.iterations, 2);
     assert_int_equal(f.tool_calls, 1);
     assert_string_equal(f.last_tool_input, "{\"x\":1}");
-    assert_string_equal(r.response, "the answer is 80");
+    /* Every turn's text, joined by a blank line: what a stream showed. */
+    assert_string_equal(r.response, "thinking\n\nthe answer is 80");
     assert_int_equal(r.input_tokens, 20); /* usage accumulates over both calls */
     /* user, assistant(toolUse), user(toolResult), assistant */
     assert_int_equal(json_array_size(h), 4);

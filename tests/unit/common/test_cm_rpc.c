@@ -80,6 +80,7 @@ static void stream_handler(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, 
 {
     const Agentcore__V1__InvokeRequest *req = (const void *)msg;
     Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
+    Agentcore__V1__TextDelta d = AGENTCORE__V1__TEXT_DELTA__INIT;
     char text[32];
     int i, n = 100000;
 
@@ -87,7 +88,8 @@ static void stream_handler(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, 
     if (!strncmp(req->prompt, "count:", 6))
         n = atoi(req->prompt + 6);
     ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
-    ev.text_delta = text;
+    d.text = text;
+    ev.text_delta = &d;
     for (i = 0; i < n; i++) {
         snprintf(text, sizeof(text), "d%d", i);
         if (cm_rpc_ctx_send(ctx, &ev.base)) {
@@ -292,7 +294,7 @@ static void test_stream_to_the_end(void **state)
 
         snprintf(want, sizeof(want), "d%d", n++);
         assert_int_equal(ev->event_case, AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA);
-        assert_string_equal(ev->text_delta, want);
+        assert_string_equal(ev->text_delta->text, want);
         protobuf_c_message_free_unpacked(m, NULL);
     }
     assert_int_equal(rc, 0);
