@@ -500,9 +500,17 @@ static void curl_destroy(void *h)
     curl_easy_cleanup(h);
 }
 
+static pthread_key_t multi_key;
+
+static void multi_destroy(void *m)
+{
+    curl_multi_cleanup(m);
+}
+
 static void curl_key_make(void)
 {
     pthread_key_create(&curl_key, curl_destroy);
+    pthread_key_create(&multi_key, multi_destroy);
 }
 
 /* One easy handle per thread keeps its connection (and TLS session) alive
@@ -524,12 +532,18 @@ static CURL *thread_curl(void)
 void aw_bedrock_thread_done(void)
 {
     CURL *h;
+    CURLM *m;
 
     pthread_once(&curl_once, curl_key_make);
     h = pthread_getspecific(curl_key);
     if (h) {
         pthread_setspecific(curl_key, NULL);
         curl_easy_cleanup(h);
+    }
+    m = pthread_getspecific(multi_key);
+    if (m) {
+        pthread_setspecific(multi_key, NULL);
+        curl_multi_cleanup(m);
     }
 }
 
@@ -629,6 +643,48 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
 
 /* One signed POST. Returns 0 (HTTP answer in |status| and |x|), CM_ECANCELED,
  * or CM_EIO with |err| describing the transport failure. */
+#define POLL_SLICE_MS 50
+
+/* Runs one transfer on this thread's multi handle in short slices, asking
+ * between them whether the caller left: curl_easy_perform would only call the
+ * progress callback about once a second while the model is silent. */
+static CURLcode perform(CURL *h, struct xfer *x)
+{
+    CURLM *m = pthread_getspecific(multi_key);
+    CURLcode cc = CURLE_OK;
+    CURLMsg *msg;
+    int running = 1, left;
+
+    if (!m) {
+        m = curl_multi_init();
+        if (!m)
+            return curl_easy_perform(h);
+        pthread_setspecific(multi_key, m);
+    }
+    if (curl_multi_add_handle(m, h) != CURLM_OK)
+        return curl_easy_perform(h);
+    while (running) {
+        if (curl_multi_perform(m, &running) != CURLM_OK) {
+            cc = CURLE_RECV_ERROR;
+            break;
+        }
+        if (!running)
+            break;
+        if (x->cancelled && x->cancelled(x->cancel_ud)) {
+            x->was_cancelled = 1;
+            cc = CURLE_ABORTED_BY_CALLBACK;
+            break;
+        }
+        curl_multi_poll(m, NULL, 0, POLL_SLICE_MS, NULL);
+    }
+    while ((msg = curl_multi_info_read(m, &left))) {
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == h && cc == CURLE_OK)
+            cc = msg->data.result;
+    }
+    curl_multi_remove_handle(m, h);
+    return cc;
+}
+
 static int post_once(struct aw_bedrock *b, const char *body, const struct aw_credentials *cr,
                      struct xfer *x, long *status, struct aw_model_error *err)
 {
@@ -672,7 +728,7 @@ static int post_once(struct aw_bedrock *b, const char *body, const struct aw_cre
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
-    cc = curl_easy_perform(h);
+    cc = perform(h, x);
     aw_slist_free_secure(list); /* it held the signature and the token */
     if (cc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);

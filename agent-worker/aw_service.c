@@ -157,6 +157,26 @@ static void run_tool(void *ud, const char *tool_use_id, const char *name, const 
 
 enum mode { MODE_REPLY, MODE_FINAL_EVENT, MODE_EVENTS };
 
+/* Names (never values: Authorization, tokens) of the request context the
+ * gateway forwarded. */
+static void log_context(struct cm_rpc_ctx *ctx)
+{
+    char names[1024];
+    const char *k, *v, *kv[] = {"headers", names, NULL};
+    size_t pos = 0;
+    int i;
+
+    names[0] = '\0';
+    for (i = 0; cm_rpc_ctx_meta_at(ctx, i, &k, &v); i++) {
+        if (!strncmp(k, "x-agentcore-", 12) || !strncmp(k, "grpc-", 5) || !strcmp(k, "user-agent"))
+            continue;
+        pos += (size_t)snprintf(names + pos, sizeof(names) - pos, "%s%s", pos ? "," : "", k);
+        if (pos >= sizeof(names))
+            break;
+    }
+    cm_log_write(CM_LOG_DEBUG, kv, "request context");
+}
+
 /* Runs one invocation; answers it (reply, final event or failure status). */
 static void run(struct cm_rpc_ctx *ctx, const Agentcore__V1__InvokeRequest *req,
                 struct aw_service *svc, enum mode mode)
@@ -181,6 +201,8 @@ static void run(struct cm_rpc_ctx *ctx, const Agentcore__V1__InvokeRequest *req,
     inv.call.session_id = req->session_id;
     inv.call.traceparent = cm_rpc_ctx_meta(ctx, CM_RPC_MD_TRACEPARENT);
     cm_log_set_context(req->request_id, req->session_id);
+    if (CM_LOG_ENABLED(CM_LOG_DEBUG))
+        log_context(ctx);
     if (!req->prompt[0] || !req->session_id[0]) {
         cm_rpc_ctx_fail(ctx, CM_RPC_INVALID_ARGUMENT, NULL, "prompt and session_id are required");
         goto out;

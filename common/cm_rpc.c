@@ -633,6 +633,15 @@ const char *cm_rpc_ctx_meta(const struct cm_rpc_ctx *ctx, const char *key)
     return NULL;
 }
 
+int cm_rpc_ctx_meta_at(const struct cm_rpc_ctx *ctx, int i, const char **key, const char **value)
+{
+    if (i < 0 || i >= ctx->nmeta)
+        return 0;
+    *key = ctx->meta_keys[i];
+    *value = ctx->meta_vals[i];
+    return 1;
+}
+
 int cm_rpc_ctx_cancelled(struct cm_rpc_ctx *ctx)
 {
     grpc_event ev;

@@ -107,6 +107,9 @@ void cm_rpc_server_free(struct cm_rpc_server *srv);
 /* Value of incoming metadata |key|, copied at call start (capped at 4 KiB per
  * value, 32 entries); NULL when absent. Valid until the handler returns. */
 const char *cm_rpc_ctx_meta(const struct cm_rpc_ctx *ctx, const char *key);
+/* The |i|-th incoming metadata entry (0-based): 1 with |key| and |value|
+ * set, 0 past the last one. */
+int cm_rpc_ctx_meta_at(const struct cm_rpc_ctx *ctx, int i, const char **key, const char **value);
 /* 1 once the client cancelled, went away or the deadline passed. Non-blocking. */
 int cm_rpc_ctx_cancelled(struct cm_rpc_ctx *ctx);
 /* Milliseconds left before the caller's deadline (LLONG_MAX when none). */

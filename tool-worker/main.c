@@ -4,8 +4,9 @@
 #include "cm_rpc.h"
 #include "cm_util.h"
 #include "tw_service.h"
+#include "tw_tools.h"
 
-enum { C_LISTEN, C_THREADS, C_MAX_MSG, C_GRACE, C_LOG_LEVEL, C_COUNT };
+enum { C_LISTEN, C_THREADS, C_MAX_MSG, C_GRACE, C_TEST_TOOLS, C_LOG_LEVEL, C_COUNT };
 
 static const struct cm_cfg_entry config[C_COUNT] = {
     [C_LISTEN] = {"TOOL_WORKER_LISTEN", NULL, CM_CFG_STR, "127.0.0.1:50061", 0, 256,
@@ -16,6 +17,8 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                    "largest gRPC message accepted", 0},
     [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
                  "on SIGTERM, how long in-flight calls may finish before they are cancelled", 0},
+    [C_TEST_TOOLS] = {"TOOL_WORKER_TEST_TOOLS", NULL, CM_CFG_BOOL, "false", 0, 1,
+                      "also offer the test tools (slow), for the cancellation tests", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
@@ -35,6 +38,7 @@ int main(int argc, char **argv)
         goto out;
     if (cm_main_drop_secrets() > 0)
         cm_info("removed credential variables from the environment: this process needs none");
+    tw_tools_enable_test_tools((int)cfg[C_TEST_TOOLS].i);
     cm_main_block_signals();
     cm_rpc_init();
     scfg.listen = cfg[C_LISTEN].s;

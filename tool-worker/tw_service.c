@@ -40,11 +40,17 @@ static void list_tools(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void
     cm_rpc_ctx_reply(ctx, &resp.base);
 }
 
+static int ctx_cancelled(void *ud)
+{
+    return cm_rpc_ctx_cancelled(ud);
+}
+
 static void execute(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud)
 {
     const Agentcore__V1__ExecuteRequest *r = (const void *)req;
     Agentcore__V1__ExecuteResponse resp = AGENTCORE__V1__EXECUTE_RESPONSE__INIT;
     struct tw_result res;
+    struct tw_cancel cancel = {ctx_cancelled, ctx};
     uint64_t t0 = cm_now_ms();
     char dur[32];
     int rc;
@@ -52,14 +58,14 @@ static void execute(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *u
     (void)ud;
     cm_log_set_context(cm_rpc_ctx_meta(ctx, CM_RPC_MD_REQUEST_ID),
                        cm_rpc_ctx_meta(ctx, CM_RPC_MD_SESSION_ID));
-    rc = tw_execute(r->name, r->input_json, &res);
+    rc = tw_execute(r->name, r->input_json, &cancel, &res);
     if (rc == CM_ENOENT || rc == 0) {
         const char *kv[] = {"tool",         r->name,  "toolUseId",
                             r->tool_use_id, "status", res.is_error ? "error" : "success",
                             "durationMs",   dur,      NULL};
 
         snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - t0));
-        CM_LOGF(CM_LOG_INFO, kv, "tool executed");
+        CM_LOGF(CM_LOG_INFO, kv, res.cancelled ? "tool cancelled by the caller" : "tool executed");
         resp.tool_use_id = r->tool_use_id;
         resp.status = res.is_error ? AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_ERROR
                                    : AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;

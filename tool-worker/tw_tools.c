@@ -12,10 +12,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
-typedef int (*tool_fn)(json_t *input, struct tw_result *out);
+typedef int (*tool_fn)(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
 
-static int calculator(json_t *input, struct tw_result *out);
-static int current_time(json_t *input, struct tw_result *out);
+static int calculator(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
+static int current_time(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
+static int slow(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
 
 static const struct tw_tool tools[] = {
     {"calculator",
@@ -27,13 +28,29 @@ static const struct tw_tool tools[] = {
      "Get the current date and time, in UTC or in an IANA time zone such as Europe/Paris.",
      "{\"type\":\"object\",\"properties\":{\"timezone\":{\"type\":\"string\",\"description\":"
      "\"IANA time zone name; UTC when omitted\"}}}"},
+    /* Test tools: listed only when enabled; keep them last. */
+    {"slow", "Test tool: waits the given number of milliseconds, or until cancelled.",
+     "{\"type\":\"object\",\"properties\":{\"ms\":{\"type\":\"integer\"}}}"},
 };
 
-static const tool_fn tool_fns[] = {calculator, current_time};
+static const tool_fn tool_fns[] = {calculator, current_time, slow};
+#define N_TEST_TOOLS 1
+
+static int test_tools;
+
+void tw_tools_enable_test_tools(int on)
+{
+    test_tools = on;
+}
+
+static size_t n_tools(void)
+{
+    return sizeof(tools) / sizeof(tools[0]) - (test_tools ? 0 : N_TEST_TOOLS);
+}
 
 const struct tw_tool *tw_tools_list(size_t *n)
 {
-    *n = sizeof(tools) / sizeof(tools[0]);
+    *n = n_tools();
     return tools;
 }
 
@@ -58,12 +75,13 @@ static int result(struct tw_result *out, int is_error, const char *fmt, ...)
     return 0;
 }
 
-static int calculator(json_t *input, struct tw_result *out)
+static int calculator(json_t *input, const struct tw_cancel *cancel, struct tw_result *out)
 {
     const char *expr;
     char err[256], num[64];
     double v;
 
+    (void)cancel;
     if (cm_json_str(input, "expression", &expr, err, sizeof(err)))
         return result(out, 1, "invalid input: %s", err);
     if (tw_calc_eval(expr, json_string_length(json_object_get(input, "expression")), &v, err,
@@ -94,7 +112,26 @@ static int valid_zone(const char *tz)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static int current_time(json_t *input, struct tw_result *out)
+static int slow(json_t *input, const struct tw_cancel *cancel, struct tw_result *out)
+{
+    json_t *jms = json_object_get(input, "ms");
+    long long ms = json_is_integer(jms) ? json_integer_value(jms) : 1000, waited;
+
+    if (ms < 0 || ms > 60000)
+        return result(out, 1, "ms must be between 0 and 60000");
+    for (waited = 0; waited < ms; waited += 10) {
+        struct timespec ts = {0, 10 * 1000000L};
+
+        if (cancel && cancel->cancelled && cancel->cancelled(cancel->ud)) {
+            out->cancelled = 1;
+            return result(out, 1, "cancelled after %lld ms", waited);
+        }
+        nanosleep(&ts, NULL);
+    }
+    return result(out, 0, "waited %lld ms", ms);
+}
+
+static int current_time(json_t *input, const struct tw_cancel *cancel, struct tw_result *out)
 {
     const char *tz = NULL;
     char err[256], iso[64], off[8];
@@ -102,6 +139,7 @@ static int current_time(json_t *input, struct tw_result *out)
     time_t now = time(NULL);
     long gmtoff;
 
+    (void)cancel;
     if (cm_json_opt_str(input, "timezone", &tz, err, sizeof(err)))
         return result(out, 1, "invalid input: %s", err);
     if (!tz || !*tz || !strcmp(tz, "UTC") || !strcmp(tz, "Etc/UTC")) {
@@ -137,15 +175,17 @@ static int current_time(json_t *input, struct tw_result *out)
                   (long long)now);
 }
 
-int tw_execute(const char *name, const char *input_json, struct tw_result *out)
+int tw_execute(const char *name, const char *input_json, const struct tw_cancel *cancel,
+               struct tw_result *out)
 {
-    size_t i, n = sizeof(tools) / sizeof(tools[0]);
+    size_t i, n = n_tools();
     json_error_t jerr;
     json_t *input;
     int rc;
 
     out->text = NULL;
     out->is_error = 1;
+    out->cancelled = 0;
     for (i = 0; i < n && strcmp(tools[i].name, name); i++)
         ;
     if (i == n) {
@@ -161,7 +201,7 @@ int tw_execute(const char *name, const char *input_json, struct tw_result *out)
         json_decref(input);
         return result(out, 1, "tool input must be a JSON object");
     }
-    rc = tool_fns[i](input, out);
+    rc = tool_fns[i](input, cancel, out);
     json_decref(input);
     return rc;
 }

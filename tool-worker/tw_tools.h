@@ -24,12 +24,24 @@ const struct tw_tool *tw_tools_list(size_t *n);
 struct tw_result {
     char *text; /* malloc'd, never NULL after a 0 return; free with tw_result_free */
     int is_error;
+    int cancelled; /* the tool stopped because the caller went away */
 };
+
+/* Asked by long-running tools; 1 means stop now. */
+struct tw_cancel {
+    int (*cancelled)(void *ud);
+    void *ud;
+};
+
+/* Adds the test tools (slow: waits {"ms": N} unless cancelled). Off unless
+ * TOOL_WORKER_TEST_TOOLS is set: they exist for the cancellation tests. */
+void tw_tools_enable_test_tools(int on);
 
 /* Runs tool |name| on |input_json|. Returns 0 with |out| filled (which may be an
  * error result for the model), or CM_ENOENT for an unknown tool / CM_ENOMEM,
  * in which case |out->text| still explains and must be freed. */
-int tw_execute(const char *name, const char *input_json, struct tw_result *out);
+int tw_execute(const char *name, const char *input_json, const struct tw_cancel *cancel,
+               struct tw_result *out);
 void tw_result_free(struct tw_result *r);
 
 #endif

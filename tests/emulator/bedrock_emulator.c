@@ -105,7 +105,7 @@ static struct cm_cfg_value cfg[C_COUNT];
 
 /* Which key pair signed a request. */
 enum signer { SIGNER_NONE = -1, SIGNER_MAIN = 0, SIGNER_BOOTSTRAP = 1, SIGNER_BEARER = 2 };
-static atomic_long n_stream;
+static atomic_long n_stream, n_stream_aborted;
 static atomic_long n_requests, n_converse, n_auth_rejected, n_faults, n_tool_uses;
 
 struct req {
@@ -116,8 +116,10 @@ struct answer {
     int status;
     const char *error_type; /* NULL for 200 */
     char *body;
-    size_t len; /* body length (an event stream holds NUL bytes) */
-    int stream; /* body is application/vnd.amazon.eventstream */
+    size_t len;          /* body length (an event stream holds NUL bytes) */
+    int stream;          /* body is application/vnd.amazon.eventstream */
+    long slow_ms;        /* [[slow-stream:MS]]: one frame every MS */
+    int fail_after_text; /* [[stream-fail-after-text]] */
 };
 
 static void sleep_ms(long ms)
@@ -421,6 +423,9 @@ static void model_answer(const json_t *req, size_t req_len, struct answer *a)
     }
     if ((p = strstr(prompt, "[[sleep:")))
         sleep_ms(atol(p + 8));
+    if ((p = strstr(prompt, "[[slow-stream:")))
+        a->slow_ms = atol(p + 14);
+    a->fail_after_text = strstr(prompt, "[[stream-fail-after-text]]") != NULL;
     input = tool_directive(prompt, tool, sizeof(tool), &loop);
     content = json_array();
     if (input && (!after_tool || loop)) {
@@ -561,6 +566,15 @@ static void stream_answer(const json_t *resp, struct answer *a)
             free(input);
         }
         frame(&b, "contentBlockStop", json_pack("{s:i}", "contentBlockIndex", (int)i));
+        if (a->fail_after_text) {
+            /* Content already went out: the client must not retry this one. */
+            const char *names[] = {":exception-type", ":content-type", ":message-type"};
+            const char *values[] = {"modelStreamErrorException", "application/json", "exception"};
+            const char *msg = "{\"message\":\"Model stream error\",\"originalStatusCode\":500}";
+
+            cm_evs_encode(&b, names, values, 3, msg, strlen(msg));
+            goto done;
+        }
     }
     frame(&b, "messageStop", json_pack("{s:O}", "stopReason", json_object_get(resp, "stopReason")));
     frame(&b, "metadata", json_pack("{s:O,s:{s:i}}", "usage", usage, "metrics", "latencyMs", 1));
@@ -746,8 +760,72 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s); /* keep the path exactly as sent: it is what was signed */
 }
 
+/* A stream sent one frame at a time, |delay_ms| apart; a client that leaves
+ * before the end is counted and logged (what the cancellation tests look for). */
+struct slow {
+    char *data;
+    size_t len, off;
+    long delay_ms;
+    int frames, sent;
+};
+
+static ssize_t slow_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct slow *s = cls;
+    const uint8_t *p;
+    size_t n;
+
+    (void)pos;
+    if (s->off >= s->len)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    sleep_ms(s->delay_ms); /* the model thinking */
+    p = (const uint8_t *)s->data + s->off;
+    n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+    if (n > s->len - s->off)
+        n = s->len - s->off;
+    if (n > max)
+        n = max;
+    memcpy(buf, p, n);
+    s->off += n;
+    s->sent++;
+    return (ssize_t)n;
+}
+
+static void slow_free(void *cls)
+{
+    struct slow *s = cls;
+
+    if (s->off < s->len) {
+        char sent[16];
+        const char *kv[] = {"framesSent", sent, NULL};
+
+        snprintf(sent, sizeof(sent), "%d", s->sent);
+        atomic_fetch_add(&n_stream_aborted, 1);
+        CM_LOGF(CM_LOG_INFO, kv, "stream aborted by the client");
+    }
+    free(s->data);
+    free(s);
+}
+
 static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
 {
+    if (a->stream && a->slow_ms > 0 && a->status == 200) {
+        struct slow *s = calloc(1, sizeof(*s));
+        struct MHD_Response *r;
+        enum MHD_Result ret;
+
+        if (!s)
+            return MHD_NO;
+        s->data = a->body;
+        s->len = a->len;
+        s->delay_ms = a->slow_ms;
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, slow_read, s, slow_free);
+        MHD_add_response_header(r, "Content-Type", "application/vnd.amazon.eventstream");
+        ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+
     char type[256];
     struct MHD_Response *r;
     enum MHD_Result ret;
@@ -773,7 +851,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *size, void **con_cls)
 {
     struct req *rq = *con_cls;
-    struct answer a = {0, NULL, NULL, 0, 0};
+    struct answer a = {0, NULL, NULL, 0, 0, 0, 0};
 
     (void)cls, (void)version;
     if (!rq) {
@@ -792,10 +870,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     atomic_fetch_add(&n_requests, 1);
     if (!strcmp(url, "/_emu/stats")) {
-        json_t *o =
-            json_pack("{s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests, "converse",
-                      (json_int_t)n_converse, "streams", (json_int_t)n_stream, "auth_rejected",
-                      (json_int_t)n_auth_rejected, "faults", (json_int_t)n_faults);
+        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests,
+                              "converse", (json_int_t)n_converse, "streams", (json_int_t)n_stream,
+                              "streams_aborted", (json_int_t)n_stream_aborted, "auth_rejected",
+                              (json_int_t)n_auth_rejected, "faults", (json_int_t)n_faults);
 
         a.status = 200;
         a.body = cm_json_dump(o);

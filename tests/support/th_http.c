@@ -1,6 +1,12 @@
 #include "th_http.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -98,4 +104,47 @@ int th_resp_header(const struct th_resp *r, const char *name, char *out, size_t 
         p = eol ? eol + 2 : NULL;
     }
     return -1;
+}
+
+int th_raw_post(int port, const char *path, const char *headers, const char *body)
+{
+    struct sockaddr_in sa;
+    char head[2048];
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), n;
+    size_t len = strlen(body);
+
+    if (fd < 0)
+        return -1;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    n = snprintf(head, sizeof(head),
+                 "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n%s\r\n", path, len,
+                 headers);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) || write(fd, head, (size_t)n) != n ||
+        write(fd, body, len) != (ssize_t)len) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int th_raw_read_until(int fd, char *buf, size_t cap, const char *needle, int timeout_ms)
+{
+    size_t have = strlen(buf);
+    struct pollfd p = {fd, POLLIN, 0};
+
+    while (!strstr(buf, needle)) {
+        ssize_t r;
+
+        if (have + 1 >= cap || poll(&p, 1, timeout_ms) <= 0)
+            return -1;
+        r = read(fd, buf + have, cap - 1 - have);
+        if (r <= 0)
+            return -1;
+        have += (size_t)r;
+        buf[have] = '\0';
+    }
+    return 0;
 }

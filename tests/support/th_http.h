@@ -18,6 +18,14 @@ struct th_resp {
 int th_http(const char *method, const char *url, const char *const *headers, const char *body,
             size_t len, struct th_resp *out);
 void th_resp_free(struct th_resp *r);
+
+/* A hand-driven HTTP/1.1 POST on loopback, for tests that must hang up
+ * mid-response: returns the connected socket with the request sent, or -1.
+ * |headers| is "" or lines each ending in "\r\n". */
+int th_raw_post(int port, const char *path, const char *headers, const char *body);
+/* Reads from |fd| into |buf| (NUL-terminated, |cap| bytes) until it holds
+ * |needle|: 0 when found, -1 on timeout, EOF or a full buffer. */
+int th_raw_read_until(int fd, char *buf, size_t cap, const char *needle, int timeout_ms);
 /* Value of response header |name| (case-insensitive) into |out|; 0 if found. */
 int th_resp_header(const struct th_resp *r, const char *name, char *out, size_t cap);
 

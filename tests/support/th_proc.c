@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/inotify.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,43 @@ const char *th_log_dir(void)
 char *th_read_file(const char *path, size_t *len)
 {
     return cm_read_file(path, (size_t)1 << 30, len);
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+long th_wait_log(const char *path, const char *needle, int timeout_ms)
+{
+    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    long start = now_ms(), found = -1;
+
+    if (fd < 0)
+        return -1;
+    inotify_add_watch(fd, path, IN_MODIFY);
+    for (;;) {
+        char *text = th_read_file(path, NULL), evbuf[4096];
+        struct pollfd p = {fd, POLLIN, 0};
+        long left;
+
+        if (text && strstr(text, needle)) {
+            free(text);
+            found = now_ms() - start;
+            break;
+        }
+        free(text);
+        left = timeout_ms - (now_ms() - start);
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        while (read(fd, evbuf, sizeof(evbuf)) > 0)
+            ; /* drain: the next loop re-reads the file */
+    }
+    close(fd);
+    return found;
 }
 
 int th_proc_start(struct th_proc *p, const char *name, const char *binary, const char *const *env,
@@ -59,7 +98,8 @@ int th_proc_start(struct th_proc *p, const char *name, const char *binary, const
     envp[n] = NULL;
     if (pipe(fds))
         return -1;
-    logfd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    /* A fresh log per run: tests wait for lines in it and must not find old ones. */
+    logfd = open(p->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
     p->pid = fork();
     if (p->pid == 0) {
         dup2(fds[1], 3);

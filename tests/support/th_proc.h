@@ -26,6 +26,10 @@ int th_proc_stop(struct th_proc *p, int sig);
 
 /* Directory for the children's logs (created if needed). */
 const char *th_log_dir(void);
+/* Waits until the file at |path| contains |needle| (watching it with inotify:
+ * no polling). Returns the milliseconds waited, or -1 after |timeout_ms|. */
+long th_wait_log(const char *path, const char *needle, int timeout_ms);
+
 /* Reads a whole file into a malloc'd string (NULL on error). */
 char *th_read_file(const char *path, size_t *len);
 

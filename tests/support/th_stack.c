@@ -29,9 +29,16 @@ int th_tool_start(struct th_proc *p, const char *name)
 int th_stack_start(struct th_stack *s, const char *name, const struct th_proc *emu,
                    const struct th_proc *tool, const char *const *env)
 {
+    return th_stack_start_gw(s, name, emu, tool, env, NULL);
+}
+
+int th_stack_start_gw(struct th_stack *s, const char *name, const struct th_proc *emu,
+                      const struct th_proc *tool, const char *const *env,
+                      const char *const *gw_extra)
+{
     char endpoint[128], tools[64], addr[64], n_agent[96], n_gw[96];
-    const char *all[40], *gw_env[] = {"PORT=0", "GATEWAY_HOST=127.0.0.1", addr, NULL};
-    int n = 0, i;
+    const char *all[40], *gw_env[24];
+    int n = 0, i, g = 0;
 
     memset(s, 0, sizeof(*s));
     snprintf(endpoint, sizeof(endpoint), "AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:%d",
@@ -53,6 +60,12 @@ int th_stack_start(struct th_stack *s, const char *name, const struct th_proc *e
     if (th_proc_start(&s->agent, n_agent, AC_BIN_AGENT, all, TH_READY_MS))
         return -1;
     snprintf(addr, sizeof(addr), "AGENT_WORKER_ADDR=127.0.0.1:%d", s->agent.port);
+    for (i = 0; gw_extra && gw_extra[i] && g < 20; i++)
+        gw_env[g++] = gw_extra[i];
+    gw_env[g++] = "PORT=0";
+    gw_env[g++] = "GATEWAY_HOST=127.0.0.1";
+    gw_env[g++] = addr;
+    gw_env[g] = NULL;
     if (th_proc_start(&s->gw, n_gw, AC_BIN_GATEWAY, gw_env, TH_READY_MS))
         return -1;
     snprintf(s->url, sizeof(s->url), "http://127.0.0.1:%d", s->gw.port);

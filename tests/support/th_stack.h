@@ -27,6 +27,10 @@ int th_tool_start(struct th_proc *p, const char *name);
  * enables it: tests never reach beyond loopback. */
 int th_stack_start(struct th_stack *s, const char *name, const struct th_proc *emu,
                    const struct th_proc *tool, const char *const *env);
+/* The same, with settings for the gateway too. */
+int th_stack_start_gw(struct th_stack *s, const char *name, const struct th_proc *emu,
+                      const struct th_proc *tool, const char *const *env,
+                      const char *const *gw_env);
 /* SIGTERM; returns 0 when the process exited 0 (or was already stopped),
  * else prints why and returns 1. */
 int th_stop(struct th_proc *p);

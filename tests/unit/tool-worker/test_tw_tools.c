@@ -15,7 +15,7 @@
 static void run(const char *name, const char *input, int want_error, const char *text_has)
 {
     struct tw_result r;
-    int rc = tw_execute(name, input, &r);
+    int rc = tw_execute(name, input, NULL, &r);
 
     assert_true(rc == 0 || rc == CM_ENOENT);
     assert_non_null(r.text);
@@ -57,7 +57,7 @@ static void test_unknown_tool(void **state)
     struct tw_result r;
 
     (void)state;
-    assert_int_equal(tw_execute("rm", "{}", &r), CM_ENOENT);
+    assert_int_equal(tw_execute("rm", "{}", NULL, &r), CM_ENOENT);
     assert_true(r.is_error);
     assert_non_null(strstr(r.text, "unknown tool 'rm'"));
     tw_result_free(&r);
@@ -70,7 +70,7 @@ static void test_current_time(void **state)
     long long now = (long long)time(NULL), unix_s;
 
     (void)state;
-    assert_int_equal(tw_execute("current_time", "{}", &r), 0);
+    assert_int_equal(tw_execute("current_time", "{}", NULL, &r), 0);
     assert_false(r.is_error);
     o = json_loads(r.text, 0, NULL);
     assert_non_null(o);
@@ -81,7 +81,7 @@ static void test_current_time(void **state)
     json_decref(o);
     tw_result_free(&r);
 
-    assert_int_equal(tw_execute("current_time", "{\"timezone\":\"Asia/Kolkata\"}", &r), 0);
+    assert_int_equal(tw_execute("current_time", "{\"timezone\":\"Asia/Kolkata\"}", NULL, &r), 0);
     assert_false(r.is_error);
     assert_non_null(strstr(r.text, "+05:30")); /* no DST there: always +05:30 */
     tw_result_free(&r);
@@ -90,13 +90,39 @@ static void test_current_time(void **state)
     run("current_time", "{\"timezone\":\"../../etc/passwd\"}", 1, "unknown time zone");
 }
 
+static int cancel_now(void *ud)
+{
+    (void)ud;
+    return 1;
+}
+
+static void test_slow_test_tool(void **state)
+{
+    struct tw_cancel stop = {cancel_now, NULL};
+    struct tw_result r;
+
+    (void)state;
+    /* Not offered unless enabled. */
+    assert_int_equal(tw_execute("slow", "{\"ms\":1}", NULL, &r), CM_ENOENT);
+    tw_result_free(&r);
+    tw_tools_enable_test_tools(1);
+    assert_int_equal(tw_execute("slow", "{\"ms\":20}", NULL, &r), 0);
+    assert_false(r.is_error);
+    assert_string_equal(r.text, "waited 20 ms");
+    tw_result_free(&r);
+    assert_int_equal(tw_execute("slow", "{\"ms\":60000}", &stop, &r), 0);
+    assert_true(r.cancelled);
+    assert_string_equal(r.text, "cancelled after 0 ms");
+    tw_result_free(&r);
+    tw_tools_enable_test_tools(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_list_has_valid_schemas),
-        cmocka_unit_test(test_calculator),
-        cmocka_unit_test(test_unknown_tool),
-        cmocka_unit_test(test_current_time),
+        cmocka_unit_test(test_list_has_valid_schemas), cmocka_unit_test(test_calculator),
+        cmocka_unit_test(test_unknown_tool),           cmocka_unit_test(test_current_time),
+        cmocka_unit_test(test_slow_test_tool),
     };
     return cmocka_run_group_tests_name("tw_tools", tests, NULL, NULL);
 }

@@ -1,0 +1,446 @@
+/* End to end, the AgentCore HTTP contract around streaming: SSE shape and
+ * content, errors mid-stream, cancellation when the client leaves (seen from
+ * the emulator's and the tool-worker's side), /ping under load and with the
+ * agent-worker down, the concurrency cap, forwarded context, body limits and
+ * SIGTERM with a stream in flight. */
+#include "th_stack.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define N_STREAMS 100
+#define AUTH_VALUE "Bearer very-secret-jwt-must-never-be-logged"
+#define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
+/* About 40 frames of text at 100 ms each: a stream that lasts ~4 s. */
+#define SLOW_PROMPT                                                                                \
+    "[[slow-stream:100]] this answer trickles out one small piece at a time, slowly, on purpose, " \
+    "so that the test can hang up while it is still running"
+
+static struct th_proc tool, emu;
+static struct th_stack main_s, capped_s, down_s, term_s;
+static int teardown_failed;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (th_proc_start(&tool, "stream-tool-worker", AC_BIN_TOOL,
+                      (const char *[]){"TOOL_WORKER_LISTEN=127.0.0.1:0",
+                                       "TOOL_WORKER_TEST_TOOLS=true", "TOOL_WORKER_THREADS=16",
+                                       NULL},
+                      TH_READY_MS) ||
+        th_emulator_start(&emu, "stream-emulator", NULL))
+        return -1;
+    return th_stack_start_gw(&main_s, "stream-main", &emu, &tool,
+                             (const char *[]){KEYS, "AGENT_WORKER_THREADS=128", NULL},
+                             (const char *[]){"MAX_BODY_BYTES=65536", NULL}) ||
+           th_stack_start_gw(&capped_s, "stream-capped", &emu, &tool, (const char *[]){KEYS, NULL},
+                             (const char *[]){"MAX_CONCURRENT_INVOCATIONS=1", NULL}) ||
+           th_stack_start_gw(&down_s, "stream-down", &emu, &tool, (const char *[]){KEYS, NULL},
+                             (const char *[]){"HEALTH_INTERVAL_MS=100", NULL}) ||
+           th_stack_start_gw(&term_s, "stream-term", &emu, &tool, (const char *[]){KEYS, NULL},
+                             (const char *[]){"SHUTDOWN_GRACE_MS=300", NULL});
+}
+
+static int teardown(void **state)
+{
+    int bad;
+
+    (void)state;
+    bad = th_stack_stop(&main_s) + th_stack_stop(&capped_s) + th_stack_stop(&down_s) +
+          th_stack_stop(&term_s) + th_stop(&emu) + th_stop(&tool);
+    teardown_failed = bad != 0;
+    return bad ? -1 : 0;
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* The events of an SSE body: every chunk must be exactly "data: <json>\n\n". */
+static json_t *events_of(const char *body)
+{
+    json_t *arr = json_array();
+    const char *p = body;
+
+    while (*p) {
+        const char *end = strstr(p, "\n\n");
+        json_t *ev;
+
+        if (strncmp(p, "data: ", 6) || !end)
+            fail_msg("not an SSE event at: %.80s", p);
+        ev = json_loadb(p + 6, (size_t)(end - p - 6), 0, NULL);
+        if (!json_is_object(ev))
+            fail_msg("event is not a JSON object: %.80s", p);
+        json_array_append_new(arr, ev);
+        p = end + 2;
+    }
+    return arr;
+}
+
+static void post(const struct th_stack *s, const char *const *headers, const char *body,
+                 struct th_resp *r)
+{
+    char url[128];
+
+    snprintf(url, sizeof(url), "%s/invocations", s->url);
+    assert_int_equal(th_http("POST", url, headers, body, strlen(body), r), 0);
+}
+
+/* Streams |prompt| and checks the contract: deltas in Strands' raw-chunk shape
+ * that add up to the final answer, no "error" key, the final event last. */
+static json_t *stream_and_check(const char *prompt_json, int *n_tool_events)
+{
+    struct th_resp r;
+    char ct[64], cc[64];
+    json_t *events, *ev, *final;
+    size_t i, n;
+    char text[4096] = "";
+
+    post(&main_s, NULL, prompt_json, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(th_resp_header(&r, "Content-Type", ct, sizeof(ct)), 0);
+    assert_string_equal(ct, "text/event-stream");
+    assert_int_equal(th_resp_header(&r, "Cache-Control", cc, sizeof(cc)), 0);
+    assert_string_equal(cc, "no-cache");
+    events = events_of(r.body);
+    n = json_array_size(events);
+    assert_true(n >= 2);
+    *n_tool_events = 0;
+    json_array_foreach(events, i, ev)
+    {
+        json_t *delta = json_object_get(json_object_get(ev, "event"), "contentBlockDelta");
+
+        assert_null(json_object_get(ev, "error"));
+        if (delta) {
+            assert_true(json_is_integer(json_object_get(delta, "contentBlockIndex")));
+            strncat(text,
+                    json_string_value(json_object_get(json_object_get(delta, "delta"), "text")),
+                    sizeof(text) - strlen(text) - 1);
+        } else if (json_object_get(ev, "tool_use") || json_object_get(ev, "tool_result")) {
+            (*n_tool_events)++;
+        } else if (i + 1 != n) {
+            fail_msg("unexpected event %zu: %s", i, r.body);
+        }
+    }
+    final = json_incref(json_array_get(events, n - 1));
+    assert_int_equal(json_object_size(final), 6);
+    assert_string_equal(text, json_string_value(json_object_get(final, "response")));
+    json_decref(events);
+    th_resp_free(&r);
+    return final;
+}
+
+static void test_sse_deltas_add_up_to_the_answer(void **state)
+{
+    int tools;
+    json_t *f;
+
+    (void)state;
+    f = stream_and_check(
+        "{\"prompt\":\"h\xc3\xa9llo, a longer sentence to stream\",\"stream\":true}", &tools);
+    assert_string_equal(json_string_value(json_object_get(f, "response")),
+                        "Echo: h\xc3\xa9llo, a longer sentence to stream");
+    assert_int_equal(tools, 0);
+    json_decref(f);
+    f = stream_and_check(
+        "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"6*7\\\"}]]\",\"stream\":true}",
+        &tools);
+    assert_string_equal(json_string_value(json_object_get(f, "response")),
+                        "Calling calculator\n\nTool result: 42");
+    assert_int_equal(json_integer_value(json_object_get(f, "iterations")), 2);
+    assert_int_equal(tools, 2); /* the tool_use and the tool_result */
+    json_decref(f);
+}
+
+static void test_accept_header_and_explicit_false(void **state)
+{
+    const char *sse[] = {"Accept: text/event-stream", NULL};
+    const char *both[] = {"Accept: application/json, text/event-stream", NULL};
+    struct th_resp r;
+    char ct[64];
+
+    (void)state;
+    post(&main_s, sse, "{\"prompt\":\"hi\"}", &r);
+    th_resp_header(&r, "Content-Type", ct, sizeof(ct));
+    assert_string_equal(ct, "text/event-stream");
+    th_resp_free(&r);
+    post(&main_s, sse, "{\"prompt\":\"hi\",\"stream\":false}", &r);
+    th_resp_header(&r, "Content-Type", ct, sizeof(ct));
+    assert_string_equal(ct, "application/json");
+    assert_string_equal(json_string_value(json_object_get(r.json, "response")), "Echo: hi");
+    th_resp_free(&r);
+    post(&main_s, both, "{\"prompt\":\"hi\"}", &r);
+    th_resp_header(&r, "Content-Type", ct, sizeof(ct));
+    assert_string_equal(ct, "application/json");
+    th_resp_free(&r);
+}
+
+static void test_error_after_first_event(void **state)
+{
+    struct th_resp r;
+    json_t *events, *last;
+    long long before = th_emu_stat(&emu, "converse");
+
+    (void)state;
+    post(&main_s, NULL, "{\"prompt\":\"[[stream-fail-after-text]] some text\",\"stream\":true}",
+         &r);
+    assert_int_equal(r.status, 200); /* the status line was already sent */
+    events = events_of(r.body);
+    assert_true(json_array_size(events) >= 2);
+    assert_non_null(json_object_get(json_array_get(events, 0), "event"));
+    last = json_array_get(events, json_array_size(events) - 1);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(last, "error")), "ModelStreamErrorException"));
+    assert_string_equal(json_string_value(json_object_get(last, "error_type")), "ModelError");
+    assert_string_equal(json_string_value(json_object_get(last, "message")),
+                        "An error occurred during streaming");
+    json_decref(events);
+    th_resp_free(&r);
+    /* Text had gone out: the model call was not retried. */
+    assert_int_equal(th_emu_stat(&emu, "converse"), before + 1);
+}
+
+/* Opens a stream by hand, waits for |until| in it, and hangs up. */
+static long hang_up_after(const struct th_stack *s, const char *prompt, const char *until)
+{
+    char body[512], buf[65536] = "";
+    int fd;
+
+    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", prompt);
+    fd = th_raw_post(s->gw.port, "/invocations", "", body);
+    assert_true(fd >= 0);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), until, 10000), 0);
+    close(fd);
+    return now_ms();
+}
+
+static void test_client_leaving_cancels_the_model_request(void **state)
+{
+    char log_emu[600];
+    long t0, waited;
+
+    (void)state;
+    snprintf(log_emu, sizeof(log_emu), "%s", emu.log_path);
+    t0 = hang_up_after(&main_s, SLOW_PROMPT, "contentBlockDelta");
+    /* The emulator sees the agent-worker drop its ConverseStream request. */
+    waited = th_wait_log(log_emu, "stream aborted by the client", 5000);
+    assert_true(waited >= 0);
+    if (now_ms() - t0 > 1000)
+        fail_msg("model request cancelled %ld ms after the client left", now_ms() - t0);
+    assert_true(th_wait_log(main_s.agent.log_path, "invocation cancelled by the caller", 5000) >=
+                0);
+}
+
+static void test_client_leaving_cancels_a_slow_tool(void **state)
+{
+    long t0, waited;
+
+    (void)state;
+    t0 = hang_up_after(&main_s, "[[tool:slow {\\\"ms\\\":20000}]]", "\"tool_use\"");
+    waited = th_wait_log(tool.log_path, "tool cancelled by the caller", 5000);
+    assert_true(waited >= 0);
+    if (now_ms() - t0 > 1000)
+        fail_msg("the tool was cancelled %ld ms after the client left", now_ms() - t0);
+}
+
+static void test_ping_answers_during_100_streams(void **state)
+{
+    int fds[N_STREAMS], i;
+    char url[128], buf[8192];
+    long worst = 0;
+
+    (void)state;
+    for (i = 0; i < N_STREAMS; i++) {
+        char body[512];
+
+        snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", SLOW_PROMPT);
+        fds[i] = th_raw_post(main_s.gw.port, "/invocations", "", body);
+        assert_true(fds[i] >= 0);
+    }
+    /* Every stream has produced its first event: all 100 are in flight. */
+    for (i = 0; i < N_STREAMS; i++) {
+        buf[0] = '\0';
+        if (th_raw_read_until(fds[i], buf, sizeof(buf), "contentBlockDelta", 20000))
+            fail_msg("stream %d did not start", i);
+    }
+    snprintf(url, sizeof(url), "%s/ping", main_s.url);
+    for (i = 0; i < 10; i++) {
+        struct th_resp r;
+        long t0 = now_ms(), took;
+
+        assert_int_equal(th_http("GET", url, NULL, NULL, 0, &r), 0);
+        took = now_ms() - t0;
+        assert_int_equal(r.status, 200);
+        th_resp_free(&r);
+        if (took > worst)
+            worst = took;
+    }
+    printf("ping with %d streams in flight: worst of 10 took %ld ms\n", N_STREAMS, worst);
+    assert_true(worst < 1000);
+    for (i = 0; i < N_STREAMS; i++)
+        close(fds[i]);
+}
+
+static void test_concurrency_cap(void **state)
+{
+    char body[512], buf[8192] = "", retry[16];
+    struct th_resp r;
+    int fd;
+
+    (void)state;
+    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", SLOW_PROMPT);
+    fd = th_raw_post(capped_s.gw.port, "/invocations", "", body);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "contentBlockDelta", 10000), 0);
+    post(&capped_s, NULL, "{\"prompt\":\"one more\"}", &r);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(json_string_value(json_object_get(r.json, "error")),
+                        "Too many concurrent invocations");
+    assert_int_equal(th_resp_header(&r, "Retry-After", retry, sizeof(retry)), 0);
+    assert_string_equal(retry, "1");
+    th_resp_free(&r);
+    close(fd);
+}
+
+static void test_ping_reports_a_dead_agent_worker(void **state)
+{
+    char url[128];
+    struct th_resp before, after;
+
+    (void)state;
+    snprintf(url, sizeof(url), "%s/ping", down_s.url);
+    assert_int_equal(th_http("GET", url, NULL, NULL, 0, &before), 0);
+    assert_int_equal(before.status, 200);
+    th_proc_stop(&down_s.agent, SIGKILL);
+    assert_true(th_wait_log(down_s.gw.log_path, "ping status is now Unhealthy", 5000) >= 0);
+    assert_int_equal(th_http("GET", url, NULL, NULL, 0, &after), 0);
+    assert_int_equal(after.status, 503);
+    assert_string_equal(json_string_value(json_object_get(after.json, "status")), "Unhealthy");
+    assert_true(json_is_integer(json_object_get(after.json, "time_of_last_update")));
+    assert_true(json_integer_value(json_object_get(after.json, "time_of_last_update")) >=
+                json_integer_value(json_object_get(before.json, "time_of_last_update")));
+    th_resp_free(&before);
+    th_resp_free(&after);
+}
+
+static void test_request_context_is_forwarded_and_masked(void **state)
+{
+    const char *h[] = {"Authorization: " AUTH_VALUE,
+                       "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant: acme",
+                       "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                       "baggage: session.id=abc",
+                       "X-Amzn-Bedrock-AgentCore-Runtime-Request-Id: "
+                       "ctx-request-0000000000000000000001",
+                       NULL};
+    const char *names[] = {"authorization", "x-amzn-bedrock-agentcore-runtime-custom-tenant",
+                           "traceparent", "baggage"};
+    const struct th_proc *procs[] = {&main_s.gw, &main_s.agent, &tool};
+    struct th_resp r;
+    char rid[128], *log, *line;
+    size_t i;
+
+    (void)state;
+    post(&main_s, h, "{\"prompt\":\"context\"}", &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(
+        th_resp_header(&r, "X-Amzn-Bedrock-AgentCore-Runtime-Request-Id", rid, sizeof(rid)), 0);
+    assert_string_equal(rid, "ctx-request-0000000000000000000001");
+    th_resp_free(&r);
+    log = th_read_file(main_s.agent.log_path, NULL);
+    line = strstr(log, "\"message\":\"request context\",\"logger\":\"agentcore.agent_worker\","
+                       "\"requestId\":\"ctx-request-0000000000000000000001\"");
+    assert_non_null(line);
+    *strchr(line, '\n') = '\0';
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (!strstr(line, names[i]))
+            fail_msg("'%s' did not reach the agent-worker: %s", names[i], line);
+    }
+    free(log);
+    for (i = 0; i < sizeof(procs) / sizeof(procs[0]); i++) {
+        log = th_read_file(procs[i]->log_path, NULL);
+        if (strstr(log, "very-secret-jwt"))
+            fail_msg("the Authorization value appears in %s", procs[i]->log_path);
+        free(log);
+    }
+    /* The gateway's request log shows the header, masked. */
+    log = th_read_file(main_s.gw.log_path, NULL);
+    assert_non_null(strstr(log, "Authorization=***"));
+    free(log);
+}
+
+static void test_body_limits_and_content_type(void **state)
+{
+    const char *plain[] = {"Content-Type: text/plain", NULL};
+    char *big = malloc(70000);
+    struct th_resp r;
+
+    (void)state;
+    memset(big, ' ', 69999);
+    memcpy(big, "{\"prompt\":\"x\"}", 14);
+    big[69999] = '\0';
+    post(&main_s, NULL, big, &r);
+    assert_int_equal(r.status, 413);
+    assert_string_equal(json_string_value(json_object_get(r.json, "error")), "Payload Too Large");
+    th_resp_free(&r);
+    free(big);
+    /* JSON is JSON whatever the Content-Type says (Python SDK parity). */
+    post(&main_s, plain, "{\"prompt\":\"plain\"}", &r);
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+}
+
+static void test_sigterm_with_a_stream_in_flight(void **state)
+{
+    char body[512], buf[8192] = "";
+    long t0;
+    int fd, st;
+
+    (void)state;
+    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", SLOW_PROMPT);
+    fd = th_raw_post(term_s.gw.port, "/invocations", "", body);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "contentBlockDelta", 10000), 0);
+    t0 = now_ms();
+    /* Grace 300 ms, then the stream is cancelled and the gateway exits 0,
+     * long before the ~4 s stream would have ended. */
+    st = th_proc_stop(&term_s.gw, SIGTERM);
+    assert_int_equal(st, 0);
+    if (now_ms() - t0 > 2000)
+        fail_msg("SIGTERM took %ld ms", now_ms() - t0);
+    assert_true(th_wait_log(term_s.agent.log_path, "invocation cancelled by the caller", 5000) >=
+                0);
+    close(fd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sse_deltas_add_up_to_the_answer),
+        cmocka_unit_test(test_accept_header_and_explicit_false),
+        cmocka_unit_test(test_error_after_first_event),
+        cmocka_unit_test(test_client_leaving_cancels_the_model_request),
+        cmocka_unit_test(test_client_leaving_cancels_a_slow_tool),
+        cmocka_unit_test(test_ping_answers_during_100_streams),
+        cmocka_unit_test(test_concurrency_cap),
+        cmocka_unit_test(test_ping_reports_a_dead_agent_worker),
+        cmocka_unit_test(test_request_context_is_forwarded_and_masked),
+        cmocka_unit_test(test_body_limits_and_content_type),
+        cmocka_unit_test(test_sigterm_with_a_stream_in_flight),
+    };
+    int rc = cmocka_run_group_tests_name("e2e_streaming", tests, setup, teardown);
+
+    return rc ? rc : teardown_failed;
+}
