@@ -289,9 +289,27 @@ static void invoke_stream(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, v
     run(ctx, req, ud, req->stream ? MODE_EVENTS : MODE_FINAL_EVENT);
 }
 
+static const struct cm_rpc_method status_method = {
+    "/agentcore.v1.AgentService/Status", &agentcore__v1__status_request__descriptor,
+    &agentcore__v1__status_response__descriptor, CM_RPC_UNARY};
+
+/* Background work anywhere behind this agent-worker: its own tasks (none
+ * yet) and what the tool-workers last reported. Never blocks. */
+static void status(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, void *ud)
+{
+    Agentcore__V1__StatusResponse resp = AGENTCORE__V1__STATUS_RESPONSE__INIT;
+    struct aw_service *svc = ud;
+
+    (void)msg;
+    resp.active_background_tasks = aw_tools_background_tasks(svc->tools);
+    cm_rpc_ctx_reply(ctx, &resp.base);
+}
+
 int aw_service_register(struct cm_rpc_server *srv, struct aw_service *svc)
 {
     int rc = cm_rpc_server_add(srv, &invoke_method, invoke, svc);
 
-    return rc ? rc : cm_rpc_server_add(srv, &stream_method, invoke_stream, svc);
+    if (!rc)
+        rc = cm_rpc_server_add(srv, &stream_method, invoke_stream, svc);
+    return rc ? rc : cm_rpc_server_add_aux(srv, &status_method, status, svc);
 }

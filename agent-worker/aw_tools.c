@@ -1,4 +1,5 @@
 #include "aw_tools.h"
+#include "cm_err.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -6,6 +7,8 @@
 #include "agentcore.pb-c.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,8 @@ static const struct cm_rpc_method methods[] = {
      &agentcore__v1__list_tools_response__descriptor, CM_RPC_UNARY},
     {"/agentcore.v1.ToolService/Execute", &agentcore__v1__execute_request__descriptor,
      &agentcore__v1__execute_response__descriptor, CM_RPC_UNARY},
+    {"/agentcore.v1.ToolService/Status", &agentcore__v1__status_request__descriptor,
+     &agentcore__v1__status_response__descriptor, CM_RPC_UNARY},
 };
 
 struct aw_tools {
@@ -29,6 +34,11 @@ struct aw_tools {
     json_t *names;        /* object: tool name -> true, for the unknown-tool check */
     uint64_t listed_at;   /* last listing attempt, monotonic ms; 0 = never */
     int listing, ever_ok;
+    /* The status poller. */
+    pthread_t poller;
+    int poller_started, stopping, status_interval_ms;
+    pthread_cond_t cond;
+    atomic_int busy;
 };
 
 struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refresh_ms,
@@ -38,7 +48,7 @@ struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refr
 
     if (!t)
         return NULL;
-    t->client = cm_rpc_client_new(targets, methods, 2, max_msg_bytes, err, errlen);
+    t->client = cm_rpc_client_new(targets, methods, 3, max_msg_bytes, err, errlen);
     if (!t->client) {
         free(t);
         return NULL;
@@ -47,6 +57,7 @@ struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refr
     t->refresh_ms = refresh_ms;
     t->names = json_object();
     pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->cond, NULL);
     return t;
 }
 
@@ -54,6 +65,14 @@ void aw_tools_free(struct aw_tools *t)
 {
     if (!t)
         return;
+    if (t->poller_started) {
+        pthread_mutex_lock(&t->lock);
+        t->stopping = 1;
+        pthread_cond_broadcast(&t->cond);
+        pthread_mutex_unlock(&t->lock);
+        pthread_join(t->poller, NULL);
+    }
+    pthread_cond_destroy(&t->cond);
     cm_rpc_client_free(t->client);
     json_decref(t->config);
     json_decref(t->names);
@@ -137,6 +156,54 @@ json_t *aw_tools_config(struct aw_tools *t)
     cfg = json_incref(t->config);
     pthread_mutex_unlock(&t->lock);
     return cfg;
+}
+
+/* Asks a tool-worker how many background tasks it runs. With several
+ * replicas behind one address each ask reaches one of them (round-robin). */
+static void *poll_status(void *p)
+{
+    struct aw_tools *t = p;
+    Agentcore__V1__StatusRequest req = AGENTCORE__V1__STATUS_REQUEST__INIT;
+    Agentcore__V1__StatusResponse *resp;
+    struct cm_rpc_call_opts o = {500, NULL, NULL, 0, 0};
+    struct cm_rpc_status st;
+    struct timespec until;
+
+    pthread_mutex_lock(&t->lock);
+    while (!t->stopping) {
+        pthread_mutex_unlock(&t->lock);
+        if (cm_rpc_call(t->client, &methods[2], &req.base, (ProtobufCMessage **)&resp, &o, &st)) {
+            atomic_store(&t->busy, 0);
+        } else {
+            atomic_store(&t->busy, resp->active_background_tasks);
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+        }
+        pthread_mutex_lock(&t->lock);
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += t->status_interval_ms / 1000;
+        until.tv_nsec += (long)(t->status_interval_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!t->stopping && pthread_cond_timedwait(&t->cond, &t->lock, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&t->lock);
+    cm_rpc_thread_done();
+    return NULL;
+}
+
+int aw_tools_start_status(struct aw_tools *t, int interval_ms)
+{
+    t->status_interval_ms = interval_ms;
+    t->poller_started = !pthread_create(&t->poller, NULL, poll_status, t);
+    return t->poller_started ? 0 : CM_EIO;
+}
+
+int aw_tools_background_tasks(struct aw_tools *t)
+{
+    return atomic_load(&t->busy);
 }
 
 static int known(struct aw_tools *t, const char *name)

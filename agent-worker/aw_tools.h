@@ -32,6 +32,12 @@ struct aw_tools_call {
     const char *request_id, *session_id, *traceparent;
 };
 
+/* Starts asking the tool-workers for their background tasks every
+ * |interval_ms| (a thread of its own; aw_tools_free stops it). */
+int aw_tools_start_status(struct aw_tools *t, int interval_ms);
+/* The tool-workers' background tasks at the last ask (0 if unknown). */
+int aw_tools_background_tasks(struct aw_tools *t);
+
 /* Executes tool |name|; always fills |out|. */
 void aw_tools_execute(struct aw_tools *t, const struct aw_tools_call *call, const char *tool_use_id,
                       const char *name, const json_t *input, struct aw_tool_result *out);

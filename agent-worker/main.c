@@ -55,6 +55,7 @@ enum {
     C_SESSION_MAX_MESSAGES,
     C_TOOL_TIMEOUT,
     C_TOOLS_REFRESH,
+    C_TOOLS_STATUS,
     C_CONNECT_TIMEOUT,
     C_READ_TIMEOUT,
     C_MAX_ATTEMPTS,
@@ -155,6 +156,8 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                         "deadline of one tool call", 0},
     [C_TOOLS_REFRESH] = {"TOOLS_REFRESH_MS", NULL, CM_CFG_INT, "60000", 1000, 86400000,
                          "how often the tool list is fetched again", 0},
+    [C_TOOLS_STATUS] = {"TOOLS_STATUS_INTERVAL_MS", NULL, CM_CFG_INT, "1000", 50, 60000,
+                        "how often the tool-workers are asked about background tasks", 0},
     [C_CONNECT_TIMEOUT] = {"BEDROCK_CONNECT_TIMEOUT_MS", NULL, CM_CFG_INT, "10000", 100, 600000,
                            "connect timeout to Bedrock", 0},
     [C_READ_TIMEOUT] = {"BEDROCK_READ_TIMEOUT_MS", NULL, CM_CFG_INT, "120000", 100, 3600000,
@@ -367,6 +370,7 @@ int main(int argc, char **argv)
                             NULL};
         CM_LOGF(CM_LOG_INFO, kv, "agent-worker ready");
     }
+    aw_tools_start_status(svc.tools, (int)cfg[C_TOOLS_STATUS].i);
     cm_notify_ready(port);
     if (!cfg[C_BEARER].s)
         warming = !pthread_create(&warm, NULL, warm_up, creds);

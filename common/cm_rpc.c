@@ -117,6 +117,7 @@ struct reg {
     struct cm_rpc_method m;
     cm_rpc_handler handler;
     void *ud;
+    int aux; /* served by the health pool */
     void *handle;
     grpc_completion_queue *notify; /* the pool that serves it */
 };
@@ -178,8 +179,8 @@ struct cm_rpc_server *cm_rpc_server_new(const struct cm_rpc_server_config *cfg)
     return srv;
 }
 
-int cm_rpc_server_add(struct cm_rpc_server *srv, const struct cm_rpc_method *m, cm_rpc_handler h,
-                      void *ud)
+static int add(struct cm_rpc_server *srv, const struct cm_rpc_method *m, cm_rpc_handler h, void *ud,
+               int aux)
 {
     struct reg *r;
 
@@ -189,7 +190,20 @@ int cm_rpc_server_add(struct cm_rpc_server *srv, const struct cm_rpc_method *m, 
     r->m = *m;
     r->handler = h;
     r->ud = ud;
+    r->aux = aux;
     return 0;
+}
+
+int cm_rpc_server_add(struct cm_rpc_server *srv, const struct cm_rpc_method *m, cm_rpc_handler h,
+                      void *ud)
+{
+    return add(srv, m, h, ud, 0);
+}
+
+int cm_rpc_server_add_aux(struct cm_rpc_server *srv, const struct cm_rpc_method *m,
+                          cm_rpc_handler h, void *ud)
+{
+    return add(srv, m, h, ud, 1);
 }
 
 void cm_rpc_server_set_serving(struct cm_rpc_server *srv, int serving)
@@ -510,7 +524,7 @@ int cm_rpc_server_start(struct cm_rpc_server *srv)
     srv->health.handle = grpc_server_register_method(srv->server, srv->health.m.path, NULL,
                                                      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     for (i = 0; i < srv->nregs; i++) {
-        srv->regs[i].notify = srv->work_cq;
+        srv->regs[i].notify = srv->regs[i].aux ? srv->aux_cq : srv->work_cq;
         srv->regs[i].handle = grpc_server_register_method(
             srv->server, srv->regs[i].m.path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     }
@@ -526,7 +540,7 @@ int cm_rpc_server_start(struct cm_rpc_server *srv)
     /* One outstanding request per method per worker, so a burst of calls never
      * waits for a re-arm; the generic slot catches unknown methods. */
     for (i = 0; i < srv->nregs; i++) {
-        for (k = 0; k < srv->nthreads; k++) {
+        for (k = 0; k < (srv->regs[i].aux ? 2 : srv->nthreads); k++) {
             struct slot *s = slot_new(srv, &srv->regs[i]);
 
             if (!s || slot_arm(s)) {

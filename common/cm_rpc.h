@@ -93,6 +93,10 @@ struct cm_rpc_server *cm_rpc_server_new(const struct cm_rpc_server_config *cfg);
 /* At most 16 methods; before start. 0 or CM_EINVAL. */
 int cm_rpc_server_add(struct cm_rpc_server *srv, const struct cm_rpc_method *m, cm_rpc_handler h,
                       void *ud);
+/* The same for a short, never-blocking method served by the small pool that
+ * answers health checks, so it answers even while every worker is busy. */
+int cm_rpc_server_add_aux(struct cm_rpc_server *srv, const struct cm_rpc_method *m,
+                          cm_rpc_handler h, void *ud);
 /* Binds (SO_REUSEPORT off, so a taken port fails) and starts the pools.
  * Returns the bound port (> 0) or CM_EIO / CM_ENOMEM. */
 int cm_rpc_server_start(struct cm_rpc_server *srv);

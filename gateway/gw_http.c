@@ -25,9 +25,14 @@
 #define MAX_HEADER_VALUE 4096
 #define AGENT_DOWN_CHECKS 3 /* failed health checks in a row before /ping says so */
 
-static const struct cm_rpc_method stream_method = {
-    "/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
-    &agentcore__v1__invoke_event__descriptor, CM_RPC_SERVER_STREAM};
+const struct cm_rpc_method gw_http_agent_methods[GW_HTTP_N_AGENT_METHODS] = {
+    {"/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
+     &agentcore__v1__invoke_event__descriptor, CM_RPC_SERVER_STREAM},
+    {"/agentcore.v1.AgentService/Status", &agentcore__v1__status_request__descriptor,
+     &agentcore__v1__status_response__descriptor, CM_RPC_UNARY},
+};
+static const struct cm_rpc_method *const stream_method = &gw_http_agent_methods[0];
+static const struct cm_rpc_method *const status_method = &gw_http_agent_methods[1];
 
 struct sse;
 
@@ -405,24 +410,33 @@ static void set_status(struct gw_http *h, const char *status)
     }
 }
 
-/* Asks the agent-worker for its health every second, off the /ping path: a
- * stuck or dead agent-worker can slow this thread, never a /ping. */
+/* Asks the agent-worker for its status every interval, off the /ping path: a
+ * stuck or dead agent-worker can slow this thread, never a /ping. Status is
+ * served by the agent-worker's small auxiliary pool, so it answers even while
+ * every worker thread runs an invocation. */
 static void *poll_health(void *p)
 {
+    Agentcore__V1__StatusRequest req = AGENTCORE__V1__STATUS_REQUEST__INIT;
+    Agentcore__V1__StatusResponse *resp;
     struct gw_http *h = p;
+    struct cm_rpc_call_opts o = {0};
     struct cm_rpc_status st;
     struct timespec until;
 
+    o.timeout_ms = h->cfg.health_timeout_ms;
     pthread_mutex_lock(&h->lock);
     while (!h->stopping) {
-        int ok;
+        int busy = -1;
 
         pthread_mutex_unlock(&h->lock);
-        ok = cm_rpc_health(h->agent, "", h->cfg.health_timeout_ms, &st) == 1;
+        if (!cm_rpc_call(h->agent, status_method, &req.base, (ProtobufCMessage **)&resp, &o, &st)) {
+            busy = resp->active_background_tasks > 0;
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+        }
         pthread_mutex_lock(&h->lock);
-        h->health_failures = ok ? 0 : h->health_failures + 1;
-        if (ok)
-            set_status(h, "Healthy");
+        h->health_failures = busy >= 0 ? 0 : h->health_failures + 1;
+        if (busy >= 0)
+            set_status(h, busy ? "HealthyBusy" : "Healthy");
         else if (h->health_failures >= AGENT_DOWN_CHECKS)
             set_status(h, "Unhealthy");
         clock_gettime(CLOCK_REALTIME, &until);
@@ -531,7 +545,7 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     x->c = c;
     x->start_ms = rq->start_ms;
     cm_strlcpy(x->request_id, request_id, sizeof(x->request_id));
-    x->stream = cm_rpc_stream_open(h->agent, &stream_method, &ireq.base, &o, &st);
+    x->stream = cm_rpc_stream_open(h->agent, stream_method, &ireq.base, &o, &st);
     gw_invocation_clear(&inv);
     if (x->stream)
         registry_add(x);

@@ -19,8 +19,13 @@
 
 #include <stddef.h>
 
-struct cm_rpc_client;
+#include "cm_rpc.h"
+
 struct gw_http;
+
+/* The agent-worker methods the gateway calls: create its client with these. */
+extern const struct cm_rpc_method gw_http_agent_methods[];
+#define GW_HTTP_N_AGENT_METHODS 2
 
 struct gw_http_config {
     const char *host; /* "0.0.0.0" */

@@ -57,10 +57,6 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
-static const struct cm_rpc_method stream_method = {
-    "/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
-    &agentcore__v1__invoke_event__descriptor, CM_RPC_SERVER_STREAM};
-
 int main(int argc, char **argv)
 {
     struct cm_cfg_value cfg[C_COUNT];
@@ -81,8 +77,8 @@ int main(int argc, char **argv)
     cm_main_block_signals();
     cm_rpc_init();
     rc = 1;
-    agent = cm_rpc_client_new(cfg[C_AGENT_ADDR].s, &stream_method, 1, (int)cfg[C_MAX_MSG].i, err,
-                              sizeof(err));
+    agent = cm_rpc_client_new(cfg[C_AGENT_ADDR].s, gw_http_agent_methods, GW_HTTP_N_AGENT_METHODS,
+                              (int)cfg[C_MAX_MSG].i, err, sizeof(err));
     if (!agent) {
         cm_error("invalid configuration: AGENT_WORKER_ADDR: %s", err);
         rc = 2;

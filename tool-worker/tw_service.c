@@ -79,9 +79,25 @@ static void execute(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *u
     cm_log_clear_context();
 }
 
+static const struct cm_rpc_method status_method = {
+    "/agentcore.v1.ToolService/Status", &agentcore__v1__status_request__descriptor,
+    &agentcore__v1__status_response__descriptor, CM_RPC_UNARY};
+
+static void status(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud)
+{
+    Agentcore__V1__StatusResponse resp = AGENTCORE__V1__STATUS_RESPONSE__INIT;
+
+    (void)req;
+    (void)ud;
+    resp.active_background_tasks = tw_tools_background_tasks();
+    cm_rpc_ctx_reply(ctx, &resp.base);
+}
+
 int tw_service_register(struct cm_rpc_server *srv)
 {
     int rc = cm_rpc_server_add(srv, &list_method, list_tools, NULL);
 
-    return rc ? rc : cm_rpc_server_add(srv, &exec_method, execute, NULL);
+    if (!rc)
+        rc = cm_rpc_server_add(srv, &exec_method, execute, NULL);
+    return rc ? rc : cm_rpc_server_add_aux(srv, &status_method, status, NULL);
 }

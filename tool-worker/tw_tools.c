@@ -5,6 +5,8 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,9 @@ typedef int (*tool_fn)(json_t *input, const struct tw_cancel *cancel, struct tw_
 static int calculator(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
 static int current_time(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
 static int slow(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
+static int background(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
+static int result(struct tw_result *out, int is_error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static const struct tw_tool tools[] = {
     {"calculator",
@@ -31,10 +36,48 @@ static const struct tw_tool tools[] = {
     /* Test tools: listed only when enabled; keep them last. */
     {"slow", "Test tool: waits the given number of milliseconds, or until cancelled.",
      "{\"type\":\"object\",\"properties\":{\"ms\":{\"type\":\"integer\"}}}"},
+    {"background", "Test tool: runs a background task for the given milliseconds.",
+     "{\"type\":\"object\",\"properties\":{\"ms\":{\"type\":\"integer\"}}}"},
 };
 
-static const tool_fn tool_fns[] = {calculator, current_time, slow};
-#define N_TEST_TOOLS 1
+static const tool_fn tool_fns[] = {calculator, current_time, slow, background};
+#define N_TEST_TOOLS 2
+
+static atomic_int background_tasks;
+
+int tw_tools_background_tasks(void)
+{
+    return atomic_load(&background_tasks);
+}
+
+static void *background_task(void *p)
+{
+    long long ms = (long long)(intptr_t)p;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts)) /* the background work itself */
+        ;
+    atomic_fetch_sub(&background_tasks, 1);
+    return NULL;
+}
+
+static int background(json_t *input, const struct tw_cancel *cancel, struct tw_result *out)
+{
+    json_t *jms = json_object_get(input, "ms");
+    long long ms = json_is_integer(jms) ? json_integer_value(jms) : 1000;
+    pthread_t t;
+
+    (void)cancel;
+    if (ms < 0 || ms > 600000)
+        return result(out, 1, "ms must be between 0 and 600000");
+    atomic_fetch_add(&background_tasks, 1);
+    if (pthread_create(&t, NULL, background_task, (void *)(intptr_t)ms)) {
+        atomic_fetch_sub(&background_tasks, 1);
+        return result(out, 1, "cannot start the background task");
+    }
+    pthread_detach(t);
+    return result(out, 0, "background task started for %lld ms", ms);
+}
 
 static int test_tools;
 

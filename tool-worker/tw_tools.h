@@ -33,9 +33,13 @@ struct tw_cancel {
     void *ud;
 };
 
-/* Adds the test tools (slow: waits {"ms": N} unless cancelled). Off unless
- * TOOL_WORKER_TEST_TOOLS is set: they exist for the cancellation tests. */
+/* Adds the test tools (slow: waits {"ms": N} unless cancelled; background:
+ * starts a background task of {"ms": N} and returns at once). Off unless
+ * TOOL_WORKER_TEST_TOOLS is set: they exist for the tests. */
 void tw_tools_enable_test_tools(int on);
+
+/* Background tasks running now (what makes /ping say HealthyBusy). */
+int tw_tools_background_tasks(void);
 
 /* Runs tool |name| on |input_json|. Returns 0 with |out| filled (which may be an
  * error result for the model), or CM_ENOENT for an unknown tool / CM_ENOMEM,

@@ -28,7 +28,7 @@
     "so that the test can hang up while it is still running"
 
 static struct th_proc tool, emu;
-static struct th_stack main_s, capped_s, down_s, term_s;
+static struct th_stack main_s, capped_s, down_s, term_s, busy_s;
 static int teardown_failed;
 
 static int setup(void **state)
@@ -49,7 +49,10 @@ static int setup(void **state)
            th_stack_start_gw(&down_s, "stream-down", &emu, &tool, (const char *[]){KEYS, NULL},
                              (const char *[]){"HEALTH_INTERVAL_MS=100", NULL}) ||
            th_stack_start_gw(&term_s, "stream-term", &emu, &tool, (const char *[]){KEYS, NULL},
-                             (const char *[]){"SHUTDOWN_GRACE_MS=300", NULL});
+                             (const char *[]){"SHUTDOWN_GRACE_MS=300", NULL}) ||
+           th_stack_start_gw(&busy_s, "stream-busy", &emu, &tool,
+                             (const char *[]){KEYS, "TOOLS_STATUS_INTERVAL_MS=100", NULL},
+                             (const char *[]){"HEALTH_INTERVAL_MS=100", NULL});
 }
 
 static int teardown(void **state)
@@ -58,7 +61,7 @@ static int teardown(void **state)
 
     (void)state;
     bad = th_stack_stop(&main_s) + th_stack_stop(&capped_s) + th_stack_stop(&down_s) +
-          th_stack_stop(&term_s) + th_stop(&emu) + th_stop(&tool);
+          th_stack_stop(&term_s) + th_stack_stop(&busy_s) + th_stop(&emu) + th_stop(&tool);
     teardown_failed = bad != 0;
     return bad ? -1 : 0;
 }
@@ -337,6 +340,57 @@ static void test_ping_reports_a_dead_agent_worker(void **state)
     th_resp_free(&after);
 }
 
+static json_t *ping(const struct th_stack *s, long *status)
+{
+    char url[128];
+    struct th_resp r;
+    json_t *o;
+
+    snprintf(url, sizeof(url), "%s/ping", s->url);
+    assert_int_equal(th_http("GET", url, NULL, NULL, 0, &r), 0);
+    *status = r.status;
+    o = json_incref(r.json);
+    th_resp_free(&r);
+    return o;
+}
+
+/* A background task in a tool-worker makes /ping say HealthyBusy, and Healthy
+ * again when it ends; time_of_last_update moves only with the status. */
+static void test_background_work_makes_ping_busy(void **state)
+{
+    json_t *a, *b, *c;
+    struct th_resp r;
+    long st;
+
+    (void)state;
+    a = ping(&busy_s, &st);
+    assert_string_equal(json_string_value(json_object_get(a, "status")), "Healthy");
+    assert_int_equal(
+        th_invoke(&busy_s, "{\"prompt\":\"[[tool:background {\\\"ms\\\":1500}]]\"}", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(r.json, "response")), "background task started"));
+    th_resp_free(&r);
+    assert_true(th_wait_log(busy_s.gw.log_path, "ping status is now HealthyBusy", 5000) >= 0);
+    b = ping(&busy_s, &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(json_string_value(json_object_get(b, "status")), "HealthyBusy");
+    assert_true(json_integer_value(json_object_get(b, "time_of_last_update")) >=
+                json_integer_value(json_object_get(a, "time_of_last_update")));
+    /* No change, no new timestamp. */
+    c = ping(&busy_s, &st);
+    assert_true(json_equal(b, c));
+    json_decref(c);
+    assert_true(th_wait_log(busy_s.gw.log_path, "ping status is now Healthy\"", 5000) >= 0);
+    c = ping(&busy_s, &st);
+    assert_string_equal(json_string_value(json_object_get(c, "status")), "Healthy");
+    assert_true(json_integer_value(json_object_get(c, "time_of_last_update")) >=
+                json_integer_value(json_object_get(b, "time_of_last_update")));
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+}
+
 static void test_request_context_is_forwarded_and_masked(void **state)
 {
     const char *h[] = {"Authorization: " AUTH_VALUE,
@@ -436,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_ping_answers_during_100_streams),
         cmocka_unit_test(test_concurrency_cap),
         cmocka_unit_test(test_ping_reports_a_dead_agent_worker),
+        cmocka_unit_test(test_background_work_makes_ping_busy),
         cmocka_unit_test(test_request_context_is_forwarded_and_masked),
         cmocka_unit_test(test_body_limits_and_content_type),
         cmocka_unit_test(test_sigterm_with_a_stream_in_flight),
