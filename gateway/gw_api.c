@@ -1,4 +1,6 @@
 #include "gw_api.h"
+
+#include "agentcore.pb-c.h"
 #include "cm_json.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -186,70 +188,68 @@ int gw_api_wants_stream(const struct gw_invocation *inv, const char *accept)
     return accept && strstr(accept, "text/event-stream") && !strstr(accept, "application/json");
 }
 
-/* "data: " + |json| + "\n\n"; takes |json| (may be NULL). */
-static char *frame(char *json)
-{
-    size_t n;
-    char *out;
-
-    if (!json)
-        return NULL;
-    n = strlen(json);
-    out = malloc(n + 9);
-    if (out) {
-        memcpy(out, "data: ", 6);
-        memcpy(out + 6, json, n);
-        memcpy(out + 6 + n, "\n\n", 3);
-    }
-    free(json);
-    return out;
-}
-
-static char *frame_value(json_t *v)
+static char *dump(json_t *v)
 {
     char *s = v ? cm_json_dump(v) : NULL;
 
     json_decref(v);
-    return frame(s);
-}
-
-char *gw_api_sse_text(int block_index, const char *text)
-{
-    return frame_value(json_pack("{s:{s:{s:i,s:{s:s}}}}", "event", "contentBlockDelta",
-                                 "contentBlockIndex", block_index, "delta", "text", text));
+    return s;
 }
 
 static char *wrap(const char *key, const char *json)
 {
     json_t *inner = json_loads(json, 0, NULL);
 
-    if (!inner)
-        return NULL;
-    return frame_value(json_pack("{s:o}", key, inner));
+    return inner ? dump(json_pack("{s:o}", key, inner)) : NULL;
 }
 
-char *gw_api_sse_tool_use(const char *tool_use_json)
+char *gw_api_event_json(const struct Agentcore__V1__InvokeEvent *ev)
 {
-    return wrap("tool_use", tool_use_json);
+    const Agentcore__V1__InvokeResponse *f;
+
+    switch (ev->event_case) {
+    case AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA:
+        return dump(json_pack("{s:{s:{s:i,s:{s:s}}}}", "event", "contentBlockDelta",
+                              "contentBlockIndex", ev->text_delta->content_block_index, "delta",
+                              "text", ev->text_delta->text));
+    case AGENTCORE__V1__INVOKE_EVENT__EVENT_TOOL_USE_JSON:
+        return wrap("tool_use", ev->tool_use_json);
+    case AGENTCORE__V1__INVOKE_EVENT__EVENT_TOOL_RESULT_JSON:
+        return wrap("tool_result", ev->tool_result_json);
+    case AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL:
+        f = ev->final;
+        return gw_api_response_body(f->invocation_id, f->session_id, f->response, f->stop_reason,
+                                    f->usage ? f->usage->input_tokens : 0,
+                                    f->usage ? f->usage->output_tokens : 0,
+                                    f->usage ? f->usage->total_tokens : 0, f->iterations);
+    default:
+        return strdup("");
+    }
 }
 
-char *gw_api_sse_tool_result(const char *tool_result_json)
-{
-    return wrap("tool_result", tool_result_json);
-}
-
-char *gw_api_sse_data(const char *json)
-{
-    return frame(strdup(json));
-}
-
-char *gw_api_sse_error(const char *error, const char *error_type)
+char *gw_api_error_event(const char *error, const char *error_type)
 {
     char safe[512];
 
     error = safe_text(error, safe, sizeof(safe));
-    return frame_value(json_pack("{s:s,s:s,s:s}", "error", error, "error_type", error_type,
-                                 "message", "An error occurred during streaming"));
+    return dump(json_pack("{s:s,s:s,s:s}", "error", error, "error_type", error_type, "message",
+                          "An error occurred during streaming"));
+}
+
+char *gw_api_sse(const char *json)
+{
+    size_t n = strlen(json);
+    char *out;
+
+    if (!n)
+        return strdup("");
+    out = malloc(n + 9);
+    if (out) {
+        memcpy(out, "data: ", 6);
+        memcpy(out + 6, json, n);
+        memcpy(out + 6 + n, "\n\n", 3);
+    }
+    return out;
 }
 
 static int contains_ci(const char *hay, const char *needle)

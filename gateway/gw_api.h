@@ -66,14 +66,17 @@ void gw_api_agent_error(int rpc_code, const char *error_type, const char *detail
  * not for JSON (an explicit "stream": false always wins). */
 int gw_api_wants_stream(const struct gw_invocation *inv, const char *accept);
 
-/* SSE events, each "data: <json>\n\n", malloc'd (NULL on allocation failure).
- * Text deltas use the shape Strands streams for raw model chunks, which the
- * AgentCore CLI prints as text. Only the error event has an "error" key. */
-char *gw_api_sse_text(int block_index, const char *text);
-char *gw_api_sse_tool_use(const char *tool_use_json);
-char *gw_api_sse_tool_result(const char *tool_result_json);
-char *gw_api_sse_data(const char *json); /* e.g. the final answer, as is */
-char *gw_api_sse_error(const char *error, const char *error_type);
+/* The events of a streamed invocation as JSON, malloc'd (NULL on allocation
+ * failure); SSE sends each as "data: <json>\n\n", WebSocket as a text
+ * message. Text deltas use the shape Strands streams for raw model chunks,
+ * which the AgentCore CLI prints as text; a tool call is {"tool_use":...},
+ * its result {"tool_result":...}, the last event the non-streaming answer.
+ * Only the error event has an "error" key. Unknown event kinds give "". */
+struct Agentcore__V1__InvokeEvent;
+char *gw_api_event_json(const struct Agentcore__V1__InvokeEvent *ev);
+char *gw_api_error_event(const char *error, const char *error_type);
+/* "data: " + |json| + "\n\n" (malloc'd; "" gives ""). */
+char *gw_api_sse(const char *json);
 
 /* 1 when header |name|'s value must not be logged: Authorization, cookies,
  * X-Amz-Security-Token, the workload access token, and any name containing

@@ -5,10 +5,13 @@
 #include "cm_rpc.h"
 #include "cm_util.h"
 #include "gw_api.h"
+#include "gw_ws.h"
 
 #include "agentcore.pb-c.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <poll.h>
 #include <pthread.h>
@@ -19,11 +22,13 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <wslay/wslay.h>
 
 #define WAIT_SLICE_MS 100 /* how often a waiting request checks its client */
 #define MAX_FORWARDED 24  /* context headers passed on per request */
 #define MAX_HEADER_VALUE 4096
-#define AGENT_DOWN_CHECKS 3 /* failed health checks in a row before /ping says so */
+#define AGENT_DOWN_CHECKS 3   /* failed health checks in a row before /ping says so */
+#define WS_CLOSE_WAIT_MS 2000 /* how long a sent close waits for the peer's */
 
 const struct cm_rpc_method gw_http_agent_methods[GW_HTTP_N_AGENT_METHODS] = {
     {"/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
@@ -172,11 +177,23 @@ static void log_request(struct gw_http *h, struct MHD_Connection *c, const char 
 
 /* ---- forwarded request context ---- */
 
+/* The request context to pass on; owns copies (a WebSocket outlives the
+ * upgrade request the headers came with). */
 struct fwd {
     struct cm_rpc_meta meta[MAX_FORWARDED + 3];
     char keys[MAX_FORWARDED][128];
-    size_t n;
+    char *vals[MAX_FORWARDED];
+    size_t n, owned;
 };
+
+static void fwd_clear(struct fwd *f)
+{
+    size_t i;
+
+    for (i = 0; i < f->owned; i++)
+        free(f->vals[i]);
+    f->n = f->owned = 0;
+}
 
 static enum MHD_Result collect_forwarded(void *cls, enum MHD_ValueKind kind, const char *key,
                                          const char *value)
@@ -188,11 +205,15 @@ static enum MHD_Result collect_forwarded(void *cls, enum MHD_ValueKind kind, con
     if (!value || f->n >= MAX_FORWARDED || n >= sizeof(f->keys[0]) ||
         strlen(value) > MAX_HEADER_VALUE || !gw_api_header_forwarded(key))
         return MHD_YES;
+    f->vals[f->n] = strdup(value);
+    if (!f->vals[f->n])
+        return MHD_YES;
     for (i = 0; i <= n; i++) /* gRPC metadata keys are lowercase */
         f->keys[f->n][i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
     f->meta[f->n].key = f->keys[f->n];
-    f->meta[f->n].value = value;
+    f->meta[f->n].value = f->vals[f->n];
     f->n++;
+    f->owned++;
     return MHD_YES;
 }
 
@@ -304,33 +325,12 @@ static int next_event(struct sse *x, Agentcore__V1__InvokeEvent **ev)
     }
 }
 
-static char *final_json(const Agentcore__V1__InvokeResponse *f)
-{
-    return gw_api_response_body(f->invocation_id, f->session_id, f->response, f->stop_reason,
-                                f->usage ? f->usage->input_tokens : 0,
-                                f->usage ? f->usage->output_tokens : 0,
-                                f->usage ? f->usage->total_tokens : 0, f->iterations);
-}
-
 static char *event_sse(const Agentcore__V1__InvokeEvent *ev)
 {
-    char *json, *out;
+    char *json = gw_api_event_json(ev), *out = json ? gw_api_sse(json) : NULL;
 
-    switch (ev->event_case) {
-    case AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA:
-        return gw_api_sse_text(ev->text_delta->content_block_index, ev->text_delta->text);
-    case AGENTCORE__V1__INVOKE_EVENT__EVENT_TOOL_USE_JSON:
-        return gw_api_sse_tool_use(ev->tool_use_json);
-    case AGENTCORE__V1__INVOKE_EVENT__EVENT_TOOL_RESULT_JSON:
-        return gw_api_sse_tool_result(ev->tool_result_json);
-    case AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL:
-        json = final_json(ev->final);
-        out = json ? gw_api_sse_data(json) : NULL;
-        free(json);
-        return out;
-    default:
-        return strdup(""); /* an event kind this gateway does not know: skip it */
-    }
+    free(json);
+    return out;
 }
 
 /* Formats the stream's failure (or end) as the last event. */
@@ -342,8 +342,14 @@ static void finish_with_status(struct sse *x)
     if (stream_finish(x, &st) == 0)
         return;
     cm_warn("stream failed after the first event: %s: %s", cm_rpc_code_name(st.code), st.details);
-    x->pending = gw_api_sse_error(st.details[0] ? st.details : cm_rpc_code_name(st.code),
-                                  st.error_type[0] ? st.error_type : cm_rpc_code_name(st.code));
+    {
+        char *json =
+            gw_api_error_event(st.details[0] ? st.details : cm_rpc_code_name(st.code),
+                               st.error_type[0] ? st.error_type : cm_rpc_code_name(st.code));
+
+        x->pending = json ? gw_api_sse(json) : NULL;
+        free(json);
+    }
     x->plen = x->pending ? strlen(x->pending) : 0;
     x->poff = 0;
 }
@@ -471,30 +477,72 @@ static enum MHD_Result handle_ping(struct gw_http *h, struct MHD_Connection *c, 
 
 /* ---- /invocations ---- */
 
+/* Opens the InvokeStream call of one invocation, registered for shutdown.
+ * |events|: stream every event (else only the final one). NULL with |st|. */
+static struct sse *call_open(struct gw_http *h, struct fwd *fwd, const char *prompt,
+                             const char *session, const char *request_id, int events,
+                             struct cm_rpc_status *st)
+{
+    Agentcore__V1__InvokeRequest ireq = AGENTCORE__V1__INVOKE_REQUEST__INIT;
+    struct cm_rpc_call_opts o = {0};
+    struct sse *x = calloc(1, sizeof(*x));
+    size_t base = fwd->n;
+
+    if (!x) {
+        st->code = CM_RPC_RESOURCE_EXHAUSTED;
+        cm_strlcpy(st->details, "out of memory", sizeof(st->details));
+        st->error_type[0] = '\0';
+        return NULL;
+    }
+    fwd->meta[fwd->n++] = (struct cm_rpc_meta){CM_RPC_MD_REQUEST_ID, request_id};
+    fwd->meta[fwd->n++] = (struct cm_rpc_meta){CM_RPC_MD_SESSION_ID, session};
+    ireq.prompt = (char *)prompt;
+    ireq.session_id = (char *)session;
+    ireq.request_id = (char *)request_id;
+    ireq.stream = events; /* without it the agent sends the final event only */
+    o.timeout_ms = events ? h->cfg.stream_timeout_ms : h->cfg.invoke_timeout_ms;
+    o.meta = fwd->meta;
+    o.n_meta = fwd->n;
+    x->h = h;
+    x->start_ms = cm_now_ms();
+    cm_strlcpy(x->request_id, request_id, sizeof(x->request_id));
+    x->stream = cm_rpc_stream_open(h->agent, stream_method, &ireq.base, &o, st);
+    fwd->n = base;
+    if (!x->stream) {
+        free(x);
+        return NULL;
+    }
+    registry_add(x);
+    return x;
+}
+
+static void request_id_of(struct MHD_Connection *c, char *out, size_t cap)
+{
+    const char *hdr = MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_REQUEST_HEADER);
+
+    if (hdr && *hdr && strlen(hdr) < cap)
+        cm_strlcpy(out, hdr, cap);
+    else if (cm_uuid4(out))
+        cm_strlcpy(out, "unknown", cap);
+}
+
 static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connection *c,
                                          struct req *rq, int *status_out)
 {
-    Agentcore__V1__InvokeRequest ireq = AGENTCORE__V1__INVOKE_REQUEST__INIT;
     struct gw_invocation inv;
     struct gw_reply rep = {0, NULL};
     struct cm_rpc_status st;
-    struct cm_rpc_call_opts o = {0};
     struct fwd fwd;
     char session[GW_SESSION_ID_MAX + 1], request_id[256];
-    const char *hdr, *retry[] = {"Retry-After", "1", NULL};
+    const char *retry[] = {"Retry-After", "1", NULL};
     Agentcore__V1__InvokeEvent *ev = NULL;
     struct sse *x;
     struct MHD_Response *r;
     enum MHD_Result ret;
     int streaming, rc;
 
-    hdr = MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_REQUEST_HEADER);
-    if (hdr && *hdr && strlen(hdr) < sizeof(request_id))
-        cm_strlcpy(request_id, hdr, sizeof(request_id));
-    else if (cm_uuid4(request_id))
-        cm_strlcpy(request_id, "unknown", sizeof(request_id));
+    request_id_of(c, request_id, sizeof(request_id));
     cm_log_set_context(request_id, NULL);
-
     if (rq->too_big) {
         char why[96];
 
@@ -521,41 +569,23 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
                                            "retry shortly"),
                          session, request_id, retry);
     }
-
     memset(&fwd, 0, sizeof(fwd));
     MHD_get_connection_values(c, MHD_HEADER_KIND, collect_forwarded, &fwd);
-    fwd.meta[fwd.n++] = (struct cm_rpc_meta){CM_RPC_MD_REQUEST_ID, request_id};
-    fwd.meta[fwd.n++] = (struct cm_rpc_meta){CM_RPC_MD_SESSION_ID, session};
-    ireq.prompt = (char *)inv.prompt;
-    ireq.session_id = session;
-    ireq.request_id = request_id;
-    ireq.stream = streaming; /* without it the agent sends the final event only */
-    o.timeout_ms = streaming ? h->cfg.stream_timeout_ms : h->cfg.invoke_timeout_ms;
-    o.meta = fwd.meta;
-    o.n_meta = fwd.n;
-
-    x = calloc(1, sizeof(*x));
-    if (!x) {
-        flight_leave(h);
-        gw_invocation_clear(&inv);
-        gw_api_error(&rep, 500, "Internal error", "out of memory");
-        goto reply;
-    }
-    x->h = h;
-    x->c = c;
-    x->start_ms = rq->start_ms;
-    cm_strlcpy(x->request_id, request_id, sizeof(x->request_id));
-    x->stream = cm_rpc_stream_open(h->agent, stream_method, &ireq.base, &o, &st);
+    x = call_open(h, &fwd, inv.prompt, session, request_id, streaming, &st);
+    fwd_clear(&fwd);
     gw_invocation_clear(&inv);
-    if (x->stream)
-        registry_add(x);
-    /* The first event decides the status line: until one arrives, a failure is
-     * still an ordinary HTTP error (503 agent unreachable, 502 model, ...). */
-    rc = x->stream ? next_event(x, &ev) : EV_FAILED;
-    while (rc == EV_OK && !streaming &&
-           ev->event_case != AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL) {
-        protobuf_c_message_free_unpacked(&ev->base, NULL);
+    rc = EV_FAILED;
+    if (x) {
+        x->c = c;
+        x->start_ms = rq->start_ms;
+        /* The first event decides the status line: until one arrives, a
+         * failure is still an ordinary HTTP error (503, 502, ...). */
         rc = next_event(x, &ev);
+        while (rc == EV_OK && !streaming &&
+               ev->event_case != AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL) {
+            protobuf_c_message_free_unpacked(&ev->base, NULL);
+            rc = next_event(x, &ev);
+        }
     }
     if (rc == EV_CLIENT_GONE) {
         cm_info("client went away: invocation cancelled");
@@ -566,7 +596,7 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
         return MHD_NO; /* nobody to answer */
     }
     if (rc != EV_OK) {
-        if (x->stream)
+        if (x)
             stream_finish(x, &st);
         cm_warn("agent call failed: %s: %s", cm_rpc_code_name(st.code), st.details);
         gw_api_agent_error(st.code, st.error_type, st.details, &rep);
@@ -576,7 +606,7 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
         return send_json(c, rep.status, rep.body, session, request_id, NULL);
     }
     if (!streaming) {
-        char *body = final_json(ev->final);
+        char *body = gw_api_event_json(ev);
 
         protobuf_c_message_free_unpacked(&ev->base, NULL);
         stream_finish(x, &st);
@@ -606,6 +636,301 @@ reply:
     return send_json(c, rep.status, rep.body, NULL, request_id, NULL);
 }
 
+/* ---- /ws: the same invocations over a WebSocket ---- */
+
+/* One WebSocket: one invocation at a time, its events sent as text messages
+ * in the SSE events' JSON; a socket that closes cancels the invocation. */
+struct ws {
+    struct gw_http *h;
+    MHD_socket sock;
+    const char *extra; /* bytes MHD read past the handshake */
+    size_t extra_len;
+    wslay_event_context_ptr ctx;
+    struct sse *call;
+    struct fwd fwd;
+    char session[GW_SESSION_ID_MAX + 1]; /* from the upgrade request, or "" */
+    char request_id[256];
+    /* A close to send once the messages queued before it are out: wslay puts
+     * control frames ahead of data, so it must not be queued earlier. */
+    uint16_t close_code;
+};
+
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
+{
+    struct ws *w = ud;
+    ssize_t r;
+
+    (void)flags;
+    if (w->extra_len) {
+        size_t n = w->extra_len < len ? w->extra_len : len;
+
+        memcpy(buf, w->extra, n);
+        w->extra += n;
+        w->extra_len -= n;
+        return (ssize_t)n;
+    }
+    r = recv(w->sock, buf, len, 0);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    if (r <= 0) { /* the client went away */
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return r;
+}
+
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *ud)
+{
+    struct ws *w = ud;
+    ssize_t r = send(w->sock, data, len, MSG_NOSIGNAL);
+
+    (void)flags;
+    if (r < 0) {
+        wslay_event_set_error(ctx, errno == EAGAIN || errno == EWOULDBLOCK
+                                       ? WSLAY_ERR_WOULDBLOCK
+                                       : WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return r;
+}
+
+/* Queues |text| (taken) as a text message. */
+static void ws_text(struct ws *w, char *text)
+{
+    struct wslay_event_msg m;
+
+    if (!text)
+        return;
+    if (*text) {
+        m.opcode = WSLAY_TEXT_FRAME;
+        m.msg = (const uint8_t *)text;
+        m.msg_length = strlen(text);
+        wslay_event_queue_msg(w->ctx, &m); /* copies the message */
+    }
+    free(text);
+}
+
+static void ws_close_call(struct ws *w)
+{
+    struct cm_rpc_status st;
+
+    if (!w->call)
+        return;
+    stream_finish(w->call, &st);
+    free(w->call);
+    w->call = NULL;
+    flight_leave(w->h);
+}
+
+static void ws_invocation(struct ws *w, const char *payload, size_t len)
+{
+    struct gw_invocation inv;
+    struct gw_reply rep = {0, NULL};
+    struct cm_rpc_status st;
+    char session[GW_SESSION_ID_MAX + 1];
+
+    if (w->call) {
+        ws_text(w,
+                gw_api_error_event("an invocation is already running on this connection", "Busy"));
+        return;
+    }
+    if (gw_api_parse_invocation(payload, len, &inv, &rep)) {
+        ws_text(w, rep.body); /* the same body an HTTP 400 carries */
+        return;
+    }
+    if (gw_api_session_id(w->session[0] ? w->session : NULL, inv.session_id, session, &rep)) {
+        gw_invocation_clear(&inv);
+        ws_text(w, rep.body);
+        return;
+    }
+    if (cm_uuid4(w->request_id))
+        cm_strlcpy(w->request_id, "unknown", sizeof(w->request_id));
+    cm_log_set_context(w->request_id, session);
+    if (!flight_enter(w->h)) {
+        gw_invocation_clear(&inv);
+        ws_text(w, gw_api_error_event("too many concurrent invocations", "Busy"));
+        return;
+    }
+    w->call = call_open(w->h, &w->fwd, inv.prompt, session, w->request_id, 1, &st);
+    gw_invocation_clear(&inv);
+    if (!w->call) {
+        flight_leave(w->h);
+        ws_text(w, gw_api_error_event(st.details, cm_rpc_code_name(st.code)));
+        w->close_code = WSLAY_CODE_INTERNAL_SERVER_ERROR;
+    }
+}
+
+static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *ud)
+{
+    struct ws *w = ud;
+
+    (void)ctx;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+        ws_invocation(w, (const char *)arg->msg, arg->msg_length);
+    else if (arg->opcode == WSLAY_CONNECTION_CLOSE)
+        ws_close_call(w); /* wslay answers the close itself */
+}
+
+/* Moves the running invocation on by one event, if one is ready. */
+static void ws_pump(struct ws *w)
+{
+    ProtobufCMessage *m;
+    struct cm_rpc_status st;
+    int rc = cm_rpc_stream_next_timed(w->call->stream, &m, WAIT_SLICE_MS / 2);
+
+    if (rc == 2)
+        return;
+    if (rc == 1) {
+        ws_text(w, gw_api_event_json((Agentcore__V1__InvokeEvent *)m));
+        protobuf_c_message_free_unpacked(m, NULL);
+        return;
+    }
+    if (stream_finish(w->call, &st)) {
+        ws_text(w,
+                gw_api_error_event(st.details[0] ? st.details : cm_rpc_code_name(st.code),
+                                   st.error_type[0] ? st.error_type : cm_rpc_code_name(st.code)));
+        /* The agent-worker itself failed or is gone: close with 1011. */
+        if (!st.error_type[0] && st.code != CM_RPC_INVALID_ARGUMENT)
+            w->close_code = WSLAY_CODE_INTERNAL_SERVER_ERROR;
+    }
+    free(w->call);
+    w->call = NULL;
+    flight_leave(w->h);
+}
+
+/* Closing a socket with unread input makes the kernel send a RST, which can
+ * destroy the close frame still on its way (e.g. after refusing an oversized
+ * message). So: send FIN, read away what the peer still sends, briefly. */
+static void ws_linger(MHD_socket sock)
+{
+    uint64_t until = cm_now_ms() + 500;
+    char junk[4096];
+
+    shutdown(sock, SHUT_WR);
+    while (cm_now_ms() < until) {
+        struct pollfd p = {sock, POLLIN, 0};
+        ssize_t r;
+
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        r = recv(sock, junk, sizeof(junk), 0);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            break; /* the peer closed too */
+    }
+}
+
+static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, const char *extra_in,
+                        size_t extra_in_size, MHD_socket sock,
+                        struct MHD_UpgradeResponseHandle *urh)
+{
+    struct gw_http *h = cls;
+    struct wslay_event_callbacks cb = {ws_recv, ws_send, NULL, NULL, NULL, NULL, ws_on_msg};
+    const char *session = MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_SESSION_HEADER);
+    struct ws w;
+    int flags = fcntl(sock, F_GETFL);
+    uint64_t closed_at = 0;
+
+    (void)con_cls;
+    memset(&w, 0, sizeof(w));
+    w.h = h;
+    w.sock = sock;
+    w.extra = extra_in;
+    w.extra_len = extra_in_size;
+    if (session && strlen(session) <= GW_SESSION_ID_MAX)
+        cm_strlcpy(w.session, session, sizeof(w.session));
+    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_forwarded, &w.fwd);
+    fcntl(sock, F_SETFL, flags | O_NONBLOCK);
+    if (wslay_event_context_server_init(&w.ctx, &cb, &w)) {
+        fwd_clear(&w.fwd);
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        return;
+    }
+    wslay_event_config_set_max_recv_msg_length(w.ctx, h->cfg.ws_max_message);
+    while (wslay_event_want_read(w.ctx) || wslay_event_want_write(w.ctx)) {
+        struct pollfd p = {sock, 0, 0};
+        int stopping;
+
+        pthread_mutex_lock(&h->lock);
+        stopping = h->stopping;
+        pthread_mutex_unlock(&h->lock);
+        if (stopping && !wslay_event_get_close_sent(w.ctx)) {
+            ws_close_call(&w);
+            wslay_event_queue_close(w.ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
+        }
+        /* Our close is out: wait a little for the peer's, never forever (a
+         * client that does not answer must not hold a thread, or shutdown). */
+        if (wslay_event_get_close_sent(w.ctx) && !wslay_event_want_write(w.ctx)) {
+            if (!closed_at)
+                closed_at = cm_now_ms();
+            else if (stopping || cm_now_ms() - closed_at > WS_CLOSE_WAIT_MS)
+                break;
+        }
+        if (wslay_event_want_read(w.ctx))
+            p.events |= POLLIN;
+        if (wslay_event_want_write(w.ctx))
+            p.events |= POLLOUT;
+        if (w.extra_len)
+            p.revents = POLLIN;
+        else if (poll(&p, 1, w.call ? 0 : WAIT_SLICE_MS) < 0)
+            break;
+        if ((p.revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(w.ctx)) {
+            /* The client went away or broke the protocol (an oversized
+             * message, say): send the close wslay queued, if it can go. */
+            wslay_event_send(w.ctx);
+            break;
+        }
+        if (w.call)
+            ws_pump(&w);
+        if (wslay_event_want_write(w.ctx) && wslay_event_send(w.ctx))
+            break;
+        if (w.close_code && !wslay_event_want_write(w.ctx)) {
+            wslay_event_queue_close(w.ctx, w.close_code, NULL, 0);
+            w.close_code = 0;
+        }
+    }
+    if (w.call)
+        cm_info("WebSocket closed mid-invocation: invocation cancelled");
+    ws_close_call(&w);
+    wslay_event_context_free(w.ctx);
+    fwd_clear(&w.fwd);
+    cm_log_clear_context();
+    ws_linger(sock);
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+static enum MHD_Result handle_ws(struct gw_http *h, struct MHD_Connection *c, int *status)
+{
+    char why[128], accept[GW_WS_ACCEPT_LEN + 1];
+    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    why[0] = '\0';
+    if (gw_ws_check(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Upgrade"),
+                    MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Connection"),
+                    MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Version"), key,
+                    why, sizeof(why)) ||
+        gw_ws_accept_key(key, accept)) {
+        *status = 400;
+        return send_json(c, 400, gw_api_error_body("Invalid WebSocket handshake", why), NULL, NULL,
+                         NULL);
+    }
+    r = MHD_create_response_for_upgrade(ws_upgraded, h);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Upgrade", "websocket");
+    MHD_add_response_header(r, "Connection", "Upgrade");
+    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+    *status = 101;
+    ret = MHD_queue_response(c, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -613,6 +938,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct gw_http *h = cls;
     struct req *rq = *con_cls;
     int is_ping = !strcmp(url, "/ping"), is_inv = !strcmp(url, "/invocations");
+    int is_ws = !strcmp(url, "/ws");
     int status = 0;
     enum MHD_Result ret;
 
@@ -629,7 +955,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cm_buf_init(&rq->body, h->cfg.max_body);
         *con_cls = rq;
         /* Answer what needs no body at once. */
-        if (!is_ping && !is_inv) {
+        if (is_ws && strcmp(method, "GET")) {
+            const char *allow_ws[] = {"Allow", "GET", NULL};
+
+            access_log(method, url, 405, rq->start_ms);
+            return send_json(c, 405, gw_api_error_body("Method Not Allowed", NULL), NULL, NULL,
+                             allow_ws);
+        }
+        if (!is_ping && !is_inv && !is_ws) {
             access_log(method, url, 404, rq->start_ms);
             return send_json(c, 404, gw_api_error_body("Not Found", NULL), NULL, NULL, NULL);
         }
@@ -657,6 +990,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             cm_buf_free(&rq->body);
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (is_ws) {
+        ret = handle_ws(h, c, &status);
+        access_log(method, url, status, rq->start_ms);
+        return ret;
     }
     if (is_ping) {
         ret = handle_ping(h, c, &status);
@@ -712,7 +1050,7 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
     }
     h->daemon =
         MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                             MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_POLL,
+                             MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_POLL | MHD_ALLOW_UPGRADE,
                          (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
                          on_mhd_log, h, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT,
                          (unsigned int)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,

@@ -38,6 +38,7 @@ struct gw_http_config {
     int idle_timeout_s;
     size_t log_body_bytes;                     /* of a request body logged at DEBUG */
     int health_interval_ms, health_timeout_ms; /* the agent-worker health poller */
+    size_t ws_max_message; /* largest WebSocket message accepted (1009 beyond) */
 };
 
 /* Starts serving. |agent| must outlive the server. NULL with |err| on failure. */

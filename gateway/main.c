@@ -21,6 +21,7 @@ enum {
     C_STREAM_TIMEOUT,
     C_LOG_BODY,
     C_HEALTH_INTERVAL,
+    C_WS_MAX,
     C_IDLE_TIMEOUT,
     C_MAX_MSG,
     C_GRACE,
@@ -46,6 +47,8 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                     "request body bytes logged at DEBUG (headers are logged masked)", 0},
     [C_HEALTH_INTERVAL] = {"HEALTH_INTERVAL_MS", NULL, CM_CFG_INT, "1000", 100, 60000,
                            "how often the agent-worker's health is checked for /ping", 0},
+    [C_WS_MAX] = {"WS_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "1048576", 125, 104857600,
+                  "largest WebSocket message accepted; larger closes with 1009", 0},
     [C_INVOKE_TIMEOUT] = {"INVOCATION_TIMEOUT_MS", NULL, CM_CFG_INT, "900000", 1000, 3600000,
                           "deadline of one invocation (AgentCore's own limit is 15 minutes)", 0},
     [C_IDLE_TIMEOUT] = {"HTTP_IDLE_TIMEOUT_S", NULL, CM_CFG_INT, "120", 0, 86400,
@@ -94,6 +97,7 @@ int main(int argc, char **argv)
     hcfg.log_body_bytes = (size_t)cfg[C_LOG_BODY].i;
     hcfg.health_interval_ms = (int)cfg[C_HEALTH_INTERVAL].i;
     hcfg.health_timeout_ms = 500;
+    hcfg.ws_max_message = (size_t)cfg[C_WS_MAX].i;
     hcfg.idle_timeout_s = (int)cfg[C_IDLE_TIMEOUT].i;
     http = gw_http_start(&hcfg, agent, err, sizeof(err));
     if (!http) {

@@ -9,6 +9,7 @@ packages=(
   libcurl4-openssl-dev libjansson-dev libssl-dev      # Bedrock client, JSON, SigV4
   zlib1g-dev                                          # CRC32 of event-stream frames
   libmicrohttpd-dev                                   # the HTTP/1.1 server
+  libwslay-dev                                        # WebSocket framing for /ws
   libcmocka-dev                                       # unit and e2e tests
   s6                                                  # process supervision (single-container mode)
   tzdata ca-certificates curl

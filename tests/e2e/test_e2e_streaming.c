@@ -4,6 +4,7 @@
  * agent-worker down, the concurrency cap, forwarded context, body limits and
  * SIGTERM with a stream in flight. */
 #include "th_stack.h"
+#include "th_ws.h"
 
 #include <jansson.h>
 #include <setjmp.h>
@@ -41,9 +42,10 @@ static int setup(void **state)
                       TH_READY_MS) ||
         th_emulator_start(&emu, "stream-emulator", NULL))
         return -1;
-    return th_stack_start_gw(&main_s, "stream-main", &emu, &tool,
-                             (const char *[]){KEYS, "AGENT_WORKER_THREADS=128", NULL},
-                             (const char *[]){"MAX_BODY_BYTES=65536", NULL}) ||
+    return th_stack_start_gw(
+               &main_s, "stream-main", &emu, &tool,
+               (const char *[]){KEYS, "AGENT_WORKER_THREADS=128", NULL},
+               (const char *[]){"MAX_BODY_BYTES=65536", "WS_MAX_MESSAGE_BYTES=8192", NULL}) ||
            th_stack_start_gw(&capped_s, "stream-capped", &emu, &tool, (const char *[]){KEYS, NULL},
                              (const char *[]){"MAX_CONCURRENT_INVOCATIONS=1", NULL}) ||
            th_stack_start_gw(&down_s, "stream-down", &emu, &tool, (const char *[]){KEYS, NULL},
@@ -479,6 +481,174 @@ static void test_sigterm_with_a_stream_in_flight(void **state)
     close(fd);
 }
 
+/* ---- WebSocket ---- */
+
+#define WS_TEXT 0x1
+#define WS_CLOSE 0x8
+#define WS_PING 0x9
+#define WS_PONG 0xA
+
+/* Sends one invocation and reads its events up to the final answer; returns
+ * the final object and checks the deltas add up to its response. */
+static json_t *ws_invoke(int fd, const char *payload)
+{
+    static char buf[1 << 20];
+    char text[4096] = "";
+    uint8_t op;
+
+    assert_int_equal(th_ws_send(fd, WS_TEXT, payload, strlen(payload)), 0);
+    for (;;) {
+        json_t *ev, *delta;
+
+        assert_true(th_ws_recv(fd, &op, buf, sizeof(buf), 10000) >= 0);
+        assert_int_equal(op, WS_TEXT);
+        ev = json_loads(buf, 0, NULL);
+        assert_non_null(ev);
+        if (json_object_get(ev, "response") || json_object_get(ev, "error")) {
+            if (json_object_get(ev, "response"))
+                assert_string_equal(text, json_string_value(json_object_get(ev, "response")));
+            return ev;
+        }
+        delta = json_object_get(json_object_get(ev, "event"), "contentBlockDelta");
+        if (delta)
+            strncat(text,
+                    json_string_value(json_object_get(json_object_get(delta, "delta"), "text")),
+                    sizeof(text) - strlen(text) - 1);
+        json_decref(ev);
+    }
+}
+
+static void test_websocket_invocations_ping_and_close(void **state)
+{
+    char buf[4096];
+    uint8_t op;
+    json_t *f;
+    int fd;
+
+    (void)state;
+    fd = th_ws_connect(main_s.gw.port, "/ws",
+                       "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id: "
+                       "ws-session-0000000000000000000000001\r\n");
+    assert_true(fd >= 0);
+    f = ws_invoke(fd, "{\"prompt\":\"hello over a websocket\"}");
+    assert_string_equal(json_string_value(json_object_get(f, "response")),
+                        "Echo: hello over a websocket");
+    assert_string_equal(json_string_value(json_object_get(f, "session_id")),
+                        "ws-session-0000000000000000000000001");
+    json_decref(f);
+    /* Ping is answered with the same payload. */
+    assert_int_equal(th_ws_send(fd, WS_PING, "are you there", 13), 0);
+    assert_int_equal(th_ws_recv(fd, &op, buf, sizeof(buf), 5000), 13);
+    assert_int_equal(op, WS_PONG);
+    assert_string_equal(buf, "are you there");
+    /* Bad input gets the HTTP 400 body as a message; the socket stays open. */
+    f = ws_invoke(fd, "{bad");
+    assert_string_equal(json_string_value(json_object_get(f, "error")), "Invalid JSON");
+    json_decref(f);
+    f = ws_invoke(fd, "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"2^10\\\"}]]\"}");
+    assert_string_equal(json_string_value(json_object_get(f, "response")),
+                        "Calling calculator\n\nTool result: 1024");
+    json_decref(f);
+    /* A clean close is answered with a close. */
+    assert_int_equal(th_ws_send(fd, WS_CLOSE, "\x03\xe8", 2), 0);
+    assert_true(th_ws_recv(fd, &op, buf, sizeof(buf), 5000) >= 0);
+    assert_int_equal(op, WS_CLOSE);
+    close(fd);
+}
+
+static void test_websocket_message_cap(void **state)
+{
+    char *big = malloc(9000), buf[256];
+    uint8_t op;
+    long n;
+    int fd;
+
+    (void)state;
+    memset(big, 'x', 9000);
+    fd = th_ws_connect(main_s.gw.port, "/ws", "");
+    assert_true(fd >= 0);
+    assert_int_equal(th_ws_send(fd, WS_TEXT, big, 9000), 0);
+    n = th_ws_recv(fd, &op, buf, sizeof(buf), 5000);
+    assert_true(n >= 2);
+    assert_int_equal(op, WS_CLOSE);
+    assert_int_equal(((uint8_t)buf[0] << 8) | (uint8_t)buf[1], 1009); /* message too big */
+    close(fd);
+    free(big);
+}
+
+static int count_in(const char *path, const char *needle)
+{
+    char *text = th_read_file(path, NULL), *p = text;
+    int n = 0;
+
+    while (p && (p = strstr(p, needle))) {
+        n++;
+        p += strlen(needle);
+    }
+    free(text);
+    return n;
+}
+
+static void test_websocket_close_cancels_the_invocation(void **state)
+{
+    char buf[65536], payload[512];
+    int fd, before = count_in(emu.log_path, "stream aborted by the client");
+    uint8_t op;
+    long t0;
+
+    (void)state;
+    fd = th_ws_connect(main_s.gw.port, "/ws", "");
+    snprintf(payload, sizeof(payload), "{\"prompt\":\"%s\"}", SLOW_PROMPT);
+    assert_int_equal(th_ws_send(fd, WS_TEXT, payload, strlen(payload)), 0);
+    assert_true(th_ws_recv(fd, &op, buf, sizeof(buf), 10000) >= 0);
+    assert_non_null(strstr(buf, "contentBlockDelta"));
+    close(fd);
+    t0 = now_ms();
+    assert_true(th_wait_log_count(emu.log_path, "stream aborted by the client", before + 1, 5000) >=
+                0);
+    if (now_ms() - t0 > 1000)
+        fail_msg("model request cancelled %ld ms after the socket closed", now_ms() - t0);
+}
+
+/* Runs after the down stack's agent-worker was killed. */
+static void test_websocket_internal_error_closes_1011(void **state)
+{
+    char buf[4096];
+    uint8_t op;
+    json_t *f;
+    long n;
+    int fd;
+
+    (void)state;
+    fd = th_ws_connect(down_s.gw.port, "/ws", "");
+    assert_true(fd >= 0);
+    f = ws_invoke(fd, "{\"prompt\":\"anyone?\"}");
+    assert_non_null(json_object_get(f, "error"));
+    json_decref(f);
+    n = th_ws_recv(fd, &op, buf, sizeof(buf), 5000);
+    assert_true(n >= 2);
+    assert_int_equal(op, WS_CLOSE);
+    assert_int_equal(((uint8_t)buf[0] << 8) | (uint8_t)buf[1], 1011);
+    close(fd);
+}
+
+static void test_websocket_bad_handshake(void **state)
+{
+    char url[128];
+    struct th_resp r;
+
+    (void)state;
+    snprintf(url, sizeof(url), "%s/ws", main_s.url);
+    assert_int_equal(th_http("GET", url, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(json_string_value(json_object_get(r.json, "error")),
+                        "Invalid WebSocket handshake");
+    th_resp_free(&r);
+    assert_int_equal(th_http("POST", url, NULL, "{}", 2, &r), 0);
+    assert_int_equal(r.status, 405);
+    th_resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -489,7 +659,12 @@ int main(void)
         cmocka_unit_test(test_client_leaving_cancels_a_slow_tool),
         cmocka_unit_test(test_ping_answers_during_100_streams),
         cmocka_unit_test(test_concurrency_cap),
+        cmocka_unit_test(test_websocket_invocations_ping_and_close),
+        cmocka_unit_test(test_websocket_message_cap),
+        cmocka_unit_test(test_websocket_close_cancels_the_invocation),
+        cmocka_unit_test(test_websocket_bad_handshake),
         cmocka_unit_test(test_ping_reports_a_dead_agent_worker),
+        cmocka_unit_test(test_websocket_internal_error_closes_1011),
         cmocka_unit_test(test_background_work_makes_ping_busy),
         cmocka_unit_test(test_request_context_is_forwarded_and_masked),
         cmocka_unit_test(test_body_limits_and_content_type),

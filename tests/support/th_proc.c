@@ -37,7 +37,23 @@ static long now_ms(void)
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
+static int occurrences(const char *text, const char *needle)
+{
+    int n = 0;
+
+    while (text && (text = strstr(text, needle))) {
+        n++;
+        text += strlen(needle);
+    }
+    return n;
+}
+
 long th_wait_log(const char *path, const char *needle, int timeout_ms)
+{
+    return th_wait_log_count(path, needle, 1, timeout_ms);
+}
+
+long th_wait_log_count(const char *path, const char *needle, int count, int timeout_ms)
 {
     int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     long start = now_ms(), found = -1;
@@ -50,7 +66,7 @@ long th_wait_log(const char *path, const char *needle, int timeout_ms)
         struct pollfd p = {fd, POLLIN, 0};
         long left;
 
-        if (text && strstr(text, needle)) {
+        if (occurrences(text, needle) >= count) {
             free(text);
             found = now_ms() - start;
             break;

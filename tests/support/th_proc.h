@@ -29,6 +29,8 @@ const char *th_log_dir(void);
 /* Waits until the file at |path| contains |needle| (watching it with inotify:
  * no polling). Returns the milliseconds waited, or -1 after |timeout_ms|. */
 long th_wait_log(const char *path, const char *needle, int timeout_ms);
+/* The same, until |needle| appears at least |count| times. */
+long th_wait_log_count(const char *path, const char *needle, int count, int timeout_ms);
 
 /* Reads a whole file into a malloc'd string (NULL on error). */
 char *th_read_file(const char *path, size_t *len);
