@@ -330,6 +330,19 @@ static void test_ping_reports_a_dead_agent_worker(void **state)
     snprintf(url, sizeof(url), "%s/ping", down_s.url);
     assert_int_equal(th_http("GET", url, NULL, NULL, 0, &before), 0);
     assert_int_equal(before.status, 200);
+    /* A stuck agent-worker (stopped, its sockets open) never slows /ping. */
+    kill(down_s.agent.pid, SIGSTOP);
+    for (int i = 0; i < 5; i++) {
+        struct th_resp r;
+        long t0 = now_ms();
+
+        assert_int_equal(th_http("GET", url, NULL, NULL, 0, &r), 0);
+        assert_true(r.status == 200 || r.status == 503);
+        th_resp_free(&r);
+        if (now_ms() - t0 >= 1000)
+            fail_msg("/ping took %ld ms with the agent-worker stuck", now_ms() - t0);
+    }
+    kill(down_s.agent.pid, SIGCONT);
     th_proc_stop(&down_s.agent, SIGKILL);
     assert_true(th_wait_log(down_s.gw.log_path, "ping status is now Unhealthy", 5000) >= 0);
     assert_int_equal(th_http("GET", url, NULL, NULL, 0, &after), 0);
