@@ -62,48 +62,43 @@ long long aw_creds_iso8601(const char *s)
     return -1;
 }
 
-int aw_creds_parse_json(const char *body, size_t len, struct aw_credentials *out)
+/* Reads a key pair (and token, expiry) stored under the given names. */
+static int from_json(json_t *o, const char *k_akid, const char *k_secret, const char *k_token,
+                     const char *k_exp, struct aw_credentials *out)
 {
-    json_t *o = json_loadb(body, len, 0, NULL);
     const char *akid = NULL, *secret = NULL, *token = NULL, *exp = NULL;
-    int rc = CM_EINVAL;
 
     memset(out, 0, sizeof(*out));
-    cm_json_opt_str(o, "AccessKeyId", &akid, NULL, 0);
-    cm_json_opt_str(o, "SecretAccessKey", &secret, NULL, 0);
-    cm_json_opt_str(o, "Token", &token, NULL, 0);
-    cm_json_opt_str(o, "Expiration", &exp, NULL, 0);
-    if (akid && *akid && secret && *secret) {
-        put(out->akid, sizeof(out->akid), akid);
-        put(out->secret, sizeof(out->secret), secret);
-        put(out->token, sizeof(out->token), token);
-        out->expires_at = exp ? aw_creds_iso8601(exp) : 0;
-        if (out->expires_at < 0)
-            out->expires_at = 0;
-        rc = 0;
+    cm_json_opt_str(o, k_akid, &akid, NULL, 0);
+    cm_json_opt_str(o, k_secret, &secret, NULL, 0);
+    cm_json_opt_str(o, k_token, &token, NULL, 0);
+    if (k_exp)
+        cm_json_opt_str(o, k_exp, &exp, NULL, 0);
+    if (!akid || !*akid || !secret || !*secret) {
+        json_decref(o);
+        return CM_EINVAL;
     }
+    /* The strings belong to |o|: copy them before it goes. */
+    put(out->akid, sizeof(out->akid), akid);
+    put(out->secret, sizeof(out->secret), secret);
+    put(out->token, sizeof(out->token), token);
+    out->expires_at = exp ? aw_creds_iso8601(exp) : 0;
+    if (out->expires_at < 0)
+        out->expires_at = 0;
     json_decref(o);
-    return rc;
+    return 0;
+}
+
+int aw_creds_parse_json(const char *body, size_t len, struct aw_credentials *out)
+{
+    return from_json(json_loadb(body, len, 0, NULL), "AccessKeyId", "SecretAccessKey", "Token",
+                     "Expiration", out);
 }
 
 int aw_creds_parse_secret(const char *secret_string, struct aw_credentials *out)
 {
-    json_t *o = json_loads(secret_string, 0, NULL);
-    const char *akid = NULL, *secret = NULL, *token = NULL;
-    int rc = CM_EINVAL;
-
-    memset(out, 0, sizeof(*out));
-    cm_json_opt_str(o, "AWS_ACCESS_KEY_ID", &akid, NULL, 0);
-    cm_json_opt_str(o, "AWS_SECRET_ACCESS_KEY", &secret, NULL, 0);
-    cm_json_opt_str(o, "AWS_SESSION_TOKEN", &token, NULL, 0);
-    if (akid && *akid && secret && *secret) {
-        put(out->akid, sizeof(out->akid), akid);
-        put(out->secret, sizeof(out->secret), secret);
-        put(out->token, sizeof(out->token), token);
-        rc = 0;
-    }
-    json_decref(o);
-    return rc;
+    return from_json(json_loads(secret_string, 0, NULL), "AWS_ACCESS_KEY_ID",
+                     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", NULL, out);
 }
 
 static char *trim(char *s)

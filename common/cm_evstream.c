@@ -190,6 +190,20 @@ static int append(struct cm_evs_decoder *d, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Moves input into the buffer until it holds |want| bytes or the input ends. */
+static int fill(struct cm_evs_decoder *d, const uint8_t **p, size_t *len, size_t want)
+{
+    size_t take = want > d->len ? want - d->len : 0;
+    int rc;
+
+    if (take > *len)
+        take = *len;
+    rc = take ? append(d, *p, take) : 0;
+    *p += take;
+    *len -= take;
+    return rc;
+}
+
 /* Frames wholly inside the caller's chunk are decoded in place; only a frame
  * split across chunks is copied, and only its bytes. */
 int cm_evs_decoder_feed(struct cm_evs_decoder *d, const void *data, size_t len)
@@ -215,33 +229,16 @@ int cm_evs_decoder_feed(struct cm_evs_decoder *d, const void *data, size_t len)
             }
         }
         /* Buffer until the prelude, then the whole frame, is here. */
-        if (d->len < CM_EVS_PRELUDE) {
-            size_t take = CM_EVS_PRELUDE - d->len;
-
-            if (take > len)
-                take = len;
-            rc = append(d, p, take);
-            if (rc)
-                return d->error = rc;
-            p += take;
-            len -= take;
-            if (d->len < CM_EVS_PRELUDE)
-                return 0;
-        }
-        rc = check_prelude(d->buf, d->max_frame, &total, &hlen);
+        rc = fill(d, &p, &len, CM_EVS_PRELUDE);
         if (rc)
             return d->error = rc;
-        {
-            size_t take = total - d->len;
-
-            if (take > len)
-                take = len;
-            rc = append(d, p, take);
-            if (rc)
-                return d->error = rc;
-            p += take;
-            len -= take;
-        }
+        if (d->len < CM_EVS_PRELUDE)
+            return 0;
+        rc = check_prelude(d->buf, d->max_frame, &total, &hlen);
+        if (!rc)
+            rc = fill(d, &p, &len, total);
+        if (rc)
+            return d->error = rc;
         if (d->len < total)
             return 0;
         frame = d->buf;

@@ -106,12 +106,10 @@ int th_resp_header(const struct th_resp *r, const char *name, char *out, size_t 
     return -1;
 }
 
-int th_raw_post(int port, const char *path, const char *headers, const char *body)
+int th_connect_loopback(int port)
 {
     struct sockaddr_in sa;
-    char head[2048];
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), n;
-    size_t len = strlen(body);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     if (fd < 0)
         return -1;
@@ -119,11 +117,25 @@ int th_raw_post(int port, const char *path, const char *headers, const char *bod
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int th_raw_post(int port, const char *path, const char *headers, const char *body)
+{
+    char head[2048];
+    int fd = th_connect_loopback(port), n;
+    size_t len = strlen(body);
+
+    if (fd < 0)
+        return -1;
     n = snprintf(head, sizeof(head),
                  "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n%s\r\n", path, len,
                  headers);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) || write(fd, head, (size_t)n) != n ||
-        write(fd, body, len) != (ssize_t)len) {
+    if (write(fd, head, (size_t)n) != n || write(fd, body, len) != (ssize_t)len) {
         close(fd);
         return -1;
     }

@@ -19,6 +19,9 @@ int th_http(const char *method, const char *url, const char *const *headers, con
             size_t len, struct th_resp *out);
 void th_resp_free(struct th_resp *r);
 
+/* A TCP connection to 127.0.0.1:|port|, or -1. */
+int th_connect_loopback(int port);
+
 /* A hand-driven HTTP/1.1 POST on loopback, for tests that must hang up
  * mid-response: returns the connected socket with the request sent, or -1.
  * |headers| is "" or lines each ending in "\r\n". */

@@ -34,22 +34,17 @@ static int read_full(int fd, uint8_t *p, size_t n, int timeout_ms)
 int th_ws_connect(int port, const char *path, const char *headers)
 {
     static const char key[] = "dGhlIHNhbXBsZSBub25jZQ=="; /* RFC 6455's example key */
-    struct sockaddr_in sa;
     char req[2048], resp[4096] = "";
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), n;
+    int fd = th_connect_loopback(port), n;
 
     if (fd < 0)
         return -1;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     n = snprintf(req, sizeof(req),
                  "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                  "%s\r\n",
                  path, key, headers);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) || write(fd, req, (size_t)n) != n ||
+    if (write(fd, req, (size_t)n) != n ||
         th_raw_read_until(fd, resp, sizeof(resp), "\r\n\r\n", 10000) ||
         strncmp(resp, "HTTP/1.1 101", 12) ||
         !strstr(resp, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")) {
