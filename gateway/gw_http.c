@@ -73,11 +73,15 @@ struct sse {
     struct cm_rpc_stream *stream;
     char *pending; /* the formatted event being written */
     size_t plen, poff;
-    int done; /* nothing more after |pending| */
+    int done;    /* nothing more after |pending| */
+    size_t sent; /* bytes handed to MHD, for the access line */
     uint64_t start_ms;
     char request_id[256];
     struct sse *prev, *next;
 };
+
+/* Bytes of the last JSON answer this thread queued, for the access line. */
+static __thread size_t tl_bytes;
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -106,7 +110,8 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, char *bod
 
     if (!body)
         body = strdup("{\"error\":\"Internal error\"}");
-    r = MHD_create_response_from_buffer(body ? strlen(body) : 0, body, MHD_RESPMEM_MUST_FREE);
+    tl_bytes = body ? strlen(body) : 0;
+    r = MHD_create_response_from_buffer(tl_bytes, body, MHD_RESPMEM_MUST_FREE);
     if (!r) {
         free(body);
         return MHD_NO;
@@ -120,16 +125,24 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, char *bod
     return ret;
 }
 
-static void access_log(const char *method, const char *url, int status, uint64_t start_ms)
+static void access_log_bytes(const char *method, const char *url, int status, size_t bytes,
+                             uint64_t start_ms)
 {
-    char st[8], dur[24];
-    const char *kv[] = {"method", method, "path", url, "status", st, "durationMs", dur, NULL};
+    char st[8], dur[24], by[24];
+    const char *kv[] = {"method", method, "path",       url, "status", st,
+                        "bytes",  by,     "durationMs", dur, NULL};
 
     if (!CM_LOG_ENABLED(CM_LOG_INFO))
         return;
     snprintf(st, sizeof(st), "%d", status);
+    snprintf(by, sizeof(by), "%zu", bytes);
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - start_ms));
     cm_log_write(CM_LOG_INFO, kv, "request");
+}
+
+static void access_log(const char *method, const char *url, int status, uint64_t start_ms)
+{
+    access_log_bytes(method, url, status, tl_bytes, start_ms);
 }
 
 /* ---- request logging (DEBUG): headers masked, body truncated ---- */
@@ -385,6 +398,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     n = x->plen - x->poff < max ? x->plen - x->poff : max;
     memcpy(buf, x->pending + x->poff, n);
     x->poff += n;
+    x->sent += n;
     return (ssize_t)n;
 }
 
@@ -396,7 +410,7 @@ static void sse_free(void *cls)
     if (x->stream)
         stream_finish(x, &st); /* the client left: cancel what is still running */
     cm_log_set_context(x->request_id, NULL);
-    access_log("POST", "/invocations", 200, x->start_ms);
+    access_log_bytes("POST", "/invocations", 200, x->sent, x->start_ms);
     cm_log_clear_context();
     flight_leave(x->h);
     free(x->pending);
@@ -931,6 +945,18 @@ static enum MHD_Result handle_ws(struct gw_http *h, struct MHD_Connection *c, in
     return ret;
 }
 
+/* 404, or 405 with its Allow header, answered and logged. */
+static enum MHD_Result refuse(struct MHD_Connection *c, const char *method, const char *url,
+                              int status, const char *const *allow, uint64_t start_ms)
+{
+    enum MHD_Result ret = send_json(
+        c, status, gw_api_error_body(status == 404 ? "Not Found" : "Method Not Allowed", NULL),
+        NULL, NULL, allow);
+
+    access_log(method, url, status, start_ms);
+    return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -947,6 +973,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *cl;
         const char *allow_ping[] = {"Allow", "GET, HEAD", NULL};
         const char *allow_inv[] = {"Allow", "POST", NULL};
+        const char *allow_ws[] = {"Allow", "GET", NULL};
 
         rq = calloc(1, sizeof(*rq));
         if (!rq)
@@ -955,27 +982,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cm_buf_init(&rq->body, h->cfg.max_body);
         *con_cls = rq;
         /* Answer what needs no body at once. */
-        if (is_ws && strcmp(method, "GET")) {
-            const char *allow_ws[] = {"Allow", "GET", NULL};
-
-            access_log(method, url, 405, rq->start_ms);
-            return send_json(c, 405, gw_api_error_body("Method Not Allowed", NULL), NULL, NULL,
-                             allow_ws);
-        }
-        if (!is_ping && !is_inv && !is_ws) {
-            access_log(method, url, 404, rq->start_ms);
-            return send_json(c, 404, gw_api_error_body("Not Found", NULL), NULL, NULL, NULL);
-        }
-        if (is_ping && strcmp(method, "GET") && strcmp(method, "HEAD")) {
-            access_log(method, url, 405, rq->start_ms);
-            return send_json(c, 405, gw_api_error_body("Method Not Allowed", NULL), NULL, NULL,
-                             allow_ping);
-        }
-        if (is_inv && strcmp(method, "POST")) {
-            access_log(method, url, 405, rq->start_ms);
-            return send_json(c, 405, gw_api_error_body("Method Not Allowed", NULL), NULL, NULL,
-                             allow_inv);
-        }
+        if (is_ws && strcmp(method, "GET"))
+            return refuse(c, method, url, 405, allow_ws, rq->start_ms);
+        if (!is_ping && !is_inv && !is_ws)
+            return refuse(c, method, url, 404, NULL, rq->start_ms);
+        if (is_ping && strcmp(method, "GET") && strcmp(method, "HEAD"))
+            return refuse(c, method, url, 405, allow_ping, rq->start_ms);
+        if (is_inv && strcmp(method, "POST"))
+            return refuse(c, method, url, 405, allow_inv, rq->start_ms);
         cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > h->cfg.max_body)
             rq->too_big = 1;
