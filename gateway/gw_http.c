@@ -409,10 +409,10 @@ static void sse_free(void *cls)
 
     if (x->stream)
         stream_finish(x, &st); /* the client left: cancel what is still running */
+    flight_leave(x->h);        /* before the access line: a reader of the log may rely on it */
     cm_log_set_context(x->request_id, NULL);
     access_log_bytes("POST", "/invocations", 200, x->sent, x->start_ms);
     cm_log_clear_context();
-    flight_leave(x->h);
     free(x->pending);
     free(x);
 }

@@ -46,7 +46,8 @@ static int setup(void **state)
                &main_s, "stream-main", &emu, &tool,
                (const char *[]){KEYS, "AGENT_WORKER_THREADS=128", NULL},
                (const char *[]){"MAX_BODY_BYTES=65536", "WS_MAX_MESSAGE_BYTES=8192", NULL}) ||
-           th_stack_start_gw(&capped_s, "stream-capped", &emu, &tool, (const char *[]){KEYS, NULL},
+           th_stack_start_gw(&capped_s, "stream-capped", &emu, &tool,
+                             (const char *[]){KEYS, "SHUTDOWN_GRACE_MS=300", NULL},
                              (const char *[]){"MAX_CONCURRENT_INVOCATIONS=1", NULL}) ||
            th_stack_start_gw(&down_s, "stream-down", &emu, &tool, (const char *[]){KEYS, NULL},
                              (const char *[]){"HEALTH_INTERVAL_MS=100", NULL}) ||
@@ -318,6 +319,30 @@ static void test_concurrency_cap(void **state)
     assert_int_equal(th_resp_header(&r, "Retry-After", retry, sizeof(retry)), 0);
     assert_string_equal(retry, "1");
     th_resp_free(&r);
+    close(fd);
+    /* The stream's slot is free again once its access line is written. */
+    assert_true(th_wait_log(capped_s.gw.log_path, "\"path\":\"/invocations\",\"status\":\"200\"",
+                            5000) >= 0);
+}
+
+/* The agent-worker, too, lets in-flight work finish for its grace period,
+ * then cancels it and exits 0; the client's stream ends with an error event. */
+static void test_agent_worker_sigterm_mid_invocation(void **state)
+{
+    char body[512], buf[65536] = "";
+    long t0;
+    int fd, st;
+
+    (void)state;
+    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", SLOW_PROMPT);
+    fd = th_raw_post(capped_s.gw.port, "/invocations", "", body);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "contentBlockDelta", 10000), 0);
+    t0 = now_ms();
+    st = th_proc_stop(&capped_s.agent, SIGTERM);
+    assert_int_equal(st, 0);
+    if (now_ms() - t0 > 2000)
+        fail_msg("the agent-worker took %ld ms to stop", now_ms() - t0);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "\"error\"", 10000), 0);
     close(fd);
 }
 
@@ -672,6 +697,7 @@ int main(void)
         cmocka_unit_test(test_client_leaving_cancels_a_slow_tool),
         cmocka_unit_test(test_ping_answers_during_100_streams),
         cmocka_unit_test(test_concurrency_cap),
+        cmocka_unit_test(test_agent_worker_sigterm_mid_invocation),
         cmocka_unit_test(test_websocket_invocations_ping_and_close),
         cmocka_unit_test(test_websocket_message_cap),
         cmocka_unit_test(test_websocket_close_cancels_the_invocation),
