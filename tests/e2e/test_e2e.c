@@ -6,7 +6,10 @@
  *   throttle  an emulator that throttles its first two model calls over HTTP and
  *             the next two inside the event stream
  *   converse  an agent-worker calling Converse instead of ConverseStream */
+#include "cm_rpc.h"
 #include "th_stack.h"
+
+#include "agentcore.pb-c.h"
 
 #include <jansson.h>
 #include <setjmp.h>
@@ -420,6 +423,44 @@ static void test_streamed_and_converse_give_the_same_answers(void **state)
     assert_true(th_emu_stat(&main_emu, "streams") >= streams_before + 7);
 }
 
+/* The agent-worker's unary Invoke, called directly over gRPC (the gateway
+ * uses InvokeStream): the same answer shape, and its ids from the request. */
+static void test_agent_worker_unary_invoke(void **state)
+{
+    static const struct cm_rpc_method invoke = {
+        "/agentcore.v1.AgentService/Invoke", &agentcore__v1__invoke_request__descriptor,
+        &agentcore__v1__invoke_response__descriptor, CM_RPC_UNARY};
+    Agentcore__V1__InvokeRequest req = AGENTCORE__V1__INVOKE_REQUEST__INIT;
+    Agentcore__V1__InvokeResponse *resp;
+    struct cm_rpc_call_opts o = {10000, NULL, NULL, 0, 1};
+    struct cm_rpc_status st;
+    struct cm_rpc_client *c;
+    char target[64], err[128];
+
+    (void)state;
+    cm_rpc_init(); /* after every child was exec'd: gRPC is not fork-safe */
+    snprintf(target, sizeof(target), "127.0.0.1:%d", main_s.agent.port);
+    c = cm_rpc_client_new(target, &invoke, 1, 1 << 20, err, sizeof(err));
+    assert_non_null(c);
+    req.prompt = "direct";
+    req.session_id = "direct-grpc-session-0000000000000001";
+    req.request_id = "direct-grpc-request-1";
+    assert_int_equal(cm_rpc_call(c, &invoke, &req.base, (ProtobufCMessage **)&resp, &o, &st), 0);
+    assert_string_equal(resp->response, "Echo: direct");
+    assert_string_equal(resp->invocation_id, "direct-grpc-request-1");
+    assert_string_equal(resp->session_id, "direct-grpc-session-0000000000000001");
+    assert_string_equal(resp->stop_reason, "EndTurn");
+    assert_int_equal(resp->iterations, 1);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    /* Missing fields are refused with INVALID_ARGUMENT, not a crash. */
+    req.prompt = "";
+    assert_int_equal(cm_rpc_call(c, &invoke, &req.base, (ProtobufCMessage **)&resp, &o, &st), -1);
+    assert_int_equal(st.code, CM_RPC_INVALID_ARGUMENT);
+    cm_rpc_client_free(c);
+    cm_rpc_thread_done();
+    cm_rpc_shutdown();
+}
+
 /* Runs last: every log line of every process, so far, is free of credentials. */
 static void test_no_secret_in_any_log(void **state)
 {
@@ -462,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_throttling_is_retried_and_400_is_not),
         cmocka_unit_test(test_error_catalogue),
         cmocka_unit_test(test_streamed_and_converse_give_the_same_answers),
+        cmocka_unit_test(test_agent_worker_unary_invoke),
         cmocka_unit_test(test_no_secret_in_any_log),
     };
     int rc = cmocka_run_group_tests_name("e2e", tests, setup, teardown);
