@@ -77,6 +77,30 @@ static long now_ms(void)
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
+/* Starts a slow SSE stream on |s| by hand and returns its socket once the
+ * first text delta arrived (the invocation is then surely in flight). */
+static int open_slow_stream(const struct th_stack *s)
+{
+    char body[512], buf[65536] = "";
+    int fd;
+
+    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", SLOW_PROMPT);
+    fd = th_raw_post(s->gw.port, "/invocations", "", body);
+    assert_true(fd >= 0);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "contentBlockDelta", 10000), 0);
+    return fd;
+}
+
+/* SIGTERM must end |p| with status 0 within 2 s (grace 300 ms + cancel). */
+static void sigterm_quickly(struct th_proc *p)
+{
+    long t0 = now_ms();
+
+    assert_int_equal(th_proc_stop(p, SIGTERM), 0);
+    if (now_ms() - t0 > 2000)
+        fail_msg("%s took %ld ms to stop", p->name, now_ms() - t0);
+}
+
 /* The events of an SSE body: every chunk must be exactly "data: <json>\n\n". */
 static json_t *events_of(const char *body)
 {
@@ -304,14 +328,11 @@ static void test_ping_answers_during_100_streams(void **state)
 
 static void test_concurrency_cap(void **state)
 {
-    char body[512], buf[8192] = "", retry[16];
+    char retry[16];
     struct th_resp r;
-    int fd;
+    int fd = open_slow_stream(&capped_s);
 
     (void)state;
-    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", SLOW_PROMPT);
-    fd = th_raw_post(capped_s.gw.port, "/invocations", "", body);
-    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "contentBlockDelta", 10000), 0);
     post(&capped_s, NULL, "{\"prompt\":\"one more\"}", &r);
     assert_int_equal(r.status, 503);
     assert_string_equal(json_string_value(json_object_get(r.json, "error")),
@@ -329,19 +350,11 @@ static void test_concurrency_cap(void **state)
  * then cancels it and exits 0; the client's stream ends with an error event. */
 static void test_agent_worker_sigterm_mid_invocation(void **state)
 {
-    char body[512], buf[65536] = "";
-    long t0;
-    int fd, st;
+    char buf[65536] = "";
+    int fd = open_slow_stream(&capped_s);
 
     (void)state;
-    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", SLOW_PROMPT);
-    fd = th_raw_post(capped_s.gw.port, "/invocations", "", body);
-    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "contentBlockDelta", 10000), 0);
-    t0 = now_ms();
-    st = th_proc_stop(&capped_s.agent, SIGTERM);
-    assert_int_equal(st, 0);
-    if (now_ms() - t0 > 2000)
-        fail_msg("the agent-worker took %ld ms to stop", now_ms() - t0);
+    sigterm_quickly(&capped_s.agent);
     assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "\"error\"", 10000), 0);
     close(fd);
 }
@@ -499,21 +512,12 @@ static void test_body_limits_and_content_type(void **state)
 
 static void test_sigterm_with_a_stream_in_flight(void **state)
 {
-    char body[512], buf[8192] = "";
-    long t0;
-    int fd, st;
+    int fd = open_slow_stream(&term_s);
 
     (void)state;
-    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", SLOW_PROMPT);
-    fd = th_raw_post(term_s.gw.port, "/invocations", "", body);
-    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "contentBlockDelta", 10000), 0);
-    t0 = now_ms();
     /* Grace 300 ms, then the stream is cancelled and the gateway exits 0,
      * long before the ~4 s stream would have ended. */
-    st = th_proc_stop(&term_s.gw, SIGTERM);
-    assert_int_equal(st, 0);
-    if (now_ms() - t0 > 2000)
-        fail_msg("SIGTERM took %ld ms", now_ms() - t0);
+    sigterm_quickly(&term_s.gw);
     assert_true(th_wait_log(term_s.agent.log_path, "invocation cancelled by the caller", 5000) >=
                 0);
     close(fd);
