@@ -18,6 +18,7 @@
 #include <time.h>
 
 #define CANCEL_CHECK_MS 10
+#define MAX_POOLED_CONNECTIONS 256
 
 void aw_turn_clear(struct aw_turn *t)
 {
@@ -659,6 +660,9 @@ static CURLcode perform(CURL *h, struct xfer *x)
         m = curl_multi_init();
         if (!m)
             return curl_easy_perform(h);
+        /* Keep connections for every worker thread, not curl's default handful:
+         * otherwise they are closed after use and reopened by the next call. */
+        curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)MAX_POOLED_CONNECTIONS);
         pthread_setspecific(multi_key, m);
     }
     if (curl_multi_add_handle(m, h) != CURLM_OK)
@@ -711,6 +715,7 @@ static int post_once(struct aw_bedrock *b, const char *body, const struct aw_cre
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_SHARE, b->share);
+    curl_easy_setopt(h, CURLOPT_MAXCONNECTS, (long)MAX_POOLED_CONNECTIONS);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
     if (b->ca_bundle)
