@@ -311,9 +311,12 @@ static int from_container(struct aw_creds *c, struct aw_credentials *out, char *
             break; /* the token or URI is wrong: asking again will not help */
     }
     aw_slist_free_secure(hdrs);
-    if (rc)
-        why_add(why, cap, "container credentials endpoint: %s",
-                status ? "HTTP error or bad answer" : err);
+    if (rc && status == 200)
+        why_add(why, cap, "container credentials endpoint: unusable answer");
+    else if (rc && status)
+        why_add(why, cap, "container credentials endpoint answered %ld", status);
+    else if (rc)
+        why_add(why, cap, "container credentials endpoint: %s", err);
     else
         put(out->source, sizeof(out->source), "container");
     return rc;
@@ -564,7 +567,13 @@ int aw_creds_get(struct aw_creds *c, struct aw_credentials *out, struct aw_model
             c->failed_at = cm_now_ms();
             cm_strlcpy(c->failure, why, sizeof(c->failure));
             if (c->cfg.notify) {
-                snprintf(text, sizeof(text), "no AWS credentials: %.800s", why);
+                if (c->have && !c->stale && usable(&c->cur, now))
+                    snprintf(text, sizeof(text),
+                             "AWS credentials refresh failed, the current ones sign until they "
+                             "expire: %.700s",
+                             why);
+                else
+                    snprintf(text, sizeof(text), "no AWS credentials: %.800s", why);
                 c->cfg.notify(1, text);
             }
         }

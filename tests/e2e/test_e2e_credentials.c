@@ -1,7 +1,9 @@
 /* End to end, one stack per credential source: every source signs Bedrock
  * calls the emulator accepts; Secrets Manager hands out the real keys while a
  * runtime that kept the bootstrap keys is refused; a metadata service without
- * tokens is reported, not bypassed; nothing secret reaches a log. */
+ * tokens is reported, not bypassed; credentials are refreshed once inside five
+ * minutes of their expiry, and a failed refresh leaves the current ones
+ * signing; nothing secret reaches a log. */
 #include "th_stack.h"
 
 #include <jansson.h>
@@ -18,9 +20,12 @@
 #define BEARER "bedrock-api-key-must-never-be-logged"
 #define CONTAINER_TOKEN "container-token-must-never-be-logged"
 
-static struct th_proc tool, emu, emu405;
+/* Inside the agent-worker's 5-minute refresh margin, still valid. */
+#define SHORT_TTL "EMU_CREDENTIALS_TTL_S=240"
+
+static struct th_proc tool, emu, emu405, emu_short, emu_flaky;
 static struct th_stack secret_s, bootstrap_s, profile_s, container_s, imds_s, imds405_s, bearer_s,
-    badbearer_s;
+    badbearer_s, short_s, flaky_s;
 static char creds_file[512], token_file[512];
 static int teardown_failed;
 
@@ -34,9 +39,18 @@ static int write_file(const char *path, const char *text)
     return fclose(f);
 }
 
+/* "AWS_CONTAINER_CREDENTIALS_FULL_URI=" pointing at |server|. */
+static void container_uri(char *buf, size_t cap, const struct th_proc *server)
+{
+    snprintf(buf, cap,
+             "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:%d/container-credentials",
+             server->port);
+}
+
 static int setup(void **state)
 {
-    char sm[96], full[128], tokf[600], credf[600], imds[96], imds405[96];
+    char sm[96], full[128], full_short[128], full_flaky[128], tokf[600], credf[600], imds[96],
+        imds405[96];
 
     (void)state;
     snprintf(creds_file, sizeof(creds_file), "%s/e2e-credentials", th_log_dir());
@@ -52,12 +66,18 @@ static int setup(void **state)
                           (const char *[]){"EMU_BEARER_TOKEN=" BEARER,
                                            "EMU_CONTAINER_TOKEN=" CONTAINER_TOKEN, NULL}) ||
         th_emulator_start(&emu405, "cred-emulator-405",
-                          (const char *[]){"EMU_IMDS_PUT_STATUS=405", NULL}))
+                          (const char *[]){"EMU_IMDS_PUT_STATUS=405", NULL}) ||
+        th_emulator_start(
+            &emu_short, "cred-emulator-short",
+            (const char *[]){"EMU_CONTAINER_TOKEN=" CONTAINER_TOKEN, SHORT_TTL, NULL}) ||
+        th_emulator_start(&emu_flaky, "cred-emulator-flaky",
+                          (const char *[]){"EMU_CONTAINER_TOKEN=" CONTAINER_TOKEN, SHORT_TTL,
+                                           "EMU_CREDENTIALS_FAIL_AFTER=1", NULL}))
         return -1;
     snprintf(sm, sizeof(sm), "AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:%d", emu.port);
-    snprintf(full, sizeof(full),
-             "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:%d/container-credentials",
-             emu.port);
+    container_uri(full, sizeof(full), &emu);
+    container_uri(full_short, sizeof(full_short), &emu_short);
+    container_uri(full_flaky, sizeof(full_flaky), &emu_flaky);
     snprintf(tokf, sizeof(tokf), "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=%s", token_file);
     snprintf(credf, sizeof(credf), "AWS_SHARED_CREDENTIALS_FILE=%s", creds_file);
     snprintf(imds, sizeof(imds), "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:%d", emu.port);
@@ -82,20 +102,25 @@ static int setup(void **state)
            th_stack_start(&bearer_s, "bearer", &emu, &tool,
                           (const char *[]){"AWS_BEARER_TOKEN_BEDROCK=" BEARER, NULL}) ||
            th_stack_start(&badbearer_s, "bad-bearer", &emu, &tool,
-                          (const char *[]){"AWS_BEARER_TOKEN_BEDROCK=not-the-key", NULL});
+                          (const char *[]){"AWS_BEARER_TOKEN_BEDROCK=not-the-key", NULL}) ||
+           th_stack_start(&short_s, "short-lived", &emu_short, &tool,
+                          (const char *[]){full_short, tokf, NULL}) ||
+           th_stack_start(&flaky_s, "flaky-refresh", &emu_flaky, &tool,
+                          (const char *[]){full_flaky, tokf, NULL});
 }
 
 static int teardown(void **state)
 {
-    struct th_stack *all[] = {&secret_s, &bootstrap_s, &profile_s, &container_s,
-                              &imds_s,   &imds405_s,   &bearer_s,  &badbearer_s};
+    struct th_stack *all[] = {&secret_s,  &bootstrap_s, &profile_s,   &container_s, &imds_s,
+                              &imds405_s, &bearer_s,    &badbearer_s, &short_s,     &flaky_s};
     size_t i;
     int bad = 0;
 
     (void)state;
     for (i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         bad += th_stack_stop(all[i]);
-    bad += th_stop(&emu) + th_stop(&emu405) + th_stop(&tool);
+    bad += th_stop(&emu) + th_stop(&emu405) + th_stop(&emu_short) + th_stop(&emu_flaky) +
+           th_stop(&tool);
     teardown_failed = bad != 0;
     return bad ? -1 : 0;
 }
@@ -153,6 +178,48 @@ static void test_container_credentials(void **state)
     assert_logged(&container_s, "AWS credentials from container");
 }
 
+/* An hour-long credential is fetched once and then reused. */
+static void test_credentials_reused_until_refresh_point(void **state)
+{
+    long long before;
+
+    (void)state;
+    expect(&container_s, 200, NULL);
+    before = th_emu_stat(&emu, "credentials");
+    assert_true(before >= 1);
+    expect(&container_s, 200, NULL);
+    expect(&container_s, 200, NULL);
+    assert_int_equal(th_emu_stat(&emu, "credentials"), before);
+}
+
+/* One that expires in 4 minutes is inside the refresh margin: every call
+ * fetches again rather than signing with keys about to lapse. */
+static void test_credentials_refreshed_before_expiry(void **state)
+{
+    long long before;
+
+    (void)state;
+    expect(&short_s, 200, NULL);
+    before = th_emu_stat(&emu_short, "credentials");
+    assert_true(before >= 1);
+    expect(&short_s, 200, NULL);
+    expect(&short_s, 200, NULL);
+    assert_int_equal(th_emu_stat(&emu_short, "credentials"), before + 2);
+}
+
+/* The endpoint fails after its first answer (the agent-worker's start-up
+ * fetch): the next call's refresh is attempted three times, reported, and the
+ * still-valid credentials keep signing. */
+static void test_failed_refresh_keeps_current_credentials(void **state)
+{
+    (void)state;
+    assert_int_equal(th_emu_stat(&emu_flaky, "credentials"), 1);
+    expect(&flaky_s, 200, NULL);
+    assert_int_equal(th_emu_stat(&emu_flaky, "credentials"), 4);
+    assert_logged(&flaky_s, "AWS credentials refresh failed, the current ones sign until they "
+                            "expire: container credentials endpoint answered 500");
+}
+
 static void test_instance_metadata_token_first(void **state)
 {
     (void)state;
@@ -179,8 +246,8 @@ static void test_no_credential_in_any_log(void **state)
     const char *secrets[] = {TH_EMU_SECRET,   TH_EMU_BOOT_SECRET, BEARER,
                              CONTAINER_TOKEN, "AWS4-HMAC-SHA256", "emulator-imds-token",
                              TH_EMU_AKID,     TH_EMU_BOOT_AKID};
-    struct th_stack *all[] = {&secret_s, &bootstrap_s, &profile_s, &container_s,
-                              &imds_s,   &imds405_s,   &bearer_s,  &badbearer_s};
+    struct th_stack *all[] = {&secret_s,  &bootstrap_s, &profile_s,   &container_s, &imds_s,
+                              &imds405_s, &bearer_s,    &badbearer_s, &short_s,     &flaky_s};
     size_t i, k;
 
     (void)state;
@@ -208,6 +275,9 @@ int main(void)
         cmocka_unit_test(test_bootstrap_keys_alone_are_refused),
         cmocka_unit_test(test_shared_credentials_file_profile),
         cmocka_unit_test(test_container_credentials),
+        cmocka_unit_test(test_credentials_reused_until_refresh_point),
+        cmocka_unit_test(test_credentials_refreshed_before_expiry),
+        cmocka_unit_test(test_failed_refresh_keeps_current_credentials),
         cmocka_unit_test(test_instance_metadata_token_first),
         cmocka_unit_test(test_metadata_without_tokens_is_reported),
         cmocka_unit_test(test_bedrock_api_key),

@@ -16,7 +16,9 @@
  *
  * Fault injection (environment): EMU_THROTTLE_FIRST=N answers the first N model
  * calls with 429 ThrottlingException, EMU_FAIL_FIRST=N the next N with
- * EMU_FAIL_STATUS (500), EMU_LATENCY_MS delays every answer.
+ * EMU_FAIL_STATUS (500), EMU_LATENCY_MS delays every answer. Credentials from
+ * the container and metadata endpoints live EMU_CREDENTIALS_TTL_S; after
+ * EMU_CREDENTIALS_FAIL_AFTER answers those endpoints fail with 500.
  * GET /_emu/stats returns counters for tests. */
 #define _GNU_SOURCE
 #include "cm_buf.h"
@@ -58,6 +60,8 @@ enum {
     C_BEARER,
     C_CONTAINER_TOKEN,
     C_IMDS_PUT_STATUS,
+    C_CREDS_TTL,
+    C_CREDS_FAIL_AFTER,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -98,6 +102,10 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                            "status of PUT /latest/api/token (405 imitates metadata services "
                            "without tokens)",
                            0},
+    [C_CREDS_TTL] = {"EMU_CREDENTIALS_TTL_S", NULL, CM_CFG_INT, "3600", 1, 43200,
+                     "lifetime (Expiration) of the container and metadata credentials", 0},
+    [C_CREDS_FAIL_AFTER] = {"EMU_CREDENTIALS_FAIL_AFTER", NULL, CM_CFG_INT, "0", 0, 1000000,
+                            "after N credential answers, answer 500 (0 = never)", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
@@ -107,6 +115,7 @@ static struct cm_cfg_value cfg[C_COUNT];
 enum signer { SIGNER_NONE = -1, SIGNER_MAIN = 0, SIGNER_BOOTSTRAP = 1, SIGNER_BEARER = 2 };
 static atomic_long n_stream, n_stream_aborted;
 static atomic_long n_requests, n_converse, n_auth_rejected, n_faults, n_tool_uses;
+static atomic_long n_credentials; /* credential answers, successful or failed */
 
 struct req {
     struct cm_buf body;
@@ -591,9 +600,16 @@ done:
 static void creds_json(struct answer *a)
 {
     char exp[32];
-    time_t t = time(NULL) + 3600;
+    time_t t = time(NULL) + cfg[C_CREDS_TTL].i;
     struct tm tm;
     json_t *o;
+    long n = atomic_fetch_add(&n_credentials, 1) + 1;
+
+    if (cfg[C_CREDS_FAIL_AFTER].i && n > cfg[C_CREDS_FAIL_AFTER].i) {
+        a->status = 500;
+        a->body = strdup("{\"message\":\"credential service failure (injected)\"}");
+        return;
+    }
 
     gmtime_r(&t, &tm);
     strftime(exp, sizeof(exp), "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -870,10 +886,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     atomic_fetch_add(&n_requests, 1);
     if (!strcmp(url, "/_emu/stats")) {
-        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests,
+        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests,
                               "converse", (json_int_t)n_converse, "streams", (json_int_t)n_stream,
                               "streams_aborted", (json_int_t)n_stream_aborted, "auth_rejected",
-                              (json_int_t)n_auth_rejected, "faults", (json_int_t)n_faults);
+                              (json_int_t)n_auth_rejected, "faults", (json_int_t)n_faults,
+                              "credentials", (json_int_t)n_credentials);
 
         a.status = 200;
         a.body = cm_json_dump(o);
