@@ -20,6 +20,12 @@
 #define CANCEL_CHECK_MS 10
 #define MAX_POOLED_CONNECTIONS 256
 
+/* Monotonic seconds, the adaptive rate limiter's clock. */
+static double now_s(void)
+{
+    return (double)cm_now_ms() / 1000.0;
+}
+
 void aw_turn_clear(struct aw_turn *t)
 {
     if (!t)
@@ -330,23 +336,17 @@ void aw_bedrock_parse_error(int status, const char *type_header, const char *bod
 
 int aw_bedrock_retryable(int status, const char *type)
 {
-    static const char *const throttles[] = {"Throttling",
-                                            "ThrottlingException",
-                                            "ThrottledException",
-                                            "RequestThrottledException",
-                                            "TooManyRequestsException",
-                                            "ModelNotReadyException",
-                                            "RequestLimitExceeded",
-                                            "SlowDown",
-                                            "RequestTimeout",
-                                            "RequestTimeoutException",
-                                            "PriorRequestNotComplete"};
+    /* Transient codes; Bedrock models ModelNotReadyException as retryable. */
+    static const char *const transient[] = {"ModelNotReadyException", "RequestTimeout",
+                                            "RequestTimeoutException", "PriorRequestNotComplete"};
     size_t i;
 
     if (status == 0 || status == 500 || status == 502 || status == 503 || status == 504)
         return 1;
-    for (i = 0; type && i < sizeof(throttles) / sizeof(throttles[0]); i++) {
-        if (!strcmp(type, throttles[i]))
+    if (aw_retry_is_throttle(type))
+        return 1;
+    for (i = 0; type && i < sizeof(transient) / sizeof(transient[0]); i++) {
+        if (!strcmp(type, transient[i]))
             return 1;
     }
     return 0;
@@ -366,6 +366,7 @@ struct aw_bedrock {
     int streaming;
     int connect_timeout_ms, read_timeout_ms, max_attempts, retry_base_ms, retry_mode;
     struct aw_retry_quota quota;
+    struct aw_rate rate; /* paces attempts in adaptive mode only */
     char *ca_bundle;
     /* One pool of connections, DNS answers and TLS sessions for every worker
      * thread's handle, so a thread reuses a connection another one opened. */
@@ -397,6 +398,7 @@ struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err
 
     if (!b)
         return NULL;
+    aw_rate_init(&b->rate, now_s());
     if (aw_endpoint_parse(cfg->endpoint, &b->ep, err, errlen))
         goto fail;
     b->region = strdup(cfg->region);
@@ -490,6 +492,7 @@ void aw_bedrock_free(struct aw_bedrock *b)
     json_decref((json_t *)b->opts.additional_fields);
     free(b->path);
     free(b->stream_path);
+    aw_rate_cleanup(&b->rate);
     free(b);
 }
 
@@ -756,23 +759,39 @@ static int post_once(struct aw_bedrock *b, const char *body, const struct aw_cre
     return rc;
 }
 
-/* Full jitter: uniform in [0, min(base * 2^(attempt-1), 20 s)). Sleeps in short
- * slices so a cancelled call stops waiting at once. Returns 1 if cancelled. */
-/* Sleeps the full-jitter backoff in short slices so a cancelled call stops
- * waiting at once. Returns 1 if cancelled. */
-static int backoff(struct aw_bedrock *b, int attempt, int (*cancelled)(void *), void *ud)
+/* Waits |ms| in short slices so a cancelled call stops waiting at once.
+ * Returns 1 if cancelled. */
+static int wait_ms(uint64_t ms, int (*cancelled)(void *), void *ud)
 {
-    unsigned int r = 0;
-    uint64_t until;
+    uint64_t until = cm_now_ms() + ms;
 
-    RAND_bytes((unsigned char *)&r, sizeof(r));
-    until = cm_now_ms() + (uint64_t)aw_retry_backoff_ms(attempt, b->retry_base_ms, r);
     while (cm_now_ms() < until) {
         struct timespec ts = {0, 20 * 1000000L};
 
         if (cancelled && cancelled(ud))
             return 1;
         nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* The full-jitter backoff before the next attempt. Returns 1 if cancelled. */
+static int backoff(struct aw_bedrock *b, int attempt, int (*cancelled)(void *), void *ud)
+{
+    unsigned int r = 0;
+
+    RAND_bytes((unsigned char *)&r, sizeof(r));
+    return wait_ms((uint64_t)aw_retry_backoff_ms(attempt, b->retry_base_ms, r), cancelled, ud);
+}
+
+/* Adaptive mode: waits for a send token. Returns 1 if cancelled meanwhile. */
+static int pace(struct aw_bedrock *b, int (*cancelled)(void *), void *ud)
+{
+    double wait;
+
+    while ((wait = aw_rate_acquire(&b->rate, now_s())) > 0) {
+        if (wait_ms((uint64_t)(wait * 1000) + 1, cancelled, ud))
+            return 1;
     }
     return 0;
 }
@@ -823,6 +842,11 @@ int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json
         long status = 0;
         int forwarded;
 
+        if (b->retry_mode == AW_RETRY_ADAPTIVE &&
+            pace(b, call ? call->cancelled : NULL, call ? call->ud : NULL)) {
+            rc = CM_ECANCELED;
+            break;
+        }
         memset(&x, 0, sizeof(x));
         cm_buf_init(&x.body, AW_BEDROCK_MAX_RESPONSE);
         x.cancelled = call ? call->cancelled : NULL;
@@ -850,6 +874,9 @@ int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json
         } else if (rc == CM_EIO) {
             rc = CM_EUPSTREAM; /* transport error: err says which, status 0 */
         }
+        if (b->retry_mode == AW_RETRY_ADAPTIVE && rc != CM_ECANCELED)
+            aw_rate_update(&b->rate, rc == CM_EUPSTREAM && aw_retry_is_throttle(err->type),
+                           now_s());
         forwarded = x.streaming && x.asm_.forwarded;
         cm_buf_free(&x.body);
         if (x.streaming) {

@@ -168,7 +168,8 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                       "backoff base: attempt n waits up to base*2^(n-1) ms, capped at 20 s", 0},
     [C_RETRY_MODE] = {"AWS_RETRY_MODE", NULL, CM_CFG_STR, "standard", 0, 16,
                       "standard (retry budget), legacy (no budget; 5 attempts unless "
-                      "AWS_MAX_ATTEMPTS), adaptive (as standard)",
+                      "AWS_MAX_ATTEMPTS), adaptive (standard + client-side rate limiting "
+                      "after throttling)",
                       0},
     [C_CA_BUNDLE] = {"AWS_CA_BUNDLE", NULL, CM_CFG_STR, NULL, 0, 4096,
                      "CA certificates file for TLS to AWS (default: the system's)", 0},

@@ -5,7 +5,9 @@
  *   badkey    an agent-worker signing with a wrong secret key
  *   throttle  an emulator that throttles its first two model calls over HTTP and
  *             the next two inside the event stream
- *   converse  an agent-worker calling Converse instead of ConverseStream */
+ *   converse  an agent-worker calling Converse instead of ConverseStream
+ *   adaptive  AWS_RETRY_MODE=adaptive against an emulator that throttles once
+ *             over HTTP and once inside the stream */
 #include "cm_rpc.h"
 #include "th_stack.h"
 
@@ -26,8 +28,8 @@
 #define WRONG_SECRET "wrong-secret-key-must-never-be-logged"
 #define SESSION_TOKEN "session-token-must-never-be-logged"
 
-static struct th_proc tool, main_emu, throttle_emu;
-static struct th_stack main_s, badkey_s, throttle_s, converse_s;
+static struct th_proc tool, main_emu, throttle_emu, adaptive_emu;
+static struct th_stack main_s, badkey_s, throttle_s, converse_s, adaptive_s;
 static int teardown_failed; /* cmocka's exit status ignores a failed group teardown */
 
 #define KEYS(secret)                                                                               \
@@ -41,7 +43,10 @@ static int setup(void **state)
         th_emulator_start(&main_emu, "main-emulator", NULL) ||
         th_emulator_start(
             &throttle_emu, "throttle-emulator",
-            (const char *[]){"EMU_THROTTLE_FIRST=2", "EMU_STREAM_EXCEPTION_FIRST=2", NULL}))
+            (const char *[]){"EMU_THROTTLE_FIRST=2", "EMU_STREAM_EXCEPTION_FIRST=2", NULL}) ||
+        th_emulator_start(
+            &adaptive_emu, "adaptive-emulator",
+            (const char *[]){"EMU_THROTTLE_FIRST=1", "EMU_STREAM_EXCEPTION_FIRST=1", NULL}))
         return -1;
     if (th_stack_start(&main_s, "main", &main_emu, &tool,
                        (const char *[]){KEYS(TH_EMU_SECRET), NULL}))
@@ -55,6 +60,10 @@ static int setup(void **state)
     if (th_stack_start(&throttle_s, "throttle", &throttle_emu, &tool,
                        (const char *[]){KEYS(TH_EMU_SECRET), "AWS_MAX_ATTEMPTS=5", NULL}))
         return -1;
+    if (th_stack_start(&adaptive_s, "adaptive", &adaptive_emu, &tool,
+                       (const char *[]){KEYS(TH_EMU_SECRET), "AWS_RETRY_MODE=adaptive",
+                                        "AWS_MAX_ATTEMPTS=5", NULL}))
+        return -1;
     return 0;
 }
 
@@ -67,7 +76,8 @@ static int teardown(void **state)
     (void)state;
     bad += th_stack_stop(&main_s) + th_stack_stop(&badkey_s);
     bad += th_stack_stop(&throttle_s) + th_stack_stop(&converse_s);
-    bad += th_stop(&main_emu) + th_stop(&throttle_emu) + th_stop(&tool);
+    bad += th_stack_stop(&adaptive_s);
+    bad += th_stop(&main_emu) + th_stop(&throttle_emu) + th_stop(&adaptive_emu) + th_stop(&tool);
     teardown_failed = bad != 0;
     return bad ? -1 : 0;
 }
@@ -349,6 +359,26 @@ static void test_throttling_is_retried_and_400_is_not(void **state)
     assert_int_equal(th_emu_stat(&throttle_emu, "converse"), before + 1); /* no retry */
 }
 
+/* Adaptive mode: throttling turns the client-side rate limiter on, and the
+ * paced retries still get through (the pacing itself is unit-tested with a
+ * driven clock). */
+static void test_adaptive_mode_retries_throttling(void **state)
+{
+    struct th_resp r;
+
+    (void)state;
+    invoke(&adaptive_s, "{\"prompt\":\"paced\"}", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "response"), "Echo: paced");
+    th_resp_free(&r);
+    assert_int_equal(th_emu_stat(&adaptive_emu, "faults"), 2);
+    assert_int_equal(th_emu_stat(&adaptive_emu, "converse"), 3);
+    invoke(&adaptive_s, "{\"prompt\":\"[[fail:400]]\"}", NULL, &r);
+    assert_int_equal(r.status, 502);
+    th_resp_free(&r);
+    assert_int_equal(th_emu_stat(&adaptive_emu, "converse"), 4); /* still no retry */
+}
+
 /* The error catalogue: what is retried (up to AWS_MAX_ATTEMPTS=5 on this
  * stack) and what is not, and each surfaces with its type. */
 static void test_error_catalogue(void **state)
@@ -465,9 +495,9 @@ static void test_agent_worker_unary_invoke(void **state)
 static void test_no_secret_in_any_log(void **state)
 {
     const struct th_proc *all[] = {
-        &tool,          &main_emu,         &throttle_emu, &main_s.agent,
-        &main_s.gw,     &badkey_s.agent,   &badkey_s.gw,  &throttle_s.agent,
-        &throttle_s.gw, &converse_s.agent, &converse_s.gw};
+        &tool,           &main_emu,     &throttle_emu,     &main_s.agent,  &main_s.gw,
+        &badkey_s.agent, &badkey_s.gw,  &throttle_s.agent, &throttle_s.gw, &converse_s.agent,
+        &converse_s.gw,  &adaptive_emu, &adaptive_s.agent, &adaptive_s.gw};
     size_t i, total = 0;
 
     (void)state;
@@ -501,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_wrong_secret_key_surfaces_clearly),
         cmocka_unit_test(test_agent_worker_killed_gives_503),
         cmocka_unit_test(test_throttling_is_retried_and_400_is_not),
+        cmocka_unit_test(test_adaptive_mode_retries_throttling),
         cmocka_unit_test(test_error_catalogue),
         cmocka_unit_test(test_streamed_and_converse_give_the_same_answers),
         cmocka_unit_test(test_agent_worker_unary_invoke),
