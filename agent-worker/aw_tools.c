@@ -6,16 +6,19 @@
 
 #include "agentcore.pb-c.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <time.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define LIST_TIMEOUT_MS 2000
 #define RETRY_EMPTY_MS 1000
+#define STATUS_TIMEOUT_MS 500
 
 static const struct cm_rpc_method methods[] = {
     {"/agentcore.v1.ToolService/ListTools", &agentcore__v1__list_tools_request__descriptor,
@@ -26,8 +29,16 @@ static const struct cm_rpc_method methods[] = {
      &agentcore__v1__status_response__descriptor, CM_RPC_UNARY},
 };
 
+/* One tool-worker replica the status poller asks directly. */
+struct peer {
+    char addr[AW_TOOLS_ADDR_MAX];
+    struct cm_rpc_client *client;
+};
+
 struct aw_tools {
     struct cm_rpc_client *client;
+    char *targets;
+    int max_msg_bytes;
     int call_timeout_ms, refresh_ms;
     pthread_mutex_t lock; /* guards the fields below */
     json_t *config;       /* {"tools":[{"toolSpec":...}]} or NULL */
@@ -39,6 +50,11 @@ struct aw_tools {
     int poller_started, stopping, status_interval_ms;
     pthread_cond_t cond;
     atomic_int busy;
+    /* The poller thread's own: the replicas found this round, and a client
+     * for each. */
+    char addrs[AW_TOOLS_MAX_REPLICAS][AW_TOOLS_ADDR_MAX];
+    struct peer peers[AW_TOOLS_MAX_REPLICAS];
+    int npeers;
 };
 
 struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refresh_ms,
@@ -53,6 +69,8 @@ struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refr
         free(t);
         return NULL;
     }
+    t->targets = strdup(targets);
+    t->max_msg_bytes = max_msg_bytes;
     t->call_timeout_ms = call_timeout_ms;
     t->refresh_ms = refresh_ms;
     t->names = json_object();
@@ -73,6 +91,9 @@ void aw_tools_free(struct aw_tools *t)
         pthread_join(t->poller, NULL);
     }
     pthread_cond_destroy(&t->cond);
+    for (int i = 0; i < t->npeers; i++)
+        cm_rpc_client_free(t->peers[i].client);
+    free(t->targets);
     cm_rpc_client_free(t->client);
     json_decref(t->config);
     json_decref(t->names);
@@ -158,26 +179,197 @@ json_t *aw_tools_config(struct aw_tools *t)
     return cfg;
 }
 
-/* Asks a tool-worker how many background tasks it runs. With several
- * replicas behind one address each ask reaches one of them (round-robin). */
+/* ---- replicas ---- */
+
+static int add_replica(char (*out)[AW_TOOLS_ADDR_MAX], int n, int cap, const char *addr)
+{
+    size_t len;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        if (!strcmp(out[i], addr))
+            return n;
+    }
+    len = strlen(addr);
+    if (n < cap && len < AW_TOOLS_ADDR_MAX) /* a longer one would not be the same address */
+        memcpy(out[n++], addr, len + 1);
+    return n;
+}
+
+/* "host:port" or "[v6]:port" -> host and port; 0 or -1. */
+static int split_hostport(const char *s, char *host, size_t hcap, const char **port)
+{
+    const char *end, *colon;
+    size_t len;
+
+    if (*s == '[') {
+        end = strchr(s, ']');
+        if (!end || end[1] != ':')
+            return -1;
+        s++;
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return -1;
+        end = colon;
+    }
+    len = (size_t)(end - s);
+    if (!len || len >= hcap || !colon[1])
+        return -1;
+    memcpy(host, s, len);
+    host[len] = '\0';
+    *port = colon + 1;
+    return 0;
+}
+
+/* A numeric address and port as a gRPC target; -1 when it does not fit. */
+static int numeric_target(char *buf, size_t cap, const char *ip, const char *port)
+{
+    int w = strchr(ip, ':') ? snprintf(buf, cap, "ipv6:[%s]:%s", ip, port)
+                            : snprintf(buf, cap, "%s:%s", ip, port);
+
+    return w < 0 || (size_t)w >= cap ? -1 : 0;
+}
+
+int aw_tools_replicas(const char *targets, aw_tools_resolve_fn resolve, void *ud,
+                      char (*out)[AW_TOOLS_ADDR_MAX], int cap)
+{
+    const char *p = targets;
+    int n = 0;
+
+    while (p && *p && n < cap) {
+        char item[512], host[256], addr[AW_TOOLS_ADDR_MAX];
+        char ips[AW_TOOLS_MAX_REPLICAS][AW_TOOLS_ADDR_MAX];
+        const char *end = strchr(p, ','), *it, *port;
+        unsigned char bin[16];
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        int k, nips;
+
+        while (len && *p == ' ')
+            p++, len--;
+        if (!len || len >= sizeof(item)) {
+            p = end ? end + 1 : NULL;
+            continue;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        p = end ? end + 1 : NULL;
+        it = item;
+        if (!strncmp(it, "unix:", 5) || !strncmp(it, "unix-abstract:", 14)) {
+            n = add_replica(out, n, cap, it);
+            continue;
+        }
+        if (!strncmp(it, "dns:///", 7))
+            it += 7;
+        else if (!strncmp(it, "dns:", 4))
+            it += 4;
+        else if (!strncmp(it, "ipv4:", 5) || !strncmp(it, "ipv6:", 5))
+            it += 5;
+        if (split_hostport(it, host, sizeof(host), &port))
+            continue;
+        if (inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1) {
+            if (!numeric_target(addr, sizeof(addr), host, port))
+                n = add_replica(out, n, cap, addr);
+            continue;
+        }
+        nips = resolve ? resolve(host, ips, AW_TOOLS_MAX_REPLICAS, ud) : 0;
+        for (k = 0; k < nips && n < cap; k++) {
+            if (!numeric_target(addr, sizeof(addr), ips[k], port))
+                n = add_replica(out, n, cap, addr);
+        }
+    }
+    return n;
+}
+
+static int resolve_dns(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap, void *ud)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    int n = 0;
+
+    (void)ud;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res))
+        return 0;
+    for (ai = res; ai && n < cap; ai = ai->ai_next) {
+        const void *a = ai->ai_family == AF_INET
+                            ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                            : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+
+        if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
+            inet_ntop(ai->ai_family, a, out[n], AW_TOOLS_ADDR_MAX))
+            n++;
+    }
+    freeaddrinfo(res);
+    return n;
+}
+
+/* Brings the poller's clients in line with the replicas found now: keeps the
+ * ones still there, opens new ones, closes the rest. */
+static void update_peers(struct aw_tools *t, char (*addrs)[AW_TOOLS_ADDR_MAX], int n)
+{
+    struct peer next[AW_TOOLS_MAX_REPLICAS];
+    int i, j, m = 0;
+
+    for (i = 0; i < n; i++) {
+        char err[256];
+
+        next[m].client = NULL;
+        for (j = 0; j < t->npeers; j++) {
+            if (t->peers[j].client && !strcmp(t->peers[j].addr, addrs[i])) {
+                next[m].client = t->peers[j].client;
+                t->peers[j].client = NULL;
+                break;
+            }
+        }
+        if (!next[m].client)
+            next[m].client =
+                cm_rpc_client_new(addrs[i], &methods[2], 1, t->max_msg_bytes, err, sizeof(err));
+        if (next[m].client) {
+            cm_strlcpy(next[m].addr, addrs[i], sizeof(next[m].addr));
+            m++;
+        }
+    }
+    for (j = 0; j < t->npeers; j++)
+        cm_rpc_client_free(t->peers[j].client);
+    memcpy(t->peers, next, sizeof(next[0]) * (size_t)m);
+    t->npeers = m;
+}
+
+/* One round: every replica's background tasks, summed. */
+static int count_background(struct aw_tools *t)
+{
+    Agentcore__V1__StatusRequest req = AGENTCORE__V1__STATUS_REQUEST__INIT;
+    Agentcore__V1__StatusResponse *resp;
+    int timeout =
+        t->status_interval_ms < STATUS_TIMEOUT_MS ? t->status_interval_ms : STATUS_TIMEOUT_MS;
+    struct cm_rpc_call_opts o = {timeout, NULL, NULL, 0, 0};
+    struct cm_rpc_status st;
+    int i, sum = 0;
+
+    update_peers(t, t->addrs,
+                 aw_tools_replicas(t->targets, resolve_dns, NULL, t->addrs, AW_TOOLS_MAX_REPLICAS));
+    for (i = 0; i < t->npeers; i++) {
+        if (!cm_rpc_call(t->peers[i].client, &methods[2], &req.base, (ProtobufCMessage **)&resp, &o,
+                         &st)) {
+            sum += resp->active_background_tasks;
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+        }
+    }
+    return sum;
+}
+
 static void *poll_status(void *p)
 {
     struct aw_tools *t = p;
-    Agentcore__V1__StatusRequest req = AGENTCORE__V1__STATUS_REQUEST__INIT;
-    Agentcore__V1__StatusResponse *resp;
-    struct cm_rpc_call_opts o = {500, NULL, NULL, 0, 0};
-    struct cm_rpc_status st;
     struct timespec until;
 
     pthread_mutex_lock(&t->lock);
     while (!t->stopping) {
         pthread_mutex_unlock(&t->lock);
-        if (cm_rpc_call(t->client, &methods[2], &req.base, (ProtobufCMessage **)&resp, &o, &st)) {
-            atomic_store(&t->busy, 0);
-        } else {
-            atomic_store(&t->busy, resp->active_background_tasks);
-            protobuf_c_message_free_unpacked(&resp->base, NULL);
-        }
+        atomic_store(&t->busy, count_background(t));
         pthread_mutex_lock(&t->lock);
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += t->status_interval_ms / 1000;

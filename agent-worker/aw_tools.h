@@ -33,10 +33,29 @@ struct aw_tools_call {
 };
 
 /* Starts asking the tool-workers for their background tasks every
- * |interval_ms| (a thread of its own; aw_tools_free stops it). */
+ * |interval_ms| (a thread of its own; aw_tools_free stops it). Every replica
+ * is asked, not whichever one round-robin picks: names are resolved on each
+ * round (compose --scale adds and removes replicas) and the counts summed. */
 int aw_tools_start_status(struct aw_tools *t, int interval_ms);
-/* The tool-workers' background tasks at the last ask (0 if unknown). */
+/* The background tasks of all replicas at the last round (a replica that did
+ * not answer counts 0). */
 int aw_tools_background_tasks(struct aw_tools *t);
+
+/* ---- replica expansion, no I/O (unit-tested) ---- */
+
+#define AW_TOOLS_MAX_REPLICAS 64
+#define AW_TOOLS_ADDR_MAX 128
+
+/* Resolves |host| into up to |cap| numeric addresses ("10.0.0.7", "::1");
+ * returns how many. */
+typedef int (*aw_tools_resolve_fn)(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap,
+                                   void *ud);
+/* The replicas behind |targets| (as cm_rpc_client_new takes them), one gRPC
+ * target each: numeric addresses and unix sockets as listed, names (plain or
+ * dns:) resolved with |resolve|. Duplicates are dropped; at most |cap|.
+ * Returns the count. */
+int aw_tools_replicas(const char *targets, aw_tools_resolve_fn resolve, void *ud,
+                      char (*out)[AW_TOOLS_ADDR_MAX], int cap);
 
 /* Executes tool |name|; always fills |out|. */
 void aw_tools_execute(struct aw_tools *t, const struct aw_tools_call *call, const char *tool_use_id,

@@ -21,6 +21,7 @@ step "ASan + UBSan build + ctest"
 BUILD_DIR=$root/build-asan BUILD_TYPE=Debug "$root/scripts/build.sh" -DAC_SANITIZE=ON
 (cd "$root/build-asan" &&
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+  LSAN_OPTIONS=suppressions=$root/tests/lsan.supp \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --output-on-failure)
 

@@ -28,20 +28,25 @@
     "[[slow-stream:100]] this answer trickles out one small piece at a time, slowly, on purpose, " \
     "so that the test can hang up while it is still running"
 
-static struct th_proc tool, emu;
-static struct th_stack main_s, capped_s, down_s, term_s, busy_s;
+static struct th_proc tool, tool2, emu;
+static struct th_stack main_s, capped_s, down_s, term_s, busy_s, replicas_s;
 static int teardown_failed;
 
 static int setup(void **state)
 {
+    const char *tool_env[] = {"TOOL_WORKER_LISTEN=127.0.0.1:0", "TOOL_WORKER_TEST_TOOLS=true",
+                              "TOOL_WORKER_THREADS=16", NULL};
+    char replicas[128];
+
     (void)state;
-    if (th_proc_start(&tool, "stream-tool-worker", AC_BIN_TOOL,
-                      (const char *[]){"TOOL_WORKER_LISTEN=127.0.0.1:0",
-                                       "TOOL_WORKER_TEST_TOOLS=true", "TOOL_WORKER_THREADS=16",
-                                       NULL},
-                      TH_READY_MS) ||
+    if (th_proc_start(&tool, "stream-tool-worker", AC_BIN_TOOL, tool_env, TH_READY_MS) ||
+        th_proc_start(&tool2, "stream-tool-worker-2", AC_BIN_TOOL, tool_env, TH_READY_MS) ||
         th_emulator_start(&emu, "stream-emulator", NULL))
         return -1;
+    /* Two replicas, one by name ("localhost" also resolves to ::1, where no
+     * one listens: a replica that does not answer). */
+    snprintf(replicas, sizeof(replicas), "TOOL_WORKERS=localhost:%d,127.0.0.1:%d", tool.port,
+             tool2.port);
     return th_stack_start_gw(
                &main_s, "stream-main", &emu, &tool,
                (const char *[]){KEYS, "AGENT_WORKER_THREADS=128", NULL},
@@ -55,6 +60,9 @@ static int setup(void **state)
                              (const char *[]){"SHUTDOWN_GRACE_MS=300", NULL}) ||
            th_stack_start_gw(&busy_s, "stream-busy", &emu, &tool,
                              (const char *[]){KEYS, "TOOLS_STATUS_INTERVAL_MS=100", NULL},
+                             (const char *[]){"HEALTH_INTERVAL_MS=100", NULL}) ||
+           th_stack_start_gw(&replicas_s, "stream-replicas", &emu, &tool,
+                             (const char *[]){KEYS, replicas, "TOOLS_STATUS_INTERVAL_MS=100", NULL},
                              (const char *[]){"HEALTH_INTERVAL_MS=100", NULL});
 }
 
@@ -64,7 +72,8 @@ static int teardown(void **state)
 
     (void)state;
     bad = th_stack_stop(&main_s) + th_stack_stop(&capped_s) + th_stack_stop(&down_s) +
-          th_stack_stop(&term_s) + th_stack_stop(&busy_s) + th_stop(&emu) + th_stop(&tool);
+          th_stack_stop(&term_s) + th_stack_stop(&busy_s) + th_stack_stop(&replicas_s) +
+          th_stop(&emu) + th_stop(&tool) + th_stop(&tool2);
     teardown_failed = bad != 0;
     return bad ? -1 : 0;
 }
@@ -444,6 +453,32 @@ static void test_background_work_makes_ping_busy(void **state)
     json_decref(c);
 }
 
+/* With two tool-worker replicas, one running a background task, /ping stays
+ * HealthyBusy for the whole task: every replica is asked each round, so the
+ * status does not flip with whichever replica round-robin would reach. */
+static void test_busy_replica_keeps_ping_busy(void **state)
+{
+    const char *log = replicas_s.gw.log_path;
+    struct th_resp r;
+    char *text, *at;
+    int flips = 0;
+
+    (void)state;
+    assert_int_equal(
+        th_invoke(&replicas_s, "{\"prompt\":\"[[tool:background {\\\"ms\\\":1500}]]\"}", NULL, &r),
+        0);
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+    assert_true(th_wait_log(log, "ping status is now HealthyBusy", 5000) >= 0);
+    assert_true(th_wait_log(log, "ping status is now Healthy\"", 5000) >= 0);
+    text = th_read_file(log, NULL);
+    assert_non_null(text);
+    for (at = text; (at = strstr(at, "ping status is now HealthyBusy")); at++)
+        flips++;
+    free(text);
+    assert_int_equal(flips, 1);
+}
+
 static void test_request_context_is_forwarded_and_masked(void **state)
 {
     const char *h[] = {"Authorization: " AUTH_VALUE,
@@ -709,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_ping_reports_a_dead_agent_worker),
         cmocka_unit_test(test_websocket_internal_error_closes_1011),
         cmocka_unit_test(test_background_work_makes_ping_busy),
+        cmocka_unit_test(test_busy_replica_keeps_ping_busy),
         cmocka_unit_test(test_request_context_is_forwarded_and_masked),
         cmocka_unit_test(test_body_limits_and_content_type),
         cmocka_unit_test(test_sigterm_with_a_stream_in_flight),

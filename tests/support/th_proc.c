@@ -85,8 +85,9 @@ long th_wait_log_count(const char *path, const char *needle, int count, int time
 int th_proc_start(struct th_proc *p, const char *name, const char *binary, const char *const *env,
                   int timeout_ms)
 {
+    static const char *const sanitizer_vars[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
     const char *envp[64];
-    char asan[512], ubsan[512];
+    char sanitizer[3][1024];
     int fds[2], n = 0, i, logfd;
     char line[32];
     size_t got = 0;
@@ -103,13 +104,12 @@ int th_proc_start(struct th_proc *p, const char *name, const char *binary, const
     envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
     envp[n++] = "LOG_LEVEL=DEBUG";
     /* Sanitizer settings must reach the children, or their reports are lost. */
-    if (getenv("ASAN_OPTIONS")) {
-        snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s", getenv("ASAN_OPTIONS"));
-        envp[n++] = asan;
-    }
-    if (getenv("UBSAN_OPTIONS")) {
-        snprintf(ubsan, sizeof(ubsan), "UBSAN_OPTIONS=%s", getenv("UBSAN_OPTIONS"));
-        envp[n++] = ubsan;
+    for (i = 0; i < 3; i++) {
+        if (getenv(sanitizer_vars[i])) {
+            snprintf(sanitizer[i], sizeof(sanitizer[i]), "%s=%s", sanitizer_vars[i],
+                     getenv(sanitizer_vars[i]));
+            envp[n++] = sanitizer[i];
+        }
     }
     envp[n] = NULL;
     if (pipe(fds))
