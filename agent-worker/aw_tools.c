@@ -7,6 +7,7 @@
 #include "agentcore.pb-c.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -354,7 +355,9 @@ static int count_background(struct aw_tools *t)
     for (i = 0; i < t->npeers; i++) {
         if (!cm_rpc_call(t->peers[i].client, &methods[2], &req.base, (ProtobufCMessage **)&resp, &o,
                          &st)) {
-            sum += resp->active_background_tasks;
+            int k = resp->active_background_tasks > 0 ? resp->active_background_tasks : 0;
+
+            sum = k > INT_MAX - sum ? INT_MAX : sum + k; /* a peer's count is not trusted */
             protobuf_c_message_free_unpacked(&resp->base, NULL);
         }
     }
