@@ -374,13 +374,7 @@ static void *poll_status(void *p)
         pthread_mutex_unlock(&t->lock);
         atomic_store(&t->busy, count_background(t));
         pthread_mutex_lock(&t->lock);
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += t->status_interval_ms / 1000;
-        until.tv_nsec += (long)(t->status_interval_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        until = cm_deadline_ms(t->status_interval_ms);
         while (!t->stopping && pthread_cond_timedwait(&t->cond, &t->lock, &until) == 0)
             ;
     }

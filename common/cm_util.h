@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define CM_UUID_LEN 36 /* without the terminator */
 
@@ -15,6 +16,8 @@ int cm_uuid4(char *out);
 uint64_t cm_now_ms(void);
 /* Wall-clock milliseconds since the epoch. */
 uint64_t cm_wall_ms(void);
+/* The CLOCK_REALTIME instant |ms| from now, as pthread_cond_timedwait wants. */
+struct timespec cm_deadline_ms(long ms);
 
 /* The s6 readiness protocol: if the environment variable NOTIFY_FD names an
  * open descriptor, write "<port>\n" to it and close it. s6-supervise takes the

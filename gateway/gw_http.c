@@ -459,13 +459,7 @@ static void *poll_health(void *p)
             set_status(h, busy ? "HealthyBusy" : "Healthy");
         else if (h->health_failures >= AGENT_DOWN_CHECKS)
             set_status(h, "Unhealthy");
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += h->cfg.health_interval_ms / 1000;
-        until.tv_nsec += (long)(h->cfg.health_interval_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        until = cm_deadline_ms(h->cfg.health_interval_ms);
         while (!h->stopping && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
             ;
     }
@@ -1099,13 +1093,7 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
     if (!h)
         return;
     MHD_quiesce_daemon(h->daemon); /* no new connections from here on */
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += grace_ms / 1000;
-    until.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    until = cm_deadline_ms(grace_ms);
     pthread_mutex_lock(&h->lock);
     h->stopping = 1; /* refuse new invocations on open connections too */
     pthread_cond_broadcast(&h->cond);

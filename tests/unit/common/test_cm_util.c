@@ -63,12 +63,38 @@ static void test_strlcpy_truncates(void **state)
     assert_string_equal(buf, "abc");
 }
 
+static long long ns(struct timespec t)
+{
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* The deadline lies |ms| after some instant between the two clock reads
+ * around the call, and is normalised (the 999 ms case carries). */
+static void test_deadline(void **state)
+{
+    static const long rows[] = {0, 1, 999, 1000, 1999, 86400000};
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct timespec before, d, after;
+
+        clock_gettime(CLOCK_REALTIME, &before);
+        d = cm_deadline_ms(rows[i]);
+        clock_gettime(CLOCK_REALTIME, &after);
+        assert_in_range(d.tv_nsec, 0, 999999999);
+        assert_true(ns(d) - ns(before) >= rows[i] * 1000000LL);
+        assert_true(ns(d) - ns(after) <= rows[i] * 1000000LL);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uuid4_format_and_uniqueness),
         cmocka_unit_test(test_utf8_rows),
         cmocka_unit_test(test_strlcpy_truncates),
+        cmocka_unit_test(test_deadline),
     };
     return cmocka_run_group_tests_name("cm_util", tests, NULL, NULL);
 }
