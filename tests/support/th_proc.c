@@ -87,7 +87,7 @@ int th_proc_start(struct th_proc *p, const char *name, const char *binary, const
 {
     static const char *const sanitizer_vars[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
     const char *envp[64];
-    char sanitizer[3][1024];
+    char sanitizer[sizeof(sanitizer_vars) / sizeof(sanitizer_vars[0])][1024];
     int fds[2], n = 0, i, logfd;
     char line[32];
     size_t got = 0;
@@ -104,7 +104,7 @@ int th_proc_start(struct th_proc *p, const char *name, const char *binary, const
     envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
     envp[n++] = "LOG_LEVEL=DEBUG";
     /* Sanitizer settings must reach the children, or their reports are lost. */
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < (int)(sizeof(sanitizer_vars) / sizeof(sanitizer_vars[0])); i++) {
         if (getenv(sanitizer_vars[i])) {
             snprintf(sanitizer[i], sizeof(sanitizer[i]), "%s=%s", sanitizer_vars[i],
                      getenv(sanitizer_vars[i]));
