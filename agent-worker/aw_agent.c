@@ -122,109 +122,224 @@ static int append_text(struct aw_agent_result *res, const json_t *message)
     return 0;
 }
 
-/* Runs every toolUse of |assistant| and builds the user turn of toolResults. */
-static json_t *run_tools(const json_t *assistant, const struct aw_agent_io *io)
+static void agent_rollback(struct aw_agent *a)
 {
-    json_t *results = json_array(), *block;
+    rollback(a->history, a->start_len, a->joined_at);
+    aw_agent_result_clear(&a->res);
+}
+
+static void tools_clear(struct aw_agent *a)
+{
+    json_decref(a->uses);
+    json_decref(a->results);
+    a->uses = a->results = NULL;
+    a->pending = 0;
+}
+
+int aw_agent_begin(struct aw_agent *a, json_t *history, const char *prompt, int max_iterations)
+{
+    memset(a, 0, sizeof(*a));
+    a->history = history;
+    a->start_len = json_array_size(history);
+    a->joined_at = (size_t)-1;
+    a->max_iterations = max_iterations;
+    if (max_iterations < 1)
+        return a->rc = CM_EINVAL;
+    a->rc = add_prompt(history, prompt, &a->joined_at);
+    if (a->rc)
+        agent_rollback(a);
+    return a->rc;
+}
+
+static json_t *result_block(const char *id, const char *text, int is_error)
+{
+    return json_pack("{s:{s:s,s:[{s:s}],s:s}}", "toolResult", "toolUseId", id, "content", "text",
+                     text ? text : "tool produced no output", "status",
+                     is_error ? "error" : "success");
+}
+
+/* Collects the toolUse blocks of |assistant|; a block without an id is
+ * skipped (nothing could refer to its result), one without a name gets its
+ * error result at once. */
+static int collect_tools(struct aw_agent *a, const json_t *assistant)
+{
+    json_t *block;
     size_t i;
 
-    if (!results)
-        return NULL;
+    a->uses = json_array();
+    a->results = json_array();
+    if (!a->uses || !a->results)
+        return CM_ENOMEM;
     json_array_foreach(json_object_get(assistant, "content"), i, block)
     {
         json_t *use = json_object_get(block, "toolUse");
-        const char *id, *name;
-        struct aw_tool_result tr = {NULL, 1};
-        json_t *res;
+        const char *id = json_string_value(json_object_get(use, "toolUseId"));
 
-        if (!use)
+        if (!use || !id)
             continue;
-        id = json_string_value(json_object_get(use, "toolUseId"));
-        name = json_string_value(json_object_get(use, "name"));
-        if (!id)
-            continue; /* no id: nothing could refer to a result */
-        if (io->on_tool_use)
-            io->on_tool_use(io->ud, use);
-        if (!name) {
-            tr.text = strdup("toolUse without a tool name");
+        if (json_array_append(a->uses, use))
+            return CM_ENOMEM;
+        if (!json_string_value(json_object_get(use, "name"))) {
+            if (json_array_append_new(a->results,
+                                      result_block(id, "toolUse without a tool name", 1)))
+                return CM_ENOMEM;
         } else {
-            io->run_tool(io->ud, id, name, json_object_get(use, "input"), &tr);
-        }
-        res = json_pack("{s:{s:s,s:[{s:s}],s:s}}", "toolResult", "toolUseId", id, "content", "text",
-                        tr.text ? tr.text : "tool produced no output", "status",
-                        tr.is_error ? "error" : "success");
-        free(tr.text);
-        if (res && io->on_tool_result)
-            io->on_tool_result(io->ud, json_object_get(res, "toolResult"));
-        if (!res || json_array_append_new(results, res)) {
-            json_decref(results);
-            return NULL;
+            if (json_array_append_new(a->results, json_null()))
+                return CM_ENOMEM;
+            a->pending++;
         }
     }
-    return json_pack("{s:s,s:o}", "role", "user", "content", results);
+    return 0;
 }
 
+/* Every result is in: the user turn of toolResults, in the model's order. */
+static enum aw_agent_next tools_complete(struct aw_agent *a)
+{
+    json_t *turn = json_pack("{s:s,s:O}", "role", "user", "content", a->results);
+
+    tools_clear(a);
+    if (!turn || json_array_append_new(a->history, turn))
+        return aw_agent_fail(a, CM_ENOMEM);
+    if (a->iteration >= a->max_iterations) {
+        /* The model still wanted tools after the last allowed call; the history
+         * ends on the toolResults, and the next prompt joins that user turn. */
+        cm_strlcpy(a->res.stop_reason, "MaxIterations", sizeof(a->res.stop_reason));
+        return AW_NEXT_DONE;
+    }
+    return AW_NEXT_MODEL;
+}
+
+enum aw_agent_next aw_agent_on_turn(struct aw_agent *a, struct aw_turn *turn)
+{
+    a->iteration++;
+    a->res.iterations = a->iteration;
+    a->res.input_tokens += turn->input_tokens;
+    a->res.output_tokens += turn->output_tokens;
+    a->res.total_tokens += turn->total_tokens;
+    if (append_text(&a->res, turn->message))
+        return aw_agent_fail(a, CM_ENOMEM);
+    aw_agent_stop_reason(turn->stop_reason, a->res.stop_reason, sizeof(a->res.stop_reason));
+    if (json_array_append(a->history, turn->message))
+        return aw_agent_fail(a, CM_ENOMEM);
+    if (strcmp(turn->stop_reason, "tool_use"))
+        return AW_NEXT_DONE;
+    if (collect_tools(a, turn->message))
+        return aw_agent_fail(a, CM_ENOMEM);
+    return a->pending ? AW_NEXT_TOOLS : tools_complete(a);
+}
+
+size_t aw_agent_tool_count(const struct aw_agent *a)
+{
+    return json_array_size(a->uses);
+}
+
+const json_t *aw_agent_tool_use(const struct aw_agent *a, size_t i)
+{
+    return json_array_get(a->uses, i);
+}
+
+int aw_agent_tool_pending(const struct aw_agent *a, size_t i)
+{
+    return json_is_null(json_array_get(a->results, i));
+}
+
+enum aw_agent_next aw_agent_on_tool_result(struct aw_agent *a, size_t i, const char *text,
+                                           int is_error, const json_t **block)
+{
+    const char *id = json_string_value(json_object_get(json_array_get(a->uses, i), "toolUseId"));
+    json_t *res;
+
+    if (block)
+        *block = NULL;
+    if (!id || !aw_agent_tool_pending(a, i))
+        return AW_NEXT_WAIT; /* not ours, or already in */
+    res = result_block(id, text, is_error);
+    if (!res || json_array_set_new(a->results, i, res))
+        return aw_agent_fail(a, CM_ENOMEM);
+    if (block)
+        *block = json_object_get(res, "toolResult");
+    a->pending--;
+    return a->pending ? AW_NEXT_WAIT : tools_complete(a);
+}
+
+enum aw_agent_next aw_agent_fail(struct aw_agent *a, int rc)
+{
+    tools_clear(a);
+    agent_rollback(a);
+    a->rc = rc;
+    return AW_NEXT_FAILED;
+}
+
+void aw_agent_cleanup(struct aw_agent *a)
+{
+    if (!a)
+        return;
+    tools_clear(a);
+    aw_agent_result_clear(&a->res);
+}
+
+/* The synchronous driver: the same steps, one call at a time. */
 int aw_agent_run(json_t *history, const char *prompt, int max_iterations,
                  const struct aw_agent_io *io, struct aw_agent_result *res,
                  struct aw_model_error *err)
 {
-    size_t start_len = json_array_size(history), joined_at = (size_t)-1;
-    int rc, it;
+    struct aw_agent a;
+    enum aw_agent_next next = AW_NEXT_MODEL;
+    int rc;
 
     memset(res, 0, sizeof(*res));
     memset(err, 0, sizeof(*err));
-    if (max_iterations < 1)
-        return CM_EINVAL;
-    rc = add_prompt(history, prompt, &joined_at);
+    rc = aw_agent_begin(&a, history, prompt, max_iterations);
     if (rc)
-        goto fail;
-    for (it = 1; it <= max_iterations; it++) {
-        struct aw_turn turn;
-        json_t *results;
+        return rc;
+    for (;;) {
+        if (next == AW_NEXT_MODEL) {
+            struct aw_turn turn;
 
-        if (io->cancelled && io->cancelled(io->ud)) {
-            rc = CM_ECANCELED;
-            goto fail;
-        }
-        rc = io->converse(io->ud, history, &turn, err);
-        if (rc)
-            goto fail;
-        res->iterations = it;
-        res->input_tokens += turn.input_tokens;
-        res->output_tokens += turn.output_tokens;
-        res->total_tokens += turn.total_tokens;
-        if (append_text(res, turn.message)) {
+            if (io->cancelled && io->cancelled(io->ud)) {
+                aw_agent_fail(&a, CM_ECANCELED);
+                break;
+            }
+            rc = io->converse(io->ud, history, &turn, err);
+            if (rc) {
+                aw_agent_fail(&a, rc);
+                break;
+            }
+            next = aw_agent_on_turn(&a, &turn);
             aw_turn_clear(&turn);
-            rc = CM_ENOMEM;
-            goto fail;
-        }
-        aw_agent_stop_reason(turn.stop_reason, res->stop_reason, sizeof(res->stop_reason));
-        if (json_array_append(history, turn.message)) {
-            aw_turn_clear(&turn);
-            rc = CM_ENOMEM;
-            goto fail;
-        }
-        if (strcmp(turn.stop_reason, "tool_use")) {
-            aw_turn_clear(&turn);
-            return 0;
-        }
-        results = run_tools(turn.message, io);
-        aw_turn_clear(&turn);
-        if (!results || json_array_append_new(history, results)) {
-            rc = CM_ENOMEM;
-            goto fail;
-        }
-        if (io->cancelled && io->cancelled(io->ud)) {
-            rc = CM_ECANCELED;
-            goto fail;
+        } else if (next == AW_NEXT_TOOLS) {
+            size_t i, n = aw_agent_tool_count(&a);
+
+            for (i = 0; i < n && next != AW_NEXT_FAILED; i++) {
+                const json_t *use = aw_agent_tool_use(&a, i), *block;
+                struct aw_tool_result tr = {NULL, 1};
+
+                if (io->on_tool_use)
+                    io->on_tool_use(io->ud, use);
+                if (!aw_agent_tool_pending(&a, i))
+                    continue;
+                io->run_tool(io->ud, json_string_value(json_object_get(use, "toolUseId")),
+                             json_string_value(json_object_get(use, "name")),
+                             json_object_get(use, "input"), &tr);
+                next = aw_agent_on_tool_result(&a, i, tr.text, tr.is_error, &block);
+                free(tr.text);
+                if (block && io->on_tool_result)
+                    io->on_tool_result(io->ud, block);
+            }
+            if (next == AW_NEXT_MODEL && io->cancelled && io->cancelled(io->ud)) {
+                aw_agent_fail(&a, CM_ECANCELED);
+                break;
+            }
+        } else {
+            break;
         }
     }
-    /* The model still wanted tools after the last allowed call; the history ends
-     * on the toolResults, and the next prompt joins that user turn. */
-    cm_strlcpy(res->stop_reason, "MaxIterations", sizeof(res->stop_reason));
+    if (a.rc) {
+        aw_agent_cleanup(&a);
+        return a.rc;
+    }
+    *res = a.res;
+    memset(&a.res, 0, sizeof(a.res));
+    aw_agent_cleanup(&a);
     return 0;
-fail:
-    rollback(history, start_len, joined_at);
-    aw_agent_result_clear(res);
-    return rc;
 }

@@ -49,7 +49,53 @@ struct aw_agent_result {
 
 void aw_agent_result_clear(struct aw_agent_result *r);
 
-/* Runs one invocation on |history| (modified in place). Returns 0, or
+/* ---- the loop as a step function (no I/O) ----
+ *
+ * nghttp2-style: the caller feeds events (a model turn arrived, a tool result
+ * arrived, a failure) and is told what to do next; it owns all I/O, so an
+ * invocation is this small struct, not a thread. Tool results may arrive in
+ * any order: they are slotted by index and appended in the order the model
+ * asked for them. */
+enum aw_agent_next {
+    AW_NEXT_MODEL,  /* call the model on the history */
+    AW_NEXT_TOOLS,  /* run the tools aw_agent_tool_use() lists */
+    AW_NEXT_WAIT,   /* tool results still outstanding */
+    AW_NEXT_DONE,   /* |res| holds the answer */
+    AW_NEXT_FAILED, /* |rc| says why; the history is back as it was */
+};
+
+struct aw_agent {
+    json_t *history; /* borrowed: the session's messages */
+    size_t start_len, joined_at;
+    int max_iterations, iteration;
+    struct aw_agent_result res;
+    json_t *uses, *results; /* the current turn's toolUse blocks and their result slots */
+    size_t pending;
+    int rc;
+};
+
+/* Adds the prompt. 0 (next: AW_NEXT_MODEL), CM_EINVAL (max_iterations < 1) or
+ * CM_ENOMEM. */
+int aw_agent_begin(struct aw_agent *a, json_t *history, const char *prompt, int max_iterations);
+/* A model turn arrived (|turn->message| is referenced, not taken). */
+enum aw_agent_next aw_agent_on_turn(struct aw_agent *a, struct aw_turn *turn);
+/* The toolUse blocks of the current turn (borrowed), in the model's order. */
+size_t aw_agent_tool_count(const struct aw_agent *a);
+const json_t *aw_agent_tool_use(const struct aw_agent *a, size_t i);
+/* 1 while tool |i| still needs running (0: it got its result already, e.g. a
+ * toolUse without a name). */
+int aw_agent_tool_pending(const struct aw_agent *a, size_t i);
+/* Tool |i| finished; |text| is copied. |*block| (may be NULL) is set to the
+ * toolResult block (borrowed) for streaming. AW_NEXT_WAIT until the last one. */
+enum aw_agent_next aw_agent_on_tool_result(struct aw_agent *a, size_t i, const char *text,
+                                           int is_error, const json_t **block);
+/* Abandons the invocation with |rc| (model failure, cancellation): the history
+ * is restored. Returns AW_NEXT_FAILED. */
+enum aw_agent_next aw_agent_fail(struct aw_agent *a, int rc);
+void aw_agent_cleanup(struct aw_agent *a);
+
+/* Runs one invocation on |history| (modified in place) with blocking |io|,
+ * through the step functions above (tests and tools use it). Returns 0, or
  * CM_EUPSTREAM (model failure, |err| filled), CM_ECANCELED, CM_ENOMEM, CM_EINVAL
  * (max_iterations < 1). On failure |history| is restored. */
 int aw_agent_run(json_t *history, const char *prompt, int max_iterations,

@@ -1,4 +1,5 @@
 #include "aw_aws.h"
+#include "cm_json.h"
 #include "cm_err.h"
 #include "cm_util.h"
 
@@ -61,7 +62,7 @@ struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, 
                                 const char *region, const struct aw_credentials *cr,
                                 const char *bearer, const char *content_type,
                                 const struct cm_sigv4_header *extra, size_t n_extra,
-                                const char *body, size_t len)
+                                const char *body, size_t len, long long now)
 {
     struct cm_sigv4_header hdrs[CM_SIGV4_MAX_HEADERS];
     struct cm_sigv4_request req;
@@ -74,7 +75,7 @@ struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, 
 
     if (n_extra + 4 > CM_SIGV4_MAX_HEADERS)
         return NULL;
-    cm_sigv4_amz_date((long long)time(NULL), amz_date);
+    cm_sigv4_amz_date(now, amz_date);
     hdrs[nh++] = (struct cm_sigv4_header){"content-type", content_type};
     hdrs[nh++] = (struct cm_sigv4_header){"host", ep->host};
     hdrs[nh++] = (struct cm_sigv4_header){"x-amz-date", amz_date};
@@ -121,4 +122,57 @@ void aw_slist_free_secure(struct curl_slist *l)
     for (p = l; p; p = p->next)
         OPENSSL_cleanse(p->data, strlen(p->data));
     curl_slist_free_all(l);
+}
+
+/* "ThrottlingException:http://internal.amazon.com/coral/..." and
+ * "com.amazon.coral#ThrottlingException" both name ThrottlingException. */
+static void clean_type(const char *raw, char *out, size_t cap)
+{
+    const char *hash = strchr(raw, '#');
+    size_t n;
+
+    if (hash)
+        raw = hash + 1;
+    n = strcspn(raw, ":");
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, raw, n);
+    out[n] = '\0';
+}
+
+void aw_parse_error(int status, const char *type_header, const char *body, size_t len,
+                    struct aw_model_error *out)
+{
+    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *msg = NULL, *type = NULL;
+
+    memset(out, 0, sizeof(*out));
+    out->http_status = status;
+    if (json_is_object(root)) {
+        cm_json_opt_str(root, "message", &msg, NULL, 0);
+        if (!msg)
+            cm_json_opt_str(root, "Message", &msg, NULL, 0);
+        cm_json_opt_str(root, "__type", &type, NULL, 0);
+        if (!type)
+            cm_json_opt_str(root, "code", &type, NULL, 0);
+    }
+    if (type_header && *type_header)
+        type = type_header;
+    if (type)
+        clean_type(type, out->type, sizeof(out->type));
+    if (!out->type[0]) /* none, or one like "ns#" that names nothing */
+        snprintf(out->type, sizeof(out->type), "HTTP%d", status);
+    if (msg && *msg) {
+        cm_strlcpy(out->message, msg, sizeof(out->message));
+    } else if (body && len && !root) {
+        /* Not JSON (a proxy's page?): keep a short, printable excerpt. */
+        size_t i, n = len < 200 ? len : 200;
+
+        for (i = 0; i < n; i++)
+            out->message[i] = (body[i] >= 0x20 && body[i] < 0x7f) ? body[i] : ' ';
+        out->message[n] = '\0';
+    } else {
+        snprintf(out->message, sizeof(out->message), "HTTP status %d", status);
+    }
+    json_decref(root);
 }

@@ -19,6 +19,14 @@ struct aw_credentials {
 
 void aw_credentials_clear(struct aw_credentials *c);
 
+/* What a failed AWS call reports. |message| is the service's text (never a
+ * credential); |type| its error type, e.g. "ThrottlingException". */
+struct aw_model_error {
+    int http_status; /* 0 for transport errors */
+    char type[96];
+    char message[768];
+};
+
 struct aw_endpoint {
     char scheme_host[512]; /* "https://host[:port]" */
     char host[256];        /* signed and sent as Host */
@@ -32,12 +40,20 @@ int aw_endpoint_parse(const char *url, struct aw_endpoint *ep, char *err, size_t
  * X-Amz-Date, X-Amz-Security-Token (temporary credentials), Content-Type,
  * |extra| (signed too) and Authorization, plus "Expect:" (no 100-continue).
  * With |bearer| the Authorization is "Bearer <token>" and nothing is signed.
+ * |now| is the signing time in unix seconds (our clock plus any learnt skew).
  * Returns the list (free with aw_slist_free_secure) or NULL. */
 struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, const char *service,
                                 const char *region, const struct aw_credentials *cr,
                                 const char *bearer, const char *content_type,
                                 const struct cm_sigv4_header *extra, size_t n_extra,
-                                const char *body, size_t len);
+                                const char *body, size_t len, long long now);
+
+/* Fills |out| from an AWS JSON error answer: type from the x-amzn-ErrorType
+ * header (|type_header| may be NULL), else the body's __type/code; message
+ * from the body's message/Message (a short printable excerpt of a non-JSON
+ * body). */
+void aw_parse_error(int status, const char *type_header, const char *body, size_t len,
+                    struct aw_model_error *out);
 
 /* Wipes every entry (they hold signatures and tokens) and frees the list. */
 void aw_slist_free_secure(struct curl_slist *l);

@@ -1,6 +1,8 @@
+#define _GNU_SOURCE /* strptime, timegm */
 #include "aw_bedrock.h"
 #include "aw_aws.h"
 #include "aw_creds.h"
+#include "aw_curl.h"
 #include "aw_retry.h"
 #include "aw_stream.h"
 #include "cm_err.h"
@@ -10,15 +12,14 @@
 
 #include <curl/curl.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
-#define CANCEL_CHECK_MS 10
 #define MAX_POOLED_CONNECTIONS 256
+#define MAX_POOLED_EASY 64
 
 /* Monotonic seconds, the adaptive rate limiter's clock. */
 static double now_s(void)
@@ -274,56 +275,10 @@ out:
     return rc;
 }
 
-/* "ThrottlingException:http://internal.amazon.com/coral/..." and
- * "com.amazon.coral#ThrottlingException" both name ThrottlingException. */
-static void clean_type(const char *raw, char *out, size_t cap)
-{
-    const char *hash = strchr(raw, '#');
-    size_t n;
-
-    if (hash)
-        raw = hash + 1;
-    n = strcspn(raw, ":");
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(out, raw, n);
-    out[n] = '\0';
-}
-
 void aw_bedrock_parse_error(int status, const char *type_header, const char *body, size_t len,
                             struct aw_model_error *out)
 {
-    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
-    const char *msg = NULL, *type = NULL;
-
-    memset(out, 0, sizeof(*out));
-    out->http_status = status;
-    if (json_is_object(root)) {
-        cm_json_opt_str(root, "message", &msg, NULL, 0);
-        if (!msg)
-            cm_json_opt_str(root, "Message", &msg, NULL, 0);
-        cm_json_opt_str(root, "__type", &type, NULL, 0);
-        if (!type)
-            cm_json_opt_str(root, "code", &type, NULL, 0);
-    }
-    if (type_header && *type_header)
-        type = type_header;
-    if (type)
-        clean_type(type, out->type, sizeof(out->type));
-    if (!out->type[0]) /* none, or one like "ns#" that names nothing */
-        snprintf(out->type, sizeof(out->type), "HTTP%d", status);
-    if (msg && *msg) {
-        cm_strlcpy(out->message, msg, sizeof(out->message));
-    } else if (body && len && !root) {
-        /* Not JSON (a proxy's page?): keep a short, printable excerpt. */
-        size_t i, n = len < 200 ? len : 200;
-
-        for (i = 0; i < n; i++)
-            out->message[i] = (body[i] >= 0x20 && body[i] < 0x7f) ? body[i] : ' ';
-        out->message[n] = '\0';
-    } else {
-        snprintf(out->message, sizeof(out->message), "HTTP status %d", status);
-    }
+    aw_parse_error(status, type_header, body, len, out);
     if (strstr(out->message, "on-demand throughput") || strstr(out->message, "inference profile")) {
         size_t n = strlen(out->message);
 
@@ -331,7 +286,6 @@ void aw_bedrock_parse_error(int status, const char *type_header, const char *bod
                  " (fix: set MODEL_ID to a cross-region inference profile id such as "
                  "'us.<model-id>', 'eu.', 'apac.' or 'global.', or to an inference profile ARN)");
     }
-    json_decref(root);
 }
 
 int aw_bedrock_retryable(int status, const char *type)
@@ -368,23 +322,18 @@ struct aw_bedrock {
     struct aw_retry_quota quota;
     struct aw_rate rate; /* paces attempts in adaptive mode only */
     char *ca_bundle;
-    /* One pool of connections, DNS answers and TLS sessions for every worker
-     * thread's handle, so a thread reuses a connection another one opened. */
-    CURLSH *share;
-    pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+    /* The loop that owns every transfer, and its one multi handle: one
+     * connection pool, HTTP/2 streams multiplexed over it. */
+    uv_loop_t *loop;
+    struct aw_curl *multi;
+    CURL *easy_pool[MAX_POOLED_EASY]; /* reused handles: no allocation per call */
+    int n_easy;
+    long long clock_offset_s; /* service clock minus ours, learnt from a skew 403 */
+    uv_work_t creds_work;
+    int creds_busy;
+    struct aw_bedrock_call *creds_waiting;
+    void (*on_log)(int warn, const char *text);
 };
-
-static void share_lock(CURL *h, curl_lock_data d, curl_lock_access a, void *u)
-{
-    (void)h, (void)a;
-    pthread_mutex_lock(&((struct aw_bedrock *)u)->share_locks[d]);
-}
-
-static void share_unlock(CURL *h, curl_lock_data d, void *u)
-{
-    (void)h;
-    pthread_mutex_unlock(&((struct aw_bedrock *)u)->share_locks[d]);
-}
 
 static char *dup_or_null(const char *s)
 {
@@ -426,17 +375,11 @@ struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err
     b->retry_mode = cfg->retry_mode;
     aw_retry_quota_init(&b->quota, AW_RETRY_CAPACITY);
     b->ca_bundle = dup_or_null(cfg->ca_bundle);
-    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
-        pthread_mutex_init(&b->share_locks[i], NULL);
-    b->share = curl_share_init();
-    if (!b->share)
+    b->loop = cfg->loop;
+    b->on_log = cfg->on_log;
+    b->multi = aw_curl_new(cfg->loop, MAX_POOLED_CONNECTIONS);
+    if (!b->multi)
         goto fail;
-    curl_share_setopt(b->share, CURLSHOPT_LOCKFUNC, share_lock);
-    curl_share_setopt(b->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
-    curl_share_setopt(b->share, CURLSHOPT_USERDATA, b);
-    curl_share_setopt(b->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-    curl_share_setopt(b->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    curl_share_setopt(b->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     if (!b->region || !b->model_id)
         goto fail;
     cm_buf_init(&path, 8192);
@@ -474,11 +417,9 @@ void aw_bedrock_free(struct aw_bedrock *b)
 {
     if (!b)
         return;
-    if (b->share) {
-        curl_share_cleanup(b->share);
-        for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
-            pthread_mutex_destroy(&b->share_locks[i]);
-    }
+    while (b->n_easy)
+        curl_easy_cleanup(b->easy_pool[--b->n_easy]);
+    aw_curl_free(b->multi);
     free(b->ca_bundle);
     free(b->region);
     free(b->model_id);
@@ -496,60 +437,7 @@ void aw_bedrock_free(struct aw_bedrock *b)
     free(b);
 }
 
-static pthread_key_t curl_key;
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_destroy(void *h)
-{
-    curl_easy_cleanup(h);
-}
-
-static pthread_key_t multi_key;
-
-static void multi_destroy(void *m)
-{
-    curl_multi_cleanup(m);
-}
-
-static void curl_key_make(void)
-{
-    pthread_key_create(&curl_key, curl_destroy);
-    pthread_key_create(&multi_key, multi_destroy);
-}
-
-/* One easy handle per thread keeps its connection (and TLS session) alive
- * between calls, so a conversation pays the TLS handshake once. */
-static CURL *thread_curl(void)
-{
-    CURL *h;
-
-    pthread_once(&curl_once, curl_key_make);
-    h = pthread_getspecific(curl_key);
-    if (!h) {
-        h = curl_easy_init();
-        if (h)
-            pthread_setspecific(curl_key, h);
-    }
-    return h;
-}
-
-void aw_bedrock_thread_done(void)
-{
-    CURL *h;
-    CURLM *m;
-
-    pthread_once(&curl_once, curl_key_make);
-    h = pthread_getspecific(curl_key);
-    if (h) {
-        pthread_setspecific(curl_key, NULL);
-        curl_easy_cleanup(h);
-    }
-    m = pthread_getspecific(multi_key);
-    if (m) {
-        pthread_setspecific(multi_key, NULL);
-        curl_multi_cleanup(m);
-    }
-}
+#define MAX_POOLED_EASY 64
 
 static void set_error(struct aw_model_error *e, int status, const char *type, const char *msg)
 {
@@ -558,242 +446,143 @@ static void set_error(struct aw_model_error *e, int status, const char *type, co
     cm_strlcpy(e->message, msg, sizeof(e->message));
 }
 
-/* One attempt's transfer. A 200 ConverseStream body goes through the decoder
- * into the assembler as it arrives; any other body is kept (capped) for the
- * error parser. */
-struct xfer {
+/* One model call: its attempts, the waits between them and the transfer of
+ * the current attempt. Lives on the loop; freed in the timer's close callback
+ * (libuv frees nothing before that, ../shared/research/event-driven.md). */
+struct aw_bedrock_call {
+    struct aw_bedrock *b;
+    struct aw_call_cb cb;
+    char *body;
+    size_t body_len;
+    int attempt, refetched, skew_retried, spent;
+    enum { ST_IDLE, ST_PACE, ST_CREDS, ST_XFER, ST_BACKOFF, ST_DONE } state;
+    uv_timer_t timer; /* pacing, backoff, or the silence watch of a transfer */
+    struct aw_bedrock_call *next_waiting;
+    /* the current attempt */
     CURL *h;
-    struct cm_buf body;
+    struct curl_slist *headers;
+    struct cm_buf rbody;
     char error_type[128];
-    int (*cancelled)(void *);
-    void *cancel_ud;
-    int was_cancelled;
-    uint64_t last_check;
+    char date[64]; /* the response's Date header, for clock-skew correction */
+    long status;
+    uint64_t last_rx; /* uv_now() of the last received byte (or of the start) */
     int streaming;
-    long status; /* known from the first body byte on */
     struct cm_evs_decoder dec;
     struct aw_stream asm_;
-    int stream_rc;              /* why the stream stopped early, 0 if it did not */
-    struct aw_model_error serr; /* the stream's error, when stream_rc is set */
+    int asm_live;
+    int stream_rc;
+    struct aw_model_error serr;
+    struct aw_turn turn;
+    struct aw_model_error err;
 };
+
+static void attempt_start(struct aw_bedrock_call *c);
+static void call_finish(struct aw_bedrock_call *c, int rc);
+
+static CURL *easy_get(struct aw_bedrock *b)
+{
+    if (b->n_easy)
+        return b->easy_pool[--b->n_easy];
+    return curl_easy_init();
+}
+
+static void easy_put(struct aw_bedrock *b, CURL *h)
+{
+    if (b->n_easy < MAX_POOLED_EASY) {
+        curl_easy_reset(h);
+        b->easy_pool[b->n_easy++] = h;
+    } else {
+        curl_easy_cleanup(h);
+    }
+}
 
 static int on_frame(void *ud, const struct cm_evs_message *m)
 {
-    struct xfer *x = ud;
+    struct aw_bedrock_call *c = ud;
 
-    x->stream_rc = aw_stream_on_frame(&x->asm_, m, &x->serr);
-    return x->stream_rc;
+    c->stream_rc = aw_stream_on_frame(&c->asm_, m, &c->serr);
+    return c->stream_rc;
 }
 
 static size_t on_body(char *p, size_t sz, size_t n, void *ud)
 {
-    struct xfer *x = ud;
+    struct aw_bedrock_call *c = ud;
     int rc;
 
-    if (!x->status)
-        curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->status);
-    if (x->streaming && x->status == 200) {
-        rc = cm_evs_decoder_feed(&x->dec, p, sz * n);
-        if (rc && !x->stream_rc) {
+    c->last_rx = uv_now(c->b->loop);
+    if (!c->status)
+        curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &c->status);
+    if (c->streaming && c->status == 200) {
+        rc = cm_evs_decoder_feed(&c->dec, p, sz * n);
+        if (rc && !c->stream_rc) {
             /* The decoder itself failed (CRC, lengths, caps). */
-            x->stream_rc = CM_EUPSTREAM;
-            set_error(&x->serr, 200, "MalformedStream", cm_evs_strerror(rc));
+            c->stream_rc = CM_EUPSTREAM;
+            set_error(&c->serr, 200, "MalformedStream", cm_evs_strerror(rc));
         }
         return rc ? 0 : sz * n;
     }
-    return cm_buf_add(&x->body, p, sz * n) ? 0 : sz * n; /* past the cap: abort */
+    return cm_buf_add(&c->rbody, p, sz * n) ? 0 : sz * n; /* past the cap: abort */
+}
+
+/* Copies a header's value when its name matches. */
+static void header_value(const char *p, size_t len, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name), i, k = 0;
+
+    if (len <= nl || strncasecmp(p, name, nl))
+        return;
+    i = nl;
+    while (i < len && (p[i] == ' ' || p[i] == '\t'))
+        i++;
+    while (i < len && p[i] != '\r' && p[i] != '\n' && k < cap - 1)
+        out[k++] = p[i++];
+    out[k] = '\0';
 }
 
 static size_t on_header(char *p, size_t sz, size_t n, void *ud)
 {
-    struct xfer *x = ud;
+    struct aw_bedrock_call *c = ud;
     size_t len = sz * n;
-    static const char name[] = "x-amzn-errortype:";
 
-    if (len > sizeof(name) - 1 && !strncasecmp(p, name, sizeof(name) - 1)) {
-        size_t i = sizeof(name) - 1, k = 0;
-
-        while (i < len && (p[i] == ' ' || p[i] == '\t'))
-            i++;
-        while (i < len && p[i] != '\r' && p[i] != '\n' && k < sizeof(x->error_type) - 1)
-            x->error_type[k++] = p[i++];
-        x->error_type[k] = '\0';
-    }
+    c->last_rx = uv_now(c->b->loop);
+    header_value(p, len, "x-amzn-errortype:", c->error_type, sizeof(c->error_type));
+    header_value(p, len, "date:", c->date, sizeof(c->date));
     return len;
 }
 
-/* libcurl calls this on every turn of its loop. Asking gRPC whether the caller
- * left costs a queue pluck (locks, often a futex): doing it on every call
- * measured 2.4x the worker's CPU per invocation, so it is asked at most once
- * per CANCEL_CHECK_MS. */
-static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+/* Drops the current attempt's transfer and decoder state. */
+static void attempt_cleanup(struct aw_bedrock_call *c)
 {
-    struct xfer *x = ud;
-    uint64_t now;
-
-    (void)a, (void)b, (void)c, (void)d;
-    if (!x->cancelled)
-        return 0;
-    now = cm_now_ms();
-    if (now - x->last_check < CANCEL_CHECK_MS)
-        return 0;
-    x->last_check = now;
-    if (x->cancelled(x->cancel_ud)) {
-        x->was_cancelled = 1;
-        return 1;
+    if (c->h) {
+        if (c->state == ST_XFER)
+            aw_curl_remove(c->b->multi, c->h);
+        easy_put(c->b, c->h);
+        c->h = NULL;
     }
-    return 0;
+    aw_slist_free_secure(c->headers); /* it held the signature and the token */
+    c->headers = NULL;
+    cm_buf_free(&c->rbody);
+    if (c->asm_live) {
+        cm_evs_decoder_cleanup(&c->dec);
+        aw_stream_cleanup(&c->asm_);
+        c->asm_live = 0;
+    }
 }
 
-/* One signed POST. Returns 0 (HTTP answer in |status| and |x|), CM_ECANCELED,
- * or CM_EIO with |err| describing the transport failure. */
-#define POLL_SLICE_MS 50
-
-/* Runs one transfer on this thread's multi handle in short slices, asking
- * between them whether the caller left: curl_easy_perform would only call the
- * progress callback about once a second while the model is silent. */
-static CURLcode perform(CURL *h, struct xfer *x)
+static void call_closed(uv_handle_t *h)
 {
-    CURLM *m = pthread_getspecific(multi_key);
-    CURLcode cc = CURLE_OK;
-    CURLMsg *msg;
-    int running = 1, left;
+    struct aw_bedrock_call *c = h->data;
 
-    if (!m) {
-        m = curl_multi_init();
-        if (!m)
-            return curl_easy_perform(h);
-        /* Keep connections for every worker thread, not curl's default handful:
-         * otherwise they are closed after use and reopened by the next call. */
-        curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)MAX_POOLED_CONNECTIONS);
-        pthread_setspecific(multi_key, m);
-    }
-    if (curl_multi_add_handle(m, h) != CURLM_OK)
-        return curl_easy_perform(h);
-    while (running) {
-        if (curl_multi_perform(m, &running) != CURLM_OK) {
-            cc = CURLE_RECV_ERROR;
-            break;
-        }
-        if (!running)
-            break;
-        if (x->cancelled && x->cancelled(x->cancel_ud)) {
-            x->was_cancelled = 1;
-            cc = CURLE_ABORTED_BY_CALLBACK;
-            break;
-        }
-        curl_multi_poll(m, NULL, 0, POLL_SLICE_MS, NULL);
-    }
-    while ((msg = curl_multi_info_read(m, &left))) {
-        if (msg->msg == CURLMSG_DONE && msg->easy_handle == h && cc == CURLE_OK)
-            cc = msg->data.result;
-    }
-    curl_multi_remove_handle(m, h);
-    return cc;
+    aw_turn_clear(&c->turn);
+    free(c->body);
+    free(c);
 }
 
-static int post_once(struct aw_bedrock *b, const char *body, const struct aw_credentials *cr,
-                     struct xfer *x, long *status, struct aw_model_error *err)
+static void call_release(struct aw_bedrock_call *c)
 {
-    struct curl_slist *list;
-    char url[8192], line[512];
-    CURL *h = thread_curl();
-    const char *path = x->streaming ? b->stream_path : b->path;
-    CURLcode cc;
-    int rc = CM_EIO;
-
-    if (!h) {
-        set_error(err, 0, "TransportError", "cannot create an HTTP handle");
-        return CM_ENOMEM;
-    }
-    x->h = h;
-    list = aw_sign_post(&b->ep, path, "bedrock", b->region, cr, b->bearer, "application/json", NULL,
-                        0, body, strlen(body));
-    if (!list) {
-        set_error(err, 0, "SigningError", "cannot sign the request");
-        return CM_EINVAL;
-    }
-    snprintf(url, sizeof(url), "%s%s", b->ep.scheme_host, path);
-
-    curl_easy_reset(h);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_SHARE, b->share);
-    curl_easy_setopt(h, CURLOPT_MAXCONNECTS, (long)MAX_POOLED_CONNECTIONS);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
-    if (b->ca_bundle)
-        curl_easy_setopt(h, CURLOPT_CAINFO, b->ca_bundle);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "agentcore-c/0.1");
-    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)b->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)b->read_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
-    cc = perform(h, x);
-    aw_slist_free_secure(list); /* it held the signature and the token */
-    if (cc == CURLE_OK) {
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
-        rc = 0;
-    } else if (x->was_cancelled) {
-        rc = CM_ECANCELED;
-    } else if (x->stream_rc) {
-        /* The stream carried an exception or could not be decoded. */
-        *err = x->serr;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
-        rc = x->stream_rc;
-    } else if (cc == CURLE_WRITE_ERROR) {
-        set_error(err, 0, "ResponseTooLarge", "model response larger than the cap");
-        rc = CM_ETOOBIG;
-    } else {
-        snprintf(line, sizeof(line), "cannot reach %.300s: %s", b->ep.scheme_host,
-                 curl_easy_strerror(cc));
-        set_error(err, 0, cc == CURLE_OPERATION_TIMEDOUT ? "Timeout" : "TransportError", line);
-    }
-    return rc;
-}
-
-/* Waits |ms| in short slices so a cancelled call stops waiting at once.
- * Returns 1 if cancelled. */
-static int wait_ms(uint64_t ms, int (*cancelled)(void *), void *ud)
-{
-    uint64_t until = cm_now_ms() + ms;
-
-    while (cm_now_ms() < until) {
-        struct timespec ts = {0, 20 * 1000000L};
-
-        if (cancelled && cancelled(ud))
-            return 1;
-        nanosleep(&ts, NULL);
-    }
-    return 0;
-}
-
-/* The full-jitter backoff before the next attempt. Returns 1 if cancelled. */
-static int backoff(struct aw_bedrock *b, int attempt, int (*cancelled)(void *), void *ud)
-{
-    unsigned int r = 0;
-
-    RAND_bytes((unsigned char *)&r, sizeof(r));
-    return wait_ms((uint64_t)aw_retry_backoff_ms(attempt, b->retry_base_ms, r), cancelled, ud);
-}
-
-/* Adaptive mode: waits for a send token. Returns 1 if cancelled meanwhile. */
-static int pace(struct aw_bedrock *b, int (*cancelled)(void *), void *ud)
-{
-    double wait;
-
-    while ((wait = aw_rate_acquire(&b->rate, now_s())) > 0) {
-        if (wait_ms((uint64_t)(wait * 1000) + 1, cancelled, ud))
-            return 1;
-    }
-    return 0;
+    attempt_cleanup(c);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, call_closed);
 }
 
 static int key_invalid(const char *type)
@@ -803,115 +592,391 @@ static int key_invalid(const char *type)
            !strcmp(type, "InvalidClientTokenId") || !strcmp(type, "ExpiredToken");
 }
 
-/* Turns a finished 200 transfer into |out|: parse the Converse body, or
- * finish the assembled stream. 0 or CM_EUPSTREAM with |err| set. */
-static int finish_ok(struct xfer *x, struct aw_turn *out, struct aw_model_error *err)
+int aw_bedrock_clock_skewed(int status, const char *type, const char *message)
+{
+    if (status != 403 && status != 400)
+        return 0;
+    if (!strcmp(type, "RequestTimeTooSkewed") || !strcmp(type, "RequestExpired") ||
+        !strcmp(type, "RequestInTheFuture"))
+        return 1;
+    /* Bedrock says it in the message of an InvalidSignatureException. */
+    return strstr(message, "Signature expired") || strstr(message, "Signature not yet current") ||
+           strstr(message, "too skewed");
+}
+
+long long aw_bedrock_http_date(const char *s)
+{
+    struct tm tm;
+
+    memset(&tm, 0, sizeof(tm));
+    if (!s || !strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+        return -1;
+    return (long long)timegm(&tm);
+}
+
+/* Turns a finished 200 transfer into the turn: parse the Converse body, or
+ * finish the assembled stream. 0 or CM_EUPSTREAM with |c->err| set. */
+static int finish_ok(struct aw_bedrock_call *c)
 {
     char perr[256];
 
-    if (x->streaming) {
-        if (!cm_evs_decoder_idle(&x->dec)) {
-            set_error(err, 200, "IncompleteStream", "the event stream ended inside a frame");
+    if (c->streaming) {
+        if (!cm_evs_decoder_idle(&c->dec)) {
+            set_error(&c->err, 200, "IncompleteStream", "the event stream ended inside a frame");
             return CM_EUPSTREAM;
         }
-        return aw_stream_finish(&x->asm_, out, err) ? CM_EUPSTREAM : 0;
+        return aw_stream_finish(&c->asm_, &c->turn, &c->err) ? CM_EUPSTREAM : 0;
     }
-    if (aw_bedrock_parse_response(x->body.data ? x->body.data : "", x->body.len, out, perr,
+    if (aw_bedrock_parse_response(c->rbody.data ? c->rbody.data : "", c->rbody.len, &c->turn, perr,
                                   sizeof(perr))) {
-        set_error(err, 200, "MalformedResponse", perr);
+        set_error(&c->err, 200, "MalformedResponse", perr);
         return CM_EUPSTREAM;
     }
     return 0;
 }
 
-int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json_t *tool_config,
-                        const struct aw_call *call, struct aw_turn *out, struct aw_model_error *err)
+static void on_timer(uv_timer_t *t);
+
+/* Waits |ms| on the call's timer in |state|, then goes on with on_timer. */
+static void wait_then(struct aw_bedrock_call *c, int state, uint64_t ms)
 {
-    struct aw_credentials cr;
-    char *body;
-    int attempt, rc = CM_EUPSTREAM, refetched = 0, spent = 0;
+    c->state = state;
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
 
-    memset(out, 0, sizeof(*out));
-    memset(err, 0, sizeof(*err));
-    memset(&cr, 0, sizeof(cr));
-    body = aw_bedrock_build_body(messages, &b->opts, tool_config);
-    if (!body)
-        return CM_ENOMEM;
-    for (attempt = 1; attempt <= b->max_attempts; attempt++) {
-        struct xfer x;
-        long status = 0;
-        int forwarded;
+/* What to do after an attempt ended with |rc| (0, CM_EUPSTREAM, ...). */
+static void attempt_done(struct aw_bedrock_call *c, int rc)
+{
+    struct aw_bedrock *b = c->b;
+    struct aw_model_error *err = &c->err;
+    int forwarded = c->streaming && c->asm_live && c->asm_.forwarded;
+    unsigned int r = 0;
 
-        if (b->retry_mode == AW_RETRY_ADAPTIVE &&
-            pace(b, call ? call->cancelled : NULL, call ? call->ud : NULL)) {
-            rc = CM_ECANCELED;
-            break;
-        }
-        memset(&x, 0, sizeof(x));
-        cm_buf_init(&x.body, AW_BEDROCK_MAX_RESPONSE);
-        x.cancelled = call ? call->cancelled : NULL;
-        x.cancel_ud = call ? call->ud : NULL;
-        x.streaming = b->streaming;
-        if (x.streaming) {
-            cm_evs_decoder_init(&x.dec, 0, on_frame, &x);
-            aw_stream_init(&x.asm_, call ? call->on_text : NULL, call ? call->ud : NULL);
-        }
-        if (!b->bearer && b->creds && aw_creds_get(b->creds, &cr, err)) {
-            rc = CM_EUPSTREAM;
-            cm_buf_free(&x.body);
-            if (x.streaming) {
-                cm_evs_decoder_cleanup(&x.dec);
-                aw_stream_cleanup(&x.asm_);
+    uv_timer_stop(&c->timer);
+    if (b->retry_mode == AW_RETRY_ADAPTIVE && rc != CM_ECANCELED)
+        aw_rate_update(&b->rate, rc == CM_EUPSTREAM && aw_retry_is_throttle(err->type), now_s());
+    c->state = ST_IDLE;
+    attempt_cleanup(c);
+    if (rc == 0) {
+        if (b->retry_mode != AW_RETRY_LEGACY)
+            aw_retry_quota_release(&b->quota, c->spent ? c->spent : 1);
+        call_finish(c, 0);
+        return;
+    }
+    /* A clock that is off by minutes: learn the offset from the service's
+     * Date header (as the JavaScript SDK's systemClockOffset) and sign again
+     * once, outside the budget. */
+    if (rc == CM_EUPSTREAM && !c->skew_retried && !b->bearer &&
+        aw_bedrock_clock_skewed(err->http_status, err->type, err->message)) {
+        long long server = aw_bedrock_http_date(c->date);
+
+        if (server > 0) {
+            b->clock_offset_s = server - (long long)time(NULL);
+            c->skew_retried = 1;
+            if (b->on_log) {
+                char text[160];
+
+                snprintf(text, sizeof(text),
+                         "clock skew corrected: signing with an offset of %lld s from the "
+                         "service's Date header",
+                         b->clock_offset_s);
+                b->on_log(1, text);
             }
-            break;
-        }
-        rc = post_once(b, body, &cr, &x, &status, err);
-        if (rc == 0 && status == 200)
-            rc = finish_ok(&x, out, err);
-        else if (rc == 0) {
-            aw_bedrock_parse_error((int)status, x.error_type, x.body.data, x.body.len, err);
-            rc = CM_EUPSTREAM;
-        } else if (rc == CM_EIO) {
-            rc = CM_EUPSTREAM; /* transport error: err says which, status 0 */
-        }
-        if (b->retry_mode == AW_RETRY_ADAPTIVE && rc != CM_ECANCELED)
-            aw_rate_update(&b->rate, rc == CM_EUPSTREAM && aw_retry_is_throttle(err->type),
-                           now_s());
-        forwarded = x.streaming && x.asm_.forwarded;
-        cm_buf_free(&x.body);
-        if (x.streaming) {
-            cm_evs_decoder_cleanup(&x.dec);
-            aw_stream_cleanup(&x.asm_);
-        }
-        /* A key the service calls invalid (rotated secret, expired token):
-         * fetch the credentials again and try once more, outside the budget. */
-        if (rc == CM_EUPSTREAM && err->http_status == 403 && key_invalid(err->type) && b->creds &&
-            !b->bearer && !refetched) {
-            refetched = 1;
-            aw_creds_invalidate(b->creds);
-            attempt--;
-            continue;
-        }
-        /* Text already handed to the client cannot be taken back: a stream that
-         * fails after that is not retried. */
-        if (rc != CM_EUPSTREAM || forwarded || !aw_bedrock_retryable(err->http_status, err->type) ||
-            attempt == b->max_attempts)
-            break;
-        if (b->retry_mode != AW_RETRY_LEGACY) {
-            int cost = aw_retry_cost(err->type);
-
-            if (!aw_retry_quota_acquire(&b->quota, cost))
-                break; /* the retry budget is spent: fail fast under sustained errors */
-            spent += cost;
-        }
-        if (backoff(b, attempt, x.cancelled, x.cancel_ud)) {
-            rc = CM_ECANCELED;
-            break;
+            attempt_start(c);
+            return;
         }
     }
-    if (rc == 0 && b->retry_mode != AW_RETRY_LEGACY)
-        aw_retry_quota_release(&b->quota, spent ? spent : 1);
+    /* A key the service calls invalid (rotated secret, expired token): fetch
+     * the credentials again and try once more, outside the budget. */
+    if (rc == CM_EUPSTREAM && err->http_status == 403 && key_invalid(err->type) && b->creds &&
+        !b->bearer && !c->refetched) {
+        c->refetched = 1;
+        aw_creds_invalidate(b->creds);
+        attempt_start(c);
+        return;
+    }
+    /* Text already handed to the client cannot be taken back: a stream that
+     * fails after that is not retried. */
+    if (rc != CM_EUPSTREAM || forwarded || !aw_bedrock_retryable(err->http_status, err->type) ||
+        c->attempt >= b->max_attempts) {
+        call_finish(c, rc);
+        return;
+    }
+    if (b->retry_mode != AW_RETRY_LEGACY) {
+        int cost = aw_retry_cost(err->type);
+
+        if (!aw_retry_quota_acquire(&b->quota, cost)) {
+            call_finish(c, rc); /* the retry budget is spent: fail fast */
+            return;
+        }
+        c->spent += cost;
+    }
+    RAND_bytes((unsigned char *)&r, sizeof(r));
+    wait_then(c, ST_BACKOFF, (uint64_t)aw_retry_backoff_ms(c->attempt, b->retry_base_ms, r));
+}
+
+static void on_xfer_done(void *ud, CURLcode cc)
+{
+    struct aw_bedrock_call *c = ud;
+    char line[512];
+    int rc;
+
+    c->state = ST_IDLE; /* curl let go of the handle */
+    if (cc == CURLE_OK) {
+        curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &c->status);
+        if (c->status == 200) {
+            rc = finish_ok(c);
+        } else {
+            aw_bedrock_parse_error((int)c->status, c->error_type, c->rbody.data, c->rbody.len,
+                                   &c->err);
+            rc = CM_EUPSTREAM;
+        }
+    } else if (c->stream_rc) {
+        /* The stream carried an exception or could not be decoded. */
+        c->err = c->serr;
+        rc = c->stream_rc;
+    } else if (cc == CURLE_WRITE_ERROR) {
+        set_error(&c->err, 0, "ResponseTooLarge", "model response larger than the cap");
+        rc = CM_EUPSTREAM;
+    } else {
+        snprintf(line, sizeof(line), "cannot reach %.300s: %s", c->b->ep.scheme_host,
+                 curl_easy_strerror(cc));
+        set_error(&c->err, 0, cc == CURLE_OPERATION_TIMEDOUT ? "Timeout" : "TransportError", line);
+        rc = CM_EUPSTREAM;
+    }
+    attempt_done(c, rc);
+}
+
+/* The silence watch: one timer per transfer, re-armed only when it fires, so
+ * a stream costs no wake-up per received chunk. */
+static void watch_silence(struct aw_bedrock_call *c)
+{
+    uint64_t now = uv_now(c->b->loop), limit = (uint64_t)c->b->read_timeout_ms;
+    uint64_t quiet = now - c->last_rx;
+    char line[160];
+
+    if (quiet < limit) {
+        uv_timer_start(&c->timer, on_timer, limit - quiet, 0);
+        return;
+    }
+    snprintf(line, sizeof(line), "no data from the model for %d ms (BEDROCK_READ_TIMEOUT_MS)",
+             c->b->read_timeout_ms);
+    aw_curl_remove(c->b->multi, c->h);
+    c->state = ST_IDLE;
+    set_error(&c->err, 0, "Timeout", line);
+    attempt_done(c, CM_EUPSTREAM);
+}
+
+static void start_transfer(struct aw_bedrock_call *c, const struct aw_credentials *cr)
+{
+    struct aw_bedrock *b = c->b;
+    const char *path = c->streaming ? b->stream_path : b->path;
+    char url[8192];
+    CURL *h;
+
+    c->h = h = easy_get(b);
+    if (!h) {
+        set_error(&c->err, 0, "TransportError", "cannot create an HTTP handle");
+        attempt_done(c, CM_ENOMEM);
+        return;
+    }
+    c->headers =
+        aw_sign_post(&b->ep, path, "bedrock", b->region, cr, b->bearer, "application/json", NULL, 0,
+                     c->body, c->body_len, (long long)time(NULL) + b->clock_offset_s);
+    if (!c->headers) {
+        set_error(&c->err, 0, "SigningError", "cannot sign the request");
+        attempt_done(c, CM_EINVAL);
+        return;
+    }
+    snprintf(url, sizeof(url), "%s%s", b->ep.scheme_host, path);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+    if (b->ca_bundle)
+        curl_easy_setopt(h, CURLOPT_CAINFO, b->ca_bundle);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "agentcore-c/0.1");
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    /* A call that starts while the first connection is still being set up
+     * waits for it and shares it (HTTP/2), instead of opening another. */
+    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)b->connect_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+    aw_turn_clear(&c->turn); /* a failed attempt may have left a part */
+    c->status = 0;
+    c->error_type[0] = c->date[0] = '\0';
+    c->stream_rc = 0;
+    cm_buf_init(&c->rbody, AW_BEDROCK_MAX_RESPONSE);
+    if (c->streaming) {
+        cm_evs_decoder_init(&c->dec, 0, on_frame, c);
+        aw_stream_init(&c->asm_, c->cb.on_text, c->cb.ud);
+        c->asm_live = 1;
+    }
+    if (aw_curl_add(b->multi, h, on_xfer_done, c)) {
+        set_error(&c->err, 0, "TransportError", "cannot start the HTTP transfer");
+        attempt_done(c, CM_EUPSTREAM);
+        return;
+    }
+    c->state = ST_XFER;
+    c->last_rx = uv_now(b->loop);
+    uv_timer_start(&c->timer, on_timer, (uint64_t)b->read_timeout_ms, 0);
+}
+
+/* ---- credentials without blocking the loop ----
+ * The fast path reads the cached set under a short lock. A resolution (files,
+ * HTTP endpoints, Secrets Manager) runs on libuv's work pool; calls that have
+ * nothing to sign with wait for it in a list, holding no thread. */
+
+static void creds_work(uv_work_t *w)
+{
+    struct aw_bedrock *b = w->data;
+    struct aw_credentials cr;
+    struct aw_model_error e;
+
+    if (!aw_creds_get(b->creds, &cr, &e))
+        aw_credentials_clear(&cr);
+}
+
+static void with_credentials(struct aw_bedrock_call *c);
+
+static void creds_done(uv_work_t *w, int status)
+{
+    struct aw_bedrock *b = w->data;
+    struct aw_bedrock_call *c = b->creds_waiting, *next;
+
+    (void)status;
+    b->creds_busy = 0;
+    b->creds_waiting = NULL;
+    for (; c; c = next) {
+        next = c->next_waiting;
+        c->next_waiting = NULL;
+        with_credentials(c);
+    }
+}
+
+static void creds_refresh(struct aw_bedrock *b)
+{
+    if (b->creds_busy)
+        return;
+    b->creds_work.data = b;
+    if (uv_queue_work(b->loop, &b->creds_work, creds_work, creds_done) == 0)
+        b->creds_busy = 1;
+}
+
+static void with_credentials(struct aw_bedrock_call *c)
+{
+    struct aw_bedrock *b = c->b;
+    struct aw_credentials cr;
+    int refresh = 0, rc;
+
+    memset(&cr, 0, sizeof(cr));
+    if (b->bearer || !b->creds) {
+        start_transfer(c, &cr);
+        return;
+    }
+    rc = aw_creds_peek(b->creds, &cr, &refresh, &c->err);
+    if (refresh)
+        creds_refresh(b);
+    if (rc == 1 && b->creds_busy) {
+        c->state = ST_CREDS;
+        c->next_waiting = b->creds_waiting;
+        b->creds_waiting = c;
+        return;
+    }
+    if (rc) {
+        if (rc == 1)
+            set_error(&c->err, 0, "CredentialsError", "credentials could not be resolved");
+        call_finish(c, CM_EUPSTREAM);
+        return;
+    }
+    start_transfer(c, &cr);
     aw_credentials_clear(&cr);
-    free(body);
-    return rc;
+}
+
+static void attempt_start(struct aw_bedrock_call *c)
+{
+    struct aw_bedrock *b = c->b;
+    double wait;
+
+    c->attempt++;
+    memset(&c->err, 0, sizeof(c->err));
+    if (b->retry_mode == AW_RETRY_ADAPTIVE && (wait = aw_rate_acquire(&b->rate, now_s())) > 0) {
+        c->attempt--; /* taken again when the token is there */
+        wait_then(c, ST_PACE, (uint64_t)(wait * 1000) + 1);
+        return;
+    }
+    with_credentials(c);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct aw_bedrock_call *c = t->data;
+
+    switch (c->state) {
+    case ST_XFER:
+        watch_silence(c);
+        break;
+    case ST_PACE:
+    case ST_BACKOFF:
+        c->state = ST_IDLE;
+        attempt_start(c);
+        break;
+    default:
+        break;
+    }
+}
+
+static void call_finish(struct aw_bedrock_call *c, int rc)
+{
+    c->state = ST_DONE;
+    if (c->cb.on_done)
+        c->cb.on_done(c->cb.ud, rc, &c->turn, &c->err);
+    call_release(c);
+}
+
+struct aw_bedrock_call *aw_bedrock_start(struct aw_bedrock *b, const json_t *messages,
+                                         const json_t *tool_config, const struct aw_call_cb *cb)
+{
+    struct aw_bedrock_call *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->b = b;
+    c->cb = *cb;
+    c->streaming = b->streaming;
+    c->body = aw_bedrock_build_body(messages, &b->opts, tool_config);
+    if (!c->body) {
+        free(c);
+        return NULL;
+    }
+    c->body_len = strlen(c->body);
+    uv_timer_init(b->loop, &c->timer);
+    c->timer.data = c;
+    attempt_start(c);
+    return c;
+}
+
+void aw_bedrock_cancel(struct aw_bedrock_call *c)
+{
+    struct aw_bedrock_call **p;
+
+    if (!c || c->state == ST_DONE)
+        return;
+    if (c->state == ST_CREDS) {
+        for (p = &c->b->creds_waiting; *p; p = &(*p)->next_waiting) {
+            if (*p == c) {
+                *p = c->next_waiting;
+                break;
+            }
+        }
+    }
+    c->cb.on_done = NULL;
+    c->state = c->state == ST_XFER ? ST_XFER : ST_IDLE;
+    attempt_cleanup(c); /* on HTTP/2 this resets the call's stream only */
+    c->state = ST_DONE;
+    call_release(c);
 }

@@ -13,10 +13,12 @@
 #ifndef AW_BEDROCK_H
 #define AW_BEDROCK_H
 
+#include "aw_aws.h"
 #include "cm_buf.h"
 
 #include <jansson.h>
 #include <stddef.h>
+#include <uv.h>
 
 #define AW_BEDROCK_MAX_RESPONSE (16 * 1024 * 1024)
 
@@ -50,14 +52,9 @@ struct aw_bedrock_config {
     int retry_mode;        /* enum aw_retry_mode */
     const char *ca_bundle; /* AWS_CA_BUNDLE: CA file for TLS verification, or NULL */
     int streaming;         /* 1: ConverseStream, 0: Converse */
-};
-
-/* What a failed model call reports. |message| is the service's text (never a
- * credential); |type| its error type, e.g. "ThrottlingException". */
-struct aw_model_error {
-    int http_status; /* 0 for transport errors */
-    char type[96];
-    char message[768];
+    uv_loop_t *loop;       /* the loop every call runs on */
+    void (*on_log)(int warn,
+                   const char *text); /* what the client learnt (clock skew); may be NULL */
 };
 
 /* One assistant turn as Converse returned it. */
@@ -101,32 +98,43 @@ void aw_bedrock_parse_error(int status, const char *type_header, const char *bod
 /* 1 when an error of this status/type is retried by the standard mode. */
 int aw_bedrock_retryable(int status, const char *type);
 
-/* ---- I/O ---- */
+/* 1 when an error answer says our clock is off (RequestTimeTooSkewed,
+ * "Signature expired", ...): worth one retry with the service's time. */
+int aw_bedrock_clock_skewed(int status, const char *type, const char *message);
+/* An HTTP Date ("Tue, 01 Dec 2026 15:04:05 GMT") in unix seconds, or -1. */
+long long aw_bedrock_http_date(const char *s);
+
+/* ---- I/O, on the loop thread only ---- */
 
 struct aw_bedrock;
 
-/* Copies |cfg|. NULL with a reason in |err| on a bad endpoint. */
+/* Copies |cfg|; binds to |cfg->loop|. NULL with a reason in |err| on a bad
+ * endpoint. Call from the loop thread (or before the loop runs). */
 struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err, size_t errlen);
+/* Every call must have ended or been cancelled. On the loop thread. */
 void aw_bedrock_free(struct aw_bedrock *b);
 
-/* What one model call reports back while it runs; every field may be NULL. */
-struct aw_call {
-    int (*cancelled)(void *ud); /* polled during the transfer and the backoff */
+/* What one model call reports back; every field but on_done may be NULL. */
+struct aw_call_cb {
     /* Each text delta as it arrives (ConverseStream only). Once one was
      * handed out, a failure of that attempt is no longer retried. */
     void (*on_text)(void *ud, int block, const char *text, size_t len);
+    /* Once, at the end: |rc| 0 with |turn| filled (take turn->message, or it
+     * is freed on return), or CM_EUPSTREAM / CM_ENOMEM with |err| filled. */
+    void (*on_done)(void *ud, int rc, struct aw_turn *turn, struct aw_model_error *err);
     void *ud;
 };
 
-/* Calls Converse, or ConverseStream when the client was made with |streaming|,
- * plus retries. Both give the same turn. Returns 0 with |out| filled,
- * CM_EUPSTREAM with |err| filled, CM_ECANCELED or CM_ENOMEM. Safe to call from
- * many threads. */
-int aw_bedrock_converse(struct aw_bedrock *b, const json_t *messages, const json_t *tool_config,
-                        const struct aw_call *call, struct aw_turn *out,
-                        struct aw_model_error *err);
-
-/* Frees the calling thread's cached connection (threads that made calls). */
-void aw_bedrock_thread_done(void);
+/* One model call (Converse, or ConverseStream when the client was made with
+ * |streaming|) with the SDKs' retries, run as events on the loop: no thread
+ * waits, a silent model costs nothing, and BEDROCK_READ_TIMEOUT_MS limits the
+ * silence between received bytes, not the length of the answer. Returns the
+ * call, or NULL on allocation failure (|cb| never runs). */
+struct aw_bedrock_call;
+struct aw_bedrock_call *aw_bedrock_start(struct aw_bedrock *b, const json_t *messages,
+                                         const json_t *tool_config, const struct aw_call_cb *cb);
+/* Stops the call at once (its HTTP/2 stream is reset, a backoff or a wait for
+ * credentials abandoned); on_done does not run. NULL is fine. */
+void aw_bedrock_cancel(struct aw_bedrock_call *c);
 
 #endif

@@ -25,9 +25,11 @@ struct aw_creds {
     char *strings[16];
     int nstrings;
     struct aw_endpoint sm; /* Secrets Manager */
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;  /* the fields below; never held while a source is asked */
+    pthread_cond_t cond;   /* a resolution finished */
     struct aw_credentials cur;
     int have, stale;
+    int resolving;      /* one thread asks the sources; the others use |cur| or wait */
     uint64_t failed_at; /* monotonic ms of the last failed resolution */
     char failure[768];
     char last_source[32];
@@ -412,7 +414,7 @@ static int fetch_secret(struct aw_creds *c, const struct aw_credentials *boot,
         return CM_ENOMEM;
     hdrs = aw_sign_post(&c->sm, c->sm.base_path[0] ? c->sm.base_path : "/", "secretsmanager",
                         c->cfg.region, boot, NULL, "application/x-amz-json-1.1", &target, 1, body,
-                        strlen(body));
+                        strlen(body), (long long)time(NULL));
     snprintf(url, sizeof(url), "%s%s", c->sm.scheme_host,
              c->sm.base_path[0] ? c->sm.base_path : "/");
     cm_buf_init(&b, MAX_BODY);
@@ -433,7 +435,7 @@ static int fetch_secret(struct aw_creds *c, const struct aw_credentials *boot,
         }
         json_decref(resp);
     } else if (st) {
-        aw_bedrock_parse_error((int)st, NULL, b.data, b.len, &e);
+        aw_parse_error((int)st, NULL, b.data, b.len, &e);
         why_add(why, cap, "Secrets Manager GetSecretValue '%s' failed: %s (HTTP %ld): %s",
                 c->cfg.secret_id, e.type, st, e.message);
     } else {
@@ -510,6 +512,7 @@ struct aw_creds *aw_creds_new(const struct aw_creds_config *cfg, char *err, size
         return NULL;
     }
     pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cond, NULL);
     return c;
 }
 
@@ -525,6 +528,7 @@ void aw_creds_free(struct aw_creds *c)
     }
     aw_credentials_clear(&c->cur);
     pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cond);
     free(c);
 }
 
@@ -540,55 +544,110 @@ static int usable(const struct aw_credentials *cr, long long now)
     return cr->expires_at == 0 || now < cr->expires_at;
 }
 
-int aw_creds_get(struct aw_creds *c, struct aw_credentials *out, struct aw_model_error *err)
+/* Under the lock: a resolution is due and may be tried now. */
+static int due_now(struct aw_creds *c, long long now)
 {
-    long long now = (long long)time(NULL);
-    struct aw_credentials fresh;
-    char why[768], text[900];
-    int due;
-
-    pthread_mutex_lock(&c->lock);
-    due =
+    int due =
         !c->have || c->stale || (c->cur.expires_at && now >= c->cur.expires_at - REFRESH_MARGIN_S);
-    if (due && (!c->failed_at || cm_now_ms() - c->failed_at >= RETRY_AFTER_FAILURE_MS)) {
-        if (!resolve(c, &fresh, why, sizeof(why))) {
-            if (!c->have || strcmp(fresh.source, c->last_source)) {
-                snprintf(text, sizeof(text), "AWS credentials from %s", fresh.source);
-                if (c->cfg.notify)
-                    c->cfg.notify(0, text);
-            }
-            cm_strlcpy(c->last_source, fresh.source, sizeof(c->last_source));
-            c->cur = fresh;
-            c->have = 1;
-            c->stale = 0;
-            c->failed_at = 0;
-            aw_credentials_clear(&fresh);
-        } else {
-            c->failed_at = cm_now_ms();
-            cm_strlcpy(c->failure, why, sizeof(c->failure));
-            if (c->cfg.notify) {
-                if (c->have && !c->stale && usable(&c->cur, now))
-                    snprintf(text, sizeof(text),
-                             "AWS credentials refresh failed, the current ones sign until they "
-                             "expire: %.700s",
-                             why);
-                else
-                    snprintf(text, sizeof(text), "no AWS credentials: %.800s", why);
-                c->cfg.notify(1, text);
-            }
-        }
-    }
+
+    return due && !c->resolving &&
+           (!c->failed_at || cm_now_ms() - c->failed_at >= RETRY_AFTER_FAILURE_MS);
+}
+
+/* Under the lock: the current credentials may sign. */
+static int current_ok(struct aw_creds *c, long long now)
+{
     /* Credentials past their refresh point but not expired still sign. */
-    if (c->have && (!c->stale || !c->failed_at) && usable(&c->cur, now)) {
-        *out = c->cur;
-        pthread_mutex_unlock(&c->lock);
-        return 0;
-    }
+    return c->have && (!c->stale || !c->failed_at) && usable(&c->cur, now);
+}
+
+static void fill_error(struct aw_creds *c, struct aw_model_error *err)
+{
     memset(err, 0, sizeof(*err));
     cm_strlcpy(err->type, c->cfg.secret_id ? "CredentialsError" : "MissingCredentials",
                sizeof(err->type));
     snprintf(err->message, sizeof(err->message), "no usable AWS credentials: %.700s",
              c->failure[0] ? c->failure : "none configured");
+}
+
+/* Asks the sources with the lock released, then records the outcome. */
+static void resolve_unlocked(struct aw_creds *c, long long now)
+{
+    struct aw_credentials fresh;
+    char why[768], text[900];
+    int rc;
+
+    c->resolving = 1;
+    pthread_mutex_unlock(&c->lock);
+    rc = resolve(c, &fresh, why, sizeof(why));
+    pthread_mutex_lock(&c->lock);
+    c->resolving = 0;
+    pthread_cond_broadcast(&c->cond);
+    if (!rc) {
+        if (!c->have || strcmp(fresh.source, c->last_source)) {
+            snprintf(text, sizeof(text), "AWS credentials from %s", fresh.source);
+            if (c->cfg.notify)
+                c->cfg.notify(0, text);
+        }
+        cm_strlcpy(c->last_source, fresh.source, sizeof(c->last_source));
+        c->cur = fresh;
+        c->have = 1;
+        c->stale = 0;
+        c->failed_at = 0;
+        aw_credentials_clear(&fresh);
+        return;
+    }
+    c->failed_at = cm_now_ms();
+    cm_strlcpy(c->failure, why, sizeof(c->failure));
+    if (c->cfg.notify) {
+        if (c->have && !c->stale && usable(&c->cur, now))
+            snprintf(text, sizeof(text),
+                     "AWS credentials refresh failed, the current ones sign until they "
+                     "expire: %.700s",
+                     why);
+        else
+            snprintf(text, sizeof(text), "no AWS credentials: %.800s", why);
+        c->cfg.notify(1, text);
+    }
+}
+
+int aw_creds_get(struct aw_creds *c, struct aw_credentials *out, struct aw_model_error *err)
+{
+    long long now = (long long)time(NULL);
+
+    pthread_mutex_lock(&c->lock);
+    if (due_now(c, now))
+        resolve_unlocked(c, now);
+    /* Another thread is asking: wait for it when nothing usable is at hand. */
+    while (c->resolving && !current_ok(c, now))
+        pthread_cond_wait(&c->cond, &c->lock);
+    if (current_ok(c, now)) {
+        *out = c->cur;
+        pthread_mutex_unlock(&c->lock);
+        return 0;
+    }
+    fill_error(c, err);
     pthread_mutex_unlock(&c->lock);
     return CM_EUPSTREAM;
+}
+
+int aw_creds_peek(struct aw_creds *c, struct aw_credentials *out, int *refresh,
+                  struct aw_model_error *err)
+{
+    long long now = (long long)time(NULL);
+    int rc;
+
+    pthread_mutex_lock(&c->lock);
+    *refresh = due_now(c, now);
+    if (current_ok(c, now)) {
+        *out = c->cur;
+        rc = 0;
+    } else if (*refresh || c->resolving) {
+        rc = 1;
+    } else {
+        fill_error(c, err);
+        rc = CM_EUPSTREAM;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc;
 }

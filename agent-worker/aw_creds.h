@@ -23,7 +23,6 @@
 #define AW_CREDS_H
 
 #include "aw_aws.h"
-#include "aw_bedrock.h"
 
 struct aw_creds_config {
     const char *region;
@@ -51,6 +50,14 @@ void aw_creds_free(struct aw_creds *c);
  * Thread-safe. 0, or CM_EUPSTREAM with |err| (type "MissingCredentials" or
  * "CredentialsError", the message says which sources were tried). */
 int aw_creds_get(struct aw_creds *c, struct aw_credentials *out, struct aw_model_error *err);
+/* The same without ever waiting or asking a source (for an event loop):
+ * 0 with |out| when usable credentials are at hand; 1 when there are none yet
+ * but a resolution runs or may run (call aw_creds_get() off the loop, then
+ * peek again); CM_EUPSTREAM with |err| when the sources failed less than a
+ * second ago. |*refresh| is 1 when a resolution is due and nobody runs one:
+ * the caller should start aw_creds_get() in the background. */
+int aw_creds_peek(struct aw_creds *c, struct aw_credentials *out, int *refresh,
+                  struct aw_model_error *err);
 /* Marks the credentials stale: the next get resolves again. */
 void aw_creds_invalidate(struct aw_creds *c);
 

@@ -1,3 +1,7 @@
+/* The AgentService handlers as events on the loop. An invocation is the
+ * struct below plus the aw_agent step state: it holds no thread while it waits
+ * for its session, the first tool listing, the model or its tools, and every
+ * wait ends with an event (a completion, a timer, the client's cancellation). */
 #include "aw_service.h"
 #include "aw_agent.h"
 #include "aw_bedrock.h"
@@ -14,6 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
+
+/* Events queued for a gateway that does not read: past this the stream is
+ * cancelled rather than grown (the gateway reads as fast as its client). */
+#define OUTBOX_CAP (8u * 1024 * 1024)
 
 static const struct cm_rpc_method invoke_method = {
     "/agentcore.v1.AgentService/Invoke", &agentcore__v1__invoke_request__descriptor,
@@ -22,28 +31,50 @@ static const struct cm_rpc_method stream_method = {
     "/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
     &agentcore__v1__invoke_event__descriptor, CM_RPC_SERVER_STREAM};
 
-/* Everything one invocation's callbacks need. */
-struct invocation {
-    struct aw_service *svc;
-    struct cm_rpc_ctx *ctx;
-    struct aw_tools_call call;
-    int streaming;   /* InvokeStream: events go out as they happen */
-    int text_sent;   /* some answer text went out in this invocation */
-    int turn_text;   /* ... in the current model turn */
-    int client_gone; /* a send failed: stop producing */
+enum mode { MODE_REPLY, MODE_FINAL_EVENT, MODE_EVENTS };
+
+struct invocation;
+
+/* One running tool call of the current turn. */
+struct tool_slot {
+    struct invocation *inv;
+    size_t index;
+    struct cm_rpc_pending *pending; /* NULL once its result is in */
 };
 
-static int cancelled(void *ud)
-{
-    struct invocation *inv = ud;
+struct invocation {
+    struct aw_service *svc;
+    struct cm_rpc_acall *call; /* NULL once answered */
+    Agentcore__V1__InvokeRequest *req;
+    enum mode mode;
+    int text_sent, turn_text; /* some answer text went out (this invocation, this turn) */
+    int cancelled;
+    uv_timer_t timer; /* the SESSION_WAIT_MS wait */
+    struct aw_session_waiter swait;
+    struct aw_tools_waiter twait;
+    struct aw_session *sess;
+    struct aw_agent agent;
+    int agent_live;
+    struct aw_bedrock_call *model;
+    struct aw_tools_call tcall;
+    struct tool_slot *slots;
+    size_t nslots, running;
+    int deferred_rc; /* why it ends, once the tool calls still running report back */
+    uint64_t t0, model_t0;
+};
 
-    return inv->client_gone || cm_rpc_ctx_cancelled(inv->ctx);
+static void step(struct invocation *inv, enum aw_agent_next next);
+static void complete(struct invocation *inv, int rc, const struct aw_model_error *err);
+
+static void log_ctx(const struct invocation *inv)
+{
+    cm_log_set_context(inv->req->request_id, inv->req->session_id);
 }
 
 static void send_event(struct invocation *inv, Agentcore__V1__InvokeEvent *ev)
 {
-    if (!inv->client_gone && cm_rpc_ctx_send(inv->ctx, &ev->base))
-        inv->client_gone = 1;
+    if (inv->call && !inv->cancelled)
+        cm_rpc_acall_send(inv->call, &ev->base, OUTBOX_CAP);
 }
 
 static void send_text(struct invocation *inv, int block, const char *text, size_t len)
@@ -54,19 +85,16 @@ static void send_text(struct invocation *inv, int block, const char *text, size_
 
     if (!t)
         return;
+    ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
+    ev.text_delta = &d;
+    d.content_block_index = block;
     /* A new turn's text follows the earlier turns' after a blank line, the
      * separator aw_agent puts into the final response too. */
     if (inv->text_sent && !inv->turn_text) {
-        d.content_block_index = block;
         d.text = "\n\n";
-        ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
-        ev.text_delta = &d;
         send_event(inv, &ev);
     }
-    d.content_block_index = block;
     d.text = t;
-    ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
-    ev.text_delta = &d;
     send_event(inv, &ev);
     inv->text_sent = inv->turn_text = 1;
     free(t);
@@ -80,9 +108,9 @@ static void on_text(void *ud, int block, const char *text, size_t len)
 static void send_json_event(struct invocation *inv, int tool_use, const json_t *block)
 {
     Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
-    char *js = cm_json_dump(block);
+    char *js;
 
-    if (!js)
+    if (inv->mode != MODE_EVENTS || !block || !(js = cm_json_dump(block)))
         return;
     if (tool_use) {
         ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TOOL_USE_JSON;
@@ -95,42 +123,24 @@ static void send_json_event(struct invocation *inv, int tool_use, const json_t *
     free(js);
 }
 
-static void on_tool_use(void *ud, const json_t *use)
+/* ---- the model ---- */
+
+static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_model_error *err)
 {
     struct invocation *inv = ud;
 
-    if (inv->streaming)
-        send_json_event(inv, 1, use);
-}
-
-static void on_tool_result(void *ud, const json_t *result)
-{
-    struct invocation *inv = ud;
-
-    if (inv->streaming)
-        send_json_event(inv, 0, result);
-}
-
-static int converse(void *ud, const json_t *messages, struct aw_turn *out,
-                    struct aw_model_error *err)
-{
-    struct invocation *inv = ud;
-    json_t *tool_config = aw_tools_config(inv->svc->tools);
-    struct aw_call call = {cancelled, inv->streaming ? on_text : NULL, inv};
-    uint64_t t0 = cm_now_ms();
-    char dur[24];
-    int rc;
-
-    inv->turn_text = 0;
-    rc = aw_bedrock_converse(inv->svc->bedrock, messages, tool_config, &call, out, err);
-    json_decref(tool_config);
-    if (rc == 0 && inv->streaming && !inv->turn_text) {
+    inv->model = NULL;
+    if (rc) {
+        complete(inv, rc, err);
+        return;
+    }
+    if (inv->mode == MODE_EVENTS && !inv->turn_text) {
         /* Converse (not ConverseStream) delivers a turn whole: stream its text
          * as one delta so a streaming client still sees every answer. */
         json_t *block;
         size_t i;
 
-        json_array_foreach(json_object_get(out->message, "content"), i, block)
+        json_array_foreach(json_object_get(turn->message, "content"), i, block)
         {
             const char *t = json_string_value(json_object_get(block, "text"));
 
@@ -138,28 +148,310 @@ static int converse(void *ud, const json_t *messages, struct aw_turn *out,
                 send_text(inv, (int)i, t, strlen(t));
         }
     }
-    if (rc == 0 && CM_LOG_ENABLED(CM_LOG_DEBUG)) {
-        const char *kv[] = {"durationMs", dur, "stopReason", out->stop_reason, NULL};
+    if (CM_LOG_ENABLED(CM_LOG_DEBUG)) {
+        char dur[24];
+        const char *kv[] = {"durationMs", dur, "stopReason", turn->stop_reason, NULL};
 
-        snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - t0));
+        snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - inv->model_t0));
+        log_ctx(inv);
         cm_log_write(CM_LOG_DEBUG, kv, "model call done");
+        cm_log_clear_context();
     }
-    return rc; /* failures are logged once, by the invocation */
+    step(inv, aw_agent_on_turn(&inv->agent, turn));
 }
 
-static void run_tool(void *ud, const char *tool_use_id, const char *name, const json_t *input,
-                     struct aw_tool_result *out)
+static void call_model(struct invocation *inv)
+{
+    struct aw_call_cb cb = {inv->mode == MODE_EVENTS ? on_text : NULL, on_model_done, inv};
+    json_t *tool_config = aw_tools_config(inv->svc->tools);
+
+    inv->turn_text = 0;
+    inv->model_t0 = cm_now_ms();
+    inv->model = aw_bedrock_start(inv->svc->bedrock, inv->agent.history, tool_config, &cb);
+    json_decref(tool_config);
+    if (!inv->model)
+        step(inv, aw_agent_fail(&inv->agent, CM_ENOMEM));
+}
+
+/* ---- tools: every toolUse of a turn runs at once ---- */
+
+static void tool_result(struct invocation *inv, size_t i, const struct aw_tool_result *res,
+                        int deliver)
+{
+    const json_t *block;
+    enum aw_agent_next next;
+
+    next = aw_agent_on_tool_result(&inv->agent, i, res->text, res->is_error, &block);
+    send_json_event(inv, 0, block);
+    if (deliver && next != AW_NEXT_WAIT)
+        step(inv, next);
+}
+
+static void on_tool_done(void *ud, struct aw_tool_result *res)
+{
+    struct tool_slot *s = ud;
+    struct invocation *inv = s->inv;
+
+    s->pending = NULL;
+    inv->running--;
+    if (inv->cancelled) {
+        if (!inv->running)
+            complete(inv, inv->deferred_rc ? inv->deferred_rc : CM_ECANCELED, NULL);
+        return;
+    }
+    tool_result(inv, s->index, res, 1);
+}
+
+static void run_tools(struct invocation *inv)
+{
+    size_t n = aw_agent_tool_count(&inv->agent), i;
+    struct aw_tool_result *now;
+    enum aw_agent_next next = AW_NEXT_WAIT;
+
+    free(inv->slots);
+    inv->slots = calloc(n, sizeof(*inv->slots));
+    now = calloc(n, sizeof(*now));
+    if (!inv->slots || !now) {
+        free(now);
+        step(inv, aw_agent_fail(&inv->agent, CM_ENOMEM));
+        return;
+    }
+    inv->nslots = n;
+    /* Start them all first; results that are known at once (an unknown tool)
+     * are applied after, so no step runs while slots are still being filled. */
+    for (i = 0; i < n; i++) {
+        const json_t *use = aw_agent_tool_use(&inv->agent, i);
+        struct tool_slot *s = &inv->slots[i];
+
+        send_json_event(inv, 1, use);
+        s->inv = inv;
+        s->index = i;
+        now[i].is_error = -1; /* not known at once */
+        if (!aw_agent_tool_pending(&inv->agent, i))
+            continue;
+        if (aw_tools_execute_async(
+                inv->svc->tools, &inv->tcall, json_string_value(json_object_get(use, "toolUseId")),
+                json_string_value(json_object_get(use, "name")), json_object_get(use, "input"),
+                on_tool_done, s, &s->pending, &now[i]) == 0) {
+            inv->running++;
+            now[i].is_error = -1;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        if (now[i].is_error >= 0) {
+            const json_t *block;
+
+            next = aw_agent_on_tool_result(&inv->agent, i, now[i].text, now[i].is_error, &block);
+            send_json_event(inv, 0, block);
+        }
+        free(now[i].text);
+    }
+    free(now);
+    if (next != AW_NEXT_WAIT)
+        step(inv, next);
+}
+
+/* ---- the loop's driver ---- */
+
+static void step(struct invocation *inv, enum aw_agent_next next)
+{
+    switch (next) {
+    case AW_NEXT_MODEL:
+        if (inv->cancelled)
+            complete(inv, CM_ECANCELED, NULL);
+        else
+            call_model(inv);
+        break;
+    case AW_NEXT_TOOLS:
+        run_tools(inv);
+        break;
+    case AW_NEXT_WAIT:
+        break;
+    case AW_NEXT_DONE:
+        complete(inv, 0, NULL);
+        break;
+    case AW_NEXT_FAILED:
+        complete(inv, inv->agent.rc, NULL);
+        break;
+    }
+}
+
+static void begin(struct invocation *inv)
+{
+    int rc = aw_agent_begin(&inv->agent, aw_session_messages(inv->sess), inv->req->prompt,
+                            inv->svc->max_iterations);
+
+    inv->agent_live = 1;
+    if (rc)
+        complete(inv, rc, NULL);
+    else
+        step(inv, AW_NEXT_MODEL);
+}
+
+static void tools_listed(struct aw_tools_waiter *w)
+{
+    struct invocation *inv = (void *)((char *)w - offsetof(struct invocation, twait));
+
+    begin(inv);
+}
+
+/* The session is ours: wait for the first tool listing if it is still under
+ * way (cold start), then run. */
+static void have_session(struct invocation *inv, struct aw_session *sess)
+{
+    uv_timer_stop(&inv->timer);
+    inv->sess = sess;
+    inv->twait.ready = tools_listed;
+    if (!aw_tools_wait_listed(inv->svc->tools, &inv->twait))
+        begin(inv);
+}
+
+static void session_ready(struct aw_session_waiter *w, struct aw_session *sess)
+{
+    have_session((void *)((char *)w - offsetof(struct invocation, swait)), sess);
+}
+
+static void session_wait_over(uv_timer_t *t)
+{
+    struct invocation *inv = t->data;
+
+    aw_sessions_cancel_wait(inv->svc->sessions, &inv->swait);
+    log_ctx(inv);
+    cm_warn("session busy: another invocation of it ran for longer than %d ms",
+            inv->svc->session_wait_ms);
+    cm_log_clear_context();
+    cm_rpc_acall_finish(inv->call, CM_RPC_ABORTED, "SessionBusy",
+                        "another invocation of this session is still running (waited %d ms)",
+                        inv->svc->session_wait_ms);
+    inv->call = NULL;
+    complete(inv, CM_ETIMEDOUT, NULL);
+}
+
+/* The client left, or the deadline passed. Everything in flight stops; the
+ * invocation ends once no tool call can still report to it. */
+static void on_cancel(void *ud)
 {
     struct invocation *inv = ud;
+    size_t i;
 
-    aw_tools_execute(inv->svc->tools, &inv->call, tool_use_id, name, input, out);
+    inv->cancelled = 1;
+    if (inv->swait.sess) {
+        aw_sessions_cancel_wait(inv->svc->sessions, &inv->swait);
+        complete(inv, CM_ECANCELED, NULL);
+        return;
+    }
+    aw_tools_unwait(inv->svc->tools, &inv->twait);
+    if (inv->model) {
+        aw_bedrock_cancel(inv->model);
+        inv->model = NULL;
+    }
+    for (i = 0; i < inv->nslots; i++)
+        cm_rpc_pending_cancel(inv->slots[i].pending);
+    if (!inv->running)
+        complete(inv, CM_ECANCELED, NULL);
 }
 
-enum mode { MODE_REPLY, MODE_FINAL_EVENT, MODE_EVENTS };
+static void inv_closed(uv_handle_t *h)
+{
+    struct invocation *inv = h->data;
+
+    protobuf_c_message_free_unpacked(&inv->req->base, NULL);
+    free(inv->slots);
+    free(inv);
+}
+
+/* Answers the call (unless already answered), logs, releases the session
+ * (which may start the next invocation of it) and frees. */
+static void complete(struct invocation *inv, int rc, const struct aw_model_error *err)
+{
+    struct aw_agent_result *res = &inv->agent.res;
+    struct cm_rpc_acall *call = inv->call;
+    char dur[24], iters[16];
+    size_t i;
+
+    if (inv->running) {
+        /* Tool calls still hold pointers to us: stop them and end when the
+         * last one reports (on_tool_done). */
+        inv->cancelled = 1;
+        inv->deferred_rc = rc ? rc : CM_ECANCELED;
+        for (i = 0; i < inv->nslots; i++)
+            cm_rpc_pending_cancel(inv->slots[i].pending);
+        return;
+    }
+
+    if (inv->agent_live && rc && !inv->agent.rc)
+        aw_agent_fail(&inv->agent, rc); /* restores the history */
+    if (rc == 0 && inv->cancelled)
+        rc = CM_ECANCELED; /* finished, but nobody is listening any more */
+    inv->call = NULL;
+    snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - inv->t0));
+    log_ctx(inv);
+    if (!call) {
+        /* answered already (session wait over) */
+    } else if (rc == 0) {
+        Agentcore__V1__InvokeResponse resp = AGENTCORE__V1__INVOKE_RESPONSE__INIT;
+        Agentcore__V1__Usage usage = AGENTCORE__V1__USAGE__INIT;
+        const char *kv[] = {"durationMs", dur,
+                            "iterations", iters,
+                            "stopReason", res->stop_reason,
+                            "streamed",   inv->mode == MODE_EVENTS ? "true" : "false",
+                            NULL};
+
+        snprintf(iters, sizeof(iters), "%d", res->iterations);
+        CM_LOGF(CM_LOG_INFO, kv, "invocation done");
+        resp.invocation_id = inv->req->request_id;
+        resp.session_id = inv->req->session_id;
+        resp.response = res->response ? res->response : "";
+        resp.stop_reason = res->stop_reason;
+        usage.input_tokens = res->input_tokens;
+        usage.output_tokens = res->output_tokens;
+        usage.total_tokens = res->total_tokens;
+        resp.usage = &usage;
+        resp.iterations = res->iterations;
+        if (inv->mode != MODE_REPLY) {
+            Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
+
+            ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL;
+            ev.final = &resp;
+            cm_rpc_acall_send(call, &ev.base, 0);
+            cm_rpc_acall_finish(call, CM_RPC_OK, NULL, NULL);
+        } else {
+            cm_rpc_acall_reply(call, &resp.base);
+        }
+    } else if (rc == CM_EUPSTREAM && err) {
+        const char *kv[] = {"durationMs", dur, "errorType", err->type, NULL};
+
+        CM_LOGF(CM_LOG_ERROR, kv, "model call failed: %s", err->message);
+        if (err->http_status)
+            cm_rpc_acall_finish(call, CM_RPC_FAILED_PRECONDITION, "ModelError", "%s (HTTP %d): %s",
+                                err->type, err->http_status, err->message);
+        else
+            cm_rpc_acall_finish(call, CM_RPC_FAILED_PRECONDITION, "ModelError", "%s: %s", err->type,
+                                err->message);
+    } else if (rc == CM_ECANCELED) {
+        cm_info("invocation cancelled by the caller after %s ms", dur);
+        cm_rpc_acall_finish(call, CM_RPC_CANCELLED, NULL, "invocation cancelled");
+    } else {
+        cm_error("invocation failed: %s", cm_strerror(rc));
+        cm_rpc_acall_finish(call, CM_RPC_INTERNAL, "AgentError", "agent failed: %s",
+                            cm_strerror(rc));
+    }
+    cm_log_clear_context();
+    if (inv->agent_live)
+        aw_agent_cleanup(&inv->agent);
+    inv->agent_live = 0;
+    uv_close((uv_handle_t *)&inv->timer, inv_closed);
+    if (inv->sess) {
+        struct aw_session *sess = inv->sess;
+
+        inv->sess = NULL;
+        aw_sessions_release_async(inv->svc->sessions, sess); /* may start the next one */
+    }
+}
 
 /* Names (never values: Authorization, tokens) of the request context the
  * gateway forwarded. */
-static void log_context(struct cm_rpc_ctx *ctx)
+static void log_context(struct cm_rpc_acall *call)
 {
     char names[1024];
     const char *k, *v, *kv[] = {"headers", names, NULL};
@@ -167,7 +459,7 @@ static void log_context(struct cm_rpc_ctx *ctx)
     int i;
 
     names[0] = '\0';
-    for (i = 0; cm_rpc_ctx_meta_at(ctx, i, &k, &v); i++) {
+    for (i = 0; cm_rpc_acall_meta_at(call, i, &k, &v); i++) {
         if (!strncmp(k, "x-agentcore-", 12) || !strncmp(k, "grpc-", 5) || !strcmp(k, "user-agent"))
             continue;
         pos += (size_t)snprintf(names + pos, sizeof(names) - pos, "%s%s", pos ? "," : "", k);
@@ -177,116 +469,72 @@ static void log_context(struct cm_rpc_ctx *ctx)
     cm_log_write(CM_LOG_DEBUG, kv, "request context");
 }
 
-/* Runs one invocation; answers it (reply, final event or failure status). */
-static void run(struct cm_rpc_ctx *ctx, const Agentcore__V1__InvokeRequest *req,
-                struct aw_service *svc, enum mode mode)
+static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_service *svc,
+                  enum mode mode)
 {
-    Agentcore__V1__InvokeResponse resp = AGENTCORE__V1__INVOKE_RESPONSE__INIT;
-    Agentcore__V1__Usage usage = AGENTCORE__V1__USAGE__INIT;
-    struct invocation inv;
-    struct aw_agent_io io = {converse, run_tool, cancelled, on_tool_use, on_tool_result, &inv};
-    struct aw_agent_result res;
-    struct aw_model_error err;
+    Agentcore__V1__InvokeRequest *req = (Agentcore__V1__InvokeRequest *)msg;
+    struct invocation *inv;
     struct aw_session *sess;
-    uint64_t t0 = cm_now_ms();
-    char dur[24], iters[16];
     int rc;
 
-    memset(&inv, 0, sizeof(inv));
-    inv.svc = svc;
-    inv.ctx = ctx;
-    inv.streaming = mode == MODE_EVENTS;
-    inv.call.parent = ctx;
-    inv.call.request_id = req->request_id;
-    inv.call.session_id = req->session_id;
-    inv.call.traceparent = cm_rpc_ctx_meta(ctx, CM_RPC_MD_TRACEPARENT);
-    cm_log_set_context(req->request_id, req->session_id);
-    if (CM_LOG_ENABLED(CM_LOG_DEBUG))
-        log_context(ctx);
     if (!req->prompt[0] || !req->session_id[0]) {
-        cm_rpc_ctx_fail(ctx, CM_RPC_INVALID_ARGUMENT, NULL, "prompt and session_id are required");
-        goto out;
+        cm_rpc_acall_finish(call, CM_RPC_INVALID_ARGUMENT, NULL,
+                            "prompt and session_id are required");
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return;
     }
-    sess = aw_sessions_acquire(svc->sessions, req->session_id);
-    if (!sess) {
-        cm_rpc_ctx_fail(ctx, CM_RPC_RESOURCE_EXHAUSTED, "SessionLimit",
-                        "session limit reached (every session is busy) or invalid session id");
-        goto out;
+    inv = calloc(1, sizeof(*inv));
+    if (!inv) {
+        cm_rpc_acall_finish(call, CM_RPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return;
     }
-    rc = aw_agent_run(aw_session_messages(sess), req->prompt, svc->max_iterations, &io, &res, &err);
-    aw_sessions_release(svc->sessions, sess);
-    snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - t0));
-    if (rc == 0 && inv.client_gone)
-        rc = CM_ECANCELED; /* finished, but nobody is listening any more */
-    switch (rc) {
-    case 0: {
-        const char *kv[] = {"durationMs", dur,
-                            "iterations", iters,
-                            "stopReason", res.stop_reason,
-                            "streamed",   inv.streaming ? "true" : "false",
-                            NULL};
-
-        snprintf(iters, sizeof(iters), "%d", res.iterations);
-        CM_LOGF(CM_LOG_INFO, kv, "invocation done");
-        resp.invocation_id = req->request_id;
-        resp.session_id = req->session_id;
-        resp.response = res.response ? res.response : "";
-        resp.stop_reason = res.stop_reason;
-        usage.input_tokens = res.input_tokens;
-        usage.output_tokens = res.output_tokens;
-        usage.total_tokens = res.total_tokens;
-        resp.usage = &usage;
-        resp.iterations = res.iterations;
-        if (mode != MODE_REPLY) {
-            Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
-
-            ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL;
-            ev.final = &resp;
-            send_event(&inv, &ev);
-        } else {
-            cm_rpc_ctx_reply(ctx, &resp.base);
-        }
-        break;
+    inv->svc = svc;
+    inv->call = call;
+    inv->req = req;
+    inv->mode = mode;
+    inv->t0 = cm_now_ms();
+    uv_timer_init(svc->loop, &inv->timer);
+    inv->timer.data = inv;
+    inv->tcall.aparent = call;
+    inv->tcall.request_id = req->request_id;
+    inv->tcall.session_id = req->session_id;
+    inv->tcall.traceparent = cm_rpc_acall_meta(call, CM_RPC_MD_TRACEPARENT);
+    if (CM_LOG_ENABLED(CM_LOG_DEBUG)) {
+        log_ctx(inv);
+        log_context(call);
+        cm_log_clear_context();
     }
-    case CM_EUPSTREAM: {
-        const char *kv[] = {"durationMs", dur, "errorType", err.type, NULL};
-
-        CM_LOGF(CM_LOG_ERROR, kv, "model call failed: %s", err.message);
-        if (err.http_status)
-            cm_rpc_ctx_fail(ctx, CM_RPC_FAILED_PRECONDITION, "ModelError", "%s (HTTP %d): %s",
-                            err.type, err.http_status, err.message);
-        else
-            cm_rpc_ctx_fail(ctx, CM_RPC_FAILED_PRECONDITION, "ModelError", "%s: %s", err.type,
-                            err.message);
-        break;
+    cm_rpc_acall_on_cancel(call, on_cancel, inv);
+    inv->swait.ready = session_ready;
+    rc = aw_sessions_acquire_async(svc->sessions, req->session_id, &inv->swait, &sess);
+    if (rc == 0) {
+        have_session(inv, sess);
+    } else if (rc == 1) {
+        /* Another invocation of this session runs: wait for the turn, holding
+         * no thread, at most SESSION_WAIT_MS. */
+        uv_timer_start(&inv->timer, session_wait_over, (uint64_t)svc->session_wait_ms, 0);
+    } else {
+        cm_rpc_acall_finish(call, CM_RPC_RESOURCE_EXHAUSTED, "SessionLimit",
+                            "session limit reached (every session is busy) or invalid session id");
+        inv->call = NULL;
+        complete(inv, CM_ETOOBIG, NULL);
     }
-    case CM_ECANCELED:
-        cm_info("invocation cancelled by the caller after %s ms", dur);
-        cm_rpc_ctx_fail(ctx, CM_RPC_CANCELLED, NULL, "invocation cancelled");
-        break;
-    default:
-        cm_error("invocation failed: %s", cm_strerror(rc));
-        cm_rpc_ctx_fail(ctx, CM_RPC_INTERNAL, "AgentError", "agent failed: %s", cm_strerror(rc));
-        break;
-    }
-    aw_agent_result_clear(&res);
-out:
-    cm_log_clear_context();
 }
 
-static void invoke(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, void *ud)
+static void invoke(struct cm_rpc_acall *call, ProtobufCMessage *msg, void *ud)
 {
-    run(ctx, (const Agentcore__V1__InvokeRequest *)msg, ud, MODE_REPLY);
+    start(call, msg, ud, MODE_REPLY);
 }
 
 /* Events as they happen when the caller asked for them (|stream|), else only
  * the final one: the gateway uses InvokeStream for JSON answers too, so that
  * an invocation whose client left can be cancelled. */
-static void invoke_stream(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, void *ud)
+static void invoke_stream(struct cm_rpc_acall *call, ProtobufCMessage *msg, void *ud)
 {
     const Agentcore__V1__InvokeRequest *req = (const void *)msg;
 
-    run(ctx, req, ud, req->stream ? MODE_EVENTS : MODE_FINAL_EVENT);
+    start(call, msg, ud, req->stream ? MODE_EVENTS : MODE_FINAL_EVENT);
 }
 
 static const struct cm_rpc_method status_method = {
@@ -305,11 +553,11 @@ static void status(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, void *ud
     cm_rpc_ctx_reply(ctx, &resp.base);
 }
 
-int aw_service_register(struct cm_rpc_server *srv, struct aw_service *svc)
+int aw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev, struct aw_service *svc)
 {
-    int rc = cm_rpc_server_add(srv, &invoke_method, invoke, svc);
+    int rc = cm_rpc_server_add_async(srv, ev, &invoke_method, invoke, svc);
 
     if (!rc)
-        rc = cm_rpc_server_add(srv, &stream_method, invoke_stream, svc);
+        rc = cm_rpc_server_add_async(srv, ev, &stream_method, invoke_stream, svc);
     return rc ? rc : cm_rpc_server_add_aux(srv, &status_method, status, svc);
 }

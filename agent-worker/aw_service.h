@@ -1,9 +1,14 @@
 /* aw_service: the AgentService gRPC handlers; wires the agent loop to Bedrock,
- * the tool-workers and the session store. Owns none of them. */
+ * the tool-workers and the session store, as events on one loop. Owns none
+ * of them. Invoke and InvokeStream run on the loop of |ev|; Status is served
+ * by the server's small pool and never waits. */
 #ifndef AW_SERVICE_H
 #define AW_SERVICE_H
 
+#include <uv.h>
+
 struct cm_rpc_server;
+struct cm_rpc_events;
 struct aw_bedrock;
 struct aw_tools;
 struct aw_sessions;
@@ -11,12 +16,14 @@ struct aw_sessions;
 struct aw_service {
     struct aw_bedrock *bedrock;
     struct aw_tools *tools;
-    struct aw_sessions *sessions;
+    struct aw_sessions *sessions; /* used with the loop API only */
+    uv_loop_t *loop;
     int max_iterations;
+    int session_wait_ms; /* a second invocation of a busy session waits this long, then ABORTED */
 };
 
-/* Registers Invoke on |srv| (InvokeStream answers UNIMPLEMENTED until the
- * streaming work lands). |svc| must outlive the server. */
-int aw_service_register(struct cm_rpc_server *srv, struct aw_service *svc);
+/* |svc| must outlive the server. 0 or a cm_err code. */
+int aw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev,
+                        struct aw_service *svc);
 
 #endif

@@ -8,8 +8,10 @@
 struct aw_session {
     char id[AW_SESSION_ID_MAX + 1];
     json_t *messages;
-    pthread_mutex_t turn; /* held for a whole invocation */
+    pthread_mutex_t turn; /* held for a whole invocation (blocking API) */
     int holders;          /* invocations holding or waiting; guarded by the map lock */
+    int busy;             /* held (loop API) */
+    struct aw_session_waiter *wait_head, *wait_tail; /* loop API, in arrival order */
     struct aw_session *hnext;
     struct aw_session *lru_prev, *lru_next; /* head = most recent */
 };
@@ -123,7 +125,8 @@ static int evict_one(struct aw_sessions *s)
     return 0;
 }
 
-struct aw_session *aw_sessions_acquire(struct aw_sessions *s, const char *id)
+/* Under the map lock: finds or creates |id|, most recent in the LRU, pinned. */
+static struct aw_session *find_pin(struct aw_sessions *s, const char *id)
 {
     size_t len = strlen(id);
     struct aw_session *x;
@@ -132,21 +135,16 @@ struct aw_session *aw_sessions_acquire(struct aw_sessions *s, const char *id)
     if (len == 0 || len > AW_SESSION_ID_MAX)
         return NULL;
     b = hash(id) & (s->nbuckets - 1);
-    pthread_mutex_lock(&s->lock);
     for (x = s->buckets[b]; x && strcmp(x->id, id); x = x->hnext)
         ;
     if (!x) {
-        if (s->count >= s->max_sessions && !evict_one(s)) {
-            pthread_mutex_unlock(&s->lock);
+        if (s->count >= s->max_sessions && !evict_one(s))
             return NULL;
-        }
         x = calloc(1, sizeof(*x));
         if (x)
             x->messages = json_array();
         if (!x || !x->messages) {
-            if (x)
-                free(x);
-            pthread_mutex_unlock(&s->lock);
+            free(x);
             return NULL;
         }
         memcpy(x->id, id, len + 1);
@@ -158,10 +156,92 @@ struct aw_session *aw_sessions_acquire(struct aw_sessions *s, const char *id)
         lru_unlink(s, x);
     }
     lru_push_front(s, x);
-    x->holders++; /* pins it against eviction while we wait for the turn */
-    pthread_mutex_unlock(&s->lock);
-    pthread_mutex_lock(&x->turn);
+    x->holders++; /* pins it against eviction while it is held or waited for */
     return x;
+}
+
+struct aw_session *aw_sessions_acquire(struct aw_sessions *s, const char *id)
+{
+    struct aw_session *x;
+
+    pthread_mutex_lock(&s->lock);
+    x = find_pin(s, id);
+    pthread_mutex_unlock(&s->lock);
+    if (x)
+        pthread_mutex_lock(&x->turn);
+    return x;
+}
+
+int aw_sessions_acquire_async(struct aw_sessions *s, const char *id, struct aw_session_waiter *w,
+                              struct aw_session **out)
+{
+    struct aw_session *x;
+
+    *out = NULL;
+    pthread_mutex_lock(&s->lock);
+    x = find_pin(s, id);
+    pthread_mutex_unlock(&s->lock);
+    if (!x)
+        return -1;
+    if (!x->busy) {
+        x->busy = 1;
+        *out = x;
+        return 0;
+    }
+    w->sess = x;
+    w->next = NULL;
+    w->prev = x->wait_tail;
+    if (x->wait_tail)
+        x->wait_tail->next = w;
+    else
+        x->wait_head = w;
+    x->wait_tail = w;
+    return 1;
+}
+
+static void unpin(struct aw_sessions *s, struct aw_session *x)
+{
+    pthread_mutex_lock(&s->lock);
+    x->holders--;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void aw_sessions_cancel_wait(struct aw_sessions *s, struct aw_session_waiter *w)
+{
+    struct aw_session *x = w->sess;
+
+    if (!x)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        x->wait_head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        x->wait_tail = w->prev;
+    w->sess = NULL;
+    unpin(s, x);
+}
+
+void aw_sessions_release_async(struct aw_sessions *s, struct aw_session *sess)
+{
+    struct aw_session_waiter *w = sess->wait_head;
+
+    aw_session_trim(sess->messages, s->max_messages);
+    unpin(s, sess);
+    if (!w) {
+        sess->busy = 0;
+        return;
+    }
+    /* The turn passes to the longest waiter; it stays busy. */
+    sess->wait_head = w->next;
+    if (w->next)
+        w->next->prev = NULL;
+    else
+        sess->wait_tail = NULL;
+    w->sess = NULL;
+    w->ready(w, sess);
 }
 
 json_t *aw_session_messages(struct aw_session *sess)

@@ -33,6 +33,27 @@ json_t *aw_session_messages(struct aw_session *sess);
 /* Trims the history to the cap and lets the next invocation in. */
 void aw_sessions_release(struct aw_sessions *s, struct aw_session *sess);
 
+/* ---- the same without blocking, for the event loop ----
+ * Use either the blocking calls above or these on one aw_sessions, never both;
+ * these run on one thread (the loop). */
+struct aw_session_waiter {
+    struct aw_session_waiter *next, *prev;
+    struct aw_session *sess; /* set while queued */
+    /* Its turn came: the session is now held by this waiter. */
+    void (*ready)(struct aw_session_waiter *w, struct aw_session *sess);
+};
+
+/* 0 with |*out| held; 1 when another invocation holds it: |w| is queued and
+ * its |ready| runs when the turn passes to it (in arrival order); -1 when the
+ * id is invalid, memory is short or every session slot is held. */
+int aw_sessions_acquire_async(struct aw_sessions *s, const char *id, struct aw_session_waiter *w,
+                              struct aw_session **out);
+/* Leaves the queue (timed out, cancelled). No-op when not queued. */
+void aw_sessions_cancel_wait(struct aw_sessions *s, struct aw_session_waiter *w);
+/* Trims the history and hands the session to the next waiter, if any (its
+ * |ready| runs before this returns). */
+void aw_sessions_release_async(struct aw_sessions *s, struct aw_session *sess);
+
 size_t aw_sessions_count(struct aw_sessions *s);
 
 /* The trimming rule on its own (unit-tested): drops whole turns from the front

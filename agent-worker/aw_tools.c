@@ -45,7 +45,13 @@ struct aw_tools {
     json_t *config;       /* {"tools":[{"toolSpec":...}]} or NULL */
     json_t *names;        /* object: tool name -> true, for the unknown-tool check */
     uint64_t listed_at;   /* last listing attempt, monotonic ms; 0 = never */
-    int listing, ever_ok;
+    int listing, ever_ok, ever_done;
+    /* Loop side: the event queue calls run on, the listing in flight, and the
+     * invocations waiting for the first listing. */
+    struct cm_rpc_events *events;
+    struct cm_rpc_pending *list_call;
+    struct aw_tools_waiter *waiters;
+    int stopped;
     /* The status poller. */
     pthread_t poller;
     int poller_started, stopping, status_interval_ms;
@@ -102,55 +108,79 @@ void aw_tools_free(struct aw_tools *t)
     free(t);
 }
 
-/* Lists the tools; on success returns 0 with the new config and name set. */
-static int list_tools(struct aw_tools *t, json_t **config, json_t **names)
+/* The config and name set from a ListTools answer. */
+static void take_listing(struct aw_tools *t, const Agentcore__V1__ListToolsResponse *resp)
 {
-    Agentcore__V1__ListToolsRequest req = AGENTCORE__V1__LIST_TOOLS_REQUEST__INIT;
-    Agentcore__V1__ListToolsResponse *resp;
-    struct cm_rpc_call_opts o = {0};
-    struct cm_rpc_status st;
-    json_t *tools;
+    json_t *tools = json_array(), *names = json_object(), *config;
     size_t i;
 
-    /* wait_for_ready: a tool-worker that starts after us is waited for, up to
-     * the deadline, instead of failing the first invocation. */
-    o.timeout_ms = LIST_TIMEOUT_MS;
-    o.wait_for_ready = 1;
-    if (cm_rpc_call(t->client, &methods[0], &req.base, (ProtobufCMessage **)&resp, &o, &st)) {
-        cm_warn("ListTools failed: %s: %s", cm_rpc_code_name(st.code), st.details);
-        return -1;
-    }
-    tools = json_array();
-    *names = json_object();
-    for (i = 0; i < resp->n_tools && tools && *names; i++) {
-        const Agentcore__V1__ToolSpec *s = resp->tools[i];
-        json_t *schema = json_loads(s->input_schema_json, 0, NULL);
+    for (i = 0; i < resp->n_tools && tools && names; i++) {
+        const Agentcore__V1__ToolSpec *sp = resp->tools[i];
+        json_t *schema = json_loads(sp->input_schema_json, 0, NULL);
 
         if (!json_is_object(schema)) {
-            cm_warn("tool '%s' has an invalid input schema; skipped", s->name);
+            cm_warn("tool '%s' has an invalid input schema; skipped", sp->name);
             json_decref(schema);
             continue;
         }
-        json_array_append_new(tools,
-                              json_pack("{s:{s:s,s:s,s:{s:o}}}", "toolSpec", "name", s->name,
-                                        "description", s->description[0] ? s->description : s->name,
-                                        "inputSchema", "json", schema));
-        json_object_set_new(*names, s->name, json_true());
+        json_array_append_new(tools, json_pack("{s:{s:s,s:s,s:{s:o}}}", "toolSpec", "name",
+                                               sp->name, "description",
+                                               sp->description[0] ? sp->description : sp->name,
+                                               "inputSchema", "json", schema));
+        json_object_set_new(names, sp->name, json_true());
     }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    *config = json_array_size(tools) ? json_pack("{s:o}", "tools", tools) : NULL;
-    if (!json_array_size(tools))
+    config = json_array_size(tools) ? json_pack("{s:o}", "tools", tools) : NULL;
+    if (!config)
         json_decref(tools);
-    cm_info("tools listed: %zu", json_object_size(*names));
-    return 0;
+    cm_info("tools listed: %zu", json_object_size(names));
+    pthread_mutex_lock(&t->lock);
+    json_decref(t->config);
+    json_decref(t->names);
+    t->config = config;
+    t->names = names;
+    t->ever_ok = 1;
+    pthread_mutex_unlock(&t->lock);
 }
 
-json_t *aw_tools_config(struct aw_tools *t)
+static void on_listed(void *ud, const struct cm_rpc_status *st, ProtobufCMessage *resp)
 {
+    struct aw_tools *t = ud;
+    struct aw_tools_waiter *w;
+
+    t->list_call = NULL;
+    if (resp) {
+        take_listing(t, (const Agentcore__V1__ListToolsResponse *)resp);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    } else if (!t->stopped) {
+        cm_warn("ListTools failed: %s: %s", cm_rpc_code_name(st->code), st->details);
+    }
+    pthread_mutex_lock(&t->lock);
+    t->listing = 0;
+    pthread_mutex_unlock(&t->lock);
+    t->ever_done = 1;
+    /* Whatever the outcome, nobody waits longer: without tools the model
+     * simply gets none (and unknown-tool results say why). */
+    while ((w = t->waiters)) {
+        t->waiters = w->next;
+        w->next = NULL;
+        w->queued = 0;
+        w->ready(w);
+    }
+}
+
+/* Starts a listing on the loop when one is due. wait_for_ready: a
+ * tool-worker that starts after us is waited for, up to the deadline, instead
+ * of failing the first invocation. */
+static void list_if_due(struct aw_tools *t)
+{
+    Agentcore__V1__ListToolsRequest req = AGENTCORE__V1__LIST_TOOLS_REQUEST__INIT;
+    struct cm_rpc_call_opts o = {0};
+    struct cm_rpc_status st;
     uint64_t now = cm_now_ms();
-    json_t *cfg, *newcfg = NULL, *newnames = NULL;
     int due;
 
+    if (!t->events || t->stopped)
+        return;
     pthread_mutex_lock(&t->lock);
     due = !t->listing &&
           (t->listed_at == 0 ||
@@ -160,20 +190,61 @@ json_t *aw_tools_config(struct aw_tools *t)
         t->listed_at = now;
     }
     pthread_mutex_unlock(&t->lock);
-    if (due) {
-        int ok = list_tools(t, &newcfg, &newnames) == 0;
+    if (!due)
+        return;
+    o.timeout_ms = LIST_TIMEOUT_MS;
+    o.wait_for_ready = 1;
+    t->list_call =
+        cm_rpc_call_async(t->client, t->events, &methods[0], &req.base, &o, on_listed, t, &st);
+    if (!t->list_call)
+        on_listed(t, &st, NULL);
+}
 
-        pthread_mutex_lock(&t->lock);
-        if (ok) {
-            json_decref(t->config);
-            json_decref(t->names);
-            t->config = newcfg;
-            t->names = newnames;
-            t->ever_ok = 1;
+void aw_tools_bind(struct aw_tools *t, struct cm_rpc_events *ev)
+{
+    t->events = ev;
+    list_if_due(t);
+}
+
+void aw_tools_stop(struct aw_tools *t)
+{
+    if (!t)
+        return;
+    t->stopped = 1;
+    cm_rpc_pending_cancel(t->list_call);
+}
+
+int aw_tools_wait_listed(struct aw_tools *t, struct aw_tools_waiter *w)
+{
+    if (t->ever_done || !t->events)
+        return 0;
+    list_if_due(t);
+    w->next = t->waiters;
+    w->queued = 1;
+    t->waiters = w;
+    return 1;
+}
+
+void aw_tools_unwait(struct aw_tools *t, struct aw_tools_waiter *w)
+{
+    struct aw_tools_waiter **p;
+
+    if (!w->queued)
+        return;
+    for (p = &t->waiters; *p; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            break;
         }
-        t->listing = 0;
-        pthread_mutex_unlock(&t->lock);
     }
+    w->queued = 0;
+}
+
+json_t *aw_tools_config(struct aw_tools *t)
+{
+    json_t *cfg;
+
+    list_if_due(t);
     pthread_mutex_lock(&t->lock);
     cfg = json_incref(t->config);
     pthread_mutex_unlock(&t->lock);
@@ -346,7 +417,7 @@ static int count_background(struct aw_tools *t)
     Agentcore__V1__StatusResponse *resp;
     int timeout =
         t->status_interval_ms < STATUS_TIMEOUT_MS ? t->status_interval_ms : STATUS_TIMEOUT_MS;
-    struct cm_rpc_call_opts o = {timeout, NULL, NULL, 0, 0};
+    struct cm_rpc_call_opts o = {timeout, NULL, NULL, 0, 0, NULL};
     struct cm_rpc_status st;
     int i, sum = 0;
 
@@ -420,46 +491,83 @@ static void result_text(struct aw_tool_result *out, int is_error, const char *fm
     out->is_error = is_error;
 }
 
-void aw_tools_execute(struct aw_tools *t, const struct aw_tools_call *call, const char *tool_use_id,
-                      const char *name, const json_t *input, struct aw_tool_result *out)
+struct exec {
+    aw_tools_done done;
+    void *ud;
+    char name[80];
+};
+
+static void on_executed(void *ud, const struct cm_rpc_status *st, ProtobufCMessage *msg)
+{
+    struct exec *x = ud;
+    struct aw_tool_result out = {NULL, 1};
+
+    if (!msg) {
+        if (st->code == CM_RPC_DEADLINE_EXCEEDED)
+            result_text(&out, 1, "tool '%s' timed out", x->name);
+        else
+            result_text(&out, 1, "tool '%s' failed: %s: %s", x->name, cm_rpc_code_name(st->code),
+                        st->details);
+    } else {
+        const Agentcore__V1__ExecuteResponse *resp = (const void *)msg;
+
+        out.text = strdup(resp->content);
+        out.is_error = resp->status != AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    x->done(x->ud, &out);
+    free(out.text);
+    free(x);
+}
+
+int aw_tools_execute_async(struct aw_tools *t, const struct aw_tools_call *call,
+                           const char *tool_use_id, const char *name, const json_t *input,
+                           aw_tools_done done, void *ud, struct cm_rpc_pending **pending,
+                           struct aw_tool_result *out)
 {
     Agentcore__V1__ExecuteRequest req = AGENTCORE__V1__EXECUTE_REQUEST__INIT;
-    Agentcore__V1__ExecuteResponse *resp;
     struct cm_rpc_meta md[3] = {{CM_RPC_MD_REQUEST_ID, call->request_id},
                                 {CM_RPC_MD_SESSION_ID, call->session_id},
                                 {CM_RPC_MD_TRACEPARENT, call->traceparent}};
     struct cm_rpc_call_opts o = {0};
     struct cm_rpc_status st;
+    struct exec *x;
     char *input_json;
 
     out->text = NULL;
     out->is_error = 1;
+    *pending = NULL;
     if (!known(t, name)) {
         result_text(out, 1, "unknown tool '%.64s': no tool-worker offers it", name);
-        return;
+        return -1;
     }
+    x = calloc(1, sizeof(*x));
     input_json = input ? json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
-    if (!input_json) {
+    if (!x || !input_json) {
+        free(x);
+        free(input_json);
         result_text(out, 1, "tool input could not be serialised");
-        return;
+        return -1;
     }
+    x->done = done;
+    x->ud = ud;
+    cm_strlcpy(x->name, name, sizeof(x->name));
     req.tool_use_id = (char *)tool_use_id;
     req.name = (char *)name;
     req.input_json = input_json;
     o.timeout_ms = t->call_timeout_ms;
-    o.parent = call->parent;
+    o.aparent = call->aparent;
     o.meta = md;
     o.n_meta = 3;
-    if (cm_rpc_call(t->client, &methods[1], &req.base, (ProtobufCMessage **)&resp, &o, &st)) {
-        if (st.code == CM_RPC_DEADLINE_EXCEEDED)
-            result_text(out, 1, "tool '%s' timed out", name);
-        else
-            result_text(out, 1, "tool '%s' failed: %s: %s", name, cm_rpc_code_name(st.code),
-                        st.details);
-    } else {
-        out->text = strdup(resp->content);
-        out->is_error = resp->status != AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
+    o.wait_for_ready = 1; /* a replica restarting under s6 is waited for, within the deadline */
+    *pending =
+        cm_rpc_call_async(t->client, t->events, &methods[1], &req.base, &o, on_executed, x, &st);
     free(input_json);
+    if (!*pending) {
+        result_text(out, 1, "tool '%s' failed: %s: %s", name, cm_rpc_code_name(st.code),
+                    st.details);
+        free(x);
+        return -1;
+    }
+    return 0;
 }

@@ -16,21 +16,54 @@
 #include <jansson.h>
 
 struct aw_tools;
-struct cm_rpc_ctx;
+struct cm_rpc_acall;
+struct cm_rpc_events;
+struct cm_rpc_pending;
 
 /* |targets| as cm_rpc_client_new takes them. NULL with |err| on a bad target. */
 struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refresh_ms,
                               int max_msg_bytes, char *err, size_t errlen);
 void aw_tools_free(struct aw_tools *t);
 
+/* ---- on the loop thread ---- */
+
+/* Lists the tools at once (wait-for-ready, 2 s deadline) and every
+ * |refresh_ms| after, as asynchronous calls on |ev|. */
+void aw_tools_bind(struct aw_tools *t, struct cm_rpc_events *ev);
+/* No more listings; cancels the one in flight (shutdown). */
+void aw_tools_stop(struct aw_tools *t);
+
 /* The current toolConfig (a new reference; json_decref it) or NULL when no tool
- * is known. May list the tools first (bounded by a 2 s deadline). */
+ * is known. Never waits: starts a listing in the background when one is due. */
 json_t *aw_tools_config(struct aw_tools *t);
 
+/* An invocation that arrives before the first listing finished waits for it
+ * (a cold start where every process starts at once), holding no thread. */
+struct aw_tools_waiter {
+    struct aw_tools_waiter *next;
+    int queued;
+    void (*ready)(struct aw_tools_waiter *w);
+};
+/* 0: the first listing is done, go on; 1: |w->ready| runs once it is. */
+int aw_tools_wait_listed(struct aw_tools *t, struct aw_tools_waiter *w);
+void aw_tools_unwait(struct aw_tools *t, struct aw_tools_waiter *w);
+
 struct aw_tools_call {
-    struct cm_rpc_ctx *parent; /* the invocation's server call, or NULL */
+    struct cm_rpc_acall *aparent; /* the invocation's server call: its cancellation and
+                                   * deadline reach the tool */
     const char *request_id, *session_id, *traceparent;
 };
+
+/* |res| is borrowed for the duration of the call. */
+typedef void (*aw_tools_done)(void *ud, struct aw_tool_result *res);
+
+/* Starts tool |name|. 0: |done| runs once with the result (cancel with
+ * cm_rpc_pending_cancel(*pending); |done| still runs). Otherwise the result
+ * (an error the model can read) is in |out| at once and |done| never runs. */
+int aw_tools_execute_async(struct aw_tools *t, const struct aw_tools_call *call,
+                           const char *tool_use_id, const char *name, const json_t *input,
+                           aw_tools_done done, void *ud, struct cm_rpc_pending **pending,
+                           struct aw_tool_result *out);
 
 /* Starts asking the tool-workers for their background tasks every
  * |interval_ms| (a thread of its own; aw_tools_free stops it). Every replica
@@ -56,9 +89,5 @@ typedef int (*aw_tools_resolve_fn)(const char *host, char (*out)[AW_TOOLS_ADDR_M
  * Returns the count. */
 int aw_tools_replicas(const char *targets, aw_tools_resolve_fn resolve, void *ud,
                       char (*out)[AW_TOOLS_ADDR_MAX], int cap);
-
-/* Executes tool |name|; always fills |out|. */
-void aw_tools_execute(struct aw_tools *t, const struct aw_tools_call *call, const char *tool_use_id,
-                      const char *name, const json_t *input, struct aw_tool_result *out);
 
 #endif

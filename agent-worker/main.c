@@ -6,6 +6,7 @@
 #include "aw_session.h"
 #include "aw_tools.h"
 #include "cm_log.h"
+#include "cm_loop.h"
 #include "cm_main.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -18,7 +19,7 @@
 
 enum {
     C_LISTEN,
-    C_THREADS,
+    C_SESSION_WAIT,
     C_TOOL_WORKERS,
     C_MODEL_ID,
     C_REGION,
@@ -72,8 +73,10 @@ enum {
 static const struct cm_cfg_entry config[C_COUNT] = {
     [C_LISTEN] = {"AGENT_WORKER_LISTEN", NULL, CM_CFG_STR, "127.0.0.1:50051", 0, 256,
                   "gRPC listen address (port 0 = any free port)", 0},
-    [C_THREADS] = {"AGENT_WORKER_THREADS", NULL, CM_CFG_INT, "32", 1, 1024,
-                   "worker threads = invocations run at once", 0},
+    [C_SESSION_WAIT] = {"SESSION_WAIT_MS", NULL, CM_CFG_INT, "30000", 0, 3600000,
+                        "how long an invocation waits while another one of its session runs, "
+                        "then 409",
+                        0},
     [C_TOOL_WORKERS] = {"TOOL_WORKERS", NULL, CM_CFG_STR, "127.0.0.1:50061", 0, 4096,
                         "tool-worker addresses: host:port list (comma-separated) or a DNS name "
                         "that resolves to every replica",
@@ -182,6 +185,28 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
+/* What the loop thread starts and stops; see main() for the order. */
+struct loop_side {
+    struct aw_service *svc;
+    struct cm_rpc_events *events;
+};
+
+static void bind_tools(void *p)
+{
+    struct loop_side *ls = p;
+
+    aw_tools_bind(ls->svc->tools, ls->events);
+}
+
+static void stop_loop_side(void *p)
+{
+    struct loop_side *ls = p;
+
+    aw_tools_stop(ls->svc->tools);
+    aw_bedrock_free(ls->svc->bedrock); /* no call is left: the server has shut down */
+    ls->svc->bedrock = NULL;
+}
+
 static void on_creds(int warn, const char *text)
 {
     if (warn)
@@ -275,6 +300,8 @@ int main(int argc, char **argv)
     struct aw_bedrock_config bcfg;
     struct aw_service svc = {0};
     struct aw_creds *creds = NULL;
+    struct cm_loop *loop = NULL;
+    struct loop_side ls = {NULL, NULL};
     pthread_t warm;
     int warming = 0;
     char endpoint[2200], err[512], portstr[16];
@@ -290,6 +317,14 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     cm_rpc_init();
     rc = 1;
+    /* The loop thread inherits the blocked signals: only main takes them. */
+    loop = cm_loop_new();
+    ls.svc = &svc;
+    ls.events = loop ? cm_rpc_events_new(loop) : NULL;
+    if (!ls.events) {
+        cm_error("out of memory at start-up");
+        goto out;
+    }
 
     if (cfg[C_ENDPOINT].s)
         snprintf(endpoint, sizeof(endpoint), "%s", cfg[C_ENDPOINT].s);
@@ -328,6 +363,8 @@ int main(int argc, char **argv)
         bcfg.max_attempts = 5; /* legacy mode's own default */
     bcfg.ca_bundle = cfg[C_CA_BUNDLE].s;
     bcfg.streaming = (int)cfg[C_STREAMING].i;
+    bcfg.loop = cm_loop_uv(loop);
+    bcfg.on_log = on_creds;
     svc.bedrock = aw_bedrock_new(&bcfg, err, sizeof(err));
     json_decref((json_t *)bcfg.request.stop_sequences); /* the client holds its own */
     json_decref((json_t *)bcfg.request.additional_fields);
@@ -346,11 +383,13 @@ int main(int argc, char **argv)
     svc.sessions =
         aw_sessions_new((size_t)cfg[C_SESSION_MAX].i, (size_t)cfg[C_SESSION_MAX_MESSAGES].i);
     svc.max_iterations = (int)cfg[C_MAX_ITERATIONS].i;
+    svc.session_wait_ms = (int)cfg[C_SESSION_WAIT].i;
+    svc.loop = cm_loop_uv(loop);
     scfg.listen = cfg[C_LISTEN].s;
-    scfg.threads = (int)cfg[C_THREADS].i;
+    scfg.threads = 0; /* every invocation is an event on the loop, not a thread */
     scfg.max_msg_bytes = (int)cfg[C_MAX_MSG].i;
     srv = cm_rpc_server_new(&scfg);
-    if (!svc.sessions || !srv || aw_service_register(srv, &svc)) {
+    if (!svc.sessions || !srv || aw_service_register(srv, ls.events, &svc) || cm_loop_start(loop)) {
         cm_error("out of memory at start-up");
         goto out;
     }
@@ -371,6 +410,7 @@ int main(int argc, char **argv)
                             NULL};
         CM_LOGF(CM_LOG_INFO, kv, "agent-worker ready");
     }
+    cm_loop_call(loop, bind_tools, &ls);
     aw_tools_start_status(svc.tools, (int)cfg[C_TOOLS_STATUS].i);
     cm_notify_ready(port);
     if (!cfg[C_BEARER].s)
@@ -380,11 +420,17 @@ int main(int argc, char **argv)
     cm_rpc_server_shutdown(srv, (int)cfg[C_GRACE].i);
     rc = 0;
 out:
+    /* Order: the server is down (every invocation answered) -> the loop side
+     * lets go of Bedrock and stops listing tools -> the event queue drains into
+     * the loop -> the loop runs until its last handle closed -> the rest. */
+    cm_rpc_server_shutdown(srv, 0);
+    if (loop) /* runs inline when the loop never started */
+        cm_loop_call(loop, stop_loop_side, &ls);
     cm_rpc_server_free(srv);
+    cm_rpc_events_free(ls.events);
+    cm_loop_free(loop);
     aw_tools_free(svc.tools);
     aw_sessions_free(svc.sessions);
-    aw_bedrock_thread_done(); /* detach this thread's handle from the shared pool first */
-    aw_bedrock_free(svc.bedrock);
     if (warming)
         pthread_join(warm, NULL); /* it uses |creds|: bounded by the sources' timeouts */
     aw_creds_free(creds);

@@ -3,6 +3,7 @@
  * section of ../shared/research/grpc-core-c.md that records them. */
 #include "cm_rpc.h"
 #include "cm_err.h"
+#include "cm_loop.h"
 #include "cm_util.h"
 
 #include "health.pb-c.h"
@@ -116,6 +117,8 @@ static void slice_copy(grpc_slice s, char *out, size_t cap)
 struct reg {
     struct cm_rpc_method m;
     cm_rpc_handler handler;
+    cm_rpc_async_handler async_handler; /* set: served on |events|' loop instead */
+    struct cm_rpc_events *events;
     void *ud;
     int aux; /* served by the health pool */
     void *handle;
@@ -204,6 +207,21 @@ int cm_rpc_server_add_aux(struct cm_rpc_server *srv, const struct cm_rpc_method 
                           cm_rpc_handler h, void *ud)
 {
     return add(srv, m, h, ud, 1);
+}
+
+int cm_rpc_server_add_async(struct cm_rpc_server *srv, struct cm_rpc_events *ev,
+                            const struct cm_rpc_method *m, cm_rpc_async_handler h, void *ud)
+{
+    struct reg *r;
+
+    if (srv->started || srv->nregs == MAX_METHODS || !h || !ev)
+        return CM_EINVAL;
+    r = &srv->regs[srv->nregs++];
+    r->m = *m;
+    r->async_handler = h;
+    r->events = ev;
+    r->ud = ud;
+    return 0;
 }
 
 void cm_rpc_server_set_serving(struct cm_rpc_server *srv, int serving)
@@ -493,6 +511,23 @@ static int start_pool(struct cm_rpc_server *srv, grpc_completion_queue *cq, pthr
     return 0;
 }
 
+#define ASYNC_BACKLOG 16 /* requests kept posted per asynchronous method */
+
+static grpc_completion_queue *events_cq(struct cm_rpc_events *ev);
+static int async_arm(struct cm_rpc_server *srv, struct reg *reg);
+
+/* 1 when a method before |i| already registered the same event queue. */
+static int async_cq_registered(const struct cm_rpc_server *srv, int i)
+{
+    int j;
+
+    for (j = 0; j < i; j++) {
+        if (srv->regs[j].events == srv->regs[i].events)
+            return 1;
+    }
+    return 0;
+}
+
 int cm_rpc_server_start(struct cm_rpc_server *srv)
 {
     grpc_arg args[2];
@@ -524,6 +559,9 @@ int cm_rpc_server_start(struct cm_rpc_server *srv)
     srv->health.handle = grpc_server_register_method(srv->server, srv->health.m.path, NULL,
                                                      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     for (i = 0; i < srv->nregs; i++) {
+        if (srv->regs[i].events && !async_cq_registered(srv, i))
+            grpc_server_register_completion_queue(srv->server, events_cq(srv->regs[i].events),
+                                                  NULL);
         srv->regs[i].notify = srv->regs[i].aux ? srv->aux_cq : srv->work_cq;
         srv->regs[i].handle = grpc_server_register_method(
             srv->server, srv->regs[i].m.path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
@@ -540,6 +578,13 @@ int cm_rpc_server_start(struct cm_rpc_server *srv)
     /* One outstanding request per method per worker, so a burst of calls never
      * waits for a re-arm; the generic slot catches unknown methods. */
     for (i = 0; i < srv->nregs; i++) {
+        if (srv->regs[i].async_handler) {
+            for (k = 0; k < ASYNC_BACKLOG; k++) {
+                if (async_arm(srv, &srv->regs[i]))
+                    return CM_ENOMEM;
+            }
+            continue;
+        }
         for (k = 0; k < (srv->regs[i].aux ? 2 : srv->nthreads); k++) {
             struct slot *s = slot_new(srv, &srv->regs[i]);
 
@@ -559,7 +604,12 @@ int cm_rpc_server_start(struct cm_rpc_server *srv)
             return CM_ENOMEM;
         }
     }
-    srv->threads = calloc((size_t)srv->nthreads, sizeof(pthread_t));
+    /* A server whose work is all asynchronous needs no worker pool. */
+    for (i = 0, k = 0; i < srv->nregs; i++)
+        k += !srv->regs[i].aux && !srv->regs[i].async_handler;
+    if (!k)
+        srv->nthreads = 0;
+    srv->threads = calloc((size_t)srv->nthreads + 1, sizeof(pthread_t));
     if (!srv->threads)
         return CM_ENOMEM;
     for (i = 0; i < srv->nthreads; i++) {
@@ -965,6 +1015,8 @@ static void *method_handle(struct cm_rpc_client *c, const struct cm_rpc_method *
     return NULL;
 }
 
+static grpc_call *parent_call(const struct cm_rpc_call_opts *opts);
+
 /* Creates the call and its initial metadata list; shared by unary and streams. */
 static grpc_call *call_new(struct cm_rpc_client *c, const struct cm_rpc_method *m,
                            const struct cm_rpc_call_opts *opts, grpc_completion_queue *cq,
@@ -987,7 +1039,7 @@ static grpc_call *call_new(struct cm_rpc_client *c, const struct cm_rpc_method *
                                 gpr_time_from_millis(opts->timeout_ms, GPR_TIMESPAN));
     /* With a parent, the child inherits its deadline and is cancelled with it:
      * a client that leaves the gateway stops the tools too. */
-    call = grpc_channel_create_registered_call(c->ch[ci], opts->parent ? opts->parent->call : NULL,
+    call = grpc_channel_create_registered_call(c->ch[ci], parent_call(opts),
                                                GRPC_PROPAGATE_DEFAULTS, cq, handle, deadline, NULL);
     if (!call) {
         status_set(st, CM_RPC_INTERNAL, "could not create call");
@@ -1254,4 +1306,574 @@ int cm_rpc_health(struct cm_rpc_client *c, const char *service, int timeout_ms,
               GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
     protobuf_c_message_free_unpacked(resp, NULL);
     return serving;
+}
+
+/* ---- asynchronous calls: every completion is an event on a cm_loop ----
+ *
+ * One NEXT queue per cm_rpc_events and one thread blocked on it forever
+ * (no timeout: an idle process sleeps). Each tag is a struct cm_task; the
+ * thread writes the completion's success into it and posts it to the loop,
+ * where the owner's state machine runs without locks
+ * (../shared/research/event-driven.md, "gRPC core without a thread per call"). */
+
+struct cm_rpc_events {
+    grpc_completion_queue *cq;
+    struct cm_loop *loop;
+    pthread_t thread;
+    int started;
+};
+
+static grpc_completion_queue *events_cq(struct cm_rpc_events *ev)
+{
+    return ev->cq;
+}
+
+static void *events_main(void *p)
+{
+    struct cm_rpc_events *ev = p;
+
+    for (;;) {
+        grpc_event e = grpc_completion_queue_next(ev->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        struct cm_task *t;
+
+        if (e.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (e.type != GRPC_OP_COMPLETE)
+            continue;
+        t = e.tag;
+        t->ok = e.success;
+        cm_loop_post(ev->loop, t);
+    }
+    return NULL;
+}
+
+struct cm_rpc_events *cm_rpc_events_new(struct cm_loop *loop)
+{
+    struct cm_rpc_events *ev = calloc(1, sizeof(*ev));
+
+    if (!ev)
+        return NULL;
+    ev->loop = loop;
+    ev->cq = grpc_completion_queue_create_for_next(NULL);
+    if (pthread_create(&ev->thread, NULL, events_main, ev)) {
+        grpc_completion_queue_shutdown(ev->cq);
+        grpc_completion_queue_destroy(ev->cq);
+        free(ev);
+        return NULL;
+    }
+    ev->started = 1;
+    return ev;
+}
+
+void cm_rpc_events_free(struct cm_rpc_events *ev)
+{
+    if (!ev)
+        return;
+    /* Every event still pending is delivered before GRPC_QUEUE_SHUTDOWN (§6.3). */
+    grpc_completion_queue_shutdown(ev->cq);
+    if (ev->started)
+        pthread_join(ev->thread, NULL);
+    grpc_completion_queue_destroy(ev->cq);
+    free(ev);
+}
+
+/* One outgoing stream message waiting for its turn (one SEND at a time, §2.11). */
+struct outmsg {
+    struct outmsg *next;
+    grpc_byte_buffer *bb;
+    size_t len;
+};
+
+struct cm_rpc_acall {
+    struct cm_task req_task, close_task, send_task;
+    struct cm_rpc_server *srv;
+    struct reg *reg;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    int cancelled_flag; /* written by RECV_CLOSE_ON_SERVER */
+    int close_done, peer_gone, user_done, initial_sent, status_sent, send_inflight;
+    struct outmsg *out_head, *out_tail, *inflight;
+    size_t out_bytes;
+    int code;
+    char *details;
+    char error_type[64];
+    grpc_slice st_details;
+    grpc_metadata trailer;
+    int has_trailer;
+    void (*on_cancel)(void *ud);
+    void *cancel_ud;
+    int nmeta;
+    char *meta_keys[MAX_META];
+    char *meta_vals[MAX_META];
+};
+
+static void acall_maybe_free(struct cm_rpc_acall *a);
+static void acall_pump(struct cm_rpc_acall *a);
+
+static void outmsg_free(struct outmsg *m)
+{
+    if (!m)
+        return;
+    grpc_byte_buffer_destroy(m->bb);
+    free(m);
+}
+
+static void acall_free(struct cm_rpc_acall *a)
+{
+    int i;
+
+    while (a->out_head) {
+        struct outmsg *m = a->out_head;
+
+        a->out_head = m->next;
+        outmsg_free(m);
+    }
+    outmsg_free(a->inflight);
+    for (i = 0; i < a->nmeta; i++) {
+        free(a->meta_keys[i]);
+        free(a->meta_vals[i]);
+    }
+    grpc_metadata_array_destroy(&a->md);
+    if (a->payload)
+        grpc_byte_buffer_destroy(a->payload);
+    if (a->status_sent) {
+        grpc_slice_unref(a->st_details);
+        if (a->has_trailer)
+            grpc_slice_unref(a->trailer.value);
+    }
+    free(a->details);
+    if (a->call)
+        grpc_call_unref(a->call);
+    free(a);
+}
+
+/* The call goes once gRPC has nothing of ours in flight and the owner let go. */
+static void acall_maybe_free(struct cm_rpc_acall *a)
+{
+    if (a->close_done && a->user_done && !a->send_inflight)
+        acall_free(a);
+}
+
+static void on_close(struct cm_task *t)
+{
+    struct cm_rpc_acall *a = (void *)((char *)t - offsetof(struct cm_rpc_acall, close_task));
+
+    a->close_done = 1;
+    if (a->cancelled_flag) {
+        a->peer_gone = 1;
+        if (!a->user_done && a->on_cancel) {
+            void (*cb)(void *) = a->on_cancel;
+
+            a->on_cancel = NULL;
+            cb(a->cancel_ud); /* may finish (and so release) the call */
+            return;
+        }
+    }
+    acall_maybe_free(a);
+}
+
+static void on_sent(struct cm_task *t)
+{
+    struct cm_rpc_acall *a = (void *)((char *)t - offsetof(struct cm_rpc_acall, send_task));
+
+    a->send_inflight = 0;
+    outmsg_free(a->inflight);
+    a->inflight = NULL;
+    if (!t->ok)
+        a->peer_gone = 1;
+    acall_pump(a);
+    acall_maybe_free(a);
+}
+
+/* Starts the next send batch: the next message, the status, or both. */
+static void acall_pump(struct cm_rpc_acall *a)
+{
+    grpc_op ops[3];
+    size_t n = 0;
+    int with_status;
+
+    if (a->send_inflight || a->status_sent)
+        return;
+    if (a->peer_gone) {
+        /* Nothing more can reach the client: drop what waits. */
+        while (a->out_head) {
+            struct outmsg *m = a->out_head;
+
+            a->out_head = m->next;
+            outmsg_free(m);
+        }
+        a->out_tail = NULL;
+        a->out_bytes = 0;
+        if (!a->user_done)
+            return;
+        if (a->close_done)
+            return; /* cancelled: no status is owed (§6.7) */
+    }
+    if (!a->out_head && !a->user_done)
+        return;
+    memset(ops, 0, sizeof(ops));
+    if (!a->initial_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        a->initial_sent = 1;
+    }
+    if (a->out_head) {
+        a->inflight = a->out_head;
+        a->out_head = a->inflight->next;
+        if (!a->out_head)
+            a->out_tail = NULL;
+        a->out_bytes -= a->inflight->len;
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = a->inflight->bb;
+    }
+    with_status = a->user_done && !a->out_head;
+    if (with_status) {
+        a->st_details = grpc_slice_from_copied_string(a->details ? a->details : "");
+        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[n].data.send_status_from_server.status = (grpc_status_code)a->code;
+        ops[n].data.send_status_from_server.status_details = &a->st_details;
+        if (a->error_type[0]) {
+            a->trailer.key = grpc_slice_from_static_string(CM_RPC_MD_ERROR_TYPE);
+            a->trailer.value = grpc_slice_from_copied_string(a->error_type);
+            a->has_trailer = 1;
+            ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+            ops[n].data.send_status_from_server.trailing_metadata = &a->trailer;
+        }
+        n++;
+        a->status_sent = 1;
+    }
+    if (grpc_call_start_batch(a->call, ops, n, &a->send_task, NULL) != GRPC_CALL_OK) {
+        outmsg_free(a->inflight);
+        a->inflight = NULL;
+        a->peer_gone = 1;
+        return;
+    }
+    a->send_inflight = 1;
+}
+
+static void on_request(struct cm_task *t);
+
+static int async_arm(struct cm_rpc_server *srv, struct reg *reg)
+{
+    struct cm_rpc_acall *a = calloc(1, sizeof(*a));
+    grpc_completion_queue *cq;
+
+    if (!a)
+        return CM_ENOMEM;
+    a->srv = srv;
+    a->reg = reg;
+    a->req_task.run = on_request;
+    a->close_task.run = on_close;
+    a->send_task.run = on_sent;
+    grpc_metadata_array_init(&a->md);
+    cq = reg->events->cq;
+    if (grpc_server_request_registered_call(srv->server, reg->handle, &a->call, &a->deadline,
+                                            &a->md, &a->payload, cq, cq,
+                                            &a->req_task) != GRPC_CALL_OK) {
+        grpc_metadata_array_destroy(&a->md);
+        free(a);
+        return CM_EIO;
+    }
+    return 0;
+}
+
+static void acall_copy_meta(struct cm_rpc_acall *a)
+{
+    size_t i;
+
+    for (i = 0; i < a->md.count && a->nmeta < MAX_META; i++) {
+        char key[128], *val;
+        size_t vn = GRPC_SLICE_LENGTH(a->md.metadata[i].value);
+
+        if (vn >= MAX_META_VALUE)
+            continue;
+        slice_copy(a->md.metadata[i].key, key, sizeof(key));
+        val = malloc(vn + 1);
+        if (!val)
+            return;
+        slice_copy(a->md.metadata[i].value, val, vn + 1);
+        a->meta_keys[a->nmeta] = strdup(key);
+        if (!a->meta_keys[a->nmeta]) {
+            free(val);
+            return;
+        }
+        a->meta_vals[a->nmeta++] = val;
+    }
+}
+
+static void on_request(struct cm_task *t)
+{
+    struct cm_rpc_acall *a = (struct cm_rpc_acall *)t; /* req_task is the first member */
+    ProtobufCMessage *req;
+    grpc_op op;
+
+    if (!t->ok) {
+        /* The server is shutting down: this request will never match. */
+        if (a->call)
+            grpc_call_unref(a->call);
+        a->call = NULL;
+        acall_free(a);
+        return;
+    }
+    /* Re-arm first: the live call keeps the server from finishing shutdown,
+     * so the server is valid here (§3). A failure only narrows the backlog. */
+    async_arm(a->srv, a->reg);
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &a->cancelled_flag;
+    if (grpc_call_start_batch(a->call, &op, 1, &a->close_task, NULL) != GRPC_CALL_OK) {
+        a->close_done = a->user_done = 1;
+        acall_maybe_free(a);
+        return;
+    }
+    acall_copy_meta(a);
+    if (!a->payload) {
+        cm_rpc_acall_finish(a, CM_RPC_INVALID_ARGUMENT, NULL, "request message missing");
+        return;
+    }
+    req = unpack(a->reg->m.in, a->payload);
+    grpc_byte_buffer_destroy(a->payload);
+    a->payload = NULL;
+    if (!req) {
+        cm_rpc_acall_finish(a, CM_RPC_INVALID_ARGUMENT, NULL, "request message is malformed");
+        return;
+    }
+    a->reg->async_handler(a, req, a->reg->ud);
+}
+
+const char *cm_rpc_acall_meta(const struct cm_rpc_acall *a, const char *key)
+{
+    int i;
+
+    for (i = 0; i < a->nmeta; i++) {
+        if (!strcmp(a->meta_keys[i], key))
+            return a->meta_vals[i];
+    }
+    return NULL;
+}
+
+int cm_rpc_acall_meta_at(const struct cm_rpc_acall *a, int i, const char **key, const char **value)
+{
+    if (i < 0 || i >= a->nmeta)
+        return 0;
+    *key = a->meta_keys[i];
+    *value = a->meta_vals[i];
+    return 1;
+}
+
+long long cm_rpc_acall_remaining_ms(const struct cm_rpc_acall *a)
+{
+    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+    gpr_timespec d = gpr_convert_clock_type(a->deadline, GPR_CLOCK_MONOTONIC);
+
+    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
+        return LLONG_MAX;
+    if (gpr_time_cmp(d, now) <= 0)
+        return 0;
+    return (long long)gpr_time_to_millis(gpr_time_sub(d, now));
+}
+
+void cm_rpc_acall_on_cancel(struct cm_rpc_acall *a, void (*cb)(void *ud), void *ud)
+{
+    a->on_cancel = cb;
+    a->cancel_ud = ud;
+}
+
+int cm_rpc_acall_cancelled(const struct cm_rpc_acall *a)
+{
+    return a->peer_gone;
+}
+
+/* Queues |msg| behind what waits. 0, CM_ECANCELED, CM_ENOMEM or CM_ETOOBIG. */
+static int acall_enqueue(struct cm_rpc_acall *a, const ProtobufCMessage *msg, size_t cap)
+{
+    struct outmsg *m;
+
+    if (a->peer_gone || a->user_done)
+        return CM_ECANCELED;
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return CM_ENOMEM;
+    m->len = protobuf_c_message_get_packed_size(msg);
+    if (cap && a->out_bytes + m->len > cap) {
+        /* A reader that does not keep up must not grow our memory. */
+        free(m);
+        grpc_call_cancel_with_status(a->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     "the stream's reader is too slow", NULL);
+        a->peer_gone = 1;
+        return CM_ETOOBIG;
+    }
+    m->bb = pack(msg);
+    if (a->out_tail)
+        a->out_tail->next = m;
+    else
+        a->out_head = m;
+    a->out_tail = m;
+    a->out_bytes += m->len;
+    return 0;
+}
+
+int cm_rpc_acall_send(struct cm_rpc_acall *a, const ProtobufCMessage *msg, size_t cap)
+{
+    int rc = acall_enqueue(a, msg, cap);
+
+    if (!rc)
+        acall_pump(a);
+    return rc;
+}
+
+void cm_rpc_acall_reply(struct cm_rpc_acall *a, const ProtobufCMessage *msg)
+{
+    if (a->user_done)
+        return;
+    /* Message and status leave in one batch (§2.11, unary). */
+    a->code = acall_enqueue(a, msg, 0) ? GRPC_STATUS_INTERNAL : GRPC_STATUS_OK;
+    a->user_done = 1;
+    a->on_cancel = NULL;
+    acall_pump(a);
+    acall_maybe_free(a);
+}
+
+void cm_rpc_acall_finish(struct cm_rpc_acall *a, int code, const char *error_type, const char *fmt,
+                         ...)
+{
+    va_list ap;
+    char buf[512];
+
+    if (a->user_done)
+        return;
+    buf[0] = '\0';
+    if (fmt) {
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
+    }
+    a->code = code;
+    a->details = strdup(buf);
+    if (error_type)
+        cm_strlcpy(a->error_type, error_type, sizeof(a->error_type));
+    a->user_done = 1;
+    a->on_cancel = NULL;
+    acall_pump(a);
+    acall_maybe_free(a);
+}
+
+/* ---- asynchronous client calls (unary) ---- */
+
+struct cm_rpc_pending {
+    struct cm_task task;
+    grpc_call *call;
+    const ProtobufCMessageDescriptor *out;
+    grpc_metadata md[MAX_META];
+    size_t nmd;
+    grpc_metadata_array init_md, trail_md;
+    grpc_byte_buffer *send_bb, *recv_bb;
+    grpc_status_code code;
+    grpc_slice details;
+    cm_rpc_async_done done;
+    void *ud;
+};
+
+static grpc_call *parent_call(const struct cm_rpc_call_opts *opts)
+{
+    if (opts->parent)
+        return opts->parent->call;
+    if (opts->aparent)
+        return opts->aparent->call;
+    return NULL;
+}
+
+static void pending_free(struct cm_rpc_pending *p)
+{
+    size_t k;
+
+    for (k = 0; k < p->nmd; k++)
+        grpc_slice_unref(p->md[k].value);
+    grpc_byte_buffer_destroy(p->send_bb);
+    if (p->recv_bb)
+        grpc_byte_buffer_destroy(p->recv_bb);
+    grpc_slice_unref(p->details);
+    grpc_metadata_array_destroy(&p->init_md);
+    grpc_metadata_array_destroy(&p->trail_md);
+    grpc_call_unref(p->call);
+    free(p);
+}
+
+static void on_pending_done(struct cm_task *t)
+{
+    struct cm_rpc_pending *p = (struct cm_rpc_pending *)t;
+    struct cm_rpc_status st;
+    ProtobufCMessage *resp = NULL;
+
+    if (!t->ok) {
+        status_set(&st, CM_RPC_INTERNAL, "call did not complete");
+    } else {
+        read_status(p->code, p->details, &p->trail_md, &st);
+        if (p->code == GRPC_STATUS_OK) {
+            resp = unpack(p->out, p->recv_bb);
+            if (!resp)
+                status_set(&st, CM_RPC_INTERNAL, "response message is malformed or missing");
+        }
+    }
+    p->done(p->ud, &st, resp);
+    pending_free(p);
+}
+
+struct cm_rpc_pending *cm_rpc_call_async(struct cm_rpc_client *c, struct cm_rpc_events *ev,
+                                         const struct cm_rpc_method *m, const ProtobufCMessage *req,
+                                         const struct cm_rpc_call_opts *opts,
+                                         cm_rpc_async_done done, void *ud, struct cm_rpc_status *st)
+{
+    struct cm_rpc_call_opts none = {0};
+    struct cm_rpc_pending *p = calloc(1, sizeof(*p));
+    grpc_op ops[6];
+
+    if (!p) {
+        status_set(st, CM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
+    }
+    if (!opts)
+        opts = &none;
+    p->task.run = on_pending_done;
+    p->out = m->out;
+    p->done = done;
+    p->ud = ud;
+    p->details = grpc_empty_slice();
+    p->call = call_new(c, m, opts, ev->cq, p->md, &p->nmd, st);
+    if (!p->call) {
+        free(p);
+        return NULL;
+    }
+    grpc_metadata_array_init(&p->init_md);
+    grpc_metadata_array_init(&p->trail_md);
+    p->send_bb = pack(req);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = p->nmd;
+    ops[0].data.send_initial_metadata.metadata = p->nmd ? p->md : NULL;
+    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = p->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &p->init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &p->recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &p->trail_md;
+    ops[5].data.recv_status_on_client.status = &p->code;
+    ops[5].data.recv_status_on_client.status_details = &p->details;
+    if (grpc_call_start_batch(p->call, ops, 6, &p->task, NULL) != GRPC_CALL_OK) {
+        status_set(st, CM_RPC_INTERNAL, "could not start call");
+        pending_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void cm_rpc_pending_cancel(struct cm_rpc_pending *p)
+{
+    if (p)
+        grpc_call_cancel(p->call, NULL);
 }

@@ -29,6 +29,7 @@ enum cm_rpc_code {
     CM_RPC_PERMISSION_DENIED = 7,
     CM_RPC_RESOURCE_EXHAUSTED = 8,
     CM_RPC_FAILED_PRECONDITION = 9,
+    CM_RPC_ABORTED = 10,
     CM_RPC_UNIMPLEMENTED = 12,
     CM_RPC_INTERNAL = 13,
     CM_RPC_UNAVAILABLE = 14,
@@ -130,12 +131,15 @@ void cm_rpc_ctx_fail(struct cm_rpc_ctx *ctx, int code, const char *error_type, c
 
 struct cm_rpc_client;
 
+struct cm_rpc_acall;
+
 struct cm_rpc_call_opts {
     int timeout_ms;            /* <= 0: no deadline of its own */
     struct cm_rpc_ctx *parent; /* server call to inherit deadline and cancellation from */
     const struct cm_rpc_meta *meta;
     size_t n_meta;
-    int wait_for_ready; /* queue while the channel connects instead of failing fast */
+    int wait_for_ready;           /* queue while the channel connects instead of failing fast */
+    struct cm_rpc_acall *aparent; /* as |parent|, for an asynchronous server call */
 };
 
 /* |targets|: "host:port", a comma-separated list, "dns:///name:port",
@@ -181,5 +185,64 @@ int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st);
  * 0 not serving, -1 on a call failure (|st| says why). */
 int cm_rpc_health(struct cm_rpc_client *c, const char *service, int timeout_ms,
                   struct cm_rpc_status *st);
+
+/* ---- asynchronous calls, on a cm_loop ----
+ *
+ * For processes where calls wait long (the agent-worker waits seconds on the
+ * model): no thread per call. A cm_rpc_events is one completion queue plus
+ * one thread that blocks on it and posts every completion to |loop|; every
+ * callback below runs on the loop thread, and every cm_rpc_acall_* and
+ * cm_rpc_call_async() call must be made there too. */
+
+struct cm_loop;
+struct cm_rpc_events;
+
+struct cm_rpc_events *cm_rpc_events_new(struct cm_loop *loop);
+/* Shuts the queue down; events still pending are posted to the loop (which
+ * must keep running until this returns), then the thread is joined. Call once
+ * every server using it was shut down and every client call completed. */
+void cm_rpc_events_free(struct cm_rpc_events *ev);
+
+/* The handler owns |req| (free with protobuf_c_message_free_unpacked) and
+ * the call until it ends it with cm_rpc_acall_reply() or _finish(), possibly
+ * much later from another event. */
+typedef void (*cm_rpc_async_handler)(struct cm_rpc_acall *call, ProtobufCMessage *req, void *ud);
+
+/* Serves |m| on |ev|'s loop. Before start. 0 or CM_EINVAL. */
+int cm_rpc_server_add_async(struct cm_rpc_server *srv, struct cm_rpc_events *ev,
+                            const struct cm_rpc_method *m, cm_rpc_async_handler h, void *ud);
+
+const char *cm_rpc_acall_meta(const struct cm_rpc_acall *a, const char *key);
+int cm_rpc_acall_meta_at(const struct cm_rpc_acall *a, int i, const char **key, const char **value);
+long long cm_rpc_acall_remaining_ms(const struct cm_rpc_acall *a);
+/* |cb| runs once, on the loop, when the client cancels, goes away or the
+ * deadline passes before the call was ended. It must still end the call. */
+void cm_rpc_acall_on_cancel(struct cm_rpc_acall *a, void (*cb)(void *ud), void *ud);
+/* 1 once the client is known to be gone. */
+int cm_rpc_acall_cancelled(const struct cm_rpc_acall *a);
+/* Queues one stream message; messages leave one at a time, in order. With
+ * |cap| > 0, a queue that would pass |cap| bytes (a reader that does not keep
+ * up) cancels the call with RESOURCE_EXHAUSTED. 0, CM_ECANCELED (the client
+ * is gone: stop producing), CM_ENOMEM or CM_ETOOBIG. */
+int cm_rpc_acall_send(struct cm_rpc_acall *a, const ProtobufCMessage *msg, size_t cap);
+/* Ends a unary call with |msg| and OK (one batch). |a| is invalid afterwards. */
+void cm_rpc_acall_reply(struct cm_rpc_acall *a, const ProtobufCMessage *msg);
+/* Ends the call after the queued messages with |code| (CM_RPC_OK ends a
+ * stream normally). |a| is invalid afterwards. */
+void cm_rpc_acall_finish(struct cm_rpc_acall *a, int code, const char *error_type, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+
+/* Unary client call; |done| runs once on the loop with the status and, on OK,
+ * the response (owned by |done|: free with protobuf_c_message_free_unpacked).
+ * Returns NULL with |st| when the call cannot start (|done| never runs). */
+struct cm_rpc_pending;
+typedef void (*cm_rpc_async_done)(void *ud, const struct cm_rpc_status *st, ProtobufCMessage *resp);
+struct cm_rpc_pending *cm_rpc_call_async(struct cm_rpc_client *c, struct cm_rpc_events *ev,
+                                         const struct cm_rpc_method *m, const ProtobufCMessage *req,
+                                         const struct cm_rpc_call_opts *opts,
+                                         cm_rpc_async_done done, void *ud,
+                                         struct cm_rpc_status *st);
+/* Cancels; |done| still runs (CANCELLED). Valid until |done| has run. */
+void cm_rpc_pending_cancel(struct cm_rpc_pending *p);
 
 #endif

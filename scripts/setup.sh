@@ -10,6 +10,8 @@ packages=(
   zlib1g-dev                                          # CRC32 of event-stream frames
   libmicrohttpd-dev                                   # the HTTP/1.1 server
   libwslay-dev                                        # WebSocket framing for /ws
+  libuv1-dev                                          # the agent-worker's event loop
+  nghttp2-proxy openssl                               # nghttpx: TLS + HTTP/2 front in the e2e tests
   libcmocka-dev                                       # unit and e2e tests
   s6                                                  # process supervision (single-container mode)
   tzdata ca-certificates curl

@@ -48,8 +48,7 @@ static int setup(void **state)
     snprintf(replicas, sizeof(replicas), "TOOL_WORKERS=localhost:%d,127.0.0.1:%d", tool.port,
              tool2.port);
     return th_stack_start_gw(
-               &main_s, "stream-main", &emu, &tool,
-               (const char *[]){KEYS, "AGENT_WORKER_THREADS=128", NULL},
+               &main_s, "stream-main", &emu, &tool, (const char *[]){KEYS, NULL},
                (const char *[]){"MAX_BODY_BYTES=65536", "WS_MAX_MESSAGE_BYTES=8192", NULL}) ||
            th_stack_start_gw(&capped_s, "stream-capped", &emu, &tool,
                              (const char *[]){KEYS, "SHUTDOWN_GRACE_MS=300", NULL},
