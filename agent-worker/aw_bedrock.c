@@ -329,10 +329,11 @@ struct aw_bedrock {
     CURL *easy_pool[MAX_POOLED_EASY]; /* reused handles: no allocation per call */
     int n_easy;
     long long clock_offset_s; /* service clock minus ours, learnt from a skew 403 */
+    int tls;                  /* https endpoint: HTTP/2 expected */
     uv_work_t creds_work;
     int creds_busy;
     struct aw_bedrock_call *creds_waiting;
-    void (*on_log)(int warn, const char *text);
+    void (*on_log)(int level, const char *text);
 };
 
 static char *dup_or_null(const char *s)
@@ -376,6 +377,7 @@ struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err
     aw_retry_quota_init(&b->quota, AW_RETRY_CAPACITY);
     b->ca_bundle = dup_or_null(cfg->ca_bundle);
     b->loop = cfg->loop;
+    b->tls = !strncmp(cfg->endpoint, "https://", 8);
     b->on_log = cfg->on_log;
     b->multi = aw_curl_new(cfg->loop, MAX_POOLED_CONNECTIONS);
     if (!b->multi)
@@ -712,7 +714,19 @@ static void attempt_done(struct aw_bedrock_call *c, int rc)
         c->spent += cost;
     }
     RAND_bytes((unsigned char *)&r, sizeof(r));
-    wait_then(c, ST_BACKOFF, (uint64_t)aw_retry_backoff_ms(c->attempt, b->retry_base_ms, r));
+    {
+        uint64_t wait = (uint64_t)aw_retry_backoff_ms(c->attempt, b->retry_base_ms, r);
+
+        if (b->on_log) {
+            char text[1000];
+
+            snprintf(text, sizeof(text),
+                     "model call attempt %d failed, retrying in %llu ms: %s: %s", c->attempt,
+                     (unsigned long long)wait, err->type, err->message);
+            b->on_log(1, text);
+        }
+        wait_then(c, ST_BACKOFF, wait);
+    }
 }
 
 static void on_xfer_done(void *ud, CURLcode cc)
@@ -799,8 +813,11 @@ static void start_transfer(struct aw_bedrock_call *c, const struct aw_credential
     curl_easy_setopt(h, CURLOPT_USERAGENT, "agentcore-c/0.1");
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     /* A call that starts while the first connection is still being set up
-     * waits for it and shares it (HTTP/2), instead of opening another. */
-    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+     * waits for it and shares it (HTTP/2 over TLS, as Bedrock speaks),
+     * instead of opening another. Plain http:// (an emulator) is HTTP/1.1:
+     * there, waiting would only serialise calls behind the first. */
+    if (b->tls)
+        curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)b->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);

@@ -588,6 +588,9 @@ static void resolve_unlocked(struct aw_creds *c, long long now)
             snprintf(text, sizeof(text), "AWS credentials from %s", fresh.source);
             if (c->cfg.notify)
                 c->cfg.notify(0, text);
+        } else if (c->cfg.notify) {
+            snprintf(text, sizeof(text), "AWS credentials refreshed from %s", fresh.source);
+            c->cfg.notify(-1, text);
         }
         cm_strlcpy(c->last_source, fresh.source, sizeof(c->last_source));
         c->cur = fresh;

@@ -18,6 +18,9 @@
  * Credentials are refreshed 5 minutes before they expire and after
  * aw_creds_invalidate() (a 403 saying the key is invalid). A failed resolution
  * is not retried for a second, so a missing metadata service is not hammered.
+ * Sources are asked without holding the lock: while one thread refreshes,
+ * the others keep signing with the current credentials (or wait, in
+ * aw_creds_get, when there are none).
  * |notify| hears which source won or why one failed: never a value. */
 #ifndef AW_CREDS_H
 #define AW_CREDS_H
@@ -36,8 +39,9 @@ struct aw_creds_config {
     const char *container_token, *container_token_file;
     int imds_disabled;
     const char *imds_endpoint; /* NULL: http://169.254.169.254 */
-    /* |warn| is 1 for failures; |text| names a source and what happened. */
-    void (*notify)(int warn, const char *text);
+    /* |level| is 1 for failures, 0 for a new source, -1 for a routine refresh;
+     * |text| names a source and what happened. */
+    void (*notify)(int level, const char *text);
 };
 
 struct aw_creds;

@@ -207,12 +207,14 @@ static void stop_loop_side(void *p)
     ls->svc->bedrock = NULL;
 }
 
-static void on_creds(int warn, const char *text)
+static void on_creds(int level, const char *text)
 {
-    if (warn)
+    if (level > 0)
         cm_warn("%s", text);
-    else
+    else if (level == 0)
         cm_info("%s", text);
+    else
+        cm_debug("%s", text);
 }
 
 /* Resolves the credentials once, off the start-up path, so the source that

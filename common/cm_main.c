@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -45,6 +46,19 @@ void cm_main_block_signals(void)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    cm_main_raise_nofile();
+}
+
+void cm_main_raise_nofile(void)
+{
+    struct rlimit rl;
+
+    /* Thousands of waiting streams are thousands of sockets: the soft limit
+     * (often 1024) goes up to the hard one, as servers like nginx do. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 int cm_main_wait_signal(void)

@@ -19,9 +19,12 @@ int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
  * many were removed. Call before any thread starts. */
 int cm_main_drop_secrets(void);
 
-/* Blocks SIGINT/SIGTERM (to be collected by cm_main_wait_signal) and ignores
- * SIGPIPE. Call before any thread starts, so every thread inherits the mask. */
+/* Blocks SIGINT/SIGTERM (to be collected by cm_main_wait_signal), ignores
+ * SIGPIPE and raises the open-file limit (cm_main_raise_nofile). Call before
+ * any thread starts, so every thread inherits the mask. */
 void cm_main_block_signals(void);
+/* Raises the soft RLIMIT_NOFILE to the hard limit. */
+void cm_main_raise_nofile(void);
 /* Waits for SIGINT or SIGTERM and returns its number. */
 int cm_main_wait_signal(void);
 

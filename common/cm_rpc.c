@@ -868,17 +868,18 @@ static grpc_channel *channel_new(const char *target, int max_msg)
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[1].value.integer = max_msg;
-    /* A worker that restarts should be found again within a second, not after
-     * gRPC's default backoff of up to two minutes. */
+    /* A worker that starts a few milliseconds after us (s6 starts all at
+     * once), or restarts, is found again within milliseconds, not after gRPC's
+     * default backoff of 1 s growing to two minutes. */
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
-    args[2].value.integer = 100;
+    args[2].value.integer = 10;
     args[3].type = GRPC_ARG_INTEGER;
     args[3].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
     args[3].value.integer = 1000;
     args[4].type = GRPC_ARG_INTEGER;
     args[4].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-    args[4].value.integer = 100;
+    args[4].value.integer = 10;
     chargs.num_args = 5;
     chargs.args = args;
     creds = grpc_insecure_credentials_create();
@@ -1287,6 +1288,43 @@ out:
     grpc_metadata_array_destroy(&init_md);
     grpc_metadata_array_destroy(&trail_md);
     grpc_call_unref(call);
+    return rc;
+}
+
+int cm_rpc_client_wait_ready(struct cm_rpc_client *c, int timeout_ms)
+{
+    grpc_completion_queue *cq = NULL;
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    int i, rc = -1;
+
+    /* The common case costs one lock per channel: already connected. */
+    for (i = 0; i < c->nch; i++) {
+        if (grpc_channel_check_connectivity_state(c->ch[i], 1) == GRPC_CHANNEL_READY)
+            return 0;
+    }
+    cq = thread_cq();
+    for (;;) {
+        grpc_connectivity_state s = grpc_channel_check_connectivity_state(c->ch[0], 1);
+        grpc_event ev;
+        int tag;
+
+        for (i = 0; i < c->nch; i++) {
+            if (grpc_channel_check_connectivity_state(c->ch[i], 1) == GRPC_CHANNEL_READY)
+                return 0;
+        }
+        if (gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), deadline) >= 0)
+            break;
+        /* Sleeps until the first channel's state changes or the deadline: the
+         * connection attempts themselves are gRPC's (reconnect backoff from
+         * 10 ms, see channel_new). */
+        grpc_channel_watch_connectivity_state(c->ch[0], s, deadline, cq, &tag);
+        ev = grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+            break; /* deadline */
+    }
+    for (i = 0; i < c->nch && rc; i++)
+        rc = grpc_channel_check_connectivity_state(c->ch[i], 0) == GRPC_CHANNEL_READY ? 0 : -1;
     return rc;
 }
 

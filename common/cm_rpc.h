@@ -181,6 +181,11 @@ void cm_rpc_stream_cancel(struct cm_rpc_stream *s);
  * status is OK. NULL is fine (returns -1). */
 int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st);
 
+/* Waits until a channel of |c| is connected (asking it to connect), at most
+ * |timeout_ms|, sleeping on gRPC's connectivity events. 0 when connected, -1
+ * at the deadline. Costs one check when already connected. */
+int cm_rpc_client_wait_ready(struct cm_rpc_client *c, int timeout_ms);
+
 /* grpc.health.v1 Check of |service| ("" = the server). Returns 1 SERVING,
  * 0 not serving, -1 on a call failure (|st| says why). */
 int cm_rpc_health(struct cm_rpc_client *c, const char *service, int timeout_ms,

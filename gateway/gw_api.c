@@ -159,6 +159,8 @@ void gw_api_agent_error(int rpc_code, const char *error_type, const char *detail
 {
     if (error_type && !strcmp(error_type, "ModelError"))
         gw_api_error(r, 502, "Model invocation failed", details);
+    else if (rpc_code == CM_RPC_ABORTED && error_type && !strcmp(error_type, "SessionBusy"))
+        gw_api_error(r, 409, "Session busy", details);
     else if (rpc_code == CM_RPC_UNAVAILABLE)
         gw_api_error(r, 503, "Agent worker unavailable", details);
     else if (rpc_code == CM_RPC_RESOURCE_EXHAUSTED)

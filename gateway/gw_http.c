@@ -5,6 +5,7 @@
 #include "cm_rpc.h"
 #include "cm_util.h"
 #include "gw_api.h"
+#include "gw_hangup.h"
 #include "gw_ws.h"
 
 #include "agentcore.pb-c.h"
@@ -15,6 +16,7 @@
 #include <microhttpd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +26,10 @@
 #include <time.h>
 #include <wslay/wslay.h>
 
-#define WAIT_SLICE_MS 100 /* how often a waiting request checks its client */
-#define MAX_FORWARDED 24  /* context headers passed on per request */
+#define WAIT_SLICE_MS                                                                              \
+    100                  /* how often a waiting request checks its client, when the                \
+                          * hangup watcher cannot watch its socket (and on /ws) */
+#define MAX_FORWARDED 24 /* context headers passed on per request */
 #define MAX_HEADER_VALUE 4096
 #define AGENT_DOWN_CHECKS 3   /* failed health checks in a row before /ping says so */
 #define WS_CLOSE_WAIT_MS 2000 /* how long a sent close waits for the peer's */
@@ -44,6 +48,7 @@ struct sse;
 struct gw_http {
     struct MHD_Daemon *daemon;
     struct cm_rpc_client *agent;
+    struct gw_hangup *hangup; /* wakes a waiting connection whose client left */
     struct gw_http_config cfg;
     int port;
     pthread_mutex_t lock; /* everything below */
@@ -63,6 +68,7 @@ struct gw_http {
 struct req {
     struct cm_buf body;
     int too_big;
+    int timeout_off; /* the idle timeout is off while the invocation runs */
     uint64_t start_ms;
 };
 
@@ -77,6 +83,8 @@ struct sse {
     size_t sent; /* bytes handed to MHD, for the access line */
     uint64_t start_ms;
     char request_id[256];
+    uint64_t watch; /* gw_hangup id, 0 when not watched */
+    atomic_int client_left;
     struct sse *prev, *next;
 };
 
@@ -287,6 +295,8 @@ static int stream_finish(struct sse *x, struct cm_rpc_status *st)
 
     if (!x->stream)
         return -1;
+    gw_hangup_unwatch(x->h->hangup, x->watch); /* its callback uses the stream */
+    x->watch = 0;
     registry_remove(x);
     rc = cm_rpc_stream_close(x->stream, st);
     x->stream = NULL;
@@ -314,25 +324,58 @@ static int client_gone(struct MHD_Connection *c)
     return recv(ci->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
-enum { EV_OK = 1, EV_END = 0, EV_FAILED = -1, EV_CLIENT_GONE = -2 };
+enum { EV_OK = 1, EV_END = 0, EV_FAILED = -1, EV_CLIENT_GONE = -2, EV_KEEPALIVE = -3 };
 
-/* Waits for the next event in short slices, checking the client between
- * them: a client that leaves cancels the call (and with it the agent's
- * model request and tools) within WAIT_SLICE_MS. */
-static int next_event(struct sse *x, Agentcore__V1__InvokeEvent **ev)
+/* Runs on the hangup watcher's thread: the client closed its socket. */
+static void on_hangup(void *ud)
 {
+    struct sse *x = ud;
+
+    atomic_store(&x->client_left, 1);
+    cm_rpc_stream_cancel(x->stream); /* the waiting thread wakes with CANCELLED */
+}
+
+/* Has the hangup watcher look after |x|'s client while it waits. */
+static void watch_client(struct sse *x)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(x->c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+    if (ci && x->h->hangup)
+        x->watch = gw_hangup_watch(x->h->hangup, ci->connect_fd, on_hangup, x);
+}
+
+/* Waits for the next event. The thread sleeps until the agent-worker sends
+ * one, the client leaves (the hangup watcher cancels the call: the
+ * agent-worker then aborts its model request and its tool calls), or, with
+ * |keepalive_ms| > 0, that long passes (EV_KEEPALIVE). Only a connection the
+ * watcher could not take still checks its client every WAIT_SLICE_MS. */
+static int next_event(struct sse *x, Agentcore__V1__InvokeEvent **ev, int keepalive_ms)
+{
+    uint64_t start = cm_now_ms();
     ProtobufCMessage *m;
     int rc;
 
     for (;;) {
-        rc = cm_rpc_stream_next_timed(x->stream, &m, WAIT_SLICE_MS);
+        int wait = keepalive_ms > 0 ? keepalive_ms : -1;
+
+        if (!x->watch) {
+            wait = WAIT_SLICE_MS;
+            if (keepalive_ms > 0 && cm_now_ms() - start >= (uint64_t)keepalive_ms)
+                return EV_KEEPALIVE;
+        }
+        rc = cm_rpc_stream_next_timed(x->stream, &m, wait);
         if (rc == 2) {
+            if (x->watch)
+                return EV_KEEPALIVE;
             if (client_gone(x->c)) {
                 cm_rpc_stream_cancel(x->stream);
                 return EV_CLIENT_GONE;
             }
             continue;
         }
+        if (rc < 0 && atomic_load(&x->client_left))
+            return EV_CLIENT_GONE;
         *ev = (Agentcore__V1__InvokeEvent *)m;
         return rc;
     }
@@ -381,7 +424,15 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         x->pending = NULL;
         if (x->done)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        rc = next_event(x, &ev);
+        rc = next_event(x, &ev, x->h->cfg.sse_keepalive_s * 1000);
+        if (rc == EV_KEEPALIVE) {
+            /* A comment line: no event for the client, but bytes on the wire,
+             * so neither our timeouts nor a proxy's cut a stream that waits. */
+            x->pending = strdup(": keep-alive\n\n");
+            x->plen = x->pending ? strlen(x->pending) : 0;
+            x->poff = 0;
+            continue;
+        }
         if (rc == EV_CLIENT_GONE) {
             cm_info("client went away mid-stream: invocation cancelled");
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -444,6 +495,7 @@ static void *poll_health(void *p)
     struct timespec until;
 
     o.timeout_ms = h->cfg.health_timeout_ms;
+    o.wait_for_ready = 1; /* at start, wait for the agent-worker rather than fail at once */
     pthread_mutex_lock(&h->lock);
     while (!h->stopping) {
         int busy = -1;
@@ -509,6 +561,19 @@ static struct sse *call_open(struct gw_http *h, struct fwd *fwd, const char *pro
     ireq.request_id = (char *)request_id;
     ireq.stream = events; /* without it the agent sends the final event only */
     o.timeout_ms = events ? h->cfg.stream_timeout_ms : h->cfg.invoke_timeout_ms;
+    /* Processes start in any order (s6 starts all three at once): a call that
+     * arrives before the agent-worker listens waits for it, within
+     * AGENT_READY_WAIT_MS, instead of failing. */
+    o.wait_for_ready = 1;
+    if (cm_rpc_client_wait_ready(h->agent, h->cfg.agent_ready_wait_ms)) {
+        st->code = CM_RPC_UNAVAILABLE;
+        snprintf(st->details, sizeof(st->details),
+                 "no agent-worker reachable within %d ms (AGENT_READY_WAIT_MS)",
+                 h->cfg.agent_ready_wait_ms);
+        st->error_type[0] = '\0';
+        free(x);
+        return NULL;
+    }
     o.meta = fwd->meta;
     o.n_meta = fwd->n;
     x->h = h;
@@ -577,6 +642,10 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
                                            "retry shortly"),
                          session, request_id, retry);
     }
+    /* HTTP_IDLE_TIMEOUT_S is for idle keep-alive connections: an invocation
+     * that waits on the model, or a stream between events, is not idle. */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    rq->timeout_off = 1;
     memset(&fwd, 0, sizeof(fwd));
     MHD_get_connection_values(c, MHD_HEADER_KIND, collect_forwarded, &fwd);
     x = call_open(h, &fwd, inv.prompt, session, request_id, streaming, &st);
@@ -586,13 +655,18 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     if (x) {
         x->c = c;
         x->start_ms = rq->start_ms;
+        watch_client(x);
         /* The first event decides the status line: until one arrives, a
          * failure is still an ordinary HTTP error (503, 502, ...). */
-        rc = next_event(x, &ev);
+        do
+            rc = next_event(x, &ev, -1);
+        while (rc == EV_KEEPALIVE);
         while (rc == EV_OK && !streaming &&
                ev->event_case != AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL) {
             protobuf_c_message_free_unpacked(&ev->base, NULL);
-            rc = next_event(x, &ev);
+            do
+                rc = next_event(x, &ev, -1);
+            while (rc == EV_KEEPALIVE);
         }
     }
     if (rc == EV_CLIENT_GONE) {
@@ -1022,11 +1096,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    struct gw_http *h = cls;
     struct req *rq = *con_cls;
 
-    (void)cls, (void)c, (void)toe;
+    (void)toe;
     if (!rq)
         return;
+    /* Back to an idle keep-alive connection: the idle timeout applies again. */
+    if (rq->timeout_off)
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned int)h->cfg.idle_timeout_s);
     cm_buf_free(&rq->body);
     free(rq);
     *con_cls = NULL;
@@ -1045,6 +1124,9 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
     }
     h->agent = agent;
     h->cfg = *cfg;
+    h->hangup = gw_hangup_new(); /* NULL: waiting connections check their client themselves */
+    if (!h->hangup)
+        cm_warn("hangup watcher unavailable: waiting connections poll their clients");
     h->status = "Healthy";
     h->status_since = (long long)time(NULL);
     pthread_mutex_init(&h->lock, NULL);
@@ -1056,14 +1138,15 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
         snprintf(err, errlen, "'%s' is not an IPv4 address", cfg->host);
         goto fail;
     }
-    h->daemon =
-        MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                             MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_POLL | MHD_ALLOW_UPGRADE,
-                         (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                         on_mhd_log, h, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned int)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-                         (unsigned int)cfg->idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
-                         on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+            MHD_USE_ITC | MHD_USE_POLL | MHD_ALLOW_UPGRADE,
+        (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+        MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->idle_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        /* a connection thread mostly sleeps: thousands fit */
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_END);
     if (!h->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use?)", cfg->host, cfg->port);
         goto fail;
@@ -1073,6 +1156,7 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
     h->poller_started = !pthread_create(&h->poller, NULL, poll_health, h);
     return h;
 fail:
+    gw_hangup_free(h->hangup);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
     free(h);
@@ -1110,6 +1194,7 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
     if (h->poller_started)
         pthread_join(h->poller, NULL);
     MHD_stop_daemon(h->daemon);
+    gw_hangup_free(h->hangup);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
     free(h);

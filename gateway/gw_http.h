@@ -9,11 +9,16 @@
  * Allow), always with a JSON body. Bodies larger than |max_body| get 413.
  *
  * Every invocation is an InvokeStream call; in JSON mode only its final event
- * is awaited. While waiting, the connection's thread checks every 100 ms that
- * the client is still there and cancels the call if not: the agent-worker then
- * aborts its model request and its tool calls. /ping reads a status a
- * background thread keeps (agent-worker health every |health_interval_ms|),
- * so it never waits for agent work. */
+ * is awaited. A waiting connection thread sleeps until the agent-worker sends
+ * something: the hangup watcher (gw_hangup) cancels the call when the client
+ * leaves, and the agent-worker then aborts its model request and its tool
+ * calls. A stream with nothing to send for |sse_keepalive_s| sends a comment
+ * line. The idle timeout applies only between requests of a keep-alive
+ * connection. A call that arrives before the agent-worker is reachable (all
+ * processes start at once) waits for it up to |agent_ready_wait_ms|. /ping
+ * reads a status a background thread keeps (agent-worker health every
+ * |health_interval_ms|), so it never waits for agent work; before the
+ * agent-worker was first reached it says Healthy (invocations wait for it). */
 #ifndef GW_HTTP_H
 #define GW_HTTP_H
 
@@ -38,7 +43,9 @@ struct gw_http_config {
     int idle_timeout_s;
     size_t log_body_bytes;                     /* of a request body logged at DEBUG */
     int health_interval_ms, health_timeout_ms; /* the agent-worker health poller */
-    size_t ws_max_message; /* largest WebSocket message accepted (1009 beyond) */
+    size_t ws_max_message;   /* largest WebSocket message accepted (1009 beyond) */
+    int sse_keepalive_s;     /* ": keep-alive" comment after this long without an event */
+    int agent_ready_wait_ms; /* how long an invocation waits for an unreachable agent-worker */
 };
 
 /* Starts serving. |agent| must outlive the server. NULL with |err| on failure. */

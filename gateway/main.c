@@ -23,6 +23,8 @@ enum {
     C_HEALTH_INTERVAL,
     C_WS_MAX,
     C_IDLE_TIMEOUT,
+    C_SSE_KEEPALIVE,
+    C_READY_WAIT,
     C_MAX_MSG,
     C_GRACE,
     C_LOG_LEVEL,
@@ -37,9 +39,9 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                       "agent-worker addresses: host:port list or a DNS name", 0},
     [C_MAX_BODY] = {"MAX_BODY_BYTES", NULL, CM_CFG_INT, "104857600", 1024, 1073741824,
                     "largest request body accepted (AgentCore allows 100 MB); larger gets 413", 0},
-    [C_MAX_CONN] = {"GATEWAY_MAX_CONNECTIONS", NULL, CM_CFG_INT, "1024", 1, 65536,
-                    "concurrent HTTP connections (one thread each)", 0},
-    [C_MAX_INVOCATIONS] = {"MAX_CONCURRENT_INVOCATIONS", NULL, CM_CFG_INT, "256", 1, 65536,
+    [C_MAX_CONN] = {"GATEWAY_MAX_CONNECTIONS", NULL, CM_CFG_INT, "4096", 1, 65536,
+                    "concurrent HTTP connections (one thread each, asleep while it waits)", 0},
+    [C_MAX_INVOCATIONS] = {"MAX_CONCURRENT_INVOCATIONS", NULL, CM_CFG_INT, "4096", 1, 65536,
                            "invocations running at once; more get 503 with Retry-After", 0},
     [C_STREAM_TIMEOUT] = {"STREAM_TIMEOUT_MS", NULL, CM_CFG_INT, "3600000", 1000, 86400000,
                           "deadline of one streamed invocation (AgentCore allows 60 minutes)", 0},
@@ -52,7 +54,15 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_INVOKE_TIMEOUT] = {"INVOCATION_TIMEOUT_MS", NULL, CM_CFG_INT, "900000", 1000, 3600000,
                           "deadline of one invocation (AgentCore's own limit is 15 minutes)", 0},
     [C_IDLE_TIMEOUT] = {"HTTP_IDLE_TIMEOUT_S", NULL, CM_CFG_INT, "120", 0, 86400,
-                        "close keep-alive connections idle this long (0 = never)", 0},
+                        "close keep-alive connections idle this long between requests (0 = "
+                        "never); a running invocation or stream is never idle",
+                        0},
+    [C_SSE_KEEPALIVE] = {"SSE_KEEPALIVE_S", NULL, CM_CFG_INT, "15", 1, 3600,
+                         "a stream with no event for this long sends a ': keep-alive' comment", 0},
+    [C_READY_WAIT] = {"AGENT_READY_WAIT_MS", NULL, CM_CFG_INT, "5000", 0, 600000,
+                      "an invocation that arrives while no agent-worker is reachable (start-up, "
+                      "restart) waits this long for one before 503",
+                      0},
     [C_MAX_MSG] = {"GRPC_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "134217728", 65536, 1073741824,
                    "largest gRPC message accepted from the agent-worker", 0},
     [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
@@ -99,6 +109,8 @@ int main(int argc, char **argv)
     hcfg.health_timeout_ms = 500;
     hcfg.ws_max_message = (size_t)cfg[C_WS_MAX].i;
     hcfg.idle_timeout_s = (int)cfg[C_IDLE_TIMEOUT].i;
+    hcfg.sse_keepalive_s = (int)cfg[C_SSE_KEEPALIVE].i;
+    hcfg.agent_ready_wait_ms = (int)cfg[C_READY_WAIT].i;
     http = gw_http_start(&hcfg, agent, err, sizeof(err));
     if (!http) {
         cm_error("%s", err);

@@ -192,19 +192,25 @@ static void test_credentials_reused_until_refresh_point(void **state)
     assert_int_equal(th_emu_stat(&emu, "credentials"), before);
 }
 
-/* One that expires in 4 minutes is inside the refresh margin: every call
- * fetches again rather than signing with keys about to lapse. */
+/* One that expires in 4 minutes is inside the refresh margin: a call starts a
+ * refresh in the background (never making the call wait for it, the current
+ * keys still sign) whenever none is running. */
 static void test_credentials_refreshed_before_expiry(void **state)
 {
-    long long before;
+    long long before, after;
 
     (void)state;
     expect(&short_s, 200, NULL);
+    assert_true(
+        th_wait_log(short_s.agent.log_path, "AWS credentials refreshed from container", 5000) >= 0);
     before = th_emu_stat(&emu_short, "credentials");
-    assert_true(before >= 1);
+    assert_true(before >= 2); /* the start-up fetch and at least one refresh */
     expect(&short_s, 200, NULL);
     expect(&short_s, 200, NULL);
-    assert_int_equal(th_emu_stat(&emu_short, "credentials"), before + 2);
+    assert_true(th_wait_log_count(short_s.agent.log_path,
+                                  "AWS credentials refreshed from container", 2, 5000) >= 0);
+    after = th_emu_stat(&emu_short, "credentials");
+    assert_true(after > before && after <= before + 2);
 }
 
 /* The endpoint fails after its first answer (the agent-worker's start-up
@@ -215,6 +221,8 @@ static void test_failed_refresh_keeps_current_credentials(void **state)
     (void)state;
     assert_int_equal(th_emu_stat(&emu_flaky, "credentials"), 1);
     expect(&flaky_s, 200, NULL);
+    /* The refresh runs beside the call: wait for its verdict. */
+    assert_true(th_wait_log(flaky_s.agent.log_path, "AWS credentials refresh failed", 5000) >= 0);
     assert_int_equal(th_emu_stat(&emu_flaky, "credentials"), 4);
     assert_logged(&flaky_s, "AWS credentials refresh failed, the current ones sign until they "
                             "expire: container credentials endpoint answered 500");

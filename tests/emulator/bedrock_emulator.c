@@ -12,6 +12,9 @@
  *   [[max_tokens]]             stop with stopReason max_tokens
  *   [[fail:STATUS]]            answer with that error status
  *   [[sleep:MS]]               wait before answering
+ *   [[slow-stream:MS]]         (ConverseStream) one frame every MS
+ *   [[pause:MS]]               (ConverseStream) go silent for MS after the first
+ *                              text delta, then finish
  *   anything else              "Echo: <prompt>"
  *
  * Fault injection (environment): EMU_THROTTLE_FIRST=N answers the first N model
@@ -19,6 +22,9 @@
  * EMU_FAIL_STATUS (500), EMU_LATENCY_MS delays every answer. Credentials from
  * the container and metadata endpoints live EMU_CREDENTIALS_TTL_S; after
  * EMU_CREDENTIALS_FAIL_AFTER answers those endpoints fail with 500.
+ * EMU_STALL_FIRST=N makes the first N model calls send nothing for
+ * EMU_STALL_MS (a silent connection); EMU_CLOCK_SKEW_S runs the emulator's
+ * clock that far ahead (signature checks and the Date header use it).
  * GET /_emu/stats returns counters for tests. */
 #define _GNU_SOURCE
 #include "cm_buf.h"
@@ -62,6 +68,9 @@ enum {
     C_IMDS_PUT_STATUS,
     C_CREDS_TTL,
     C_CREDS_FAIL_AFTER,
+    C_STALL_FIRST,
+    C_STALL_MS,
+    C_CLOCK_SKEW,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -106,6 +115,12 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                      "lifetime (Expiration) of the container and metadata credentials", 0},
     [C_CREDS_FAIL_AFTER] = {"EMU_CREDENTIALS_FAIL_AFTER", NULL, CM_CFG_INT, "0", 0, 1000000,
                             "after N credential answers, answer 500 (0 = never)", 0},
+    [C_STALL_FIRST] = {"EMU_STALL_FIRST", NULL, CM_CFG_INT, "0", 0, 1000000,
+                       "the first N model calls send nothing for EMU_STALL_MS", 0},
+    [C_STALL_MS] = {"EMU_STALL_MS", NULL, CM_CFG_INT, "3000", 0, 600000,
+                    "how long a stalled call stays silent", 0},
+    [C_CLOCK_SKEW] = {"EMU_CLOCK_SKEW_S", NULL, CM_CFG_INT, "0", -86400, 86400,
+                      "the emulator's clock runs this many seconds ahead of the machine's", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
@@ -128,8 +143,15 @@ struct answer {
     size_t len;          /* body length (an event stream holds NUL bytes) */
     int stream;          /* body is application/vnd.amazon.eventstream */
     long slow_ms;        /* [[slow-stream:MS]]: one frame every MS */
+    long pause_ms;       /* [[pause:MS]]: silence after the first text delta */
     int fail_after_text; /* [[stream-fail-after-text]] */
 };
+
+/* The emulator's clock: the machine's, plus EMU_CLOCK_SKEW_S. */
+static long long emu_now(void)
+{
+    return (long long)time(NULL) + cfg[C_CLOCK_SKEW].i;
+}
 
 static void sleep_ms(long ms)
 {
@@ -224,7 +246,7 @@ static int verify(struct MHD_Connection *c, const char *method, const char *raw_
     }
     memset(&tm, 0, sizeof(tm));
     if (!amz_date || strlen(amz_date) != 16 || !strptime(amz_date, "%Y%m%dT%H%M%SZ", &tm) ||
-        strncmp(amz_date, date, 8) || llabs((long long)timegm(&tm) - (long long)time(NULL)) > 300) {
+        strncmp(amz_date, date, 8) || llabs((long long)timegm(&tm) - emu_now()) > 300) {
         error_answer(a, 403, "InvalidSignatureException",
                      "Signature expired or X-Amz-Date missing: the request time must be within "
                      "5 minutes of the server time.");
@@ -434,6 +456,8 @@ static void model_answer(const json_t *req, size_t req_len, struct answer *a)
         sleep_ms(atol(p + 8));
     if ((p = strstr(prompt, "[[slow-stream:")))
         a->slow_ms = atol(p + 14);
+    if ((p = strstr(prompt, "[[pause:")))
+        a->pause_ms = atol(p + 8);
     a->fail_after_text = strstr(prompt, "[[stream-fail-after-text]]") != NULL;
     input = tool_directive(prompt, tool, sizeof(tool), &loop);
     content = json_array();
@@ -737,6 +761,10 @@ static void converse(struct MHD_Connection *c, const char *raw_path, const struc
     call = atomic_fetch_add(&n_converse, 1) + 1;
     if (cfg[C_LATENCY].i)
         sleep_ms((long)cfg[C_LATENCY].i);
+    if (call <= cfg[C_STALL_FIRST].i) {
+        atomic_fetch_add(&n_faults, 1);
+        sleep_ms((long)cfg[C_STALL_MS].i); /* the client's read timeout should fire first */
+    }
     if (call <= cfg[C_THROTTLE].i) {
         atomic_fetch_add(&n_faults, 1);
         error_answer(a, 429, "ThrottlingException",
@@ -782,6 +810,7 @@ struct slow {
     char *data;
     size_t len, off;
     long delay_ms;
+    long pause_ms; /* once, after the first text delta */
     int frames, sent;
 };
 
@@ -796,6 +825,11 @@ static ssize_t slow_read(void *cls, uint64_t pos, char *buf, size_t max)
         return MHD_CONTENT_READER_END_OF_STREAM;
     sleep_ms(s->delay_ms); /* the model thinking */
     p = (const uint8_t *)s->data + s->off;
+    if (s->pause_ms && s->sent == 2) {
+        /* messageStart and one delta are out: a long silence mid-stream. */
+        sleep_ms(s->pause_ms);
+        s->pause_ms = 0;
+    }
     n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
     if (n > s->len - s->off)
         n = s->len - s->off;
@@ -823,9 +857,22 @@ static void slow_free(void *cls)
     free(s);
 }
 
+/* Date from the emulator's own (possibly skewed) clock, as AWS sends its own:
+ * what a client learns the service's time from. */
+static void add_date(struct MHD_Response *r)
+{
+    char date[64];
+    time_t t = (time_t)emu_now();
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    MHD_add_response_header(r, "Date", date);
+}
+
 static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
 {
-    if (a->stream && a->slow_ms > 0 && a->status == 200) {
+    if (a->stream && (a->slow_ms > 0 || a->pause_ms > 0) && a->status == 200) {
         struct slow *s = calloc(1, sizeof(*s));
         struct MHD_Response *r;
         enum MHD_Result ret;
@@ -835,8 +882,10 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
         s->data = a->body;
         s->len = a->len;
         s->delay_ms = a->slow_ms;
+        s->pause_ms = a->pause_ms;
         r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, slow_read, s, slow_free);
         MHD_add_response_header(r, "Content-Type", "application/vnd.amazon.eventstream");
+        add_date(r);
         ret = MHD_queue_response(c, 200, r);
         MHD_destroy_response(r);
         return ret;
@@ -853,6 +902,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
     MHD_add_response_header(r, "Content-Type",
                             a->stream ? "application/vnd.amazon.eventstream" : "application/json");
     MHD_add_response_header(r, "x-amzn-RequestId", "00000000-0000-4000-8000-000000000000");
+    add_date(r);
     if (a->error_type) {
         snprintf(type, sizeof(type), "%s%s", a->error_type, TYPE_SUFFIX);
         MHD_add_response_header(r, "x-amzn-ErrorType", type);
@@ -867,7 +917,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *size, void **con_cls)
 {
     struct req *rq = *con_cls;
-    struct answer a = {0, NULL, NULL, 0, 0, 0, 0};
+    struct answer a = {0, NULL, NULL, 0, 0, 0, 0, 0};
 
     (void)cls, (void)version;
     if (!rq) {
@@ -956,10 +1006,12 @@ int main(int argc, char **argv)
         return 2;
     }
     d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL,
-        NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_UNESCAPE_CALLBACK,
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+            MHD_USE_SUPPRESS_DATE_NO_CLOCK, /* our own Date: the clock may be skewed */
+        0, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_UNESCAPE_CALLBACK,
         no_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, 8192u, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
+        MHD_OPTION_END);
     if (!d) {
         cm_error("cannot listen on %s:%lld", cfg[C_HOST].s, cfg[C_PORT].i);
         return 1;

@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -85,15 +88,20 @@ long th_wait_log_count(const char *path, const char *needle, int count, int time
 int th_proc_start(struct th_proc *p, const char *name, const char *binary, const char *const *env,
                   int timeout_ms)
 {
+    if (th_proc_spawn(p, name, binary, env))
+        return -1;
+    return th_proc_wait_ready(p, timeout_ms);
+}
+
+int th_proc_spawn(struct th_proc *p, const char *name, const char *binary, const char *const *env)
+{
     static const char *const sanitizer_vars[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
     const char *envp[64];
     char sanitizer[sizeof(sanitizer_vars) / sizeof(sanitizer_vars[0])][1024];
     int fds[2], n = 0, i, logfd;
-    char line[32];
-    size_t got = 0;
-    struct pollfd pfd;
 
     memset(p, 0, sizeof(*p));
+    p->notify_fd = -1;
     snprintf(p->name, sizeof(p->name), "%s", name);
     snprintf(p->log_path, sizeof(p->log_path), "%s/%s.log", th_log_dir(), name);
     /* getenv() returns the first match: the caller's settings go first, the
@@ -135,24 +143,38 @@ int th_proc_start(struct th_proc *p, const char *name, const char *binary, const
         close(fds[0]);
         return -1;
     }
-    pfd.fd = fds[0];
+    p->notify_fd = fds[0];
+    return 0;
+}
+
+int th_proc_wait_ready(struct th_proc *p, int timeout_ms)
+{
+    char line[32];
+    size_t got = 0;
+    struct pollfd pfd;
+    int fd = p->notify_fd;
+
+    if (fd < 0)
+        return -1;
+    p->notify_fd = -1;
+    pfd.fd = fd;
     pfd.events = POLLIN;
     while (got < sizeof(line) - 1) {
         ssize_t r;
 
         if (poll(&pfd, 1, timeout_ms) <= 0)
             break; /* timed out */
-        r = read(fds[0], line + got, sizeof(line) - 1 - got);
+        r = read(fd, line + got, sizeof(line) - 1 - got);
         if (r <= 0)
             break; /* the child died before it was ready */
         got += (size_t)r;
         if (memchr(line, '\n', got))
             break;
     }
-    close(fds[0]);
+    close(fd);
     line[got] = '\0';
     if (!strchr(line, '\n') || (p->port = atoi(line)) <= 0) {
-        fprintf(stderr, "th_proc: %s did not become ready (see %s)\n", name, p->log_path);
+        fprintf(stderr, "th_proc: %s did not become ready (see %s)\n", p->name, p->log_path);
         th_proc_stop(p, SIGKILL);
         return -1;
     }
@@ -163,6 +185,10 @@ int th_proc_stop(struct th_proc *p, int sig)
 {
     int status;
 
+    if (p->notify_fd >= 0) {
+        close(p->notify_fd);
+        p->notify_fd = -1;
+    }
     if (p->pid <= 0)
         return -1;
     kill(p->pid, sig);
@@ -172,4 +198,22 @@ int th_proc_stop(struct th_proc *p, int sig)
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
     return 128 + WTERMSIG(status);
+}
+
+int th_free_port(void)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
+
+    if (fd < 0)
+        return -1;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!bind(fd, (struct sockaddr *)&sa, sizeof(sa)) &&
+        !getsockname(fd, (struct sockaddr *)&sa, &len))
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
 }

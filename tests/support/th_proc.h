@@ -15,12 +15,20 @@ struct th_proc {
     int port;
     char name[64];
     char log_path[512];
+    int notify_fd; /* between spawn and wait_ready */
 };
 
 /* |env| is a NULL-terminated list of "KEY=VALUE". Returns 0, or -1 when the
  * child died or did not report readiness within |timeout_ms|. */
 int th_proc_start(struct th_proc *p, const char *name, const char *binary, const char *const *env,
                   int timeout_ms);
+/* The two halves of th_proc_start, for starting several processes at the same
+ * moment (as s6 does) and waiting for them after. */
+int th_proc_spawn(struct th_proc *p, const char *name, const char *binary, const char *const *env);
+int th_proc_wait_ready(struct th_proc *p, int timeout_ms);
+/* A port that was free a moment ago on 127.0.0.1 (for processes that must know
+ * each other's address before any of them runs). */
+int th_free_port(void);
 /* Sends |sig| and reaps the child; returns its exit status (or 128+signal), -1 if not running. */
 int th_proc_stop(struct th_proc *p, int sig);
 

@@ -64,6 +64,7 @@ int th_stack_start_gw(struct th_stack *s, const char *name, const struct th_proc
         gw_env[g++] = gw_extra[i];
     gw_env[g++] = "PORT=0";
     gw_env[g++] = "GATEWAY_HOST=127.0.0.1";
+    gw_env[g++] = "AGENT_READY_WAIT_MS=1000"; /* a killed agent-worker: 503 within a second */
     gw_env[g++] = addr;
     gw_env[g] = NULL;
     if (th_proc_start(&s->gw, n_gw, AC_BIN_GATEWAY, gw_env, TH_READY_MS))
