@@ -95,6 +95,13 @@ int th_proc_start(struct th_proc *p, const char *name, const char *binary, const
 
 int th_proc_spawn(struct th_proc *p, const char *name, const char *binary, const char *const *env)
 {
+    return th_proc_spawn_args(p, name, binary, NULL, env);
+}
+
+int th_proc_spawn_args(struct th_proc *p, const char *name, const char *binary,
+                       const char *const *args, const char *const *env)
+{
+    const char *argv[32];
     static const char *const sanitizer_vars[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
     const char *envp[64];
     char sanitizer[sizeof(sanitizer_vars) / sizeof(sanitizer_vars[0])][1024];
@@ -133,7 +140,11 @@ int th_proc_spawn(struct th_proc *p, const char *name, const char *binary, const
             close(fds[1]);
         if (logfd >= 0)
             dup2(logfd, 2);
-        execve(binary, (char *const[]){(char *)binary, NULL}, (char *const *)envp);
+        argv[0] = binary;
+        for (i = 0; args && args[i] && i < 30; i++)
+            argv[i + 1] = args[i];
+        argv[i + 1] = NULL;
+        execve(binary, (char *const *)argv, (char *const *)envp);
         _exit(127);
     }
     close(fds[1]);

@@ -26,6 +26,10 @@ int th_proc_start(struct th_proc *p, const char *name, const char *binary, const
  * moment (as s6 does) and waiting for them after. */
 int th_proc_spawn(struct th_proc *p, const char *name, const char *binary, const char *const *env);
 int th_proc_wait_ready(struct th_proc *p, int timeout_ms);
+/* th_proc_spawn with command-line arguments (NULL-terminated, at most 30),
+ * for third-party programs such as nghttpx (readiness: th_wait_log). */
+int th_proc_spawn_args(struct th_proc *p, const char *name, const char *binary,
+                       const char *const *args, const char *const *env);
 /* A port that was free a moment ago on 127.0.0.1 (for processes that must know
  * each other's address before any of them runs). */
 int th_free_port(void);
