@@ -52,6 +52,8 @@ struct aw_tools {
     struct cm_rpc_pending *list_call;
     struct aw_tools_waiter *waiters;
     int stopped;
+    uv_timer_t retry;     /* while the first listing waits for a tool-worker */
+    int retry_live;
     /* The status poller. */
     pthread_t poller;
     int poller_started, stopping, status_interval_ms;
@@ -148,6 +150,8 @@ static void on_listed(void *ud, const struct cm_rpc_status *st, ProtobufCMessage
     struct aw_tools_waiter *w;
 
     t->list_call = NULL;
+    if (t->retry_live)
+        uv_timer_stop(&t->retry);
     if (resp) {
         take_listing(t, (const Agentcore__V1__ListToolsResponse *)resp);
         protobuf_c_message_free_unpacked(resp, NULL);
@@ -166,6 +170,20 @@ static void on_listed(void *ud, const struct cm_rpc_status *st, ProtobufCMessage
         w->queued = 0;
         w->ready(w);
     }
+}
+
+/* While the first listing waits (wait-for-ready) for a tool-worker that is
+ * still starting, retry the connection every few milliseconds rather than
+ * after gRPC's 100 ms minimum backoff; it stops with the listing. */
+static void retry_connect(uv_timer_t *h)
+{
+    struct aw_tools *t = h->data;
+
+    if (!t->list_call || cm_rpc_client_connected(t->client)) {
+        uv_timer_stop(h);
+        return;
+    }
+    cm_rpc_client_reset_backoff(t->client);
 }
 
 /* Starts a listing on the loop when one is due. wait_for_ready: a
@@ -196,13 +214,19 @@ static void list_if_due(struct aw_tools *t)
     o.wait_for_ready = 1;
     t->list_call =
         cm_rpc_call_async(t->client, t->events, &methods[0], &req.base, &o, on_listed, t, &st);
-    if (!t->list_call)
+    if (!t->list_call) {
         on_listed(t, &st, NULL);
+        return;
+    }
+    if (t->retry_live && !t->ever_ok)
+        uv_timer_start(&t->retry, retry_connect, 5, 5);
 }
 
-void aw_tools_bind(struct aw_tools *t, struct cm_rpc_events *ev)
+void aw_tools_bind(struct aw_tools *t, struct cm_rpc_events *ev, uv_loop_t *loop)
 {
     t->events = ev;
+    t->retry_live = !uv_timer_init(loop, &t->retry);
+    t->retry.data = t;
     list_if_due(t);
 }
 
@@ -212,6 +236,11 @@ void aw_tools_stop(struct aw_tools *t)
         return;
     t->stopped = 1;
     cm_rpc_pending_cancel(t->list_call);
+    if (t->retry_live) {
+        uv_timer_stop(&t->retry);
+        uv_close((uv_handle_t *)&t->retry, NULL); /* |t| outlives the loop */
+        t->retry_live = 0;
+    }
 }
 
 int aw_tools_wait_listed(struct aw_tools *t, struct aw_tools_waiter *w)

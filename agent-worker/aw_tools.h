@@ -14,6 +14,7 @@
 #include "aw_agent.h"
 
 #include <jansson.h>
+#include <uv.h>
 
 struct aw_tools;
 struct cm_rpc_acall;
@@ -29,7 +30,7 @@ void aw_tools_free(struct aw_tools *t);
 
 /* Lists the tools at once (wait-for-ready, 2 s deadline) and every
  * |refresh_ms| after, as asynchronous calls on |ev|. */
-void aw_tools_bind(struct aw_tools *t, struct cm_rpc_events *ev);
+void aw_tools_bind(struct aw_tools *t, struct cm_rpc_events *ev, uv_loop_t *loop);
 /* No more listings; cancels the one in flight (shutdown). */
 void aw_tools_stop(struct aw_tools *t);
 

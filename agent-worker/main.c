@@ -195,7 +195,7 @@ static void bind_tools(void *p)
 {
     struct loop_side *ls = p;
 
-    aw_tools_bind(ls->svc->tools, ls->events);
+    aw_tools_bind(ls->svc->tools, ls->events, ls->svc->loop);
 }
 
 static void stop_loop_side(void *p)

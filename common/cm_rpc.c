@@ -1291,41 +1291,64 @@ out:
     return rc;
 }
 
+/* gRPC waits at least 100 ms between connection attempts (it clamps every
+ * backoff setting below that), so a peer that starts 5 ms after our first,
+ * refused attempt would wait out the whole 100 ms. While somebody waits for
+ * the connection, the backoff is reset every READY_SLICE_MS: each reset is
+ * one connect() to a local port, and it stops once connected or at the
+ * caller's deadline. */
+#define READY_SLICE_MS 5
+
+static int any_ready(struct cm_rpc_client *c, int try_to_connect)
+{
+    int i;
+
+    for (i = 0; i < c->nch; i++) {
+        if (grpc_channel_check_connectivity_state(c->ch[i], try_to_connect) == GRPC_CHANNEL_READY)
+            return 1;
+    }
+    return 0;
+}
+
+int cm_rpc_client_connected(struct cm_rpc_client *c)
+{
+    return any_ready(c, 1);
+}
+
+void cm_rpc_client_reset_backoff(struct cm_rpc_client *c)
+{
+    int i;
+
+    for (i = 0; i < c->nch; i++)
+        grpc_channel_reset_connect_backoff(c->ch[i]);
+}
+
 int cm_rpc_client_wait_ready(struct cm_rpc_client *c, int timeout_ms)
 {
-    grpc_completion_queue *cq = NULL;
+    grpc_completion_queue *cq;
     gpr_timespec deadline =
         gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-    int i, rc = -1;
 
     /* The common case costs one lock per channel: already connected. */
-    for (i = 0; i < c->nch; i++) {
-        if (grpc_channel_check_connectivity_state(c->ch[i], 1) == GRPC_CHANNEL_READY)
-            return 0;
-    }
+    if (any_ready(c, 1))
+        return 0;
     cq = thread_cq();
-    for (;;) {
+    while (gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), deadline) < 0) {
         grpc_connectivity_state s = grpc_channel_check_connectivity_state(c->ch[0], 1);
-        grpc_event ev;
+        gpr_timespec slice = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                          gpr_time_from_millis(READY_SLICE_MS, GPR_TIMESPAN));
         int tag;
 
-        for (i = 0; i < c->nch; i++) {
-            if (grpc_channel_check_connectivity_state(c->ch[i], 1) == GRPC_CHANNEL_READY)
-                return 0;
-        }
-        if (gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), deadline) >= 0)
-            break;
-        /* Sleeps until the first channel's state changes or the deadline: the
-         * connection attempts themselves are gRPC's (reconnect backoff from
-         * 10 ms, see channel_new). */
-        grpc_channel_watch_connectivity_state(c->ch[0], s, deadline, cq, &tag);
-        ev = grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (ev.type != GRPC_OP_COMPLETE || !ev.success)
-            break; /* deadline */
+        if (s == GRPC_CHANNEL_TRANSIENT_FAILURE)
+            cm_rpc_client_reset_backoff(c);
+        if (gpr_time_cmp(slice, deadline) > 0)
+            slice = deadline;
+        grpc_channel_watch_connectivity_state(c->ch[0], s, slice, cq, &tag);
+        grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (any_ready(c, 1))
+            return 0;
     }
-    for (i = 0; i < c->nch && rc; i++)
-        rc = grpc_channel_check_connectivity_state(c->ch[i], 0) == GRPC_CHANNEL_READY ? 0 : -1;
-    return rc;
+    return -1;
 }
 
 int cm_rpc_health(struct cm_rpc_client *c, const char *service, int timeout_ms,

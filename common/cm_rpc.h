@@ -182,9 +182,16 @@ void cm_rpc_stream_cancel(struct cm_rpc_stream *s);
 int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st);
 
 /* Waits until a channel of |c| is connected (asking it to connect), at most
- * |timeout_ms|, sleeping on gRPC's connectivity events. 0 when connected, -1
- * at the deadline. Costs one check when already connected. */
+ * |timeout_ms|. 0 when connected, -1 at the deadline. Costs one check when
+ * already connected; while waiting it retries the connection every 5 ms
+ * (gRPC's own backoff never goes below 100 ms), so a peer that starts a few
+ * milliseconds after us is reached a few milliseconds after it listens. */
 int cm_rpc_client_wait_ready(struct cm_rpc_client *c, int timeout_ms);
+/* 1 when a channel of |c| is connected (asks it to connect otherwise). */
+int cm_rpc_client_connected(struct cm_rpc_client *c);
+/* Makes the next connection attempt happen now instead of after gRPC's
+ * backoff. Non-blocking; safe from any thread. */
+void cm_rpc_client_reset_backoff(struct cm_rpc_client *c);
 
 /* grpc.health.v1 Check of |service| ("" = the server). Returns 1 SERVING,
  * 0 not serving, -1 on a call failure (|st| says why). */

@@ -1,26 +1,41 @@
-/* agentcore-bench: figures for the README and the issue notes.
+/* agentcore-bench: figures for the README and the issue notes, measured the
+ * way users run the runtime (../DEVELOPERS.md, "Measure what users see").
  *
- * Starts the real stack (emulator, tool-worker, agent-worker, gateway) on
- * loopback and prints: cold start to the first /ping and first invocation,
- * throughput and latency of plain and tool invocations, CPU per invocation
- * of each of our processes (from /proc, so it excludes the client and the
- * emulator), and resident memory idle, under load and per held session.
- * Every loop is bounded by a count and a time limit. Usage:
- *   agentcore-bench [invocations=4000] [concurrency=8] [sessions=2000] */
+ * It starts the real stack (emulator, tool-worker, agent-worker, gateway) on
+ * loopback and prints:
+ *   - cold start with the three processes spawned at the same moment (as s6
+ *     does): first /ping 200, first successful invocation, non-200 answers in
+ *     between (median of 10 runs);
+ *   - model latency 0, 50 clients: throughput, latency, CPU per invocation of
+ *     each of our processes (from /proc: the client and the emulator are not
+ *     counted), and idle RSS;
+ *   - model latency 200 ms, 50 clients: throughput against the 250 req/s
+ *     ceiling, p50/p99;
+ *   - 2,000 concurrent streaming invocations each waiting 2 s on the model:
+ *     all succeed?, p99, /ping p99 meanwhile, RSS of every process;
+ *   - CPU while waiting: streams that wait 10 s on the model, CPU of all our
+ *     processes per invocation-second of waiting;
+ *   - tool invocations and memory per held session.
+ * Model latency is the emulator's [[sleep:MS]]. Every loop is bounded by a
+ * count and a time limit. Usage:
+ *   agentcore-bench [invocations=4000] [concurrency=50] [sessions=2000] [streams=2000] */
 #include "th_http.h"
 #include "th_proc.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_SECONDS 120
+#define COLD_RUNS 10
 
 static double now_s(void)
 {
@@ -53,6 +68,36 @@ static double cpu_s(pid_t pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* On-CPU nanoseconds of every live thread of |pid| (schedstat): precise, for
+ * short windows in which threads neither start nor end. */
+static double cpu_live_s(pid_t pid)
+{
+    char path[96];
+    double sum = 0;
+    DIR *d;
+    struct dirent *e;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    d = opendir(path);
+    while (d && (e = readdir(d))) {
+        char f[160];
+        unsigned long long ns = 0;
+        FILE *fp;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(f, sizeof(f), "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+        fp = fopen(f, "r");
+        if (fp && fscanf(fp, "%llu", &ns) == 1)
+            sum += (double)ns / 1e9;
+        if (fp)
+            fclose(fp);
+    }
+    if (d)
+        closedir(d);
+    return sum;
+}
+
 static long rss_kb(pid_t pid)
 {
     char path[64], line[256];
@@ -70,56 +115,6 @@ static long rss_kb(pid_t pid)
     return kb;
 }
 
-struct load {
-    const char *url;
-    const char *body;
-    int per_thread;
-    int session_base; /* >= 0: each request uses its own session id */
-    double *lat;
-    int errors;
-    double deadline;
-};
-
-static void *worker(void *p)
-{
-    struct load *l = p;
-    CURL *h = curl_easy_init();
-    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
-    FILE *devnull = fopen("/dev/null", "w");
-    int i;
-
-    hd = curl_slist_append(hd, "Expect:");
-    curl_easy_setopt(h, CURLOPT_URL, l->url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, devnull);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    for (i = 0; i < l->per_thread && now_s() < l->deadline; i++) {
-        char body[256];
-        long status = 0;
-        double t0 = now_s();
-
-        if (l->session_base >= 0) {
-            snprintf(body, sizeof(body),
-                     "{\"prompt\":\"hello\",\"session_id\":\"bench-session-%08d-pad-to-33-chars\"}",
-                     l->session_base + i);
-            curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        } else {
-            curl_easy_setopt(h, CURLOPT_POSTFIELDS, l->body);
-        }
-        if (curl_easy_perform(h) != CURLE_OK)
-            l->errors++;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        if (status != 200)
-            l->errors++;
-        l->lat[i] = now_s() - t0;
-    }
-    l->per_thread = i;
-    fclose(devnull);
-    curl_slist_free_all(hd);
-    curl_easy_cleanup(h);
-    return NULL;
-}
-
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -127,139 +122,503 @@ static int cmp_d(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-struct procs {
-    struct th_proc *p[3]; /* gateway, agent-worker, tool-worker */
+static double pct(double *v, int n, double q)
+{
+    int i = (int)(n * q);
+
+    if (n <= 0)
+        return 0;
+    return v[i < n ? i : n - 1];
+}
+
+struct stack {
+    struct th_proc emu, tool, agent, gw;
+    char url[96], ping[96];
 };
 
-static void run_load(const char *title, const char *url, const char *body, int total, int conc,
-                     int session_base, const struct procs *ps)
+static struct th_proc *ours(struct stack *s, int k)
 {
-    pthread_t t[64];
-    struct load l[64];
-    double cpu0[3], cpu1[3], t0, el, *all;
-    int i, k, n = 0, errors = 0;
+    return k == 0 ? &s->gw : k == 1 ? &s->agent : &s->tool;
+}
+
+static void cpu_snap(struct stack *s, double out[3])
+{
+    int k;
 
     for (k = 0; k < 3; k++)
-        cpu0[k] = cpu_s(ps->p[k]->pid);
-    t0 = now_s();
-    for (i = 0; i < conc; i++) {
-        l[i] = (struct load){url,
-                             body,
-                             total / conc,
-                             session_base < 0 ? -1 : session_base + i * (total / conc),
-                             calloc((size_t)(total / conc), sizeof(double)),
-                             0,
-                             t0 + MAX_SECONDS};
-        pthread_create(&t[i], NULL, worker, &l[i]);
-    }
-    for (i = 0; i < conc; i++)
-        pthread_join(t[i], NULL);
-    el = now_s() - t0;
+        out[k] = cpu_s(ours(s, k)->pid);
+}
+
+static double live_snap(struct stack *s, double out[3])
+{
+    int k;
+
     for (k = 0; k < 3; k++)
-        cpu1[k] = cpu_s(ps->p[k]->pid);
-    all = calloc((size_t)total, sizeof(double));
-    for (i = 0; i < conc; i++) {
-        memcpy(all + n, l[i].lat, (size_t)l[i].per_thread * sizeof(double));
-        n += l[i].per_thread;
-        errors += l[i].errors;
-        free(l[i].lat);
+        out[k] = cpu_live_s(ours(s, k)->pid);
+    return out[0] + out[1] + out[2];
+}
+
+/* CPU of our processes over |secs| with nothing to do: the background (health
+ * and status checks, gRPC's timers). */
+static double idle_cpu_per_s(struct stack *s, double secs)
+{
+    double a[3], b[3], x, y;
+    struct timespec t = {(time_t)secs, (long)((secs - (time_t)secs) * 1e9)};
+
+    x = live_snap(s, a);
+    nanosleep(&t, NULL);
+    y = live_snap(s, b);
+    return (y - x) / secs;
+}
+
+/* ---- load: one curl multi handle keeps |conc| requests in flight ---- */
+
+static size_t discard(char *p, size_t sz, size_t n, void *ud)
+{
+    (void)p, (void)ud;
+    return sz * n;
+}
+
+struct run {
+    int done, errors;
+    double *lat, elapsed;
+};
+
+static CURL *easy_for(const char *url, const char *body, struct curl_slist *hd)
+{
+    CURL *h = curl_easy_init();
+
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)MAX_SECONDS);
+    return h;
+}
+
+/* |total| requests of |body| (or, with |session_base| >= 0, one new session
+ * each), |conc| at a time. */
+static void load(const char *url, const char *body, int total, int conc, int session_base,
+                 struct run *out)
+{
+    CURLM *m = curl_multi_init();
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    char(*bodies)[160] = NULL;
+    double t0 = now_s();
+    int started = 0, running = 0, i;
+
+    hd = curl_slist_append(hd, "Expect:");
+    memset(out, 0, sizeof(*out));
+    out->lat = calloc((size_t)total, sizeof(double));
+    if (session_base >= 0)
+        bodies = calloc((size_t)total, sizeof(*bodies));
+    for (i = 0; i < conc && started < total; i++, started++) {
+        const char *b = body;
+
+        if (bodies) {
+            snprintf(bodies[started], sizeof(bodies[0]),
+                     "{\"prompt\":\"hello\",\"session_id\":\"bench-session-%08d-pad-to-33-chars\"}",
+                     session_base + started);
+            b = bodies[started];
+        }
+        curl_multi_add_handle(m, easy_for(url, b, hd));
     }
-    qsort(all, (size_t)n, sizeof(double), cmp_d);
-    printf("%-28s %6d req  %2d conc  %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", title,
-           n, conc, n / el, all[n / 2] * 1e3, all[(int)(n * 0.99)] * 1e3, errors);
+    while (out->done < total && now_s() - t0 < MAX_SECONDS) {
+        CURLMsg *msg;
+        int left;
+
+        curl_multi_perform(m, &running);
+        while ((msg = curl_multi_info_read(m, &left))) {
+            CURL *h = msg->easy_handle;
+            long status = 0;
+            curl_off_t us = 0;
+
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+            curl_easy_getinfo(h, CURLINFO_TOTAL_TIME_T, &us);
+            if (msg->data.result != CURLE_OK || status != 200)
+                out->errors++;
+            out->lat[out->done++] = (double)us / 1e6;
+            curl_multi_remove_handle(m, h);
+            if (started < total) {
+                if (bodies) {
+                    snprintf(bodies[started], sizeof(bodies[0]),
+                             "{\"prompt\":\"hello\",\"session_id\":\"bench-session-%08d-pad-to-"
+                             "33-chars\"}",
+                             session_base + started);
+                    curl_easy_setopt(h, CURLOPT_POSTFIELDS, bodies[started]);
+                }
+                started++;
+                curl_multi_add_handle(m, h); /* the same handle keeps its connection */
+            } else {
+                curl_easy_cleanup(h);
+            }
+        }
+        curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    out->elapsed = now_s() - t0;
+    curl_multi_cleanup(m);
+    curl_slist_free_all(hd);
+    free(bodies);
+    qsort(out->lat, (size_t)out->done, sizeof(double), cmp_d);
+}
+
+static void run_load(const char *title, struct stack *s, const char *body, int total, int conc,
+                     int session_base)
+{
+    double c0[3], c1[3], all;
+    struct run r;
+
+    cpu_snap(s, c0);
+    load(s->url, body, total, conc, session_base, &r);
+    cpu_snap(s, c1);
+    all = (c1[0] - c0[0]) + (c1[1] - c0[1]) + (c1[2] - c0[2]);
+    printf("%-28s %6d req  %4d conc  %8.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d\n", title,
+           r.done, conc, r.done / r.elapsed, pct(r.lat, r.done, 0.5) * 1e3,
+           pct(r.lat, r.done, 0.99) * 1e3, r.errors);
+    printf("  CPU per invocation: all %5.0f us = gateway %5.0f + agent-worker %5.0f + "
+           "tool-worker %5.0f\n",
+           all / r.done * 1e6, (c1[0] - c0[0]) / r.done * 1e6, (c1[1] - c0[1]) / r.done * 1e6,
+           (c1[2] - c0[2]) / r.done * 1e6);
+    free(r.lat);
+}
+
+/* ---- the stack ---- */
+
+static int emu_start(struct th_proc *emu)
+{
+    return th_proc_start(emu, "bench-emulator", AC_BIN_EMULATOR,
+                         (const char *[]){"LOG_LEVEL=WARN", NULL}, 30000);
+}
+
+/* Spawns the three of ours at the same moment on ports chosen beforehand (so
+ * none waits for another's readiness), as s6 starts them. */
+static int spawn_three(struct stack *s, const char *tag)
+{
+    char tl[64], tw[64], al[64], aa[64], gp[32], ep[128], n[3][64];
+    int t = th_free_port(), a = th_free_port(), g = th_free_port();
+
+    snprintf(tl, sizeof(tl), "TOOL_WORKER_LISTEN=127.0.0.1:%d", t);
+    snprintf(tw, sizeof(tw), "TOOL_WORKERS=127.0.0.1:%d", t);
+    snprintf(al, sizeof(al), "AGENT_WORKER_LISTEN=127.0.0.1:%d", a);
+    snprintf(aa, sizeof(aa), "AGENT_WORKER_ADDR=127.0.0.1:%d", a);
+    snprintf(gp, sizeof(gp), "PORT=%d", g);
+    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:%d", s->emu.port);
+    snprintf(n[0], sizeof(n[0]), "bench-%s-gateway", tag);
+    snprintf(n[1], sizeof(n[1]), "bench-%s-agent-worker", tag);
+    snprintf(n[2], sizeof(n[2]), "bench-%s-tool-worker", tag);
+    snprintf(s->url, sizeof(s->url), "http://127.0.0.1:%d/invocations", g);
+    snprintf(s->ping, sizeof(s->ping), "http://127.0.0.1:%d/ping", g);
+    if (th_proc_spawn(&s->gw, n[0], AC_BIN_GATEWAY,
+                      (const char *[]){gp, "GATEWAY_HOST=127.0.0.1", aa, "LOG_LEVEL=WARN", NULL}) ||
+        th_proc_spawn(&s->agent, n[1], AC_BIN_AGENT,
+                      (const char *[]){
+                          al, tw, ep, "AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000",
+                          "AWS_SECRET_ACCESS_KEY=emulator-secret-key", "LOG_LEVEL=WARN",
+                          "SESSION_MAX=1000000",
+                          getenv("BENCH_AGENT_ENV") ? getenv("BENCH_AGENT_ENV") : "X=1", NULL}) ||
+        th_proc_spawn(&s->tool, n[2], AC_BIN_TOOL, (const char *[]){tl, "LOG_LEVEL=WARN", NULL}))
+        return -1;
+    return 0;
+}
+
+static int wait_three(struct stack *s)
+{
+    int k, bad = 0;
+
+    for (k = 0; k < 3; k++)
+        bad |= th_proc_wait_ready(ours(s, k), 30000);
+    return bad;
+}
+
+static void stop_three(struct stack *s)
+{
+    int k;
+
+    for (k = 0; k < 3; k++)
+        th_proc_stop(ours(s, k), SIGTERM);
+}
+
+/* One cold start: from the spawn to the first /ping 200 and the first 200
+ * invocation; answers other than 200 on the way are counted (connections
+ * refused before the gateway listens are not answers). */
+static int cold_start(struct stack *s, double *t_ping, double *t_inv, int *non200)
+{
+    double t0 = now_s();
+    struct th_resp r;
+    int ok = 0;
+
+    *non200 = 0;
+    if (spawn_three(s, "cold"))
+        return -1;
+    while (now_s() - t0 < 10) {
+        if (th_http("GET", s->ping, NULL, NULL, 0, &r) == 0 && r.status) {
+            ok = r.status == 200;
+            *non200 += !ok;
+        }
+        th_resp_free(&r);
+        if (ok)
+            break;
+    }
+    *t_ping = now_s() - t0;
+    for (ok = 0; !ok && now_s() - t0 < 10;) {
+        if (th_http("POST", s->url, NULL, "{\"prompt\":\"hi\"}", 15, &r) == 0 && r.status) {
+            ok = r.status == 200;
+            *non200 += !ok;
+        }
+        th_resp_free(&r);
+    }
+    *t_inv = now_s() - t0;
+    wait_three(s);
+    stop_three(s);
+    return ok ? 0 : -1;
+}
+
+/* ---- many streams that wait ---- */
+
+struct pinger {
+    const char *url;
+    volatile int stop;
+    double lat[4096];
+    int n;
+};
+
+static void *ping_loop(void *p)
+{
+    struct pinger *pg = p;
+    CURL *h = curl_easy_init();
+    struct timespec gap = {0, 20 * 1000000L};
+
+    curl_easy_setopt(h, CURLOPT_URL, pg->url);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    while (!pg->stop && pg->n < 4096) {
+        double t0 = now_s();
+
+        curl_easy_perform(h);
+        pg->lat[pg->n++] = now_s() - t0;
+        nanosleep(&gap, NULL); /* one ping every ~20 ms: a health checker's pace */
+    }
+    curl_easy_cleanup(h);
+    return NULL;
+}
+
+static long long emu_stat(struct stack *s, const char *key)
+{
+    char url[96];
+    struct th_resp r;
+    long long v = -1;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/_emu/stats", s->emu.port);
+    if (th_http("GET", url, NULL, NULL, 0, &r) == 0 && r.json)
+        v = (long long)json_integer_value(json_object_get(r.json, key));
+    th_resp_free(&r);
+    return v;
+}
+
+struct bg_load {
+    const char *url, *body;
+    int n;
+    struct run r;
+};
+
+static void *bg_load_main(void *p)
+{
+    struct bg_load *b = p;
+
+    load(b->url, b->body, b->n, b->n, -1, &b->r);
+    return NULL;
+}
+
+/* |n| streaming invocations that each wait |wait_ms| on the model, all at
+ * once. Prints success, latency, /ping meanwhile and RSS at the peak; with
+ * |cpu_window|, also the CPU our processes spend while all of them wait. */
+static void many_streams(struct stack *s, int n, int wait_ms, int cpu_window)
+{
+    double idle = cpu_window ? idle_cpu_per_s(s, 3.0) : 0;
+    char body[160];
+    struct pinger pg;
+    pthread_t pt;
+    double c0[3], c1[3], w0 = 0, w1 = 0, all;
+    long rss[3];
+    struct run r;
+    long long base = emu_stat(s, "converse");
+    int k;
+
+    snprintf(body, sizeof(body), "{\"prompt\":\"[[sleep:%d]] wait for it\",\"stream\":true}",
+             wait_ms);
+    memset(&pg, 0, sizeof(pg));
+    pg.url = s->ping;
+    if (cpu_window) {
+        /* Measure only while every stream waits on the model: start once the
+         * emulator holds all of them, stop well before they are due. */
+        struct bg_load bg = {s->url, body, n, {0, 0, NULL, 0}};
+        pthread_t lt;
+
+        pthread_create(&lt, NULL, bg_load_main, &bg);
+        while (emu_stat(s, "converse") - base < n && now_s() - w0 < 60) {
+            struct timespec t = {0, 10 * 1000000L};
+
+            if (!w0)
+                w0 = now_s();
+            nanosleep(&t, NULL); /* the bench's own wait; the runtime is not polled */
+        }
+        {
+            /* a second for the last requests' set-up to settle */
+            struct timespec t = {1, 0};
+
+            nanosleep(&t, NULL);
+        }
+        live_snap(s, c0);
+        w0 = now_s();
+        {
+            struct timespec t = {(wait_ms - 3000) / 1000, 0};
+
+            nanosleep(&t, NULL);
+        }
+        w1 = now_s();
+        live_snap(s, c1);
+        for (k = 0; k < 3; k++)
+            rss[k] = rss_kb(ours(s, k)->pid);
+        pthread_join(lt, NULL);
+        all = (c1[0] - c0[0]) + (c1[1] - c0[1]) + (c1[2] - c0[2]);
+        printf("waiting on the model: %d streams x %.1f s of pure waiting: CPU %.2f ms in all "
+               "(gateway %.2f, agent-worker %.2f, tool-worker %.2f) = %.2f us per "
+               "invocation-second%s\n",
+               n, w1 - w0, all * 1e3, (c1[0] - c0[0]) * 1e3, (c1[1] - c0[1]) * 1e3,
+               (c1[2] - c0[2]) * 1e3, all / (n * (w1 - w0)) * 1e6,
+               bg.r.errors || bg.r.done < n ? "  (some streams FAILED)" : "");
+        printf("  of which the idle background (%.3f ms/s with nothing in flight): the waiting "
+               "itself costs %.2f us per invocation-second\n",
+               idle * 1e3, (all - idle * (w1 - w0)) / (n * (w1 - w0)) * 1e6);
+        printf("  RSS with them in flight:  gateway %ld KiB  agent-worker %ld KiB  tool-worker "
+               "%ld KiB\n",
+               rss[0], rss[1], rss[2]);
+        free(bg.r.lat);
+        return;
+    }
+    {
+        double c0[3], c1[3], e0 = cpu_s(s->emu.pid), e1;
+        struct rusage u0, u1;
+
+        cpu_snap(s, c0);
+        getrusage(RUSAGE_SELF, &u0);
+        pthread_create(&pt, NULL, ping_loop, &pg);
+        load(s->url, body, n, n, -1, &r);
+        getrusage(RUSAGE_SELF, &u1);
+        cpu_snap(s, c1);
+        e1 = cpu_s(s->emu.pid);
+        printf("  CPU for the burst: gateway %.0f ms, agent-worker %.0f ms, tool-worker %.0f ms; "
+               "emulator %.0f ms, this client %.0f ms\n",
+               (c1[0] - c0[0]) * 1e3, (c1[1] - c0[1]) * 1e3, (c1[2] - c0[2]) * 1e3, (e1 - e0) * 1e3,
+               ((u1.ru_utime.tv_sec - u0.ru_utime.tv_sec) +
+                (u1.ru_stime.tv_sec - u0.ru_stime.tv_sec) +
+                ((u1.ru_utime.tv_usec - u0.ru_utime.tv_usec) +
+                 (u1.ru_stime.tv_usec - u0.ru_stime.tv_usec)) /
+                    1e6) *
+                   1e3);
+    }
+    for (k = 0; k < 3; k++)
+        rss[k] = rss_kb(ours(s, k)->pid);
+    pg.stop = 1;
+    pthread_join(pt, NULL);
+    qsort(pg.lat, (size_t)pg.n, sizeof(double), cmp_d);
     printf(
-        "  CPU per invocation:        gateway %5.0f us  agent-worker %5.0f us  tool-worker %5.0f "
-        "us\n",
-        (cpu1[0] - cpu0[0]) / n * 1e6, (cpu1[1] - cpu0[1]) / n * 1e6,
-        (cpu1[2] - cpu0[2]) / n * 1e6);
-    free(all);
+        "%d streams waiting %.1f s   %d ok, %d failed  p50 %.2f s  p99 %.2f s  (%.1f s in all)\n",
+        n, wait_ms / 1e3, r.done - r.errors, r.errors + (n - r.done), pct(r.lat, r.done, 0.5),
+        pct(r.lat, r.done, 0.99), r.elapsed);
+    printf("  /ping meanwhile: %d pings  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", pg.n,
+           pct(pg.lat, pg.n, 0.5) * 1e3, pct(pg.lat, pg.n, 0.99) * 1e3,
+           pg.n ? pg.lat[pg.n - 1] * 1e3 : 0);
+    printf("  RSS after:  gateway %ld KiB  agent-worker %ld KiB  tool-worker %ld KiB\n", rss[0],
+           rss[1], rss[2]);
+    free(r.lat);
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 int main(int argc, char **argv)
 {
-    int total = argc > 1 ? atoi(argv[1]) : 4000, conc = argc > 2 ? atoi(argv[2]) : 8;
-    int sessions = argc > 3 ? atoi(argv[3]) : 2000;
-    struct th_proc emu, tool, agent, gw;
-    char tools[64], endpoint[128], addr[64], url[96], ping[96];
-    struct procs ps = {{&gw, &agent, &tool}};
-    struct th_resp r;
-    double t0, t_ping, t_inv;
-    long rss_idle[3], rss_after[3], before_sessions;
-    int k, tries;
+    int total = argc > 1 ? atoi(argv[1]) : 4000, conc = argc > 2 ? atoi(argv[2]) : 50;
+    int sessions = argc > 3 ? atoi(argv[3]) : 2000, streams = argc > 4 ? atoi(argv[4]) : 2000;
+    double tp[COLD_RUNS], ti[COLD_RUNS];
+    int bad[COLD_RUNS], k, fails = 0, bad_total = 0;
+    struct stack s;
+    long rss_idle[3], before_sessions;
 
-    if (conc < 1 || conc > 64 || total < conc || sessions < 0)
+    if (conc < 1 || conc > 4096 || total < conc || sessions < 0 || streams < 1)
         return 2;
+    raise_nofile();
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (th_proc_start(&emu, "bench-emulator", AC_BIN_EMULATOR,
-                      (const char *[]){"LOG_LEVEL=WARN", NULL}, 30000))
+    memset(&s, 0, sizeof(s));
+    if (emu_start(&s.emu))
         return 1;
-    /* Cold start: spawn the three runtime processes, time the first answers. */
-    t0 = now_s();
-    if (th_proc_start(&tool, "bench-tool-worker", AC_BIN_TOOL,
-                      (const char *[]){"TOOL_WORKER_LISTEN=127.0.0.1:0", "LOG_LEVEL=WARN", NULL},
-                      30000))
-        return 1;
-    snprintf(tools, sizeof(tools), "TOOL_WORKERS=127.0.0.1:%d", tool.port);
-    snprintf(endpoint, sizeof(endpoint), "AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:%d",
-             emu.port);
-    if (th_proc_start(
-            &agent, "bench-agent-worker", AC_BIN_AGENT,
-            (const char *[]){"AGENT_WORKER_LISTEN=127.0.0.1:0", tools, endpoint,
-                             "AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000",
-                             "AWS_SECRET_ACCESS_KEY=emulator-secret-key", "LOG_LEVEL=WARN",
-                             "SESSION_MAX=1000000",
-                             getenv("BENCH_AGENT_ENV") ? getenv("BENCH_AGENT_ENV") : "X=1", NULL},
-            30000))
-        return 1;
-    snprintf(addr, sizeof(addr), "AGENT_WORKER_ADDR=127.0.0.1:%d", agent.port);
-    if (th_proc_start(
-            &gw, "bench-gateway", AC_BIN_GATEWAY,
-            (const char *[]){"PORT=0", "GATEWAY_HOST=127.0.0.1", addr, "LOG_LEVEL=WARN", NULL},
-            30000))
-        return 1;
-    snprintf(ping, sizeof(ping), "http://127.0.0.1:%d/ping", gw.port);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/invocations", gw.port);
-    th_http("GET", ping, NULL, NULL, 0, &r);
-    t_ping = now_s() - t0;
-    th_resp_free(&r);
-    for (tries = 0; tries < 100; tries++) {
-        th_http("POST", url, NULL, "{\"prompt\":\"hi\"}", 15, &r);
-        k = r.status == 200;
-        th_resp_free(&r);
-        if (k)
-            break;
-    }
-    t_inv = now_s() - t0;
-    printf("agentcore-bench (loopback, scripted Bedrock emulator with no latency)\n");
-    printf("cold start (spawn of 3 processes ->): first /ping %.1f ms, first invocation %.1f ms\n",
-           t_ping * 1e3, t_inv * 1e3);
-    for (k = 0; k < 3; k++)
-        rss_idle[k] = rss_kb(ps.p[k]->pid);
-    printf("RSS idle:                    gateway %ld KiB  agent-worker %ld KiB  tool-worker %ld "
-           "KiB\n",
-           rss_idle[0], rss_idle[1], rss_idle[2]);
+    printf("agentcore-bench (loopback, 2 cores shared by client, emulator and runtime)\n");
 
-    run_load("plain invocation", url, "{\"prompt\":\"hello\"}", total, conc, -1, &ps);
-    run_load("tool invocation (2 calls)", url,
-             "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"6*7\\\"}]]\"}", total / 2,
-             conc, -1, &ps);
+    for (k = 0; k < COLD_RUNS; k++) {
+        if (cold_start(&s, &tp[k], &ti[k], &bad[k]))
+            fails++;
+        bad_total += bad[k];
+    }
+    qsort(tp, COLD_RUNS, sizeof(double), cmp_d);
+    qsort(ti, COLD_RUNS, sizeof(double), cmp_d);
+    printf("cold start, 3 processes spawned at once (median of %d): first /ping %.1f ms, first "
+           "invocation %.1f ms; non-200 answers %d, failed runs %d\n",
+           COLD_RUNS, tp[COLD_RUNS / 2] * 1e3, ti[COLD_RUNS / 2] * 1e3, bad_total, fails);
+
+    if (spawn_three(&s, "main") || wait_three(&s))
+        return 1;
+    {
+        struct th_resp r; /* one call so each process has done its lazy set-up */
+
+        th_http("POST", s.url, NULL, "{\"prompt\":\"hi\"}", 15, &r);
+        th_resp_free(&r);
+    }
     for (k = 0; k < 3; k++)
-        rss_after[k] = rss_kb(ps.p[k]->pid);
-    printf("RSS after load:              gateway %ld KiB  agent-worker %ld KiB  tool-worker %ld "
-           "KiB\n",
-           rss_after[0], rss_after[1], rss_after[2]);
+        rss_idle[k] = rss_kb(ours(&s, k)->pid);
+    printf("RSS idle: %ld KiB in all = gateway %ld + agent-worker %ld + tool-worker %ld KiB\n",
+           rss_idle[0] + rss_idle[1] + rss_idle[2], rss_idle[0], rss_idle[1], rss_idle[2]);
+
+    run_load("model latency 0", &s, "{\"prompt\":\"hello\"}", total, conc, -1);
+    run_load("model latency 200 ms", &s, "{\"prompt\":\"[[sleep:200]] hello\"}", conc * 50, conc,
+             -1);
+    printf("  (ceiling for %d clients at 200 ms: %d req/s)\n", conc, conc * 5);
+    run_load("tool invocation (2 calls)", &s,
+             "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"6*7\\\"}]]\"}", total / 2,
+             conc, -1);
+    many_streams(&s, streams, 2000, 0);
     if (sessions >= conc) {
-        before_sessions = rss_kb(agent.pid);
-        run_load("new session each", url, NULL, sessions, conc, 0, &ps);
+        before_sessions = rss_kb(s.agent.pid);
+        run_load("new session each", &s, NULL, sessions, conc, 0);
         printf("sessions: %d held, agent-worker RSS +%ld KiB = %.2f KiB per session (one turn "
                "each)\n",
-               sessions, rss_kb(agent.pid) - before_sessions,
-               (double)(rss_kb(agent.pid) - before_sessions) / sessions);
+               sessions, rss_kb(s.agent.pid) - before_sessions,
+               (double)(rss_kb(s.agent.pid) - before_sessions) / sessions);
     }
-    th_proc_stop(&gw, SIGTERM);
-    th_proc_stop(&agent, SIGTERM);
-    th_proc_stop(&tool, SIGTERM);
-    th_proc_stop(&emu, SIGTERM);
+    stop_three(&s);
+    /* A fresh stack for the waiting figures: no thread of an earlier run may
+     * end inside the window (its CPU would vanish from the sum). */
+    if (spawn_three(&s, "wait") || wait_three(&s))
+        return 1;
+    {
+        struct th_resp r;
+
+        th_http("POST", s.url, NULL, "{\"prompt\":\"hi\"}", 15, &r);
+        th_resp_free(&r);
+    }
+    many_streams(&s, streams / 4 > 0 ? streams / 4 : 1, 10000, 1);
+    stop_three(&s);
+    th_proc_stop(&s.emu, SIGTERM);
     curl_global_cleanup();
     return 0;
 }
