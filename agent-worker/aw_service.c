@@ -11,6 +11,7 @@
 #include "cm_json.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
+#include "cm_status.h"
 #include "cm_util.h"
 
 #include "agentcore.pb-c.h"
@@ -549,9 +550,13 @@ static void status(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, void *ud
     struct aw_service *svc = ud;
 
     (void)msg;
-    resp.active_background_tasks = aw_tools_background_tasks(svc->tools);
+    resp.active_background_tasks = cm_status_get(svc->status);
     cm_rpc_ctx_reply(ctx, &resp.base);
 }
+
+static const struct cm_rpc_method watch_method = {
+    "/agentcore.v1.AgentService/WatchStatus", &agentcore__v1__status_request__descriptor,
+    &agentcore__v1__status_response__descriptor, CM_RPC_SERVER_STREAM};
 
 int aw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev, struct aw_service *svc)
 {
@@ -559,5 +564,7 @@ int aw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev, str
 
     if (!rc)
         rc = cm_rpc_server_add_async(srv, ev, &stream_method, invoke_stream, svc);
+    if (!rc)
+        rc = cm_status_serve(svc->status, srv, ev, &watch_method);
     return rc ? rc : cm_rpc_server_add_aux(srv, &status_method, status, svc);
 }

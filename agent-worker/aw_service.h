@@ -1,7 +1,7 @@
 /* aw_service: the AgentService gRPC handlers; wires the agent loop to Bedrock,
  * the tool-workers and the session store, as events on one loop. Owns none
- * of them. Invoke and InvokeStream run on the loop of |ev|; Status is served
- * by the server's small pool and never waits. */
+ * of them. Invoke, InvokeStream and WatchStatus run on the loop of |ev|;
+ * Status is served by the server's small pool and never waits. */
 #ifndef AW_SERVICE_H
 #define AW_SERVICE_H
 
@@ -12,11 +12,13 @@ struct cm_rpc_events;
 struct aw_bedrock;
 struct aw_tools;
 struct aw_sessions;
+struct cm_status;
 
 struct aw_service {
     struct aw_bedrock *bedrock;
     struct aw_tools *tools;
     struct aw_sessions *sessions; /* used with the loop API only */
+    struct cm_status *status;     /* background tasks behind us, pushed to watchers */
     uv_loop_t *loop;
     int max_iterations;
     int session_wait_ms; /* a second invocation of a busy session waits this long, then ABORTED */

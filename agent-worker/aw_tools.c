@@ -19,21 +19,12 @@
 
 #define LIST_TIMEOUT_MS 2000
 #define RETRY_EMPTY_MS 1000
-#define STATUS_TIMEOUT_MS 500
 
 static const struct cm_rpc_method methods[] = {
     {"/agentcore.v1.ToolService/ListTools", &agentcore__v1__list_tools_request__descriptor,
      &agentcore__v1__list_tools_response__descriptor, CM_RPC_UNARY},
     {"/agentcore.v1.ToolService/Execute", &agentcore__v1__execute_request__descriptor,
      &agentcore__v1__execute_response__descriptor, CM_RPC_UNARY},
-    {"/agentcore.v1.ToolService/Status", &agentcore__v1__status_request__descriptor,
-     &agentcore__v1__status_response__descriptor, CM_RPC_UNARY},
-};
-
-/* One tool-worker replica the status poller asks directly. */
-struct peer {
-    char addr[AW_TOOLS_ADDR_MAX];
-    struct cm_rpc_client *client;
 };
 
 struct aw_tools {
@@ -52,18 +43,8 @@ struct aw_tools {
     struct cm_rpc_pending *list_call;
     struct aw_tools_waiter *waiters;
     int stopped;
-    uv_timer_t retry;     /* while the first listing waits for a tool-worker */
+    uv_timer_t retry; /* while the first listing waits for a tool-worker */
     int retry_live;
-    /* The status poller. */
-    pthread_t poller;
-    int poller_started, stopping, status_interval_ms;
-    pthread_cond_t cond;
-    atomic_int busy;
-    /* The poller thread's own: the replicas found this round, and a client
-     * for each. */
-    char addrs[AW_TOOLS_MAX_REPLICAS][AW_TOOLS_ADDR_MAX];
-    struct peer peers[AW_TOOLS_MAX_REPLICAS];
-    int npeers;
 };
 
 struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refresh_ms,
@@ -73,7 +54,7 @@ struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refr
 
     if (!t)
         return NULL;
-    t->client = cm_rpc_client_new(targets, methods, 3, max_msg_bytes, err, errlen);
+    t->client = cm_rpc_client_new(targets, methods, 2, max_msg_bytes, err, errlen);
     if (!t->client) {
         free(t);
         return NULL;
@@ -84,7 +65,6 @@ struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refr
     t->refresh_ms = refresh_ms;
     t->names = json_object();
     pthread_mutex_init(&t->lock, NULL);
-    pthread_cond_init(&t->cond, NULL);
     return t;
 }
 
@@ -92,16 +72,6 @@ void aw_tools_free(struct aw_tools *t)
 {
     if (!t)
         return;
-    if (t->poller_started) {
-        pthread_mutex_lock(&t->lock);
-        t->stopping = 1;
-        pthread_cond_broadcast(&t->cond);
-        pthread_mutex_unlock(&t->lock);
-        pthread_join(t->poller, NULL);
-    }
-    pthread_cond_destroy(&t->cond);
-    for (int i = 0; i < t->npeers; i++)
-        cm_rpc_client_free(t->peers[i].client);
     free(t->targets);
     cm_rpc_client_free(t->client);
     json_decref(t->config);
@@ -381,118 +351,6 @@ int aw_tools_replicas(const char *targets, aw_tools_resolve_fn resolve, void *ud
         }
     }
     return n;
-}
-
-static int resolve_dns(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap, void *ud)
-{
-    struct addrinfo hints, *res = NULL, *ai;
-    int n = 0;
-
-    (void)ud;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, NULL, &hints, &res))
-        return 0;
-    for (ai = res; ai && n < cap; ai = ai->ai_next) {
-        const void *a = ai->ai_family == AF_INET
-                            ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
-                            : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-
-        if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
-            inet_ntop(ai->ai_family, a, out[n], AW_TOOLS_ADDR_MAX))
-            n++;
-    }
-    freeaddrinfo(res);
-    return n;
-}
-
-/* Brings the poller's clients in line with the replicas found now: keeps the
- * ones still there, opens new ones, closes the rest. */
-static void update_peers(struct aw_tools *t, char (*addrs)[AW_TOOLS_ADDR_MAX], int n)
-{
-    struct peer next[AW_TOOLS_MAX_REPLICAS];
-    int i, j, m = 0;
-
-    for (i = 0; i < n; i++) {
-        char err[256];
-
-        next[m].client = NULL;
-        for (j = 0; j < t->npeers; j++) {
-            if (t->peers[j].client && !strcmp(t->peers[j].addr, addrs[i])) {
-                next[m].client = t->peers[j].client;
-                t->peers[j].client = NULL;
-                break;
-            }
-        }
-        if (!next[m].client)
-            next[m].client =
-                cm_rpc_client_new(addrs[i], &methods[2], 1, t->max_msg_bytes, err, sizeof(err));
-        if (next[m].client) {
-            cm_strlcpy(next[m].addr, addrs[i], sizeof(next[m].addr));
-            m++;
-        }
-    }
-    for (j = 0; j < t->npeers; j++)
-        cm_rpc_client_free(t->peers[j].client);
-    memcpy(t->peers, next, sizeof(next[0]) * (size_t)m);
-    t->npeers = m;
-}
-
-/* One round: every replica's background tasks, summed. */
-static int count_background(struct aw_tools *t)
-{
-    Agentcore__V1__StatusRequest req = AGENTCORE__V1__STATUS_REQUEST__INIT;
-    Agentcore__V1__StatusResponse *resp;
-    int timeout =
-        t->status_interval_ms < STATUS_TIMEOUT_MS ? t->status_interval_ms : STATUS_TIMEOUT_MS;
-    struct cm_rpc_call_opts o = {timeout, NULL, NULL, 0, 0, NULL};
-    struct cm_rpc_status st;
-    int i, sum = 0;
-
-    update_peers(t, t->addrs,
-                 aw_tools_replicas(t->targets, resolve_dns, NULL, t->addrs, AW_TOOLS_MAX_REPLICAS));
-    for (i = 0; i < t->npeers; i++) {
-        if (!cm_rpc_call(t->peers[i].client, &methods[2], &req.base, (ProtobufCMessage **)&resp, &o,
-                         &st)) {
-            int k = resp->active_background_tasks > 0 ? resp->active_background_tasks : 0;
-
-            sum = k > INT_MAX - sum ? INT_MAX : sum + k; /* a peer's count is not trusted */
-            protobuf_c_message_free_unpacked(&resp->base, NULL);
-        }
-    }
-    return sum;
-}
-
-static void *poll_status(void *p)
-{
-    struct aw_tools *t = p;
-    struct timespec until;
-
-    pthread_mutex_lock(&t->lock);
-    while (!t->stopping) {
-        pthread_mutex_unlock(&t->lock);
-        atomic_store(&t->busy, count_background(t));
-        pthread_mutex_lock(&t->lock);
-        until = cm_deadline_ms(t->status_interval_ms);
-        while (!t->stopping && pthread_cond_timedwait(&t->cond, &t->lock, &until) == 0)
-            ;
-    }
-    pthread_mutex_unlock(&t->lock);
-    cm_rpc_thread_done();
-    return NULL;
-}
-
-int aw_tools_start_status(struct aw_tools *t, int interval_ms)
-{
-    t->status_interval_ms = interval_ms;
-    t->poller_started = !pthread_create(&t->poller, NULL, poll_status, t);
-    return t->poller_started ? 0 : CM_EIO;
-}
-
-int aw_tools_background_tasks(struct aw_tools *t)
-{
-    return atomic_load(&t->busy);
 }
 
 static int known(struct aw_tools *t, const char *name)

@@ -66,15 +66,6 @@ int aw_tools_execute_async(struct aw_tools *t, const struct aw_tools_call *call,
                            aw_tools_done done, void *ud, struct cm_rpc_pending **pending,
                            struct aw_tool_result *out);
 
-/* Starts asking the tool-workers for their background tasks every
- * |interval_ms| (a thread of its own; aw_tools_free stops it). Every replica
- * is asked, not whichever one round-robin picks: names are resolved on each
- * round (compose --scale adds and removes replicas) and the counts summed. */
-int aw_tools_start_status(struct aw_tools *t, int interval_ms);
-/* The background tasks of all replicas at the last round (a replica that did
- * not answer counts 0). */
-int aw_tools_background_tasks(struct aw_tools *t);
-
 /* ---- replica expansion, no I/O (unit-tested) ---- */
 
 #define AW_TOOLS_MAX_REPLICAS 64

@@ -5,10 +5,12 @@
 #include "aw_service.h"
 #include "aw_session.h"
 #include "aw_tools.h"
+#include "aw_watch.h"
 #include "cm_log.h"
 #include "cm_loop.h"
 #include "cm_main.h"
 #include "cm_rpc.h"
+#include "cm_status.h"
 #include "cm_util.h"
 
 #include <curl/curl.h>
@@ -160,7 +162,9 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_TOOLS_REFRESH] = {"TOOLS_REFRESH_MS", NULL, CM_CFG_INT, "60000", 1000, 86400000,
                          "how often the tool list is fetched again", 0},
     [C_TOOLS_STATUS] = {"TOOLS_STATUS_INTERVAL_MS", NULL, CM_CFG_INT, "1000", 50, 60000,
-                        "how often the tool-workers are asked about background tasks", 0},
+                        "tool-worker names are resolved again this often (compose --scale), and "
+                        "a lost status watch is opened again after this long",
+                        0},
     [C_CONNECT_TIMEOUT] = {"BEDROCK_CONNECT_TIMEOUT_MS", NULL, CM_CFG_INT, "10000", 100, 600000,
                            "connect timeout to Bedrock", 0},
     [C_READ_TIMEOUT] = {"BEDROCK_READ_TIMEOUT_MS", NULL, CM_CFG_INT, "120000", 100, 3600000,
@@ -189,19 +193,32 @@ static const struct cm_cfg_entry config[C_COUNT] = {
 struct loop_side {
     struct aw_service *svc;
     struct cm_rpc_events *events;
+    const char *tool_workers;
+    int status_interval_ms, max_msg;
+    struct aw_watch *watch;
 };
+
+/* The tool-workers' background tasks are ours to report too. */
+static void on_tools_busy(int sum, void *ud)
+{
+    cm_status_set(ud, sum);
+}
 
 static void bind_tools(void *p)
 {
     struct loop_side *ls = p;
 
     aw_tools_bind(ls->svc->tools, ls->events, ls->svc->loop);
+    ls->watch = aw_watch_start(ls->tool_workers, ls->status_interval_ms, ls->max_msg, ls->events,
+                               ls->svc->loop, on_tools_busy, ls->svc->status);
 }
 
 static void stop_loop_side(void *p)
 {
     struct loop_side *ls = p;
 
+    aw_watch_stop(ls->watch); /* frees itself once its streams ended */
+    ls->watch = NULL;
     aw_tools_stop(ls->svc->tools);
     aw_bedrock_free(ls->svc->bedrock); /* no call is left: the server has shut down */
     ls->svc->bedrock = NULL;
@@ -303,7 +320,7 @@ int main(int argc, char **argv)
     struct aw_service svc = {0};
     struct aw_creds *creds = NULL;
     struct cm_loop *loop = NULL;
-    struct loop_side ls = {NULL, NULL};
+    struct loop_side ls = {NULL, NULL, NULL, 0, 0, NULL};
     pthread_t warm;
     int warming = 0;
     char endpoint[2200], err[512], portstr[16];
@@ -387,11 +404,16 @@ int main(int argc, char **argv)
     svc.max_iterations = (int)cfg[C_MAX_ITERATIONS].i;
     svc.session_wait_ms = (int)cfg[C_SESSION_WAIT].i;
     svc.loop = cm_loop_uv(loop);
+    svc.status = cm_status_new(loop);
+    ls.tool_workers = cfg[C_TOOL_WORKERS].s;
+    ls.status_interval_ms = (int)cfg[C_TOOLS_STATUS].i;
+    ls.max_msg = (int)cfg[C_MAX_MSG].i;
     scfg.listen = cfg[C_LISTEN].s;
     scfg.threads = 0; /* every invocation is an event on the loop, not a thread */
     scfg.max_msg_bytes = (int)cfg[C_MAX_MSG].i;
     srv = cm_rpc_server_new(&scfg);
-    if (!svc.sessions || !srv || aw_service_register(srv, ls.events, &svc) || cm_loop_start(loop)) {
+    if (!svc.sessions || !svc.status || !srv || aw_service_register(srv, ls.events, &svc) ||
+        cm_loop_start(loop)) {
         cm_error("out of memory at start-up");
         goto out;
     }
@@ -413,18 +435,20 @@ int main(int argc, char **argv)
         CM_LOGF(CM_LOG_INFO, kv, "agent-worker ready");
     }
     cm_loop_call(loop, bind_tools, &ls);
-    aw_tools_start_status(svc.tools, (int)cfg[C_TOOLS_STATUS].i);
     cm_notify_ready(port);
     if (!cfg[C_BEARER].s)
         warming = !pthread_create(&warm, NULL, warm_up, creds);
     sig = cm_main_wait_signal();
     cm_info("signal %d: shutting down (grace %lld ms)", sig, cfg[C_GRACE].i);
+    cm_status_close(svc.status); /* watches never end by themselves */
     cm_rpc_server_shutdown(srv, (int)cfg[C_GRACE].i);
     rc = 0;
 out:
     /* Order: the server is down (every invocation answered) -> the loop side
      * lets go of Bedrock and stops listing tools -> the event queue drains into
      * the loop -> the loop runs until its last handle closed -> the rest. */
+    if (loop)
+        cm_status_close(svc.status);
     cm_rpc_server_shutdown(srv, 0);
     if (loop) /* runs inline when the loop never started */
         cm_loop_call(loop, stop_loop_side, &ls);
@@ -433,6 +457,7 @@ out:
     cm_loop_free(loop);
     aw_tools_free(svc.tools);
     aw_sessions_free(svc.sessions);
+    cm_status_free(svc.status);
     if (warming)
         pthread_join(warm, NULL); /* it uses |creds|: bounded by the sources' timeouts */
     aw_creds_free(creds);

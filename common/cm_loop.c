@@ -91,6 +91,11 @@ void cm_loop_post(struct cm_loop *l, struct cm_task *t)
 
     t->next = NULL;
     pthread_mutex_lock(&l->lock);
+    if (l->closing) {
+        /* The loop is ending: nobody would run it. */
+        pthread_mutex_unlock(&l->lock);
+        return;
+    }
     first = !l->head;
     if (l->tail)
         l->tail->next = t;
@@ -148,6 +153,9 @@ static void close_wake(void *arg)
     /* Serve what is still queued, then let the loop end once the owners'
      * handles are gone too. */
     drain(&l->wake);
+    pthread_mutex_lock(&l->lock);
+    l->closing = 1;
+    pthread_mutex_unlock(&l->lock);
     uv_close((uv_handle_t *)&l->wake, NULL);
 }
 
@@ -161,6 +169,7 @@ void cm_loop_stop(struct cm_loop *l)
         pthread_join(l->thread, NULL);
     } else {
         l->stopped = 1;
+        l->closing = 1;
         uv_close((uv_handle_t *)&l->wake, NULL);
         uv_run(&l->uv, UV_RUN_DEFAULT);
     }

@@ -37,7 +37,8 @@ int cm_loop_start(struct cm_loop *l);
 uv_loop_t *cm_loop_uv(struct cm_loop *l);
 /* 1 when called on the loop thread. */
 int cm_loop_is_loop_thread(const struct cm_loop *l);
-/* Queues |t| to run on the loop thread, in order. Safe from any thread. */
+/* Queues |t| to run on the loop thread, in order. Safe from any thread.
+ * Once cm_loop_stop() has begun, |t| is dropped (never run). */
 void cm_loop_post(struct cm_loop *l, struct cm_task *t);
 /* Runs fn(arg) on the loop thread and waits for it to return. Not from the
  * loop thread itself (that would deadlock): there it calls fn directly. */

@@ -1938,3 +1938,177 @@ void cm_rpc_pending_cancel(struct cm_rpc_pending *p)
     if (p)
         grpc_call_cancel(p->call, NULL);
 }
+
+/* ---- asynchronous client streams (server-streaming) ----
+ * Three kinds of batch, each its own task: the start (send + close + initial
+ * metadata), the status (posted at once, §2.6) and one RECV_MESSAGE at a
+ * time. The stream ends, and |on_end| runs, once the status is in and no
+ * batch is still out. */
+
+struct cm_rpc_astream {
+    struct cm_task start_task, status_task, recv_task;
+    grpc_call *call;
+    const ProtobufCMessageDescriptor *out;
+    grpc_metadata md[MAX_META];
+    size_t nmd;
+    grpc_metadata_array init_md, trail_md;
+    grpc_byte_buffer *send_bb, *recv_bb;
+    grpc_status_code code;
+    grpc_slice details;
+    int start_out, status_out, recv_out, eos;
+    cm_rpc_astream_msg on_msg;
+    cm_rpc_astream_end on_end;
+    void *ud;
+};
+
+static void astream_free(struct cm_rpc_astream *s)
+{
+    size_t k;
+
+    for (k = 0; k < s->nmd; k++)
+        grpc_slice_unref(s->md[k].value);
+    grpc_byte_buffer_destroy(s->send_bb);
+    if (s->recv_bb)
+        grpc_byte_buffer_destroy(s->recv_bb);
+    grpc_slice_unref(s->details);
+    grpc_metadata_array_destroy(&s->init_md);
+    grpc_metadata_array_destroy(&s->trail_md);
+    grpc_call_unref(s->call);
+    free(s);
+}
+
+static void astream_maybe_end(struct cm_rpc_astream *s)
+{
+    struct cm_rpc_status st;
+
+    if (s->start_out || s->status_out || s->recv_out)
+        return;
+    read_status(s->code, s->details, &s->trail_md, &st);
+    s->on_end(s->ud, &st);
+    astream_free(s);
+}
+
+static void astream_recv(struct cm_rpc_astream *s)
+{
+    grpc_op op;
+
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &s->recv_bb;
+    if (grpc_call_start_batch(s->call, &op, 1, &s->recv_task, NULL) == GRPC_CALL_OK)
+        s->recv_out = 1;
+    else
+        s->eos = 1;
+}
+
+static void on_astream_start(struct cm_task *t)
+{
+    struct cm_rpc_astream *s = (void *)((char *)t - offsetof(struct cm_rpc_astream, start_task));
+
+    s->start_out = 0;
+    if (t->ok && !s->eos)
+        astream_recv(s);
+    else
+        s->eos = 1;
+    astream_maybe_end(s);
+}
+
+static void on_astream_msg(struct cm_task *t)
+{
+    struct cm_rpc_astream *s = (void *)((char *)t - offsetof(struct cm_rpc_astream, recv_task));
+    grpc_byte_buffer *bb = s->recv_bb;
+
+    s->recv_out = 0;
+    s->recv_bb = NULL;
+    if (!t->ok || !bb) {
+        s->eos = 1; /* the end of the stream, or a failed call: the status says */
+    } else {
+        ProtobufCMessage *m = unpack(s->out, bb);
+
+        grpc_byte_buffer_destroy(bb);
+        if (!m) {
+            grpc_call_cancel_with_status(s->call, GRPC_STATUS_INTERNAL, "malformed message", NULL);
+            s->eos = 1;
+        } else {
+            s->on_msg(s->ud, m);
+            if (!s->eos)
+                astream_recv(s);
+        }
+    }
+    astream_maybe_end(s);
+}
+
+static void on_astream_status(struct cm_task *t)
+{
+    struct cm_rpc_astream *s = (void *)((char *)t - offsetof(struct cm_rpc_astream, status_task));
+
+    s->status_out = 0;
+    astream_maybe_end(s);
+}
+
+struct cm_rpc_astream *cm_rpc_astream_open(struct cm_rpc_client *c, struct cm_rpc_events *ev,
+                                           const struct cm_rpc_method *m,
+                                           const ProtobufCMessage *req,
+                                           const struct cm_rpc_call_opts *opts,
+                                           cm_rpc_astream_msg on_msg, cm_rpc_astream_end on_end,
+                                           void *ud, struct cm_rpc_status *st)
+{
+    struct cm_rpc_call_opts none = {0};
+    struct cm_rpc_astream *s = calloc(1, sizeof(*s));
+    grpc_op ops[4], sop;
+
+    if (!s) {
+        status_set(st, CM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
+    }
+    if (!opts)
+        opts = &none;
+    s->start_task.run = on_astream_start;
+    s->status_task.run = on_astream_status;
+    s->recv_task.run = on_astream_msg;
+    s->out = m->out;
+    s->on_msg = on_msg;
+    s->on_end = on_end;
+    s->ud = ud;
+    s->details = grpc_empty_slice();
+    s->call = call_new(c, m, opts, ev->cq, s->md, &s->nmd, st);
+    if (!s->call) {
+        free(s);
+        return NULL;
+    }
+    grpc_metadata_array_init(&s->init_md);
+    grpc_metadata_array_init(&s->trail_md);
+    s->send_bb = pack(req);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = s->nmd;
+    ops[0].data.send_initial_metadata.metadata = s->nmd ? s->md : NULL;
+    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = s->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+    memset(&sop, 0, sizeof(sop));
+    sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
+    sop.data.recv_status_on_client.status = &s->code;
+    sop.data.recv_status_on_client.status_details = &s->details;
+    if (grpc_call_start_batch(s->call, &sop, 1, &s->status_task, NULL) != GRPC_CALL_OK) {
+        status_set(st, CM_RPC_INTERNAL, "could not start the stream");
+        astream_free(s);
+        return NULL;
+    }
+    s->status_out = 1;
+    if (grpc_call_start_batch(s->call, ops, 4, &s->start_task, NULL) == GRPC_CALL_OK)
+        s->start_out = 1;
+    else
+        grpc_call_cancel(s->call, NULL); /* the status batch then ends it */
+    return s;
+}
+
+void cm_rpc_astream_cancel(struct cm_rpc_astream *s)
+{
+    if (s)
+        grpc_call_cancel(s->call, NULL);
+}

@@ -257,4 +257,19 @@ struct cm_rpc_pending *cm_rpc_call_async(struct cm_rpc_client *c, struct cm_rpc_
 /* Cancels; |done| still runs (CANCELLED). Valid until |done| has run. */
 void cm_rpc_pending_cancel(struct cm_rpc_pending *p);
 
+/* Server-streaming client call on the loop: |on_msg| runs for each message
+ * (it owns it), then |on_end| exactly once with the call's status. NULL with
+ * |st| when the call cannot start (no callback runs). */
+struct cm_rpc_astream;
+typedef void (*cm_rpc_astream_msg)(void *ud, ProtobufCMessage *msg);
+typedef void (*cm_rpc_astream_end)(void *ud, const struct cm_rpc_status *st);
+struct cm_rpc_astream *cm_rpc_astream_open(struct cm_rpc_client *c, struct cm_rpc_events *ev,
+                                           const struct cm_rpc_method *m,
+                                           const ProtobufCMessage *req,
+                                           const struct cm_rpc_call_opts *opts,
+                                           cm_rpc_astream_msg on_msg, cm_rpc_astream_end on_end,
+                                           void *ud, struct cm_rpc_status *st);
+/* Cancels; |on_end| still runs. Valid until |on_end| has run. */
+void cm_rpc_astream_cancel(struct cm_rpc_astream *s);
+
 #endif

@@ -26,9 +26,9 @@
 #include <time.h>
 #include <wslay/wslay.h>
 
-#define WAIT_SLICE_MS                                                                              \
-    100                  /* how often a waiting request checks its client, when the                \
-                          * hangup watcher cannot watch its socket (and on /ws) */
+/* How often a waiting request checks its client, when the hangup watcher
+ * cannot watch its socket (and on /ws). */
+#define WAIT_SLICE_MS 100
 #define MAX_FORWARDED 24 /* context headers passed on per request */
 #define MAX_HEADER_VALUE 4096
 #define AGENT_DOWN_CHECKS 3   /* failed health checks in a row before /ping says so */
@@ -37,11 +37,11 @@
 const struct cm_rpc_method gw_http_agent_methods[GW_HTTP_N_AGENT_METHODS] = {
     {"/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
      &agentcore__v1__invoke_event__descriptor, CM_RPC_SERVER_STREAM},
-    {"/agentcore.v1.AgentService/Status", &agentcore__v1__status_request__descriptor,
-     &agentcore__v1__status_response__descriptor, CM_RPC_UNARY},
+    {"/agentcore.v1.AgentService/WatchStatus", &agentcore__v1__status_request__descriptor,
+     &agentcore__v1__status_response__descriptor, CM_RPC_SERVER_STREAM},
 };
 static const struct cm_rpc_method *const stream_method = &gw_http_agent_methods[0];
-static const struct cm_rpc_method *const status_method = &gw_http_agent_methods[1];
+static const struct cm_rpc_method *const watch_method = &gw_http_agent_methods[1];
 
 struct sse;
 
@@ -60,6 +60,7 @@ struct gw_http {
     const char *status;
     long long status_since;
     int health_failures;
+    struct cm_rpc_stream *watch; /* the agent-worker's WatchStatus, while open */
     pthread_t poller;
     int poller_started;
 };
@@ -481,39 +482,60 @@ static void set_status(struct gw_http *h, const char *status)
     }
 }
 
-/* Asks the agent-worker for its status every interval, off the /ping path: a
- * stuck or dead agent-worker can slow this thread, never a /ping. Status is
- * served by the agent-worker's small auxiliary pool, so it answers even while
- * every worker thread runs an invocation. */
-static void *poll_health(void *p)
+/* Keeps /ping's status from the agent-worker's WatchStatus stream, off the
+ * /ping path: a stuck or dead agent-worker can slow this thread, never a
+ * /ping. The stream sends the status at once and then only when it changes,
+ * so this thread sleeps while nothing happens (no poll every second). A
+ * stream that ends, or an agent-worker not reachable within the health
+ * timeout, is a failed check; after AGENT_DOWN_CHECKS of them in a row /ping
+ * says Unhealthy, and the next check follows after the interval. */
+static void *watch_health(void *p)
 {
     Agentcore__V1__StatusRequest req = AGENTCORE__V1__STATUS_REQUEST__INIT;
-    Agentcore__V1__StatusResponse *resp;
     struct gw_http *h = p;
     struct cm_rpc_call_opts o = {0};
-    struct cm_rpc_status st;
     struct timespec until;
 
-    o.timeout_ms = h->cfg.health_timeout_ms;
-    o.wait_for_ready = 1; /* at start, wait for the agent-worker rather than fail at once */
+    o.wait_for_ready = 1;
     pthread_mutex_lock(&h->lock);
     while (!h->stopping) {
-        int busy = -1;
+        struct cm_rpc_stream *s = NULL;
+        struct cm_rpc_status st;
+        ProtobufCMessage *m;
 
         pthread_mutex_unlock(&h->lock);
-        if (!cm_rpc_call(h->agent, status_method, &req.base, (ProtobufCMessage **)&resp, &o, &st)) {
-            busy = resp->active_background_tasks > 0;
-            protobuf_c_message_free_unpacked(&resp->base, NULL);
-        }
+        if (cm_rpc_client_wait_ready(h->agent, h->cfg.health_timeout_ms) == 0)
+            s = cm_rpc_stream_open(h->agent, watch_method, &req.base, &o, &st);
         pthread_mutex_lock(&h->lock);
-        h->health_failures = busy >= 0 ? 0 : h->health_failures + 1;
-        if (busy >= 0)
-            set_status(h, busy ? "HealthyBusy" : "Healthy");
-        else if (h->health_failures >= AGENT_DOWN_CHECKS)
+        h->watch = s;
+        while (s && !h->stopping) {
+            int rc;
+
+            pthread_mutex_unlock(&h->lock);
+            rc = cm_rpc_stream_next(s, &m);
+            pthread_mutex_lock(&h->lock);
+            if (rc != 1)
+                break;
+            h->health_failures = 0;
+            set_status(h, ((Agentcore__V1__StatusResponse *)m)->active_background_tasks > 0
+                              ? "HealthyBusy"
+                              : "Healthy");
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+        h->watch = NULL;
+        pthread_mutex_unlock(&h->lock);
+        cm_rpc_stream_close(s, &st);
+        pthread_mutex_lock(&h->lock);
+        if (h->stopping)
+            break;
+        if (++h->health_failures >= AGENT_DOWN_CHECKS)
             set_status(h, "Unhealthy");
-        until = cm_deadline_ms(h->cfg.health_interval_ms);
-        while (!h->stopping && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
-            ;
+        if (h->health_failures > 1) {
+            /* Not the first failure: wait before the next check. */
+            until = cm_deadline_ms(h->cfg.health_interval_ms);
+            while (!h->stopping && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
+                ;
+        }
     }
     pthread_mutex_unlock(&h->lock);
     cm_rpc_thread_done();
@@ -1153,7 +1175,7 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
     }
     info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : cfg->port;
-    h->poller_started = !pthread_create(&h->poller, NULL, poll_health, h);
+    h->poller_started = !pthread_create(&h->poller, NULL, watch_health, h);
     return h;
 fail:
     gw_hangup_free(h->hangup);
@@ -1181,6 +1203,8 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
     pthread_mutex_lock(&h->lock);
     h->stopping = 1; /* refuse new invocations on open connections too */
     pthread_cond_broadcast(&h->cond);
+    if (h->watch)
+        cm_rpc_stream_cancel(h->watch); /* wakes the health thread */
     while (h->in_flight > 0 && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
         ;
     left = h->in_flight;

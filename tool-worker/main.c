@@ -1,7 +1,9 @@
 /* agentcore-tool-worker: serves agentcore.v1.ToolService over gRPC. */
 #include "cm_log.h"
+#include "cm_loop.h"
 #include "cm_main.h"
 #include "cm_rpc.h"
+#include "cm_status.h"
 #include "cm_util.h"
 #include "tw_service.h"
 #include "tw_tools.h"
@@ -27,6 +29,9 @@ int main(int argc, char **argv)
     struct cm_cfg_value cfg[C_COUNT];
     struct cm_rpc_server_config scfg;
     struct cm_rpc_server *srv = NULL;
+    struct cm_loop *loop = NULL;
+    struct cm_rpc_events *ev = NULL;
+    struct cm_status *hub = NULL;
     char portstr[16];
     int rc, port, sig;
 
@@ -45,7 +50,12 @@ int main(int argc, char **argv)
     scfg.threads = (int)cfg[C_THREADS].i;
     scfg.max_msg_bytes = (int)cfg[C_MAX_MSG].i;
     srv = cm_rpc_server_new(&scfg);
-    if (!srv || tw_service_register(srv)) {
+    /* A small loop only for WatchStatus: the agent-worker hears of background
+     * work when it starts and ends, without asking every second. */
+    loop = cm_loop_new();
+    ev = loop ? cm_rpc_events_new(loop) : NULL;
+    hub = loop ? cm_status_new(loop) : NULL;
+    if (!srv || !ev || !hub || tw_service_register(srv, hub, ev) || cm_loop_start(loop)) {
         cm_error("cannot create the gRPC server");
         rc = 1;
         goto out_rpc;
@@ -64,10 +74,17 @@ int main(int argc, char **argv)
     cm_notify_ready(port);
     sig = cm_main_wait_signal();
     cm_info("signal %d: shutting down (grace %lld ms)", sig, cfg[C_GRACE].i);
+    cm_status_close(hub); /* watches never end by themselves */
     cm_rpc_server_shutdown(srv, (int)cfg[C_GRACE].i);
     rc = 0;
 out_rpc:
+    cm_status_close(hub);
+    cm_rpc_server_shutdown(srv, 0);
+    tw_tools_on_background(NULL, NULL);
     cm_rpc_server_free(srv);
+    cm_rpc_events_free(ev);
+    cm_loop_free(loop);
+    cm_status_free(hub);
     cm_rpc_shutdown();
     if (rc == 0)
         cm_info("stopped");

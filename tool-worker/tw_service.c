@@ -2,6 +2,7 @@
 #include "cm_err.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
+#include "cm_status.h"
 #include "cm_util.h"
 #include "tw_tools.h"
 
@@ -93,11 +94,27 @@ static void status(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud
     cm_rpc_ctx_reply(ctx, &resp.base);
 }
 
-int tw_service_register(struct cm_rpc_server *srv)
+static const struct cm_rpc_method watch_method = {
+    "/agentcore.v1.ToolService/WatchStatus", &agentcore__v1__status_request__descriptor,
+    &agentcore__v1__status_response__descriptor, CM_RPC_SERVER_STREAM};
+
+static void on_background(int count, void *ud)
+{
+    cm_status_set(ud, count);
+}
+
+int tw_service_register(struct cm_rpc_server *srv, struct cm_status *status_hub,
+                        struct cm_rpc_events *ev)
 {
     int rc = cm_rpc_server_add(srv, &list_method, list_tools, NULL);
 
     if (!rc)
         rc = cm_rpc_server_add(srv, &exec_method, execute, NULL);
-    return rc ? rc : cm_rpc_server_add_aux(srv, &status_method, status, NULL);
+    if (!rc)
+        rc = cm_rpc_server_add_aux(srv, &status_method, status, NULL);
+    if (!rc && status_hub) {
+        tw_tools_on_background(on_background, status_hub);
+        rc = cm_status_serve(status_hub, srv, ev, &watch_method);
+    }
+    return rc;
 }

@@ -44,10 +44,27 @@ static const tool_fn tool_fns[] = {calculator, current_time, slow, background};
 #define N_TEST_TOOLS 2
 
 static atomic_int background_tasks;
+static void (*background_hook)(int count, void *ud);
+static void *background_hook_ud;
 
 int tw_tools_background_tasks(void)
 {
     return atomic_load(&background_tasks);
+}
+
+void tw_tools_on_background(void (*hook)(int count, void *ud), void *ud)
+{
+    background_hook_ud = ud;
+    background_hook = hook;
+}
+
+/* Every change of the count is announced (tw_tools_on_background). */
+static void background_add(int delta)
+{
+    int now = atomic_fetch_add(&background_tasks, delta) + delta;
+
+    if (background_hook)
+        background_hook(now, background_hook_ud);
 }
 
 static void *background_task(void *p)
@@ -57,7 +74,7 @@ static void *background_task(void *p)
 
     while (nanosleep(&ts, &ts)) /* the background work itself */
         ;
-    atomic_fetch_sub(&background_tasks, 1);
+    background_add(-1);
     return NULL;
 }
 
@@ -70,9 +87,9 @@ static int background(json_t *input, const struct tw_cancel *cancel, struct tw_r
     (void)cancel;
     if (ms < 0 || ms > 600000)
         return result(out, 1, "ms must be between 0 and 600000");
-    atomic_fetch_add(&background_tasks, 1);
+    background_add(1);
     if (pthread_create(&t, NULL, background_task, (void *)(intptr_t)ms)) {
-        atomic_fetch_sub(&background_tasks, 1);
+        background_add(-1);
         return result(out, 1, "cannot start the background task");
     }
     pthread_detach(t);

@@ -40,6 +40,9 @@ void tw_tools_enable_test_tools(int on);
 
 /* Background tasks running now (what makes /ping say HealthyBusy). */
 int tw_tools_background_tasks(void);
+/* |hook| hears the new count after every change, on the changing thread (set
+ * it once, before tools run). */
+void tw_tools_on_background(void (*hook)(int count, void *ud), void *ud);
 
 /* Runs tool |name| on |input_json|. Returns 0 with |out| filled (which may be an
  * error result for the model), or CM_ENOENT for an unknown tool / CM_ENOMEM,

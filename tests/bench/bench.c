@@ -80,7 +80,7 @@ static double cpu_live_s(pid_t pid)
     snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
     d = opendir(path);
     while (d && (e = readdir(d))) {
-        char f[160];
+        char f[320];
         unsigned long long ns = 0;
         FILE *fp;
 
@@ -500,19 +500,19 @@ static void many_streams(struct stack *s, int n, int wait_ms, int cpu_window)
         return;
     }
     {
-        double c0[3], c1[3], e0 = cpu_s(s->emu.pid), e1;
+        double b0[3], b1[3], e0 = cpu_s(s->emu.pid), e1;
         struct rusage u0, u1;
 
-        cpu_snap(s, c0);
+        cpu_snap(s, b0);
         getrusage(RUSAGE_SELF, &u0);
         pthread_create(&pt, NULL, ping_loop, &pg);
         load(s->url, body, n, n, -1, &r);
         getrusage(RUSAGE_SELF, &u1);
-        cpu_snap(s, c1);
+        cpu_snap(s, b1);
         e1 = cpu_s(s->emu.pid);
         printf("  CPU for the burst: gateway %.0f ms, agent-worker %.0f ms, tool-worker %.0f ms; "
                "emulator %.0f ms, this client %.0f ms\n",
-               (c1[0] - c0[0]) * 1e3, (c1[1] - c0[1]) * 1e3, (c1[2] - c0[2]) * 1e3, (e1 - e0) * 1e3,
+               (b1[0] - b0[0]) * 1e3, (b1[1] - b0[1]) * 1e3, (b1[2] - b0[2]) * 1e3, (e1 - e0) * 1e3,
                ((u1.ru_utime.tv_sec - u0.ru_utime.tv_sec) +
                 (u1.ru_stime.tv_sec - u0.ru_stime.tv_sec) +
                 ((u1.ru_utime.tv_usec - u0.ru_utime.tv_usec) +

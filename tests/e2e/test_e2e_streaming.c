@@ -28,7 +28,7 @@
     "[[slow-stream:100]] this answer trickles out one small piece at a time, slowly, on purpose, " \
     "so that the test can hang up while it is still running"
 
-static struct th_proc tool, tool2, emu;
+static struct th_proc tool, tool2, tool3, emu;
 static struct th_stack main_s, capped_s, down_s, term_s, busy_s, replicas_s;
 static int teardown_failed;
 
@@ -41,6 +41,8 @@ static int setup(void **state)
     (void)state;
     if (th_proc_start(&tool, "stream-tool-worker", AC_BIN_TOOL, tool_env, TH_READY_MS) ||
         th_proc_start(&tool2, "stream-tool-worker-2", AC_BIN_TOOL, tool_env, TH_READY_MS) ||
+        /* the busy stack's own: its background task must not show on the replicas' /ping */
+        th_proc_start(&tool3, "stream-tool-worker-3", AC_BIN_TOOL, tool_env, TH_READY_MS) ||
         th_emulator_start(&emu, "stream-emulator", NULL))
         return -1;
     /* Two replicas, one by name ("localhost" also resolves to ::1, where no
@@ -57,7 +59,7 @@ static int setup(void **state)
                              (const char *[]){"HEALTH_INTERVAL_MS=100", NULL}) ||
            th_stack_start_gw(&term_s, "stream-term", &emu, &tool, (const char *[]){KEYS, NULL},
                              (const char *[]){"SHUTDOWN_GRACE_MS=300", NULL}) ||
-           th_stack_start_gw(&busy_s, "stream-busy", &emu, &tool,
+           th_stack_start_gw(&busy_s, "stream-busy", &emu, &tool3,
                              (const char *[]){KEYS, "TOOLS_STATUS_INTERVAL_MS=100", NULL},
                              (const char *[]){"HEALTH_INTERVAL_MS=100", NULL}) ||
            th_stack_start_gw(&replicas_s, "stream-replicas", &emu, &tool,
@@ -72,7 +74,7 @@ static int teardown(void **state)
     (void)state;
     bad = th_stack_stop(&main_s) + th_stack_stop(&capped_s) + th_stack_stop(&down_s) +
           th_stack_stop(&term_s) + th_stack_stop(&busy_s) + th_stack_stop(&replicas_s) +
-          th_stop(&emu) + th_stop(&tool) + th_stop(&tool2);
+          th_stop(&emu) + th_stop(&tool) + th_stop(&tool2) + th_stop(&tool3);
     teardown_failed = bad != 0;
     return bad ? -1 : 0;
 }
@@ -453,8 +455,8 @@ static void test_background_work_makes_ping_busy(void **state)
 }
 
 /* With two tool-worker replicas, one running a background task, /ping stays
- * HealthyBusy for the whole task: every replica is asked each round, so the
- * status does not flip with whichever replica round-robin would reach. */
+ * HealthyBusy for the whole task: every replica is watched, so the status
+ * does not flip with whichever replica round-robin would reach. */
 static void test_busy_replica_keeps_ping_busy(void **state)
 {
     const char *log = replicas_s.gw.log_path;
