@@ -254,6 +254,120 @@ static void test_max_tokens_stop(void **state)
     json_decref(h);
 }
 
+/* ---- the step function, driven directly as the event loop drives it ---- */
+
+static struct aw_turn tool_turn(const char *const *names, int n)
+{
+    struct aw_turn t;
+    json_t *content = json_array();
+    int i;
+
+    memset(&t, 0, sizeof(t));
+    for (i = 0; i < n; i++) {
+        char id[16];
+
+        snprintf(id, sizeof(id), "tu_%d", i);
+        json_array_append_new(
+            content, names[i] ? json_pack("{s:{s:s,s:s,s:{}}}", "toolUse", "toolUseId", id, "name",
+                                          names[i], "input")
+                              : json_pack("{s:{s:s,s:{}}}", "toolUse", "toolUseId", id, "input"));
+    }
+    t.message = json_pack("{s:s,s:o}", "role", "assistant", "content", content);
+    snprintf(t.stop_reason, sizeof(t.stop_reason), "tool_use");
+    t.input_tokens = 1;
+    return t;
+}
+
+static void test_steps_results_out_of_order(void **state)
+{
+    const char *names[] = {"a", NULL, "c"};
+    struct aw_agent a;
+    struct aw_turn t = tool_turn(names, 3), done;
+    json_t *h = json_array(), *results;
+    const json_t *block;
+
+    (void)state;
+    assert_int_equal(aw_agent_begin(&a, h, "go", 5), 0);
+    assert_int_equal(aw_agent_on_turn(&a, &t), AW_NEXT_TOOLS);
+    aw_turn_clear(&t);
+    assert_int_equal(aw_agent_tool_count(&a), 3);
+    assert_true(aw_agent_tool_pending(&a, 0));
+    assert_false(aw_agent_tool_pending(&a, 1)); /* no name: its error result is in already */
+    /* The last tool answers first: still waiting for the first. */
+    assert_int_equal(aw_agent_on_tool_result(&a, 2, "third", 0, &block), AW_NEXT_WAIT);
+    assert_non_null(block);
+    assert_string_equal(json_string_value(json_object_get(block, "toolUseId")), "tu_2");
+    /* A result for a slot that has one already is ignored. */
+    assert_int_equal(aw_agent_on_tool_result(&a, 2, "again", 0, &block), AW_NEXT_WAIT);
+    assert_null(block);
+    assert_int_equal(aw_agent_on_tool_result(&a, 0, "first", 1, &block), AW_NEXT_MODEL);
+    /* The toolResults are in the order the model asked for them. */
+    results = json_object_get(json_array_get(h, 2), "content");
+    assert_int_equal(json_array_size(results), 3);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(json_array_get(results, 0), "toolResult"),
+                                          "toolUseId")),
+        "tu_0");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(results, 0), "toolResult"), "status")),
+                        "error");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(results, 2), "toolResult"), "status")),
+                        "success");
+    memset(&done, 0, sizeof(done));
+    done.message = json_pack("{s:s,s:[{s:s}]}", "role", "assistant", "content", "text", "ok");
+    snprintf(done.stop_reason, sizeof(done.stop_reason), "end_turn");
+    assert_int_equal(aw_agent_on_turn(&a, &done), AW_NEXT_DONE);
+    aw_turn_clear(&done);
+    assert_string_equal(a.res.stop_reason, "EndTurn");
+    assert_int_equal(a.res.iterations, 2);
+    assert_int_equal(json_array_size(h), 4);
+    aw_agent_cleanup(&a);
+    json_decref(h);
+}
+
+static void test_steps_fail_while_tools_run_restores_history(void **state)
+{
+    const char *names[] = {"a", "b"};
+    struct aw_agent a;
+    struct aw_turn t = tool_turn(names, 2);
+    json_t *h = json_pack("[{s:s,s:[{s:s}]},{s:s,s:[{s:s}]}]", "role", "user", "content", "text",
+                          "earlier", "role", "assistant", "content", "text", "answer"),
+           *before = json_deep_copy(h);
+
+    (void)state;
+    assert_int_equal(aw_agent_begin(&a, h, "go", 5), 0);
+    assert_int_equal(aw_agent_on_turn(&a, &t), AW_NEXT_TOOLS);
+    aw_turn_clear(&t);
+    assert_int_equal(aw_agent_on_tool_result(&a, 1, "b done", 0, NULL), AW_NEXT_WAIT);
+    /* The client left while tool a still ran. */
+    assert_int_equal(aw_agent_fail(&a, CM_ECANCELED), AW_NEXT_FAILED);
+    assert_int_equal(a.rc, CM_ECANCELED);
+    assert_true(json_equal(h, before));
+    aw_agent_cleanup(&a);
+    json_decref(h);
+    json_decref(before);
+}
+
+static void test_steps_last_iteration_ends_on_results(void **state)
+{
+    const char *names[] = {"a"};
+    struct aw_agent a;
+    struct aw_turn t = tool_turn(names, 1);
+    json_t *h = json_array();
+
+    (void)state;
+    assert_int_equal(aw_agent_begin(&a, h, "go", 1), 0);
+    assert_int_equal(aw_agent_on_turn(&a, &t), AW_NEXT_TOOLS);
+    aw_turn_clear(&t);
+    assert_int_equal(aw_agent_on_tool_result(&a, 0, "r", 0, NULL), AW_NEXT_DONE);
+    assert_string_equal(a.res.stop_reason, "MaxIterations");
+    assert_int_equal(json_array_size(h), 3); /* prompt, toolUse, toolResults */
+    aw_agent_cleanup(&a);
+    assert_int_equal(aw_agent_begin(&a, h, "go", 0), CM_EINVAL);
+    json_decref(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -265,6 +379,9 @@ int main(void)
         cmocka_unit_test(test_cancel_stops_the_loop),
         cmocka_unit_test(test_stop_reason_names),
         cmocka_unit_test(test_max_tokens_stop),
+        cmocka_unit_test(test_steps_results_out_of_order),
+        cmocka_unit_test(test_steps_fail_while_tools_run_restores_history),
+        cmocka_unit_test(test_steps_last_iteration_ends_on_results),
     };
     return cmocka_run_group_tests_name("aw_agent", tests, NULL, NULL);
 }

@@ -278,6 +278,43 @@ static void test_error_mapping(void **state)
     assert_int_equal(aw_bedrock_retryable(403, "InvalidSignatureException"), 0);
 }
 
+static void test_clock_skew_rows(void **state)
+{
+    static const struct {
+        int status;
+        const char *type, *message;
+        int skewed;
+    } rows[] = {
+        {403, "InvalidSignatureException",
+         "Signature expired: 20261201T150000Z is now earlier than 20261201T151000Z "
+         "(20261201T155500Z - 5 min.)",
+         1},
+        {403, "InvalidSignatureException", "Signature not yet current: 20261201T160000Z", 1},
+        {400, "RequestTimeTooSkewed", "The difference is too large.", 1},
+        {403, "RequestExpired", "Request has expired.", 1},
+        {403, "InvalidSignatureException",
+         "The request signature we calculated does not match the signature you provided.", 0},
+        {403, "AccessDeniedException", "You do not have access", 0},
+        {500, "InternalServerException", "Signature expired", 0},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        assert_int_equal(aw_bedrock_clock_skewed(rows[i].status, rows[i].type, rows[i].message),
+                         rows[i].skewed);
+}
+
+static void test_http_date(void **state)
+{
+    (void)state;
+    assert_true(aw_bedrock_http_date("Tue, 01 Dec 2026 15:04:05 GMT") == 1796137445LL);
+    assert_true(aw_bedrock_http_date("Thu, 01 Jan 1970 00:00:00 GMT") == 0);
+    assert_true(aw_bedrock_http_date("2026-12-01T15:04:05Z") == -1);
+    assert_true(aw_bedrock_http_date("") == -1);
+    assert_true(aw_bedrock_http_date(NULL) == -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -288,6 +325,8 @@ int main(void)
         cmocka_unit_test(test_parse_response),
         cmocka_unit_test(test_parse_bad_responses),
         cmocka_unit_test(test_error_mapping),
+        cmocka_unit_test(test_clock_skew_rows),
+        cmocka_unit_test(test_http_date),
     };
     return cmocka_run_group_tests_name("aw_bedrock", tests, NULL, NULL);
 }

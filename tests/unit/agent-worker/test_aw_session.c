@@ -170,6 +170,81 @@ static void test_one_invocation_per_session_at_a_time(void **state)
     aw_sessions_free(s);
 }
 
+/* ---- the loop API: waiting in line without a thread ---- */
+
+struct waiter {
+    struct aw_session_waiter w;
+    struct aw_session *got;
+    int order;
+};
+
+static int next_order;
+
+static void on_ready(struct aw_session_waiter *w, struct aw_session *sess)
+{
+    struct waiter *x = (struct waiter *)w;
+
+    x->got = sess;
+    x->order = ++next_order;
+}
+
+static void test_async_turns_in_arrival_order(void **state)
+{
+    struct aw_sessions *s = aw_sessions_new(4, 100);
+    struct waiter b = {{NULL, NULL, NULL, on_ready}, NULL, 0};
+    struct waiter c = {{NULL, NULL, NULL, on_ready}, NULL, 0};
+    struct waiter d = {{NULL, NULL, NULL, on_ready}, NULL, 0};
+    struct aw_session *first, *out;
+
+    (void)state;
+    assert_int_equal(aw_sessions_acquire_async(s, "one", &b.w, &first), 0);
+    assert_non_null(first);
+    /* Three more for the same session: they queue. */
+    assert_int_equal(aw_sessions_acquire_async(s, "one", &b.w, &out), 1);
+    assert_int_equal(aw_sessions_acquire_async(s, "one", &c.w, &out), 1);
+    assert_int_equal(aw_sessions_acquire_async(s, "one", &d.w, &out), 1);
+    assert_null(out);
+    /* Another session is not held up. */
+    assert_int_equal(aw_sessions_acquire_async(s, "two", &d.w, &out), 0);
+    aw_sessions_release_async(s, out);
+    /* c gives up (its wait timed out); b then d get the turn, in order. */
+    aw_sessions_cancel_wait(s, &c.w);
+    aw_sessions_cancel_wait(s, &c.w); /* no longer queued: harmless */
+    json_array_append_new(aw_session_messages(first), json_string("kept"));
+    aw_sessions_release_async(s, first);
+    assert_ptr_equal(b.got, first);
+    assert_null(d.got);
+    aw_sessions_release_async(s, b.got);
+    assert_ptr_equal(d.got, first);
+    assert_null(c.got);
+    assert_true(b.order < d.order);
+    assert_int_equal(json_array_size(aw_session_messages(d.got)), 1);
+    aw_sessions_release_async(s, d.got);
+    /* Free again: taken at once. */
+    assert_int_equal(aw_sessions_acquire_async(s, "one", &b.w, &out), 0);
+    aw_sessions_release_async(s, out);
+    assert_int_equal(aw_sessions_acquire_async(s, "", &b.w, &out), -1);
+    aw_sessions_free(s);
+}
+
+static void test_async_waiters_pin_the_session(void **state)
+{
+    struct aw_sessions *s = aw_sessions_new(1, 100);
+    struct waiter b = {{NULL, NULL, NULL, on_ready}, NULL, 0};
+    struct aw_session *held, *out;
+
+    (void)state;
+    assert_int_equal(aw_sessions_acquire_async(s, "only", &b.w, &held), 0);
+    /* The one slot is held: a new session cannot evict it. */
+    assert_int_equal(aw_sessions_acquire_async(s, "other", &b.w, &out), -1);
+    aw_sessions_release_async(s, held);
+    /* Idle now: a new session evicts it. */
+    assert_int_equal(aw_sessions_acquire_async(s, "other", &b.w, &out), 0);
+    aw_sessions_release_async(s, out);
+    assert_int_equal(aw_sessions_count(s), 1);
+    aw_sessions_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -179,6 +254,8 @@ int main(void)
         cmocka_unit_test(test_trim_keeps_tool_pairs),
         cmocka_unit_test(test_trim_drops_all_when_no_safe_start),
         cmocka_unit_test(test_one_invocation_per_session_at_a_time),
+        cmocka_unit_test(test_async_turns_in_arrival_order),
+        cmocka_unit_test(test_async_waiters_pin_the_session),
     };
     return cmocka_run_group_tests_name("aw_session", tests, NULL, NULL);
 }

@@ -1,5 +1,7 @@
 /* cm_rpc: servers and clients in one process over loopback. */
+#include "cm_loop.h"
 #include "cm_rpc.h"
+#include "cm_status.h"
 
 #include "agentcore.pb-c.h"
 
@@ -349,6 +351,334 @@ static void test_bad_targets(void **state)
     assert_non_null(strstr(err, "no port"));
 }
 
+/* ---- asynchronous calls on a loop ---- */
+
+static const struct cm_rpc_method watch_method = {
+    "/agentcore.v1.AgentService/WatchStatus", &agentcore__v1__status_request__descriptor,
+    &agentcore__v1__status_response__descriptor, CM_RPC_SERVER_STREAM};
+
+/* What the loop side saw; the test waits on it (bounded), never sleeps. */
+static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ev_cond = PTHREAD_COND_INITIALIZER;
+static int held_cancelled, async_done_code = -1, watch_values[8], n_watch, watch_ended;
+static char async_content[64];
+
+static void ev_signal(void)
+{
+    pthread_cond_broadcast(&ev_cond);
+}
+
+/* Waits (at most 10 s) until *flag reaches |want|. */
+static int ev_wait(const int *flag, int want)
+{
+    struct timespec until;
+    int ok;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&ev_lock);
+    while (*flag < want && pthread_cond_timedwait(&ev_cond, &ev_lock, &until) == 0)
+        ;
+    ok = *flag >= want;
+    pthread_mutex_unlock(&ev_lock);
+    return ok;
+}
+
+struct asrv {
+    struct cm_loop *loop;
+    struct cm_rpc_events *ev;
+    struct cm_rpc_server *s;
+    struct cm_status *hub;
+    int port;
+};
+
+struct later {
+    uv_timer_t t;
+    struct cm_rpc_acall *call;
+};
+
+static void reply_text(struct cm_rpc_acall *call, const char *text)
+{
+    Agentcore__V1__ExecuteResponse resp = AGENTCORE__V1__EXECUTE_RESPONSE__INIT;
+
+    resp.content = (char *)text;
+    resp.status = AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;
+    cm_rpc_acall_reply(call, &resp.base);
+}
+
+static void later_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void later_fire(uv_timer_t *t)
+{
+    struct later *l = t->data;
+
+    reply_text(l->call, "answered from a timer");
+    uv_close((uv_handle_t *)t, later_closed);
+}
+
+static void held_cancel(void *ud)
+{
+    struct cm_rpc_acall *call = ud;
+
+    cm_rpc_acall_finish(call, CM_RPC_CANCELLED, NULL, "gone");
+    pthread_mutex_lock(&ev_lock);
+    held_cancelled++;
+    ev_signal();
+    pthread_mutex_unlock(&ev_lock);
+}
+
+static void async_exec(struct cm_rpc_acall *call, ProtobufCMessage *msg, void *ud)
+{
+    const Agentcore__V1__ExecuteRequest *req = (const void *)msg;
+    struct asrv *a = ud;
+
+    if (!strcmp(req->name, "later")) {
+        /* The handler returns; the answer comes from another event. */
+        struct later *l = calloc(1, sizeof(*l));
+
+        uv_timer_init(cm_loop_uv(a->loop), &l->t);
+        l->t.data = l;
+        l->call = call;
+        uv_timer_start(&l->t, later_fire, 20, 0);
+    } else if (!strcmp(req->name, "hold")) {
+        cm_rpc_acall_on_cancel(call, held_cancel, call); /* until the client leaves */
+    } else {
+        char text[96];
+
+        snprintf(text, sizeof(text), "echo:%s:%s", req->input_json,
+                 cm_rpc_acall_meta(call, CM_RPC_MD_REQUEST_ID) ?: "-");
+        reply_text(call, text);
+    }
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void async_stream(struct cm_rpc_acall *call, ProtobufCMessage *msg, void *ud)
+{
+    const Agentcore__V1__InvokeRequest *req = (const void *)msg;
+    Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
+    Agentcore__V1__TextDelta d = AGENTCORE__V1__TEXT_DELTA__INIT;
+    int n = atoi(req->prompt), i;
+
+    (void)ud;
+    ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
+    ev.text_delta = &d;
+    for (i = 0; i < n; i++) {
+        d.content_block_index = i;
+        d.text = "x";
+        assert_int_equal(cm_rpc_acall_send(call, &ev.base, 1 << 20), 0);
+    }
+    cm_rpc_acall_finish(call, CM_RPC_OK, NULL, NULL);
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void asrv_start(struct asrv *a)
+{
+    struct cm_rpc_server_config cfg = {"127.0.0.1:0", 1, 1 << 20};
+
+    memset(a, 0, sizeof(*a));
+    a->loop = cm_loop_new();
+    assert_non_null(a->loop);
+    a->ev = cm_rpc_events_new(a->loop);
+    a->hub = cm_status_new(a->loop);
+    a->s = cm_rpc_server_new(&cfg);
+    assert_int_equal(cm_rpc_server_add_async(a->s, a->ev, &exec_method, async_exec, a), 0);
+    assert_int_equal(cm_rpc_server_add_async(a->s, a->ev, &stream_method, async_stream, a), 0);
+    assert_int_equal(cm_status_serve(a->hub, a->s, a->ev, &watch_method), 0);
+    assert_int_equal(cm_loop_start(a->loop), 0);
+    a->port = cm_rpc_server_start(a->s);
+    assert_true(a->port > 0);
+}
+
+static void asrv_stop(struct asrv *a)
+{
+    cm_status_close(a->hub);
+    cm_rpc_server_shutdown(a->s, 1000);
+    cm_rpc_server_free(a->s);
+    cm_rpc_events_free(a->ev);
+    cm_loop_free(a->loop);
+    cm_status_free(a->hub);
+}
+
+static void test_async_server_answers_later(void **state)
+{
+    struct asrv a;
+    struct srv view;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+    char content[128];
+
+    (void)state;
+    asrv_start(&a);
+    view.port = a.port;
+    c = client(&view, NULL);
+    assert_int_equal(call(c, &exec_method, "echo", 5000, content, sizeof(content), &st), 0);
+    assert_string_equal(content, "echo:{}:req-123");
+    assert_int_equal(call(c, &exec_method, "later", 5000, content, sizeof(content), &st), 0);
+    assert_string_equal(content, "answered from a timer");
+    /* Many at once on one loop thread: none waits for another. */
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(call(c, &exec_method, "later", 5000, NULL, 0, &st), 0);
+    cm_rpc_client_free(c);
+    asrv_stop(&a);
+}
+
+static void test_async_cancel_is_an_event(void **state)
+{
+    struct asrv a;
+    struct srv view;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+    int before = held_cancelled;
+
+    (void)state;
+    asrv_start(&a);
+    view.port = a.port;
+    c = client(&view, NULL);
+    /* The deadline passes while the server holds the call: its cancellation
+     * callback runs (nothing polled for it). */
+    assert_int_equal(call(c, &exec_method, "hold", 200, NULL, 0, &st), -1);
+    assert_int_equal(st.code, CM_RPC_DEADLINE_EXCEEDED);
+    assert_true(ev_wait(&held_cancelled, before + 1));
+    cm_rpc_client_free(c);
+    asrv_stop(&a);
+}
+
+static void test_async_stream_in_order(void **state)
+{
+    Agentcore__V1__InvokeRequest req = AGENTCORE__V1__INVOKE_REQUEST__INIT;
+    struct asrv a;
+    struct srv view;
+    struct cm_rpc_client *c;
+    struct cm_rpc_status st;
+    struct cm_rpc_stream *s;
+    ProtobufCMessage *m;
+    int n = 0;
+
+    (void)state;
+    asrv_start(&a);
+    view.port = a.port;
+    c = client(&view, NULL);
+    req.prompt = "50";
+    s = cm_rpc_stream_open(c, &stream_method, &req.base, NULL, &st);
+    assert_non_null(s);
+    while (cm_rpc_stream_next(s, &m) == 1) {
+        assert_int_equal(((Agentcore__V1__InvokeEvent *)m)->text_delta->content_block_index, n);
+        n++;
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    assert_int_equal(cm_rpc_stream_close(s, &st), 0);
+    assert_int_equal(n, 50);
+    cm_rpc_client_free(c);
+    asrv_stop(&a);
+}
+
+/* The asynchronous client side: a unary call and a watch, both from the loop. */
+struct aclient {
+    struct asrv *a;
+    struct cm_rpc_client *c;
+    struct cm_rpc_astream *watch;
+};
+
+static void on_async_done(void *ud, const struct cm_rpc_status *st, ProtobufCMessage *resp)
+{
+    (void)ud;
+    pthread_mutex_lock(&ev_lock);
+    if (resp) {
+        snprintf(async_content, sizeof(async_content), "%s",
+                 ((Agentcore__V1__ExecuteResponse *)resp)->content);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    async_done_code = st->code;
+    ev_signal();
+    pthread_mutex_unlock(&ev_lock);
+}
+
+static void start_async_call(void *p)
+{
+    Agentcore__V1__ExecuteRequest req = AGENTCORE__V1__EXECUTE_REQUEST__INIT;
+    struct aclient *ac = p;
+    struct cm_rpc_status st;
+
+    req.name = "later";
+    req.input_json = "{}";
+    assert_non_null(
+        cm_rpc_call_async(ac->c, ac->a->ev, &exec_method, &req.base, NULL, on_async_done, ac, &st));
+}
+
+static void on_watch_msg(void *ud, ProtobufCMessage *msg)
+{
+    (void)ud;
+    pthread_mutex_lock(&ev_lock);
+    if (n_watch < 8)
+        watch_values[n_watch++] = ((Agentcore__V1__StatusResponse *)msg)->active_background_tasks;
+    ev_signal();
+    pthread_mutex_unlock(&ev_lock);
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void on_watch_end(void *ud, const struct cm_rpc_status *st)
+{
+    (void)ud;
+    (void)st;
+    pthread_mutex_lock(&ev_lock);
+    watch_ended++;
+    ev_signal();
+    pthread_mutex_unlock(&ev_lock);
+}
+
+static void start_watch(void *p)
+{
+    Agentcore__V1__StatusRequest req = AGENTCORE__V1__STATUS_REQUEST__INIT;
+    struct aclient *ac = p;
+    struct cm_rpc_status st;
+
+    ac->watch = cm_rpc_astream_open(ac->c, ac->a->ev, &watch_method, &req.base, NULL, on_watch_msg,
+                                    on_watch_end, ac, &st);
+    assert_non_null(ac->watch);
+}
+
+static void test_async_client_and_status_watch(void **state)
+{
+    const struct cm_rpc_method ms[] = {exec_method, watch_method};
+    struct asrv a;
+    struct aclient ac;
+    char target[64], err[128];
+    int ended = watch_ended;
+
+    (void)state;
+    asrv_start(&a);
+    snprintf(target, sizeof(target), "127.0.0.1:%d", a.port);
+    ac.a = &a;
+    ac.c = cm_rpc_client_new(target, ms, 2, 1 << 20, err, sizeof(err));
+    assert_non_null(ac.c);
+    async_done_code = -1;
+    cm_loop_call(a.loop, start_async_call, &ac);
+    assert_true(ev_wait(&async_done_code, 0));
+    assert_int_equal(async_done_code, CM_RPC_OK);
+    assert_string_equal(async_content, "answered from a timer");
+
+    n_watch = 0;
+    cm_loop_call(a.loop, start_watch, &ac);
+    assert_true(ev_wait(&n_watch, 1)); /* the value at once */
+    assert_int_equal(watch_values[0], 0);
+    cm_status_set(a.hub, 3);
+    assert_true(ev_wait(&n_watch, 2)); /* then each change, once */
+    assert_int_equal(watch_values[1], 3);
+    cm_status_set(a.hub, 3); /* no change, nothing sent */
+    cm_status_set(a.hub, 1);
+    assert_true(ev_wait(&n_watch, 3));
+    assert_int_equal(watch_values[2], 1);
+    assert_int_equal(cm_status_get(a.hub), 1);
+    cm_status_close(a.hub); /* ends the watch: shutdown does not wait for it */
+    assert_true(ev_wait(&watch_ended, ended + 1));
+    assert_int_equal(n_watch, 3);
+    cm_rpc_client_free(ac.c);
+    asrv_stop(&a);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -375,6 +705,10 @@ int main(void)
         cmocka_unit_test(test_stream_to_the_end),
         cmocka_unit_test(test_stream_cancel_reaches_the_server),
         cmocka_unit_test(test_bad_targets),
+        cmocka_unit_test(test_async_server_answers_later),
+        cmocka_unit_test(test_async_cancel_is_an_event),
+        cmocka_unit_test(test_async_stream_in_order),
+        cmocka_unit_test(test_async_client_and_status_watch),
     };
     return cmocka_run_group_tests_name("cm_rpc", tests, setup, teardown);
 }
