@@ -22,12 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <wslay/wslay.h>
 
 /* How often a waiting request checks its client, when the hangup watcher
- * cannot watch its socket (and on /ws). */
+ * cannot watch its socket. */
 #define WAIT_SLICE_MS 100
 #define MAX_FORWARDED 24 /* context headers passed on per request */
 #define MAX_HEADER_VALUE 4096
@@ -56,6 +57,7 @@ struct gw_http {
     int in_flight;
     int stopping;
     struct sse *streams; /* open InvokeStream calls, cancelled at shutdown */
+    struct ws *sockets;  /* open WebSockets, woken at shutdown */
     /* /ping: the status and when it last changed; the poller keeps them. */
     const char *status;
     long long status_since;
@@ -757,7 +759,91 @@ struct ws {
     /* A close to send once the messages queued before it are out: wslay puts
      * control frames ahead of data, so it must not be queued earlier. */
     uint16_t close_code;
+    /* While an invocation runs, a pump thread sleeps on its stream and hands
+     * each event over through |q| and the |wake| eventfd, so the socket's
+     * thread sleeps in poll() on the socket and |wake|, never on a timer. */
+    int wake;
+    pthread_t pump;
+    int pump_live;
+    pthread_mutex_t qlock; /* q_head/q_tail, pump_done */
+    struct wsq *q_head, *q_tail;
+    int pump_done;
+    struct ws *prev, *next; /* the gateway's open sockets, woken at shutdown */
 };
+
+struct wsq {
+    struct wsq *next;
+    char *text;
+};
+
+static void ws_text(struct ws *w, char *text);
+
+static void ws_wake(struct ws *w)
+{
+    uint64_t one = 1;
+
+    if (write(w->wake, &one, sizeof(one)) < 0) {
+        /* an eventfd only refuses at 2^64-1 pending wake-ups */
+    }
+}
+
+static void *ws_pump_main(void *p)
+{
+    struct ws *w = p;
+    ProtobufCMessage *m;
+
+    /* The stream was opened on the socket's thread; reading it from here is
+     * fine (one reader at a time, and cancel is thread-safe). */
+    while (cm_rpc_stream_next(w->call->stream, &m) == 1) {
+        struct wsq *e = calloc(1, sizeof(*e));
+
+        if (e)
+            e->text = gw_api_event_json((Agentcore__V1__InvokeEvent *)m);
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (!e)
+            continue;
+        pthread_mutex_lock(&w->qlock);
+        if (w->q_tail)
+            w->q_tail->next = e;
+        else
+            w->q_head = e;
+        w->q_tail = e;
+        pthread_mutex_unlock(&w->qlock);
+        ws_wake(w);
+    }
+    pthread_mutex_lock(&w->qlock);
+    w->pump_done = 1;
+    pthread_mutex_unlock(&w->qlock);
+    ws_wake(w);
+    return NULL;
+}
+
+/* Takes what the pump queued; with |send| 0 it is dropped. Returns 1 when
+ * the pump has finished (and has been joined). */
+static int ws_take(struct ws *w, int send)
+{
+    struct wsq *e, *next;
+    int done;
+
+    pthread_mutex_lock(&w->qlock);
+    e = w->q_head;
+    w->q_head = w->q_tail = NULL;
+    done = w->pump_done;
+    pthread_mutex_unlock(&w->qlock);
+    for (; e; e = next) {
+        next = e->next;
+        if (send)
+            ws_text(w, e->text);
+        else
+            free(e->text);
+        free(e);
+    }
+    if (done && w->pump_live) {
+        pthread_join(w->pump, NULL);
+        w->pump_live = 0;
+    }
+    return done;
+}
 
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
 {
@@ -823,6 +909,12 @@ static void ws_close_call(struct ws *w)
 
     if (!w->call)
         return;
+    if (w->pump_live) {
+        cm_rpc_stream_cancel(w->call->stream); /* the pump wakes and ends */
+        pthread_join(w->pump, NULL);
+        w->pump_live = 0;
+        ws_take(w, 0);
+    }
     stream_finish(w->call, &st);
     free(w->call);
     w->call = NULL;
@@ -864,6 +956,13 @@ static void ws_invocation(struct ws *w, const char *payload, size_t len)
         flight_leave(w->h);
         ws_text(w, gw_api_error_event(st.details, cm_rpc_code_name(st.code)));
         w->close_code = WSLAY_CODE_INTERNAL_SERVER_ERROR;
+        return;
+    }
+    w->pump_done = 0;
+    w->pump_live = !pthread_create(&w->pump, NULL, ws_pump_main, w);
+    if (!w->pump_live) {
+        ws_close_call(w);
+        ws_text(w, gw_api_error_event("cannot follow the invocation", "AgentError"));
     }
 }
 
@@ -879,20 +978,14 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
         ws_close_call(w); /* wslay answers the close itself */
 }
 
-/* Moves the running invocation on by one event, if one is ready. */
+/* Sends what the running invocation produced; at its end, its failure (if
+ * any) and the call's cleanup. */
 static void ws_pump(struct ws *w)
 {
-    ProtobufCMessage *m;
     struct cm_rpc_status st;
-    int rc = cm_rpc_stream_next_timed(w->call->stream, &m, WAIT_SLICE_MS / 2);
 
-    if (rc == 2)
+    if (!ws_take(w, 1))
         return;
-    if (rc == 1) {
-        ws_text(w, gw_api_event_json((Agentcore__V1__InvokeEvent *)m));
-        protobuf_c_message_free_unpacked(m, NULL);
-        return;
-    }
     if (stream_finish(w->call, &st)) {
         ws_text(w,
                 gw_api_error_event(st.details[0] ? st.details : cm_rpc_code_name(st.code),
@@ -904,6 +997,27 @@ static void ws_pump(struct ws *w)
     free(w->call);
     w->call = NULL;
     flight_leave(w->h);
+}
+
+static void ws_register(struct ws *w, int add)
+{
+    struct gw_http *h = w->h;
+
+    pthread_mutex_lock(&h->lock);
+    if (add) {
+        w->next = h->sockets;
+        if (h->sockets)
+            h->sockets->prev = w;
+        h->sockets = w;
+    } else {
+        if (w->prev)
+            w->prev->next = w->next;
+        else if (h->sockets == w)
+            h->sockets = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+    }
+    pthread_mutex_unlock(&h->lock);
 }
 
 /* Closing a socket with unread input makes the kernel send a RST, which can
@@ -948,15 +1062,21 @@ static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, cons
         cm_strlcpy(w.session, session, sizeof(w.session));
     MHD_get_connection_values(c, MHD_HEADER_KIND, collect_forwarded, &w.fwd);
     fcntl(sock, F_SETFL, flags | O_NONBLOCK);
-    if (wslay_event_context_server_init(&w.ctx, &cb, &w)) {
+    w.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    pthread_mutex_init(&w.qlock, NULL);
+    if (w.wake < 0 || wslay_event_context_server_init(&w.ctx, &cb, &w)) {
+        if (w.wake >= 0)
+            close(w.wake);
+        pthread_mutex_destroy(&w.qlock);
         fwd_clear(&w.fwd);
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
         return;
     }
+    ws_register(&w, 1);
     wslay_event_config_set_max_recv_msg_length(w.ctx, h->cfg.ws_max_message);
     while (wslay_event_want_read(w.ctx) || wslay_event_want_write(w.ctx)) {
-        struct pollfd p = {sock, 0, 0};
-        int stopping;
+        struct pollfd p[2] = {{sock, 0, 0}, {w.wake, POLLIN, 0}};
+        int stopping, timeout = -1;
 
         pthread_mutex_lock(&h->lock);
         stopping = h->stopping;
@@ -972,16 +1092,26 @@ static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, cons
                 closed_at = cm_now_ms();
             else if (stopping || cm_now_ms() - closed_at > WS_CLOSE_WAIT_MS)
                 break;
+            timeout = (int)(WS_CLOSE_WAIT_MS + 1 - (cm_now_ms() - closed_at));
         }
         if (wslay_event_want_read(w.ctx))
-            p.events |= POLLIN;
+            p[0].events |= POLLIN;
         if (wslay_event_want_write(w.ctx))
-            p.events |= POLLOUT;
+            p[0].events |= POLLOUT;
+        /* Sleeps until the client sends, the socket drains, the invocation
+         * has an event, or the gateway stops: no timer while nothing happens. */
         if (w.extra_len)
-            p.revents = POLLIN;
-        else if (poll(&p, 1, w.call ? 0 : WAIT_SLICE_MS) < 0)
+            p[0].revents = POLLIN;
+        else if (poll(p, 2, timeout) < 0 && errno != EINTR)
             break;
-        if ((p.revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(w.ctx)) {
+        if (p[1].revents & POLLIN) {
+            uint64_t n;
+
+            if (read(w.wake, &n, sizeof(n)) < 0) {
+                /* EAGAIN: another wake-up already took it */
+            }
+        }
+        if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(w.ctx)) {
             /* The client went away or broke the protocol (an oversized
              * message, say): send the close wslay queued, if it can go. */
             wslay_event_send(w.ctx);
@@ -999,6 +1129,9 @@ static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, cons
     if (w.call)
         cm_info("WebSocket closed mid-invocation: invocation cancelled");
     ws_close_call(&w);
+    ws_register(&w, 0);
+    close(w.wake);
+    pthread_mutex_destroy(&w.qlock);
     wslay_event_context_free(w.ctx);
     fwd_clear(&w.fwd);
     cm_log_clear_context();
@@ -1203,6 +1336,8 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
     pthread_mutex_lock(&h->lock);
     h->stopping = 1; /* refuse new invocations on open connections too */
     pthread_cond_broadcast(&h->cond);
+    for (struct ws *w = h->sockets; w; w = w->next)
+        ws_wake(w); /* they close with 1001 */
     if (h->watch)
         cm_rpc_stream_cancel(h->watch); /* wakes the health thread */
     while (h->in_flight > 0 && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
