@@ -414,8 +414,7 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
 
             ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL;
             ev.final = &resp;
-            cm_rpc_acall_send(call, &ev.base, 0);
-            cm_rpc_acall_finish(call, CM_RPC_OK, NULL, NULL);
+            cm_rpc_acall_end_with(call, &ev.base);
         } else {
             cm_rpc_acall_reply(call, &resp.base);
         }

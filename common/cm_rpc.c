@@ -1218,77 +1218,125 @@ int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st)
     return rc;
 }
 
+struct cm_rpc_unary {
+    grpc_call *call;
+    grpc_completion_queue *cq;
+    const ProtobufCMessageDescriptor *out;
+    grpc_metadata md[MAX_META];
+    size_t nmd;
+    grpc_metadata_array init_md, trail_md;
+    grpc_byte_buffer *send_bb, *recv_bb;
+    grpc_status_code code;
+    grpc_slice details;
+    int tag, started, waited, completed;
+};
+
+struct cm_rpc_unary *cm_rpc_unary_start(struct cm_rpc_client *c, const struct cm_rpc_method *m,
+                                        const ProtobufCMessage *req,
+                                        const struct cm_rpc_call_opts *opts,
+                                        struct cm_rpc_status *st)
+{
+    struct cm_rpc_call_opts none = {0};
+    struct cm_rpc_unary *u = calloc(1, sizeof(*u));
+    grpc_op ops[6];
+
+    if (!u) {
+        status_set(st, CM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
+    }
+    if (!opts)
+        opts = &none;
+    u->cq = thread_cq();
+    u->out = m->out;
+    u->details = grpc_empty_slice();
+    u->code = GRPC_STATUS_UNKNOWN;
+    u->call = call_new(c, m, opts, u->cq, u->md, &u->nmd, st);
+    if (!u->call) {
+        free(u);
+        return NULL;
+    }
+    grpc_metadata_array_init(&u->init_md);
+    grpc_metadata_array_init(&u->trail_md);
+    u->send_bb = pack(req);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = u->nmd;
+    ops[0].data.send_initial_metadata.metadata = u->nmd ? u->md : NULL;
+    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = u->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &u->recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &u->trail_md;
+    ops[5].data.recv_status_on_client.status = &u->code;
+    ops[5].data.recv_status_on_client.status_details = &u->details;
+    /* Unary is one 6-op batch on this thread's queue (§2.5): one wake-up. */
+    u->started = grpc_call_start_batch(u->call, ops, 6, &u->tag, NULL) == GRPC_CALL_OK;
+    return u;
+}
+
+void cm_rpc_unary_cancel(struct cm_rpc_unary *u)
+{
+    if (u)
+        grpc_call_cancel(u->call, NULL);
+}
+
+void cm_rpc_unary_wait(struct cm_rpc_unary *u)
+{
+    if (u->waited || !u->started)
+        return;
+    u->waited = 1;
+    u->completed =
+        grpc_completion_queue_pluck(u->cq, &u->tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+            .type == GRPC_OP_COMPLETE;
+}
+
+int cm_rpc_unary_finish(struct cm_rpc_unary *u, ProtobufCMessage **resp, struct cm_rpc_status *st)
+{
+    size_t k;
+    int rc = -1;
+
+    *resp = NULL;
+    cm_rpc_unary_wait(u);
+    if (!u->started) {
+        status_set(st, CM_RPC_INTERNAL, "could not start call");
+    } else if (!u->completed) {
+        status_set(st, CM_RPC_INTERNAL, "call did not complete");
+    } else {
+        read_status(u->code, u->details, &u->trail_md, st);
+        if (u->code == GRPC_STATUS_OK) {
+            *resp = unpack(u->out, u->recv_bb);
+            if (*resp)
+                rc = 0;
+            else
+                status_set(st, CM_RPC_INTERNAL, "response message is malformed or missing");
+        }
+    }
+    for (k = 0; k < u->nmd; k++)
+        grpc_slice_unref(u->md[k].value);
+    grpc_byte_buffer_destroy(u->send_bb);
+    if (u->recv_bb)
+        grpc_byte_buffer_destroy(u->recv_bb);
+    grpc_slice_unref(u->details);
+    grpc_metadata_array_destroy(&u->init_md);
+    grpc_metadata_array_destroy(&u->trail_md);
+    grpc_call_unref(u->call);
+    free(u);
+    return rc;
+}
+
 int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const ProtobufCMessage *req,
                 ProtobufCMessage **resp, const struct cm_rpc_call_opts *opts,
                 struct cm_rpc_status *st)
 {
-    grpc_metadata md[MAX_META];
-    grpc_metadata_array init_md, trail_md;
-    grpc_byte_buffer *send_bb, *recv_bb = NULL;
-    grpc_status_code code = GRPC_STATUS_UNKNOWN;
-    grpc_slice details = grpc_empty_slice();
-    grpc_completion_queue *cq = thread_cq();
-    grpc_call *call;
-    grpc_op ops[6];
-    grpc_event ev;
-    size_t k, nmd = 0;
-    int tag, rc = -1;
-    struct cm_rpc_call_opts none = {0};
+    struct cm_rpc_unary *u = cm_rpc_unary_start(c, m, req, opts, st);
 
     *resp = NULL;
-    if (!opts)
-        opts = &none;
-    call = call_new(c, m, opts, cq, md, &nmd, st);
-    if (!call)
-        return -1;
-    grpc_metadata_array_init(&init_md);
-    grpc_metadata_array_init(&trail_md);
-    send_bb = pack(req);
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = nmd;
-    ops[0].data.send_initial_metadata.metadata = nmd ? md : NULL;
-    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send_bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &recv_bb;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
-    ops[5].data.recv_status_on_client.status = &code;
-    ops[5].data.recv_status_on_client.status_details = &details;
-    /* Unary is one 6-op batch on this thread's queue (§2.5). */
-    if (grpc_call_start_batch(call, ops, 6, &tag, NULL) != GRPC_CALL_OK) {
-        status_set(st, CM_RPC_INTERNAL, "could not start call");
-        goto out;
-    }
-    ev = grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (ev.type != GRPC_OP_COMPLETE) {
-        status_set(st, CM_RPC_INTERNAL, "call did not complete");
-        goto out;
-    }
-    read_status(code, details, &trail_md, st);
-    if (code == GRPC_STATUS_OK) {
-        *resp = unpack(m->out, recv_bb);
-        if (*resp)
-            rc = 0;
-        else
-            status_set(st, CM_RPC_INTERNAL, "response message is malformed or missing");
-    }
-out:
-    for (k = 0; k < nmd; k++)
-        grpc_slice_unref(md[k].value);
-    grpc_byte_buffer_destroy(send_bb);
-    if (recv_bb)
-        grpc_byte_buffer_destroy(recv_bb);
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&init_md);
-    grpc_metadata_array_destroy(&trail_md);
-    grpc_call_unref(call);
-    return rc;
+    return u ? cm_rpc_unary_finish(u, resp, st) : -1;
 }
 
 /* gRPC waits at least 100 ms between connection attempts (it clamps every
@@ -1782,6 +1830,20 @@ int cm_rpc_acall_send(struct cm_rpc_acall *a, const ProtobufCMessage *msg, size_
     if (!rc)
         acall_pump(a);
     return rc;
+}
+
+void cm_rpc_acall_end_with(struct cm_rpc_acall *a, const ProtobufCMessage *last)
+{
+    if (a->user_done)
+        return;
+    /* Queued without a send of its own: it leaves with the status, in one
+     * batch, unless an earlier message is still on its way. */
+    a->code = acall_enqueue(a, last, 0) ? GRPC_STATUS_INTERNAL : GRPC_STATUS_OK;
+    a->user_done = 1;
+    a->on_cancel = NULL;
+    a->details = strdup("");
+    acall_pump(a);
+    acall_maybe_free(a);
 }
 
 void cm_rpc_acall_reply(struct cm_rpc_acall *a, const ProtobufCMessage *msg)

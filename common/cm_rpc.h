@@ -158,6 +158,21 @@ int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const Pr
                 ProtobufCMessage **resp, const struct cm_rpc_call_opts *opts,
                 struct cm_rpc_status *st);
 
+/* The same in two halves, so that another thread can cancel it in between
+ * (the gateway does when its HTTP client hangs up). start() never blocks;
+ * finish() waits and frees, with cm_rpc_call's results. Both on one thread. */
+struct cm_rpc_unary;
+struct cm_rpc_unary *cm_rpc_unary_start(struct cm_rpc_client *c, const struct cm_rpc_method *m,
+                                        const ProtobufCMessage *req,
+                                        const struct cm_rpc_call_opts *opts,
+                                        struct cm_rpc_status *st);
+/* Thread-safe, until finish() is called; finish() then reports CANCELLED. */
+void cm_rpc_unary_cancel(struct cm_rpc_unary *u);
+/* Waits for the call to end without freeing it (so a canceller can be told
+ * to stop before finish() frees it). Optional. */
+void cm_rpc_unary_wait(struct cm_rpc_unary *u);
+int cm_rpc_unary_finish(struct cm_rpc_unary *u, ProtobufCMessage **resp, struct cm_rpc_status *st);
+
 /* Server-streaming call. Open it, read with cm_rpc_stream_next() until it
  * returns 0 (end) or -1 (failure), then cm_rpc_stream_close() for the status.
  * Everything but cm_rpc_stream_cancel() must run on the thread that opened it
@@ -237,6 +252,9 @@ int cm_rpc_acall_cancelled(const struct cm_rpc_acall *a);
  * up) cancels the call with RESOURCE_EXHAUSTED. 0, CM_ECANCELED (the client
  * is gone: stop producing), CM_ENOMEM or CM_ETOOBIG. */
 int cm_rpc_acall_send(struct cm_rpc_acall *a, const ProtobufCMessage *msg, size_t cap);
+/* Ends a stream with a last message |last| and OK, sent together when the
+ * queue allows. |a| is invalid afterwards. */
+void cm_rpc_acall_end_with(struct cm_rpc_acall *a, const ProtobufCMessage *last);
 /* Ends a unary call with |msg| and OK (one batch). |a| is invalid afterwards. */
 void cm_rpc_acall_reply(struct cm_rpc_acall *a, const ProtobufCMessage *msg);
 /* Ends the call after the queued messages with |code| (CM_RPC_OK ends a

@@ -38,11 +38,14 @@
 const struct cm_rpc_method gw_http_agent_methods[GW_HTTP_N_AGENT_METHODS] = {
     {"/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
      &agentcore__v1__invoke_event__descriptor, CM_RPC_SERVER_STREAM},
+    {"/agentcore.v1.AgentService/Invoke", &agentcore__v1__invoke_request__descriptor,
+     &agentcore__v1__invoke_response__descriptor, CM_RPC_UNARY},
     {"/agentcore.v1.AgentService/WatchStatus", &agentcore__v1__status_request__descriptor,
      &agentcore__v1__status_response__descriptor, CM_RPC_SERVER_STREAM},
 };
 static const struct cm_rpc_method *const stream_method = &gw_http_agent_methods[0];
-static const struct cm_rpc_method *const watch_method = &gw_http_agent_methods[1];
+static const struct cm_rpc_method *const invoke_method = &gw_http_agent_methods[1];
+static const struct cm_rpc_method *const watch_method = &gw_http_agent_methods[2];
 
 struct sse;
 
@@ -80,7 +83,8 @@ struct sse {
     struct gw_http *h;
     struct MHD_Connection *c;
     struct cm_rpc_stream *stream;
-    char *pending; /* the formatted event being written */
+    struct cm_rpc_unary *unary; /* instead of |stream|: a JSON answer, one batch */
+    char *pending;              /* the formatted event being written */
     size_t plen, poff;
     int done;    /* nothing more after |pending| */
     size_t sent; /* bytes handed to MHD, for the access line */
@@ -335,7 +339,11 @@ static void on_hangup(void *ud)
     struct sse *x = ud;
 
     atomic_store(&x->client_left, 1);
-    cm_rpc_stream_cancel(x->stream); /* the waiting thread wakes with CANCELLED */
+    /* the waiting thread wakes with CANCELLED */
+    if (x->stream)
+        cm_rpc_stream_cancel(x->stream);
+    else
+        cm_rpc_unary_cancel(x->unary);
 }
 
 /* Has the hangup watcher look after |x|'s client while it waits. */
@@ -603,9 +611,14 @@ static struct sse *call_open(struct gw_http *h, struct fwd *fwd, const char *pro
     x->h = h;
     x->start_ms = cm_now_ms();
     cm_strlcpy(x->request_id, request_id, sizeof(x->request_id));
-    x->stream = cm_rpc_stream_open(h->agent, stream_method, &ireq.base, &o, st);
+    /* A JSON answer is one unary call (one batch, fewer wake-ups than a
+     * stream); it is cancelled the same way when the client leaves. */
+    if (events)
+        x->stream = cm_rpc_stream_open(h->agent, stream_method, &ireq.base, &o, st);
+    else
+        x->unary = cm_rpc_unary_start(h->agent, invoke_method, &ireq.base, &o, st);
     fwd->n = base;
-    if (!x->stream) {
+    if (!x->stream && !x->unary) {
         free(x);
         return NULL;
     }
@@ -621,6 +634,62 @@ static void request_id_of(struct MHD_Connection *c, char *out, size_t cap)
         cm_strlcpy(out, hdr, cap);
     else if (cm_uuid4(out))
         cm_strlcpy(out, "unknown", cap);
+}
+
+/* The agent call failed before any answer: an ordinary HTTP error. */
+static enum MHD_Result agent_failed(struct gw_http *h, struct MHD_Connection *c,
+                                    const struct cm_rpc_status *st, const char *session,
+                                    const char *request_id, int *status_out)
+{
+    struct gw_reply rep = {0, NULL};
+
+    cm_warn("agent call failed: %s: %s", cm_rpc_code_name(st->code), st->details);
+    gw_api_agent_error(st->code, st->error_type, st->details, &rep);
+    flight_leave(h);
+    *status_out = rep.status;
+    return send_json(c, rep.status, rep.body, session, request_id, NULL);
+}
+
+/* A JSON answer: one unary Invoke, which the hangup watcher cancels if the
+ * client leaves while it runs. */
+static enum MHD_Result json_answer(struct gw_http *h, struct MHD_Connection *c, struct sse *x,
+                                   struct req *rq, const char *session, const char *request_id,
+                                   int *status_out)
+{
+    Agentcore__V1__InvokeResponse *resp;
+    struct cm_rpc_status st;
+    char *body;
+    int rc;
+
+    x->c = c;
+    x->start_ms = rq->start_ms;
+    watch_client(x);
+    cm_rpc_unary_wait(x->unary);
+    /* Nobody may cancel it any more before it is freed. */
+    gw_hangup_unwatch(h->hangup, x->watch);
+    registry_remove(x);
+    rc = cm_rpc_unary_finish(x->unary, (ProtobufCMessage **)&resp, &st);
+    x->unary = NULL;
+    if (atomic_load(&x->client_left)) {
+        cm_info("client went away: invocation cancelled");
+        if (!rc)
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+        flight_leave(h);
+        free(x);
+        *status_out = 499;
+        return MHD_NO; /* nobody to answer */
+    }
+    free(x);
+    if (rc)
+        return agent_failed(h, c, &st, session, request_id, status_out);
+    body = gw_api_response_body(resp->invocation_id, resp->session_id, resp->response,
+                                resp->stop_reason, resp->usage ? resp->usage->input_tokens : 0,
+                                resp->usage ? resp->usage->output_tokens : 0,
+                                resp->usage ? resp->usage->total_tokens : 0, resp->iterations);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    flight_leave(h);
+    *status_out = body ? 200 : 500;
+    return send_json(c, *status_out, body, session, request_id, NULL);
 }
 
 static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connection *c,
@@ -675,6 +744,8 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     x = call_open(h, &fwd, inv.prompt, session, request_id, streaming, &st);
     fwd_clear(&fwd);
     gw_invocation_clear(&inv);
+    if (x && !streaming)
+        return json_answer(h, c, x, rq, session, request_id, status_out);
     rc = EV_FAILED;
     if (x) {
         x->c = c;
@@ -685,13 +756,6 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
         do
             rc = next_event(x, &ev, -1);
         while (rc == EV_KEEPALIVE);
-        while (rc == EV_OK && !streaming &&
-               ev->event_case != AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL) {
-            protobuf_c_message_free_unpacked(&ev->base, NULL);
-            do
-                rc = next_event(x, &ev, -1);
-            while (rc == EV_KEEPALIVE);
-        }
     }
     if (rc == EV_CLIENT_GONE) {
         cm_info("client went away: invocation cancelled");
@@ -704,22 +768,8 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     if (rc != EV_OK) {
         if (x)
             stream_finish(x, &st);
-        cm_warn("agent call failed: %s: %s", cm_rpc_code_name(st.code), st.details);
-        gw_api_agent_error(st.code, st.error_type, st.details, &rep);
-        flight_leave(h);
         free(x);
-        *status_out = rep.status;
-        return send_json(c, rep.status, rep.body, session, request_id, NULL);
-    }
-    if (!streaming) {
-        char *body = gw_api_event_json(ev);
-
-        protobuf_c_message_free_unpacked(&ev->base, NULL);
-        stream_finish(x, &st);
-        flight_leave(h);
-        free(x);
-        *status_out = body ? 200 : 500;
-        return send_json(c, *status_out, body, session, request_id, NULL);
+        return agent_failed(h, c, &st, session, request_id, status_out);
     }
     x->pending = event_sse(ev);
     x->plen = x->pending ? strlen(x->pending) : 0;
@@ -1345,8 +1395,12 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
     left = h->in_flight;
     /* The grace is over: cancel what still runs, so every connection thread
      * finishes and MHD_stop_daemon returns. */
-    for (x = h->streams; x; x = x->next)
-        cm_rpc_stream_cancel(x->stream);
+    for (x = h->streams; x; x = x->next) {
+        if (x->stream)
+            cm_rpc_stream_cancel(x->stream);
+        else
+            cm_rpc_unary_cancel(x->unary);
+    }
     pthread_mutex_unlock(&h->lock);
     if (left)
         cm_warn("%d invocation(s) still running after the grace period: cancelled", left);

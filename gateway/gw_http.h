@@ -30,7 +30,7 @@ struct gw_http;
 
 /* The agent-worker methods the gateway calls: create its client with these. */
 extern const struct cm_rpc_method gw_http_agent_methods[];
-#define GW_HTTP_N_AGENT_METHODS 2
+#define GW_HTTP_N_AGENT_METHODS 3
 
 struct gw_http_config {
     const char *host; /* "0.0.0.0" */
