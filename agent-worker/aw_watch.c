@@ -23,6 +23,7 @@ struct peer {
     struct cm_rpc_client *client;
     struct cm_rpc_astream *stream; /* NULL while not watching */
     int count;
+    int missed;  /* resolutions in a row that did not list it */
     int dropped; /* no longer a replica: freed when its stream ends */
 };
 
@@ -160,14 +161,23 @@ static void apply(struct aw_watch *w, const struct found *f)
                 p = NULL;
             }
         }
-        if (p)
+        if (p) {
+            p->missed = 0;
             next[m++] = p;
+        }
     }
     for (j = 0; j < w->npeers; j++) {
         struct peer *p = w->peers[j];
 
         if (!p)
             continue;
+        /* One resolution that misses a replica may be a DNS hiccup: it goes
+         * only when the next one misses it too (its work would otherwise
+         * vanish from /ping for a round). */
+        if (++p->missed < 2 && m < AW_TOOLS_MAX_REPLICAS) {
+            next[m++] = p;
+            continue;
+        }
         if (p->stream) {
             p->dropped = 1;
             cm_rpc_astream_cancel(p->stream); /* freed in on_end */

@@ -988,19 +988,24 @@ static void status_set(struct cm_rpc_status *st, int code, const char *details)
     st->error_type[0] = '\0';
 }
 
-struct cm_rpc_stream {
+/* What every client call holds, whatever waits on it: the call, its
+ * metadata, the request and the buffers its batches fill. */
+struct cli {
     grpc_call *call;
-    grpc_completion_queue *cq;
     const ProtobufCMessageDescriptor *out;
     grpc_metadata md[MAX_META];
     size_t nmd;
     grpc_metadata_array init_md, trail_md;
-    grpc_byte_buffer *send_bb;
+    grpc_byte_buffer *send_bb, *recv_bb;
     grpc_status_code code;
     grpc_slice details;
+};
+
+struct cm_rpc_stream {
+    struct cli k;
+    grpc_completion_queue *cq;
     int start_tag, status_tag, start_reaped, ended;
     int recv_tag, recv_pending; /* a RECV_MESSAGE batch posted but not yet reaped */
-    grpc_byte_buffer *recv_bb;
 };
 
 /* Resolves the method's handle on the next channel (round-robin over names). */
@@ -1070,6 +1075,89 @@ static void read_status(grpc_status_code code, grpc_slice details, const grpc_me
     }
 }
 
+/* Creates the call on |cq| and packs |req|. 0, or -1 with |st|. */
+static int cli_open(struct cli *k, struct cm_rpc_client *c, const struct cm_rpc_method *m,
+                    const struct cm_rpc_call_opts *opts, grpc_completion_queue *cq,
+                    const ProtobufCMessage *req, struct cm_rpc_status *st)
+{
+    k->out = m->out;
+    k->details = grpc_empty_slice();
+    k->code = GRPC_STATUS_UNKNOWN;
+    k->call = call_new(c, m, opts, cq, k->md, &k->nmd, st);
+    if (!k->call)
+        return -1;
+    grpc_metadata_array_init(&k->init_md);
+    grpc_metadata_array_init(&k->trail_md);
+    k->send_bb = pack(req);
+    return 0;
+}
+
+/* The opening ops: metadata, the request, half-close and the server's initial
+ * metadata; |unary| adds the answer and the status, one batch (§2.5).
+ * Returns how many were written into |ops| (room for 6). */
+static size_t cli_ops(struct cli *k, grpc_op *ops, int wait_for_ready, int unary)
+{
+    size_t n = 4;
+
+    memset(ops, 0, sizeof(grpc_op) * 6);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = k->nmd;
+    ops[0].data.send_initial_metadata.metadata = k->nmd ? k->md : NULL;
+    ops[0].flags = wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = k->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &k->init_md;
+    if (unary) {
+        ops[n].op = GRPC_OP_RECV_MESSAGE;
+        ops[n++].data.recv_message.recv_message = &k->recv_bb;
+        ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        ops[n].data.recv_status_on_client.trailing_metadata = &k->trail_md;
+        ops[n].data.recv_status_on_client.status = &k->code;
+        ops[n++].data.recv_status_on_client.status_details = &k->details;
+    }
+    return n;
+}
+
+/* The status op of a streaming call, posted on its own (§2.6). */
+static void cli_status_op(struct cli *k, grpc_op *op)
+{
+    memset(op, 0, sizeof(*op));
+    op->op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op->data.recv_status_on_client.trailing_metadata = &k->trail_md;
+    op->data.recv_status_on_client.status = &k->code;
+    op->data.recv_status_on_client.status_details = &k->details;
+}
+
+/* The answer of a unary call that completed: 0 with |*resp|, or -1. */
+static int cli_result(struct cli *k, ProtobufCMessage **resp, struct cm_rpc_status *st)
+{
+    read_status(k->code, k->details, &k->trail_md, st);
+    if (k->code != GRPC_STATUS_OK)
+        return -1;
+    *resp = unpack(k->out, k->recv_bb);
+    if (*resp)
+        return 0;
+    status_set(st, CM_RPC_INTERNAL, "response message is malformed or missing");
+    return -1;
+}
+
+static void cli_cleanup(struct cli *k)
+{
+    size_t i;
+
+    for (i = 0; i < k->nmd; i++)
+        grpc_slice_unref(k->md[i].value);
+    grpc_byte_buffer_destroy(k->send_bb);
+    if (k->recv_bb)
+        grpc_byte_buffer_destroy(k->recv_bb);
+    grpc_slice_unref(k->details);
+    grpc_metadata_array_destroy(&k->init_md);
+    grpc_metadata_array_destroy(&k->trail_md);
+    grpc_call_unref(k->call);
+}
+
 struct cm_rpc_stream *cm_rpc_stream_open(struct cm_rpc_client *c, const struct cm_rpc_method *m,
                                          const ProtobufCMessage *req,
                                          const struct cm_rpc_call_opts *opts,
@@ -1077,7 +1165,8 @@ struct cm_rpc_stream *cm_rpc_stream_open(struct cm_rpc_client *c, const struct c
 {
     struct cm_rpc_call_opts none = {0};
     struct cm_rpc_stream *s = calloc(1, sizeof(*s));
-    grpc_op ops[4], sop;
+    grpc_op ops[6], sop;
+    size_t n;
 
     if (!s) {
         status_set(st, CM_RPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -1086,46 +1175,27 @@ struct cm_rpc_stream *cm_rpc_stream_open(struct cm_rpc_client *c, const struct c
     if (!opts)
         opts = &none;
     s->cq = thread_cq();
-    s->out = m->out;
-    s->details = grpc_empty_slice();
-    s->call = call_new(c, m, opts, s->cq, s->md, &s->nmd, st);
-    if (!s->call) {
+    if (cli_open(&s->k, c, m, opts, s->cq, req, st)) {
         free(s);
         return NULL;
     }
-    grpc_metadata_array_init(&s->init_md);
-    grpc_metadata_array_init(&s->trail_md);
-    s->send_bb = pack(req);
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = s->nmd;
-    ops[0].data.send_initial_metadata.metadata = s->nmd ? s->md : NULL;
-    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = s->send_bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
-    memset(&sop, 0, sizeof(sop));
-    sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
-    sop.data.recv_status_on_client.status = &s->code;
-    sop.data.recv_status_on_client.status_details = &s->details;
+    n = cli_ops(&s->k, ops, opts->wait_for_ready, 0);
+    cli_status_op(&s->k, &sop);
     /* Two batches (§2.6): the status one is posted at once, so the call ends
      * cleanly whenever the server finishes. */
-    if (grpc_call_start_batch(s->call, ops, 4, &s->start_tag, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(s->k.call, ops, n, &s->start_tag, NULL) != GRPC_CALL_OK) {
         s->start_reaped = 1;
-        grpc_call_cancel(s->call, NULL);
+        grpc_call_cancel(s->k.call, NULL);
     }
-    if (grpc_call_start_batch(s->call, &sop, 1, &s->status_tag, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(s->k.call, &sop, 1, &s->status_tag, NULL) != GRPC_CALL_OK) {
         /* Cannot happen on a fresh call; fail loudly rather than hang in close. */
         status_set(st, CM_RPC_INTERNAL, "could not start the stream");
-        grpc_call_cancel(s->call, NULL);
+        grpc_call_cancel(s->k.call, NULL);
         if (!s->start_reaped)
             grpc_completion_queue_pluck(s->cq, &s->start_tag, gpr_inf_future(GPR_CLOCK_REALTIME),
                                         NULL);
         s->start_reaped = 1;
-        s->code = GRPC_STATUS_INTERNAL;
+        s->k.code = GRPC_STATUS_INTERNAL;
         s->status_tag = -1; /* nothing to reap */
     }
     return s;
@@ -1147,9 +1217,9 @@ int cm_rpc_stream_next_timed(struct cm_rpc_stream *s, ProtobufCMessage **msg, in
         /* One RECV_MESSAGE at a time; after a timeout the same one is waited on. */
         memset(&op, 0, sizeof(op));
         op.op = GRPC_OP_RECV_MESSAGE;
-        op.data.recv_message.recv_message = &s->recv_bb;
-        s->recv_bb = NULL;
-        if (grpc_call_start_batch(s->call, &op, 1, &s->recv_tag, NULL) != GRPC_CALL_OK)
+        op.data.recv_message.recv_message = &s->k.recv_bb;
+        s->k.recv_bb = NULL;
+        if (grpc_call_start_batch(s->k.call, &op, 1, &s->recv_tag, NULL) != GRPC_CALL_OK)
             return -1;
         s->recv_pending = 1;
     }
@@ -1159,15 +1229,15 @@ int cm_rpc_stream_next_timed(struct cm_rpc_stream *s, ProtobufCMessage **msg, in
     s->recv_pending = 0;
     if (ev.type != GRPC_OP_COMPLETE || !ev.success)
         return -1;
-    if (!s->recv_bb) {
+    if (!s->k.recv_bb) {
         s->ended = 1;
         return 0; /* the server closed the stream; the status says how */
     }
-    *msg = unpack(s->out, s->recv_bb);
-    grpc_byte_buffer_destroy(s->recv_bb);
-    s->recv_bb = NULL;
+    *msg = unpack(s->k.out, s->k.recv_bb);
+    grpc_byte_buffer_destroy(s->k.recv_bb);
+    s->k.recv_bb = NULL;
     if (!*msg) {
-        grpc_call_cancel(s->call, NULL);
+        grpc_call_cancel(s->k.call, NULL);
         return -1;
     }
     return 1;
@@ -1180,12 +1250,11 @@ int cm_rpc_stream_next(struct cm_rpc_stream *s, ProtobufCMessage **msg)
 
 void cm_rpc_stream_cancel(struct cm_rpc_stream *s)
 {
-    grpc_call_cancel(s->call, NULL);
+    grpc_call_cancel(s->k.call, NULL);
 }
 
 int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st)
 {
-    size_t k;
     int rc;
 
     if (!s)
@@ -1193,41 +1262,25 @@ int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st)
     /* A stream abandoned early must not wait for the server to finish; one
      * read to its end keeps the status the server sent. */
     if (!s->ended)
-        grpc_call_cancel(s->call, NULL);
-    if (s->recv_pending) {
+        grpc_call_cancel(s->k.call, NULL);
+    if (s->recv_pending) /* its buffer, if any, goes with the rest */
         grpc_completion_queue_pluck(s->cq, &s->recv_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (s->recv_bb)
-            grpc_byte_buffer_destroy(s->recv_bb);
-    }
     if (!s->start_reaped)
         grpc_completion_queue_pluck(s->cq, &s->start_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (s->status_tag != -1)
         grpc_completion_queue_pluck(s->cq, &s->status_tag, gpr_inf_future(GPR_CLOCK_REALTIME),
                                     NULL);
     if (s->status_tag != -1)
-        read_status(s->code, s->details, &s->trail_md, st);
-    rc = s->code == GRPC_STATUS_OK ? 0 : -1;
-    for (k = 0; k < s->nmd; k++)
-        grpc_slice_unref(s->md[k].value);
-    grpc_byte_buffer_destroy(s->send_bb);
-    grpc_slice_unref(s->details);
-    grpc_metadata_array_destroy(&s->init_md);
-    grpc_metadata_array_destroy(&s->trail_md);
-    grpc_call_unref(s->call);
+        read_status(s->k.code, s->k.details, &s->k.trail_md, st);
+    rc = s->k.code == GRPC_STATUS_OK ? 0 : -1;
+    cli_cleanup(&s->k);
     free(s);
     return rc;
 }
 
 struct cm_rpc_unary {
-    grpc_call *call;
+    struct cli k;
     grpc_completion_queue *cq;
-    const ProtobufCMessageDescriptor *out;
-    grpc_metadata md[MAX_META];
-    size_t nmd;
-    grpc_metadata_array init_md, trail_md;
-    grpc_byte_buffer *send_bb, *recv_bb;
-    grpc_status_code code;
-    grpc_slice details;
     int tag, started, waited, completed;
 };
 
@@ -1239,6 +1292,7 @@ struct cm_rpc_unary *cm_rpc_unary_start(struct cm_rpc_client *c, const struct cm
     struct cm_rpc_call_opts none = {0};
     struct cm_rpc_unary *u = calloc(1, sizeof(*u));
     grpc_op ops[6];
+    size_t n;
 
     if (!u) {
         status_set(st, CM_RPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -1247,42 +1301,20 @@ struct cm_rpc_unary *cm_rpc_unary_start(struct cm_rpc_client *c, const struct cm
     if (!opts)
         opts = &none;
     u->cq = thread_cq();
-    u->out = m->out;
-    u->details = grpc_empty_slice();
-    u->code = GRPC_STATUS_UNKNOWN;
-    u->call = call_new(c, m, opts, u->cq, u->md, &u->nmd, st);
-    if (!u->call) {
+    if (cli_open(&u->k, c, m, opts, u->cq, req, st)) {
         free(u);
         return NULL;
     }
-    grpc_metadata_array_init(&u->init_md);
-    grpc_metadata_array_init(&u->trail_md);
-    u->send_bb = pack(req);
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = u->nmd;
-    ops[0].data.send_initial_metadata.metadata = u->nmd ? u->md : NULL;
-    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = u->send_bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->init_md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &u->recv_bb;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &u->trail_md;
-    ops[5].data.recv_status_on_client.status = &u->code;
-    ops[5].data.recv_status_on_client.status_details = &u->details;
+    n = cli_ops(&u->k, ops, opts->wait_for_ready, 1);
     /* Unary is one 6-op batch on this thread's queue (§2.5): one wake-up. */
-    u->started = grpc_call_start_batch(u->call, ops, 6, &u->tag, NULL) == GRPC_CALL_OK;
+    u->started = grpc_call_start_batch(u->k.call, ops, n, &u->tag, NULL) == GRPC_CALL_OK;
     return u;
 }
 
 void cm_rpc_unary_cancel(struct cm_rpc_unary *u)
 {
     if (u)
-        grpc_call_cancel(u->call, NULL);
+        grpc_call_cancel(u->k.call, NULL);
 }
 
 void cm_rpc_unary_wait(struct cm_rpc_unary *u)
@@ -1297,34 +1329,17 @@ void cm_rpc_unary_wait(struct cm_rpc_unary *u)
 
 int cm_rpc_unary_finish(struct cm_rpc_unary *u, ProtobufCMessage **resp, struct cm_rpc_status *st)
 {
-    size_t k;
     int rc = -1;
 
     *resp = NULL;
     cm_rpc_unary_wait(u);
-    if (!u->started) {
+    if (!u->started)
         status_set(st, CM_RPC_INTERNAL, "could not start call");
-    } else if (!u->completed) {
+    else if (!u->completed)
         status_set(st, CM_RPC_INTERNAL, "call did not complete");
-    } else {
-        read_status(u->code, u->details, &u->trail_md, st);
-        if (u->code == GRPC_STATUS_OK) {
-            *resp = unpack(u->out, u->recv_bb);
-            if (*resp)
-                rc = 0;
-            else
-                status_set(st, CM_RPC_INTERNAL, "response message is malformed or missing");
-        }
-    }
-    for (k = 0; k < u->nmd; k++)
-        grpc_slice_unref(u->md[k].value);
-    grpc_byte_buffer_destroy(u->send_bb);
-    if (u->recv_bb)
-        grpc_byte_buffer_destroy(u->recv_bb);
-    grpc_slice_unref(u->details);
-    grpc_metadata_array_destroy(&u->init_md);
-    grpc_metadata_array_destroy(&u->trail_md);
-    grpc_call_unref(u->call);
+    else
+        rc = cli_result(&u->k, resp, st);
+    cli_cleanup(&u->k);
     free(u);
     return rc;
 }
@@ -1886,14 +1901,7 @@ void cm_rpc_acall_finish(struct cm_rpc_acall *a, int code, const char *error_typ
 
 struct cm_rpc_pending {
     struct cm_task task;
-    grpc_call *call;
-    const ProtobufCMessageDescriptor *out;
-    grpc_metadata md[MAX_META];
-    size_t nmd;
-    grpc_metadata_array init_md, trail_md;
-    grpc_byte_buffer *send_bb, *recv_bb;
-    grpc_status_code code;
-    grpc_slice details;
+    struct cli k;
     cm_rpc_async_done done;
     void *ud;
 };
@@ -1907,40 +1915,19 @@ static grpc_call *parent_call(const struct cm_rpc_call_opts *opts)
     return NULL;
 }
 
-static void pending_free(struct cm_rpc_pending *p)
-{
-    size_t k;
-
-    for (k = 0; k < p->nmd; k++)
-        grpc_slice_unref(p->md[k].value);
-    grpc_byte_buffer_destroy(p->send_bb);
-    if (p->recv_bb)
-        grpc_byte_buffer_destroy(p->recv_bb);
-    grpc_slice_unref(p->details);
-    grpc_metadata_array_destroy(&p->init_md);
-    grpc_metadata_array_destroy(&p->trail_md);
-    grpc_call_unref(p->call);
-    free(p);
-}
-
 static void on_pending_done(struct cm_task *t)
 {
     struct cm_rpc_pending *p = (struct cm_rpc_pending *)t;
     struct cm_rpc_status st;
     ProtobufCMessage *resp = NULL;
 
-    if (!t->ok) {
+    if (!t->ok)
         status_set(&st, CM_RPC_INTERNAL, "call did not complete");
-    } else {
-        read_status(p->code, p->details, &p->trail_md, &st);
-        if (p->code == GRPC_STATUS_OK) {
-            resp = unpack(p->out, p->recv_bb);
-            if (!resp)
-                status_set(&st, CM_RPC_INTERNAL, "response message is malformed or missing");
-        }
-    }
+    else
+        cli_result(&p->k, &resp, &st);
     p->done(p->ud, &st, resp);
-    pending_free(p);
+    cli_cleanup(&p->k);
+    free(p);
 }
 
 struct cm_rpc_pending *cm_rpc_call_async(struct cm_rpc_client *c, struct cm_rpc_events *ev,
@@ -1951,6 +1938,7 @@ struct cm_rpc_pending *cm_rpc_call_async(struct cm_rpc_client *c, struct cm_rpc_
     struct cm_rpc_call_opts none = {0};
     struct cm_rpc_pending *p = calloc(1, sizeof(*p));
     grpc_op ops[6];
+    size_t n;
 
     if (!p) {
         status_set(st, CM_RPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -1959,37 +1947,17 @@ struct cm_rpc_pending *cm_rpc_call_async(struct cm_rpc_client *c, struct cm_rpc_
     if (!opts)
         opts = &none;
     p->task.run = on_pending_done;
-    p->out = m->out;
     p->done = done;
     p->ud = ud;
-    p->details = grpc_empty_slice();
-    p->call = call_new(c, m, opts, ev->cq, p->md, &p->nmd, st);
-    if (!p->call) {
+    if (cli_open(&p->k, c, m, opts, ev->cq, req, st)) {
         free(p);
         return NULL;
     }
-    grpc_metadata_array_init(&p->init_md);
-    grpc_metadata_array_init(&p->trail_md);
-    p->send_bb = pack(req);
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = p->nmd;
-    ops[0].data.send_initial_metadata.metadata = p->nmd ? p->md : NULL;
-    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = p->send_bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &p->init_md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &p->recv_bb;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &p->trail_md;
-    ops[5].data.recv_status_on_client.status = &p->code;
-    ops[5].data.recv_status_on_client.status_details = &p->details;
-    if (grpc_call_start_batch(p->call, ops, 6, &p->task, NULL) != GRPC_CALL_OK) {
+    n = cli_ops(&p->k, ops, opts->wait_for_ready, 1);
+    if (grpc_call_start_batch(p->k.call, ops, n, &p->task, NULL) != GRPC_CALL_OK) {
         status_set(st, CM_RPC_INTERNAL, "could not start call");
-        pending_free(p);
+        cli_cleanup(&p->k);
+        free(p);
         return NULL;
     }
     return p;
@@ -1998,7 +1966,7 @@ struct cm_rpc_pending *cm_rpc_call_async(struct cm_rpc_client *c, struct cm_rpc_
 void cm_rpc_pending_cancel(struct cm_rpc_pending *p)
 {
     if (p)
-        grpc_call_cancel(p->call, NULL);
+        grpc_call_cancel(p->k.call, NULL);
 }
 
 /* ---- asynchronous client streams (server-streaming) ----
@@ -2009,35 +1977,12 @@ void cm_rpc_pending_cancel(struct cm_rpc_pending *p)
 
 struct cm_rpc_astream {
     struct cm_task start_task, status_task, recv_task;
-    grpc_call *call;
-    const ProtobufCMessageDescriptor *out;
-    grpc_metadata md[MAX_META];
-    size_t nmd;
-    grpc_metadata_array init_md, trail_md;
-    grpc_byte_buffer *send_bb, *recv_bb;
-    grpc_status_code code;
-    grpc_slice details;
+    struct cli k;
     int start_out, status_out, recv_out, eos;
     cm_rpc_astream_msg on_msg;
     cm_rpc_astream_end on_end;
     void *ud;
 };
-
-static void astream_free(struct cm_rpc_astream *s)
-{
-    size_t k;
-
-    for (k = 0; k < s->nmd; k++)
-        grpc_slice_unref(s->md[k].value);
-    grpc_byte_buffer_destroy(s->send_bb);
-    if (s->recv_bb)
-        grpc_byte_buffer_destroy(s->recv_bb);
-    grpc_slice_unref(s->details);
-    grpc_metadata_array_destroy(&s->init_md);
-    grpc_metadata_array_destroy(&s->trail_md);
-    grpc_call_unref(s->call);
-    free(s);
-}
 
 static void astream_maybe_end(struct cm_rpc_astream *s)
 {
@@ -2045,9 +1990,10 @@ static void astream_maybe_end(struct cm_rpc_astream *s)
 
     if (s->start_out || s->status_out || s->recv_out)
         return;
-    read_status(s->code, s->details, &s->trail_md, &st);
+    read_status(s->k.code, s->k.details, &s->k.trail_md, &st);
     s->on_end(s->ud, &st);
-    astream_free(s);
+    cli_cleanup(&s->k);
+    free(s);
 }
 
 static void astream_recv(struct cm_rpc_astream *s)
@@ -2056,8 +2002,8 @@ static void astream_recv(struct cm_rpc_astream *s)
 
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &s->recv_bb;
-    if (grpc_call_start_batch(s->call, &op, 1, &s->recv_task, NULL) == GRPC_CALL_OK)
+    op.data.recv_message.recv_message = &s->k.recv_bb;
+    if (grpc_call_start_batch(s->k.call, &op, 1, &s->recv_task, NULL) == GRPC_CALL_OK)
         s->recv_out = 1;
     else
         s->eos = 1;
@@ -2078,18 +2024,19 @@ static void on_astream_start(struct cm_task *t)
 static void on_astream_msg(struct cm_task *t)
 {
     struct cm_rpc_astream *s = (void *)((char *)t - offsetof(struct cm_rpc_astream, recv_task));
-    grpc_byte_buffer *bb = s->recv_bb;
+    grpc_byte_buffer *bb = s->k.recv_bb;
 
     s->recv_out = 0;
-    s->recv_bb = NULL;
+    s->k.recv_bb = NULL;
     if (!t->ok || !bb) {
         s->eos = 1; /* the end of the stream, or a failed call: the status says */
     } else {
-        ProtobufCMessage *m = unpack(s->out, bb);
+        ProtobufCMessage *m = unpack(s->k.out, bb);
 
         grpc_byte_buffer_destroy(bb);
         if (!m) {
-            grpc_call_cancel_with_status(s->call, GRPC_STATUS_INTERNAL, "malformed message", NULL);
+            grpc_call_cancel_with_status(s->k.call, GRPC_STATUS_INTERNAL, "malformed message",
+                                         NULL);
             s->eos = 1;
         } else {
             s->on_msg(s->ud, m);
@@ -2117,7 +2064,8 @@ struct cm_rpc_astream *cm_rpc_astream_open(struct cm_rpc_client *c, struct cm_rp
 {
     struct cm_rpc_call_opts none = {0};
     struct cm_rpc_astream *s = calloc(1, sizeof(*s));
-    grpc_op ops[4], sop;
+    grpc_op ops[6], sop;
+    size_t n;
 
     if (!s) {
         status_set(st, CM_RPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -2128,49 +2076,31 @@ struct cm_rpc_astream *cm_rpc_astream_open(struct cm_rpc_client *c, struct cm_rp
     s->start_task.run = on_astream_start;
     s->status_task.run = on_astream_status;
     s->recv_task.run = on_astream_msg;
-    s->out = m->out;
     s->on_msg = on_msg;
     s->on_end = on_end;
     s->ud = ud;
-    s->details = grpc_empty_slice();
-    s->call = call_new(c, m, opts, ev->cq, s->md, &s->nmd, st);
-    if (!s->call) {
+    if (cli_open(&s->k, c, m, opts, ev->cq, req, st)) {
         free(s);
         return NULL;
     }
-    grpc_metadata_array_init(&s->init_md);
-    grpc_metadata_array_init(&s->trail_md);
-    s->send_bb = pack(req);
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = s->nmd;
-    ops[0].data.send_initial_metadata.metadata = s->nmd ? s->md : NULL;
-    ops[0].flags = opts->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = s->send_bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
-    memset(&sop, 0, sizeof(sop));
-    sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
-    sop.data.recv_status_on_client.status = &s->code;
-    sop.data.recv_status_on_client.status_details = &s->details;
-    if (grpc_call_start_batch(s->call, &sop, 1, &s->status_task, NULL) != GRPC_CALL_OK) {
+    n = cli_ops(&s->k, ops, opts->wait_for_ready, 0);
+    cli_status_op(&s->k, &sop);
+    if (grpc_call_start_batch(s->k.call, &sop, 1, &s->status_task, NULL) != GRPC_CALL_OK) {
         status_set(st, CM_RPC_INTERNAL, "could not start the stream");
-        astream_free(s);
+        cli_cleanup(&s->k);
+        free(s);
         return NULL;
     }
     s->status_out = 1;
-    if (grpc_call_start_batch(s->call, ops, 4, &s->start_task, NULL) == GRPC_CALL_OK)
+    if (grpc_call_start_batch(s->k.call, ops, n, &s->start_task, NULL) == GRPC_CALL_OK)
         s->start_out = 1;
     else
-        grpc_call_cancel(s->call, NULL); /* the status batch then ends it */
+        grpc_call_cancel(s->k.call, NULL); /* the status batch then ends it */
     return s;
 }
 
 void cm_rpc_astream_cancel(struct cm_rpc_astream *s)
 {
     if (s)
-        grpc_call_cancel(s->call, NULL);
+        grpc_call_cancel(s->k.call, NULL);
 }
