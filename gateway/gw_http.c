@@ -503,10 +503,8 @@ static void *watch_health(void *p)
 {
     Agentcore__V1__StatusRequest req = AGENTCORE__V1__STATUS_REQUEST__INIT;
     struct gw_http *h = p;
-    struct cm_rpc_call_opts o = {0};
     struct timespec until;
 
-    o.wait_for_ready = 1;
     pthread_mutex_lock(&h->lock);
     while (!h->stopping) {
         struct cm_rpc_stream *s = NULL;
@@ -515,7 +513,7 @@ static void *watch_health(void *p)
 
         pthread_mutex_unlock(&h->lock);
         if (cm_rpc_client_wait_ready(h->agent, h->cfg.health_timeout_ms) == 0)
-            s = cm_rpc_stream_open(h->agent, watch_method, &req.base, &o, &st);
+            s = cm_rpc_stream_open(h->agent, watch_method, &req.base, NULL, &st);
         pthread_mutex_lock(&h->lock);
         h->watch = s;
         while (s && !h->stopping) {
@@ -595,8 +593,9 @@ static struct sse *call_open(struct gw_http *h, struct fwd *fwd, const char *pro
     o.timeout_ms = events ? h->cfg.stream_timeout_ms : h->cfg.invoke_timeout_ms;
     /* Processes start in any order (s6 starts all three at once): a call that
      * arrives before the agent-worker listens waits for it, within
-     * AGENT_READY_WAIT_MS, instead of failing. */
-    o.wait_for_ready = 1;
+     * AGENT_READY_WAIT_MS, instead of failing. The call itself does not wait
+     * for a connection (gRPC's wait-for-ready has no deadline of its own): an
+     * agent-worker lost after this check fails it at once, with 503. */
     if (cm_rpc_client_wait_ready(h->agent, h->cfg.agent_ready_wait_ms)) {
         st->code = CM_RPC_UNAVAILABLE;
         snprintf(st->details, sizeof(st->details),
