@@ -448,6 +448,14 @@ static void set_error(struct aw_model_error *e, int status, const char *type, co
     cm_strlcpy(e->message, msg, sizeof(e->message));
 }
 
+/* The event-stream decoder and the turn being assembled: several KiB, so a
+ * call that is still waiting for the model (most of them, most of the time)
+ * does not carry them. */
+struct decoding {
+    struct cm_evs_decoder dec;
+    struct aw_stream asm_;
+};
+
 /* One model call: its attempts, the waits between them and the transfer of
  * the current attempt. Lives on the loop; freed in the timer's close callback
  * (libuv frees nothing before that, ../shared/research/event-driven.md). */
@@ -469,9 +477,7 @@ struct aw_bedrock_call {
     long status;
     uint64_t last_rx; /* uv_now() of the last received byte (or of the start) */
     int streaming;
-    struct cm_evs_decoder dec;
-    struct aw_stream asm_;
-    int asm_live;
+    struct decoding *ds; /* ConverseStream state, made at the first byte of a 200 */
     int stream_rc;
     struct aw_model_error serr;
     struct aw_turn turn;
@@ -502,7 +508,7 @@ static int on_frame(void *ud, const struct cm_evs_message *m)
 {
     struct aw_bedrock_call *c = ud;
 
-    c->stream_rc = aw_stream_on_frame(&c->asm_, m, &c->serr);
+    c->stream_rc = aw_stream_on_frame(&c->ds->asm_, m, &c->serr);
     return c->stream_rc;
 }
 
@@ -515,7 +521,14 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud)
     if (!c->status)
         curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &c->status);
     if (c->streaming && c->status == 200) {
-        rc = cm_evs_decoder_feed(&c->dec, p, sz * n);
+        if (!c->ds) {
+            c->ds = calloc(1, sizeof(*c->ds));
+            if (!c->ds)
+                return 0; /* out of memory: aborts the transfer */
+            cm_evs_decoder_init(&c->ds->dec, 0, on_frame, c);
+            aw_stream_init(&c->ds->asm_, c->cb.on_text, c->cb.ud);
+        }
+        rc = cm_evs_decoder_feed(&c->ds->dec, p, sz * n);
         if (rc && !c->stream_rc) {
             /* The decoder itself failed (CRC, lengths, caps). */
             c->stream_rc = CM_EUPSTREAM;
@@ -564,10 +577,11 @@ static void attempt_cleanup(struct aw_bedrock_call *c)
     aw_slist_free_secure(c->headers); /* it held the signature and the token */
     c->headers = NULL;
     cm_buf_free(&c->rbody);
-    if (c->asm_live) {
-        cm_evs_decoder_cleanup(&c->dec);
-        aw_stream_cleanup(&c->asm_);
-        c->asm_live = 0;
+    if (c->ds) {
+        cm_evs_decoder_cleanup(&c->ds->dec);
+        aw_stream_cleanup(&c->ds->asm_);
+        free(c->ds);
+        c->ds = NULL;
     }
 }
 
@@ -623,11 +637,15 @@ static int finish_ok(struct aw_bedrock_call *c)
     char perr[256];
 
     if (c->streaming) {
-        if (!cm_evs_decoder_idle(&c->dec)) {
+        if (!c->ds) {
+            set_error(&c->err, 200, "IncompleteStream", "the event stream was empty");
+            return CM_EUPSTREAM;
+        }
+        if (!cm_evs_decoder_idle(&c->ds->dec)) {
             set_error(&c->err, 200, "IncompleteStream", "the event stream ended inside a frame");
             return CM_EUPSTREAM;
         }
-        return aw_stream_finish(&c->asm_, &c->turn, &c->err) ? CM_EUPSTREAM : 0;
+        return aw_stream_finish(&c->ds->asm_, &c->turn, &c->err) ? CM_EUPSTREAM : 0;
     }
     if (aw_bedrock_parse_response(c->rbody.data ? c->rbody.data : "", c->rbody.len, &c->turn, perr,
                                   sizeof(perr))) {
@@ -651,7 +669,7 @@ static void attempt_done(struct aw_bedrock_call *c, int rc)
 {
     struct aw_bedrock *b = c->b;
     struct aw_model_error *err = &c->err;
-    int forwarded = c->streaming && c->asm_live && c->asm_.forwarded;
+    int forwarded = c->streaming && c->ds && c->ds->asm_.forwarded;
     unsigned int r = 0;
 
     uv_timer_stop(&c->timer);
@@ -819,6 +837,10 @@ static void start_transfer(struct aw_bedrock_call *c, const struct aw_credential
     if (b->tls)
         curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)b->connect_timeout_ms);
+    /* curl's 16 KiB receive buffer is allocated when the transfer starts and
+     * held while the model thinks; event-stream frames are small, and a
+     * Converse body arrives in a few more reads. */
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 4096L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -828,11 +850,6 @@ static void start_transfer(struct aw_bedrock_call *c, const struct aw_credential
     c->error_type[0] = c->date[0] = '\0';
     c->stream_rc = 0;
     cm_buf_init(&c->rbody, AW_BEDROCK_MAX_RESPONSE);
-    if (c->streaming) {
-        cm_evs_decoder_init(&c->dec, 0, on_frame, c);
-        aw_stream_init(&c->asm_, c->cb.on_text, c->cb.ud);
-        c->asm_live = 1;
-    }
     if (aw_curl_add(b->multi, h, on_xfer_done, c)) {
         set_error(&c->err, 0, "TransportError", "cannot start the HTTP transfer");
         attempt_done(c, CM_EUPSTREAM);
