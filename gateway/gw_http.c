@@ -6,6 +6,7 @@
 #include "cm_util.h"
 #include "gw_api.h"
 #include "gw_hangup.h"
+#include "gw_health.h"
 #include "gw_ws.h"
 
 #include "agentcore.pb-c.h"
@@ -32,7 +33,6 @@
 #define WAIT_SLICE_MS 100
 #define MAX_FORWARDED 24 /* context headers passed on per request */
 #define MAX_HEADER_VALUE 4096
-#define AGENT_DOWN_CHECKS 3   /* failed health checks in a row before /ping says so */
 #define WS_CLOSE_WAIT_MS 2000 /* how long a sent close waits for the peer's */
 
 const struct cm_rpc_method gw_http_agent_methods[GW_HTTP_N_AGENT_METHODS] = {
@@ -56,18 +56,12 @@ struct gw_http {
     struct gw_http_config cfg;
     int port;
     pthread_mutex_t lock; /* everything below */
-    pthread_cond_t cond;  /* in_flight reached 0, or the poller must stop */
+    pthread_cond_t cond;  /* in_flight reached 0 */
     int in_flight;
     int stopping;
-    struct sse *streams; /* open InvokeStream calls, cancelled at shutdown */
-    struct ws *sockets;  /* open WebSockets, woken at shutdown */
-    /* /ping: the status and when it last changed; the poller keeps them. */
-    const char *status;
-    long long status_since;
-    int health_failures;
-    struct cm_rpc_stream *watch; /* the agent-worker's WatchStatus, while open */
-    pthread_t poller;
-    int poller_started;
+    struct sse *streams;      /* open InvokeStream calls, cancelled at shutdown */
+    struct ws *sockets;       /* open WebSockets, woken at shutdown */
+    struct gw_health *health; /* what /ping says */
 };
 
 /* Per-request state, alive from the first callback to MHD's completion notice. */
@@ -481,84 +475,11 @@ static void sse_free(void *cls)
 
 /* ---- /ping ---- */
 
-static void set_status(struct gw_http *h, const char *status)
-{
-    if (strcmp(h->status, status)) {
-        /* time_of_last_update moves only when the status changes: a value that
-         * moved on every ping would keep idle sessions alive for hours. */
-        h->status = status;
-        h->status_since = (long long)time(NULL);
-        cm_info("ping status is now %s", status);
-    }
-}
-
-/* Keeps /ping's status from the agent-worker's WatchStatus stream, off the
- * /ping path: a stuck or dead agent-worker can slow this thread, never a
- * /ping. The stream sends the status at once and then only when it changes,
- * so this thread sleeps while nothing happens (no poll every second). A
- * stream that ends, or an agent-worker not reachable within the health
- * timeout, is a failed check; after AGENT_DOWN_CHECKS of them in a row /ping
- * says Unhealthy, and the next check follows after the interval. */
-static void *watch_health(void *p)
-{
-    Agentcore__V1__StatusRequest req = AGENTCORE__V1__STATUS_REQUEST__INIT;
-    struct gw_http *h = p;
-    struct timespec until;
-
-    pthread_mutex_lock(&h->lock);
-    while (!h->stopping) {
-        struct cm_rpc_stream *s = NULL;
-        struct cm_rpc_status st;
-        ProtobufCMessage *m;
-
-        pthread_mutex_unlock(&h->lock);
-        if (cm_rpc_client_wait_ready(h->agent, h->cfg.health_timeout_ms) == 0)
-            s = cm_rpc_stream_open(h->agent, watch_method, &req.base, NULL, &st);
-        pthread_mutex_lock(&h->lock);
-        h->watch = s;
-        while (s && !h->stopping) {
-            int rc;
-
-            pthread_mutex_unlock(&h->lock);
-            rc = cm_rpc_stream_next(s, &m);
-            pthread_mutex_lock(&h->lock);
-            if (rc != 1)
-                break;
-            h->health_failures = 0;
-            set_status(h, ((Agentcore__V1__StatusResponse *)m)->active_background_tasks > 0
-                              ? "HealthyBusy"
-                              : "Healthy");
-            protobuf_c_message_free_unpacked(m, NULL);
-        }
-        h->watch = NULL;
-        pthread_mutex_unlock(&h->lock);
-        cm_rpc_stream_close(s, &st);
-        pthread_mutex_lock(&h->lock);
-        if (h->stopping)
-            break;
-        if (++h->health_failures >= AGENT_DOWN_CHECKS)
-            set_status(h, "Unhealthy");
-        if (h->health_failures > 1) {
-            /* Not the first failure: wait before the next check. */
-            until = cm_deadline_ms(h->cfg.health_interval_ms);
-            while (!h->stopping && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
-                ;
-        }
-    }
-    pthread_mutex_unlock(&h->lock);
-    cm_rpc_thread_done();
-    return NULL;
-}
-
 static enum MHD_Result handle_ping(struct gw_http *h, struct MHD_Connection *c, int *status)
 {
-    const char *s;
     long long since;
+    const char *s = gw_health_status(h->health, &since);
 
-    pthread_mutex_lock(&h->lock);
-    s = h->status;
-    since = h->status_since;
-    pthread_mutex_unlock(&h->lock);
     /* An agent-worker unreachable for several checks is reported, with 503,
      * rather than hidden behind a Healthy that would accept work it cannot do. */
     *status = strcmp(s, "Unhealthy") ? 200 : 503;
@@ -1331,8 +1252,6 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
     h->hangup = gw_hangup_new(); /* NULL: waiting connections check their client themselves */
     if (!h->hangup)
         cm_warn("hangup watcher unavailable: waiting connections poll their clients");
-    h->status = "Healthy";
-    h->status_since = (long long)time(NULL);
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->cond, NULL);
     memset(&sa, 0, sizeof(sa));
@@ -1357,7 +1276,13 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
     }
     info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : cfg->port;
-    h->poller_started = !pthread_create(&h->poller, NULL, watch_health, h);
+    h->health =
+        gw_health_start(agent, watch_method, cfg->health_interval_ms, cfg->health_timeout_ms);
+    if (!h->health) {
+        snprintf(err, errlen, "cannot start the health watcher");
+        MHD_stop_daemon(h->daemon);
+        goto fail;
+    }
     return h;
 fail:
     gw_hangup_free(h->hangup);
@@ -1387,8 +1312,6 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
     pthread_cond_broadcast(&h->cond);
     for (struct ws *w = h->sockets; w; w = w->next)
         ws_wake(w); /* they close with 1001 */
-    if (h->watch)
-        cm_rpc_stream_cancel(h->watch); /* wakes the health thread */
     while (h->in_flight > 0 && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
         ;
     left = h->in_flight;
@@ -1403,8 +1326,7 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
     pthread_mutex_unlock(&h->lock);
     if (left)
         cm_warn("%d invocation(s) still running after the grace period: cancelled", left);
-    if (h->poller_started)
-        pthread_join(h->poller, NULL);
+    gw_health_stop(h->health);
     MHD_stop_daemon(h->daemon);
     gw_hangup_free(h->hangup);
     pthread_mutex_destroy(&h->lock);
