@@ -7,6 +7,7 @@
 #include "gw_api.h"
 #include "gw_hangup.h"
 #include "gw_health.h"
+#include "gw_invoke.h"
 #include "gw_ws.h"
 
 #include "agentcore.pb-c.h"
@@ -62,6 +63,8 @@ struct gw_http {
     struct sse *streams;      /* open InvokeStream calls, cancelled at shutdown */
     struct ws *sockets;       /* open WebSockets, woken at shutdown */
     struct gw_health *health; /* what /ping says */
+    struct gw_invoke *invoke; /* /invocations, as events */
+    int ws_threads;           /* WebSocket sessions running (a thread each) */
 };
 
 /* Per-request state, alive from the first callback to MHD's completion notice. */
@@ -70,22 +73,18 @@ struct req {
     int too_big;
     int timeout_off; /* the idle timeout is off while the invocation runs */
     uint64_t start_ms;
+    struct gw_call *call; /* the invocation, once started */
+    int call_handed;      /* its SSE response owns it now */
+    int in_flight;        /* holds a MAX_CONCURRENT_INVOCATIONS slot */
+    char session[GW_SESSION_ID_MAX + 1], request_id[256];
 };
 
-/* One invocation's InvokeStream call and, in SSE mode, the bytes on their way. */
+/* One WebSocket invocation's InvokeStream call, registered for shutdown. */
 struct sse {
     struct gw_http *h;
-    struct MHD_Connection *c;
     struct cm_rpc_stream *stream;
-    struct cm_rpc_unary *unary; /* instead of |stream|: a JSON answer, one batch */
-    char *pending;              /* the formatted event being written */
-    size_t plen, poff;
-    int done;    /* nothing more after |pending| */
-    size_t sent; /* bytes handed to MHD, for the access line */
     uint64_t start_ms;
     char request_id[256];
-    uint64_t watch; /* gw_hangup id, 0 when not watched */
-    atomic_int client_left;
     struct sse *prev, *next;
 };
 
@@ -296,181 +295,10 @@ static int stream_finish(struct sse *x, struct cm_rpc_status *st)
 
     if (!x->stream)
         return -1;
-    gw_hangup_unwatch(x->h->hangup, x->watch); /* its callback uses the stream */
-    x->watch = 0;
     registry_remove(x);
     rc = cm_rpc_stream_close(x->stream, st);
     x->stream = NULL;
     return rc;
-}
-
-/* 1 when the HTTP client has closed its side or the socket failed. */
-static int client_gone(struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    struct pollfd p;
-    char byte;
-
-    if (!ci)
-        return 0;
-    p.fd = ci->connect_fd;
-    p.events = POLLIN | POLLRDHUP;
-    p.revents = 0;
-    if (poll(&p, 1, 0) <= 0)
-        return 0;
-    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
-        return 1;
-    /* Readable: either a pipelined request (alive) or EOF (gone). */
-    return recv(ci->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
-}
-
-enum { EV_OK = 1, EV_END = 0, EV_FAILED = -1, EV_CLIENT_GONE = -2, EV_KEEPALIVE = -3 };
-
-/* Runs on the hangup watcher's thread: the client closed its socket. */
-static void on_hangup(void *ud)
-{
-    struct sse *x = ud;
-
-    atomic_store(&x->client_left, 1);
-    /* the waiting thread wakes with CANCELLED */
-    if (x->stream)
-        cm_rpc_stream_cancel(x->stream);
-    else
-        cm_rpc_unary_cancel(x->unary);
-}
-
-/* Has the hangup watcher look after |x|'s client while it waits. */
-static void watch_client(struct sse *x)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(x->c, MHD_CONNECTION_INFO_CONNECTION_FD);
-
-    if (ci && x->h->hangup)
-        x->watch = gw_hangup_watch(x->h->hangup, ci->connect_fd, on_hangup, x);
-}
-
-/* Waits for the next event. The thread sleeps until the agent-worker sends
- * one, the client leaves (the hangup watcher cancels the call: the
- * agent-worker then aborts its model request and its tool calls), or, with
- * |keepalive_ms| > 0, that long passes (EV_KEEPALIVE). Only a connection the
- * watcher could not take still checks its client every WAIT_SLICE_MS. */
-static int next_event(struct sse *x, Agentcore__V1__InvokeEvent **ev, int keepalive_ms)
-{
-    uint64_t start = cm_now_ms();
-    ProtobufCMessage *m;
-    int rc;
-
-    for (;;) {
-        int wait = keepalive_ms > 0 ? keepalive_ms : -1;
-
-        if (!x->watch) {
-            wait = WAIT_SLICE_MS;
-            if (keepalive_ms > 0 && cm_now_ms() - start >= (uint64_t)keepalive_ms)
-                return EV_KEEPALIVE;
-        }
-        rc = cm_rpc_stream_next_timed(x->stream, &m, wait);
-        if (rc == 2) {
-            if (x->watch)
-                return EV_KEEPALIVE;
-            if (client_gone(x->c)) {
-                cm_rpc_stream_cancel(x->stream);
-                return EV_CLIENT_GONE;
-            }
-            continue;
-        }
-        if (rc < 0 && atomic_load(&x->client_left))
-            return EV_CLIENT_GONE;
-        *ev = (Agentcore__V1__InvokeEvent *)m;
-        return rc;
-    }
-}
-
-static char *event_sse(const Agentcore__V1__InvokeEvent *ev)
-{
-    char *json = gw_api_event_json(ev), *out = json ? gw_api_sse(json) : NULL;
-
-    free(json);
-    return out;
-}
-
-/* Formats the stream's failure (or end) as the last event. */
-static void finish_with_status(struct sse *x)
-{
-    struct cm_rpc_status st;
-
-    x->done = 1;
-    if (stream_finish(x, &st) == 0)
-        return;
-    cm_warn("stream failed after the first event: %s: %s", cm_rpc_code_name(st.code), st.details);
-    {
-        char *json =
-            gw_api_error_event(st.details[0] ? st.details : cm_rpc_code_name(st.code),
-                               st.error_type[0] ? st.error_type : cm_rpc_code_name(st.code));
-
-        x->pending = json ? gw_api_sse(json) : NULL;
-        free(json);
-    }
-    x->plen = x->pending ? strlen(x->pending) : 0;
-    x->poff = 0;
-}
-
-static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    struct sse *x = cls;
-    size_t n;
-
-    (void)pos;
-    while (!x->pending || x->poff == x->plen) {
-        Agentcore__V1__InvokeEvent *ev;
-        int rc;
-
-        free(x->pending);
-        x->pending = NULL;
-        if (x->done)
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        rc = next_event(x, &ev, x->h->cfg.sse_keepalive_s * 1000);
-        if (rc == EV_KEEPALIVE) {
-            /* A comment line: no event for the client, but bytes on the wire,
-             * so neither our timeouts nor a proxy's cut a stream that waits. */
-            x->pending = strdup(": keep-alive\n\n");
-            x->plen = x->pending ? strlen(x->pending) : 0;
-            x->poff = 0;
-            continue;
-        }
-        if (rc == EV_CLIENT_GONE) {
-            cm_info("client went away mid-stream: invocation cancelled");
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
-        if (rc != EV_OK) {
-            finish_with_status(x);
-            continue;
-        }
-        x->pending = event_sse(ev);
-        protobuf_c_message_free_unpacked(&ev->base, NULL);
-        x->plen = x->pending ? strlen(x->pending) : 0;
-        x->poff = 0;
-    }
-    n = x->plen - x->poff < max ? x->plen - x->poff : max;
-    memcpy(buf, x->pending + x->poff, n);
-    x->poff += n;
-    x->sent += n;
-    return (ssize_t)n;
-}
-
-static void sse_free(void *cls)
-{
-    struct sse *x = cls;
-    struct cm_rpc_status st;
-
-    if (x->stream)
-        stream_finish(x, &st); /* the client left: cancel what is still running */
-    flight_leave(x->h);        /* before the access line: a reader of the log may rely on it */
-    cm_log_set_context(x->request_id, NULL);
-    access_log_bytes("POST", "/invocations", 200, x->sent, x->start_ms);
-    cm_log_clear_context();
-    free(x->pending);
-    free(x);
 }
 
 /* ---- /ping ---- */
@@ -531,14 +359,9 @@ static struct sse *call_open(struct gw_http *h, struct fwd *fwd, const char *pro
     x->h = h;
     x->start_ms = cm_now_ms();
     cm_strlcpy(x->request_id, request_id, sizeof(x->request_id));
-    /* A JSON answer is one unary call (one batch, fewer wake-ups than a
-     * stream); it is cancelled the same way when the client leaves. */
-    if (events)
-        x->stream = cm_rpc_stream_open(h->agent, stream_method, &ireq.base, &o, st);
-    else
-        x->unary = cm_rpc_unary_start(h->agent, invoke_method, &ireq.base, &o, st);
+    x->stream = cm_rpc_stream_open(h->agent, stream_method, &ireq.base, &o, st);
     fwd->n = base;
-    if (!x->stream && !x->unary) {
+    if (!x->stream) {
         free(x);
         return NULL;
     }
@@ -556,60 +379,85 @@ static void request_id_of(struct MHD_Connection *c, char *out, size_t cap)
         cm_strlcpy(out, "unknown", cap);
 }
 
-/* The agent call failed before any answer: an ordinary HTTP error. */
-static enum MHD_Result agent_failed(struct gw_http *h, struct MHD_Connection *c,
-                                    const struct cm_rpc_status *st, const char *session,
-                                    const char *request_id, int *status_out)
-{
-    struct gw_reply rep = {0, NULL};
+/* The SSE body of one invocation, and what its access line needs. */
+struct sse_out {
+    struct gw_http *h;
+    struct gw_call *call;
+    uint64_t start_ms;
+    char request_id[256];
+};
 
-    cm_warn("agent call failed: %s: %s", cm_rpc_code_name(st->code), st->details);
-    gw_api_agent_error(st->code, st->error_type, st->details, &rep);
-    flight_leave(h);
-    *status_out = rep.status;
-    return send_json(c, rep.status, rep.body, session, request_id, NULL);
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    return gw_call_sse_read(((struct sse_out *)cls)->call, pos, buf, max);
 }
 
-/* A JSON answer: one unary Invoke, which the hangup watcher cancels if the
- * client leaves while it runs. */
-static enum MHD_Result json_answer(struct gw_http *h, struct MHD_Connection *c, struct sse *x,
-                                   struct req *rq, const char *session, const char *request_id,
-                                   int *status_out)
+static void sse_free(void *cls)
 {
-    Agentcore__V1__InvokeResponse *resp;
-    struct cm_rpc_status st;
-    char *body;
-    int rc;
+    struct sse_out *o = cls;
 
-    x->c = c;
-    x->start_ms = rq->start_ms;
-    watch_client(x);
-    cm_rpc_unary_wait(x->unary);
-    /* Nobody may cancel it any more before it is freed. */
-    gw_hangup_unwatch(h->hangup, x->watch);
-    registry_remove(x);
-    rc = cm_rpc_unary_finish(x->unary, (ProtobufCMessage **)&resp, &st);
-    x->unary = NULL;
-    if (atomic_load(&x->client_left)) {
-        cm_info("client went away: invocation cancelled");
-        if (!rc)
-            protobuf_c_message_free_unpacked(&resp->base, NULL);
+    flight_leave(o->h); /* before the access line: a reader of the log may rely on it */
+    cm_log_set_context(o->request_id, NULL);
+    access_log_bytes("POST", "/invocations", 200, gw_call_sent(o->call), o->start_ms);
+    cm_log_clear_context();
+    gw_call_sse_free(o->call);
+    free(o);
+}
+
+/* MHD calls the handler again once the loop resumed the connection: the
+ * answer, the first event, or word that the client left. */
+static enum MHD_Result answer_invocation(struct gw_http *h, struct MHD_Connection *c,
+                                         struct req *rq)
+{
+    struct gw_answer a;
+    struct MHD_Response *r;
+    struct sse_out *o;
+    enum MHD_Result ret;
+
+    gw_call_answer(rq->call, c, &a);
+    cm_log_set_context(rq->request_id, rq->session);
+    switch (a.kind) {
+    case GW_ANSWER_WAIT:
+        ret = MHD_YES;
+        break;
+    case GW_ANSWER_GONE:
         flight_leave(h);
-        free(x);
-        *status_out = 499;
-        return MHD_NO; /* nobody to answer */
+        rq->in_flight = 0;
+        access_log("POST", "/invocations", 499, rq->start_ms);
+        ret = MHD_NO; /* nobody to answer */
+        break;
+    case GW_ANSWER_JSON:
+        ret = send_json(c, a.status, a.body, rq->session, rq->request_id, NULL);
+        flight_leave(h);
+        rq->in_flight = 0;
+        access_log("POST", "/invocations", a.status, rq->start_ms);
+        break;
+    default:
+        o = calloc(1, sizeof(*o));
+        r = o ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, o,
+                                                  sse_free)
+              : NULL;
+        if (!r) {
+            free(o);
+            ret = MHD_NO;
+            break;
+        }
+        o->h = h;
+        o->call = rq->call;
+        o->start_ms = rq->start_ms;
+        cm_strlcpy(o->request_id, rq->request_id, sizeof(o->request_id));
+        rq->call_handed = 1; /* sse_free lets go of it and of the flight slot */
+        rq->in_flight = 0;
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        MHD_add_response_header(r, "X-Accel-Buffering", "no");
+        add_ids(r, rq->session, rq->request_id);
+        ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        break;
     }
-    free(x);
-    if (rc)
-        return agent_failed(h, c, &st, session, request_id, status_out);
-    body = gw_api_response_body(resp->invocation_id, resp->session_id, resp->response,
-                                resp->stop_reason, resp->usage ? resp->usage->input_tokens : 0,
-                                resp->usage ? resp->usage->output_tokens : 0,
-                                resp->usage ? resp->usage->total_tokens : 0, resp->iterations);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    flight_leave(h);
-    *status_out = body ? 200 : 500;
-    return send_json(c, *status_out, body, session, request_id, NULL);
+    cm_log_clear_context();
+    return ret;
 }
 
 static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connection *c,
@@ -617,15 +465,11 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
 {
     struct gw_invocation inv;
     struct gw_reply rep = {0, NULL};
-    struct cm_rpc_status st;
     struct fwd fwd;
     char session[GW_SESSION_ID_MAX + 1], request_id[256];
     const char *retry[] = {"Retry-After", "1", NULL};
-    Agentcore__V1__InvokeEvent *ev = NULL;
-    struct sse *x;
-    struct MHD_Response *r;
-    enum MHD_Result ret;
-    int streaming, rc;
+    struct gw_call_request creq;
+    int streaming;
 
     request_id_of(c, request_id, sizeof(request_id));
     cm_log_set_context(request_id, NULL);
@@ -655,58 +499,37 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
                                            "retry shortly"),
                          session, request_id, retry);
     }
+    rq->in_flight = 1;
     /* HTTP_IDLE_TIMEOUT_S is for idle keep-alive connections: an invocation
      * that waits on the model, or a stream between events, is not idle. */
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
     rq->timeout_off = 1;
+    cm_strlcpy(rq->session, session, sizeof(rq->session));
+    cm_strlcpy(rq->request_id, request_id, sizeof(rq->request_id));
     memset(&fwd, 0, sizeof(fwd));
     MHD_get_connection_values(c, MHD_HEADER_KIND, collect_forwarded, &fwd);
-    x = call_open(h, &fwd, inv.prompt, session, request_id, streaming, &st);
+    fwd.meta[fwd.n++] = (struct cm_rpc_meta){CM_RPC_MD_REQUEST_ID, request_id};
+    fwd.meta[fwd.n++] = (struct cm_rpc_meta){CM_RPC_MD_SESSION_ID, session};
+    creq.prompt = inv.prompt;
+    creq.session = session;
+    creq.request_id = request_id;
+    creq.stream = streaming;
+    creq.meta = fwd.meta;
+    creq.n_meta = fwd.n;
+    /* The connection is suspended until the agent-worker answers: no thread
+     * waits for it (gw_invoke). */
+    rq->call = gw_call_start(h->invoke, c, &creq);
     fwd_clear(&fwd);
     gw_invocation_clear(&inv);
-    if (x && !streaming)
-        return json_answer(h, c, x, rq, session, request_id, status_out);
-    rc = EV_FAILED;
-    if (x) {
-        x->c = c;
-        x->start_ms = rq->start_ms;
-        watch_client(x);
-        /* The first event decides the status line: until one arrives, a
-         * failure is still an ordinary HTTP error (503, 502, ...). */
-        do
-            rc = next_event(x, &ev, -1);
-        while (rc == EV_KEEPALIVE);
-    }
-    if (rc == EV_CLIENT_GONE) {
-        cm_info("client went away: invocation cancelled");
-        stream_finish(x, &st);
+    if (!rq->call) {
         flight_leave(h);
-        free(x);
-        *status_out = 499;
-        return MHD_NO; /* nobody to answer */
+        rq->in_flight = 0;
+        *status_out = 500;
+        return send_json(c, 500, gw_api_error_body("Agent failed", "out of memory"), session,
+                         request_id, NULL);
     }
-    if (rc != EV_OK) {
-        if (x)
-            stream_finish(x, &st);
-        free(x);
-        return agent_failed(h, c, &st, session, request_id, status_out);
-    }
-    x->pending = event_sse(ev);
-    x->plen = x->pending ? strlen(x->pending) : 0;
-    protobuf_c_message_free_unpacked(&ev->base, NULL);
-    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, x, sse_free);
-    if (!r) {
-        sse_free(x);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "text/event-stream");
-    MHD_add_response_header(r, "Cache-Control", "no-cache");
-    MHD_add_response_header(r, "X-Accel-Buffering", "no");
-    add_ids(r, session, request_id);
-    *status_out = 0; /* logged by sse_free when the stream ends */
-    ret = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    return ret;
+    *status_out = 0; /* logged when it is answered */
+    return MHD_YES;
 reply:
     *status_out = rep.status;
     return send_json(c, rep.status, rep.body, NULL, request_id, NULL);
@@ -719,8 +542,10 @@ reply:
 struct ws {
     struct gw_http *h;
     MHD_socket sock;
-    const char *extra; /* bytes MHD read past the handshake */
+    struct MHD_UpgradeResponseHandle *urh;
+    const char *extra; /* bytes MHD read past the handshake (our copy) */
     size_t extra_len;
+    char *extra_copy;
     wslay_event_context_ptr ctx;
     struct sse *call;
     struct fwd fwd;
@@ -1011,102 +836,159 @@ static void ws_linger(MHD_socket sock)
     }
 }
 
+/* The part of a WebSocket session that needs the connection, on MHD's
+ * thread: copies what the session thread will need, then hands over. */
+static void *ws_main(void *p);
+
 static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, const char *extra_in,
                         size_t extra_in_size, MHD_socket sock,
                         struct MHD_UpgradeResponseHandle *urh)
 {
     struct gw_http *h = cls;
-    struct wslay_event_callbacks cb = {ws_recv, ws_send, NULL, NULL, NULL, NULL, ws_on_msg};
     const char *session = MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_SESSION_HEADER);
-    struct ws w;
+    struct ws *w = calloc(1, sizeof(*w));
+    pthread_attr_t attr;
+    pthread_t t;
+    int started = 0;
+
+    (void)con_cls;
+    if (w) {
+        w->h = h;
+        w->sock = sock;
+        w->urh = urh;
+        w->extra_copy = extra_in_size ? malloc(extra_in_size) : NULL;
+        if (w->extra_copy)
+            memcpy(w->extra_copy, extra_in, extra_in_size);
+        w->extra = w->extra_copy;
+        w->extra_len = w->extra_copy ? extra_in_size : 0;
+        if (session && strlen(session) <= GW_SESSION_ID_MAX)
+            cm_strlcpy(w->session, session, sizeof(w->session));
+        MHD_get_connection_values(c, MHD_HEADER_KIND, collect_forwarded, &w->fwd);
+        pthread_mutex_lock(&h->lock);
+        h->ws_threads++;
+        pthread_mutex_unlock(&h->lock);
+        /* MHD's threads serve every connection: a session that waits on its
+         * client lives on a thread of its own. */
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 256 * 1024);
+        started = !pthread_create(&t, &attr, ws_main, w);
+        pthread_attr_destroy(&attr);
+    }
+    if (!started) {
+        if (w) {
+            pthread_mutex_lock(&h->lock);
+            h->ws_threads--;
+            pthread_mutex_unlock(&h->lock);
+            fwd_clear(&w->fwd);
+            free(w->extra_copy);
+            free(w);
+        }
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    }
+}
+
+/* Frees a session and tells the gateway it is over. */
+static void ws_end(struct ws *w)
+{
+    struct gw_http *h = w->h;
+
+    fwd_clear(&w->fwd);
+    free(w->extra_copy);
+    free(w);
+    pthread_mutex_lock(&h->lock);
+    if (--h->ws_threads == 0)
+        pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void *ws_main(void *p)
+{
+    struct ws *w = p;
+    struct gw_http *h = w->h;
+    MHD_socket sock = w->sock;
+    struct MHD_UpgradeResponseHandle *urh = w->urh;
+    struct wslay_event_callbacks cb = {ws_recv, ws_send, NULL, NULL, NULL, NULL, ws_on_msg};
     int flags = fcntl(sock, F_GETFL);
     uint64_t closed_at = 0;
 
-    (void)con_cls;
-    memset(&w, 0, sizeof(w));
-    w.h = h;
-    w.sock = sock;
-    w.extra = extra_in;
-    w.extra_len = extra_in_size;
-    if (session && strlen(session) <= GW_SESSION_ID_MAX)
-        cm_strlcpy(w.session, session, sizeof(w.session));
-    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_forwarded, &w.fwd);
     fcntl(sock, F_SETFL, flags | O_NONBLOCK);
-    w.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    pthread_mutex_init(&w.qlock, NULL);
-    if (w.wake < 0 || wslay_event_context_server_init(&w.ctx, &cb, &w)) {
-        if (w.wake >= 0)
-            close(w.wake);
-        pthread_mutex_destroy(&w.qlock);
-        fwd_clear(&w.fwd);
+    w->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    pthread_mutex_init(&w->qlock, NULL);
+    if (w->wake < 0 || wslay_event_context_server_init(&w->ctx, &cb, w)) {
+        if (w->wake >= 0)
+            close(w->wake);
+        pthread_mutex_destroy(&w->qlock);
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-        return;
+        ws_end(w);
+        return NULL;
     }
-    ws_register(&w, 1);
-    wslay_event_config_set_max_recv_msg_length(w.ctx, h->cfg.ws_max_message);
-    while (wslay_event_want_read(w.ctx) || wslay_event_want_write(w.ctx)) {
-        struct pollfd p[2] = {{sock, 0, 0}, {w.wake, POLLIN, 0}};
+    ws_register(w, 1);
+    wslay_event_config_set_max_recv_msg_length(w->ctx, h->cfg.ws_max_message);
+    while (wslay_event_want_read(w->ctx) || wslay_event_want_write(w->ctx)) {
+        struct pollfd pf[2] = {{sock, 0, 0}, {w->wake, POLLIN, 0}};
         int stopping, timeout = -1;
 
         pthread_mutex_lock(&h->lock);
         stopping = h->stopping;
         pthread_mutex_unlock(&h->lock);
-        if (stopping && !wslay_event_get_close_sent(w.ctx)) {
-            ws_close_call(&w);
-            wslay_event_queue_close(w.ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
+        if (stopping && !wslay_event_get_close_sent(w->ctx)) {
+            ws_close_call(w);
+            wslay_event_queue_close(w->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
         }
         /* Our close is out: wait a little for the peer's, never forever (a
          * client that does not answer must not hold a thread, or shutdown). */
-        if (wslay_event_get_close_sent(w.ctx) && !wslay_event_want_write(w.ctx)) {
+        if (wslay_event_get_close_sent(w->ctx) && !wslay_event_want_write(w->ctx)) {
             if (!closed_at)
                 closed_at = cm_now_ms();
             else if (stopping || cm_now_ms() - closed_at > WS_CLOSE_WAIT_MS)
                 break;
             timeout = (int)(WS_CLOSE_WAIT_MS + 1 - (cm_now_ms() - closed_at));
         }
-        if (wslay_event_want_read(w.ctx))
-            p[0].events |= POLLIN;
-        if (wslay_event_want_write(w.ctx))
-            p[0].events |= POLLOUT;
+        if (wslay_event_want_read(w->ctx))
+            pf[0].events |= POLLIN;
+        if (wslay_event_want_write(w->ctx))
+            pf[0].events |= POLLOUT;
         /* Sleeps until the client sends, the socket drains, the invocation
          * has an event, or the gateway stops: no timer while nothing happens. */
-        if (w.extra_len)
-            p[0].revents = POLLIN;
-        else if (poll(p, 2, timeout) < 0 && errno != EINTR)
+        if (w->extra_len)
+            pf[0].revents = POLLIN;
+        else if (poll(pf, 2, timeout) < 0 && errno != EINTR)
             break;
-        if (p[1].revents & POLLIN) {
+        if (pf[1].revents & POLLIN) {
             uint64_t n;
 
-            if (read(w.wake, &n, sizeof(n)) < 0) {
+            if (read(w->wake, &n, sizeof(n)) < 0) {
                 /* EAGAIN: another wake-up already took it */
             }
         }
-        if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(w.ctx)) {
+        if ((pf[0].revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(w->ctx)) {
             /* The client went away or broke the protocol (an oversized
              * message, say): send the close wslay queued, if it can go. */
-            wslay_event_send(w.ctx);
+            wslay_event_send(w->ctx);
             break;
         }
-        if (w.call)
-            ws_pump(&w);
-        if (wslay_event_want_write(w.ctx) && wslay_event_send(w.ctx))
+        if (w->call)
+            ws_pump(w);
+        if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx))
             break;
-        if (w.close_code && !wslay_event_want_write(w.ctx)) {
-            wslay_event_queue_close(w.ctx, w.close_code, NULL, 0);
-            w.close_code = 0;
+        if (w->close_code && !wslay_event_want_write(w->ctx)) {
+            wslay_event_queue_close(w->ctx, w->close_code, NULL, 0);
+            w->close_code = 0;
         }
     }
-    if (w.call)
+    if (w->call)
         cm_info("WebSocket closed mid-invocation: invocation cancelled");
-    ws_close_call(&w);
-    ws_register(&w, 0);
-    close(w.wake);
-    pthread_mutex_destroy(&w.qlock);
-    wslay_event_context_free(w.ctx);
-    fwd_clear(&w.fwd);
+    ws_close_call(w);
+    ws_register(w, 0);
+    close(w->wake);
+    pthread_mutex_destroy(&w->qlock);
+    wslay_event_context_free(w->ctx);
     cm_log_clear_context();
     ws_linger(sock);
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    ws_end(w);
+    return NULL;
 }
 
 static enum MHD_Result handle_ws(struct gw_http *h, struct MHD_Connection *c, int *status)
@@ -1190,6 +1072,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
          * connections answered before it finished reading the request. */
         return MHD_YES;
     }
+    if (rq->call)
+        return answer_invocation(h, c, rq);
     if (is_inv && *upload_data_size) {
         if (!rq->too_big && cm_buf_add(&rq->body, upload_data, *upload_data_size))
             rq->too_big = 1; /* keep reading (and discarding) so the 413 reaches the client */
@@ -1227,6 +1111,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     if (!rq)
         return;
+    /* Ended before its answer (the client left, or the gateway stops). */
+    if (rq->call && !rq->call_handed)
+        gw_call_done(rq->call);
+    if (rq->in_flight)
+        flight_leave(h);
     /* Back to an idle keep-alive connection: the idle timeout applies again. */
     if (rq->timeout_off)
         MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
@@ -1261,30 +1150,51 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
         snprintf(err, errlen, "'%s' is not an IPv4 address", cfg->host);
         goto fail;
     }
+    {
+        struct gw_invoke_config ic = {agent,
+                                      invoke_method,
+                                      stream_method,
+                                      h->hangup,
+                                      cfg->invoke_timeout_ms,
+                                      cfg->stream_timeout_ms,
+                                      cfg->agent_ready_wait_ms,
+                                      cfg->sse_keepalive_s};
+
+        h->invoke = gw_invoke_new(&ic);
+        if (!h->invoke) {
+            snprintf(err, errlen, "cannot start the invocation loop");
+            goto fail;
+        }
+    }
+    /* Before the daemon: /ping reads it from the first request on. */
+    h->health =
+        gw_health_start(agent, watch_method, cfg->health_interval_ms, cfg->health_timeout_ms);
+    if (!h->health) {
+        snprintf(err, errlen, "cannot start the health watcher");
+        goto fail;
+    }
+    /* A few threads in epoll mode serve every connection; an invocation
+     * suspends its connection while it waits (gw_invoke), so no thread is
+     * parked per request and a burst of connections starts no threads. */
     h->daemon = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-            MHD_USE_ITC | MHD_USE_POLL | MHD_ALLOW_UPGRADE,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+            MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE,
         (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
         MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->idle_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-        /* a connection thread mostly sleeps: thousands fit */
-        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_END);
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->http_threads > 0 ? cfg->http_threads : 2),
+        MHD_OPTION_END);
     if (!h->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use?)", cfg->host, cfg->port);
         goto fail;
     }
     info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : cfg->port;
-    h->health =
-        gw_health_start(agent, watch_method, cfg->health_interval_ms, cfg->health_timeout_ms);
-    if (!h->health) {
-        snprintf(err, errlen, "cannot start the health watcher");
-        MHD_stop_daemon(h->daemon);
-        goto fail;
-    }
     return h;
 fail:
+    gw_health_stop(h->health);
+    gw_invoke_free(h->invoke);
     gw_hangup_free(h->hangup);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
@@ -1315,19 +1225,23 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
     while (h->in_flight > 0 && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
         ;
     left = h->in_flight;
-    /* The grace is over: cancel what still runs, so every connection thread
-     * finishes and MHD_stop_daemon returns. */
-    for (x = h->streams; x; x = x->next) {
-        if (x->stream)
-            cm_rpc_stream_cancel(x->stream);
-        else
-            cm_rpc_unary_cancel(x->unary);
-    }
+    /* The grace is over: cancel what still runs (the WebSockets' calls here,
+     * the others on the invocation loop), then wait, briefly, until every
+     * call and session has let go, so MHD can stop. */
+    for (x = h->streams; x; x = x->next)
+        cm_rpc_stream_cancel(x->stream);
     pthread_mutex_unlock(&h->lock);
     if (left)
         cm_warn("%d invocation(s) still running after the grace period: cancelled", left);
+    gw_invoke_cancel_all(h->invoke, 5000);
+    until = cm_deadline_ms(WS_CLOSE_WAIT_MS + 1000);
+    pthread_mutex_lock(&h->lock);
+    while (h->ws_threads > 0 && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&h->lock);
     gw_health_stop(h->health);
     MHD_stop_daemon(h->daemon);
+    gw_invoke_free(h->invoke);
     gw_hangup_free(h->hangup);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);

@@ -46,6 +46,7 @@ struct gw_http_config {
     size_t ws_max_message;   /* largest WebSocket message accepted (1009 beyond) */
     int sse_keepalive_s;     /* ": keep-alive" comment after this long without an event */
     int agent_ready_wait_ms; /* how long an invocation waits for an unreachable agent-worker */
+    int http_threads;        /* libmicrohttpd threads (epoll) serving every connection */
 };
 
 /* Starts serving. |agent| must outlive the server. NULL with |err| on failure. */

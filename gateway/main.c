@@ -25,6 +25,7 @@ enum {
     C_IDLE_TIMEOUT,
     C_SSE_KEEPALIVE,
     C_READY_WAIT,
+    C_HTTP_THREADS,
     C_MAX_MSG,
     C_GRACE,
     C_LOG_LEVEL,
@@ -40,7 +41,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_MAX_BODY] = {"MAX_BODY_BYTES", NULL, CM_CFG_INT, "104857600", 1024, 1073741824,
                     "largest request body accepted (AgentCore allows 100 MB); larger gets 413", 0},
     [C_MAX_CONN] = {"GATEWAY_MAX_CONNECTIONS", NULL, CM_CFG_INT, "4096", 1, 65536,
-                    "concurrent HTTP connections (one thread each, asleep while it waits)", 0},
+                    "concurrent HTTP connections", 0},
     [C_MAX_INVOCATIONS] = {"MAX_CONCURRENT_INVOCATIONS", NULL, CM_CFG_INT, "4096", 1, 65536,
                            "invocations running at once; more get 503 with Retry-After", 0},
     [C_STREAM_TIMEOUT] = {"STREAM_TIMEOUT_MS", NULL, CM_CFG_INT, "3600000", 1000, 86400000,
@@ -63,6 +64,9 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                       "an invocation that arrives while no agent-worker is reachable (start-up, "
                       "restart) waits this long for one before 503",
                       0},
+    [C_HTTP_THREADS] = {"GATEWAY_HTTP_THREADS", NULL, CM_CFG_INT, "2", 1, 64,
+                        "threads serving HTTP (epoll; every connection, none parked per request)",
+                        0},
     [C_MAX_MSG] = {"GRPC_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "134217728", 65536, 1073741824,
                    "largest gRPC message accepted from the agent-worker", 0},
     [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
@@ -111,6 +115,7 @@ int main(int argc, char **argv)
     hcfg.idle_timeout_s = (int)cfg[C_IDLE_TIMEOUT].i;
     hcfg.sse_keepalive_s = (int)cfg[C_SSE_KEEPALIVE].i;
     hcfg.agent_ready_wait_ms = (int)cfg[C_READY_WAIT].i;
+    hcfg.http_threads = (int)cfg[C_HTTP_THREADS].i;
     http = gw_http_start(&hcfg, agent, err, sizeof(err));
     if (!http) {
         cm_error("%s", err);

@@ -349,14 +349,16 @@ static void stop_three(struct stack *s)
 /* One cold start: from the spawn to the first /ping 200 and the first 200
  * invocation; answers other than 200 on the way are counted (connections
  * refused before the gateway listens are not answers). */
-static int cold_start(struct stack *s, double *t_ping, double *t_inv, int *non200)
+static int cold_start(struct stack *s, int run, double *t_ping, double *t_inv, int *non200)
 {
     double t0 = now_s();
     struct th_resp r;
+    char tag[16];
     int ok = 0;
 
     *non200 = 0;
-    if (spawn_three(s, "cold"))
+    snprintf(tag, sizeof(tag), "cold%d", run);
+    if (spawn_three(s, tag))
         return -1;
     while (now_s() - t0 < 10) {
         if (th_http("GET", s->ping, NULL, NULL, 0, &r) == 0 && r.status) {
@@ -743,7 +745,7 @@ int main(int argc, char **argv)
     printf("agentcore-bench (loopback, 2 cores shared by client, emulator and runtime)\n");
 
     for (k = 0; k < COLD_RUNS && phase("cold"); k++) {
-        if (cold_start(&s, &tp[k], &ti[k], &bad[k]))
+        if (cold_start(&s, k, &tp[k], &ti[k], &bad[k]))
             fails++;
         bad_total += bad[k];
     }
