@@ -1,24 +1,21 @@
 /* gw_http: the HTTP/1.1 server (libmicrohttpd) in front of the agent-workers.
  *
- * One thread per connection: each request makes a blocking gRPC call, and on
- * two cores that mode measured 3x the throughput of a small pool at 40% of the
- * CPU per request (../shared/research/transport-floor.md). The connection limit
- * caps the threads. /ping never touches gRPC, so agent work cannot stall it.
+ * A couple of libmicrohttpd threads in epoll mode serve every connection.
+ * Nothing blocks them: an invocation suspends its connection while its gRPC
+ * call runs on gw_invoke's loop, and is resumed when there is something to
+ * write. /ping reads what gw_health keeps, so agent work cannot stall it; a
+ * WebSocket session runs on a thread of its own.
  *
- * Routes: GET|HEAD /ping, POST /invocations. Anything else: 404 or 405 (with
- * Allow), always with a JSON body. Bodies larger than |max_body| get 413.
- *
- * Every invocation is an InvokeStream call; in JSON mode only its final event
- * is awaited. A waiting connection thread sleeps until the agent-worker sends
- * something: the hangup watcher (gw_hangup) cancels the call when the client
- * leaves, and the agent-worker then aborts its model request and its tool
- * calls. A stream with nothing to send for |sse_keepalive_s| sends a comment
- * line. The idle timeout applies only between requests of a keep-alive
- * connection. A call that arrives before the agent-worker is reachable (all
- * processes start at once) waits for it up to |agent_ready_wait_ms|. /ping
- * reads a status a background thread keeps (agent-worker health every
- * |health_interval_ms|), so it never waits for agent work; before the
- * agent-worker was first reached it says Healthy (invocations wait for it). */
+ * Routes: GET|HEAD /ping, POST /invocations, GET /ws. Anything else: 404 or
+ * 405 (with Allow), always with a JSON body. Bodies larger than |max_body| get
+ * 413. A JSON answer is one unary Invoke, a stream one InvokeStream; a client
+ * that hangs up (gw_hangup) cancels the call, and the agent-worker then aborts
+ * its model request and its tool calls. A stream with nothing to send for
+ * |sse_keepalive_s| sends a comment line. The idle timeout applies only
+ * between requests of a keep-alive connection. A call that arrives before the
+ * agent-worker is reachable (all processes start at once) waits for it up to
+ * |agent_ready_wait_ms|; before the agent-worker was first reached /ping says
+ * Healthy (invocations wait for it). */
 #ifndef GW_HTTP_H
 #define GW_HTTP_H
 
