@@ -153,6 +153,82 @@ struct slot {
     grpc_call_details details;
 };
 
+/* Incoming metadata of a server call, copied: gRPC's slices belong to the
+ * call and the values must outlive it (§6.5). */
+struct meta {
+    int n;
+    char *keys[MAX_META];
+    char *vals[MAX_META];
+};
+
+static void meta_copy(struct meta *m, const grpc_metadata_array *md)
+{
+    size_t i;
+
+    for (i = 0; i < md->count && m->n < MAX_META; i++) {
+        char key[128], *val;
+        size_t vn = GRPC_SLICE_LENGTH(md->metadata[i].value);
+
+        if (vn >= MAX_META_VALUE)
+            continue;
+        slice_copy(md->metadata[i].key, key, sizeof(key));
+        val = malloc(vn + 1);
+        if (!val)
+            return;
+        slice_copy(md->metadata[i].value, val, vn + 1);
+        m->keys[m->n] = strdup(key);
+        if (!m->keys[m->n]) {
+            free(val);
+            return;
+        }
+        m->vals[m->n++] = val;
+    }
+}
+
+static const char *meta_get(const struct meta *m, const char *key)
+{
+    int i;
+
+    for (i = 0; i < m->n; i++) {
+        if (!strcmp(m->keys[i], key))
+            return m->vals[i];
+    }
+    return NULL;
+}
+
+static int meta_at(const struct meta *m, int i, const char **key, const char **value)
+{
+    if (i < 0 || i >= m->n)
+        return 0;
+    *key = m->keys[i];
+    *value = m->vals[i];
+    return 1;
+}
+
+static void meta_free(struct meta *m)
+{
+    int i;
+
+    for (i = 0; i < m->n; i++) {
+        free(m->keys[i]);
+        free(m->vals[i]);
+    }
+    m->n = 0;
+}
+
+/* Milliseconds left before |deadline| (LLONG_MAX when none). */
+static long long left_ms(gpr_timespec deadline)
+{
+    gpr_timespec now, d = gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC);
+
+    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
+        return LLONG_MAX;
+    now = gpr_now(GPR_CLOCK_MONOTONIC);
+    if (gpr_time_cmp(d, now) <= 0)
+        return 0;
+    return (long long)gpr_time_to_millis(gpr_time_sub(d, now));
+}
+
 struct cm_rpc_ctx {
     grpc_call *call;
     grpc_completion_queue *cq;
@@ -164,9 +240,7 @@ struct cm_rpc_ctx {
     int code;
     char details[512];
     char error_type[64];
-    int nmeta;
-    char *meta_keys[MAX_META];
-    char *meta_vals[MAX_META];
+    struct meta meta;
 };
 
 struct cm_rpc_server *cm_rpc_server_new(const struct cm_rpc_server_config *cfg)
@@ -334,40 +408,6 @@ static void send_status(struct cm_rpc_ctx *ctx)
         grpc_slice_unref(trailer.value);
 }
 
-static void ctx_copy_meta(struct cm_rpc_ctx *ctx, const grpc_metadata_array *md)
-{
-    size_t i;
-
-    for (i = 0; i < md->count && ctx->nmeta < MAX_META; i++) {
-        char key[128], *val;
-        size_t vn = GRPC_SLICE_LENGTH(md->metadata[i].value);
-
-        if (vn >= MAX_META_VALUE)
-            continue;
-        slice_copy(md->metadata[i].key, key, sizeof(key));
-        val = malloc(vn + 1);
-        if (!val)
-            return;
-        slice_copy(md->metadata[i].value, val, vn + 1);
-        ctx->meta_keys[ctx->nmeta] = strdup(key);
-        if (!ctx->meta_keys[ctx->nmeta]) {
-            free(val);
-            return;
-        }
-        ctx->meta_vals[ctx->nmeta++] = val;
-    }
-}
-
-static void ctx_cleanup(struct cm_rpc_ctx *ctx)
-{
-    int i;
-
-    for (i = 0; i < ctx->nmeta; i++) {
-        free(ctx->meta_keys[i]);
-        free(ctx->meta_vals[i]);
-    }
-}
-
 static void serve_health(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud)
 {
     struct cm_rpc_server *srv = ud;
@@ -423,7 +463,7 @@ static void handle_call(struct slot *s)
         cm_rpc_ctx_fail(&ctx, CM_RPC_UNIMPLEMENTED, NULL, "unknown method %s", method);
         goto out;
     }
-    ctx_copy_meta(&ctx, &s->md);
+    meta_copy(&ctx.meta, &s->md);
     if (!s->payload) {
         /* READ_INITIAL_BYTE_BUFFER methods expect exactly one message (§6.8). */
         cm_rpc_ctx_fail(&ctx, CM_RPC_INVALID_ARGUMENT, NULL, "request message missing");
@@ -448,7 +488,7 @@ out:
                                     NULL);
     if (req)
         protobuf_c_message_free_unpacked(req, NULL);
-    ctx_cleanup(&ctx);
+    meta_free(&ctx.meta);
 }
 
 struct pool_arg {
@@ -688,22 +728,12 @@ void cm_rpc_server_free(struct cm_rpc_server *srv)
 
 const char *cm_rpc_ctx_meta(const struct cm_rpc_ctx *ctx, const char *key)
 {
-    int i;
-
-    for (i = 0; i < ctx->nmeta; i++) {
-        if (!strcmp(ctx->meta_keys[i], key))
-            return ctx->meta_vals[i];
-    }
-    return NULL;
+    return meta_get(&ctx->meta, key);
 }
 
 int cm_rpc_ctx_meta_at(const struct cm_rpc_ctx *ctx, int i, const char **key, const char **value)
 {
-    if (i < 0 || i >= ctx->nmeta)
-        return 0;
-    *key = ctx->meta_keys[i];
-    *value = ctx->meta_vals[i];
-    return 1;
+    return meta_at(&ctx->meta, i, key, value);
 }
 
 int cm_rpc_ctx_cancelled(struct cm_rpc_ctx *ctx)
@@ -724,12 +754,7 @@ int cm_rpc_ctx_cancelled(struct cm_rpc_ctx *ctx)
 
 long long cm_rpc_ctx_remaining_ms(const struct cm_rpc_ctx *ctx)
 {
-    gpr_timespec now, d = gpr_convert_clock_type(ctx->deadline, GPR_CLOCK_MONOTONIC);
-
-    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
-        return LLONG_MAX;
-    now = gpr_now(GPR_CLOCK_MONOTONIC);
-    return gpr_time_to_millis(gpr_time_sub(d, now));
+    return left_ms(ctx->deadline);
 }
 
 int cm_rpc_ctx_reply(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg)
@@ -1528,9 +1553,7 @@ struct cm_rpc_acall {
     int has_trailer;
     void (*on_cancel)(void *ud);
     void *cancel_ud;
-    int nmeta;
-    char *meta_keys[MAX_META];
-    char *meta_vals[MAX_META];
+    struct meta meta;
 };
 
 static void acall_maybe_free(struct cm_rpc_acall *a);
@@ -1546,8 +1569,6 @@ static void outmsg_free(struct outmsg *m)
 
 static void acall_free(struct cm_rpc_acall *a)
 {
-    int i;
-
     while (a->out_head) {
         struct outmsg *m = a->out_head;
 
@@ -1555,10 +1576,7 @@ static void acall_free(struct cm_rpc_acall *a)
         outmsg_free(m);
     }
     outmsg_free(a->inflight);
-    for (i = 0; i < a->nmeta; i++) {
-        free(a->meta_keys[i]);
-        free(a->meta_vals[i]);
-    }
+    meta_free(&a->meta);
     grpc_metadata_array_destroy(&a->md);
     if (a->payload)
         grpc_byte_buffer_destroy(a->payload);
@@ -1702,30 +1720,6 @@ static int async_arm(struct cm_rpc_server *srv, struct reg *reg)
     return 0;
 }
 
-static void acall_copy_meta(struct cm_rpc_acall *a)
-{
-    size_t i;
-
-    for (i = 0; i < a->md.count && a->nmeta < MAX_META; i++) {
-        char key[128], *val;
-        size_t vn = GRPC_SLICE_LENGTH(a->md.metadata[i].value);
-
-        if (vn >= MAX_META_VALUE)
-            continue;
-        slice_copy(a->md.metadata[i].key, key, sizeof(key));
-        val = malloc(vn + 1);
-        if (!val)
-            return;
-        slice_copy(a->md.metadata[i].value, val, vn + 1);
-        a->meta_keys[a->nmeta] = strdup(key);
-        if (!a->meta_keys[a->nmeta]) {
-            free(val);
-            return;
-        }
-        a->meta_vals[a->nmeta++] = val;
-    }
-}
-
 static void on_request(struct cm_task *t)
 {
     struct cm_rpc_acall *a = (struct cm_rpc_acall *)t; /* req_task is the first member */
@@ -1751,7 +1745,7 @@ static void on_request(struct cm_task *t)
         acall_maybe_free(a);
         return;
     }
-    acall_copy_meta(a);
+    meta_copy(&a->meta, &a->md);
     if (!a->payload) {
         cm_rpc_acall_finish(a, CM_RPC_INVALID_ARGUMENT, NULL, "request message missing");
         return;
@@ -1768,34 +1762,17 @@ static void on_request(struct cm_task *t)
 
 const char *cm_rpc_acall_meta(const struct cm_rpc_acall *a, const char *key)
 {
-    int i;
-
-    for (i = 0; i < a->nmeta; i++) {
-        if (!strcmp(a->meta_keys[i], key))
-            return a->meta_vals[i];
-    }
-    return NULL;
+    return meta_get(&a->meta, key);
 }
 
 int cm_rpc_acall_meta_at(const struct cm_rpc_acall *a, int i, const char **key, const char **value)
 {
-    if (i < 0 || i >= a->nmeta)
-        return 0;
-    *key = a->meta_keys[i];
-    *value = a->meta_vals[i];
-    return 1;
+    return meta_at(&a->meta, i, key, value);
 }
 
 long long cm_rpc_acall_remaining_ms(const struct cm_rpc_acall *a)
 {
-    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
-    gpr_timespec d = gpr_convert_clock_type(a->deadline, GPR_CLOCK_MONOTONIC);
-
-    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
-        return LLONG_MAX;
-    if (gpr_time_cmp(d, now) <= 0)
-        return 0;
-    return (long long)gpr_time_to_millis(gpr_time_sub(d, now));
+    return left_ms(a->deadline);
 }
 
 void cm_rpc_acall_on_cancel(struct cm_rpc_acall *a, void (*cb)(void *ud), void *ud)

@@ -66,6 +66,23 @@ struct gw_call {
 
 /* ---- the two owners ---- */
 
+/* Under |call->lock|: stops the gRPC call if it still runs (thread-safe; the
+ * loop clears the handles under the same lock before they are freed). */
+static void cancel_locked(struct gw_call *call)
+{
+    if (call->pending)
+        cm_rpc_pending_cancel(call->pending);
+    if (call->astream)
+        cm_rpc_astream_cancel(call->astream);
+}
+
+static void cancel_call(struct gw_call *call)
+{
+    pthread_mutex_lock(&call->lock);
+    cancel_locked(call);
+    pthread_mutex_unlock(&call->lock);
+}
+
 static void call_free(struct gw_call *call)
 {
     size_t i;
@@ -136,11 +153,7 @@ static void mhd_let_go(struct gw_call *call)
 
     pthread_mutex_lock(&call->lock);
     call->mhd_done = 1;
-    /* Nobody will read what the agent-worker still sends: stop it. */
-    if (call->pending)
-        cm_rpc_pending_cancel(call->pending);
-    if (call->astream)
-        cm_rpc_astream_cancel(call->astream);
+    cancel_locked(call); /* nobody will read what the agent-worker still sends */
     both = call->loop_done;
     pthread_mutex_unlock(&call->lock);
     if (both)
@@ -250,12 +263,7 @@ static void on_hangup(void *ud)
     struct gw_call *call = ud;
 
     atomic_store(&call->client_left, 1);
-    pthread_mutex_lock(&call->lock);
-    if (call->pending)
-        cm_rpc_pending_cancel(call->pending);
-    if (call->astream)
-        cm_rpc_astream_cancel(call->astream);
-    pthread_mutex_unlock(&call->lock);
+    cancel_call(call);
 }
 
 /* The gRPC call has ended: nobody may cancel it any more. */
@@ -634,14 +642,8 @@ static void cancel_all(void *p)
         next = call->wnext;
         unavailable(call, "the gateway is shutting down");
     }
-    for (call = gi->active; call; call = call->next) {
-        pthread_mutex_lock(&call->lock);
-        if (call->pending)
-            cm_rpc_pending_cancel(call->pending);
-        if (call->astream)
-            cm_rpc_astream_cancel(call->astream);
-        pthread_mutex_unlock(&call->lock);
-    }
+    for (call = gi->active; call; call = call->next)
+        cancel_call(call);
 }
 
 int gw_invoke_cancel_all(struct gw_invoke *gi, int wait_ms)
