@@ -13,29 +13,25 @@ struct cm_loop {
     int started, stopped, closing;
 };
 
-/* Runs everything queued, including tasks posted while it runs: a task that
- * posts another (a gRPC completion that starts the next batch) is served in
- * the same wake-up. */
+/* Runs what is queued now. Tasks posted meanwhile wait for the next turn of
+ * the loop (their post sees an empty queue and wakes it again), so a steady
+ * flow of completions cannot starve timers and sockets: a burst of 2,000
+ * arriving calls must not hold back the model requests of the first ones. */
 static void drain(uv_async_t *a)
 {
     struct cm_loop *l = a->data;
+    struct cm_task *t;
 
-    for (;;) {
-        struct cm_task *t;
+    pthread_mutex_lock(&l->lock);
+    t = l->head;
+    l->head = l->tail = NULL;
+    pthread_mutex_unlock(&l->lock);
+    while (t) {
+        struct cm_task *next = t->next;
 
-        pthread_mutex_lock(&l->lock);
-        t = l->head;
-        l->head = l->tail = NULL;
-        pthread_mutex_unlock(&l->lock);
-        if (!t)
-            break;
-        while (t) {
-            struct cm_task *next = t->next;
-
-            t->next = NULL;
-            t->run(t); /* may free t */
-            t = next;
-        }
+        t->next = NULL;
+        t->run(t); /* may free t */
+        t = next;
     }
 }
 

@@ -38,6 +38,7 @@
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,8 +133,11 @@ static atomic_long n_stream, n_stream_aborted;
 static atomic_long n_requests, n_converse, n_auth_rejected, n_faults, n_tool_uses;
 static atomic_long n_credentials; /* credential answers, successful or failed */
 
+struct answer;
+
 struct req {
     struct cm_buf body;
+    struct answer *ready; /* computed, held back until its delay has passed */
 };
 
 struct answer {
@@ -144,6 +148,7 @@ struct answer {
     int stream;          /* body is application/vnd.amazon.eventstream */
     long slow_ms;        /* [[slow-stream:MS]]: one frame every MS */
     long pause_ms;       /* [[pause:MS]]: silence after the first text delta */
+    long delay_ms;       /* the model thinking: held back this long before it is sent */
     int fail_after_text; /* [[stream-fail-after-text]] */
 };
 
@@ -153,12 +158,128 @@ static long long emu_now(void)
     return (long long)time(NULL) + cfg[C_CLOCK_SKEW].i;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+/* ---- delays without a thread each ----
+ * The model "thinks" by holding a connection back: the connection is
+ * suspended and one thread resumes it when its time has come, so thousands
+ * of waiting calls cost no thread each (the benchmark opens 2,000 at once). */
 
-    while (nanosleep(&ts, &ts))
-        ;
+struct wake {
+    uint64_t at;
+    struct MHD_Connection *c;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct wake *heap; /* a min-heap on |at| */
+    size_t n, cap;
+    int stop;
+    pthread_t thread;
+} sleeper = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0};
+
+static void heap_swap(size_t i, size_t j)
+{
+    struct wake t = sleeper.heap[i];
+
+    sleeper.heap[i] = sleeper.heap[j];
+    sleeper.heap[j] = t;
+}
+
+/* |c| is already suspended; it is resumed |ms| from now. */
+static void sleeper_add(struct MHD_Connection *c, long ms)
+{
+    size_t i;
+
+    pthread_mutex_lock(&sleeper.lock);
+    if (sleeper.stop) {
+        /* Shutting down: nobody would wake it. */
+        pthread_mutex_unlock(&sleeper.lock);
+        MHD_resume_connection(c);
+        return;
+    }
+    if (sleeper.n == sleeper.cap) {
+        size_t cap = sleeper.cap ? sleeper.cap * 2 : 256;
+        struct wake *h = realloc(sleeper.heap, cap * sizeof(*h));
+
+        if (!h) {
+            pthread_mutex_unlock(&sleeper.lock);
+            MHD_resume_connection(c); /* no room to wait: answer at once */
+            return;
+        }
+        sleeper.heap = h;
+        sleeper.cap = cap;
+    }
+    i = sleeper.n++;
+    sleeper.heap[i].at = cm_now_ms() + (uint64_t)(ms > 0 ? ms : 0);
+    sleeper.heap[i].c = c;
+    while (i && sleeper.heap[(i - 1) / 2].at > sleeper.heap[i].at) {
+        heap_swap(i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    pthread_cond_signal(&sleeper.cond);
+    pthread_mutex_unlock(&sleeper.lock);
+}
+
+static struct MHD_Connection *heap_pop(void)
+{
+    struct MHD_Connection *c = sleeper.heap[0].c;
+    size_t i = 0;
+
+    sleeper.heap[0] = sleeper.heap[--sleeper.n];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+
+        if (l < sleeper.n && sleeper.heap[l].at < sleeper.heap[m].at)
+            m = l;
+        if (r < sleeper.n && sleeper.heap[r].at < sleeper.heap[m].at)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(i, m);
+        i = m;
+    }
+    return c;
+}
+
+static void *sleeper_main(void *p)
+{
+    (void)p;
+    pthread_mutex_lock(&sleeper.lock);
+    while (!sleeper.stop) {
+        uint64_t now = cm_now_ms();
+
+        if (!sleeper.n) {
+            pthread_cond_wait(&sleeper.cond, &sleeper.lock);
+        } else if (sleeper.heap[0].at <= now) {
+            struct MHD_Connection *c = heap_pop();
+
+            pthread_mutex_unlock(&sleeper.lock);
+            MHD_resume_connection(c);
+            pthread_mutex_lock(&sleeper.lock);
+        } else {
+            struct timespec until = cm_deadline_ms((int)(sleeper.heap[0].at - now));
+
+            pthread_cond_timedwait(&sleeper.cond, &sleeper.lock, &until);
+        }
+    }
+    /* Shutting down: nothing may stay suspended, or MHD cannot stop. */
+    while (sleeper.n) {
+        struct MHD_Connection *c = heap_pop();
+
+        MHD_resume_connection(c);
+    }
+    pthread_mutex_unlock(&sleeper.lock);
+    return NULL;
+}
+
+static void sleeper_stop(void)
+{
+    pthread_mutex_lock(&sleeper.lock);
+    sleeper.stop = 1;
+    pthread_cond_signal(&sleeper.cond);
+    pthread_mutex_unlock(&sleeper.lock);
+    pthread_join(sleeper.thread, NULL);
+    free(sleeper.heap);
 }
 
 static void error_answer(struct answer *a, int status, const char *type, const char *message)
@@ -453,7 +574,7 @@ static void model_answer(const json_t *req, size_t req_len, struct answer *a)
         }
     }
     if ((p = strstr(prompt, "[[sleep:")))
-        sleep_ms(atol(p + 8));
+        a->delay_ms += atol(p + 8);
     if ((p = strstr(prompt, "[[slow-stream:")))
         a->slow_ms = atol(p + 14);
     if ((p = strstr(prompt, "[[pause:")))
@@ -759,11 +880,10 @@ static void converse(struct MHD_Connection *c, const char *raw_path, const struc
         return;
     }
     call = atomic_fetch_add(&n_converse, 1) + 1;
-    if (cfg[C_LATENCY].i)
-        sleep_ms((long)cfg[C_LATENCY].i);
+    a->delay_ms += (long)cfg[C_LATENCY].i;
     if (call <= cfg[C_STALL_FIRST].i) {
         atomic_fetch_add(&n_faults, 1);
-        sleep_ms((long)cfg[C_STALL_MS].i); /* the client's read timeout should fire first */
+        a->delay_ms += (long)cfg[C_STALL_MS].i; /* the client's read timeout fires first */
     }
     if (call <= cfg[C_THROTTLE].i) {
         atomic_fetch_add(&n_faults, 1);
@@ -807,10 +927,12 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
 /* A stream sent one frame at a time, |delay_ms| apart; a client that leaves
  * before the end is counted and logged (what the cancellation tests look for). */
 struct slow {
+    struct MHD_Connection *c;
     char *data;
     size_t len, off;
     long delay_ms;
-    long pause_ms; /* once, after the first text delta */
+    long pause_ms;    /* once, after the first text delta */
+    uint64_t next_at; /* when the next frame may go */
     int frames, sent;
 };
 
@@ -823,13 +945,21 @@ static ssize_t slow_read(void *cls, uint64_t pos, char *buf, size_t max)
     (void)pos;
     if (s->off >= s->len)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    sleep_ms(s->delay_ms); /* the model thinking */
-    p = (const uint8_t *)s->data + s->off;
+    if (!s->next_at)
+        s->next_at = cm_now_ms() + (uint64_t)s->delay_ms; /* the model thinking */
     if (s->pause_ms && s->sent == 2) {
         /* messageStart and one delta are out: a long silence mid-stream. */
-        sleep_ms(s->pause_ms);
+        s->next_at += (uint64_t)s->pause_ms;
         s->pause_ms = 0;
     }
+    if (cm_now_ms() < s->next_at) {
+        /* Not yet: park the connection (no thread waits). */
+        MHD_suspend_connection(s->c);
+        sleeper_add(s->c, (long)(s->next_at - cm_now_ms()));
+        return 0;
+    }
+    s->next_at = cm_now_ms() + (uint64_t)s->delay_ms;
+    p = (const uint8_t *)s->data + s->off;
     n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
     if (n > s->len - s->off)
         n = s->len - s->off;
@@ -879,6 +1009,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
 
         if (!s)
             return MHD_NO;
+        s->c = c;
         s->data = a->body;
         s->len = a->len;
         s->delay_ms = a->slow_ms;
@@ -917,7 +1048,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *size, void **con_cls)
 {
     struct req *rq = *con_cls;
-    struct answer a = {0, NULL, NULL, 0, 0, 0, 0, 0};
+    struct answer a = {0, NULL, NULL, 0, 0, 0, 0, 0, 0};
 
     (void)cls, (void)version;
     if (!rq) {
@@ -933,6 +1064,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         *size = 0;
         return MHD_YES;
+    }
+    if (rq->ready) {
+        /* Its delay has passed (the sleeper resumed us). */
+        enum MHD_Result ret = send_answer(c, rq->ready);
+
+        free(rq->ready);
+        rq->ready = NULL;
+        return ret;
     }
     atomic_fetch_add(&n_requests, 1);
     if (!strcmp(url, "/_emu/stats")) {
@@ -967,6 +1106,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *kv[] = {"path", url, "errorType", a.error_type, NULL};
         CM_LOGF(CM_LOG_INFO, kv, "answered %d", a.status);
     }
+    if (a.delay_ms > 0 && (rq->ready = malloc(sizeof(a)))) {
+        *rq->ready = a;
+        MHD_suspend_connection(c);
+        sleeper_add(c, a.delay_ms);
+        return MHD_YES;
+    }
     return send_answer(c, &a);
 }
 
@@ -978,6 +1123,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)cls, (void)c, (void)toe;
     if (rq) {
         cm_buf_free(&rq->body);
+        if (rq->ready)
+            free(rq->ready->body);
+        free(rq->ready);
         free(rq);
     }
 }
@@ -1005,13 +1153,16 @@ int main(int argc, char **argv)
         cm_error("EMU_HOST '%s' is not an IPv4 address", cfg[C_HOST].s);
         return 2;
     }
+    if (pthread_create(&sleeper.thread, NULL, sleeper_main, NULL)) {
+        cm_error("cannot start the sleeper thread");
+        return 1;
+    }
     d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
             MHD_USE_SUPPRESS_DATE_NO_CLOCK, /* our own Date: the clock may be skewed */
         0, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_UNESCAPE_CALLBACK,
         no_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_CONNECTION_LIMIT, 8192u, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, 8192u, MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_END);
     if (!d) {
         cm_error("cannot listen on %s:%lld", cfg[C_HOST].s, cfg[C_PORT].i);
         return 1;
@@ -1024,6 +1175,8 @@ int main(int argc, char **argv)
     }
     cm_notify_ready(info ? info->port : 0);
     cm_main_wait_signal();
+    MHD_quiesce_daemon(d);
+    sleeper_stop(); /* resumes what still waits, so MHD can stop */
     MHD_stop_daemon(d);
     cm_config_free(cfg, C_COUNT);
     return 0;
