@@ -8,33 +8,19 @@
 #include "gw_hangup.h"
 #include "gw_health.h"
 #include "gw_invoke.h"
-#include "gw_ws.h"
+#include "gw_mhd.h"
+#include "gw_wss.h"
 
 #include "agentcore.pb-c.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <microhttpd.h>
-#include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <wslay/wslay.h>
-
-/* How often a waiting request checks its client, when the hangup watcher
- * cannot watch its socket. */
-#define WAIT_SLICE_MS 100
-#define MAX_FORWARDED 24 /* context headers passed on per request */
-#define MAX_HEADER_VALUE 4096
-#define WS_CLOSE_WAIT_MS 2000 /* how long a sent close waits for the peer's */
 
 const struct cm_rpc_method gw_http_agent_methods[GW_HTTP_N_AGENT_METHODS] = {
     {"/agentcore.v1.AgentService/InvokeStream", &agentcore__v1__invoke_request__descriptor,
@@ -48,8 +34,6 @@ static const struct cm_rpc_method *const stream_method = &gw_http_agent_methods[
 static const struct cm_rpc_method *const invoke_method = &gw_http_agent_methods[1];
 static const struct cm_rpc_method *const watch_method = &gw_http_agent_methods[2];
 
-struct sse;
-
 struct gw_http {
     struct MHD_Daemon *daemon;
     struct cm_rpc_client *agent;
@@ -60,11 +44,9 @@ struct gw_http {
     pthread_cond_t cond;  /* in_flight reached 0 */
     int in_flight;
     int stopping;
-    struct sse *streams;      /* open InvokeStream calls, cancelled at shutdown */
-    struct ws *sockets;       /* open WebSockets, woken at shutdown */
     struct gw_health *health; /* what /ping says */
     struct gw_invoke *invoke; /* /invocations, as events */
-    int ws_threads;           /* WebSocket sessions running (a thread each) */
+    struct gw_wss *wss;       /* /ws sessions */
 };
 
 /* Per-request state, alive from the first callback to MHD's completion notice. */
@@ -79,18 +61,6 @@ struct req {
     char session[GW_SESSION_ID_MAX + 1], request_id[256];
 };
 
-/* One WebSocket invocation's InvokeStream call, registered for shutdown. */
-struct sse {
-    struct gw_http *h;
-    struct cm_rpc_stream *stream;
-    uint64_t start_ms;
-    char request_id[256];
-    struct sse *prev, *next;
-};
-
-/* Bytes of the last JSON answer this thread queued, for the access line. */
-static __thread size_t tl_bytes;
-
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -99,38 +69,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
     cm_warn("http: %s", msg);
-}
-
-static void add_ids(struct MHD_Response *r, const char *session_id, const char *request_id)
-{
-    if (session_id)
-        MHD_add_response_header(r, GW_SESSION_HEADER, session_id);
-    if (request_id)
-        MHD_add_response_header(r, GW_REQUEST_HEADER, request_id);
-}
-
-static enum MHD_Result send_json(struct MHD_Connection *c, int status, char *body,
-                                 const char *session_id, const char *request_id,
-                                 const char *const *extra)
-{
-    struct MHD_Response *r;
-    enum MHD_Result ret;
-
-    if (!body)
-        body = strdup("{\"error\":\"Internal error\"}");
-    tl_bytes = body ? strlen(body) : 0;
-    r = MHD_create_response_from_buffer(tl_bytes, body, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(body);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    add_ids(r, session_id, request_id);
-    for (; extra && extra[0]; extra += 2)
-        MHD_add_response_header(r, extra[0], extra[1]);
-    ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ret;
 }
 
 static void access_log_bytes(const char *method, const char *url, int status, size_t bytes,
@@ -150,7 +88,7 @@ static void access_log_bytes(const char *method, const char *url, int status, si
 
 static void access_log(const char *method, const char *url, int status, uint64_t start_ms)
 {
-    access_log_bytes(method, url, status, tl_bytes, start_ms);
+    access_log_bytes(method, url, status, gw_mhd_sent_bytes(), start_ms);
 }
 
 /* ---- request logging (DEBUG): headers masked, body truncated ---- */
@@ -196,48 +134,6 @@ static void log_request(struct gw_http *h, struct MHD_Connection *c, const char 
     cm_buf_free(&bb);
 }
 
-/* ---- forwarded request context ---- */
-
-/* The request context to pass on; owns copies (a WebSocket outlives the
- * upgrade request the headers came with). */
-struct fwd {
-    struct cm_rpc_meta meta[MAX_FORWARDED + 3];
-    char keys[MAX_FORWARDED][128];
-    char *vals[MAX_FORWARDED];
-    size_t n, owned;
-};
-
-static void fwd_clear(struct fwd *f)
-{
-    size_t i;
-
-    for (i = 0; i < f->owned; i++)
-        free(f->vals[i]);
-    f->n = f->owned = 0;
-}
-
-static enum MHD_Result collect_forwarded(void *cls, enum MHD_ValueKind kind, const char *key,
-                                         const char *value)
-{
-    struct fwd *f = cls;
-    size_t i, n = strlen(key);
-
-    (void)kind;
-    if (!value || f->n >= MAX_FORWARDED || n >= sizeof(f->keys[0]) ||
-        strlen(value) > MAX_HEADER_VALUE || !gw_api_header_forwarded(key))
-        return MHD_YES;
-    f->vals[f->n] = strdup(value);
-    if (!f->vals[f->n])
-        return MHD_YES;
-    for (i = 0; i <= n; i++) /* gRPC metadata keys are lowercase */
-        f->keys[f->n][i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
-    f->meta[f->n].key = f->keys[f->n];
-    f->meta[f->n].value = f->vals[f->n];
-    f->n++;
-    f->owned++;
-    return MHD_YES;
-}
-
 /* ---- in-flight accounting and the shutdown registry ---- */
 
 /* Takes a slot for an invocation; 0 when the cap is reached. */
@@ -261,44 +157,15 @@ static void flight_leave(struct gw_http *h)
     pthread_mutex_unlock(&h->lock);
 }
 
-static void registry_add(struct sse *x)
+/* The WebSocket sessions' view of the same slots. */
+static int slot_take(void *h)
 {
-    struct gw_http *h = x->h;
-
-    pthread_mutex_lock(&h->lock);
-    x->next = h->streams;
-    if (h->streams)
-        h->streams->prev = x;
-    h->streams = x;
-    pthread_mutex_unlock(&h->lock);
+    return flight_enter(h);
 }
 
-static void registry_remove(struct sse *x)
+static void slot_give(void *h)
 {
-    struct gw_http *h = x->h;
-
-    pthread_mutex_lock(&h->lock);
-    if (x->prev)
-        x->prev->next = x->next;
-    else if (h->streams == x)
-        h->streams = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    x->prev = x->next = NULL;
-    pthread_mutex_unlock(&h->lock);
-}
-
-/* Closes the call (cancelling it unless it ended) and fills |st|. */
-static int stream_finish(struct sse *x, struct cm_rpc_status *st)
-{
-    int rc;
-
-    if (!x->stream)
-        return -1;
-    registry_remove(x);
-    rc = cm_rpc_stream_close(x->stream, st);
-    x->stream = NULL;
-    return rc;
+    flight_leave(h);
 }
 
 /* ---- /ping ---- */
@@ -311,63 +178,10 @@ static enum MHD_Result handle_ping(struct gw_http *h, struct MHD_Connection *c, 
     /* An agent-worker unreachable for several checks is reported, with 503,
      * rather than hidden behind a Healthy that would accept work it cannot do. */
     *status = strcmp(s, "Unhealthy") ? 200 : 503;
-    return send_json(c, *status, gw_api_ping_body(s, since), NULL, NULL, NULL);
+    return gw_mhd_send_json(c, *status, gw_api_ping_body(s, since), NULL, NULL, NULL);
 }
 
 /* ---- /invocations ---- */
-
-/* Opens the InvokeStream call of one invocation, registered for shutdown.
- * |events|: stream every event (else only the final one). NULL with |st|. */
-static struct sse *call_open(struct gw_http *h, struct fwd *fwd, const char *prompt,
-                             const char *session, const char *request_id, int events,
-                             struct cm_rpc_status *st)
-{
-    Agentcore__V1__InvokeRequest ireq = AGENTCORE__V1__INVOKE_REQUEST__INIT;
-    struct cm_rpc_call_opts o = {0};
-    struct sse *x = calloc(1, sizeof(*x));
-    size_t base = fwd->n;
-
-    if (!x) {
-        st->code = CM_RPC_RESOURCE_EXHAUSTED;
-        cm_strlcpy(st->details, "out of memory", sizeof(st->details));
-        st->error_type[0] = '\0';
-        return NULL;
-    }
-    fwd->meta[fwd->n++] = (struct cm_rpc_meta){CM_RPC_MD_REQUEST_ID, request_id};
-    fwd->meta[fwd->n++] = (struct cm_rpc_meta){CM_RPC_MD_SESSION_ID, session};
-    ireq.prompt = (char *)prompt;
-    ireq.session_id = (char *)session;
-    ireq.request_id = (char *)request_id;
-    ireq.stream = events; /* without it the agent sends the final event only */
-    o.timeout_ms = events ? h->cfg.stream_timeout_ms : h->cfg.invoke_timeout_ms;
-    /* Processes start in any order (s6 starts all three at once): a call that
-     * arrives before the agent-worker listens waits for it, within
-     * AGENT_READY_WAIT_MS, instead of failing. The call itself does not wait
-     * for a connection (gRPC's wait-for-ready has no deadline of its own): an
-     * agent-worker lost after this check fails it at once, with 503. */
-    if (cm_rpc_client_wait_ready(h->agent, h->cfg.agent_ready_wait_ms)) {
-        st->code = CM_RPC_UNAVAILABLE;
-        snprintf(st->details, sizeof(st->details),
-                 "no agent-worker reachable within %d ms (AGENT_READY_WAIT_MS)",
-                 h->cfg.agent_ready_wait_ms);
-        st->error_type[0] = '\0';
-        free(x);
-        return NULL;
-    }
-    o.meta = fwd->meta;
-    o.n_meta = fwd->n;
-    x->h = h;
-    x->start_ms = cm_now_ms();
-    cm_strlcpy(x->request_id, request_id, sizeof(x->request_id));
-    x->stream = cm_rpc_stream_open(h->agent, stream_method, &ireq.base, &o, st);
-    fwd->n = base;
-    if (!x->stream) {
-        free(x);
-        return NULL;
-    }
-    registry_add(x);
-    return x;
-}
 
 static void request_id_of(struct MHD_Connection *c, char *out, size_t cap)
 {
@@ -427,7 +241,7 @@ static enum MHD_Result answer_invocation(struct gw_http *h, struct MHD_Connectio
         ret = MHD_NO; /* nobody to answer */
         break;
     case GW_ANSWER_JSON:
-        ret = send_json(c, a.status, a.body, rq->session, rq->request_id, NULL);
+        ret = gw_mhd_send_json(c, a.status, a.body, rq->session, rq->request_id, NULL);
         flight_leave(h);
         rq->in_flight = 0;
         access_log("POST", "/invocations", a.status, rq->start_ms);
@@ -451,7 +265,7 @@ static enum MHD_Result answer_invocation(struct gw_http *h, struct MHD_Connectio
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
         MHD_add_response_header(r, "X-Accel-Buffering", "no");
-        add_ids(r, rq->session, rq->request_id);
+        gw_mhd_add_ids(r, rq->session, rq->request_id);
         ret = MHD_queue_response(c, 200, r);
         MHD_destroy_response(r);
         break;
@@ -465,7 +279,7 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
 {
     struct gw_invocation inv;
     struct gw_reply rep = {0, NULL};
-    struct fwd fwd;
+    struct gw_mhd_fwd fwd;
     char session[GW_SESSION_ID_MAX + 1], request_id[256];
     const char *retry[] = {"Retry-After", "1", NULL};
     struct gw_call_request creq;
@@ -493,11 +307,12 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     if (!flight_enter(h)) {
         gw_invocation_clear(&inv);
         *status_out = 503;
-        return send_json(c, 503,
-                         gw_api_error_body("Too many concurrent invocations",
-                                           "the gateway's MAX_CONCURRENT_INVOCATIONS is reached; "
-                                           "retry shortly"),
-                         session, request_id, retry);
+        return gw_mhd_send_json(
+            c, 503,
+            gw_api_error_body("Too many concurrent invocations",
+                              "the gateway's MAX_CONCURRENT_INVOCATIONS is reached; "
+                              "retry shortly"),
+            session, request_id, retry);
     }
     rq->in_flight = 1;
     /* HTTP_IDLE_TIMEOUT_S is for idle keep-alive connections: an invocation
@@ -507,7 +322,7 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     cm_strlcpy(rq->session, session, sizeof(rq->session));
     cm_strlcpy(rq->request_id, request_id, sizeof(rq->request_id));
     memset(&fwd, 0, sizeof(fwd));
-    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_forwarded, &fwd);
+    gw_mhd_fwd_collect(&fwd, c);
     fwd.meta[fwd.n++] = (struct cm_rpc_meta){CM_RPC_MD_REQUEST_ID, request_id};
     fwd.meta[fwd.n++] = (struct cm_rpc_meta){CM_RPC_MD_SESSION_ID, session};
     creq.prompt = inv.prompt;
@@ -519,512 +334,27 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     /* The connection is suspended until the agent-worker answers: no thread
      * waits for it (gw_invoke). */
     rq->call = gw_call_start(h->invoke, c, &creq);
-    fwd_clear(&fwd);
+    gw_mhd_fwd_clear(&fwd);
     gw_invocation_clear(&inv);
     if (!rq->call) {
         flight_leave(h);
         rq->in_flight = 0;
         *status_out = 500;
-        return send_json(c, 500, gw_api_error_body("Agent failed", "out of memory"), session,
-                         request_id, NULL);
+        return gw_mhd_send_json(c, 500, gw_api_error_body("Agent failed", "out of memory"), session,
+                                request_id, NULL);
     }
     *status_out = 0; /* logged when it is answered */
     return MHD_YES;
 reply:
     *status_out = rep.status;
-    return send_json(c, rep.status, rep.body, NULL, request_id, NULL);
-}
-
-/* ---- /ws: the same invocations over a WebSocket ---- */
-
-/* One WebSocket: one invocation at a time, its events sent as text messages
- * in the SSE events' JSON; a socket that closes cancels the invocation. */
-struct ws {
-    struct gw_http *h;
-    MHD_socket sock;
-    struct MHD_UpgradeResponseHandle *urh;
-    const char *extra; /* bytes MHD read past the handshake (our copy) */
-    size_t extra_len;
-    char *extra_copy;
-    wslay_event_context_ptr ctx;
-    struct sse *call;
-    struct fwd fwd;
-    char session[GW_SESSION_ID_MAX + 1]; /* from the upgrade request, or "" */
-    char request_id[256];
-    /* A close to send once the messages queued before it are out: wslay puts
-     * control frames ahead of data, so it must not be queued earlier. */
-    uint16_t close_code;
-    /* While an invocation runs, a pump thread sleeps on its stream and hands
-     * each event over through |q| and the |wake| eventfd, so the socket's
-     * thread sleeps in poll() on the socket and |wake|, never on a timer. */
-    int wake;
-    pthread_t pump;
-    int pump_live;
-    pthread_mutex_t qlock; /* q_head/q_tail, pump_done */
-    struct wsq *q_head, *q_tail;
-    int pump_done;
-    struct ws *prev, *next; /* the gateway's open sockets, woken at shutdown */
-};
-
-struct wsq {
-    struct wsq *next;
-    char *text;
-};
-
-static void ws_text(struct ws *w, char *text);
-
-static void ws_wake(struct ws *w)
-{
-    uint64_t one = 1;
-
-    if (write(w->wake, &one, sizeof(one)) < 0) {
-        /* an eventfd only refuses at 2^64-1 pending wake-ups */
-    }
-}
-
-static void *ws_pump_main(void *p)
-{
-    struct ws *w = p;
-    ProtobufCMessage *m;
-
-    /* The stream was opened on the socket's thread; reading it from here is
-     * fine (one reader at a time, and cancel is thread-safe). */
-    while (cm_rpc_stream_next(w->call->stream, &m) == 1) {
-        struct wsq *e = calloc(1, sizeof(*e));
-
-        if (e)
-            e->text = gw_api_event_json((Agentcore__V1__InvokeEvent *)m);
-        protobuf_c_message_free_unpacked(m, NULL);
-        if (!e)
-            continue;
-        pthread_mutex_lock(&w->qlock);
-        if (w->q_tail)
-            w->q_tail->next = e;
-        else
-            w->q_head = e;
-        w->q_tail = e;
-        pthread_mutex_unlock(&w->qlock);
-        ws_wake(w);
-    }
-    pthread_mutex_lock(&w->qlock);
-    w->pump_done = 1;
-    pthread_mutex_unlock(&w->qlock);
-    ws_wake(w);
-    return NULL;
-}
-
-/* Takes what the pump queued; with |send| 0 it is dropped. Returns 1 when
- * the pump has finished (and has been joined). */
-static int ws_take(struct ws *w, int send)
-{
-    struct wsq *e, *next;
-    int done;
-
-    pthread_mutex_lock(&w->qlock);
-    e = w->q_head;
-    w->q_head = w->q_tail = NULL;
-    done = w->pump_done;
-    pthread_mutex_unlock(&w->qlock);
-    for (; e; e = next) {
-        next = e->next;
-        if (send)
-            ws_text(w, e->text);
-        else
-            free(e->text);
-        free(e);
-    }
-    if (done && w->pump_live) {
-        pthread_join(w->pump, NULL);
-        w->pump_live = 0;
-    }
-    return done;
-}
-
-static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
-{
-    struct ws *w = ud;
-    ssize_t r;
-
-    (void)flags;
-    if (w->extra_len) {
-        size_t n = w->extra_len < len ? w->extra_len : len;
-
-        memcpy(buf, w->extra, n);
-        w->extra += n;
-        w->extra_len -= n;
-        return (ssize_t)n;
-    }
-    r = recv(w->sock, buf, len, 0);
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
-    if (r <= 0) { /* the client went away */
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-        return -1;
-    }
-    return r;
-}
-
-static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
-                       void *ud)
-{
-    struct ws *w = ud;
-    ssize_t r = send(w->sock, data, len, MSG_NOSIGNAL);
-
-    (void)flags;
-    if (r < 0) {
-        wslay_event_set_error(ctx, errno == EAGAIN || errno == EWOULDBLOCK
-                                       ? WSLAY_ERR_WOULDBLOCK
-                                       : WSLAY_ERR_CALLBACK_FAILURE);
-        return -1;
-    }
-    return r;
-}
-
-/* Queues |text| (taken) as a text message. */
-static void ws_text(struct ws *w, char *text)
-{
-    struct wslay_event_msg m;
-
-    if (!text)
-        return;
-    if (*text) {
-        m.opcode = WSLAY_TEXT_FRAME;
-        m.msg = (const uint8_t *)text;
-        m.msg_length = strlen(text);
-        wslay_event_queue_msg(w->ctx, &m); /* copies the message */
-    }
-    free(text);
-}
-
-static void ws_close_call(struct ws *w)
-{
-    struct cm_rpc_status st;
-
-    if (!w->call)
-        return;
-    if (w->pump_live) {
-        cm_rpc_stream_cancel(w->call->stream); /* the pump wakes and ends */
-        pthread_join(w->pump, NULL);
-        w->pump_live = 0;
-        ws_take(w, 0);
-    }
-    stream_finish(w->call, &st);
-    free(w->call);
-    w->call = NULL;
-    flight_leave(w->h);
-}
-
-static void ws_invocation(struct ws *w, const char *payload, size_t len)
-{
-    struct gw_invocation inv;
-    struct gw_reply rep = {0, NULL};
-    struct cm_rpc_status st;
-    char session[GW_SESSION_ID_MAX + 1];
-
-    if (w->call) {
-        ws_text(w,
-                gw_api_error_event("an invocation is already running on this connection", "Busy"));
-        return;
-    }
-    if (gw_api_parse_invocation(payload, len, &inv, &rep)) {
-        ws_text(w, rep.body); /* the same body an HTTP 400 carries */
-        return;
-    }
-    if (gw_api_session_id(w->session[0] ? w->session : NULL, inv.session_id, session, &rep)) {
-        gw_invocation_clear(&inv);
-        ws_text(w, rep.body);
-        return;
-    }
-    if (cm_uuid4(w->request_id))
-        cm_strlcpy(w->request_id, "unknown", sizeof(w->request_id));
-    cm_log_set_context(w->request_id, session);
-    if (!flight_enter(w->h)) {
-        gw_invocation_clear(&inv);
-        ws_text(w, gw_api_error_event("too many concurrent invocations", "Busy"));
-        return;
-    }
-    w->call = call_open(w->h, &w->fwd, inv.prompt, session, w->request_id, 1, &st);
-    gw_invocation_clear(&inv);
-    if (!w->call) {
-        flight_leave(w->h);
-        ws_text(w, gw_api_error_event(st.details, cm_rpc_code_name(st.code)));
-        w->close_code = WSLAY_CODE_INTERNAL_SERVER_ERROR;
-        return;
-    }
-    w->pump_done = 0;
-    w->pump_live = !pthread_create(&w->pump, NULL, ws_pump_main, w);
-    if (!w->pump_live) {
-        ws_close_call(w);
-        ws_text(w, gw_api_error_event("cannot follow the invocation", "AgentError"));
-    }
-}
-
-static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-                      void *ud)
-{
-    struct ws *w = ud;
-
-    (void)ctx;
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
-        ws_invocation(w, (const char *)arg->msg, arg->msg_length);
-    else if (arg->opcode == WSLAY_CONNECTION_CLOSE)
-        ws_close_call(w); /* wslay answers the close itself */
-}
-
-/* Sends what the running invocation produced; at its end, its failure (if
- * any) and the call's cleanup. */
-static void ws_pump(struct ws *w)
-{
-    struct cm_rpc_status st;
-
-    if (!ws_take(w, 1))
-        return;
-    if (stream_finish(w->call, &st)) {
-        ws_text(w,
-                gw_api_error_event(st.details[0] ? st.details : cm_rpc_code_name(st.code),
-                                   st.error_type[0] ? st.error_type : cm_rpc_code_name(st.code)));
-        /* The agent-worker itself failed or is gone: close with 1011. */
-        if (!st.error_type[0] && st.code != CM_RPC_INVALID_ARGUMENT)
-            w->close_code = WSLAY_CODE_INTERNAL_SERVER_ERROR;
-    }
-    free(w->call);
-    w->call = NULL;
-    flight_leave(w->h);
-}
-
-static void ws_register(struct ws *w, int add)
-{
-    struct gw_http *h = w->h;
-
-    pthread_mutex_lock(&h->lock);
-    if (add) {
-        w->next = h->sockets;
-        if (h->sockets)
-            h->sockets->prev = w;
-        h->sockets = w;
-    } else {
-        if (w->prev)
-            w->prev->next = w->next;
-        else if (h->sockets == w)
-            h->sockets = w->next;
-        if (w->next)
-            w->next->prev = w->prev;
-    }
-    pthread_mutex_unlock(&h->lock);
-}
-
-/* Closing a socket with unread input makes the kernel send a RST, which can
- * destroy the close frame still on its way (e.g. after refusing an oversized
- * message). So: send FIN, read away what the peer still sends, briefly. */
-static void ws_linger(MHD_socket sock)
-{
-    uint64_t until = cm_now_ms() + 500;
-    char junk[4096];
-
-    shutdown(sock, SHUT_WR);
-    while (cm_now_ms() < until) {
-        struct pollfd p = {sock, POLLIN, 0};
-        ssize_t r;
-
-        if (poll(&p, 1, 100) <= 0)
-            continue;
-        r = recv(sock, junk, sizeof(junk), 0);
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
-            break; /* the peer closed too */
-    }
-}
-
-/* The part of a WebSocket session that needs the connection, on MHD's
- * thread: copies what the session thread will need, then hands over. */
-static void *ws_main(void *p);
-
-static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, const char *extra_in,
-                        size_t extra_in_size, MHD_socket sock,
-                        struct MHD_UpgradeResponseHandle *urh)
-{
-    struct gw_http *h = cls;
-    const char *session = MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_SESSION_HEADER);
-    struct ws *w = calloc(1, sizeof(*w));
-    pthread_attr_t attr;
-    pthread_t t;
-    int started = 0;
-
-    (void)con_cls;
-    if (w) {
-        w->h = h;
-        w->sock = sock;
-        w->urh = urh;
-        w->extra_copy = extra_in_size ? malloc(extra_in_size) : NULL;
-        if (w->extra_copy)
-            memcpy(w->extra_copy, extra_in, extra_in_size);
-        w->extra = w->extra_copy;
-        w->extra_len = w->extra_copy ? extra_in_size : 0;
-        if (session && strlen(session) <= GW_SESSION_ID_MAX)
-            cm_strlcpy(w->session, session, sizeof(w->session));
-        MHD_get_connection_values(c, MHD_HEADER_KIND, collect_forwarded, &w->fwd);
-        pthread_mutex_lock(&h->lock);
-        h->ws_threads++;
-        pthread_mutex_unlock(&h->lock);
-        /* MHD's threads serve every connection: a session that waits on its
-         * client lives on a thread of its own. */
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 256 * 1024);
-        started = !pthread_create(&t, &attr, ws_main, w);
-        pthread_attr_destroy(&attr);
-    }
-    if (!started) {
-        if (w) {
-            pthread_mutex_lock(&h->lock);
-            h->ws_threads--;
-            pthread_mutex_unlock(&h->lock);
-            fwd_clear(&w->fwd);
-            free(w->extra_copy);
-            free(w);
-        }
-        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-    }
-}
-
-/* Frees a session and tells the gateway it is over. */
-static void ws_end(struct ws *w)
-{
-    struct gw_http *h = w->h;
-
-    fwd_clear(&w->fwd);
-    free(w->extra_copy);
-    free(w);
-    pthread_mutex_lock(&h->lock);
-    if (--h->ws_threads == 0)
-        pthread_cond_broadcast(&h->cond);
-    pthread_mutex_unlock(&h->lock);
-}
-
-static void *ws_main(void *p)
-{
-    struct ws *w = p;
-    struct gw_http *h = w->h;
-    MHD_socket sock = w->sock;
-    struct MHD_UpgradeResponseHandle *urh = w->urh;
-    struct wslay_event_callbacks cb = {ws_recv, ws_send, NULL, NULL, NULL, NULL, ws_on_msg};
-    int flags = fcntl(sock, F_GETFL);
-    uint64_t closed_at = 0;
-
-    fcntl(sock, F_SETFL, flags | O_NONBLOCK);
-    w->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    pthread_mutex_init(&w->qlock, NULL);
-    if (w->wake < 0 || wslay_event_context_server_init(&w->ctx, &cb, w)) {
-        if (w->wake >= 0)
-            close(w->wake);
-        pthread_mutex_destroy(&w->qlock);
-        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-        ws_end(w);
-        return NULL;
-    }
-    ws_register(w, 1);
-    wslay_event_config_set_max_recv_msg_length(w->ctx, h->cfg.ws_max_message);
-    while (wslay_event_want_read(w->ctx) || wslay_event_want_write(w->ctx)) {
-        struct pollfd pf[2] = {{sock, 0, 0}, {w->wake, POLLIN, 0}};
-        int stopping, timeout = -1;
-
-        pthread_mutex_lock(&h->lock);
-        stopping = h->stopping;
-        pthread_mutex_unlock(&h->lock);
-        if (stopping && !wslay_event_get_close_sent(w->ctx)) {
-            ws_close_call(w);
-            wslay_event_queue_close(w->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
-        }
-        /* Our close is out: wait a little for the peer's, never forever (a
-         * client that does not answer must not hold a thread, or shutdown). */
-        if (wslay_event_get_close_sent(w->ctx) && !wslay_event_want_write(w->ctx)) {
-            if (!closed_at)
-                closed_at = cm_now_ms();
-            else if (stopping || cm_now_ms() - closed_at > WS_CLOSE_WAIT_MS)
-                break;
-            timeout = (int)(WS_CLOSE_WAIT_MS + 1 - (cm_now_ms() - closed_at));
-        }
-        if (wslay_event_want_read(w->ctx))
-            pf[0].events |= POLLIN;
-        if (wslay_event_want_write(w->ctx))
-            pf[0].events |= POLLOUT;
-        /* Sleeps until the client sends, the socket drains, the invocation
-         * has an event, or the gateway stops: no timer while nothing happens. */
-        if (w->extra_len)
-            pf[0].revents = POLLIN;
-        else if (poll(pf, 2, timeout) < 0 && errno != EINTR)
-            break;
-        if (pf[1].revents & POLLIN) {
-            uint64_t n;
-
-            if (read(w->wake, &n, sizeof(n)) < 0) {
-                /* EAGAIN: another wake-up already took it */
-            }
-        }
-        if ((pf[0].revents & (POLLIN | POLLHUP | POLLERR)) && wslay_event_recv(w->ctx)) {
-            /* The client went away or broke the protocol (an oversized
-             * message, say): send the close wslay queued, if it can go. */
-            wslay_event_send(w->ctx);
-            break;
-        }
-        if (w->call)
-            ws_pump(w);
-        if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx))
-            break;
-        if (w->close_code && !wslay_event_want_write(w->ctx)) {
-            wslay_event_queue_close(w->ctx, w->close_code, NULL, 0);
-            w->close_code = 0;
-        }
-    }
-    if (w->call)
-        cm_info("WebSocket closed mid-invocation: invocation cancelled");
-    ws_close_call(w);
-    ws_register(w, 0);
-    close(w->wake);
-    pthread_mutex_destroy(&w->qlock);
-    wslay_event_context_free(w->ctx);
-    cm_log_clear_context();
-    ws_linger(sock);
-    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-    ws_end(w);
-    return NULL;
-}
-
-static enum MHD_Result handle_ws(struct gw_http *h, struct MHD_Connection *c, int *status)
-{
-    char why[128], accept[GW_WS_ACCEPT_LEN + 1];
-    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
-    struct MHD_Response *r;
-    enum MHD_Result ret;
-
-    why[0] = '\0';
-    if (gw_ws_check(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Upgrade"),
-                    MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Connection"),
-                    MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Version"), key,
-                    why, sizeof(why)) ||
-        gw_ws_accept_key(key, accept)) {
-        *status = 400;
-        return send_json(c, 400, gw_api_error_body("Invalid WebSocket handshake", why), NULL, NULL,
-                         NULL);
-    }
-    r = MHD_create_response_for_upgrade(ws_upgraded, h);
-    if (!r)
-        return MHD_NO;
-    MHD_add_response_header(r, "Upgrade", "websocket");
-    MHD_add_response_header(r, "Connection", "Upgrade");
-    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
-    *status = 101;
-    ret = MHD_queue_response(c, MHD_HTTP_SWITCHING_PROTOCOLS, r);
-    MHD_destroy_response(r);
-    return ret;
+    return gw_mhd_send_json(c, rep.status, rep.body, NULL, request_id, NULL);
 }
 
 /* 404, or 405 with its Allow header, answered and logged. */
 static enum MHD_Result refuse(struct MHD_Connection *c, const char *method, const char *url,
                               int status, const char *const *allow, uint64_t start_ms)
 {
-    enum MHD_Result ret = send_json(
+    enum MHD_Result ret = gw_mhd_send_json(
         c, status, gw_api_error_body(status == 404 ? "Not Found" : "Method Not Allowed", NULL),
         NULL, NULL, allow);
 
@@ -1083,7 +413,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (is_ws) {
-        ret = handle_ws(h, c, &status);
+        ret = gw_wss_answer(h->wss, c, &status);
         access_log(method, url, status, rq->start_ms);
         return ret;
     }
@@ -1166,6 +496,22 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
             goto fail;
         }
     }
+    {
+        struct gw_wss_config wc = {agent,
+                                   stream_method,
+                                   cfg->stream_timeout_ms,
+                                   cfg->agent_ready_wait_ms,
+                                   cfg->ws_max_message,
+                                   slot_take,
+                                   slot_give,
+                                   h};
+
+        h->wss = gw_wss_new(&wc);
+        if (!h->wss) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
     /* Before the daemon: /ping reads it from the first request on. */
     h->health =
         gw_health_start(agent, watch_method, cfg->health_interval_ms, cfg->health_timeout_ms);
@@ -1194,6 +540,7 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
     return h;
 fail:
     gw_health_stop(h->health);
+    gw_wss_free(h->wss);
     gw_invoke_free(h->invoke);
     gw_hangup_free(h->hangup);
     pthread_mutex_destroy(&h->lock);
@@ -1210,37 +557,31 @@ int gw_http_port(const struct gw_http *h)
 void gw_http_stop(struct gw_http *h, int grace_ms)
 {
     struct timespec until;
-    struct sse *x;
     int left;
 
     if (!h)
         return;
     MHD_quiesce_daemon(h->daemon); /* no new connections from here on */
+    gw_wss_shutdown(h->wss);       /* WebSockets close with 1001 once idle */
     until = cm_deadline_ms(grace_ms);
     pthread_mutex_lock(&h->lock);
     h->stopping = 1; /* refuse new invocations on open connections too */
-    pthread_cond_broadcast(&h->cond);
-    for (struct ws *w = h->sockets; w; w = w->next)
-        ws_wake(w); /* they close with 1001 */
     while (h->in_flight > 0 && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
         ;
     left = h->in_flight;
-    /* The grace is over: cancel what still runs (the WebSockets' calls here,
-     * the others on the invocation loop), then wait, briefly, until every
-     * call and session has let go, so MHD can stop. */
-    for (x = h->streams; x; x = x->next)
-        cm_rpc_stream_cancel(x->stream);
     pthread_mutex_unlock(&h->lock);
+    /* The grace is over: cancel what still runs (the WebSockets' calls, the
+     * others on the invocation loop), then wait, briefly, until every call
+     * and session has let go, so MHD can stop. */
     if (left)
         cm_warn("%d invocation(s) still running after the grace period: cancelled", left);
+    gw_wss_cancel(h->wss);
     gw_invoke_cancel_all(h->invoke, 5000);
-    until = cm_deadline_ms(WS_CLOSE_WAIT_MS + 1000);
-    pthread_mutex_lock(&h->lock);
-    while (h->ws_threads > 0 && pthread_cond_timedwait(&h->cond, &h->lock, &until) == 0)
-        ;
-    pthread_mutex_unlock(&h->lock);
+    if (gw_wss_wait(h->wss, GW_WSS_STOP_MS))
+        cm_warn("a WebSocket session did not end within %d ms", GW_WSS_STOP_MS);
     gw_health_stop(h->health);
     MHD_stop_daemon(h->daemon);
+    gw_wss_free(h->wss);
     gw_invoke_free(h->invoke);
     gw_hangup_free(h->hangup);
     pthread_mutex_destroy(&h->lock);

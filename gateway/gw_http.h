@@ -4,7 +4,7 @@
  * Nothing blocks them: an invocation suspends its connection while its gRPC
  * call runs on gw_invoke's loop, and is resumed when there is something to
  * write. /ping reads what gw_health keeps, so agent work cannot stall it; a
- * WebSocket session runs on a thread of its own.
+ * WebSocket session (gw_wss) runs on a thread of its own.
  *
  * Routes: GET|HEAD /ping, POST /invocations, GET /ws. Anything else: 404 or
  * 405 (with Allow), always with a JSON body. Bodies larger than |max_body| get

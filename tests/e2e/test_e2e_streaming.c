@@ -2,7 +2,7 @@
  * content, errors mid-stream, cancellation when the client leaves (seen from
  * the emulator's and the tool-worker's side), /ping under load and with the
  * agent-worker down, the concurrency cap, forwarded context, body limits and
- * SIGTERM with a stream in flight. */
+ * SIGTERM with a stream and WebSockets in flight. */
 #include "th_stack.h"
 #include "th_ws.h"
 
@@ -21,6 +21,10 @@
 #include <cmocka.h>
 
 #define N_STREAMS 100
+#define WS_TEXT 0x1 /* WebSocket opcodes */
+#define WS_CLOSE 0x8
+#define WS_PING 0x9
+#define WS_PONG 0xA
 #define AUTH_VALUE "Bearer very-secret-jwt-must-never-be-logged"
 #define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
 /* About 40 frames of text at 100 ms each: a stream that lasts ~4 s. */
@@ -548,23 +552,48 @@ static void test_body_limits_and_content_type(void **state)
 
 static void test_sigterm_with_a_stream_in_flight(void **state)
 {
-    int fd = open_slow_stream(&term_s);
+    int fd = open_slow_stream(&term_s), ws_busy, ws_idle;
+    char buf[65536], payload[512];
+    uint8_t op;
+    long n;
 
     (void)state;
+    /* Two WebSockets as well: one idle, one running a slow invocation. */
+    ws_idle = th_ws_connect(term_s.gw.port, "/ws", "");
+    ws_busy = th_ws_connect(term_s.gw.port, "/ws", "");
+    assert_true(ws_idle >= 0 && ws_busy >= 0);
+    snprintf(payload, sizeof(payload), "{\"prompt\":\"%s\"}", SLOW_PROMPT);
+    assert_int_equal(th_ws_send(ws_busy, WS_TEXT, payload, strlen(payload)), 0);
+    assert_true(th_ws_recv(ws_busy, &op, buf, sizeof(buf), 10000) >= 0);
+    assert_non_null(strstr(buf, "contentBlockDelta"));
     /* Grace 300 ms, then the stream is cancelled and the gateway exits 0,
      * long before the ~4 s stream would have ended. */
     sigterm_quickly(&term_s.gw);
     assert_true(th_wait_log(term_s.agent.log_path, "invocation cancelled by the caller", 5000) >=
                 0);
     close(fd);
+    /* The idle socket was told the gateway goes away... */
+    n = th_ws_recv(ws_idle, &op, buf, sizeof(buf), 5000);
+    assert_true(n >= 2);
+    assert_int_equal(op, WS_CLOSE);
+    assert_int_equal(((uint8_t)buf[0] << 8) | (uint8_t)buf[1], 1001);
+    close(ws_idle);
+    /* ...the busy one got its deltas, then an error event for the cancelled
+     * invocation, then the same close. */
+    while ((n = th_ws_recv(ws_busy, &op, buf, sizeof(buf), 5000)) >= 0 && op == WS_TEXT &&
+           strstr(buf, "contentBlockDelta"))
+        ;
+    assert_true(n >= 0);
+    assert_int_equal(op, WS_TEXT);
+    assert_non_null(strstr(buf, "\"error\""));
+    n = th_ws_recv(ws_busy, &op, buf, sizeof(buf), 5000);
+    assert_true(n >= 2);
+    assert_int_equal(op, WS_CLOSE);
+    assert_int_equal(((uint8_t)buf[0] << 8) | (uint8_t)buf[1], 1001);
+    close(ws_busy);
 }
 
 /* ---- WebSocket ---- */
-
-#define WS_TEXT 0x1
-#define WS_CLOSE 0x8
-#define WS_PING 0x9
-#define WS_PONG 0xA
 
 /* Sends one invocation and reads its events up to the final answer; returns
  * the final object and checks the deltas add up to its response. */

@@ -1,0 +1,46 @@
+/* gw_mhd: the libmicrohttpd pieces gw_http and gw_wss share.
+ *
+ * JSON answers with the AgentCore id headers, and the request context (the
+ * headers passed on to the agent-worker as gRPC metadata). No state beyond
+ * one thread-local byte count for the access line. */
+#ifndef GW_MHD_H
+#define GW_MHD_H
+
+#include <stddef.h>
+
+#include <microhttpd.h>
+
+#include "cm_rpc.h"
+
+#define GW_MHD_MAX_FORWARDED 24 /* context headers passed on per request */
+#define GW_MHD_MAX_HEADER_VALUE 4096
+
+/* The request context to pass on. Owns copies of the values (a WebSocket
+ * outlives the upgrade request its headers came with); |meta| has room for
+ * the forwarded headers and 3 more entries the caller adds. Zero it before
+ * use; gw_mhd_fwd_clear frees. */
+struct gw_mhd_fwd {
+    struct cm_rpc_meta meta[GW_MHD_MAX_FORWARDED + 3];
+    char keys[GW_MHD_MAX_FORWARDED][128];
+    char *vals[GW_MHD_MAX_FORWARDED];
+    size_t n, owned;
+};
+
+/* Collects |c|'s forwarded headers (gw_api_header_forwarded) into |f|;
+ * beyond the caps, or out of memory, headers are skipped, never truncated. */
+void gw_mhd_fwd_collect(struct gw_mhd_fwd *f, struct MHD_Connection *c);
+void gw_mhd_fwd_clear(struct gw_mhd_fwd *f);
+
+/* Adds the session and request id headers (either may be NULL). */
+void gw_mhd_add_ids(struct MHD_Response *r, const char *session_id, const char *request_id);
+
+/* Queues a JSON answer. Takes |body| (malloc'd; NULL answers a generic
+ * internal error). |extra|: NULL-terminated name, value pairs, or NULL. */
+enum MHD_Result gw_mhd_send_json(struct MHD_Connection *c, int status, char *body,
+                                 const char *session_id, const char *request_id,
+                                 const char *const *extra);
+
+/* Bytes of the last JSON body this thread queued, for the access line. */
+size_t gw_mhd_sent_bytes(void);
+
+#endif
