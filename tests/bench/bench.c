@@ -103,21 +103,35 @@ static double cpu_live_s(pid_t pid)
     return sum;
 }
 
-static long rss_kb(pid_t pid)
+/* One "Name:   N kB" figure of a /proc file of |pid|. */
+static long proc_kb(pid_t pid, const char *file, const char *name)
 {
     char path[64], line[256];
+    size_t n = strlen(name);
     long kb = 0;
     FILE *f;
 
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
     f = fopen(path, "r");
     while (f && fgets(line, sizeof(line), f)) {
-        if (!strncmp(line, "VmRSS:", 6))
-            sscanf(line + 6, "%ld", &kb);
+        if (!strncmp(line, name, n) && line[n] == ':')
+            sscanf(line + n + 1, "%ld", &kb);
     }
     if (f)
         fclose(f);
     return kb;
+}
+
+static long rss_kb(pid_t pid)
+{
+    return proc_kb(pid, "status", "VmRSS");
+}
+
+/* Proportional set size: a shared library's pages split between the
+ * processes that map them, so the three add up to what they use together. */
+static long pss_kb(pid_t pid)
+{
+    return proc_kb(pid, "smaps_rollup", "Pss");
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -733,7 +747,7 @@ int main(int argc, char **argv)
     double tp[COLD_RUNS], ti[COLD_RUNS];
     int bad[COLD_RUNS], k, fails = 0, bad_total = 0;
     struct stack s;
-    long rss_idle[3], before_sessions;
+    long rss_idle[3], pss_idle[3], before_sessions;
 
     if (conc < 1 || conc > 4096 || total < conc || sessions < 0 || streams < 1)
         return 2;
@@ -764,10 +778,15 @@ int main(int argc, char **argv)
         th_http("POST", s.url, NULL, "{\"prompt\":\"hi\"}", 15, &r);
         th_resp_free(&r);
     }
-    for (k = 0; k < 3; k++)
+    for (k = 0; k < 3; k++) {
         rss_idle[k] = rss_kb(ours(&s, k)->pid);
+        pss_idle[k] = pss_kb(ours(&s, k)->pid);
+    }
     printf("RSS idle: %ld KiB in all = gateway %ld + agent-worker %ld + tool-worker %ld KiB\n",
            rss_idle[0] + rss_idle[1] + rss_idle[2], rss_idle[0], rss_idle[1], rss_idle[2]);
+    printf("PSS idle (shared pages counted once): %ld KiB in all = gateway %ld + agent-worker %ld "
+           "+ tool-worker %ld KiB\n",
+           pss_idle[0] + pss_idle[1] + pss_idle[2], pss_idle[0], pss_idle[1], pss_idle[2]);
 
     if (phase("load"))
         run_load("model latency 0", &s, "{\"prompt\":\"hello\"}", total, conc, -1);
