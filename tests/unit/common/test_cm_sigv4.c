@@ -273,7 +273,7 @@ int main(void)
     snprintf(dir, sizeof(dir), "%s/sigv4", root);
     d = opendir(dir);
     if (!d) {
-        fprintf(stderr, "test data not found at %s: shared/ must sit beside the repo\n", dir);
+        fprintf(stderr, "test data not found at %s (tests/data/)\n", dir);
         return 1;
     }
     while ((e = readdir(d)) && n < MAX_CASES) {
