@@ -313,11 +313,6 @@ struct aw_watch *aw_watch_start(const char *targets, int interval_ms, int max_ms
     return w;
 }
 
-int aw_watch_sum(const struct aw_watch *w)
-{
-    return w ? w->sum : 0;
-}
-
 void aw_watch_stop(struct aw_watch *w)
 {
     int i;

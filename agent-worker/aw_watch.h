@@ -26,8 +26,6 @@ struct aw_watch;
 struct aw_watch *aw_watch_start(const char *targets, int interval_ms, int max_msg_bytes,
                                 struct cm_rpc_events *ev, uv_loop_t *loop,
                                 void (*on_sum)(int sum, void *ud), void *ud);
-/* The sum last reported. */
-int aw_watch_sum(const struct aw_watch *w);
 /* Ends every watch; the watcher frees itself once the last stream and timer
  * are gone (the loop and |ev| must still run until then). NULL is fine. */
 void aw_watch_stop(struct aw_watch *w);

@@ -1303,80 +1303,33 @@ int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st)
     return rc;
 }
 
-struct cm_rpc_unary {
-    struct cli k;
-    grpc_completion_queue *cq;
-    int tag, started, waited, completed;
-};
-
-struct cm_rpc_unary *cm_rpc_unary_start(struct cm_rpc_client *c, const struct cm_rpc_method *m,
-                                        const ProtobufCMessage *req,
-                                        const struct cm_rpc_call_opts *opts,
-                                        struct cm_rpc_status *st)
-{
-    struct cm_rpc_call_opts none = {0};
-    struct cm_rpc_unary *u = calloc(1, sizeof(*u));
-    grpc_op ops[6];
-    size_t n;
-
-    if (!u) {
-        status_set(st, CM_RPC_RESOURCE_EXHAUSTED, "out of memory");
-        return NULL;
-    }
-    if (!opts)
-        opts = &none;
-    u->cq = thread_cq();
-    if (cli_open(&u->k, c, m, opts, u->cq, req, st)) {
-        free(u);
-        return NULL;
-    }
-    n = cli_ops(&u->k, ops, opts->wait_for_ready, 1);
-    /* Unary is one 6-op batch on this thread's queue (§2.5): one wake-up. */
-    u->started = grpc_call_start_batch(u->k.call, ops, n, &u->tag, NULL) == GRPC_CALL_OK;
-    return u;
-}
-
-void cm_rpc_unary_cancel(struct cm_rpc_unary *u)
-{
-    if (u)
-        grpc_call_cancel(u->k.call, NULL);
-}
-
-void cm_rpc_unary_wait(struct cm_rpc_unary *u)
-{
-    if (u->waited || !u->started)
-        return;
-    u->waited = 1;
-    u->completed =
-        grpc_completion_queue_pluck(u->cq, &u->tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-            .type == GRPC_OP_COMPLETE;
-}
-
-int cm_rpc_unary_finish(struct cm_rpc_unary *u, ProtobufCMessage **resp, struct cm_rpc_status *st)
-{
-    int rc = -1;
-
-    *resp = NULL;
-    cm_rpc_unary_wait(u);
-    if (!u->started)
-        status_set(st, CM_RPC_INTERNAL, "could not start call");
-    else if (!u->completed)
-        status_set(st, CM_RPC_INTERNAL, "call did not complete");
-    else
-        rc = cli_result(&u->k, resp, st);
-    cli_cleanup(&u->k);
-    free(u);
-    return rc;
-}
-
 int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const ProtobufCMessage *req,
                 ProtobufCMessage **resp, const struct cm_rpc_call_opts *opts,
                 struct cm_rpc_status *st)
 {
-    struct cm_rpc_unary *u = cm_rpc_unary_start(c, m, req, opts, st);
+    struct cm_rpc_call_opts none = {0};
+    grpc_completion_queue *cq = thread_cq();
+    struct cli k;
+    grpc_op ops[6];
+    size_t n;
+    int tag, rc = -1;
 
     *resp = NULL;
-    return u ? cm_rpc_unary_finish(u, resp, st) : -1;
+    if (!opts)
+        opts = &none;
+    if (cli_open(&k, c, m, opts, cq, req, st))
+        return -1;
+    n = cli_ops(&k, ops, opts->wait_for_ready, 1);
+    /* Unary is one 6-op batch on this thread's queue (§2.5): one wake-up. */
+    if (grpc_call_start_batch(k.call, ops, n, &tag, NULL) != GRPC_CALL_OK)
+        status_set(st, CM_RPC_INTERNAL, "could not start call");
+    else if (grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+             GRPC_OP_COMPLETE)
+        status_set(st, CM_RPC_INTERNAL, "call did not complete");
+    else
+        rc = cli_result(&k, resp, st);
+    cli_cleanup(&k);
+    return rc;
 }
 
 /* gRPC waits at least 100 ms between connection attempts (it clamps every
@@ -1770,20 +1723,10 @@ int cm_rpc_acall_meta_at(const struct cm_rpc_acall *a, int i, const char **key, 
     return meta_at(&a->meta, i, key, value);
 }
 
-long long cm_rpc_acall_remaining_ms(const struct cm_rpc_acall *a)
-{
-    return left_ms(a->deadline);
-}
-
 void cm_rpc_acall_on_cancel(struct cm_rpc_acall *a, void (*cb)(void *ud), void *ud)
 {
     a->on_cancel = cb;
     a->cancel_ud = ud;
-}
-
-int cm_rpc_acall_cancelled(const struct cm_rpc_acall *a)
-{
-    return a->peer_gone;
 }
 
 /* Queues |msg| behind what waits. 0, CM_ECANCELED, CM_ENOMEM or CM_ETOOBIG. */

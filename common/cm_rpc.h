@@ -158,21 +158,6 @@ int cm_rpc_call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const Pr
                 ProtobufCMessage **resp, const struct cm_rpc_call_opts *opts,
                 struct cm_rpc_status *st);
 
-/* The same in two halves, so that another thread can cancel it in between
- * (the gateway does when its HTTP client hangs up). start() never blocks;
- * finish() waits and frees, with cm_rpc_call's results. Both on one thread. */
-struct cm_rpc_unary;
-struct cm_rpc_unary *cm_rpc_unary_start(struct cm_rpc_client *c, const struct cm_rpc_method *m,
-                                        const ProtobufCMessage *req,
-                                        const struct cm_rpc_call_opts *opts,
-                                        struct cm_rpc_status *st);
-/* Thread-safe, until finish() is called; finish() then reports CANCELLED. */
-void cm_rpc_unary_cancel(struct cm_rpc_unary *u);
-/* Waits for the call to end without freeing it (so a canceller can be told
- * to stop before finish() frees it). Optional. */
-void cm_rpc_unary_wait(struct cm_rpc_unary *u);
-int cm_rpc_unary_finish(struct cm_rpc_unary *u, ProtobufCMessage **resp, struct cm_rpc_status *st);
-
 /* Server-streaming call. Open it, read with cm_rpc_stream_next() until it
  * returns 0 (end) or -1 (failure), then cm_rpc_stream_close() for the status.
  * Everything but cm_rpc_stream_cancel() must run on the thread that opened it
@@ -241,12 +226,9 @@ int cm_rpc_server_add_async(struct cm_rpc_server *srv, struct cm_rpc_events *ev,
 
 const char *cm_rpc_acall_meta(const struct cm_rpc_acall *a, const char *key);
 int cm_rpc_acall_meta_at(const struct cm_rpc_acall *a, int i, const char **key, const char **value);
-long long cm_rpc_acall_remaining_ms(const struct cm_rpc_acall *a);
 /* |cb| runs once, on the loop, when the client cancels, goes away or the
  * deadline passes before the call was ended. It must still end the call. */
 void cm_rpc_acall_on_cancel(struct cm_rpc_acall *a, void (*cb)(void *ud), void *ud);
-/* 1 once the client is known to be gone. */
-int cm_rpc_acall_cancelled(const struct cm_rpc_acall *a);
 /* Queues one stream message; messages leave one at a time, in order. With
  * |cap| > 0, a queue that would pass |cap| bytes (a reader that does not keep
  * up) cancels the call with RESOURCE_EXHAUSTED. 0, CM_ECANCELED (the client

@@ -19,6 +19,7 @@
  * Model latency is the emulator's [[sleep:MS]]. Every loop is bounded by a
  * count and a time limit. Usage:
  *   agentcore-bench [invocations=4000] [concurrency=50] [sessions=2000] [streams=2000] */
+#include "cm_main.h"
 #include "th_http.h"
 #include "th_proc.h"
 
@@ -730,16 +731,6 @@ static int fresh(struct stack *s, const char *tag)
     return 0;
 }
 
-static void raise_nofile(void)
-{
-    struct rlimit rl;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
 int main(int argc, char **argv)
 {
     int total = argc > 1 ? atoi(argv[1]) : 4000, conc = argc > 2 ? atoi(argv[2]) : 50;
@@ -751,7 +742,7 @@ int main(int argc, char **argv)
 
     if (conc < 1 || conc > 4096 || total < conc || sessions < 0 || streams < 1)
         return 2;
-    raise_nofile();
+    cm_main_raise_nofile();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     memset(&s, 0, sizeof(s));
     if (emu_start(&s.emu))
