@@ -166,6 +166,22 @@ static void test_alpn_selects_h2(void **state)
 
 static char bufs[N_CONCURRENT][16384];
 
+/* Opens |n| streaming invocations and waits for the first delta of each: all
+ * are then in flight at once. */
+static void open_streams(int *fds, int n, const char *body)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        fds[i] = th_raw_post(h2_s.gw.port, "/invocations", "", body);
+        assert_true(fds[i] >= 0);
+        bufs[i][0] = '\0';
+    }
+    for (i = 0; i < n; i++)
+        assert_int_equal(
+            th_raw_read_until(fds[i], bufs[i], sizeof(bufs[i]), "contentBlockDelta", 20000), 0);
+}
+
 static void test_concurrent_invocations_share_one_connection(void **state)
 {
     int fds[N_CONCURRENT], i;
@@ -175,15 +191,7 @@ static void test_concurrent_invocations_share_one_connection(void **state)
 
     (void)state;
     read_access_log(&before);
-    for (i = 0; i < N_CONCURRENT; i++) {
-        fds[i] = th_raw_post(h2_s.gw.port, "/invocations", "", body);
-        assert_true(fds[i] >= 0);
-        bufs[i][0] = '\0';
-    }
-    /* All in flight at once: each has its first delta before any is read on. */
-    for (i = 0; i < N_CONCURRENT; i++)
-        assert_int_equal(
-            th_raw_read_until(fds[i], bufs[i], sizeof(bufs[i]), "contentBlockDelta", 20000), 0);
+    open_streams(fds, N_CONCURRENT, body);
     for (i = 0; i < N_CONCURRENT; i++) {
         if (th_raw_read_until(fds[i], bufs[i], sizeof(bufs[i]), "\"stop_reason\":\"EndTurn\"",
                               20000))
@@ -209,14 +217,7 @@ static void test_cancel_resets_only_its_stream(void **state)
                        "floor midway\",\"stream\":true}";
 
     (void)state;
-    for (i = 0; i < N_CANCEL; i++) {
-        fds[i] = th_raw_post(h2_s.gw.port, "/invocations", "", body);
-        assert_true(fds[i] >= 0);
-        bufs[i][0] = '\0';
-    }
-    for (i = 0; i < N_CANCEL; i++)
-        assert_int_equal(
-            th_raw_read_until(fds[i], bufs[i], sizeof(bufs[i]), "contentBlockDelta", 20000), 0);
+    open_streams(fds, N_CANCEL, body);
     close(fds[0]);
     for (i = 1; i < N_CANCEL; i++) {
         if (th_raw_read_until(fds[i], bufs[i], sizeof(bufs[i]), "\"stop_reason\":\"EndTurn\"",
