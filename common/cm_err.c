@@ -23,6 +23,8 @@ const char *cm_strerror(int err)
         return "upstream error";
     case CM_ECANCELED:
         return "canceled";
+    case CM_EBUSY:
+        return "busy";
     }
     return "unknown error";
 }

@@ -17,6 +17,7 @@ enum cm_err {
     CM_ETIMEDOUT = -7, /* a deadline passed */
     CM_EUPSTREAM = -8, /* a peer answered with an error */
     CM_ECANCELED = -9, /* the caller went away */
+    CM_EBUSY = -10,    /* at capacity: try again later or elsewhere */
 };
 
 /* Returns a static, never-NULL name for |err|. */

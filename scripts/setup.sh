@@ -14,6 +14,8 @@ packages=(
   nghttp2-proxy openssl                               # nghttpx: TLS + HTTP/2 front in the e2e tests
   libcmocka-dev                                       # unit and e2e tests
   s6                                                  # process supervision (single-container mode)
+  bubblewrap libseccomp-dev                           # the tool sandbox: namespaces, syscall filter
+  python3 jq                                          # the example command tools (examples/tools)
   tzdata ca-certificates curl
   clang libclang-rt-14-dev                            # libFuzzer targets
 )

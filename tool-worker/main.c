@@ -5,36 +5,212 @@
 #include "cm_rpc.h"
 #include "cm_status.h"
 #include "cm_util.h"
+#include "tw_runner.h"
+#include "tw_sandbox.h"
 #include "tw_service.h"
 #include "tw_tools.h"
+#include "tw_workspace.h"
 
-enum { C_LISTEN, C_THREADS, C_MAX_MSG, C_GRACE, C_TEST_TOOLS, C_LOG_LEVEL, C_COUNT };
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+    C_LISTEN,
+    C_THREADS,
+    C_MAX_CALLS,
+    C_MAX_MSG,
+    C_GRACE,
+    C_MANIFEST,
+    C_SANDBOX,
+    C_UID,
+    C_GID,
+    C_RO_PATHS,
+    C_HELPERS,
+    C_WS_DIR,
+    C_WS_TTL,
+    C_WS_MAX,
+    C_TIMEOUT,
+    C_CPU,
+    C_MEMORY,
+    C_FSIZE,
+    C_NOFILE,
+    C_NPROC,
+    C_OUTPUT,
+    C_HTTP_HOSTS,
+    C_HTTP_CIDRS,
+    C_TEST_TOOLS,
+    C_LOG_LEVEL,
+    C_COUNT
+};
 
 static const struct cm_cfg_entry config[C_COUNT] = {
     [C_LISTEN] = {"TOOL_WORKER_LISTEN", NULL, CM_CFG_STR, "127.0.0.1:50061", 0, 256,
                   "gRPC listen address (host:port, port 0 = any free port)", 0},
-    [C_THREADS] = {"TOOL_WORKER_THREADS", NULL, CM_CFG_INT, "8", 1, 256,
-                   "worker threads = tool calls executed at once", 0},
+    [C_THREADS] = {"TOOL_WORKER_THREADS", NULL, CM_CFG_INT, "2", 1, 256,
+                   "threads for ListTools (tool calls run on the event loop, not on these)", 0},
+    [C_MAX_CALLS] = {"TOOL_WORKER_MAX_CALLS", NULL, CM_CFG_INT, "32", 1, 4096,
+                     "tool processes at once; beyond, calls get RESOURCE_EXHAUSTED", 0},
     [C_MAX_MSG] = {"GRPC_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "16777216", 65536, 1073741824,
                    "largest gRPC message accepted", 0},
     [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
                  "on SIGTERM, how long in-flight calls may finish before they are cancelled", 0},
+    [C_MANIFEST] = {"TOOL_MANIFEST", NULL, CM_CFG_STR, NULL, 0, PATH_MAX,
+                    "JSON manifest of command tools (see tool-worker/tw_tools.h)", 0},
+    [C_SANDBOX] = {"TOOL_SANDBOX", NULL, CM_CFG_STR, "bwrap", 0, 16,
+                   "bwrap: tools run in namespaces, refused when the kernel forbids them; "
+                   "none: run them anyway with rlimits, seccomp and Landlock only (unsafe)",
+                   0},
+    [C_UID] = {"TOOL_SANDBOX_UID", NULL, CM_CFG_INT, "65534", 1, 4294967294LL,
+               "uid of tool processes when the worker runs as root", 0},
+    [C_GID] = {"TOOL_SANDBOX_GID", NULL, CM_CFG_INT, "65534", 1, 4294967294LL,
+               "gid of tool processes when the worker runs as root", 0},
+    [C_RO_PATHS] = {"TOOL_SANDBOX_RO_PATHS", NULL, CM_CFG_STR, "/opt", 0, 4096,
+                    "comma-separated paths shown read-only to tools, besides /usr and /etc", 0},
+    [C_HELPERS] = {"TOOL_SANDBOX_HELPERS", NULL, CM_CFG_STR, NULL, 0, PATH_MAX,
+                   "directory of agentcore-tool-exec and agentcore-tool-http (default: beside "
+                   "this binary)",
+                   0},
+    [C_WS_DIR] = {"TOOL_WORKSPACE_DIR", NULL, CM_CFG_STR, "/tmp/agentcore-workspaces", 1, 400,
+                  "where session workspaces live", 0},
+    [C_WS_TTL] = {"TOOL_WORKSPACE_TTL_S", NULL, CM_CFG_INT, "900", 1, 8 * 3600,
+                  "a workspace unused this long is removed (AgentCore's idle session timeout)", 0},
+    [C_WS_MAX] = {"TOOL_WORKSPACE_MAX", NULL, CM_CFG_INT, "1024", 1, 1000000,
+                  "workspaces kept at most; the least recently used idle one goes first", 0},
+    [C_TIMEOUT] = {"TOOL_TIMEOUT_MS", NULL, CM_CFG_INT, "30000", 100, 3600000,
+                   "default wall-clock limit of a tool call (a manifest tool may set its own)", 0},
+    [C_CPU] = {"TOOL_CPU_S", NULL, CM_CFG_INT, "10", 1, 3600, "default CPU seconds per call", 0},
+    [C_MEMORY] = {"TOOL_MEMORY_MB", NULL, CM_CFG_INT, "1024", 16, 65536,
+                  "default address-space limit per process", 0},
+    [C_FSIZE] = {"TOOL_FILE_SIZE_MB", NULL, CM_CFG_INT, "64", 1, 65536,
+                 "largest file a tool may write", 0},
+    [C_NOFILE] = {"TOOL_OPEN_FILES", NULL, CM_CFG_INT, "256", 16, 65536,
+                  "open files per tool process", 0},
+    [C_NPROC] = {"TOOL_PROCESSES", NULL, CM_CFG_INT, "64", 4, 65536,
+                 "processes per tool call (its own user namespace)", 0},
+    [C_OUTPUT] = {"TOOL_OUTPUT_KB", NULL, CM_CFG_INT, "256", 1, 65536,
+                  "stdout and stderr kept per call; more stops the tool", 0},
+    [C_HTTP_HOSTS] = {"TOOL_HTTP_ALLOW_HOSTS", NULL, CM_CFG_STR, "*", 0, 4096,
+                      "hosts http_request may reach (comma-separated; .example.com = any "
+                      "subdomain; * = any public host)",
+                      0},
+    [C_HTTP_CIDRS] = {"TOOL_HTTP_ALLOW_CIDRS", NULL, CM_CFG_STR, NULL, 0, 4096,
+                      "address ranges http_request may reach although they are loopback, "
+                      "private or link-local (comma-separated CIDRs; none by default)",
+                      0},
     [C_TEST_TOOLS] = {"TOOL_WORKER_TEST_TOOLS", NULL, CM_CFG_BOOL, "false", 0, 1,
-                      "also offer the test tools (slow), for the cancellation tests", 0},
+                      "also offer the test tools (slow, background)", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
+
+struct app {
+    struct cm_cfg_value *cfg;
+    struct tw_catalog *catalog;
+    struct tw_sandbox *sandbox;
+    struct tw_workspaces *workspaces;
+    struct tw_runner *runner;
+    struct tw_service svc;
+    struct cm_loop *loop;
+};
+
+static void helper_path(const char *dir, const char *name, char *out, size_t len)
+{
+    char self[PATH_MAX];
+    ssize_t n;
+
+    if (dir) {
+        snprintf(out, len, "%s/%s", dir, name);
+        return;
+    }
+    n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    self[n > 0 ? n : 0] = '\0';
+    if (strrchr(self, '/'))
+        *strrchr(self, '/') = '\0';
+    snprintf(out, len, "%s/%s", self, name);
+}
+
+static struct tw_limits limits(const struct cm_cfg_value *cfg)
+{
+    struct tw_limits l;
+
+    l.cpu_s = (long)cfg[C_CPU].i;
+    l.as_bytes = cfg[C_MEMORY].i * 1024 * 1024;
+    l.fsize_bytes = cfg[C_FSIZE].i * 1024 * 1024;
+    l.nofile = (long)cfg[C_NOFILE].i;
+    l.nproc = (long)cfg[C_NPROC].i;
+    l.timeout_ms = (int)cfg[C_TIMEOUT].i;
+    l.output_bytes = (size_t)cfg[C_OUTPUT].i * 1024;
+    return l;
+}
+
+/* Everything a tool call needs, before gRPC starts (the probe forks). */
+static int build(struct app *a)
+{
+    const struct cm_cfg_value *cfg = a->cfg;
+    struct tw_catalog_config cc;
+    struct tw_sandbox_config sc;
+    char exec_path[PATH_MAX + 32], http_path[PATH_MAX + 32], err[512];
+    const char *mode = cfg[C_SANDBOX].s;
+    enum cm_log_level level;
+
+    if (strcmp(mode, "bwrap") && strcmp(mode, "none")) {
+        cm_error("invalid configuration: TOOL_SANDBOX: must be bwrap or none");
+        return 2;
+    }
+    memset(&cc, 0, sizeof(cc));
+    cc.manifest = cfg[C_MANIFEST].s;
+    cc.test_tools = (int)cfg[C_TEST_TOOLS].i;
+    cc.defaults = limits(cfg);
+    cc.max.cpu_s = 3600;
+    cc.max.as_bytes = 65536LL * 1024 * 1024;
+    cc.max.fsize_bytes = 65536LL * 1024 * 1024;
+    cc.max.nofile = 65536;
+    cc.max.nproc = 65536;
+    cc.max.timeout_ms = 3600000;
+    cc.max.output_bytes = 64 * 1024 * 1024;
+    if (!(a->catalog = tw_catalog_new(&cc, err, sizeof(err)))) {
+        cm_error("%s", err);
+        return 1;
+    }
+    helper_path(cfg[C_HELPERS].s, "agentcore-tool-exec", exec_path, sizeof(exec_path));
+    helper_path(cfg[C_HELPERS].s, "agentcore-tool-http", http_path, sizeof(http_path));
+    memset(&sc, 0, sizeof(sc));
+    sc.helper = exec_path;
+    sc.http = http_path;
+    sc.ro_paths = cfg[C_RO_PATHS].s;
+    sc.allow_unconfined = !strcmp(mode, "none");
+    sc.uid = (uid_t)cfg[C_UID].i;
+    sc.gid = (gid_t)cfg[C_GID].i;
+    sc.allow_hosts = cfg[C_HTTP_HOSTS].s;
+    sc.allow_cidrs = cfg[C_HTTP_CIDRS].s;
+    if (!(a->sandbox = tw_sandbox_new(&sc, err, sizeof(err)))) {
+        cm_error("sandboxed tools are off: %s", err);
+    } else {
+        const char *kv[] = {"isolation", tw_sandbox_isolation(a->sandbox), "detail",
+                            tw_sandbox_describe(a->sandbox), NULL};
+
+        level = !strcmp(tw_sandbox_isolation(a->sandbox), "namespaces") ? CM_LOG_INFO : CM_LOG_WARN;
+        CM_LOGF(level, kv, "tool sandbox");
+    }
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
     struct cm_cfg_value cfg[C_COUNT];
     struct cm_rpc_server_config scfg;
     struct cm_rpc_server *srv = NULL;
-    struct cm_loop *loop = NULL;
     struct cm_rpc_events *ev = NULL;
     struct cm_status *hub = NULL;
-    char portstr[16];
+    struct tw_runner_config rc_cfg;
+    struct app a;
+    char portstr[16], err[256];
     int rc, port, sig;
 
+    memset(&a, 0, sizeof(a));
+    a.cfg = cfg;
     rc =
         cm_main_boot(argc, argv, "agentcore.tool_worker",
                      "Tool worker: executes tools for the agent-worker (agentcore.v1.ToolService).",
@@ -43,19 +219,45 @@ int main(int argc, char **argv)
         goto out;
     if (cm_main_drop_secrets() > 0)
         cm_info("removed credential variables from the environment: this process needs none");
-    tw_tools_enable_test_tools((int)cfg[C_TEST_TOOLS].i);
+    if ((rc = build(&a)))
+        goto out_app;
     cm_main_block_signals();
+    a.loop = cm_loop_new();
+    if (!a.loop)
+        goto oom;
+    if (a.sandbox) {
+        a.workspaces =
+            tw_workspaces_new(cm_loop_uv(a.loop), cfg[C_WS_DIR].s, tw_sandbox_uid(a.sandbox),
+                              tw_sandbox_gid(a.sandbox), geteuid() == 0, (int)cfg[C_WS_TTL].i,
+                              (size_t)cfg[C_WS_MAX].i, err, sizeof(err));
+        if (!a.workspaces) {
+            cm_error("%s", err);
+            rc = 1;
+            goto out_app;
+        }
+    }
     cm_rpc_init();
     scfg.listen = cfg[C_LISTEN].s;
     scfg.threads = (int)cfg[C_THREADS].i;
     scfg.max_msg_bytes = (int)cfg[C_MAX_MSG].i;
     srv = cm_rpc_server_new(&scfg);
-    /* A small loop only for WatchStatus: the agent-worker hears of background
-     * work when it starts and ends, without asking every second. */
-    loop = cm_loop_new();
-    ev = loop ? cm_rpc_events_new(loop) : NULL;
-    hub = loop ? cm_status_new(loop) : NULL;
-    if (!srv || !ev || !hub || tw_service_register(srv, hub, ev) || cm_loop_start(loop)) {
+    ev = cm_rpc_events_new(a.loop);
+    hub = cm_status_new(a.loop);
+    memset(&rc_cfg, 0, sizeof(rc_cfg));
+    rc_cfg.loop = cm_loop_uv(a.loop);
+    rc_cfg.catalog = a.catalog;
+    rc_cfg.sandbox = a.sandbox;
+    rc_cfg.workspaces = a.workspaces;
+    rc_cfg.max_calls = (int)cfg[C_MAX_CALLS].i;
+    rc_cfg.on_background = tw_service_on_background;
+    rc_cfg.background_ud = &a.svc;
+    a.runner = tw_runner_new(&rc_cfg);
+    a.svc.catalog = a.catalog;
+    a.svc.runner = a.runner;
+    a.svc.sandbox = a.sandbox;
+    a.svc.status_hub = hub;
+    if (!srv || !ev || !hub || !a.runner || tw_service_register(srv, ev, &a.svc) ||
+        cm_loop_start(a.loop)) {
         cm_error("cannot create the gRPC server");
         rc = 1;
         goto out_rpc;
@@ -69,6 +271,7 @@ int main(int argc, char **argv)
     snprintf(portstr, sizeof(portstr), "%d", port);
     {
         const char *kv[] = {"listen", cfg[C_LISTEN].s, "port", portstr, NULL};
+
         CM_LOGF(CM_LOG_INFO, kv, "tool-worker ready");
     }
     cm_notify_ready(port);
@@ -80,14 +283,24 @@ int main(int argc, char **argv)
 out_rpc:
     cm_status_close(hub);
     cm_rpc_server_shutdown(srv, 0);
-    tw_tools_on_background(NULL, NULL);
     cm_rpc_server_free(srv);
+    if (a.runner)
+        cm_loop_call(a.loop, (void (*)(void *))tw_runner_free, a.runner);
+    if (a.workspaces)
+        cm_loop_call(a.loop, (void (*)(void *))tw_workspaces_free, a.workspaces);
     cm_rpc_events_free(ev);
-    cm_loop_free(loop);
+    cm_loop_free(a.loop); /* runs until the last tool process is gone */
     cm_status_free(hub);
     cm_rpc_shutdown();
     if (rc == 0)
         cm_info("stopped");
+    goto out_app;
+oom:
+    cm_error("out of memory");
+    rc = 1;
+out_app:
+    tw_sandbox_free(a.sandbox);
+    tw_catalog_free(a.catalog);
 out:
     cm_config_free(cfg, C_COUNT);
     return rc;

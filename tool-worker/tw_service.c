@@ -4,12 +4,14 @@
 #include "cm_rpc.h"
 #include "cm_status.h"
 #include "cm_util.h"
-#include "tw_tools.h"
+#include "tw_sandbox.h"
 
 #include "agentcore.pb-c.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const struct cm_rpc_method list_method = {
     "/agentcore.v1.ToolService/ListTools", &agentcore__v1__list_tools_request__descriptor,
@@ -17,104 +19,180 @@ static const struct cm_rpc_method list_method = {
 static const struct cm_rpc_method exec_method = {
     "/agentcore.v1.ToolService/Execute", &agentcore__v1__execute_request__descriptor,
     &agentcore__v1__execute_response__descriptor, CM_RPC_UNARY};
-
-static void list_tools(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud)
-{
-    Agentcore__V1__ListToolsResponse resp = AGENTCORE__V1__LIST_TOOLS_RESPONSE__INIT;
-    Agentcore__V1__ToolSpec specs[16];
-    Agentcore__V1__ToolSpec *ptrs[16];
-    const struct tw_tool *tools;
-    size_t n, i;
-
-    (void)req;
-    (void)ud;
-    tools = tw_tools_list(&n);
-    for (i = 0; i < n && i < 16; i++) {
-        agentcore__v1__tool_spec__init(&specs[i]);
-        specs[i].name = (char *)tools[i].name;
-        specs[i].description = (char *)tools[i].description;
-        specs[i].input_schema_json = (char *)tools[i].input_schema_json;
-        ptrs[i] = &specs[i];
-    }
-    resp.n_tools = i;
-    resp.tools = ptrs;
-    cm_rpc_ctx_reply(ctx, &resp.base);
-}
-
-static int ctx_cancelled(void *ud)
-{
-    return cm_rpc_ctx_cancelled(ud);
-}
-
-static void execute(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud)
-{
-    const Agentcore__V1__ExecuteRequest *r = (const void *)req;
-    Agentcore__V1__ExecuteResponse resp = AGENTCORE__V1__EXECUTE_RESPONSE__INIT;
-    struct tw_result res;
-    struct tw_cancel cancel = {ctx_cancelled, ctx};
-    uint64_t t0 = cm_now_ms();
-    char dur[32];
-    int rc;
-
-    (void)ud;
-    cm_log_set_context(cm_rpc_ctx_meta(ctx, CM_RPC_MD_REQUEST_ID),
-                       cm_rpc_ctx_meta(ctx, CM_RPC_MD_SESSION_ID));
-    rc = tw_execute(r->name, r->input_json, &cancel, &res);
-    if (rc == CM_ENOENT || rc == 0) {
-        const char *kv[] = {"tool",         r->name,  "toolUseId",
-                            r->tool_use_id, "status", res.is_error ? "error" : "success",
-                            "durationMs",   dur,      NULL};
-
-        snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - t0));
-        CM_LOGF(CM_LOG_INFO, kv, res.cancelled ? "tool cancelled by the caller" : "tool executed");
-        resp.tool_use_id = r->tool_use_id;
-        resp.status = res.is_error ? AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_ERROR
-                                   : AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;
-        resp.content = res.text;
-        cm_rpc_ctx_reply(ctx, &resp.base);
-    } else {
-        cm_rpc_ctx_fail(ctx, CM_RPC_INTERNAL, "ToolError", "tool '%s' failed: out of memory",
-                        r->name);
-    }
-    tw_result_free(&res);
-    cm_log_clear_context();
-}
-
 static const struct cm_rpc_method status_method = {
     "/agentcore.v1.ToolService/Status", &agentcore__v1__status_request__descriptor,
     &agentcore__v1__status_response__descriptor, CM_RPC_UNARY};
-
-static void status(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud)
-{
-    Agentcore__V1__StatusResponse resp = AGENTCORE__V1__STATUS_RESPONSE__INIT;
-
-    (void)req;
-    (void)ud;
-    resp.active_background_tasks = tw_tools_background_tasks();
-    cm_rpc_ctx_reply(ctx, &resp.base);
-}
-
 static const struct cm_rpc_method watch_method = {
     "/agentcore.v1.ToolService/WatchStatus", &agentcore__v1__status_request__descriptor,
     &agentcore__v1__status_response__descriptor, CM_RPC_SERVER_STREAM};
 
-static void on_background(int count, void *ud)
+/* Status is answered on a pool thread: it reads this mirror, not the runner. */
+static atomic_int background_now;
+
+static const char *isolation(const struct tw_service *svc)
 {
-    cm_status_set(ud, count);
+    return svc->sandbox ? tw_sandbox_isolation(svc->sandbox) : "unavailable";
 }
 
-int tw_service_register(struct cm_rpc_server *srv, struct cm_status *status_hub,
-                        struct cm_rpc_events *ev)
+static const char *isolation_detail(const struct tw_service *svc)
 {
-    int rc = cm_rpc_server_add(srv, &list_method, list_tools, NULL);
+    return svc->sandbox ? tw_sandbox_describe(svc->sandbox) : "no sandbox configured";
+}
+
+static void list_tools(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud)
+{
+    struct tw_service *svc = ud;
+    Agentcore__V1__ListToolsResponse resp = AGENTCORE__V1__LIST_TOOLS_RESPONSE__INIT;
+    size_t n = tw_catalog_count(svc->catalog), i;
+    Agentcore__V1__ToolSpec *specs = calloc(n ? n : 1, sizeof(*specs));
+    Agentcore__V1__ToolSpec **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+
+    (void)req;
+    if (!specs || !ptrs) {
+        cm_rpc_ctx_fail(ctx, CM_RPC_RESOURCE_EXHAUSTED, "ToolError", "out of memory");
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        const struct tw_tool *t = tw_catalog_at(svc->catalog, i);
+
+        agentcore__v1__tool_spec__init(&specs[i]);
+        specs[i].name = t->name;
+        specs[i].description = t->description;
+        specs[i].input_schema_json = t->schema_text;
+        specs[i].idempotent = t->idempotent;
+        specs[i].background = t->background || t->kind == TW_TEST_BACKGROUND;
+        specs[i].sandboxed = t->kind == TW_SANDBOXED;
+        ptrs[i] = &specs[i];
+    }
+    resp.n_tools = n;
+    resp.tools = ptrs;
+    resp.isolation = (char *)isolation(svc);
+    resp.isolation_detail = (char *)isolation_detail(svc);
+    cm_rpc_ctx_reply(ctx, &resp.base);
+out:
+    free(specs);
+    free(ptrs);
+}
+
+struct exec_call {
+    struct cm_rpc_acall *acall;
+    struct tw_call *call;
+    Agentcore__V1__ExecuteRequest *req;
+    uint64_t t0;
+    int starting; /* inside tw_runner_start: the answer may come before it returns */
+    char request_id[128], session_id[256];
+};
+
+static void exec_free(struct exec_call *e)
+{
+    protobuf_c_message_free_unpacked(&e->req->base, NULL);
+    free(e);
+}
+
+static void exec_done(void *ud, const struct tw_result *res)
+{
+    struct exec_call *e = ud;
+    Agentcore__V1__ExecuteResponse resp = AGENTCORE__V1__EXECUTE_RESPONSE__INIT;
+    char dur[32];
+    const char *kv[] = {"tool",       e->req->name,
+                        "toolUseId",  e->req->tool_use_id,
+                        "status",     res->is_error ? "error" : "success",
+                        "durationMs", dur,
+                        NULL};
+
+    cm_log_set_context(e->request_id, e->session_id);
+    snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - e->t0));
+    CM_LOGF(CM_LOG_INFO, kv, res->cancelled ? "tool cancelled by the caller" : "tool executed");
+    cm_log_clear_context();
+    resp.tool_use_id = e->req->tool_use_id;
+    resp.status = res->is_error ? AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_ERROR
+                                : AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;
+    resp.content = res->text;
+    if (res->cancelled)
+        cm_rpc_acall_finish(e->acall, CM_RPC_CANCELLED, "ToolCancelled", "the caller went away");
+    else
+        cm_rpc_acall_reply(e->acall, &resp.base);
+    e->acall = NULL;
+    e->call = NULL;
+    if (!e->starting)
+        exec_free(e);
+}
+
+static void exec_cancelled(void *ud)
+{
+    struct exec_call *e = ud;
+
+    if (e->call)
+        tw_call_cancel(e->call);
+}
+
+static void copy_meta(char *dst, size_t len, const char *v)
+{
+    snprintf(dst, len, "%s", v ? v : "");
+}
+
+static void execute(struct cm_rpc_acall *a, ProtobufCMessage *msg, void *ud)
+{
+    struct tw_service *svc = ud;
+    struct exec_call *e = calloc(1, sizeof(*e));
+    int rc;
+
+    if (!e) {
+        cm_rpc_acall_finish(a, CM_RPC_RESOURCE_EXHAUSTED, "ToolError", "out of memory");
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return;
+    }
+    e->acall = a;
+    e->req = (Agentcore__V1__ExecuteRequest *)msg;
+    e->t0 = cm_now_ms();
+    copy_meta(e->request_id, sizeof(e->request_id), cm_rpc_acall_meta(a, CM_RPC_MD_REQUEST_ID));
+    copy_meta(e->session_id, sizeof(e->session_id), cm_rpc_acall_meta(a, CM_RPC_MD_SESSION_ID));
+    cm_rpc_acall_on_cancel(a, exec_cancelled, e);
+    e->starting = 1;
+    rc = tw_runner_start(svc->runner, e->req->name, e->req->input_json, e->session_id, exec_done, e,
+                         &e->call);
+    e->starting = 0;
+    if (rc == CM_EBUSY)
+        cm_rpc_acall_finish(a, CM_RPC_RESOURCE_EXHAUSTED, "ToolWorkerBusy",
+                            "this tool-worker runs as many tools as it may "
+                            "(TOOL_WORKER_MAX_CALLS); try another replica");
+    else if (rc)
+        cm_rpc_acall_finish(a, CM_RPC_RESOURCE_EXHAUSTED, "ToolError", "out of memory");
+    /* Otherwise |e| lives until exec_done: the cancel hook may still name it. */
+    if (rc || !e->acall)
+        exec_free(e);
+}
+
+static void status(struct cm_rpc_ctx *ctx, const ProtobufCMessage *req, void *ud)
+{
+    struct tw_service *svc = ud;
+    Agentcore__V1__StatusResponse resp = AGENTCORE__V1__STATUS_RESPONSE__INIT;
+
+    (void)req;
+    resp.active_background_tasks = atomic_load(&background_now);
+    resp.isolation = (char *)isolation(svc);
+    resp.isolation_detail = (char *)isolation_detail(svc);
+    cm_rpc_ctx_reply(ctx, &resp.base);
+}
+
+void tw_service_on_background(int count, void *ud)
+{
+    struct tw_service *svc = ud;
+
+    atomic_store(&background_now, count);
+    if (svc->status_hub)
+        cm_status_set(svc->status_hub, count);
+}
+
+int tw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev, struct tw_service *svc)
+{
+    int rc = cm_rpc_server_add(srv, &list_method, list_tools, svc);
 
     if (!rc)
-        rc = cm_rpc_server_add(srv, &exec_method, execute, NULL);
+        rc = cm_rpc_server_add_async(srv, ev, &exec_method, execute, svc);
     if (!rc)
-        rc = cm_rpc_server_add_aux(srv, &status_method, status, NULL);
-    if (!rc && status_hub) {
-        tw_tools_on_background(on_background, status_hub);
-        rc = cm_status_serve(status_hub, srv, ev, &watch_method);
-    }
+        rc = cm_rpc_server_add_aux(srv, &status_method, status, svc);
+    if (!rc && svc->status_hub)
+        rc = cm_status_serve(svc->status_hub, srv, ev, &watch_method);
     return rc;
 }

@@ -1,154 +1,61 @@
+#define _GNU_SOURCE /* vasprintf */
 #include "tw_tools.h"
 #include "cm_err.h"
 #include "cm_json.h"
 #include "tw_calc.h"
+#include "tw_schema.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
-#include <stdatomic.h>
-#include <stdint.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
-typedef int (*tool_fn)(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
-
-static int calculator(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
-static int current_time(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
-static int slow(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
-static int background(json_t *input, const struct tw_cancel *cancel, struct tw_result *out);
-static int result(struct tw_result *out, int is_error, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static const struct tw_tool tools[] = {
-    {"calculator",
-     "Evaluate an arithmetic expression. Supports + - * / % ^ (power), parentheses, unary minus "
-     "and decimal numbers. Returns the numeric result.",
-     "{\"type\":\"object\",\"properties\":{\"expression\":{\"type\":\"string\",\"description\":"
-     "\"The expression, e.g. (2 + 3) * 4 ^ 2\"}},\"required\":[\"expression\"]}"},
-    {"current_time",
-     "Get the current date and time, in UTC or in an IANA time zone such as Europe/Paris.",
-     "{\"type\":\"object\",\"properties\":{\"timezone\":{\"type\":\"string\",\"description\":"
-     "\"IANA time zone name; UTC when omitted\"}}}"},
-    /* Test tools: listed only when enabled; keep them last. */
-    {"slow", "Test tool: waits the given number of milliseconds, or until cancelled.",
-     "{\"type\":\"object\",\"properties\":{\"ms\":{\"type\":\"integer\"}}}"},
-    {"background", "Test tool: runs a background task for the given milliseconds.",
-     "{\"type\":\"object\",\"properties\":{\"ms\":{\"type\":\"integer\"}}}"},
+struct tw_catalog {
+    struct tw_tool tools[TW_MAX_TOOLS];
+    size_t n;
 };
 
-static const tool_fn tool_fns[] = {calculator, current_time, slow, background};
-#define N_TEST_TOOLS 2
-
-static atomic_int background_tasks;
-static void (*background_hook)(int count, void *ud);
-static void *background_hook_ud;
-
-int tw_tools_background_tasks(void)
-{
-    return atomic_load(&background_tasks);
-}
-
-void tw_tools_on_background(void (*hook)(int count, void *ud), void *ud)
-{
-    background_hook_ud = ud;
-    background_hook = hook;
-}
-
-/* Every change of the count is announced (tw_tools_on_background). */
-static void background_add(int delta)
-{
-    int now = atomic_fetch_add(&background_tasks, delta) + delta;
-
-    if (background_hook)
-        background_hook(now, background_hook_ud);
-}
-
-static void *background_task(void *p)
-{
-    long long ms = (long long)(intptr_t)p;
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts)) /* the background work itself */
-        ;
-    background_add(-1);
-    return NULL;
-}
-
-static int background(json_t *input, const struct tw_cancel *cancel, struct tw_result *out)
-{
-    json_t *jms = json_object_get(input, "ms");
-    long long ms = json_is_integer(jms) ? json_integer_value(jms) : 1000;
-    pthread_t t;
-
-    (void)cancel;
-    if (ms < 0 || ms > 600000)
-        return result(out, 1, "ms must be between 0 and 600000");
-    background_add(1);
-    if (pthread_create(&t, NULL, background_task, (void *)(intptr_t)ms)) {
-        background_add(-1);
-        return result(out, 1, "cannot start the background task");
-    }
-    pthread_detach(t);
-    return result(out, 0, "background task started for %lld ms", ms);
-}
-
-static int test_tools;
-
-void tw_tools_enable_test_tools(int on)
-{
-    test_tools = on;
-}
-
-static size_t n_tools(void)
-{
-    return sizeof(tools) / sizeof(tools[0]) - (test_tools ? 0 : N_TEST_TOOLS);
-}
-
-const struct tw_tool *tw_tools_list(size_t *n)
-{
-    *n = n_tools();
-    return tools;
-}
-
-static int result(struct tw_result *out, int is_error, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int result(struct tw_result *out, int is_error, const char *fmt, ...)
+int tw_result_set(struct tw_result *out, int is_error, const char *fmt, ...)
 {
     va_list ap;
+    char *s;
     int n;
 
     out->is_error = is_error;
     va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
+    n = vasprintf(&s, fmt, ap);
     va_end(ap);
-    out->text = malloc((size_t)n + 1);
-    if (!out->text)
-        return CM_ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(out->text, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return 0;
+    out->text = n < 0 ? NULL : s;
+    return out->text ? 0 : CM_ENOMEM;
 }
 
-static int calculator(json_t *input, const struct tw_cancel *cancel, struct tw_result *out)
+void tw_result_free(struct tw_result *r)
+{
+    if (!r)
+        return;
+    free(r->text);
+    r->text = NULL;
+}
+
+static int calculator(json_t *input, struct tw_result *out)
 {
     const char *expr;
     char err[256], num[64];
     double v;
 
-    (void)cancel;
     if (cm_json_str(input, "expression", &expr, err, sizeof(err)))
-        return result(out, 1, "invalid input: %s", err);
+        return tw_result_set(out, 1, "invalid input: %s", err);
     if (tw_calc_eval(expr, json_string_length(json_object_get(input, "expression")), &v, err,
                      sizeof(err)))
-        return result(out, 1, "cannot evaluate '%.200s': %s", expr, err);
+        return tw_result_set(out, 1, "cannot evaluate '%.200s': %s", expr, err);
     tw_calc_format(v, num, sizeof(num));
-    return result(out, 0, "%s", num);
+    return tw_result_set(out, 0, "%s", num);
 }
 
 /* TZ is process-global, so zone conversions are serialised. Log timestamps use
@@ -172,26 +79,7 @@ static int valid_zone(const char *tz)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static int slow(json_t *input, const struct tw_cancel *cancel, struct tw_result *out)
-{
-    json_t *jms = json_object_get(input, "ms");
-    long long ms = json_is_integer(jms) ? json_integer_value(jms) : 1000, waited;
-
-    if (ms < 0 || ms > 60000)
-        return result(out, 1, "ms must be between 0 and 60000");
-    for (waited = 0; waited < ms; waited += 10) {
-        struct timespec ts = {0, 10 * 1000000L};
-
-        if (cancel && cancel->cancelled && cancel->cancelled(cancel->ud)) {
-            out->cancelled = 1;
-            return result(out, 1, "cancelled after %lld ms", waited);
-        }
-        nanosleep(&ts, NULL);
-    }
-    return result(out, 0, "waited %lld ms", ms);
-}
-
-static int current_time(json_t *input, const struct tw_cancel *cancel, struct tw_result *out)
+static int current_time(json_t *input, struct tw_result *out)
 {
     const char *tz = NULL;
     char err[256], iso[64], off[8];
@@ -199,18 +87,17 @@ static int current_time(json_t *input, const struct tw_cancel *cancel, struct tw
     time_t now = time(NULL);
     long gmtoff;
 
-    (void)cancel;
     if (cm_json_opt_str(input, "timezone", &tz, err, sizeof(err)))
-        return result(out, 1, "invalid input: %s", err);
+        return tw_result_set(out, 1, "invalid input: %s", err);
     if (!tz || !*tz || !strcmp(tz, "UTC") || !strcmp(tz, "Etc/UTC")) {
         gmtime_r(&now, &tm);
         strftime(iso, sizeof(iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        return result(out, 0, "{\"timezone\":\"UTC\",\"iso8601\":\"%s\",\"unix\":%lld}", iso,
-                      (long long)now);
+        return tw_result_set(out, 0, "{\"timezone\":\"UTC\",\"iso8601\":\"%s\",\"unix\":%lld}", iso,
+                             (long long)now);
     }
     if (!valid_zone(tz))
-        return result(out, 1, "unknown time zone '%.128s' (use an IANA name such as Europe/Paris)",
-                      tz);
+        return tw_result_set(
+            out, 1, "unknown time zone '%.128s' (use an IANA name such as Europe/Paris)", tz);
     pthread_mutex_lock(&tz_lock);
     {
         char *old = getenv("TZ") ? strdup(getenv("TZ")) : NULL;
@@ -231,45 +118,448 @@ static int current_time(json_t *input, const struct tw_cancel *cancel, struct tw
     gmtoff = tm.tm_gmtoff;
     snprintf(off, sizeof(off), "%c%02ld:%02ld", gmtoff < 0 ? '-' : '+', labs(gmtoff) / 3600 % 100,
              labs(gmtoff) % 3600 / 60);
-    return result(out, 0, "{\"timezone\":\"%s\",\"iso8601\":\"%s%s\",\"unix\":%lld}", tz, iso, off,
-                  (long long)now);
+    return tw_result_set(out, 0, "{\"timezone\":\"%s\",\"iso8601\":\"%s%s\",\"unix\":%lld}", tz,
+                         iso, off, (long long)now);
 }
 
-int tw_execute(const char *name, const char *input_json, const struct tw_cancel *cancel,
-               struct tw_result *out)
-{
-    size_t i, n = n_tools();
-    json_error_t jerr;
-    json_t *input;
-    int rc;
+/* ---- the catalogue ---- */
 
-    out->text = NULL;
-    out->is_error = 1;
-    out->cancelled = 0;
-    for (i = 0; i < n && strcmp(tools[i].name, name); i++)
-        ;
-    if (i == n) {
-        rc = result(out, 1, "unknown tool '%.64s'", name);
-        return rc ? rc : CM_ENOENT;
+static const struct builtin {
+    const char *name, *description, *schema;
+    enum tw_kind kind;
+    int (*fn)(json_t *input, struct tw_result *out);
+    const char *mode;
+    int shell, network, test;
+} builtins[] = {
+    {"calculator",
+     "Evaluate an arithmetic expression. Supports + - * / % ^ (power), parentheses, unary minus "
+     "and decimal numbers. Returns the numeric result.",
+     "{\"type\":\"object\",\"properties\":{\"expression\":{\"type\":\"string\",\"description\":"
+     "\"The expression, e.g. (2 + 3) * 4 ^ 2\"}},\"required\":[\"expression\"]}",
+     TW_INPROC, calculator, NULL, 0, 0, 0},
+    {"current_time",
+     "Get the current date and time, in UTC or in an IANA time zone such as Europe/Paris.",
+     "{\"type\":\"object\",\"properties\":{\"timezone\":{\"type\":\"string\",\"description\":"
+     "\"IANA time zone name; UTC when omitted\"}}}",
+     TW_INPROC, current_time, NULL, 0, 0, 0},
+    {"shell",
+     "Run a shell command (/bin/sh -c) in a sandbox whose working directory is the session's "
+     "workspace (/workspace, kept between calls of the same session). No network. Returns "
+     "stdout, stderr and the exit status.",
+     "{\"type\":\"object\",\"properties\":{\"command\":{\"type\":\"string\",\"minLength\":1,"
+     "\"maxLength\":65536,\"description\":\"The command line, e.g. ls -la\"}},"
+     "\"required\":[\"command\"],\"additionalProperties\":false}",
+     TW_SANDBOXED, NULL, "exec", 1, 0, 0},
+    {"file_read",
+     "Read a text file of the session's workspace (paths are relative to it; at most 1 MiB is "
+     "returned).",
+     "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\",\"minLength\":1}},"
+     "\"required\":[\"path\"],\"additionalProperties\":false}",
+     TW_SANDBOXED, NULL, "file_read", 0, 0, 0},
+    {"file_write",
+     "Write (or with append=true, append to) a text file of the session's workspace, creating "
+     "directories as needed.",
+     "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\",\"minLength\":1},"
+     "\"content\":{\"type\":\"string\",\"maxLength\":1048576},\"append\":{\"type\":\"boolean\"}},"
+     "\"required\":[\"path\",\"content\"],\"additionalProperties\":false}",
+     TW_SANDBOXED, NULL, "file_write", 0, 0, 0},
+    {"file_list", "List a directory of the session's workspace (type, name and size per line).",
+     "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\",\"description\":"
+     "\"Directory relative to the workspace; the workspace itself when omitted\"}},"
+     "\"additionalProperties\":false}",
+     TW_SANDBOXED, NULL, "file_list", 0, 0, 0},
+    {"http_request",
+     "Make an HTTP request to a public web address (GET, POST, PUT, PATCH, DELETE, HEAD). "
+     "Returns the status, the content type and the body (at most 1 MiB).",
+     "{\"type\":\"object\",\"properties\":{\"method\":{\"type\":\"string\",\"enum\":[\"GET\","
+     "\"POST\",\"PUT\",\"PATCH\",\"DELETE\",\"HEAD\"]},\"url\":{\"type\":\"string\","
+     "\"minLength\":8,\"maxLength\":8192},\"headers\":{\"type\":\"object\","
+     "\"additionalProperties\":{\"type\":\"string\"}},\"body\":{\"type\":\"string\"}},"
+     "\"required\":[\"url\"],\"additionalProperties\":false}",
+     TW_SANDBOXED, NULL, "http_request", 0, 1, 0},
+    {"slow", "Test tool: waits the given number of milliseconds, or until cancelled.",
+     "{\"type\":\"object\",\"properties\":{\"ms\":{\"type\":\"integer\",\"minimum\":0,"
+     "\"maximum\":60000}}}",
+     TW_TEST_SLOW, NULL, NULL, 0, 0, 1},
+    {"background", "Test tool: runs a background task for the given milliseconds.",
+     "{\"type\":\"object\",\"properties\":{\"ms\":{\"type\":\"integer\",\"minimum\":0,"
+     "\"maximum\":600000}}}",
+     TW_TEST_BACKGROUND, NULL, NULL, 0, 0, 1},
+};
+
+static int valid_name(const char *n)
+{
+    const char *c;
+
+    if (!*n || strlen(n) > 64)
+        return 0;
+    for (c = n; *c; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '_' || *c == '-'))
+            return 0;
     }
-    if (strlen(input_json) > TW_MAX_INPUT_BYTES)
-        return result(out, 1, "tool input larger than %d bytes", TW_MAX_INPUT_BYTES);
-    input = json_loads(*input_json ? input_json : "{}", 0, &jerr);
-    if (!input)
-        return result(out, 1, "tool input is not valid JSON: %s", jerr.text);
-    if (!json_is_object(input)) {
-        json_decref(input);
-        return result(out, 1, "tool input must be a JSON object");
+    return 1;
+}
+
+static int add(struct tw_catalog *c, const char *name, const char *description, json_t *schema,
+               char *err, size_t errlen, struct tw_tool **out)
+{
+    struct tw_tool *t;
+    json_t *type;
+
+    if (!valid_name(name)) {
+        snprintf(err, errlen, "tool name '%.80s' (letters, digits, _ and -, at most 64)", name);
+        return -1;
     }
-    rc = tool_fns[i](input, cancel, out);
-    json_decref(input);
+    if (tw_catalog_find(c, name)) {
+        snprintf(err, errlen, "tool '%s' is defined twice", name);
+        return -1;
+    }
+    if (c->n == TW_MAX_TOOLS) {
+        snprintf(err, errlen, "more than %d tools", TW_MAX_TOOLS);
+        return -1;
+    }
+    type = json_object_get(schema, "type");
+    if (!json_is_object(schema) ||
+        (type && (!json_is_string(type) || strcmp(json_string_value(type), "object")))) {
+        snprintf(err, errlen, "tool '%s': input_schema must be a JSON Schema of type object", name);
+        return -1;
+    }
+    t = &c->tools[c->n];
+    memset(t, 0, sizeof(*t));
+    t->name = strdup(name);
+    t->description = strdup(description);
+    t->schema_text = json_dumps(schema, JSON_COMPACT);
+    t->schema = json_incref(schema);
+    c->n++; /* counted now so that tw_catalog_free releases it on any failure below */
+    if (!t->name || !t->description || !t->schema_text) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
+/* Numbers of the manifest's "limits" object, each within the configured
+ * maximum. */
+static int limits_of(json_t *tool, const struct tw_catalog_config *cfg, struct tw_limits *l,
+                     char *err, size_t errlen)
+{
+    static const struct {
+        const char *key;
+        long long scale;
+        size_t off;
+        int is_long;
+    } keys[] = {
+        {"cpu_s", 1, offsetof(struct tw_limits, cpu_s), 1},
+        {"memory_mb", 1024 * 1024, offsetof(struct tw_limits, as_bytes), 0},
+        {"file_size_mb", 1024 * 1024, offsetof(struct tw_limits, fsize_bytes), 0},
+        {"open_files", 1, offsetof(struct tw_limits, nofile), 1},
+        {"processes", 1, offsetof(struct tw_limits, nproc), 1},
+    };
+    json_t *lim = json_object_get(tool, "limits"), *v;
+    size_t i;
+
+    *l = cfg->defaults;
+    if ((v = json_object_get(tool, "timeout_ms"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > cfg->max.timeout_ms) {
+            snprintf(err, errlen, "timeout_ms must be an integer from 1 to %d",
+                     cfg->max.timeout_ms);
+            return -1;
+        }
+        l->timeout_ms = (int)json_integer_value(v);
+    }
+    if (lim && !json_is_object(lim)) {
+        snprintf(err, errlen, "limits must be an object");
+        return -1;
+    }
+    for (i = 0; lim && i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char *field = (char *)l + keys[i].off;
+        const char *maxf = (const char *)&cfg->max + keys[i].off;
+        long long max = keys[i].is_long ? *(const long *)maxf : *(const long long *)maxf;
+        long long want;
+
+        if (!(v = json_object_get(lim, keys[i].key)))
+            continue;
+        want = json_is_integer(v) ? json_integer_value(v) * keys[i].scale : -1;
+        if (want < 1 || want > max) {
+            snprintf(err, errlen, "limits.%s must be a positive integer of at most %lld",
+                     keys[i].key, max / keys[i].scale);
+            return -1;
+        }
+        if (keys[i].is_long)
+            *(long *)field = (long)want;
+        else
+            *(long long *)field = want;
+    }
+    if ((v = json_object_get(lim, "output_kb"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            (size_t)json_integer_value(v) * 1024 > cfg->max.output_bytes) {
+            snprintf(err, errlen, "limits.output_kb must be from 1 to %zu",
+                     cfg->max.output_bytes / 1024);
+            return -1;
+        }
+        l->output_bytes = (size_t)json_integer_value(v) * 1024;
+    }
+    return 0;
+}
+
+static char *replace_dir(const char *arg)
+{
+    const char *at = strstr(arg, "{tool_dir}");
+    char *s;
+
+    if (!at)
+        return strdup(arg);
+    if (asprintf(&s, "%.*s/tool%s", (int)(at - arg), arg, at + 10) < 0)
+        return NULL;
+    return s;
+}
+
+static char **strv_new(size_t n)
+{
+    return calloc(n + 1, sizeof(char *));
+}
+
+static void strv_free(char **v)
+{
+    size_t i;
+
+    for (i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* An environment variable a tool may be given: never one that looks like a
+ * credential (the same rule that removed them from the worker). */
+static int env_name_ok(const char *k)
+{
+    static const char *const bad[] = {"SECRET", "TOKEN", "PASSWORD", "CREDENTIAL", "AWS_"};
+    size_t i, n = strlen(k);
+
+    if (!n || n > 128 || !valid_name(k) || strchr(k, '-'))
+        return 0;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (strcasestr(k, bad[i]))
+            return 0;
+    }
+    return !(n > 4 && !strcasecmp(k + n - 4, "_KEY")) &&
+           !(n > 7 && !strcasecmp(k + n - 7, "_KEY_ID"));
+}
+
+static int command_tool(struct tw_catalog *c, json_t *jt, const char *dir,
+                        const struct tw_catalog_config *cfg, char *err, size_t errlen)
+{
+    json_t *cmd = json_object_get(jt, "command"), *env = json_object_get(jt, "env"), *v;
+    const char *name = json_string_value(json_object_get(jt, "name"));
+    const char *desc = json_string_value(json_object_get(jt, "description"));
+    const char *k;
+    struct tw_tool *t;
+    char sub[200];
+    size_t i, n;
+
+    if (!name || !desc) {
+        snprintf(err, errlen, "every tool needs a \"name\" and a \"description\"");
+        return -1;
+    }
+    if (!json_is_array(cmd) || !json_array_size(cmd) || json_array_size(cmd) > 64) {
+        snprintf(err, errlen, "tool '%s': \"command\" must be an array of 1 to 64 strings", name);
+        return -1;
+    }
+    if (add(c, name, desc, json_object_get(jt, "input_schema"), err, errlen, &t))
+        return -1;
+    t->kind = TW_SANDBOXED;
+    t->mode = "exec";
+    if (limits_of(jt, cfg, &t->lim, sub, sizeof(sub))) {
+        snprintf(err, errlen, "tool '%s': %s", name, sub);
+        return -1;
+    }
+    t->network = json_is_true(json_object_get(jt, "network"));
+    t->background = json_is_true(json_object_get(jt, "background"));
+    t->idempotent = json_is_true(json_object_get(jt, "idempotent"));
+    if (!(t->tool_dir = strdup(dir)) || !(t->argv = strv_new(json_array_size(cmd))))
+        goto oom;
+    json_array_foreach(cmd, i, v)
+    {
+        if (!json_is_string(v) || !json_string_length(v)) {
+            snprintf(err, errlen, "tool '%s': command[%zu] must be a non-empty string", name, i);
+            return -1;
+        }
+        if (!(t->argv[i] = replace_dir(json_string_value(v))))
+            goto oom;
+    }
+    if (env && !json_is_object(env)) {
+        snprintf(err, errlen, "tool '%s': \"env\" must be an object of strings", name);
+        return -1;
+    }
+    if (!(t->env = strv_new(json_object_size(env))))
+        goto oom;
+    n = 0;
+    json_object_foreach(env, k, v)
+    {
+        if (!json_is_string(v) || !env_name_ok(k)) {
+            snprintf(err, errlen,
+                     "tool '%s': env '%.64s' refused (a string value; names that look like "
+                     "credentials are never passed to tools)",
+                     name, k);
+            return -1;
+        }
+        if (asprintf(&t->env[n], "%s=%s", k, json_string_value(v)) < 0) {
+            t->env[n] = NULL;
+            goto oom;
+        }
+        n++;
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+static int load_manifest(struct tw_catalog *c, const struct tw_catalog_config *cfg, char *err,
+                         size_t errlen)
+{
+    char dir[PATH_MAX], sub[256], *slash;
+    json_error_t jerr;
+    json_t *m, *tools, *jt;
+    size_t i;
+    int rc = -1;
+
+    if (!realpath(cfg->manifest, dir)) {
+        snprintf(err, errlen, "tool manifest %s: cannot open it", cfg->manifest);
+        return -1;
+    }
+    m = json_load_file(dir, JSON_REJECT_DUPLICATES, &jerr);
+    if ((slash = strrchr(dir, '/')))
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    tools = json_object_get(m, "tools");
+    if (!m || (tools && !json_is_array(tools))) {
+        snprintf(err, errlen, "tool manifest %s: %s", cfg->manifest,
+                 m ? "\"tools\" must be an array" : jerr.text);
+        goto out;
+    }
+    json_array_foreach(tools, i, jt)
+    {
+        if (!json_is_object(jt) || command_tool(c, jt, dir, cfg, sub, sizeof(sub))) {
+            snprintf(err, errlen, "tool manifest %s, tools[%zu]: %s", cfg->manifest, i,
+                     json_is_object(jt) ? sub : "must be an object");
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    json_decref(m);
     return rc;
 }
 
-void tw_result_free(struct tw_result *r)
+struct tw_catalog *tw_catalog_new(const struct tw_catalog_config *cfg, char *err, size_t errlen)
 {
-    if (!r)
+    struct tw_catalog *c = calloc(1, sizeof(*c));
+    struct tw_tool *t;
+    size_t i;
+
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
+        const struct builtin *b = &builtins[i];
+        json_t *schema;
+
+        if (b->test && !cfg->test_tools)
+            continue;
+        schema = json_loads(b->schema, 0, NULL);
+        if (add(c, b->name, b->description, schema, err, errlen, &t)) {
+            json_decref(schema);
+            goto fail;
+        }
+        json_decref(schema);
+        t->kind = b->kind;
+        t->fn = b->fn;
+        t->mode = b->mode;
+        t->shell = b->shell;
+        t->network = b->network;
+        t->idempotent =
+            b->kind == TW_INPROC || !strcmp(b->name, "file_read") || !strcmp(b->name, "file_list");
+        t->lim = cfg->defaults;
+    }
+    if (cfg->manifest && *cfg->manifest && load_manifest(c, cfg, err, errlen))
+        goto fail;
+    return c;
+fail:
+    tw_catalog_free(c);
+    return NULL;
+}
+
+void tw_catalog_free(struct tw_catalog *c)
+{
+    size_t i;
+
+    if (!c)
         return;
-    free(r->text);
-    r->text = NULL;
+    for (i = 0; i < c->n; i++) {
+        struct tw_tool *t = &c->tools[i];
+
+        free(t->name);
+        free(t->description);
+        free(t->schema_text);
+        json_decref(t->schema);
+        strv_free(t->argv);
+        strv_free(t->env);
+        free(t->tool_dir);
+    }
+    free(c);
+}
+
+size_t tw_catalog_count(const struct tw_catalog *c)
+{
+    return c->n;
+}
+
+const struct tw_tool *tw_catalog_at(const struct tw_catalog *c, size_t i)
+{
+    return i < c->n ? &c->tools[i] : NULL;
+}
+
+const struct tw_tool *tw_catalog_find(const struct tw_catalog *c, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < c->n; i++) {
+        if (!strcmp(c->tools[i].name, name))
+            return &c->tools[i];
+    }
+    return NULL;
+}
+
+json_t *tw_tool_input(const struct tw_tool *t, const char *input_json, struct tw_result *out)
+{
+    char why[1024];
+    json_error_t jerr;
+    json_t *input;
+
+    out->text = NULL;
+    out->cancelled = 0;
+    if (strlen(input_json) > TW_MAX_INPUT_BYTES) {
+        tw_result_set(out, 1, "tool input larger than %d bytes", TW_MAX_INPUT_BYTES);
+        return NULL;
+    }
+    input = json_loads(*input_json ? input_json : "{}", 0, &jerr);
+    if (!input) {
+        tw_result_set(out, 1, "tool input is not valid JSON: %s", jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(input)) {
+        json_decref(input);
+        tw_result_set(out, 1, "tool input must be a JSON object");
+        return NULL;
+    }
+    if (tw_schema_check(t->schema, input, why, sizeof(why))) {
+        json_decref(input);
+        tw_result_set(out, 1, "invalid input for tool '%s' (fix these fields and call again):\n%s",
+                      t->name, why);
+        return NULL;
+    }
+    return input;
 }

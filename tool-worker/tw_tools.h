@@ -1,25 +1,39 @@
-/* tw_tools: the tool-worker's tool table and its single execution entry point.
+/* tw_tools: the tool-worker's catalogue: what each tool is, how it runs, and
+ * the in-process tools themselves.
  *
- * tw_execute() is the one function through which every tool runs, so a later
- * sandbox (seccomp, a separate process) replaces it in one place. Inputs are
- * the model's JSON; results are text for the model plus an error flag. Tool
- * failures (bad input, division by zero) are results with is_error set, not
- * return codes: the model sees them and can correct itself. */
+ * Kinds: pure in-process functions (calculator, current_time: no files, no
+ * network, no code of the model's, so no process); sandboxed built-ins
+ * (shell, file_read, file_write, file_list, http_request); command tools from
+ * a manifest (any language: JSON input on stdin, {"status","content"} JSON or
+ * plain text on stdout); and the test tools (slow, background) that exist
+ * only with TOOL_WORKER_TEST_TOOLS. tw_runner executes them; this module only
+ * describes them, so it is tested without processes.
+ *
+ * Manifest (TOOL_MANIFEST, JSON):
+ *   {"tools": [{"name", "description", "input_schema": {...},
+ *               "command": ["python3", "{tool_dir}/x.py"],   // {tool_dir} = /tool
+ *               "timeout_ms", "limits": {"cpu_s", "memory_mb", "file_size_mb",
+ *               "open_files", "processes", "output_kb"},
+ *               "network": false, "env": {"NAME": "value"},
+ *               "background": false, "idempotent": false}]}
+ * The directory holding the manifest is shown read-only at /tool. */
 #ifndef TW_TOOLS_H
 #define TW_TOOLS_H
 
+#include "tw_confine.h"
+
+#include <jansson.h>
 #include <stddef.h>
 
 #define TW_MAX_INPUT_BYTES (1024 * 1024)
+#define TW_MAX_TOOLS 256
 
-struct tw_tool {
-    const char *name;
-    const char *description;
-    const char *input_schema_json;
+enum tw_kind {
+    TW_INPROC,         /* a function, run on the loop thread */
+    TW_SANDBOXED,      /* a process in the sandbox */
+    TW_TEST_SLOW,      /* test tool: answers after {"ms"} unless cancelled */
+    TW_TEST_BACKGROUND /* test tool: a background task of {"ms"} */
 };
-
-/* The registered tools (static storage), and their count in |*n|. */
-const struct tw_tool *tw_tools_list(size_t *n);
 
 struct tw_result {
     char *text; /* malloc'd, never NULL after a 0 return; free with tw_result_free */
@@ -27,28 +41,46 @@ struct tw_result {
     int cancelled; /* the tool stopped because the caller went away */
 };
 
-/* Asked by long-running tools; 1 means stop now. */
-struct tw_cancel {
-    int (*cancelled)(void *ud);
-    void *ud;
+struct tw_tool {
+    char *name, *description, *schema_text;
+    json_t *schema;
+    enum tw_kind kind;
+    int (*fn)(json_t *input, struct tw_result *out); /* TW_INPROC */
+    const char *mode; /* TW_SANDBOXED: "exec", "file_read", ..., "http_request" */
+    int shell;        /* argv is /bin/sh -c <input.command> */
+    char **argv;      /* manifest command ({tool_dir} already replaced) */
+    char **env;       /* "NAME=VALUE" */
+    char *tool_dir;   /* host directory shown at /tool */
+    struct tw_limits lim;
+    int network, background, idempotent;
 };
 
-/* Adds the test tools (slow: waits {"ms": N} unless cancelled; background:
- * starts a background task of {"ms": N} and returns at once). Off unless
- * TOOL_WORKER_TEST_TOOLS is set: they exist for the tests. */
-void tw_tools_enable_test_tools(int on);
+struct tw_catalog_config {
+    const char *manifest; /* path or NULL */
+    int test_tools;
+    struct tw_limits defaults; /* for tools that set no limits of their own */
+    struct tw_limits max;      /* a manifest may not ask for more */
+};
 
-/* Background tasks running now (what makes /ping say HealthyBusy). */
-int tw_tools_background_tasks(void);
-/* |hook| hears the new count after every change, on the changing thread (set
- * it once, before tools run). */
-void tw_tools_on_background(void (*hook)(int count, void *ud), void *ud);
+struct tw_catalog;
 
-/* Runs tool |name| on |input_json|. Returns 0 with |out| filled (which may be an
- * error result for the model), or CM_ENOENT for an unknown tool / CM_ENOMEM,
- * in which case |out->text| still explains and must be freed. */
-int tw_execute(const char *name, const char *input_json, const struct tw_cancel *cancel,
-               struct tw_result *out);
+/* Built-ins plus the manifest's tools. NULL with a reason in |err| when the
+ * manifest is unreadable or wrong (the worker refuses to start: a tool that
+ * silently vanished would be worse). */
+struct tw_catalog *tw_catalog_new(const struct tw_catalog_config *cfg, char *err, size_t errlen);
+void tw_catalog_free(struct tw_catalog *c);
+size_t tw_catalog_count(const struct tw_catalog *c);
+const struct tw_tool *tw_catalog_at(const struct tw_catalog *c, size_t i);
+const struct tw_tool *tw_catalog_find(const struct tw_catalog *c, const char *name);
+
+/* Parses and checks a tool call's input: a JSON object within
+ * TW_MAX_INPUT_BYTES that satisfies the tool's schema. Returns the input, or
+ * NULL with |out| holding the error result for the model. */
+json_t *tw_tool_input(const struct tw_tool *t, const char *input_json, struct tw_result *out);
+
+/* Fills |out| from a printf format. 0 or CM_ENOMEM. */
+int tw_result_set(struct tw_result *out, int is_error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void tw_result_free(struct tw_result *r);
 
 #endif

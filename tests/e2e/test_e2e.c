@@ -441,6 +441,12 @@ static void test_streamed_and_converse_give_the_same_answers(void **state)
         json_object_del(b.json, "invocation_id");
         json_object_del(a.json, "session_id");
         json_object_del(b.json, "session_id");
+        /* The emulator counts input tokens as request bytes / 4, and the two
+         * histories differ by the digits of its global tool-use counter. */
+        json_object_del(json_object_get(a.json, "usage"), "input_tokens");
+        json_object_del(json_object_get(b.json, "usage"), "input_tokens");
+        json_object_del(json_object_get(a.json, "usage"), "total_tokens");
+        json_object_del(json_object_get(b.json, "usage"), "total_tokens");
         if (strstr(prompts[i], "current_time")) { /* the clock may tick between the two */
             assert_string_equal(jstr(a.json, "stop_reason"), jstr(b.json, "stop_reason"));
         } else if (!json_equal(a.json, b.json)) {

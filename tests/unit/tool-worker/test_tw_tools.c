@@ -6,18 +6,41 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
-static void run(const char *name, const char *input, int want_error, const char *text_has)
+static struct tw_catalog_config config(const char *manifest, int test_tools)
 {
-    struct tw_result r;
-    int rc = tw_execute(name, input, NULL, &r);
+    struct tw_catalog_config c;
 
-    assert_true(rc == 0 || rc == CM_ENOENT);
+    memset(&c, 0, sizeof(c));
+    c.manifest = manifest;
+    c.test_tools = test_tools;
+    c.defaults = (struct tw_limits){10, 1LL << 30, 64LL << 20, 256, 64, 30000, 262144};
+    c.max = (struct tw_limits){60, 8LL << 30, 1LL << 30, 4096, 1024, 600000, 1 << 20};
+    return c;
+}
+
+/* Runs an in-process tool the way tw_runner does: input check, then the function. */
+static void run(const struct tw_catalog *cat, const char *name, const char *input, int want_error,
+                const char *text_has)
+{
+    const struct tw_tool *t = tw_catalog_find(cat, name);
+    struct tw_result r = {NULL, 0, 0};
+    json_t *in;
+
+    assert_non_null(t);
+    in = tw_tool_input(t, input, &r);
+    if (in) {
+        assert_int_equal(t->kind, TW_INPROC);
+        assert_int_equal(t->fn(in, &r), 0);
+        json_decref(in);
+    }
     assert_non_null(r.text);
     if (r.is_error != want_error || !strstr(r.text, text_has))
         fail_msg("%s(%s) -> error=%d '%s'; want error=%d and '%s'", name, input, r.is_error, r.text,
@@ -25,104 +48,164 @@ static void run(const char *name, const char *input, int want_error, const char 
     tw_result_free(&r);
 }
 
-static void test_list_has_valid_schemas(void **state)
+static void test_builtins_have_valid_schemas(void **state)
 {
-    size_t n, i;
-    const struct tw_tool *t = tw_tools_list(&n);
+    struct tw_catalog_config cfg = config(NULL, 0);
+    struct tw_catalog *cat;
+    char err[256];
+    size_t i;
+    static const char *const want[] = {"calculator", "current_time", "shell",       "file_read",
+                                       "file_write", "file_list",    "http_request"};
 
     (void)state;
-    assert_true(n >= 2);
-    for (i = 0; i < n; i++) {
-        json_t *schema = json_loads(t[i].input_schema_json, 0, NULL);
+    cat = tw_catalog_new(&cfg, err, sizeof(err));
+    assert_non_null(cat);
+    assert_int_equal(tw_catalog_count(cat), sizeof(want) / sizeof(want[0]));
+    for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const struct tw_tool *t = tw_catalog_find(cat, want[i]);
+        json_t *schema;
 
-        assert_true(json_is_object(schema));
+        assert_non_null(t);
+        schema = json_loads(t->schema_text, 0, NULL);
         assert_string_equal(json_string_value(json_object_get(schema, "type")), "object");
         json_decref(schema);
     }
+    /* what runs code, files or network is sandboxed; only http_request has a network */
+    assert_int_equal(tw_catalog_find(cat, "shell")->kind, TW_SANDBOXED);
+    assert_int_equal(tw_catalog_find(cat, "file_write")->kind, TW_SANDBOXED);
+    assert_false(tw_catalog_find(cat, "shell")->network);
+    assert_true(tw_catalog_find(cat, "http_request")->network);
+    assert_int_equal(tw_catalog_find(cat, "calculator")->kind, TW_INPROC);
+    assert_null(tw_catalog_find(cat, "slow")); /* test tools only when asked */
+    tw_catalog_free(cat);
+    cfg.test_tools = 1;
+    cat = tw_catalog_new(&cfg, err, sizeof(err));
+    assert_non_null(tw_catalog_find(cat, "slow"));
+    assert_non_null(tw_catalog_find(cat, "background"));
+    tw_catalog_free(cat);
 }
 
-static void test_calculator(void **state)
+static void test_calculator_and_input_checks(void **state)
 {
-    (void)state;
-    run("calculator", "{\"expression\":\"(2+3)*4^2\"}", 0, "80");
-    run("calculator", "{\"expression\":\"1/0\"}", 1, "division by zero");
-    run("calculator", "{\"expression\":42}", 1, "must be a string");
-    run("calculator", "{}", 1, "missing");
-    run("calculator", "not json", 1, "not valid JSON");
-    run("calculator", "[1,2]", 1, "must be a JSON object");
-}
-
-static void test_unknown_tool(void **state)
-{
-    struct tw_result r;
+    struct tw_catalog_config cfg = config(NULL, 0);
+    struct tw_catalog *cat = tw_catalog_new(&cfg, NULL, 0);
 
     (void)state;
-    assert_int_equal(tw_execute("rm", "{}", NULL, &r), CM_ENOENT);
-    assert_true(r.is_error);
-    assert_non_null(strstr(r.text, "unknown tool 'rm'"));
-    tw_result_free(&r);
+    run(cat, "calculator", "{\"expression\":\"(2+3)*4^2\"}", 0, "80");
+    run(cat, "calculator", "{\"expression\":\"1/0\"}", 1, "division by zero");
+    run(cat, "calculator", "{\"expression\":42}", 1,
+        "input.expression: must be a string (got integer)");
+    run(cat, "calculator", "{}", 1, "input: 'expression' is required");
+    run(cat, "calculator", "not json", 1, "not valid JSON");
+    run(cat, "calculator", "[1,2]", 1, "must be a JSON object");
+    tw_catalog_free(cat);
 }
 
 static void test_current_time(void **state)
 {
+    struct tw_catalog_config cfg = config(NULL, 0);
+    struct tw_catalog *cat = tw_catalog_new(&cfg, NULL, 0);
+    const struct tw_tool *t = tw_catalog_find(cat, "current_time");
     struct tw_result r;
-    json_t *o;
+    json_t *in = json_object(), *o;
     long long now = (long long)time(NULL), unix_s;
 
     (void)state;
-    assert_int_equal(tw_execute("current_time", "{}", NULL, &r), 0);
+    assert_int_equal(t->fn(in, &r), 0);
+    json_decref(in);
     assert_false(r.is_error);
     o = json_loads(r.text, 0, NULL);
-    assert_non_null(o);
     assert_string_equal(json_string_value(json_object_get(o, "timezone")), "UTC");
     unix_s = json_integer_value(json_object_get(o, "unix"));
     assert_true(unix_s >= now - 5 && unix_s <= now + 5);
-    assert_int_equal(json_string_value(json_object_get(o, "iso8601"))[19], 'Z');
     json_decref(o);
     tw_result_free(&r);
-
-    assert_int_equal(tw_execute("current_time", "{\"timezone\":\"Asia/Kolkata\"}", NULL, &r), 0);
-    assert_false(r.is_error);
-    assert_non_null(strstr(r.text, "+05:30")); /* no DST there: always +05:30 */
-    tw_result_free(&r);
-
-    run("current_time", "{\"timezone\":\"Mars/Olympus\"}", 1, "unknown time zone");
-    run("current_time", "{\"timezone\":\"../../etc/passwd\"}", 1, "unknown time zone");
+    run(cat, "current_time", "{\"timezone\":\"Asia/Kolkata\"}", 0, "+05:30");
+    run(cat, "current_time", "{\"timezone\":\"Mars/Olympus\"}", 1, "unknown time zone");
+    run(cat, "current_time", "{\"timezone\":\"../../etc/passwd\"}", 1, "unknown time zone");
+    tw_catalog_free(cat);
 }
 
-static int cancel_now(void *ud)
+static void test_example_manifest(void **state)
 {
-    (void)ud;
-    return 1;
-}
-
-static void test_slow_test_tool(void **state)
-{
-    struct tw_cancel stop = {cancel_now, NULL};
-    struct tw_result r;
+    struct tw_catalog_config cfg = config(AC_SOURCE_DIR "/examples/tools/manifest.json", 0);
+    struct tw_catalog *cat;
+    const struct tw_tool *t;
+    char err[256];
 
     (void)state;
-    /* Not offered unless enabled. */
-    assert_int_equal(tw_execute("slow", "{\"ms\":1}", NULL, &r), CM_ENOENT);
-    tw_result_free(&r);
-    tw_tools_enable_test_tools(1);
-    assert_int_equal(tw_execute("slow", "{\"ms\":20}", NULL, &r), 0);
-    assert_false(r.is_error);
-    assert_string_equal(r.text, "waited 20 ms");
-    tw_result_free(&r);
-    assert_int_equal(tw_execute("slow", "{\"ms\":60000}", &stop, &r), 0);
-    assert_true(r.cancelled);
-    assert_string_equal(r.text, "cancelled after 0 ms");
-    tw_result_free(&r);
-    tw_tools_enable_test_tools(0);
+    cat = tw_catalog_new(&cfg, err, sizeof(err));
+    if (!cat)
+        fail_msg("%s", err);
+    t = tw_catalog_find(cat, "statistics");
+    assert_non_null(t);
+    assert_int_equal(t->kind, TW_SANDBOXED);
+    assert_string_equal(t->argv[0], "python3");
+    assert_string_equal(t->argv[2], "/tool/statistics_tool.py"); /* {tool_dir} replaced */
+    assert_string_equal(t->env[0], "STATS_PRECISION=4");
+    assert_int_equal(t->lim.cpu_s, 5);
+    assert_int_equal(t->lim.as_bytes, 512LL << 20);
+    assert_int_equal(t->lim.nofile, 256); /* not set: the default */
+    assert_int_equal(t->lim.timeout_ms, 10000);
+    assert_true(t->idempotent);
+    assert_non_null(strstr(t->tool_dir, "/examples/tools"));
+    assert_true(tw_catalog_find(cat, "report")->background);
+    tw_catalog_free(cat);
+}
+
+/* A manifest written by the test, and the error it must produce. */
+static void bad_manifest(const char *json, const char *says)
+{
+    char path[] = "/tmp/tw-manifest-XXXXXX", err[512];
+    struct tw_catalog_config cfg;
+    struct tw_catalog *cat;
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+    close(fd);
+    cfg = config(path, 0);
+    err[0] = '\0';
+    cat = tw_catalog_new(&cfg, err, sizeof(err));
+    unlink(path);
+    if (cat || !strstr(err, says))
+        fail_msg("%s -> %s '%s'; want failure '%s'", json, cat ? "loaded" : "failed", err, says);
+}
+
+#define NAMED(name, extra)                                                                         \
+    "{\"tools\":[{\"name\":\"" name "\",\"description\":\"d\",\"input_schema\":{\"type\":"         \
+    "\"object\"},\"command\":[\"/bin/true\"]" extra "}]}"
+#define TOOL(extra) NAMED("t", extra)
+
+static void test_bad_manifests_are_refused(void **state)
+{
+    (void)state;
+    bad_manifest("{", "tool manifest");
+    bad_manifest("{\"tools\":{}}", "\"tools\" must be an array");
+    bad_manifest(NAMED("calculator", ""), "defined twice");
+    bad_manifest(NAMED("a b", ""), "tool name");
+    bad_manifest("{\"tools\":[{\"name\":\"t\",\"description\":\"d\",\"command\":[]}]}",
+                 "\"command\" must be an array");
+    bad_manifest("{\"tools\":[{\"name\":\"t\",\"description\":\"d\",\"command\":[\"x\"],"
+                 "\"input_schema\":{\"type\":\"string\"}}]}",
+                 "type object");
+    bad_manifest(TOOL(",\"timeout_ms\":0"), "timeout_ms");
+    bad_manifest(TOOL(",\"limits\":{\"memory_mb\":999999}"), "limits.memory_mb");
+    bad_manifest(TOOL(",\"env\":{\"AWS_SECRET_ACCESS_KEY\":\"x\"}"), "credentials");
+    bad_manifest(TOOL(",\"env\":{\"GITHUB_TOKEN\":\"x\"}"), "credentials");
+    bad_manifest(TOOL(",\"env\":{\"OPENAI_API_KEY\":\"x\"}"), "credentials");
+    bad_manifest("{\"tools\":[{\"name\":\"x\",\"command\":[\"a\"]}]}", "\"description\"");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_list_has_valid_schemas), cmocka_unit_test(test_calculator),
-        cmocka_unit_test(test_unknown_tool),           cmocka_unit_test(test_current_time),
-        cmocka_unit_test(test_slow_test_tool),
+        cmocka_unit_test(test_builtins_have_valid_schemas),
+        cmocka_unit_test(test_calculator_and_input_checks),
+        cmocka_unit_test(test_current_time),
+        cmocka_unit_test(test_example_manifest),
+        cmocka_unit_test(test_bad_manifests_are_refused),
     };
-    return cmocka_run_group_tests_name("tw_tools", tests, NULL, NULL);
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,444 @@
+/* tw_runner with real sandboxed processes on a real libuv loop: every limit
+ * the sandbox promises, shown by a tool that tries to break it. */
+#define _GNU_SOURCE
+#include "cm_err.h"
+#include "tw_runner.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static uv_loop_t loop;
+static struct tw_catalog *catalog;
+static struct tw_sandbox *sandbox;
+static struct tw_workspaces *workspaces;
+static struct tw_runner *runner;
+static char ws_root[64], manifest[64], token[32];
+static int background_seen;
+
+struct outcome {
+    int done;
+    int is_error, cancelled;
+    char *text;
+};
+
+static void on_done(void *ud, const struct tw_result *r)
+{
+    struct outcome *o = ud;
+
+    o->done = 1;
+    o->is_error = r->is_error;
+    o->cancelled = r->cancelled;
+    o->text = strdup(r->text);
+}
+
+static void on_background(int count, void *ud)
+{
+    (void)ud;
+    background_seen = count;
+}
+
+/* Runs a call to its end: the loop sleeps in epoll until the process does
+ * something (bounded by the tool's own wall-clock limit). */
+static void call(const char *tool, const char *input, const char *session, struct outcome *o)
+{
+    memset(o, 0, sizeof(*o));
+    assert_int_equal(tw_runner_start(runner, tool, input, session, on_done, o, NULL), 0);
+    while (!o->done)
+        uv_run(&loop, UV_RUN_ONCE);
+}
+
+static void expect(const char *tool, const char *input, int is_error, const char *says)
+{
+    struct outcome o;
+
+    call(tool, input, "session-one", &o);
+    if (o.is_error != is_error || !strstr(o.text, says))
+        fail_msg("%s(%s) -> error=%d '%.600s'; want error=%d '%s'", tool, input, o.is_error, o.text,
+                 is_error, says);
+    free(o.text);
+}
+
+/* Processes whose command line holds |needle|, anywhere on the machine. */
+static int processes_with(const char *needle)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d))) {
+        char path[300], buf[4096];
+        FILE *f;
+        size_t len, i;
+
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+        if (!(f = fopen(path, "r")))
+            continue;
+        len = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        for (i = 0; i < len; i++)
+            buf[i] = buf[i] ? buf[i] : ' ';
+        buf[len] = '\0';
+        n += strstr(buf, needle) != NULL;
+    }
+    closedir(d);
+    return n;
+}
+
+static void write_manifest(void)
+{
+    FILE *f;
+    int fd;
+
+    strcpy(manifest, "/tmp/tw-runner-manifest-XXXXXX");
+    fd = mkstemp(manifest);
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    fprintf(f,
+            "{\"tools\":["
+            "{\"name\":\"spin\",\"description\":\"CPU loop\",\"input_schema\":{},"
+            "\"command\":[\"/bin/sh\",\"-c\",\"while :; do :; done\"],\"limits\":{\"cpu_s\":1}},"
+            "{\"name\":\"hog\",\"description\":\"memory bomb\",\"input_schema\":{},"
+            "\"command\":[\"python3\",\"-c\",\"b = bytearray(1 << 30)\\nprint(len(b))\"],"
+            "\"limits\":{\"memory_mb\":256}},"
+            "{\"name\":\"bomb\",\"description\":\"fork bomb\",\"input_schema\":{},"
+            "\"command\":[\"/bin/sh\",\"-c\",\"b() { b | b & }; b; sleep 100 # %s\"],"
+            "\"timeout_ms\":1500,\"limits\":{\"processes\":16}},"
+            "{\"name\":\"flood\",\"description\":\"output flood\",\"input_schema\":{},"
+            "\"command\":[\"yes\",\"%s\"],\"limits\":{\"output_kb\":64}},"
+            "{\"name\":\"nap\",\"description\":\"sleeps\",\"input_schema\":{},"
+            "\"command\":[\"/bin/sh\",\"-c\",\"sleep 100 & sleep 100 # %s\"],"
+            "\"timeout_ms\":300},"
+            "{\"name\":\"bigfile\",\"description\":\"writes too much\",\"input_schema\":{},"
+            "\"command\":[\"/bin/sh\",\"-c\",\"head -c 3000000 /dev/zero > f && echo done\"],"
+            "\"limits\":{\"file_size_mb\":1}},"
+            "{\"name\":\"echo_input\",\"description\":\"returns its input\",\"input_schema\":"
+            "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":9}}},"
+            "\"command\":[\"cat\"],\"env\":{\"GREETING\":\"hi\"}},"
+            "{\"name\":\"later\",\"description\":\"background\",\"input_schema\":{},"
+            "\"command\":[\"/bin/sh\",\"-c\",\"cat > /dev/null; echo finished\"],"
+            "\"background\":true}"
+            "]}",
+            token, token, token);
+    fclose(f);
+}
+
+static int setup(void **state)
+{
+    struct tw_catalog_config cc;
+    struct tw_sandbox_config sc;
+    struct tw_runner_config rc;
+    char err[512];
+
+    (void)state;
+    snprintf(token, sizeof(token), "tw-runner-%d", (int)getpid());
+    write_manifest();
+    memset(&cc, 0, sizeof(cc));
+    cc.manifest = manifest;
+    cc.test_tools = 1;
+    cc.defaults = (struct tw_limits){10, 1LL << 30, 64LL << 20, 256, 64, 20000, 262144};
+    cc.max = (struct tw_limits){60, 8LL << 30, 1LL << 30, 4096, 1024, 600000, 1 << 20};
+    catalog = tw_catalog_new(&cc, err, sizeof(err));
+    if (!catalog)
+        fail_msg("%s", err);
+    memset(&sc, 0, sizeof(sc));
+    sc.helper = AC_BIN_DIR "/agentcore-tool-exec";
+    sc.http = AC_BIN_DIR "/agentcore-tool-http";
+    sc.uid = 65534;
+    sc.gid = 65534;
+    sc.allow_cidrs = "127.0.0.1/32";
+    sandbox = tw_sandbox_new(&sc, err, sizeof(err));
+    assert_non_null(sandbox);
+    if (strcmp(tw_sandbox_isolation(sandbox), "namespaces"))
+        fail_msg("no sandbox here: %s", tw_sandbox_describe(sandbox));
+    uv_loop_init(&loop);
+    strcpy(ws_root, "/tmp/tw-runner-ws-XXXXXX");
+    assert_non_null(mkdtemp(ws_root));
+    chmod(ws_root, 0711);
+    workspaces = tw_workspaces_new(&loop, ws_root, tw_sandbox_uid(sandbox), tw_sandbox_gid(sandbox),
+                                   geteuid() == 0, 900, 64, err, sizeof(err));
+    assert_non_null(workspaces);
+    memset(&rc, 0, sizeof(rc));
+    rc.loop = &loop;
+    rc.catalog = catalog;
+    rc.sandbox = sandbox;
+    rc.workspaces = workspaces;
+    rc.max_calls = 4;
+    rc.on_background = on_background;
+    runner = tw_runner_new(&rc);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+
+    (void)state;
+    tw_runner_free(runner);
+    tw_workspaces_free(workspaces);
+    while (uv_run(&loop, UV_RUN_DEFAULT))
+        ;
+    assert_int_equal(uv_loop_close(&loop), 0);
+    tw_sandbox_free(sandbox);
+    tw_catalog_free(catalog);
+    unlink(manifest);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", ws_root);
+    return system(cmd);
+}
+
+static void test_shell_and_workspace(void **state)
+{
+    (void)state;
+    expect("shell", "{\"command\":\"echo hello > note.txt; pwd\"}", 0, "/workspace");
+    expect("file_read", "{\"path\":\"note.txt\"}", 0, "hello");
+    expect("file_list", "{}", 0, "file\tnote.txt\t6");
+    expect("shell", "{\"command\":\"exit 3\"}", 1, "[exit status 3]");
+    expect("shell", "{\"command\":\"echo oops >&2; false\"}", 1, "[stderr]\noops");
+    /* another session sees nothing of it */
+    {
+        struct outcome o;
+
+        call("file_read", "{\"path\":\"note.txt\"}", "session-two", &o);
+        assert_true(o.is_error);
+        assert_non_null(strstr(o.text, "No such file"));
+        free(o.text);
+    }
+    /* the system is read-only, the sandbox's own /tmp is not the host's */
+    expect("shell", "{\"command\":\"touch /usr/x\"}", 1, "Read-only file system");
+    expect("shell", "{\"command\":\"ls /tmp | wc -l\"}", 0, "0");
+    expect("shell", "{\"command\":\"id -u\"}", 0, geteuid() == 0 ? "65534" : "");
+}
+
+static void test_schema_errors_name_the_field(void **state)
+{
+    (void)state;
+    expect("shell", "{\"cmd\":\"ls\"}", 1, "input: 'command' is required");
+    expect("shell", "{\"command\":\"ls\",\"cmd\":1}", 1, "input: 'cmd' is not allowed");
+    expect("echo_input", "{\"n\":10}", 1, "input.n: must be at most 9 (got 10)");
+    expect("file_write", "{\"path\":\"a\",\"content\":5}", 1,
+           "input.content: must be a string (got integer)");
+}
+
+static void test_limits(void **state)
+{
+    (void)state;
+    expect("spin", "{}", 1, "CPU time limit of 1 s (SIGXCPU)");
+    expect("hog", "{}", 1, "MemoryError");
+    expect("flood", "{}", 1, "output passed 65536 bytes; it was stopped");
+    expect("bigfile", "{}", 1, "File too large");
+    expect("nap", "{}", 1, "timed out after 300 ms");
+    assert_int_equal(processes_with(token), 0); /* the whole tree went */
+    expect("bomb", "{}", 1, "timed out after 1500 ms");
+    assert_int_equal(processes_with(token), 0);
+}
+
+static void test_environment_and_secrets(void **state)
+{
+    (void)state;
+    setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-never-shown", 1);
+    expect("echo_input", "{\"n\":1}", 0, "{\"n\":1}");
+    expect("shell", "{\"command\":\"env\"}", 0, "LANG=C.UTF-8");
+    {
+        struct outcome o;
+
+        call("shell",
+             "{\"command\":\"env; cat /proc/*/environ 2>/dev/null | tr '\\\\0' '\\\\n'; ls "
+             "/proc\"}",
+             "s", &o);
+        assert_null(strstr(o.text, "wJalrXUtnFEMI"));
+        assert_null(strstr(o.text, "AWS_"));
+        free(o.text);
+    }
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    /* the worker's processes are invisible: only the sandbox's own PIDs */
+    expect("shell",
+           "{\"command\":\"ls /proc | grep -c '^[0-9]' | awk '$1 < 10 {print \\\"few\\\"}'\"}", 0,
+           "few");
+}
+
+static void test_no_network_for_shell(void **state)
+{
+    (void)state;
+    /* the only interface is the sandbox's own loopback */
+    expect("shell", "{\"command\":\"tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '\"}", 0,
+           "lo\n[exit status 0]");
+    /* UDP: no route out of the empty network namespace */
+    expect("shell",
+           "{\"command\":\"python3 -c \\\"import socket; socket.socket(socket.AF_INET, "
+           "socket.SOCK_DGRAM).connect(('1.1.1.1', 53))\\\"\"}",
+           1, "Network is unreachable");
+    /* TCP: refused before that, by Landlock (connect and bind denied) */
+    expect("shell",
+           "{\"command\":\"python3 -c \\\"import socket; socket.create_connection(('1.1.1.1', "
+           "53), 2)\\\"\"}",
+           1, "PermissionError");
+    expect("shell",
+           "{\"command\":\"python3 -c \\\"import socket; socket.socket(socket.AF_PACKET, "
+           "socket.SOCK_RAW)\\\"\"}",
+           1, "Operation not permitted");
+}
+
+/* A tiny HTTP server on 127.0.0.1 for http_request: /hello answers, the
+ * others redirect to where a tool must never go. */
+static int http_port, http_fd;
+
+static void *serve(void *arg)
+{
+    int c;
+
+    (void)arg;
+    while ((c = accept(http_fd, NULL, NULL)) >= 0) {
+        char req[2048], resp[512];
+        ssize_t n = recv(c, req, sizeof(req) - 1, 0);
+
+        req[n > 0 ? n : 0] = '\0';
+        if (strstr(req, "GET /hello"))
+            snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+                     "Connection: close\r\n\r\nhello");
+        else if (strstr(req, "GET /to-metadata"))
+            snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/"
+                     "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        else if (strstr(req, "GET /to-loopback"))
+            snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.2:%d/hello"
+                     "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                     http_port);
+        else
+            snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 302 Found\r\nLocation: /hello\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n");
+        if (send(c, resp, strlen(resp), 0) < 0)
+            break;
+        close(c);
+    }
+    return NULL;
+}
+
+static void test_http_request(void **state)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    pthread_t t;
+    char input[256];
+
+    (void)state;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    http_fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(bind(http_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(http_fd, 16), 0);
+    getsockname(http_fd, (struct sockaddr *)&a, &len);
+    http_port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&t, NULL, serve, NULL), 0);
+
+    /* 127.0.0.1/32 is allowed in this test's configuration, nothing else */
+    snprintf(input, sizeof(input), "{\"url\":\"http://127.0.0.1:%d/hello\"}", http_port);
+    expect("http_request", input, 0, "HTTP 200\nContent-Type: text/plain\n\nhello");
+    snprintf(input, sizeof(input), "{\"url\":\"http://127.0.0.1:%d/elsewhere\"}", http_port);
+    expect("http_request", input, 0, "hello"); /* a redirect it may follow */
+    snprintf(input, sizeof(input), "{\"url\":\"http://127.0.0.1:%d/to-metadata\"}", http_port);
+    expect("http_request", input, 1, "refused: 169.254.169.254 is the cloud metadata service");
+    snprintf(input, sizeof(input), "{\"url\":\"http://127.0.0.1:%d/to-loopback\"}", http_port);
+    expect("http_request", input, 1, "refused: 127.0.0.2 is a loopback address");
+    expect("http_request", "{\"url\":\"http://169.254.169.254/latest/meta-data/\"}", 1,
+           "the cloud metadata service");
+    expect("http_request", "{\"url\":\"http://[::1]:9/\"}", 1, "::1 is a loopback address");
+    expect("http_request", "{\"url\":\"file:///etc/passwd\"}", 1, "only http:// and https://");
+    expect("http_request", "{\"url\":\"http://x/\",\"method\":\"TRACE\"}", 1,
+           "input.method: must be one of");
+    shutdown(http_fd, SHUT_RDWR);
+    close(http_fd);
+    pthread_join(t, NULL);
+}
+
+static void test_cancel_kills_the_tree(void **state)
+{
+    struct outcome o;
+    struct tw_call *c;
+
+    (void)state;
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(tw_runner_start(runner, "nap", "{}", "s", on_done, &o, &c), 0);
+    assert_non_null(c);
+    /* let it start (one loop turn at most before bubblewrap tells its PID) */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    tw_call_cancel(c);
+    while (!o.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(o.cancelled);
+    assert_int_equal(processes_with(token), 0);
+    free(o.text);
+}
+
+static void test_capacity_and_background(void **state)
+{
+    struct outcome o[5];
+    int i;
+
+    (void)state;
+    for (i = 0; i < 4; i++) {
+        memset(&o[i], 0, sizeof(o[i]));
+        assert_int_equal(tw_runner_start(runner, "slow", "{\"ms\":1}", "s", on_done, &o[i], NULL),
+                         0);
+    }
+    /* timers are not processes: the cap is on processes */
+    for (i = 0; i < 4; i++) {
+        memset(&o[i], 0, sizeof(o[i]));
+        assert_int_equal(tw_runner_start(runner, "nap", "{}", "s", on_done, &o[i], NULL), 0);
+    }
+    assert_int_equal(tw_runner_active(runner), 4);
+    assert_int_equal(
+        tw_runner_start(runner, "shell", "{\"command\":\"true\"}", "s", on_done, &o[4], NULL),
+        CM_EBUSY);
+    while (tw_runner_active(runner))
+        uv_run(&loop, UV_RUN_ONCE);
+    for (i = 0; i < 4; i++)
+        free(o[i].text);
+
+    /* a background tool answers at once and counts until it ends */
+    background_seen = 0;
+    call("later", "{}", "s", &o[0]);
+    assert_false(o[0].is_error);
+    assert_non_null(strstr(o[0].text, "started in the background as task"));
+    free(o[0].text);
+    assert_int_equal(background_seen, 1);
+    assert_int_equal(tw_runner_background(runner), 1);
+    while (tw_runner_background(runner))
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(background_seen, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shell_and_workspace),
+        cmocka_unit_test(test_schema_errors_name_the_field),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_environment_and_secrets),
+        cmocka_unit_test(test_no_network_for_shell),
+        cmocka_unit_test(test_http_request),
+        cmocka_unit_test(test_cancel_kills_the_tree),
+        cmocka_unit_test(test_capacity_and_background),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,157 @@
+/* agentcore-tool-exec: the first program that runs inside a tool's sandbox.
+ *
+ * bubblewrap builds the namespaces and mounts, then runs this helper, which
+ * closes every inherited descriptor, confines itself (tw_confine: rlimits,
+ * no_new_privs, Landlock, seccomp) and then either runs the tool's program
+ * (exec mode; http_request is agentcore-tool-http run this way) or runs one
+ * of the built-in file tools (file_read, file_write, file_list), reading the
+ * tool's JSON input on stdin and writing {"status","content"} on stdout.
+ * It links nothing but libc and jansson: every tool call loads it, and each
+ * shared library costs start-up time.
+ *
+ * Exit codes: the program's own in exec mode; 0 for a built-in tool (its
+ * result says whether it failed); 125 when the sandbox could not be set up
+ * (the reason on stderr). No gRPC, no threads: it is a plain filter. */
+#define _GNU_SOURCE
+#include "tw_confine.h"
+#include "tw_fileops.h"
+#include "tw_toolio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SETUP_FAILED 125
+
+static int usage(const char *why)
+{
+    fprintf(stderr,
+            "agentcore-tool-exec: %s\n"
+            "usage: agentcore-tool-exec [--cpu S] [--as BYTES] [--fsize BYTES] [--nofile N]\n"
+            "       [--nproc N] [--rw DIR]... [--network] [--seccomp-fd FD] [--workspace DIR]\n"
+            "       -- (exec PROGRAM [ARG...] | file_read | file_write | file_list)\n",
+            why);
+    return 2;
+}
+
+static long long num(const char *s, int *bad)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+
+    if (!*s || *end || v < 0)
+        *bad = 1;
+    return v;
+}
+
+static void close_inherited(int keep)
+{
+    int fd, max = (int)sysconf(_SC_OPEN_MAX);
+
+    if (max < 0 || max > 65536)
+        max = 65536;
+    if (keep < 0) {
+        if (close_range(3, ~0U, 0) == 0)
+            return;
+    } else if (close_range(3, (unsigned)keep - 1, 0) == 0 &&
+               close_range((unsigned)keep + 1, ~0U, 0) == 0) {
+        return;
+    }
+    for (fd = 3; fd < max; fd++) {
+        if (fd != keep)
+            close(fd);
+    }
+}
+
+static int builtin(const char *mode, const char *workspace)
+{
+    struct tw_fileres fr = {1, NULL};
+    char err[256];
+    json_t *input = tw_toolio_input(err, sizeof(err));
+    int rc = -1, root = -1;
+
+    if (!input)
+        return tw_toolio_answer(1, err);
+    if ((root = open(workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        rc = 0;
+        fr.text = strdup("the workspace is not available");
+    } else if (!strcmp(mode, "file_read")) {
+        rc = tw_file_read(root, input, &fr);
+    } else if (!strcmp(mode, "file_write")) {
+        rc = tw_file_write(root, input, &fr);
+    } else if (!strcmp(mode, "file_list")) {
+        rc = tw_file_list(root, input, &fr);
+    }
+    if (root >= 0)
+        close(root);
+    json_decref(input);
+    rc = tw_toolio_answer(rc ? 1 : fr.is_error, rc ? "out of memory" : fr.text);
+    free(fr.text);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct tw_confine c;
+    const char *workspace = "/workspace", *mode;
+    char err[256];
+    int i, bad = 0, abi = 0;
+
+    memset(&c, 0, sizeof(c));
+    c.seccomp_fd = -1;
+    for (i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (!strcmp(o, "--network")) {
+            c.network = 1;
+            continue;
+        }
+        if (!v)
+            return usage("an option lacks its value");
+        i++;
+        if (!strcmp(o, "--cpu"))
+            c.lim.cpu_s = (long)num(v, &bad);
+        else if (!strcmp(o, "--as"))
+            c.lim.as_bytes = num(v, &bad);
+        else if (!strcmp(o, "--fsize"))
+            c.lim.fsize_bytes = num(v, &bad);
+        else if (!strcmp(o, "--nofile"))
+            c.lim.nofile = (long)num(v, &bad);
+        else if (!strcmp(o, "--nproc"))
+            c.lim.nproc = (long)num(v, &bad);
+        else if (!strcmp(o, "--seccomp-fd"))
+            c.seccomp_fd = (int)num(v, &bad);
+        else if (!strcmp(o, "--workspace"))
+            workspace = v;
+        else if (!strcmp(o, "--rw") && c.n_rw < TW_CONFINE_MAX_RW)
+            c.rw[c.n_rw++] = v;
+        else
+            return usage("unknown option");
+        if (bad)
+            return usage("bad option value");
+    }
+    if (i + 1 >= argc)
+        return usage("no mode");
+    mode = argv[i + 1];
+    close_inherited(c.seccomp_fd);
+    if (tw_confine_apply(&c, &abi, err, sizeof(err))) {
+        fprintf(stderr, "agentcore-tool-exec: sandbox setup failed: %s\n", err);
+        return SETUP_FAILED;
+    }
+    if (c.seccomp_fd >= 0)
+        close(c.seccomp_fd);
+    if (!strcmp(mode, "exec")) {
+        if (i + 2 >= argc)
+            return usage("exec needs a program");
+        execvp(argv[i + 2], argv + i + 2);
+        fprintf(stderr, "agentcore-tool-exec: cannot run %s: %s\n", argv[i + 2], strerror(errno));
+        return errno == ENOENT ? 127 : 126;
+    }
+    if (strcmp(mode, "file_read") && strcmp(mode, "file_write") && strcmp(mode, "file_list"))
+        return usage("unknown mode");
+    return builtin(mode, workspace) ? SETUP_FAILED : 0;
+}
