@@ -40,7 +40,7 @@ struct invocation;
 struct tool_slot {
     struct invocation *inv;
     size_t index;
-    struct cm_rpc_pending *pending; /* NULL once its result is in */
+    struct aw_tools_exec *exec; /* NULL once its result is in */
 };
 
 struct invocation {
@@ -193,7 +193,7 @@ static void on_tool_done(void *ud, struct aw_tool_result *res)
     struct tool_slot *s = ud;
     struct invocation *inv = s->inv;
 
-    s->pending = NULL;
+    s->exec = NULL;
     inv->running--;
     if (inv->cancelled) {
         if (!inv->running)
@@ -233,7 +233,7 @@ static void run_tools(struct invocation *inv)
         if (aw_tools_execute_async(
                 inv->svc->tools, &inv->tcall, json_string_value(json_object_get(use, "toolUseId")),
                 json_string_value(json_object_get(use, "name")), json_object_get(use, "input"),
-                on_tool_done, s, &s->pending, &now[i]) == 0) {
+                on_tool_done, s, &s->exec, &now[i]) == 0) {
             inv->running++;
             now[i].is_error = -1;
         }
@@ -347,7 +347,7 @@ static void on_cancel(void *ud)
         inv->model = NULL;
     }
     for (i = 0; i < inv->nslots; i++)
-        cm_rpc_pending_cancel(inv->slots[i].pending);
+        aw_tools_exec_cancel(inv->slots[i].exec);
     if (!inv->running)
         complete(inv, CM_ECANCELED, NULL);
 }
@@ -376,7 +376,7 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
         inv->cancelled = 1;
         inv->deferred_rc = rc ? rc : CM_ECANCELED;
         for (i = 0; i < inv->nslots; i++)
-            cm_rpc_pending_cancel(inv->slots[i].pending);
+            aw_tools_exec_cancel(inv->slots[i].exec);
         return;
     }
 

@@ -1,13 +1,20 @@
 /* aw_tools: the agent-worker's view of the tool-workers.
  *
- * Tools are discovered with ListTools and cached as a ready-made Bedrock
- * toolConfig; the cache is refreshed every |refresh_ms|, and retried at most
- * every second while no listing has succeeded yet. Execute calls carry the
- * invocation's ids as metadata and run as children of the invocation's gRPC
- * call, so a client that goes away cancels the tools too.
+ * TOOL_WORKERS may name several replicas, or a DNS name standing for many;
+ * different replicas may offer different tools. Each replica is a channel of
+ * its own and is asked for its tools (ListTools); the model sees the union
+ * as one Bedrock toolConfig. A round (resolve the names again, list every
+ * replica) runs when an invocation asks for the tools and the last round is
+ * older than |refresh_ms|, or one second while a replica is missing or down:
+ * nothing wakes the process while nobody invokes.
  *
- * Failures never escape as errors: an unknown tool, an unreachable worker or a
- * timeout becomes an error toolResult with a clear text for the model. */
+ * Each call goes to a replica that offers the tool, round-robin over those
+ * that answered last, as a child of the invocation's gRPC call (a client that
+ * goes away cancels the tool too). A busy replica (RESOURCE_EXHAUSTED) or one
+ * that cannot be reached sends the call to the next; one that dies during the
+ * call does so only for tools the worker declared idempotent. Otherwise the
+ * model gets an error result that says what happened: failures never escape
+ * as errors. */
 #ifndef AW_TOOLS_H
 #define AW_TOOLS_H
 
@@ -58,13 +65,17 @@ struct aw_tools_call {
 /* |res| is borrowed for the duration of the call. */
 typedef void (*aw_tools_done)(void *ud, struct aw_tool_result *res);
 
+struct aw_tools_exec;
 /* Starts tool |name|. 0: |done| runs once with the result (cancel with
- * cm_rpc_pending_cancel(*pending); |done| still runs). Otherwise the result
- * (an error the model can read) is in |out| at once and |done| never runs. */
+ * aw_tools_exec_cancel(*exec), valid until |done| ran; |done| still runs).
+ * Otherwise the result (an error the model can read) is in |out| at once and
+ * |done| never runs. */
 int aw_tools_execute_async(struct aw_tools *t, const struct aw_tools_call *call,
                            const char *tool_use_id, const char *name, const json_t *input,
-                           aw_tools_done done, void *ud, struct cm_rpc_pending **pending,
+                           aw_tools_done done, void *ud, struct aw_tools_exec **exec,
                            struct aw_tool_result *out);
+/* NULL is fine. */
+void aw_tools_exec_cancel(struct aw_tools_exec *x);
 
 /* ---- replica expansion, no I/O (unit-tested) ---- */
 
@@ -81,5 +92,26 @@ typedef int (*aw_tools_resolve_fn)(const char *host, char (*out)[AW_TOOLS_ADDR_M
  * Returns the count. */
 int aw_tools_replicas(const char *targets, aw_tools_resolve_fn resolve, void *ud,
                       char (*out)[AW_TOOLS_ADDR_MAX], int cap);
+/* The aw_tools_resolve_fn of production: getaddrinfo (blocks: call it on a
+ * work-pool thread). */
+int aw_tools_resolve_host(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap, void *ud);
+
+/* ---- routing, no I/O (unit-tested) ---- */
+struct aw_tools_candidate {
+    int serves; /* offers the tool */
+    int up;     /* answered its last listing or call */
+    int gone;   /* no longer resolved */
+    int tried;  /* this call was already sent there */
+};
+/* The replica to send a call to: an untried one that serves the tool, those
+ * that are up first, round-robin from |*rr| (advanced). -1 when none. */
+int aw_tools_pick(const struct aw_tools_candidate *c, int n, unsigned *rr);
+enum aw_tools_after {
+    AW_TOOLS_DONE,        /* the answer (or the error) is final */
+    AW_TOOLS_TRY_ANOTHER, /* never ran, or safe to run again: next replica */
+    AW_TOOLS_LOST         /* the worker died mid-call and the tool is not idempotent */
+};
+/* What a call's status means for routing. */
+enum aw_tools_after aw_tools_after(int code, const char *details, int idempotent);
 
 #endif

@@ -194,28 +194,12 @@ static void apply(struct aw_watch *w, const struct found *f)
     report(w);
 }
 
+/* The production resolver, noting that TOOL_WORKERS holds names (then the
+ * resolution is repeated every interval). */
 static int count_names(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap, void *ud)
 {
-    struct addrinfo hints, *res = NULL, *ai;
-    int n = 0;
-
     ((struct found *)ud)->names = 1;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, NULL, &hints, &res))
-        return 0;
-    for (ai = res; ai && n < cap; ai = ai->ai_next) {
-        const void *a = ai->ai_family == AF_INET
-                            ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
-                            : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-
-        if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
-            inet_ntop(ai->ai_family, a, out[n], AW_TOOLS_ADDR_MAX))
-            n++;
-    }
-    freeaddrinfo(res);
-    return n;
+    return aw_tools_resolve_host(host, out, cap, NULL);
 }
 
 /* On libuv's work pool: getaddrinfo blocks. */

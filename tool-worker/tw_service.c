@@ -148,6 +148,13 @@ static void execute(struct cm_rpc_acall *a, ProtobufCMessage *msg, void *ud)
     copy_meta(e->request_id, sizeof(e->request_id), cm_rpc_acall_meta(a, CM_RPC_MD_REQUEST_ID));
     copy_meta(e->session_id, sizeof(e->session_id), cm_rpc_acall_meta(a, CM_RPC_MD_SESSION_ID));
     cm_rpc_acall_on_cancel(a, exec_cancelled, e);
+    {
+        const char *kv[] = {"tool", e->req->name, "toolUseId", e->req->tool_use_id, NULL};
+
+        cm_log_set_context(e->request_id, e->session_id);
+        CM_LOGF(CM_LOG_INFO, kv, "tool started");
+        cm_log_clear_context();
+    }
     e->starting = 1;
     rc = tw_runner_start(svc->runner, e->req->name, e->req->input_json, e->session_id, exec_done, e,
                          &e->call);
