@@ -480,8 +480,9 @@ struct tw_catalog *tw_catalog_new(const struct tw_catalog_config *cfg, char *err
         t->mode = b->mode;
         t->shell = b->shell;
         t->network = b->network;
-        t->idempotent =
-            b->kind == TW_INPROC || !strcmp(b->name, "file_read") || !strcmp(b->name, "file_list");
+        /* safe to run again elsewhere after a replica died mid-call */
+        t->idempotent = b->kind == TW_INPROC || b->kind == TW_TEST_SLOW ||
+                        !strcmp(b->name, "file_read") || !strcmp(b->name, "file_list");
         t->lim = cfg->defaults;
     }
     if (cfg->manifest && *cfg->manifest && load_manifest(c, cfg, err, errlen))

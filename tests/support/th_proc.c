@@ -58,31 +58,47 @@ long th_wait_log(const char *path, const char *needle, int timeout_ms)
 
 long th_wait_log_count(const char *path, const char *needle, int count, int timeout_ms)
 {
-    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    long start = now_ms(), found = -1;
+    long ms = -1;
+
+    th_wait_logs(&path, 1, needle, count, timeout_ms, &ms);
+    return ms;
+}
+
+int th_wait_logs(const char *const *paths, int n, const char *needle, int count, int timeout_ms,
+                 long *waited_ms)
+{
+    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK), i, which = -1;
+    long start = now_ms();
 
     if (fd < 0)
         return -1;
-    inotify_add_watch(fd, path, IN_MODIFY);
+    for (i = 0; i < n; i++)
+        inotify_add_watch(fd, paths[i], IN_MODIFY);
     for (;;) {
-        char *text = th_read_file(path, NULL), evbuf[4096];
+        char evbuf[4096];
         struct pollfd p = {fd, POLLIN, 0};
         long left;
 
-        if (occurrences(text, needle) >= count) {
+        for (i = 0; i < n && which < 0; i++) {
+            char *text = th_read_file(paths[i], NULL);
+
+            if (occurrences(text, needle) >= count)
+                which = i;
             free(text);
-            found = now_ms() - start;
+        }
+        if (which >= 0) {
+            if (waited_ms)
+                *waited_ms = now_ms() - start;
             break;
         }
-        free(text);
         left = timeout_ms - (now_ms() - start);
         if (left <= 0 || poll(&p, 1, (int)left) <= 0)
             break;
         while (read(fd, evbuf, sizeof(evbuf)) > 0)
-            ; /* drain: the next loop re-reads the file */
+            ; /* drain: the next loop re-reads the files */
     }
     close(fd);
-    return found;
+    return which;
 }
 
 int th_proc_start(struct th_proc *p, const char *name, const char *binary, const char *const *env,

@@ -44,6 +44,10 @@ long th_wait_log(const char *path, const char *needle, int timeout_ms);
 /* The same, until |needle| appears at least |count| times. */
 long th_wait_log_count(const char *path, const char *needle, int count, int timeout_ms);
 
+/* The same over several files: the index of the first that holds |needle|
+ * |count| times (and the milliseconds waited in |*waited_ms|), or -1. */
+int th_wait_logs(const char *const *paths, int n, const char *needle, int count, int timeout_ms,
+                 long *waited_ms);
 /* Reads a whole file into a malloc'd string (NULL on error). */
 char *th_read_file(const char *path, size_t *len);
 
