@@ -2,6 +2,7 @@
 # Installs the Debian packages the build, the runtime and the tests need.
 # Idempotent and silent when everything is already there; both README commands run it.
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(
   gcc make cmake pkg-config
@@ -20,11 +21,27 @@ packages=(
   clang libclang-rt-14-dev                            # libFuzzer targets
 )
 
+# Node.js runs the MCP server of the tests; a machine that has node and npm
+# (from Debian or NodeSource) keeps them.
+command -v npm >/dev/null && command -v node >/dev/null || packages+=(nodejs npm)
+
+# The third-party MCP server the tool tests run (pinned in tests/mcp/package-lock.json).
+mcp_servers() {
+  local dir=$root/tests/mcp
+  [ -f "$dir/node_modules/@modelcontextprotocol/server-filesystem/package.json" ] && return 0
+  command -v npm >/dev/null || { echo "setup: npm is missing (install nodejs and npm)" >&2; return 1; }
+  echo "setup: installing the test MCP servers with npm ci" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  mcp_servers
+  exit 0
+fi
 
 echo "setup: installing ${missing[*]}" >&2
 sudo=""
@@ -32,3 +49,4 @@ sudo=""
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+mcp_servers

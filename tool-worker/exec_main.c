@@ -5,7 +5,8 @@
  * no_new_privs, Landlock, seccomp) and then either runs the tool's program
  * (exec mode; http_request is agentcore-tool-http run this way) or runs one
  * of the built-in file tools (file_read, file_write, file_list), reading the
- * tool's JSON input on stdin and writing {"status","content"} on stdout.
+ * tool's JSON input on stdin and writing {"status","content"} on stdout, or
+ * talks to an MCP server it starts as its child (mcp_list, mcp_call).
  * It links nothing but libc and jansson: every tool call loads it, and each
  * shared library costs start-up time.
  *
@@ -15,6 +16,7 @@
 #define _GNU_SOURCE
 #include "tw_confine.h"
 #include "tw_fileops.h"
+#include "tw_mcp.h"
 #include "tw_toolio.h"
 
 #include <errno.h>
@@ -33,7 +35,8 @@ static int usage(const char *why)
             "agentcore-tool-exec: %s\n"
             "usage: agentcore-tool-exec [--cpu S] [--as BYTES] [--fsize BYTES] [--nofile N]\n"
             "       [--nproc N] [--rw DIR]... [--network] [--seccomp-fd FD] [--workspace DIR]\n"
-            "       -- (exec PROGRAM [ARG...] | file_read | file_write | file_list)\n",
+            "       -- (exec PROGRAM [ARG...] | file_read | file_write | file_list |\n"
+            "           mcp_list SERVER [ARG...] | mcp_call TOOL SERVER [ARG...])\n",
             why);
     return 2;
 }
@@ -94,6 +97,33 @@ static int builtin(const char *mode, const char *workspace)
     return rc;
 }
 
+/* The MCP modes: the server runs as our child, under the same confinement. */
+static int mcp(const char *mode, char **rest)
+{
+    char err[512], *text = NULL;
+    json_t *tools = NULL, *args;
+    int is_error = 1, rc;
+
+    if (!strcmp(mode, "mcp_list")) {
+        if (tw_mcp_list(rest, &tools, err, sizeof(err)))
+            return tw_toolio_answer(1, err) ? SETUP_FAILED : 0;
+        text = json_dumps(tools, JSON_COMPACT);
+        json_decref(tools);
+        rc = tw_toolio_answer(!text, text ? text : "out of memory");
+        free(text);
+        return rc ? SETUP_FAILED : 0;
+    }
+    if (!(args = tw_toolio_input(err, sizeof(err))))
+        return tw_toolio_answer(1, err) ? SETUP_FAILED : 0;
+    if (tw_mcp_call(rest + 1, rest[0], args, &text, &is_error, err, sizeof(err)))
+        rc = tw_toolio_answer(1, err);
+    else
+        rc = tw_toolio_answer(is_error, text);
+    free(text);
+    json_decref(args);
+    return rc ? SETUP_FAILED : 0;
+}
+
 int main(int argc, char **argv)
 {
     struct tw_confine c;
@@ -150,6 +180,11 @@ int main(int argc, char **argv)
         execvp(argv[i + 2], argv + i + 2);
         fprintf(stderr, "agentcore-tool-exec: cannot run %s: %s\n", argv[i + 2], strerror(errno));
         return errno == ENOENT ? 127 : 126;
+    }
+    if (!strcmp(mode, "mcp_list") || !strcmp(mode, "mcp_call")) {
+        if (i + 2 + !strcmp(mode, "mcp_call") >= argc)
+            return usage("the MCP modes need a server command");
+        return mcp(mode, argv + i + 2);
     }
     if (strcmp(mode, "file_read") && strcmp(mode, "file_write") && strcmp(mode, "file_list"))
         return usage("unknown mode");

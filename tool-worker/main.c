@@ -11,6 +11,7 @@
 #include "tw_tools.h"
 #include "tw_workspace.h"
 
+#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +146,69 @@ static struct tw_limits limits(const struct cm_cfg_value *cfg)
     return l;
 }
 
+/* Lists each MCP server's tools, once, in the sandbox (it forks: before
+ * gRPC). A server that fails is logged and left out; the others serve. */
+static const char *str_or(const char *s, const char *dflt)
+{
+    return s ? s : dflt;
+}
+
+static void discover_mcp(struct app *a)
+{
+    size_t i, n = tw_catalog_mcp_count(a->catalog);
+
+    for (i = 0; i < n; i++) {
+        const struct tw_mcp_server *m = tw_catalog_mcp_at(a->catalog, i);
+        struct tw_sandbox_job job;
+        char err[512], skipped[512], count[16], ms[24], *out = NULL;
+        json_t *answer = NULL, *tools = NULL;
+        uint64_t t0 = cm_now_ms();
+        int rc, added = -1;
+
+        memset(&job, 0, sizeof(job));
+        job.tool_dir = m->tool_dir;
+        job.network = m->network;
+        job.env = (const char *const *)m->env;
+        job.mode = "mcp_list";
+        job.argv = (const char *const *)m->argv;
+        job.lim = &m->lim;
+        err[0] = skipped[0] = '\0';
+        if (!a->sandbox || !tw_sandbox_usable(a->sandbox)) {
+            snprintf(err, sizeof(err), "no sandbox to run it in");
+        } else if ((rc = tw_sandbox_run(a->sandbox, &job, m->start_timeout_ms, &out, 8 << 20, err,
+                                        sizeof(err))) == 0) {
+            answer = json_loads(out, 0, NULL);
+            if (strcmp(str_or(json_string_value(json_object_get(answer, "status")), ""), "success"))
+                snprintf(err, sizeof(err), "%s",
+                         str_or(json_string_value(json_object_get(answer, "content")),
+                                "it did not answer tools/list"));
+            else if (!(tools = json_loads(json_string_value(json_object_get(answer, "content")), 0,
+                                          NULL)))
+                snprintf(err, sizeof(err), "its tools/list answer is not JSON");
+            else
+                added = tw_catalog_add_mcp_tools(a->catalog, i, tools, skipped, sizeof(skipped),
+                                                 err, sizeof(err));
+        } else if (!err[0]) {
+            snprintf(err, sizeof(err), "exit status %d", rc);
+        }
+        snprintf(count, sizeof(count), "%d", added);
+        snprintf(ms, sizeof(ms), "%llu", (unsigned long long)(cm_now_ms() - t0));
+        if (added >= 0) {
+            const char *kv[] = {"server",     m->name, "prefix",  m->prefix, "tools", count,
+                                "durationMs", ms,      "skipped", skipped,   NULL};
+
+            CM_LOGF(skipped[0] ? CM_LOG_WARN : CM_LOG_INFO, kv, "MCP server listed");
+        } else {
+            const char *kv[] = {"server", m->name, "error", err, "durationMs", ms, NULL};
+
+            CM_LOGF(CM_LOG_ERROR, kv, "MCP server unavailable: its tools are not offered");
+        }
+        json_decref(tools);
+        json_decref(answer);
+        free(out);
+    }
+}
+
 /* Everything a tool call needs, before gRPC starts (the probe forks). */
 static int build(struct app *a)
 {
@@ -194,6 +258,7 @@ static int build(struct app *a)
         level = !strcmp(tw_sandbox_isolation(a->sandbox), "namespaces") ? CM_LOG_INFO : CM_LOG_WARN;
         CM_LOGF(level, kv, "tool sandbox");
     }
+    discover_mcp(a);
     return 0;
 }
 

@@ -6,6 +6,9 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,7 +182,7 @@ static void helper_args(const struct tw_sandbox *sb, const struct tw_sandbox_job
         return;
     }
     push(a, job->mode);
-    if (!strcmp(job->mode, "exec")) {
+    if (!strcmp(job->mode, "exec") || !strncmp(job->mode, "mcp_", 4)) {
         size_t i;
 
         for (i = 0; job->argv && job->argv[i]; i++)
@@ -348,30 +351,33 @@ void tw_sandbox_cmd_cleanup(struct tw_sandbox_cmd *cmd)
 }
 
 /* Runs |cmd| to completion, synchronously (start-up only, before gRPC has
- * threads: fork is safe then). Returns the exit status, 128+signal, or -1;
- * the child's stderr lands in |out|. */
-static int run_sync(const struct tw_sandbox_cmd *cmd, char *out, size_t outlen)
+ * threads: fork is safe then), within |timeout_ms|. Returns the exit status,
+ * 128+signal, or -1; stdout lands in |out| (malloc'd, capped), stderr in
+ * |errtext|. */
+static int run_sync(const struct tw_sandbox_cmd *cmd, int timeout_ms, char **out, size_t out_cap,
+                    char *errtext, size_t errlen)
 {
-    int p[2], status, i;
-    size_t got = 0;
-    ssize_t n;
-    pid_t pid;
+    int po[2] = {-1, -1}, pe[2] = {-1, -1}, status, i, open_n = 2, killed = 0;
+    size_t got = 0, egot = 0;
+    char *buf = malloc(out_cap + 1);
+    struct timespec t0, now;
+    pid_t pid = -1;
 
-    out[0] = '\0';
-    if (pipe2(p, O_CLOEXEC))
-        return -1;
+    errtext[0] = '\0';
+    if (out)
+        *out = NULL;
+    if (!buf || pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC))
+        goto fail;
     pid = fork();
-    if (pid < 0) {
-        close(p[0]);
-        close(p[1]);
-        return -1;
-    }
+    if (pid < 0)
+        goto fail;
     if (pid == 0) {
         int devnull = open("/dev/null", O_RDWR);
 
+        setpgid(0, 0);
         dup2(devnull, 0);
-        dup2(devnull, 1);
-        dup2(p[1], 2);
+        dup2(po[1], 1);
+        dup2(pe[1], 2);
         for (i = 0; i < cmd->n_fds; i++) {
             /* The targets 3.. may hold other fds of ours: move out of the way first. */
             int moved = fcntl(cmd->fds[i], F_DUPFD_CLOEXEC, 64);
@@ -386,16 +392,108 @@ static int run_sync(const struct tw_sandbox_cmd *cmd, char *out, size_t outlen)
         execve(cmd->argv[0], cmd->argv, cmd->env);
         _exit(127);
     }
-    close(p[1]);
-    while (got + 1 < outlen && (n = read(p[0], out + got, outlen - 1 - got)) > 0)
-        got += (size_t)n;
-    out[got] = '\0';
-    while (got && (out[got - 1] == '\n'))
-        out[--got] = '\0';
-    close(p[0]);
+    close(po[1]);
+    close(pe[1]);
+    po[1] = pe[1] = -1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (open_n) {
+        struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+        long left;
+        ssize_t n;
+
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        left =
+            timeout_ms - ((now.tv_sec - t0.tv_sec) * 1000L + (now.tv_nsec - t0.tv_nsec) / 1000000L);
+        if (left <= 0 || poll(fds, 2, (int)left) <= 0) {
+            kill(-pid, SIGKILL);
+            killed = 1;
+            break;
+        }
+        if (fds[0].revents && po[0] >= 0) {
+            char sink[4096];
+
+            n = got < out_cap ? read(po[0], buf + got, out_cap - got)
+                              : read(po[0], sink, sizeof(sink));
+            if (n <= 0) {
+                close(po[0]);
+                po[0] = -1;
+                open_n--;
+            } else if (got < out_cap) {
+                got += (size_t)n;
+            }
+        }
+        if (fds[1].revents && pe[0] >= 0) {
+            char sink[4096];
+
+            n = egot + 1 < errlen ? read(pe[0], errtext + egot, errlen - 1 - egot)
+                                  : read(pe[0], sink, sizeof(sink));
+            if (n <= 0) {
+                close(pe[0]);
+                pe[0] = -1;
+                open_n--;
+            } else if (egot + 1 < errlen) {
+                egot += (size_t)n;
+            }
+        }
+    }
+    errtext[egot] = '\0';
+    while (egot && errtext[egot - 1] == '\n')
+        errtext[--egot] = '\0';
+    buf[got] = '\0';
+    if (po[0] >= 0)
+        close(po[0]);
+    if (pe[0] >= 0)
+        close(pe[0]);
     if (waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        goto fail_waited;
+    if (killed)
+        snprintf(errtext, errlen, "no answer within %d ms", timeout_ms);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return killed ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+fail:
+    for (i = 0; i < 2; i++) {
+        if (po[i] >= 0)
+            close(po[i]);
+        if (pe[i] >= 0)
+            close(pe[i]);
+    }
+fail_waited:
+    free(buf);
+    return -1;
+}
+
+int tw_sandbox_run(const struct tw_sandbox *sb, const struct tw_sandbox_job *job, int timeout_ms,
+                   char **out, size_t out_cap, char *err, size_t errlen)
+{
+    struct tw_sandbox_job j = *job;
+    struct tw_sandbox_cmd cmd;
+    char dir[] = "/tmp/agentcore-scratch-XXXXXX";
+    int rc = -1;
+
+    if (out)
+        *out = NULL;
+    if (!j.workspace) {
+        if (!mkdtemp(dir)) {
+            snprintf(err, errlen, "cannot create a scratch directory: %s", strerror(errno));
+            return -1;
+        }
+        if (sb->set_ids && chown(dir, sb->uid, sb->gid)) {
+            snprintf(err, errlen, "cannot hand %s to uid %d: %s", dir, (int)sb->uid,
+                     strerror(errno));
+            rmdir(dir);
+            return -1;
+        }
+        j.workspace = dir;
+    }
+    if (tw_sandbox_build(sb, &j, &cmd, err, errlen) == 0)
+        rc = run_sync(&cmd, timeout_ms, out, out_cap, err, errlen);
+    tw_sandbox_cmd_cleanup(&cmd);
+    if (!job->workspace)
+        rmdir(dir); /* best effort: what a listing left there stays */
+    return rc;
 }
 
 static char *find_in_path(const char *name)
@@ -421,34 +519,17 @@ static int probe(struct tw_sandbox *sb, char *why, size_t whylen)
     static const char *const argv[] = {"/bin/true", NULL};
     struct tw_limits lim = {10, 0, 0, 64, 64, 10000, 0};
     struct tw_sandbox_job job;
-    struct tw_sandbox_cmd cmd;
-    char dir[] = "/tmp/agentcore-probe-XXXXXX", err[256], out[512];
-    int rc = -1;
+    char out[320];
+    int rc;
 
-    if (!mkdtemp(dir)) {
-        snprintf(why, whylen, "cannot create a probe directory: %s", strerror(errno));
-        return -1;
-    }
-    if (sb->set_ids && chown(dir, sb->uid, sb->gid)) {
-        snprintf(why, whylen, "cannot hand the probe directory to uid %d: %s", (int)sb->uid,
-                 strerror(errno));
-        goto out;
-    }
     memset(&job, 0, sizeof(job));
-    job.workspace = dir;
     job.mode = "exec";
     job.argv = argv;
     job.lim = &lim;
-    if (tw_sandbox_build(sb, &job, &cmd, err, sizeof(err))) {
-        snprintf(why, whylen, "%s", err);
-    } else if ((rc = run_sync(&cmd, out, sizeof(out))) != 0) {
+    rc = tw_sandbox_run(sb, &job, 10000, NULL, 0, out, sizeof(out));
+    if (rc != 0)
         snprintf(why, whylen, "%s (exit %d)", out[0] ? out : "the sandbox did not start", rc);
-        rc = -1;
-    }
-    tw_sandbox_cmd_cleanup(&cmd);
-out:
-    rmdir(dir);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 struct tw_sandbox *tw_sandbox_new(const struct tw_sandbox_config *cfg, char *err, size_t errlen)

@@ -88,6 +88,15 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
                      struct tw_sandbox_cmd *cmd, char *err, size_t errlen);
 void tw_sandbox_cmd_cleanup(struct tw_sandbox_cmd *cmd);
 
+/* Runs |job| to its end, synchronously: for start-up work only (listing an
+ * MCP server's tools), before gRPC starts threads (it forks). A job without
+ * a workspace gets an empty scratch directory, removed after. Returns the
+ * exit status (or -1 with |err| when it could not run or passed
+ * |timeout_ms|); stdout in |*out| (malloc'd, at most |out_cap| bytes, NULL
+ * allowed), stderr in |err|. */
+int tw_sandbox_run(const struct tw_sandbox *sb, const struct tw_sandbox_job *job, int timeout_ms,
+                   char **out, size_t out_cap, char *err, size_t errlen);
+
 /* The uid/gid tool processes run as (for the workspace's owner). */
 uid_t tw_sandbox_uid(const struct tw_sandbox *sb);
 gid_t tw_sandbox_gid(const struct tw_sandbox *sb);

@@ -16,9 +16,13 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#define TW_MAX_MCP 16
+
 struct tw_catalog {
     struct tw_tool tools[TW_MAX_TOOLS];
     size_t n;
+    struct tw_mcp_server mcp[TW_MAX_MCP];
+    size_t n_mcp;
 };
 
 int tw_result_set(struct tw_result *out, int is_error, const char *fmt, ...)
@@ -348,22 +352,192 @@ static int env_name_ok(const char *k)
            !(n > 7 && !strcasecmp(k + n - 7, "_KEY_ID"));
 }
 
+/* "command" and "env" of a manifest entry, shared by command tools and MCP
+ * servers. */
+static int command_and_env(json_t *jt, const char *name, char ***argv, char ***envp, char *err,
+                           size_t errlen)
+{
+    json_t *cmd = json_object_get(jt, "command"), *env = json_object_get(jt, "env"), *v;
+    const char *k;
+    size_t i, n = 0;
+
+    if (!json_is_array(cmd) || !json_array_size(cmd) || json_array_size(cmd) > 64) {
+        snprintf(err, errlen, "'%s': \"command\" must be an array of 1 to 64 strings", name);
+        return -1;
+    }
+    if (!(*argv = strv_new(json_array_size(cmd))))
+        goto oom;
+    json_array_foreach(cmd, i, v)
+    {
+        if (!json_is_string(v) || !json_string_length(v)) {
+            snprintf(err, errlen, "'%s': command[%zu] must be a non-empty string", name, i);
+            return -1;
+        }
+        if (!((*argv)[i] = replace_dir(json_string_value(v))))
+            goto oom;
+    }
+    if (env && !json_is_object(env)) {
+        snprintf(err, errlen, "'%s': \"env\" must be an object of strings", name);
+        return -1;
+    }
+    if (!(*envp = strv_new(json_object_size(env))))
+        goto oom;
+    json_object_foreach(env, k, v)
+    {
+        if (!json_is_string(v) || !env_name_ok(k)) {
+            snprintf(err, errlen,
+                     "'%s': env '%.64s' refused (a string value; names that look like "
+                     "credentials are never passed to tools)",
+                     name, k);
+            return -1;
+        }
+        if (asprintf(&(*envp)[n], "%s=%s", k, json_string_value(v)) < 0) {
+            (*envp)[n] = NULL;
+            goto oom;
+        }
+        n++;
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+static int mcp_server(struct tw_catalog *c, json_t *js, const char *dir,
+                      const struct tw_catalog_config *cfg, char *err, size_t errlen)
+{
+    const char *name = json_string_value(json_object_get(js, "name"));
+    const char *prefix = json_string_value(json_object_get(js, "prefix"));
+    json_t *st = json_object_get(js, "start_timeout_ms");
+    struct tw_mcp_server *m;
+    char sub[200];
+
+    if (!name || !valid_name(name)) {
+        snprintf(err, errlen, "every MCP server needs a \"name\" (letters, digits, _ and -)");
+        return -1;
+    }
+    if (c->n_mcp == TW_MAX_MCP) {
+        snprintf(err, errlen, "more than %d MCP servers", TW_MAX_MCP);
+        return -1;
+    }
+    m = &c->mcp[c->n_mcp++];
+    memset(m, 0, sizeof(*m));
+    /* "fs" offers fs_read_file...; "prefix": "" offers the names as they are */
+    if (!(m->name = strdup(name)) || !(m->tool_dir = strdup(dir)) ||
+        asprintf(&m->prefix, "%s%s", prefix ? prefix : name, prefix ? "" : "_") < 0) {
+        m->prefix = NULL;
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (m->prefix[0] && !valid_name(m->prefix)) {
+        snprintf(err, errlen, "MCP server '%s': prefix must be letters, digits, _ and -", name);
+        return -1;
+    }
+    if (command_and_env(js, name, &m->argv, &m->env, err, errlen))
+        return -1;
+    if (limits_of(js, cfg, &m->lim, sub, sizeof(sub))) {
+        snprintf(err, errlen, "MCP server '%s': %s", name, sub);
+        return -1;
+    }
+    m->network = json_is_true(json_object_get(js, "network"));
+    m->start_timeout_ms =
+        json_is_integer(st) && json_integer_value(st) > 0 && json_integer_value(st) <= 300000
+            ? (int)json_integer_value(st)
+            : 20000;
+    return 0;
+}
+
+size_t tw_catalog_mcp_count(const struct tw_catalog *c)
+{
+    return c->n_mcp;
+}
+
+const struct tw_mcp_server *tw_catalog_mcp_at(const struct tw_catalog *c, size_t i)
+{
+    return i < c->n_mcp ? &c->mcp[i] : NULL;
+}
+
+int tw_catalog_add_mcp_tools(struct tw_catalog *c, size_t i, json_t *tools, char *skipped,
+                             size_t skippedlen, char *err, size_t errlen)
+{
+    const struct tw_mcp_server *m = tw_catalog_mcp_at(c, i);
+    json_t *jt;
+    size_t k, argc;
+    int added = 0;
+
+    skipped[0] = '\0';
+    if (!m || !json_is_array(tools)) {
+        snprintf(err, errlen, "no tools array");
+        return -1;
+    }
+    for (argc = 0; m->argv[argc]; argc++)
+        ;
+    json_array_foreach(tools, k, jt)
+    {
+        const char *mname = json_string_value(json_object_get(jt, "name"));
+        const char *desc = json_string_value(json_object_get(jt, "description"));
+        json_t *schema = json_object_get(jt, "inputSchema"),
+               *ann = json_object_get(jt, "annotations");
+        char name[160], why[200];
+        struct tw_tool *t;
+        size_t a;
+
+        snprintf(name, sizeof(name), "%s%s", m->prefix, mname ? mname : "");
+        if (!mname || c->n == TW_MAX_TOOLS ||
+            add(c, name, desc && *desc ? desc : mname, schema, why, sizeof(why), &t)) {
+            if (c->n == TW_MAX_TOOLS) {
+                snprintf(err, errlen, "more than %d tools", TW_MAX_TOOLS);
+                return -1;
+            }
+            snprintf(skipped + strlen(skipped), skippedlen - strlen(skipped), "%s%s",
+                     skipped[0] ? ", " : "", mname ? mname : "(no name)");
+            continue;
+        }
+        t->kind = TW_SANDBOXED;
+        t->mode = "mcp_call";
+        t->lim = m->lim;
+        t->network = m->network;
+        /* what the server itself says is safe to repeat */
+        t->idempotent = json_is_true(json_object_get(ann, "readOnlyHint")) ||
+                        json_is_true(json_object_get(ann, "idempotentHint"));
+        if (!(t->argv = strv_new(argc + 1)) || !(t->argv[0] = strdup(mname)) ||
+            !(t->tool_dir = strdup(m->tool_dir)) || !(t->env = strv_new(0)))
+            goto oom;
+        for (a = 0; a < argc; a++) {
+            if (!(t->argv[a + 1] = strdup(m->argv[a])))
+                goto oom;
+        }
+        for (a = 0; m->env[a]; a++)
+            ;
+        strv_free(t->env);
+        if (!(t->env = strv_new(a)))
+            goto oom;
+        for (a = 0; m->env[a]; a++) {
+            if (!(t->env[a] = strdup(m->env[a])))
+                goto oom;
+        }
+        added++;
+    }
+    return added;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
 static int command_tool(struct tw_catalog *c, json_t *jt, const char *dir,
                         const struct tw_catalog_config *cfg, char *err, size_t errlen)
 {
-    json_t *cmd = json_object_get(jt, "command"), *env = json_object_get(jt, "env"), *v;
     const char *name = json_string_value(json_object_get(jt, "name"));
     const char *desc = json_string_value(json_object_get(jt, "description"));
-    const char *k;
     struct tw_tool *t;
     char sub[200];
-    size_t i, n;
 
     if (!name || !desc) {
         snprintf(err, errlen, "every tool needs a \"name\" and a \"description\"");
         return -1;
     }
-    if (!json_is_array(cmd) || !json_array_size(cmd) || json_array_size(cmd) > 64) {
+    if (!json_is_array(json_object_get(jt, "command")) ||
+        !json_array_size(json_object_get(jt, "command"))) {
         snprintf(err, errlen, "tool '%s': \"command\" must be an array of 1 to 64 strings", name);
         return -1;
     }
@@ -378,43 +552,15 @@ static int command_tool(struct tw_catalog *c, json_t *jt, const char *dir,
     t->network = json_is_true(json_object_get(jt, "network"));
     t->background = json_is_true(json_object_get(jt, "background"));
     t->idempotent = json_is_true(json_object_get(jt, "idempotent"));
-    if (!(t->tool_dir = strdup(dir)) || !(t->argv = strv_new(json_array_size(cmd))))
-        goto oom;
-    json_array_foreach(cmd, i, v)
-    {
-        if (!json_is_string(v) || !json_string_length(v)) {
-            snprintf(err, errlen, "tool '%s': command[%zu] must be a non-empty string", name, i);
-            return -1;
-        }
-        if (!(t->argv[i] = replace_dir(json_string_value(v))))
-            goto oom;
-    }
-    if (env && !json_is_object(env)) {
-        snprintf(err, errlen, "tool '%s': \"env\" must be an object of strings", name);
+    if (!(t->tool_dir = strdup(dir))) {
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (!(t->env = strv_new(json_object_size(env))))
-        goto oom;
-    n = 0;
-    json_object_foreach(env, k, v)
-    {
-        if (!json_is_string(v) || !env_name_ok(k)) {
-            snprintf(err, errlen,
-                     "tool '%s': env '%.64s' refused (a string value; names that look like "
-                     "credentials are never passed to tools)",
-                     name, k);
-            return -1;
-        }
-        if (asprintf(&t->env[n], "%s=%s", k, json_string_value(v)) < 0) {
-            t->env[n] = NULL;
-            goto oom;
-        }
-        n++;
+    if (command_and_env(jt, name, &t->argv, &t->env, sub, sizeof(sub))) {
+        snprintf(err, errlen, "tool %s", sub);
+        return -1;
     }
     return 0;
-oom:
-    snprintf(err, errlen, "out of memory");
-    return -1;
 }
 
 static int load_manifest(struct tw_catalog *c, const struct tw_catalog_config *cfg, char *err,
@@ -422,7 +568,7 @@ static int load_manifest(struct tw_catalog *c, const struct tw_catalog_config *c
 {
     char dir[PATH_MAX], sub[256], *slash;
     json_error_t jerr;
-    json_t *m, *tools, *jt;
+    json_t *m, *tools, *jt, *servers;
     size_t i;
     int rc = -1;
 
@@ -434,10 +580,19 @@ static int load_manifest(struct tw_catalog *c, const struct tw_catalog_config *c
     if ((slash = strrchr(dir, '/')))
         *(slash == dir ? slash + 1 : slash) = '\0';
     tools = json_object_get(m, "tools");
-    if (!m || (tools && !json_is_array(tools))) {
+    servers = json_object_get(m, "mcp_servers");
+    if (!m || (tools && !json_is_array(tools)) || (servers && !json_is_array(servers))) {
         snprintf(err, errlen, "tool manifest %s: %s", cfg->manifest,
-                 m ? "\"tools\" must be an array" : jerr.text);
+                 m ? "\"tools\" and \"mcp_servers\" must be arrays" : jerr.text);
         goto out;
+    }
+    json_array_foreach(servers, i, jt)
+    {
+        if (!json_is_object(jt) || mcp_server(c, jt, dir, cfg, sub, sizeof(sub))) {
+            snprintf(err, errlen, "tool manifest %s, mcp_servers[%zu]: %s", cfg->manifest, i,
+                     json_is_object(jt) ? sub : "must be an object");
+            goto out;
+        }
     }
     json_array_foreach(tools, i, jt)
     {
@@ -509,6 +664,13 @@ void tw_catalog_free(struct tw_catalog *c)
         strv_free(t->argv);
         strv_free(t->env);
         free(t->tool_dir);
+    }
+    for (i = 0; i < c->n_mcp; i++) {
+        free(c->mcp[i].name);
+        free(c->mcp[i].prefix);
+        strv_free(c->mcp[i].argv);
+        strv_free(c->mcp[i].env);
+        free(c->mcp[i].tool_dir);
     }
     free(c);
 }

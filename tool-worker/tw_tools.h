@@ -16,7 +16,13 @@
  *               "open_files", "processes", "output_kb"},
  *               "network": false, "env": {"NAME": "value"},
  *               "background": false, "idempotent": false}]}
- * The directory holding the manifest is shown read-only at /tool. */
+ *    "mcp_servers": [{"name": "fs", "command": ["node", "{tool_dir}/server.js",
+ *                     "/workspace"], "prefix": "fs_", "network": false, "env": {},
+ *                     "timeout_ms", "limits", "start_timeout_ms": 20000}]}
+ * The directory holding the manifest is shown read-only at /tool. An MCP
+ * server's tools are listed once at start-up (tw_catalog_add_mcp_tools) and
+ * offered as <prefix><tool>; each call starts the server in the sandbox of
+ * the caller's session, so one session never sees another's state. */
 #ifndef TW_TOOLS_H
 #define TW_TOOLS_H
 
@@ -55,6 +61,15 @@ struct tw_tool {
     int network, background, idempotent;
 };
 
+/* An MCP server from the manifest. */
+struct tw_mcp_server {
+    char *name, *prefix;
+    char **argv, **env;
+    char *tool_dir;
+    struct tw_limits lim;
+    int network, start_timeout_ms;
+};
+
 struct tw_catalog_config {
     const char *manifest; /* path or NULL */
     int test_tools;
@@ -76,6 +91,16 @@ const struct tw_tool *tw_catalog_find(const struct tw_catalog *c, const char *na
 /* Parses and checks a tool call's input: a JSON object within
  * TW_MAX_INPUT_BYTES that satisfies the tool's schema. Returns the input, or
  * NULL with |out| holding the error result for the model. */
+/* The manifest's MCP servers. */
+size_t tw_catalog_mcp_count(const struct tw_catalog *c);
+const struct tw_mcp_server *tw_catalog_mcp_at(const struct tw_catalog *c, size_t i);
+/* Adds server |i|'s tools from its tools/list answer, as <prefix><name>
+ * (mode "mcp_call", argv = the MCP name then the server's command). A tool
+ * with an unusable name or schema is skipped and named in |skipped|. Returns
+ * how many were added, or -1 with |err| (the catalogue is full, or memory). */
+int tw_catalog_add_mcp_tools(struct tw_catalog *c, size_t i, json_t *tools, char *skipped,
+                             size_t skippedlen, char *err, size_t errlen);
+
 json_t *tw_tool_input(const struct tw_tool *t, const char *input_json, struct tw_result *out);
 
 /* Fills |out| from a printf format. 0 or CM_ENOMEM. */

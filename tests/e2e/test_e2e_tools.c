@@ -19,8 +19,10 @@
 
 #define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
 #define MANIFEST "TOOL_MANIFEST=" AC_SOURCE_DIR "/examples/tools/manifest.json"
+/* @modelcontextprotocol/server-filesystem from npm (scripts/setup.sh installs it) */
+#define MCP_MANIFEST "TOOL_MANIFEST=" AC_SOURCE_DIR "/tests/mcp/manifest.json"
 
-static struct th_proc emu, tool, rep[3];
+static struct th_proc emu, tool, mcp, rep[3];
 static struct th_stack main_s, rep_s;
 static char ws_env[300], ws_dir[256];
 
@@ -36,15 +38,20 @@ static int setup(void **state)
                               NULL};
     const char *rep_env[] = {"TOOL_WORKER_LISTEN=127.0.0.1:0", "TOOL_WORKER_TEST_TOOLS=true",
                              ws_env, NULL};
-    char replicas[200];
+    const char *mcp_env[] = {"TOOL_WORKER_LISTEN=127.0.0.1:0", MCP_MANIFEST, ws_env, NULL};
+    char replicas[200], both[120];
     int i;
 
     (void)state;
     snprintf(ws_dir, sizeof(ws_dir), "%s/tools-workspaces-%d", th_log_dir(), (int)getpid());
     snprintf(ws_env, sizeof(ws_env), "TOOL_WORKSPACE_DIR=%s", ws_dir);
     if (th_proc_start(&tool, "tools-tool-worker", AC_BIN_TOOL, tool_env, TH_READY_MS) ||
+        th_proc_start(&mcp, "tools-mcp-tool-worker", AC_BIN_TOOL, mcp_env, TH_READY_MS) ||
         th_emulator_start(&emu, "tools-emulator", NULL))
         return -1;
+    /* Two tool-workers with different tool sets (and one workspace directory,
+     * as replicas on one host or with a shared volume have). */
+    snprintf(both, sizeof(both), "TOOL_WORKERS=127.0.0.1:%d,127.0.0.1:%d", tool.port, mcp.port);
     for (i = 0; i < 3; i++) {
         char name[64];
 
@@ -55,7 +62,7 @@ static int setup(void **state)
     snprintf(replicas, sizeof(replicas), "TOOL_WORKERS=127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d",
              rep[0].port, rep[1].port, rep[2].port);
     return th_stack_start_gw(&main_s, "tools-main", &emu, &tool,
-                             (const char *[]){KEYS, "TOOLS_STATUS_INTERVAL_MS=100", NULL},
+                             (const char *[]){KEYS, both, "TOOLS_STATUS_INTERVAL_MS=100", NULL},
                              (const char *[]){"HEALTH_INTERVAL_MS=100", NULL}) ||
            th_stack_start(&rep_s, "tools-replicas", &emu, &tool,
                           (const char *[]){KEYS, replicas, NULL});
@@ -68,7 +75,7 @@ static int teardown(void **state)
 
     (void)state;
     bad = th_stack_stop(&main_s) + th_stack_stop(&rep_s) + th_stop(&emu) + th_stop(&tool) +
-          th_stop(&rep[0]) + th_stop(&rep[1]) + th_stop(&rep[2]);
+          th_stop(&mcp) + th_stop(&rep[0]) + th_stop(&rep[1]) + th_stop(&rep[2]);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", ws_dir);
     if (system(cmd))
         bad++;
@@ -183,6 +190,31 @@ static void test_background_tool_makes_ping_busy(void **state)
     expect("file_read", "{\"path\":\"report.txt\"}", "Report: {\"title\":\"quarterly\"}");
 }
 
+/* A real MCP server nobody here wrote, listed at start-up and called in
+ * the sandbox of the session: what it writes lands in the workspace. */
+static void test_an_npm_mcp_server(void **state)
+{
+    char *text;
+
+    (void)state;
+    assert_true(th_wait_log(mcp.log_path, "\"message\":\"MCP server listed\"", 1000) >= 0);
+    expect("fs_list_allowed_directories", "{}", "/workspace");
+    expect("fs_write_file",
+           "{\"path\":\"/workspace/from-mcp.md\",\"content\":\"# written by MCP\"}",
+           "Successfully wrote to /workspace/from-mcp.md");
+    expect("file_read", "{\"path\":\"from-mcp.md\"}", "# written by MCP");
+    expect("fs_read_text_file", "{\"path\":\"/workspace/from-mcp.md\"}", "# written by MCP");
+    expect("fs_read_text_file", "{\"path\":\"/etc/passwd\"}", "Access denied");
+    /* the input schema the server declared is checked before it starts */
+    expect("fs_write_file", "{\"content\":\"x\"}", "input: 'path' is required");
+    /* another session has a workspace of its own */
+    text = ask(&main_s, "fs_read_text_file", "{\"path\":\"/workspace/from-mcp.md\"}",
+               "tools-session-000000000000000000000002");
+    if (!strstr(text, "ENOENT") && !strstr(text, "no such file"))
+        fail_msg("another session saw the file: %s", text);
+    free(text);
+}
+
 static int count_in(const char *path, const char *needle)
 {
     char *text = th_read_file(path, NULL), *at;
@@ -282,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_the_agents_keys_are_invisible_to_tools),
         cmocka_unit_test(test_no_network_for_shell_and_guarded_http),
         cmocka_unit_test(test_background_tool_makes_ping_busy),
+        cmocka_unit_test(test_an_npm_mcp_server),
         cmocka_unit_test(test_replicas_share_calls),
         cmocka_unit_test(test_a_replica_dies_mid_call),
     };

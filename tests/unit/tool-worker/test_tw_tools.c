@@ -181,7 +181,7 @@ static void test_bad_manifests_are_refused(void **state)
 {
     (void)state;
     bad_manifest("{", "tool manifest");
-    bad_manifest("{\"tools\":{}}", "\"tools\" must be an array");
+    bad_manifest("{\"tools\":{}}", "\"tools\" and \"mcp_servers\" must be arrays");
     bad_manifest(NAMED("calculator", ""), "defined twice");
     bad_manifest(NAMED("a b", ""), "tool name");
     bad_manifest("{\"tools\":[{\"name\":\"t\",\"description\":\"d\",\"command\":[]}]}",
@@ -197,6 +197,59 @@ static void test_bad_manifests_are_refused(void **state)
     bad_manifest("{\"tools\":[{\"name\":\"x\",\"command\":[\"a\"]}]}", "\"description\"");
 }
 
+static void test_mcp_server_tools(void **state)
+{
+    char path[] = "/tmp/tw-manifest-XXXXXX", err[256], skipped[256];
+    const char *json = "{\"mcp_servers\":[{\"name\":\"fs\",\"command\":[\"node\","
+                       "\"{tool_dir}/s.js\",\"/workspace\"],\"env\":{\"MODE\":\"x\"},"
+                       "\"limits\":{\"memory_mb\":2048}},{\"name\":\"raw\",\"prefix\":\"\","
+                       "\"command\":[\"srv\"]}]}";
+    struct tw_catalog_config cfg;
+    struct tw_catalog *cat;
+    const struct tw_mcp_server *m;
+    const struct tw_tool *t;
+    json_t *tools;
+    int fd = mkstemp(path);
+
+    (void)state;
+    assert_int_equal(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+    close(fd);
+    cfg = config(path, 0);
+    cat = tw_catalog_new(&cfg, err, sizeof(err));
+    unlink(path);
+    if (!cat)
+        fail_msg("%s", err);
+    assert_int_equal(tw_catalog_mcp_count(cat), 2);
+    m = tw_catalog_mcp_at(cat, 0);
+    assert_string_equal(m->prefix, "fs_");
+    assert_string_equal(m->argv[1], "/tool/s.js");
+    assert_int_equal(m->lim.as_bytes, 2048LL << 20);
+    assert_string_equal(tw_catalog_mcp_at(cat, 1)->prefix, "");
+    tools = json_loads("[{\"name\":\"read\",\"description\":\"reads\",\"inputSchema\":"
+                       "{\"type\":\"object\"},\"annotations\":{\"readOnlyHint\":true}},"
+                       "{\"name\":\"write\",\"inputSchema\":{\"type\":\"object\"}},"
+                       "{\"name\":\"bad name!\",\"inputSchema\":{}},"
+                       "{\"name\":\"noschema\"}]",
+                       0, NULL);
+    assert_int_equal(
+        tw_catalog_add_mcp_tools(cat, 0, tools, skipped, sizeof(skipped), err, sizeof(err)), 2);
+    assert_string_equal(skipped, "bad name!, noschema");
+    t = tw_catalog_find(cat, "fs_read");
+    assert_non_null(t);
+    assert_string_equal(t->mode, "mcp_call");
+    assert_string_equal(t->argv[0], "read"); /* the server's own name, then its command */
+    assert_string_equal(t->argv[1], "node");
+    assert_string_equal(t->env[0], "MODE=x");
+    assert_true(t->idempotent); /* readOnlyHint */
+    assert_false(tw_catalog_find(cat, "fs_write")->idempotent);
+    assert_string_equal(tw_catalog_find(cat, "fs_write")->description, "write");
+    /* the same tools again collide with themselves: skipped, not duplicated */
+    assert_int_equal(
+        tw_catalog_add_mcp_tools(cat, 0, tools, skipped, sizeof(skipped), err, sizeof(err)), 0);
+    json_decref(tools);
+    tw_catalog_free(cat);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_current_time),
         cmocka_unit_test(test_example_manifest),
         cmocka_unit_test(test_bad_manifests_are_refused),
+        cmocka_unit_test(test_mcp_server_tools),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
