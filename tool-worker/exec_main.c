@@ -51,19 +51,21 @@ static long long num(const char *s, int *bad)
     return v;
 }
 
+/* Every descriptor but 0-2 and |keep| goes: bubblewrap passes on what it
+ * was given, and an O_PATH descriptor of a host directory would lead out. */
 static void close_inherited(int keep)
 {
     int fd, max = (int)sysconf(_SC_OPEN_MAX);
 
-    if (max < 0 || max > 65536)
-        max = 65536;
-    if (keep < 0) {
+    if (keep < 3) {
         if (close_range(3, ~0U, 0) == 0)
             return;
-    } else if (close_range(3, (unsigned)keep - 1, 0) == 0 &&
+    } else if ((keep == 3 || close_range(3, (unsigned)keep - 1, 0) == 0) &&
                close_range((unsigned)keep + 1, ~0U, 0) == 0) {
         return;
     }
+    if (max < 0 || max > 65536)
+        max = 65536;
     for (fd = 3; fd < max; fd++) {
         if (fd != keep)
             close(fd);

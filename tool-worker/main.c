@@ -42,6 +42,7 @@ enum {
     C_OUTPUT,
     C_HTTP_HOSTS,
     C_HTTP_CIDRS,
+    C_UNCHECKED_NET,
     C_TEST_TOOLS,
     C_LOG_LEVEL,
     C_COUNT
@@ -101,6 +102,11 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                       "address ranges http_request may reach although they are loopback, "
                       "private or link-local (comma-separated CIDRs; none by default)",
                       0},
+    [C_UNCHECKED_NET] = {"TOOL_SANDBOX_UNCHECKED_NETWORK", NULL, CM_CFG_BOOL, "false", 0, 1,
+                         "let manifest tools and MCP servers that declare \"network\": true share "
+                         "the worker's network, unchecked (loopback and the metadata service "
+                         "included)",
+                         0},
     [C_TEST_TOOLS] = {"TOOL_WORKER_TEST_TOOLS", NULL, CM_CFG_BOOL, "false", 0, 1,
                       "also offer the test tools (slow, background)", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
@@ -226,6 +232,10 @@ static int build(struct app *a)
     memset(&cc, 0, sizeof(cc));
     cc.manifest = cfg[C_MANIFEST].s;
     cc.test_tools = (int)cfg[C_TEST_TOOLS].i;
+    cc.unchecked_network = (int)cfg[C_UNCHECKED_NET].i;
+    if (cc.unchecked_network)
+        cm_warn("TOOL_SANDBOX_UNCHECKED_NETWORK: tools that declare a network get the worker's "
+                "network without address checks");
     cc.defaults = limits(cfg);
     cc.max.cpu_s = 3600;
     cc.max.as_bytes = 65536LL * 1024 * 1024;

@@ -15,11 +15,16 @@
  *     all succeed?, p99, /ping p99 meanwhile, RSS of every process;
  *   - CPU while waiting: streams that wait 10 s on the model, CPU of all our
  *     processes per invocation-second of waiting;
- *   - tool invocations and memory per held session.
+ *   - tool invocations and memory per held session;
+ *   - a sandboxed tool call (shell "true": bubblewrap, the helper's
+ *     confinement, /bin/sh) from Execute to its answer, p50/p99, one at a
+ *     time and 8 at once, against the in-process calculator, and the CPU of
+ *     the tool-worker and its children per call.
  * Model latency is the emulator's [[sleep:MS]]. Every loop is bounded by a
  * count and a time limit. Usage:
  *   agentcore-bench [invocations=4000] [concurrency=50] [sessions=2000] [streams=2000] */
 #include "cm_main.h"
+#include "cm_rpc.h"
 #include "th_http.h"
 #include "th_proc.h"
 
@@ -39,6 +44,8 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "agentcore.pb-c.h"
 
 #define MAX_SECONDS 120
 #define COLD_RUNS 10
@@ -707,7 +714,121 @@ static void many_streams(struct stack *s, int n, int wait_ms, int ramp_ms, int c
     free(r.lat);
 }
 
-/* BENCH_PHASES=cold,load,latency,tool,sessions,streams,wait picks phases
+/* The tool-worker's CPU seconds including the children it reaped (the
+ * sandbox processes): fields 14-17 of /proc/PID/stat. */
+static double cpu_with_children_s(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long v[4] = {0, 0, 0, 0};
+    FILE *f;
+    int i;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if (!(f = fopen(path, "r")))
+        return 0;
+    if (!fgets(buf, sizeof(buf), f))
+        buf[0] = '\0';
+    fclose(f);
+    p = strrchr(buf, ')');
+    for (i = 0; p && i < 12; i++)
+        p = strchr(p + 1, ' ');
+    if (p)
+        sscanf(p + 1, "%lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3]);
+    return (double)(v[0] + v[1] + v[2] + v[3]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static const struct cm_rpc_method exec_method = {
+    "/agentcore.v1.ToolService/Execute", &agentcore__v1__execute_request__descriptor,
+    &agentcore__v1__execute_response__descriptor, CM_RPC_UNARY};
+
+struct tool_run {
+    struct cm_rpc_client *c;
+    const char *tool, *input;
+    int n, failed;
+    double *lat;
+};
+
+static void *tool_calls(void *p)
+{
+    struct tool_run *r = p;
+    int i;
+
+    for (i = 0; i < r->n; i++) {
+        Agentcore__V1__ExecuteRequest req = AGENTCORE__V1__EXECUTE_REQUEST__INIT;
+        struct cm_rpc_call_opts o = {0};
+        struct cm_rpc_status st;
+        ProtobufCMessage *resp = NULL;
+        double t0 = now_s();
+
+        req.tool_use_id = "bench";
+        req.name = (char *)r->tool;
+        req.input_json = (char *)r->input;
+        o.timeout_ms = 10000;
+        if (cm_rpc_call(r->c, &exec_method, &req.base, &resp, &o, &st) ||
+            ((Agentcore__V1__ExecuteResponse *)resp)->status !=
+                AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS)
+            r->failed++;
+        r->lat[i] = now_s() - t0;
+        if (resp)
+            protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    cm_rpc_thread_done();
+    return NULL;
+}
+
+/* |conc| threads making |n| calls of |tool| in all; prints p50/p99. */
+static void tool_latency(struct stack *s, struct cm_rpc_client *c, const char *title,
+                         const char *tool, const char *input, int n, int conc)
+{
+    struct tool_run r[8];
+    pthread_t t[8];
+    double *all = calloc((size_t)n, sizeof(double)), cpu0, wall0, cpu, wall;
+    int k, m = 0, failed = 0, per = n / conc;
+
+    cpu0 = cpu_with_children_s(s->tool.pid);
+    wall0 = now_s();
+    for (k = 0; k < conc; k++) {
+        r[k] = (struct tool_run){c, tool, input, per, 0, all + k * per};
+        pthread_create(&t[k], NULL, tool_calls, &r[k]);
+    }
+    for (k = 0; k < conc; k++) {
+        pthread_join(t[k], NULL);
+        failed += r[k].failed;
+        m += r[k].n;
+    }
+    wall = now_s() - wall0;
+    cpu = cpu_with_children_s(s->tool.pid) - cpu0;
+    qsort(all, (size_t)m, sizeof(double), cmp_d);
+    printf("  %-34s %d calls, %d at once: p50 %.2f ms  p99 %.2f ms  max %.2f ms  (%.0f calls/s, "
+           "tool-worker + sandbox CPU %.2f ms per call, %d failed)\n",
+           title, m, conc, pct(all, m, 0.5) * 1e3, pct(all, m, 0.99) * 1e3, all[m - 1] * 1e3,
+           m / wall, cpu * 1e3 / m, failed);
+    free(all);
+}
+
+/* Launch to result of a sandboxed call, straight to the tool-worker over
+ * gRPC (the agent-worker's side of a tool call). */
+static void sandbox_overhead(struct stack *s, int n)
+{
+    char target[64], err[256];
+    struct cm_rpc_client *c;
+
+    snprintf(target, sizeof(target), "127.0.0.1:%d", s->tool.port);
+    c = cm_rpc_client_new(target, &exec_method, 1, 1 << 24, err, sizeof(err));
+    if (!c)
+        return;
+    printf("sandboxed tool call, Execute to answer on loopback (goal p50 <= 5 ms, p99 <= 15 ms):\n");
+    tool_latency(s, c, "warm-up", "shell", "{\"command\":\"true\"}", 20, 1);
+    tool_latency(s, c, "in-process calculator (baseline)", "calculator",
+                 "{\"expression\":\"6*7\"}", n, 1);
+    tool_latency(s, c, "shell \"true\" in the sandbox", "shell", "{\"command\":\"true\"}", n, 1);
+    tool_latency(s, c, "shell \"true\" in the sandbox", "shell", "{\"command\":\"true\"}", n, 8);
+    tool_latency(s, c, "file_write in the sandbox", "file_write",
+                 "{\"path\":\"bench.txt\",\"content\":\"x\"}", n, 1);
+    cm_rpc_client_free(c);
+}
+
+/* BENCH_PHASES=cold,load,latency,tool,sandbox,sessions,streams,wait picks phases
  * (all by default), e.g. to profile one of them. */
 static int phase(const char *name)
 {
@@ -743,6 +864,7 @@ int main(int argc, char **argv)
     if (conc < 1 || conc > 4096 || total < conc || sessions < 0 || streams < 1)
         return 2;
     cm_main_raise_nofile();
+    cm_rpc_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     memset(&s, 0, sizeof(s));
     if (emu_start(&s.emu))
@@ -790,6 +912,8 @@ int main(int argc, char **argv)
         run_load("tool invocation (2 calls)", &s,
                  "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"6*7\\\"}]]\"}", total / 2,
                  conc, -1);
+    if (phase("sandbox"))
+        sandbox_overhead(&s, 400);
     if (sessions >= conc && phase("sessions")) {
         before_sessions = rss_kb(s.agent.pid);
         run_load("new session each", &s, NULL, sessions, conc, 0);
