@@ -31,7 +31,7 @@ struct tw_sandbox {
     uid_t uid;
     gid_t gid;
     int set_ids;
-    char describe[512];
+    char describe[1024];
 };
 
 struct vec {

@@ -18,6 +18,10 @@
 #include <cmocka.h>
 
 #define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
+/* Small limits, so that breaking them is quick (manifest tools set their own). */
+#define LIMITS                                                                                     \
+    "TOOL_CPU_S=1", "TOOL_TIMEOUT_MS=3000", "TOOL_MEMORY_MB=256", "TOOL_OUTPUT_KB=64",             \
+        "TOOL_PROCESSES=32"
 #define MANIFEST "TOOL_MANIFEST=" AC_SOURCE_DIR "/examples/tools/manifest.json"
 /* @modelcontextprotocol/server-filesystem from npm (scripts/setup.sh installs it) */
 #define MCP_MANIFEST "TOOL_MANIFEST=" AC_SOURCE_DIR "/tests/mcp/manifest.json"
@@ -35,10 +39,11 @@ static int setup(void **state)
                               ws_env,
                               KEYS,
                               "AWS_SESSION_TOKEN=session-token-never-shown",
+                              LIMITS,
                               NULL};
     const char *rep_env[] = {"TOOL_WORKER_LISTEN=127.0.0.1:0", "TOOL_WORKER_TEST_TOOLS=true",
                              ws_env, NULL};
-    const char *mcp_env[] = {"TOOL_WORKER_LISTEN=127.0.0.1:0", MCP_MANIFEST, ws_env, NULL};
+    const char *mcp_env[] = {"TOOL_WORKER_LISTEN=127.0.0.1:0", MCP_MANIFEST, ws_env, LIMITS, NULL};
     char replicas[200], both[120];
     int i;
 
@@ -134,6 +139,23 @@ static void test_files_stay_in_the_session_workspace(void **state)
     expect("shell", "{\"command\":\"ln -s /etc/hostname link; echo made\"}", "made");
     expect("file_read", "{\"path\":\"link\"}", "leads outside the workspace");
     expect("shell", "{\"command\":\"echo x > /etc/planted\"}", "Read-only file system");
+}
+
+/* Every limit, broken by a tool the model asked for, through the worker. */
+static void test_limits_through_the_worker(void **state)
+{
+    char *text;
+
+    (void)state;
+    expect("shell", "{\"command\":\"while :; do :; done\"}", "CPU time limit of 1 s (SIGXCPU)");
+    expect("shell", "{\"command\":\"python3 -c 'bytearray(1 << 30)'\"}", "MemoryError");
+    expect("shell", "{\"command\":\"yes\"}", "output passed 65536 bytes; it was stopped");
+    expect("shell", "{\"command\":\"b() { b | b & }; b; sleep 30\"}", "timed out after 3000 ms");
+    expect("shell", "{\"command\":\"sleep 30\"}", "timed out after 3000 ms");
+    /* and the worker goes on serving */
+    text = ask(&main_s, "shell", "{\"command\":\"echo alive\"}", NULL);
+    assert_non_null(strstr(text, "alive"));
+    free(text);
 }
 
 static void test_the_agents_keys_are_invisible_to_tools(void **state)
@@ -311,6 +333,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_manifest_tools_in_python_and_shell),
         cmocka_unit_test(test_files_stay_in_the_session_workspace),
+        cmocka_unit_test(test_limits_through_the_worker),
         cmocka_unit_test(test_the_agents_keys_are_invisible_to_tools),
         cmocka_unit_test(test_no_network_for_shell_and_guarded_http),
         cmocka_unit_test(test_background_tool_makes_ping_busy),
