@@ -143,8 +143,9 @@ static int describe(const struct tw_call *c, const struct tw_proc_result *p, str
     if (p->timed_out)
         return tw_result_set(out, 1,
                              "timed out after %d ms; the tool and every process it started were "
-                             "stopped.%s%s",
-                             l->timeout_ms, p->out_len ? "\nOutput so far:\n" : "", p->out);
+                             "stopped.%s%s%s%s",
+                             l->timeout_ms, p->out_len ? "\nOutput so far:\n" : "", p->out,
+                             p->err_len ? "\n[stderr]\n" : "", p->err);
     if (p->out_truncated)
         return tw_result_set(out, 1,
                              "the tool's output passed %zu bytes; it was stopped. The first "

@@ -72,6 +72,16 @@ static const unsigned long long ns_flags[] = {
     CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP, 0x00000080ULL /* CLONE_NEWTIME */,
 };
 
+/* EPERM for |nr| when argument |arg| compares true. (Spelled out rather
+ * than with libseccomp's SCMP_A* macros, which leave a field to default.) */
+static int deny_if(scmp_filter_ctx ctx, int nr, unsigned arg, enum scmp_compare op, scmp_datum_t a,
+                   scmp_datum_t b)
+{
+    struct scmp_arg_cmp cmp = {arg, op, a, b};
+
+    return seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), nr, 1, &cmp);
+}
+
 int tw_seccomp_build(char *err, size_t errlen)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -93,17 +103,13 @@ int tw_seccomp_build(char *err, size_t errlen)
     if (!rc && nr != __NR_SCMP_ERROR)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0);
     for (i = 0; !rc && i < sizeof(ns_flags) / sizeof(ns_flags[0]); i++)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
-                              SCMP_A0(SCMP_CMP_MASKED_EQ, ns_flags[i], ns_flags[i]));
+        rc = deny_if(ctx, SCMP_SYS(clone), 0, SCMP_CMP_MASKED_EQ, ns_flags[i], ns_flags[i]);
     if (!rc)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
-                              SCMP_A0(SCMP_CMP_EQ, AF_PACKET));
+        rc = deny_if(ctx, SCMP_SYS(socket), 0, SCMP_CMP_EQ, AF_PACKET, 0);
     if (!rc)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
-                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW));
+        rc = deny_if(ctx, SCMP_SYS(socket), 1, SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW);
     if (!rc)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
-                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_PACKET));
+        rc = deny_if(ctx, SCMP_SYS(socket), 1, SCMP_CMP_MASKED_EQ, 0xf, SOCK_PACKET);
     if (rc) {
         snprintf(err, errlen, "cannot build the seccomp filter: %s", strerror(-rc));
         goto out;

@@ -118,7 +118,7 @@ static void write_manifest(void)
             "\"command\":[\"python3\",\"-c\",\"b = bytearray(1 << 30)\\nprint(len(b))\"],"
             "\"limits\":{\"memory_mb\":256}},"
             "{\"name\":\"bomb\",\"description\":\"fork bomb\",\"input_schema\":{},"
-            "\"command\":[\"/bin/sh\",\"-c\",\"b() { b | b & }; b; sleep 100 # %s\"],"
+            "\"command\":[\"/bin/sh\",\"-c\",\"b() { b | b & }; b; exec sleep 100 # %s\"],"
             "\"timeout_ms\":1500,\"limits\":{\"processes\":16}},"
             "{\"name\":\"flood\",\"description\":\"output flood\",\"input_schema\":{},"
             "\"command\":[\"yes\",\"%s\"],\"limits\":{\"output_kb\":64}},"
@@ -245,6 +245,7 @@ static void test_limits(void **state)
     expect("nap", "{}", 1, "timed out after 300 ms");
     assert_int_equal(processes_with(token), 0); /* the whole tree went */
     expect("bomb", "{}", 1, "timed out after 1500 ms");
+    expect("bomb", "{}", 1, "Cannot fork"); /* it ran into the process limit */
     assert_int_equal(processes_with(token), 0);
 }
 
