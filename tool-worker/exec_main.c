@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include "tw_confine.h"
 #include "tw_fileops.h"
+#include "tw_forward.h"
 #include "tw_mcp.h"
 #include "tw_toolio.h"
 
@@ -35,6 +36,7 @@ static int usage(const char *why)
             "agentcore-tool-exec: %s\n"
             "usage: agentcore-tool-exec [--cpu S] [--as BYTES] [--fsize BYTES] [--nofile N]\n"
             "       [--nproc N] [--rw DIR]... [--network] [--seccomp-fd FD] [--workspace DIR]\n"
+            "       [--egress SOCKET --egress-port PORT]\n"
             "       -- (exec PROGRAM [ARG...] | file_read | file_write | file_list |\n"
             "           mcp_list SERVER [ARG...] | mcp_call TOOL SERVER [ARG...])\n",
             why);
@@ -129,7 +131,7 @@ static int mcp(const char *mode, char **rest)
 int main(int argc, char **argv)
 {
     struct tw_confine c;
-    const char *workspace = "/workspace", *mode;
+    const char *workspace = "/workspace", *mode, *egress = NULL;
     char err[256];
     int i, bad = 0, abi = 0;
 
@@ -159,6 +161,10 @@ int main(int argc, char **argv)
             c.seccomp_fd = (int)num(v, &bad);
         else if (!strcmp(o, "--workspace"))
             workspace = v;
+        else if (!strcmp(o, "--egress"))
+            egress = v;
+        else if (!strcmp(o, "--egress-port"))
+            c.egress_port = (int)num(v, &bad);
         else if (!strcmp(o, "--rw") && c.n_rw < TW_CONFINE_MAX_RW)
             c.rw[c.n_rw++] = v;
         else
@@ -176,6 +182,10 @@ int main(int argc, char **argv)
     }
     if (c.seccomp_fd >= 0)
         close(c.seccomp_fd);
+    if (egress && tw_forward_start(c.egress_port, egress, err, sizeof(err))) {
+        fprintf(stderr, "agentcore-tool-exec: sandbox setup failed: %s\n", err);
+        return SETUP_FAILED;
+    }
     if (!strcmp(mode, "exec")) {
         if (i + 2 >= argc)
             return usage("exec needs a program");

@@ -5,6 +5,7 @@
 #include "cm_rpc.h"
 #include "cm_status.h"
 #include "cm_util.h"
+#include "tw_egress.h"
 #include "tw_runner.h"
 #include "tw_sandbox.h"
 #include "tw_service.h"
@@ -103,9 +104,9 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                       "private or link-local (comma-separated CIDRs; none by default)",
                       0},
     [C_UNCHECKED_NET] = {"TOOL_SANDBOX_UNCHECKED_NETWORK", NULL, CM_CFG_BOOL, "false", 0, 1,
-                         "let manifest tools and MCP servers that declare \"network\": true share "
-                         "the worker's network, unchecked (loopback and the metadata service "
-                         "included)",
+                         "tools that declare \"network\": true share the worker's network, "
+                         "unchecked (loopback and the metadata service included), instead of "
+                         "going through the egress proxy",
                          0},
     [C_TEST_TOOLS] = {"TOOL_WORKER_TEST_TOOLS", NULL, CM_CFG_BOOL, "false", 0, 1,
                       "also offer the test tools (slow, background)", 0},
@@ -114,6 +115,9 @@ static const struct cm_cfg_entry config[C_COUNT] = {
 
 struct app {
     struct cm_cfg_value *cfg;
+    struct tw_netpolicy policy; /* TOOL_HTTP_ALLOW_*: http_request and the egress proxy */
+    char egress_path[PATH_MAX];
+    struct tw_egress *egress;
     struct tw_catalog *catalog;
     struct tw_sandbox *sandbox;
     struct tw_workspaces *workspaces;
@@ -215,6 +219,35 @@ static void discover_mcp(struct app *a)
     }
 }
 
+/* TOOL_HTTP_ALLOW_HOSTS and TOOL_HTTP_ALLOW_CIDRS, checked once here (the
+ * http_request program and the egress proxy take the same lists). */
+static int parse_policy(struct tw_netpolicy *p, const char *hosts, const char *cidrs, char *err,
+                        size_t errlen)
+{
+    const char *lists[2] = {hosts, cidrs},
+               *names[2] = {"TOOL_HTTP_ALLOW_HOSTS", "TOOL_HTTP_ALLOW_CIDRS"};
+    int k;
+
+    memset(p, 0, sizeof(*p));
+    for (k = 0; k < 2; k++) {
+        const char *c = lists[k];
+
+        while (c && *c) {
+            char item[300];
+            size_t len = strcspn(c, ",");
+
+            snprintf(item, sizeof(item), "%.*s", (int)len, c);
+            if (len && (len >= sizeof(item) || (k ? tw_netpolicy_allow_cidr(p, item)
+                                                  : tw_netpolicy_allow_host(p, item)))) {
+                snprintf(err, errlen, "%s: bad or too many entries at '%.100s'", names[k], item);
+                return -1;
+            }
+            c += len + (c[len] == ',');
+        }
+    }
+    return 0;
+}
+
 /* Everything a tool call needs, before gRPC starts (the probe forks). */
 static int build(struct app *a)
 {
@@ -229,11 +262,14 @@ static int build(struct app *a)
         cm_error("invalid configuration: TOOL_SANDBOX: must be bwrap or none");
         return 2;
     }
+    if (parse_policy(&a->policy, cfg[C_HTTP_HOSTS].s, cfg[C_HTTP_CIDRS].s, err, sizeof(err))) {
+        cm_error("invalid configuration: %s", err);
+        return 2;
+    }
     memset(&cc, 0, sizeof(cc));
     cc.manifest = cfg[C_MANIFEST].s;
     cc.test_tools = (int)cfg[C_TEST_TOOLS].i;
-    cc.unchecked_network = (int)cfg[C_UNCHECKED_NET].i;
-    if (cc.unchecked_network)
+    if (cfg[C_UNCHECKED_NET].i)
         cm_warn("TOOL_SANDBOX_UNCHECKED_NETWORK: tools that declare a network get the worker's "
                 "network without address checks");
     cc.defaults = limits(cfg);
@@ -259,6 +295,10 @@ static int build(struct app *a)
     sc.gid = (gid_t)cfg[C_GID].i;
     sc.allow_hosts = cfg[C_HTTP_HOSTS].s;
     sc.allow_cidrs = cfg[C_HTTP_CIDRS].s;
+    if (!cfg[C_UNCHECKED_NET].i) {
+        snprintf(a->egress_path, sizeof(a->egress_path), "%s/.egress.sock", cfg[C_WS_DIR].s);
+        sc.egress = a->egress_path;
+    }
     if (!(a->sandbox = tw_sandbox_new(&sc, err, sizeof(err)))) {
         cm_error("sandboxed tools are off: %s", err);
     } else {
@@ -306,6 +346,16 @@ int main(int argc, char **argv)
                               tw_sandbox_gid(a.sandbox), geteuid() == 0, (int)cfg[C_WS_TTL].i,
                               (size_t)cfg[C_WS_MAX].i, err, sizeof(err));
         if (!a.workspaces) {
+            cm_error("%s", err);
+            rc = 1;
+            goto out_app;
+        }
+    }
+    if (a.workspaces && a.egress_path[0] &&
+        !strcmp(tw_sandbox_isolation(a.sandbox), "namespaces")) {
+        a.egress =
+            tw_egress_new(cm_loop_uv(a.loop), a.egress_path, &a.policy, 256, err, sizeof(err));
+        if (!a.egress) {
             cm_error("%s", err);
             rc = 1;
             goto out_app;
@@ -363,6 +413,8 @@ out_rpc:
         cm_loop_call(a.loop, (void (*)(void *))tw_runner_free, a.runner);
     if (a.workspaces)
         cm_loop_call(a.loop, (void (*)(void *))tw_workspaces_free, a.workspaces);
+    if (a.egress)
+        cm_loop_call(a.loop, (void (*)(void *))tw_egress_free, a.egress);
     cm_rpc_events_free(ev);
     cm_loop_free(a.loop); /* runs until the last tool process is gone */
     cm_status_free(hub);
@@ -374,6 +426,7 @@ oom:
     cm_error("out of memory");
     rc = 1;
 out_app:
+    tw_netpolicy_cleanup(&a.policy);
     tw_sandbox_free(a.sandbox);
     tw_catalog_free(a.catalog);
 out:

@@ -145,6 +145,14 @@ static int apply_landlock(const struct tw_confine *c, int abi, char *err, size_t
             goto out;
         }
     }
+    if (abi >= 4 && !c->network && c->egress_port) {
+        struct ll_net_port_attr np = {3, (uint64_t)c->egress_port}; /* bind + connect */
+
+        if (syscall(SYS_landlock_add_rule, rs, 2 /* LANDLOCK_RULE_NET_PORT */, &np, 0)) {
+            fail(err, errlen, "landlock port rule: %s", strerror(errno));
+            goto out;
+        }
+    }
     if (syscall(SYS_landlock_restrict_self, rs, 0)) {
         fail(err, errlen, "landlock_restrict_self: %s", strerror(errno));
         goto out;

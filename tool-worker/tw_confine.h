@@ -29,8 +29,9 @@ struct tw_confine {
     struct tw_limits lim;
     const char *rw[TW_CONFINE_MAX_RW]; /* directories that stay writable */
     int n_rw;
-    int network;    /* 1: TCP connect/bind stay allowed (Landlock) */
-    int seccomp_fd; /* a compiled BPF program (struct sock_filter[]), -1: none */
+    int network;     /* 1: TCP connect/bind stay allowed (Landlock) */
+    int egress_port; /* else this one port stays allowed for both (the egress relay) */
+    int seccomp_fd;  /* a compiled BPF program (struct sock_filter[]), -1: none */
 };
 
 /* Applies everything in order. Returns 0, or -1 with a reason in |err|.

@@ -20,12 +20,14 @@
 /* Where things appear inside the sandbox. */
 #define IN_HELPER "/.agentcore/tool-exec"
 #define IN_HTTP "/.agentcore/tool-http"
+#define IN_EGRESS "/.agentcore/egress.sock"
+#define PROXY_URL "http://127.0.0.1:3128"
 #define IN_WORKSPACE "/workspace"
 #define IN_TOOL "/tool"
 #define BASE_PATH "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
 struct tw_sandbox {
-    char *bwrap, *helper, *http, *ro_paths, *allow_cidrs, *allow_hosts;
+    char *bwrap, *helper, *http, *ro_paths, *allow_cidrs, *allow_hosts, *egress;
     int filter; /* sealed memfd with the BPF program */
     int usable, namespaces, probing;
     uid_t uid;
@@ -146,6 +148,23 @@ static void top_dirs(struct vec *a)
     }
 }
 
+enum net_mode { NET_NONE, NET_SHARED, NET_EGRESS };
+
+/* http_request checks its own connections and shares the worker's network;
+ * another tool that declared a network goes through the egress proxy, or
+ * shares it unchecked when configuration said so (no proxy). Without
+ * namespaces there is no proxy to relay to: no network. */
+static enum net_mode net_mode(const struct tw_sandbox *sb, const struct tw_sandbox_job *job)
+{
+    if (!job->network)
+        return NET_NONE;
+    if (!strcmp(job->mode, "http_request"))
+        return NET_SHARED;
+    if (!sb->egress)
+        return NET_SHARED;
+    return sb->namespaces ? NET_EGRESS : NET_NONE;
+}
+
 static void helper_args(const struct tw_sandbox *sb, const struct tw_sandbox_job *job,
                         const char *workspace, struct vec *a)
 {
@@ -169,8 +188,19 @@ static void helper_args(const struct tw_sandbox *sb, const struct tw_sandbox_job
     push(a, workspace);
     push(a, "--seccomp-fd");
     push(a, "3");
-    if (job->network)
+    switch (net_mode(sb, job)) {
+    case NET_SHARED:
         push(a, "--network");
+        break;
+    case NET_EGRESS:
+        push(a, "--egress");
+        push(a, IN_EGRESS);
+        push(a, "--egress-port");
+        push(a, "3128");
+        break;
+    default:
+        break;
+    }
     push(a, "--");
     if (!strcmp(job->mode, "http_request")) {
         push(a, "exec");
@@ -204,9 +234,13 @@ static void base_env(struct vec *e, const char *home)
 static int bind_fd(struct tw_sandbox_cmd *cmd, struct vec *a, const char *how, const char *path,
                    const char *dest, char *err, size_t errlen)
 {
-    int fd = open(path, O_PATH | O_CLOEXEC);
+    int fd;
 
-    if (fd < 0) {
+    if (cmd->n_fds == TW_SANDBOX_MAX_FDS) {
+        snprintf(err, errlen, "too many descriptors for one sandbox");
+        return -1;
+    }
+    if ((fd = open(path, O_PATH | O_CLOEXEC)) < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
@@ -224,7 +258,7 @@ static int info_pipe(struct tw_sandbox_cmd *cmd, struct vec *a, char *err, size_
 {
     int p[2];
 
-    if (pipe2(p, O_CLOEXEC)) {
+    if (cmd->n_fds == TW_SANDBOX_MAX_FDS || pipe2(p, O_CLOEXEC)) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         return -1;
     }
@@ -265,7 +299,7 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
         push(&a, sb->bwrap);
         push(&a, "--unshare-all");
         push(&a, "--unshare-user"); /* implied when not setuid; --disable-userns wants it said */
-        if (job->network)
+        if (net_mode(sb, job) == NET_SHARED)
             push(&a, "--share-net");
         push(&a, "--disable-userns");
         push(&a, "--die-with-parent");
@@ -289,7 +323,9 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
             (job->tool_dir &&
              bind_fd(cmd, &a, "--ro-bind-fd", job->tool_dir, IN_TOOL, err, errlen)) ||
             (!strcmp(job->mode, "http_request") &&
-             bind_fd(cmd, &a, "--ro-bind-fd", sb->http, IN_HTTP, err, errlen))) {
+             bind_fd(cmd, &a, "--ro-bind-fd", sb->http, IN_HTTP, err, errlen)) ||
+            (net_mode(sb, job) == NET_EGRESS &&
+             bind_fd(cmd, &a, "--bind-fd", sb->egress, IN_EGRESS, err, errlen))) {
             free_strv(a.v);
             return -1;
         }
@@ -301,6 +337,13 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
         push(&a, IN_WORKSPACE);
         push(&a, "--clearenv");
         base_env(&e, IN_WORKSPACE);
+        if (net_mode(sb, job) == NET_EGRESS) {
+            static const char *const proxy_vars[] = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                                                     "http_proxy", "https_proxy", "all_proxy"};
+
+            for (i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
+                pushf(&e, "%s=" PROXY_URL, proxy_vars[i]);
+        }
         for (i = 0; job->env && job->env[i]; i++)
             push(&e, job->env[i]);
         for (i = 0; i < e.n; i++) {
@@ -546,6 +589,7 @@ struct tw_sandbox *tw_sandbox_new(const struct tw_sandbox_config *cfg, char *err
     sb->ro_paths = cfg->ro_paths ? strdup(cfg->ro_paths) : NULL;
     sb->allow_cidrs = cfg->allow_cidrs ? strdup(cfg->allow_cidrs) : NULL;
     sb->allow_hosts = cfg->allow_hosts ? strdup(cfg->allow_hosts) : NULL;
+    sb->egress = cfg->egress ? strdup(cfg->egress) : NULL;
     if (!sb->helper || access(sb->helper, X_OK)) {
         snprintf(err, errlen, "the sandbox helper %s is missing or not executable",
                  cfg->helper ? cfg->helper : "(none)");
@@ -617,6 +661,7 @@ void tw_sandbox_free(struct tw_sandbox *sb)
     free(sb->ro_paths);
     free(sb->allow_cidrs);
     free(sb->allow_hosts);
+    free(sb->egress);
     free(sb);
 }
 

@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define TW_SANDBOX_MAX_FDS 5 /* descriptors a child inherits, as fds 3.. */
+#define TW_SANDBOX_MAX_FDS 8 /* descriptors a child inherits, as fds 3.. */
 
 struct tw_sandbox_config {
     const char *bwrap;    /* bubblewrap executable ("bwrap": looked up in PATH) */
@@ -37,6 +37,11 @@ struct tw_sandbox_config {
     gid_t gid;
     const char *allow_cidrs; /* comma-separated, passed to http_request */
     const char *allow_hosts;
+    /* The egress proxy's socket (tw_egress): a tool that declares a network
+     * keeps its empty network namespace and reaches the outside only through
+     * it. NULL: such a tool shares the worker's network unchecked
+     * (TOOL_SANDBOX_UNCHECKED_NETWORK). */
+    const char *egress;
 };
 
 struct tw_sandbox;

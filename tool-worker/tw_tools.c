@@ -352,12 +352,6 @@ static int env_name_ok(const char *k)
            !(n > 7 && !strcasecmp(k + n - 7, "_KEY_ID"));
 }
 
-/* Only http_request can check where a connection goes; a program with the
- * worker's network could reach loopback and the metadata service. */
-#define NETWORK_REFUSED                                                                            \
-    "\"network\": true gives a program the worker's network unchecked (loopback, the metadata "    \
-    "service); use http_request, or set TOOL_SANDBOX_UNCHECKED_NETWORK=true to allow it"
-
 /* "command" and "env" of a manifest entry, shared by command tools and MCP
  * servers. */
 static int command_and_env(json_t *jt, const char *name, char ***argv, char ***envp, char *err,
@@ -446,10 +440,6 @@ static int mcp_server(struct tw_catalog *c, json_t *js, const char *dir,
         return -1;
     }
     m->network = json_is_true(json_object_get(js, "network"));
-    if (m->network && !cfg->unchecked_network) {
-        snprintf(err, errlen, "%s", NETWORK_REFUSED);
-        return -1;
-    }
     m->start_timeout_ms =
         json_is_integer(st) && json_integer_value(st) > 0 && json_integer_value(st) <= 300000
             ? (int)json_integer_value(st)
@@ -560,10 +550,6 @@ static int command_tool(struct tw_catalog *c, json_t *jt, const char *dir,
         return -1;
     }
     t->network = json_is_true(json_object_get(jt, "network"));
-    if (t->network && !cfg->unchecked_network) {
-        snprintf(err, errlen, "%s", NETWORK_REFUSED);
-        return -1;
-    }
     t->background = json_is_true(json_object_get(jt, "background"));
     t->idempotent = json_is_true(json_object_get(jt, "idempotent"));
     if (!(t->tool_dir = strdup(dir))) {

@@ -75,7 +75,6 @@ struct tw_catalog_config {
     int test_tools;
     struct tw_limits defaults; /* for tools that set no limits of their own */
     struct tw_limits max;      /* a manifest may not ask for more */
-    int unchecked_network;     /* TOOL_SANDBOX_UNCHECKED_NETWORK: allow "network": true */
 };
 
 struct tw_catalog;

@@ -150,7 +150,8 @@ static void test_limits_through_the_worker(void **state)
     expect("shell", "{\"command\":\"while :; do :; done\"}", "CPU time limit of 1 s (SIGXCPU)");
     expect("shell", "{\"command\":\"python3 -c 'bytearray(1 << 30)'\"}", "MemoryError");
     expect("shell", "{\"command\":\"yes\"}", "output passed 65536 bytes; it was stopped");
-    expect("shell", "{\"command\":\"b() { b | b & }; b; exec sleep 30\"}", "timed out after 3000 ms");
+    expect("shell", "{\"command\":\"b() { b | b & }; b; exec sleep 30\"}",
+           "timed out after 3000 ms");
     expect("shell", "{\"command\":\"sleep 30\"}", "timed out after 3000 ms");
     /* and the worker goes on serving */
     text = ask(&main_s, "shell", "{\"command\":\"echo alive\"}", NULL);
@@ -190,6 +191,12 @@ static void test_no_network_for_shell_and_guarded_http(void **state)
     expect("http_request", input, "is a loopback address");
     expect("http_request", "{\"url\":\"http://169.254.169.254/latest/meta-data/\"}",
            "refused: 169.254.169.254 is the cloud metadata service");
+    /* a manifest tool with a network goes through the egress proxy */
+    expect("fetch_url", "{\"url\":\"http://169.254.169.254/latest/meta-data/\"}",
+           "HTTP 403\n\nrefused by the agentcore egress proxy: 169.254.169.254 is the cloud "
+           "metadata service");
+    snprintf(input, sizeof(input), "{\"url\":\"http://localhost:%d/ping\"}", main_s.gw.port);
+    expect("fetch_url", input, "is a loopback address");
 }
 
 /* A tool declared "background" answers at once; /ping says HealthyBusy

@@ -2,10 +2,12 @@
  * the sandbox promises, shown by a tool that tries to break it. */
 #define _GNU_SOURCE
 #include "cm_err.h"
+#include "tw_egress.h"
 #include "tw_runner.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -25,6 +27,8 @@ static uv_loop_t loop;
 static struct tw_catalog *catalog;
 static struct tw_sandbox *sandbox;
 static struct tw_workspaces *workspaces;
+static struct tw_egress *egress;
+static char tool_dir[64], egress_path[160];
 static struct tw_runner *runner;
 static char ws_root[64], manifest[64], token[32];
 static int background_seen;
@@ -106,8 +110,36 @@ static void write_manifest(void)
     FILE *f;
     int fd;
 
-    strcpy(manifest, "/tmp/tw-runner-manifest-XXXXXX");
-    fd = mkstemp(manifest);
+    strcpy(tool_dir, "/tmp/tw-runner-tools-XXXXXX");
+    assert_non_null(mkdtemp(tool_dir));
+    chmod(tool_dir, 0755);
+    snprintf(manifest, sizeof(manifest), "%s/manifest.json", tool_dir);
+    /* A tool with a network: it finds the egress proxy in HTTP_PROXY. With
+     * "tunnel" it uses CONNECT (what HTTPS does), else a proxied GET. */
+    snprintf(egress_path, sizeof(egress_path), "%s/fetch.py", tool_dir);
+    f = fopen(egress_path, "w");
+    assert_non_null(f);
+    fputs("import http.client, json, os, socket, sys, urllib.request\n"
+          "a = json.load(sys.stdin)\n"
+          "if a.get('direct'):\n"
+          "    socket.create_connection((a['direct'], 80), 3)\n"
+          "elif a.get('tunnel'):\n"
+          "    c = http.client.HTTPConnection('127.0.0.1', 3128, timeout=5)\n"
+          "    host, port = a['tunnel'].split(':')\n"
+          "    c.set_tunnel(host, int(port))\n"
+          "    c.request('GET', '/hello')\n"
+          "    print('tunnel', c.getresponse().read().decode())\n"
+          "else:\n"
+          "    try:\n"
+          "        print(urllib.request.urlopen(a['url'], timeout=5).read().decode())\n"
+          "    except urllib.error.HTTPError as e:\n"
+          "        print(e.code, e.read().decode())\n"
+          "        sys.exit(1)\n",
+          f);
+    fclose(f);
+    chmod(egress_path, 0644);
+    snprintf(egress_path, sizeof(egress_path), "%s/egress.sock", tool_dir);
+    fd = open(manifest, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     assert_true(fd >= 0);
     f = fdopen(fd, "w");
     fprintf(f,
@@ -133,7 +165,9 @@ static void write_manifest(void)
             "\"command\":[\"cat\"],\"env\":{\"GREETING\":\"hi\"}},"
             "{\"name\":\"later\",\"description\":\"background\",\"input_schema\":{},"
             "\"command\":[\"/bin/sh\",\"-c\",\"cat > /dev/null; echo finished\"],"
-            "\"background\":true}"
+            "\"background\":true},"
+            "{\"name\":\"fetch\",\"description\":\"network\",\"input_schema\":{},"
+            "\"command\":[\"python3\",\"{tool_dir}/fetch.py\"],\"network\":true}"
             "]}",
             token, token, token);
     fclose(f);
@@ -163,6 +197,7 @@ static int setup(void **state)
     sc.uid = 65534;
     sc.gid = 65534;
     sc.allow_cidrs = "127.0.0.1/32";
+    sc.egress = egress_path;
     sandbox = tw_sandbox_new(&sc, err, sizeof(err));
     assert_non_null(sandbox);
     if (strcmp(tw_sandbox_isolation(sandbox), "namespaces"))
@@ -174,6 +209,16 @@ static int setup(void **state)
     workspaces = tw_workspaces_new(&loop, ws_root, tw_sandbox_uid(sandbox), tw_sandbox_gid(sandbox),
                                    geteuid() == 0, 900, 64, err, sizeof(err));
     assert_non_null(workspaces);
+    {
+        struct tw_netpolicy p;
+
+        memset(&p, 0, sizeof(p));
+        assert_int_equal(tw_netpolicy_allow_cidr(&p, "127.0.0.1/32"), 0);
+        egress = tw_egress_new(&loop, egress_path, &p, 16, err, sizeof(err));
+        if (!egress)
+            fail_msg("%s", err);
+        tw_netpolicy_cleanup(&p);
+    }
     memset(&rc, 0, sizeof(rc));
     rc.loop = &loop;
     rc.catalog = catalog;
@@ -187,18 +232,18 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[128];
+    char cmd[256];
 
     (void)state;
     tw_runner_free(runner);
     tw_workspaces_free(workspaces);
+    tw_egress_free(egress);
     while (uv_run(&loop, UV_RUN_DEFAULT))
         ;
     assert_int_equal(uv_loop_close(&loop), 0);
     tw_sandbox_free(sandbox);
     tw_catalog_free(catalog);
-    unlink(manifest);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", ws_root);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s %s", ws_root, tool_dir);
     return system(cmd);
 }
 
@@ -371,6 +416,46 @@ static void test_http_request(void **state)
     pthread_join(t, NULL);
 }
 
+/* A tool that declared a network reaches the outside only through the
+ * egress proxy, which checks every destination like http_request does. */
+static void test_network_through_the_egress_proxy(void **state)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    pthread_t t;
+    char input[256];
+
+    (void)state;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    http_fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(bind(http_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(http_fd, 16), 0);
+    getsockname(http_fd, (struct sockaddr *)&a, &len);
+    http_port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&t, NULL, serve, NULL), 0);
+
+    /* 127.0.0.1 is allowed in this test's configuration */
+    snprintf(input, sizeof(input), "{\"url\":\"http://127.0.0.1:%d/hello\"}", http_port);
+    expect("fetch", input, 0, "hello");
+    snprintf(input, sizeof(input), "{\"tunnel\":\"127.0.0.1:%d\"}", http_port);
+    expect("fetch", input, 0, "tunnel hello");
+    /* refused destinations: the proxy answers 403 and says why */
+    expect("fetch", "{\"url\":\"http://169.254.169.254/latest/meta-data/\"}", 1,
+           "403 refused by the agentcore egress proxy: 169.254.169.254 is the cloud metadata "
+           "service");
+    snprintf(input, sizeof(input), "{\"url\":\"http://127.0.0.2:%d/hello\"}", http_port);
+    expect("fetch", input, 1, "127.0.0.2 is a loopback address");
+    snprintf(input, sizeof(input), "{\"tunnel\":\"127.0.0.2:%d\"}", http_port);
+    expect("fetch", input, 1, "Tunnel connection failed: 403");
+    /* and nothing goes around it */
+    expect("fetch", "{\"direct\":\"1.1.1.1\"}", 1, "PermissionError");
+    shutdown(http_fd, SHUT_RDWR);
+    close(http_fd);
+    pthread_join(t, NULL);
+}
+
 static void test_cancel_kills_the_tree(void **state)
 {
     struct outcome o;
@@ -443,6 +528,7 @@ int main(void)
         cmocka_unit_test(test_environment_and_secrets),
         cmocka_unit_test(test_no_network_for_shell),
         cmocka_unit_test(test_http_request),
+        cmocka_unit_test(test_network_through_the_egress_proxy),
         cmocka_unit_test(test_cancel_kills_the_tree),
         cmocka_unit_test(test_capacity_and_background),
     };

@@ -26,6 +26,7 @@ static struct tw_sandbox_config config(const char *bwrap, int unconfined)
     c.gid = 65534;
     c.allow_cidrs = "127.0.0.1/32";
     c.allow_hosts = "*";
+    c.egress = "/tmp"; /* any existing path: only opened, never connected to here */
     return c;
 }
 
@@ -127,6 +128,15 @@ static void test_a_shell_job(void **state)
     assert_true(has_seq(cmd.argv, "exec", "/.agentcore/tool-http", "--timeout-ms"));
     assert_true(has_seq(cmd.argv, "--allow-cidr", "127.0.0.1/32", NULL));
     assert_int_equal(cmd.n_fds, 5); /* and the http_request program */
+    tw_sandbox_cmd_cleanup(&cmd);
+
+    /* a command tool with a network keeps its own namespace and gets the proxy */
+    job.mode = "exec";
+    assert_int_equal(tw_sandbox_build(sb, &job, &cmd, err, sizeof(err)), 0);
+    assert_false(has(cmd.argv, "--share-net"));
+    assert_true(has_seq(cmd.argv, "--setenv", "HTTPS_PROXY", "http://127.0.0.1:3128"));
+    assert_true(has_seq(cmd.argv, "--egress", "/.agentcore/egress.sock", NULL));
+    assert_true(has_seq(cmd.argv, "--bind-fd", "6", "/.agentcore/egress.sock"));
     tw_sandbox_cmd_cleanup(&cmd);
 
     job.workspace = "/nonexistent/workspace";

@@ -195,10 +195,6 @@ static void test_bad_manifests_are_refused(void **state)
     bad_manifest(TOOL(",\"env\":{\"GITHUB_TOKEN\":\"x\"}"), "credentials");
     bad_manifest(TOOL(",\"env\":{\"OPENAI_API_KEY\":\"x\"}"), "credentials");
     bad_manifest("{\"tools\":[{\"name\":\"x\",\"command\":[\"a\"]}]}", "\"description\"");
-    /* a program with the network could reach loopback and the metadata service */
-    bad_manifest(TOOL(",\"network\":true"), "use http_request");
-    bad_manifest("{\"mcp_servers\":[{\"name\":\"m\",\"command\":[\"a\"],\"network\":true}]}",
-                 "TOOL_SANDBOX_UNCHECKED_NETWORK");
 }
 
 static void test_mcp_server_tools(void **state)
