@@ -13,6 +13,19 @@
 
 /* ---- parsing ---- */
 
+/* A DNS name or an address: nothing a resolver or a log line could misread. */
+static int host_ok(const char *h)
+{
+    const char *c;
+
+    for (c = h; *c; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-' || *c == '.' || *c == '_' || *c == ':'))
+            return 0;
+    }
+    return c != h;
+}
+
 static int split_hostport(const char *s, size_t len, const char *dflt_port,
                           struct tw_egress_target *t)
 {
@@ -38,11 +51,19 @@ static int split_hostport(const char *s, size_t len, const char *dflt_port,
         memcpy(t->host, s, hl);
         t->host[hl] = '\0';
     }
+    if (!host_ok(t->host))
+        return -1;
     if (colon) {
         size_t pl = (size_t)(end - colon - 1);
 
-        if (!pl || pl >= sizeof(t->port) || strspn(colon + 1, "0123456789") < pl)
+        size_t k;
+
+        if (!pl || pl >= sizeof(t->port))
             return -1;
+        for (k = 0; k < pl; k++) {
+            if (colon[1 + k] < '0' || colon[1 + k] > '9')
+                return -1;
+        }
         memcpy(t->port, colon + 1, pl);
         t->port[pl] = '\0';
     } else {
@@ -82,14 +103,14 @@ int tw_egress_parse(const char *head, size_t len, struct tw_egress_target *t, ch
     line_len = (size_t)(eol - head) - (eol > head && eol[-1] == '\r');
     sp1 = memchr(head, ' ', line_len);
     sp2 = sp1 ? memchr(sp1 + 1, ' ', line_len - (size_t)(sp1 + 1 - head)) : NULL;
-    if (!sp1 || !sp2 || strncmp(sp2 + 1, "HTTP/1.", 7)) {
+    if (!sp1 || !sp2 || (size_t)(head + line_len - sp2) < 8 || strncmp(sp2 + 1, "HTTP/1.", 7)) {
         snprintf(why, whylen, "malformed request line");
         return 400;
     }
     if ((size_t)(sp1 - head) == 7 && !strncmp(head, "CONNECT", 7)) {
         t->tunnel = 1;
-        if (split_hostport(sp1 + 1, (size_t)(sp2 - sp1 - 1), "443", t) || !strchr(sp1 + 1, ':') ||
-            strchr(sp1 + 1, ':') > sp2) {
+        if (split_hostport(sp1 + 1, (size_t)(sp2 - sp1 - 1), "443", t) ||
+            !memchr(sp1 + 1, ':', (size_t)(sp2 - sp1 - 1))) {
             snprintf(why, whylen, "CONNECT needs host:port");
             return 400;
         }
