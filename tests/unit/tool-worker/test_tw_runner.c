@@ -30,7 +30,7 @@ static struct tw_workspaces *workspaces;
 static struct tw_egress *egress;
 static char tool_dir[64], egress_path[160];
 static struct tw_runner *runner;
-static char ws_root[64], manifest[64], token[32];
+static char ws_root[64], manifest[128], token[32];
 static int background_seen;
 
 struct outcome {
