@@ -150,7 +150,7 @@ static void test_limits_through_the_worker(void **state)
     expect("shell", "{\"command\":\"while :; do :; done\"}", "CPU time limit of 1 s (SIGXCPU)");
     expect("shell", "{\"command\":\"python3 -c 'bytearray(1 << 30)'\"}", "MemoryError");
     expect("shell", "{\"command\":\"yes\"}", "output passed 65536 bytes; it was stopped");
-    expect("shell", "{\"command\":\"b() { b | b & }; b; exec sleep 30\"}",
+    expect("shell", "{\"command\":\"(b() { b | b & }; b); exec sleep 30\"}",
            "timed out after 3000 ms");
     expect("shell", "{\"command\":\"sleep 30\"}", "timed out after 3000 ms");
     /* and the worker goes on serving */

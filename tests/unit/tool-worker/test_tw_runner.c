@@ -150,7 +150,7 @@ static void write_manifest(void)
             "\"command\":[\"python3\",\"-c\",\"b = bytearray(1 << 30)\\nprint(len(b))\"],"
             "\"limits\":{\"memory_mb\":256}},"
             "{\"name\":\"bomb\",\"description\":\"fork bomb\",\"input_schema\":{},"
-            "\"command\":[\"/bin/sh\",\"-c\",\"b() { b | b & }; b; exec sleep 100 # %s\"],"
+            "\"command\":[\"/bin/sh\",\"-c\",\"(b() { b | b & }; b); exec sleep 100 # %s\"],"
             "\"timeout_ms\":1500,\"limits\":{\"processes\":16}},"
             "{\"name\":\"flood\",\"description\":\"output flood\",\"input_schema\":{},"
             "\"command\":[\"yes\",\"%s\"],\"limits\":{\"output_kb\":64}},"
