@@ -81,7 +81,9 @@ static void call_free(struct tw_call *c)
 {
     struct tw_runner *r = c->r;
 
-    if (c->has_workspace)
+    /* After tw_runner_free() the workspace set may be gone already (it is
+     * freed next, while killed processes still report): leave it alone. */
+    if (c->has_workspace && !r->freeing)
         tw_workspace_release(r->cfg.workspaces, c->workspace);
     unlink_call(r, c);
     free(c);

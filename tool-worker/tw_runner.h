@@ -36,8 +36,9 @@ typedef void (*tw_call_done)(void *ud, const struct tw_result *res);
 
 struct tw_runner *tw_runner_new(const struct tw_runner_config *cfg);
 /* Kills what still runs (background tasks included) and frees once the
- * processes are gone; the loop must keep running until they are. NULL is
- * fine. */
+ * processes are gone; the loop must keep running until they are. From this
+ * call on the runner no longer touches the workspace set, so it may be freed
+ * right after. NULL is fine. */
 void tw_runner_free(struct tw_runner *r);
 
 /* Starts tool |name|. Returns 0 and |done| runs exactly once, possibly
