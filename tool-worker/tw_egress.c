@@ -93,7 +93,7 @@ int tw_egress_parse(const char *head, size_t len, struct tw_egress_target *t, ch
                     size_t whylen)
 {
     const char *eol = memchr(head, '\n', len), *sp1, *sp2, *p, *auth, *path;
-    size_t line_len, out = 0;
+    size_t line_len, out = 0, cap;
 
     memset(t, 0, sizeof(*t));
     if (!eol) {
@@ -131,10 +131,12 @@ int tw_egress_parse(const char *head, size_t len, struct tw_egress_target *t, ch
     }
     /* The request line in origin form, the headers but the hop's own, and
      * one request per connection. */
-    if (!(t->head = malloc(len + 64)))
+    /* Each line may end in a bare LF and leave as CRLF: at most twice the size. */
+    cap = 2 * len + 64;
+    if (!(t->head = malloc(cap)))
         return 500;
-    out = (size_t)snprintf(t->head, len + 64, "%.*s %.*s%s", (int)(sp1 - head), head,
-                           (int)(sp2 - path), path, path == sp2 ? "/" : "");
+    out = (size_t)snprintf(t->head, cap, "%.*s %.*s%s", (int)(sp1 - head), head, (int)(sp2 - path),
+                           path, path == sp2 ? "/" : "");
     memcpy(t->head + out, sp2, line_len - (size_t)(sp2 - head));
     out += line_len - (size_t)(sp2 - head);
     memcpy(t->head + out, "\r\n", 2);
@@ -154,7 +156,7 @@ int tw_egress_parse(const char *head, size_t len, struct tw_egress_target *t, ch
         }
         p += l;
     }
-    out += (size_t)snprintf(t->head + out, len + 64 - out, "Connection: close\r\n\r\n");
+    out += (size_t)snprintf(t->head + out, cap - out, "Connection: close\r\n\r\n");
     t->head_len = out;
     return 0;
 }
