@@ -10,6 +10,7 @@
 #define HEAD_MAX 16384
 #define QUEUE_MAX (256 * 1024)
 #define CONNECT_TIMEOUT_MS 10000
+#define IDLE_TIMEOUT_MS 120000 /* a relayed connection with no byte either way this long ends */
 
 /* ---- parsing ---- */
 
@@ -301,6 +302,11 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     both_done(c);
 }
 
+static void on_idle(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
 static void on_relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
@@ -331,6 +337,7 @@ static void on_relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         }
         return;
     }
+    uv_timer_start(&c->timer, on_idle, IDLE_TIMEOUT_MS, 0);
     w->c = c;
     w->to = to;
     w->from = from;
@@ -360,6 +367,7 @@ static void start_relay(struct conn *c)
     c->client.data = c;
     c->upstream.data = c;
     c->c.reading = c->u.reading = 1;
+    uv_timer_start(&c->timer, on_idle, IDLE_TIMEOUT_MS, 0);
     uv_read_start(c->c.s, alloc_buf, on_relay_read);
     uv_read_start(c->u.s, alloc_buf, on_relay_read);
 }

@@ -12,7 +12,8 @@
  * reserved ranges are refused unless TOOL_HTTP_ALLOW_CIDRS opens them, and
  * the host must pass TOOL_HTTP_ALLOW_HOSTS. A refusal is a 403 whose body
  * says why. Caps: 16 KiB of request head, |max_conns| connections, 256 KiB
- * queued per direction (reading pauses beyond). Loop thread only. */
+ * queued per direction (reading pauses beyond), 10 s to connect, 120 s
+ * without a byte either way. Loop thread only. */
 #ifndef TW_EGRESS_H
 #define TW_EGRESS_H
 
