@@ -285,6 +285,25 @@ int gw_api_header_sensitive(const char *name)
     return 0;
 }
 
+int gw_api_metadata_ok(const char *name, const char *value, size_t max)
+{
+    const char *c;
+
+    for (c = name; *c; c++) {
+        char l = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+
+        if (!((l >= 'a' && l <= 'z') || (l >= '0' && l <= '9') || l == '-' || l == '_' || l == '.'))
+            return 0;
+    }
+    if (c == name || strlen(value) > max)
+        return 0;
+    for (c = value; *c; c++) {
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+            return 0;
+    }
+    return 1;
+}
+
 int gw_api_header_forwarded(const char *name)
 {
     static const char *const exact[] = {"authorization",

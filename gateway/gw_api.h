@@ -88,6 +88,12 @@ int gw_api_header_sensitive(const char *name);
  * access token, OAuth2CallbackUrl, traceparent, tracestate, baggage). */
 int gw_api_header_forwarded(const char *name);
 
+/* 1 when header |name| with |value| can travel as gRPC metadata: the name,
+ * lowercased, of [0-9a-z_.-], the value printable ASCII (0x20-0x7E) and at
+ * most |max| bytes. gRPC refuses anything else (and may print it), so such a
+ * header is dropped at the edge, by name. */
+int gw_api_metadata_ok(const char *name, const char *value, size_t max);
+
 /* {"status":"Healthy","time_of_last_update":<secs>} as a malloc'd string. */
 char *gw_api_ping_body(const char *status, long long time_of_last_update);
 

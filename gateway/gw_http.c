@@ -183,16 +183,6 @@ static enum MHD_Result handle_ping(struct gw_http *h, struct MHD_Connection *c, 
 
 /* ---- /invocations ---- */
 
-static void request_id_of(struct MHD_Connection *c, char *out, size_t cap)
-{
-    const char *hdr = MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_REQUEST_HEADER);
-
-    if (hdr && *hdr && strlen(hdr) < cap)
-        cm_strlcpy(out, hdr, cap);
-    else if (cm_uuid4(out))
-        cm_strlcpy(out, "unknown", cap);
-}
-
 /* The SSE body of one invocation, and what its access line needs. */
 struct sse_out {
     struct gw_http *h;
@@ -285,7 +275,7 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     struct gw_call_request creq;
     int streaming;
 
-    request_id_of(c, request_id, sizeof(request_id));
+    gw_mhd_request_id(c, request_id, sizeof(request_id));
     cm_log_set_context(request_id, NULL);
     if (rq->too_big) {
         char why[96];

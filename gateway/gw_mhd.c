@@ -1,6 +1,10 @@
 #include "gw_mhd.h"
 #include "gw_api.h"
 
+#include "cm_log.h"
+#include "cm_util.h"
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +20,13 @@ static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *k
     if (!value || f->n >= GW_MHD_MAX_FORWARDED || n >= sizeof(f->keys[0]) ||
         strlen(value) > GW_MHD_MAX_HEADER_VALUE || !gw_api_header_forwarded(key))
         return MHD_YES;
+    if (!gw_api_metadata_ok(key, value, GW_MHD_MAX_HEADER_VALUE)) {
+        size_t used = strlen(f->dropped);
+
+        if (used + n + 3 < sizeof(f->dropped))
+            snprintf(f->dropped + used, sizeof(f->dropped) - used, "%s%s", used ? ", " : "", key);
+        return MHD_YES;
+    }
     f->vals[f->n] = strdup(value);
     if (!f->vals[f->n])
         return MHD_YES;
@@ -31,6 +42,25 @@ static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *k
 void gw_mhd_fwd_collect(struct gw_mhd_fwd *f, struct MHD_Connection *c)
 {
     MHD_get_connection_values(c, MHD_HEADER_KIND, collect, f);
+    if (f->dropped[0])
+        cm_warn("forwarded header(s) dropped: %s: gRPC metadata carries printable ASCII "
+                "(0x20-0x7E) only",
+                f->dropped);
+}
+
+void gw_mhd_request_id(struct MHD_Connection *c, char *out, size_t cap)
+{
+    const char *hdr = MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_REQUEST_HEADER);
+
+    if (hdr && *hdr && strlen(hdr) < cap && gw_api_metadata_ok("x", hdr, cap)) {
+        cm_strlcpy(out, hdr, cap);
+        return;
+    }
+    if (hdr && *hdr)
+        cm_warn("%s refused (not printable ASCII, or %zu bytes or more): a new id is used",
+                GW_REQUEST_HEADER, cap);
+    if (cm_uuid4(out))
+        cm_strlcpy(out, "unknown", cap);
 }
 
 void gw_mhd_fwd_clear(struct gw_mhd_fwd *f)

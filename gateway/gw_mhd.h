@@ -24,12 +24,22 @@ struct gw_mhd_fwd {
     char keys[GW_MHD_MAX_FORWARDED][128];
     char *vals[GW_MHD_MAX_FORWARDED];
     size_t n, owned;
+    char dropped[256]; /* names of forwarded headers gRPC metadata cannot carry */
 };
 
 /* Collects |c|'s forwarded headers (gw_api_header_forwarded) into |f|;
- * beyond the caps, or out of memory, headers are skipped, never truncated. */
+ * beyond the caps, or out of memory, headers are skipped, never truncated.
+ * A value gRPC metadata cannot carry (bytes outside 0x20-0x7E) is dropped
+ * and its header named in |f->dropped| and in one WARN line (never the
+ * value). */
 void gw_mhd_fwd_collect(struct gw_mhd_fwd *f, struct MHD_Connection *c);
 void gw_mhd_fwd_clear(struct gw_mhd_fwd *f);
+
+/* The request id of |c|'s request into |out|: the client's
+ * X-Amzn-Bedrock-AgentCore-Runtime-Request-Id when it is printable ASCII
+ * and shorter than |cap|, else a new UUID (and a WARN line naming the
+ * header when the client's was refused). */
+void gw_mhd_request_id(struct MHD_Connection *c, char *out, size_t cap);
 
 /* Adds the session and request id headers (either may be NULL). */
 void gw_mhd_add_ids(struct MHD_Response *r, const char *session_id, const char *request_id);

@@ -178,6 +178,33 @@ static void test_ping_body(void **state)
     free(s);
 }
 
+static void test_metadata_rules(void **state)
+{
+    static const struct {
+        const char *name, *value;
+        int ok;
+    } mrows[] = {
+        {"X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant", "acme corp", 1},
+        {"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", 1},
+        {"x-custom", "~!@#$%^&*()_+ printable", 1},
+        {"x-custom", "caf\xc3\xa9", 0}, /* UTF-8 */
+        {"x-custom", "a\tb", 0},        /* control */
+        {"x-custom", "del\x7f", 0},     /* DEL */
+        {"x custom", "v", 0},           /* a key gRPC refuses */
+        {"x:custom", "v", 0},
+        {"", "v", 0},
+        {"x-custom", "0123456789", 0}, /* over the length given below */
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(mrows) / sizeof(mrows[0]); i++) {
+        if (gw_api_metadata_ok(mrows[i].name, mrows[i].value, i == 9 ? 9 : 4096) != mrows[i].ok)
+            fail_msg("row %zu: '%s: %s' should be %s", i, mrows[i].name, mrows[i].value,
+                     mrows[i].ok ? "accepted" : "refused");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -188,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_agent_error_mapping),
         cmocka_unit_test(test_error_body_with_invalid_utf8_details),
         cmocka_unit_test(test_ping_body),
+        cmocka_unit_test(test_metadata_rules),
     };
     return cmocka_run_group_tests_name("gw_api", tests, NULL, NULL);
 }

@@ -32,9 +32,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     size_t i;
 
     (void)cls, (void)u, (void)method, (void)version, (void)upload, (void)upload_size, (void)con_cls;
+    char rid[64];
+
     gw_mhd_fwd_collect(f, c);
     for (i = 0; i < f->n; i++)
         json_object_set_new(o, f->meta[i].key, json_string(f->meta[i].value));
+    json_object_set_new(o, "_dropped", json_string(f->dropped));
+    gw_mhd_request_id(c, rid, sizeof(rid));
+    json_object_set_new(o, "_request_id", json_string(rid));
     ret = gw_mhd_send_json(c, 207, json_dumps(o, JSON_SORT_KEYS), "sess-1", "req-1", extra);
     json_decref(o);
     gw_mhd_fwd_clear(f);
@@ -79,7 +84,7 @@ static void test_forwarded_headers_only_and_lowercased(void **state)
     assert_int_equal(th_http("GET", url, h, NULL, 0, &r), 0);
     assert_int_equal(r.status, 207);
     assert_non_null(r.json);
-    assert_int_equal(json_object_size(r.json), 3);
+    assert_int_equal(json_object_size(r.json), 3 + 2);
     assert_string_equal(json_string_value(json_object_get(r.json, "authorization")), "Bearer t");
     assert_string_equal(json_string_value(json_object_get(
                             r.json, "x-amzn-bedrock-agentcore-runtime-custom-tenant")),
@@ -118,7 +123,7 @@ static void test_caps_skip_never_truncate(void **state)
     assert_int_equal(th_http("GET", url, (const char *const *)h, NULL, 0, &r), 0);
     assert_int_equal(r.status, 207);
     assert_non_null(r.json);
-    assert_int_equal(json_object_size(r.json), GW_MHD_MAX_FORWARDED);
+    assert_int_equal(json_object_size(r.json), GW_MHD_MAX_FORWARDED + 2);
     assert_null(json_object_get(r.json, "x-amzn-bedrock-agentcore-runtime-custom-big"));
     assert_string_equal(
         json_string_value(json_object_get(r.json, "x-amzn-bedrock-agentcore-runtime-custom-h01")),
@@ -128,6 +133,37 @@ static void test_caps_skip_never_truncate(void **state)
     th_resp_free(&r);
     for (i = 0; i < GW_MHD_MAX_FORWARDED + 2; i++)
         free(h[i]);
+}
+
+/* Values gRPC metadata cannot carry are dropped by name, and a request id
+ * that is not printable ASCII is replaced, before anything reaches gRPC. */
+static void test_unsendable_values_are_dropped(void **state)
+{
+    const char *h[] = {"X-Amzn-Bedrock-AgentCore-Runtime-Custom-Ok: fine",
+                       "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Utf8: caf\xc3\xa9",
+                       "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Ctl: a\x01b",
+                       "X-Amzn-Bedrock-AgentCore-Runtime-Request-Id: id\x7f", NULL};
+    const char *good[] = {"X-Amzn-Bedrock-AgentCore-Runtime-Request-Id: my-request-1", NULL};
+    struct th_resp r;
+    const char *rid;
+
+    (void)state;
+    assert_int_equal(th_http("GET", url, h, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 207);
+    assert_string_equal(
+        json_string_value(json_object_get(r.json, "x-amzn-bedrock-agentcore-runtime-custom-ok")),
+        "fine");
+    assert_null(json_object_get(r.json, "x-amzn-bedrock-agentcore-runtime-custom-utf8"));
+    assert_null(json_object_get(r.json, "x-amzn-bedrock-agentcore-runtime-custom-ctl"));
+    assert_string_equal(json_string_value(json_object_get(r.json, "_dropped")),
+                        "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Utf8, "
+                        "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Ctl");
+    rid = json_string_value(json_object_get(r.json, "_request_id"));
+    assert_int_equal(strlen(rid), 36); /* a new UUID, not the refused value */
+    th_resp_free(&r);
+    assert_int_equal(th_http("GET", url, good, NULL, 0, &r), 0);
+    assert_string_equal(json_string_value(json_object_get(r.json, "_request_id")), "my-request-1");
+    th_resp_free(&r);
 }
 
 static void test_fwd_clear_accepts_null(void **state)
@@ -146,6 +182,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forwarded_headers_only_and_lowercased),
         cmocka_unit_test(test_caps_skip_never_truncate),
+        cmocka_unit_test(test_unsendable_values_are_dropped),
         cmocka_unit_test(test_fwd_clear_accepts_null),
     };
 
