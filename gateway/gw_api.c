@@ -61,6 +61,52 @@ void gw_api_error(struct gw_reply *r, int status, const char *error, const char 
     r->body = gw_api_error_body(error, details);
 }
 
+int gw_api_json_shape(const char *body, size_t len, char *why, size_t whylen)
+{
+    size_t i, depth = 0, elements = 0;
+    int in_string = 0;
+
+    for (i = 0; i < len; i++) {
+        char c = body[i];
+
+        if (in_string) {
+            if (c == '\\')
+                i++; /* the escaped byte cannot end the string */
+            else if (c == '"')
+                in_string = 0;
+            continue;
+        }
+        switch (c) {
+        case '"':
+            in_string = 1;
+            break;
+        case '{':
+        case '[':
+            if (++depth > GW_JSON_MAX_DEPTH) {
+                snprintf(why, whylen, "JSON nested deeper than %d levels", GW_JSON_MAX_DEPTH);
+                return -1;
+            }
+            elements++; /* a container is an element too */
+            break;
+        case ',':
+            elements++;
+            break;
+        case '}':
+        case ']':
+            if (depth)
+                depth--;
+            break;
+        default:
+            break;
+        }
+        if (elements > GW_JSON_MAX_ELEMENTS) {
+            snprintf(why, whylen, "JSON with more than %d elements", GW_JSON_MAX_ELEMENTS);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int gw_api_parse_invocation(const char *body, size_t len, struct gw_invocation *out,
                             struct gw_reply *err)
 {
@@ -74,6 +120,10 @@ int gw_api_parse_invocation(const char *body, size_t len, struct gw_invocation *
     }
     if (!cm_utf8_valid(body, len)) {
         gw_api_error(err, 400, "Invalid encoding", "request body is not valid UTF-8");
+        return -1;
+    }
+    if (gw_api_json_shape(body, len, why, sizeof(why))) {
+        gw_api_error(err, 400, "Invalid JSON", why);
         return -1;
     }
     /* Trailing garbage after the value is an error; jansson also rejects \u0000,

@@ -32,10 +32,22 @@ struct gw_invocation {
 
 void gw_invocation_clear(struct gw_invocation *inv);
 
+/* The structure a body may build: a 100 MB body of "[[],[],..." would become
+ * a jansson tree tens of times larger, so the shape is checked in one pass
+ * over the bytes before anything is parsed. */
+#define GW_JSON_MAX_DEPTH 64
+#define GW_JSON_MAX_ELEMENTS 100000
+
+/* 0 when |len| bytes of JSON text stay within the depth and element caps
+ * (elements: arrays, objects and the values separated by commas), else -1
+ * with a reason in |why|. Strings are skipped, escapes included. */
+int gw_api_json_shape(const char *body, size_t len, char *why, size_t whylen);
+
 /* Parses |len| bytes of body. Returns 0 with |out| filled, or -1 with |err| set
  * to the 400 answer: {"error":"Invalid JSON","details":...} for an empty or
- * malformed body, {"error":"Invalid request","details":...} for a prompt,
- * session_id or stream field that is missing or of the wrong type. */
+ * malformed body or one over the shape caps, {"error":"Invalid request",
+ * "details":...} for a prompt, session_id or stream field that is missing or
+ * of the wrong type. */
 int gw_api_parse_invocation(const char *body, size_t len, struct gw_invocation *out,
                             struct gw_reply *err);
 

@@ -205,6 +205,56 @@ static void test_metadata_rules(void **state)
     }
 }
 
+/* Built bodies: nesting and element counts around the caps, brackets and
+ * commas inside strings (which do not count), and the 400 it becomes. */
+static char *repeat(const char *head, const char *unit, size_t n, const char *tail)
+{
+    size_t hl = strlen(head), ul = strlen(unit), tl = strlen(tail), i;
+    char *s = malloc(hl + ul * n + tl + 1), *p = s;
+
+    memcpy(p, head, hl);
+    p += hl;
+    for (i = 0; i < n; i++, p += ul)
+        memcpy(p, unit, ul);
+    memcpy(p, tail, tl + 1);
+    return s;
+}
+
+static void test_json_shape_caps(void **state)
+{
+    struct gw_invocation inv;
+    struct gw_reply err = {0, NULL};
+    char why[128],
+        *deep_ok = repeat("", "[", GW_JSON_MAX_DEPTH, ""),
+        *deep = repeat("", "[", GW_JSON_MAX_DEPTH + 1, ""),
+        *wide_ok = repeat("{\"prompt\":\"x\",\"a\":[0", ",0", GW_JSON_MAX_ELEMENTS - 3, "]}"),
+        *wide = repeat("{\"prompt\":\"x\",\"a\":[", "[],", GW_JSON_MAX_ELEMENTS, "0]}"),
+        *strings = repeat("{\"prompt\":\"", "[[,{\\\"", 200000, "\"}");
+
+    (void)state;
+    assert_int_equal(gw_api_json_shape(deep_ok, strlen(deep_ok), why, sizeof(why)), 0);
+    assert_int_equal(gw_api_json_shape(deep, strlen(deep), why, sizeof(why)), -1);
+    assert_string_equal(why, "JSON nested deeper than 64 levels");
+    assert_int_equal(gw_api_json_shape(wide_ok, strlen(wide_ok), why, sizeof(why)), 0);
+    assert_int_equal(gw_api_json_shape(wide, strlen(wide), why, sizeof(why)), -1);
+    assert_string_equal(why, "JSON with more than 100000 elements");
+    /* inside a string nothing counts, escaped quotes included */
+    assert_int_equal(gw_api_json_shape(strings, strlen(strings), why, sizeof(why)), 0);
+    assert_int_equal(gw_api_parse_invocation(strings, strlen(strings), &inv, &err), 0);
+    gw_invocation_clear(&inv);
+    /* and a refused shape is the parser's 400 */
+    assert_int_equal(gw_api_parse_invocation(wide, strlen(wide), &inv, &err), -1);
+    assert_int_equal(err.status, 400);
+    assert_non_null(strstr(err.body, "\"Invalid JSON\""));
+    assert_non_null(strstr(err.body, "more than 100000 elements"));
+    free(err.body);
+    free(deep_ok);
+    free(deep);
+    free(wide_ok);
+    free(wide);
+    free(strings);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_error_body_with_invalid_utf8_details),
         cmocka_unit_test(test_ping_body),
         cmocka_unit_test(test_metadata_rules),
+        cmocka_unit_test(test_json_shape_caps),
     };
     return cmocka_run_group_tests_name("gw_api", tests, NULL, NULL);
 }
