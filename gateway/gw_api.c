@@ -354,6 +354,24 @@ int gw_api_metadata_ok(const char *name, const char *value, size_t max)
     return 1;
 }
 
+int gw_api_origin_allowed(const char *origin, const char *allowed)
+{
+    const char *p = allowed;
+    size_t n;
+
+    if (!origin)
+        return 1;
+    while (p && *p) {
+        n = strcspn(p, ",");
+        while (n && *p == ' ')
+            p++, n--;
+        if ((n == 1 && *p == '*') || (n == strlen(origin) && !strncasecmp(p, origin, n)))
+            return 1;
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
 int gw_api_header_forwarded(const char *name)
 {
     static const char *const exact[] = {"authorization",

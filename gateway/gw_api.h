@@ -106,6 +106,12 @@ int gw_api_header_forwarded(const char *name);
  * header is dropped at the edge, by name. */
 int gw_api_metadata_ok(const char *name, const char *value, size_t max);
 
+/* 1 when a WebSocket upgrade with Origin |origin| may proceed: no Origin
+ * (not a browser), or one listed exactly (case-insensitive) in the
+ * comma-separated |allowed|, or |allowed| is "*". A browser page must not
+ * drive a local agent. */
+int gw_api_origin_allowed(const char *origin, const char *allowed);
+
 /* {"status":"Healthy","time_of_last_update":<secs>} as a malloc'd string. */
 char *gw_api_ping_body(const char *status, long long time_of_last_update);
 

@@ -273,10 +273,27 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     char session[GW_SESSION_ID_MAX + 1], request_id[256];
     const char *retry[] = {"Retry-After", "1", NULL};
     struct gw_call_request creq;
+    char refused[256];
     int streaming;
 
-    gw_mhd_request_id(c, request_id, sizeof(request_id));
+    if (gw_mhd_request_id(c, request_id, sizeof(request_id))) {
+        cm_log_set_context(request_id, NULL);
+        gw_api_error(&rep, 400, "Invalid request",
+                     "header " GW_REQUEST_HEADER ": must be 1-255 printable ASCII bytes "
+                     "(0x20-0x7E)");
+        goto reply;
+    }
     cm_log_set_context(request_id, NULL);
+    if (gw_mhd_headers_refused(c, refused, sizeof(refused))) {
+        char why[400];
+
+        snprintf(why, sizeof(why),
+                 "header %s: the value must be printable ASCII (0x20-0x7E) to reach the agent",
+                 refused);
+        cm_warn("refused: %s", why); /* the names only, never the values */
+        gw_api_error(&rep, 400, "Invalid request", why);
+        goto reply;
+    }
     if (rq->too_big) {
         char why[96];
 
@@ -492,6 +509,7 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
                                    cfg->stream_timeout_ms,
                                    cfg->agent_ready_wait_ms,
                                    cfg->ws_max_message,
+                                   cfg->ws_origins,
                                    slot_take,
                                    slot_give,
                                    h};

@@ -41,6 +41,7 @@ struct gw_http_config {
     size_t log_body_bytes;                     /* of a request body logged at DEBUG */
     int health_interval_ms, health_timeout_ms; /* the agent-worker health poller */
     size_t ws_max_message;   /* largest WebSocket message accepted (1009 beyond) */
+    const char *ws_origins;  /* browser Origins allowed on /ws ("" none, "*" any) */
     int sse_keepalive_s;     /* ": keep-alive" comment after this long without an event */
     int agent_ready_wait_ms; /* how long an invocation waits for an unreachable agent-worker */
     int http_threads;        /* libmicrohttpd threads (epoll) serving every connection */

@@ -48,19 +48,48 @@ void gw_mhd_fwd_collect(struct gw_mhd_fwd *f, struct MHD_Connection *c)
                 f->dropped);
 }
 
-void gw_mhd_request_id(struct MHD_Connection *c, char *out, size_t cap)
+int gw_mhd_request_id(struct MHD_Connection *c, char *out, size_t cap)
 {
     const char *hdr = MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_REQUEST_HEADER);
 
     if (hdr && *hdr && strlen(hdr) < cap && gw_api_metadata_ok("x", hdr, cap)) {
         cm_strlcpy(out, hdr, cap);
-        return;
+        return 0;
     }
-    if (hdr && *hdr)
-        cm_warn("%s refused (not printable ASCII, or %zu bytes or more): a new id is used",
-                GW_REQUEST_HEADER, cap);
     if (cm_uuid4(out))
         cm_strlcpy(out, "unknown", cap);
+    return hdr && *hdr ? -1 : 0;
+}
+
+struct refused {
+    char *names;
+    size_t len;
+    int any;
+};
+
+static enum MHD_Result check_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    struct refused *r = cls;
+    size_t used = strlen(r->names);
+
+    (void)kind;
+    if (value && gw_api_header_forwarded(key) &&
+        !gw_api_metadata_ok(key, value, GW_MHD_MAX_HEADER_VALUE + 1000000)) {
+        r->any = 1;
+        if (used + strlen(key) + 3 < r->len)
+            snprintf(r->names + used, r->len - used, "%s%s", used ? ", " : "", key);
+    }
+    return MHD_YES;
+}
+
+int gw_mhd_headers_refused(struct MHD_Connection *c, char *names, size_t len)
+{
+    struct refused r = {names, len, 0};
+
+    names[0] = '\0';
+    MHD_get_connection_values(c, MHD_HEADER_KIND, check_one, &r);
+    return r.any;
 }
 
 void gw_mhd_fwd_clear(struct gw_mhd_fwd *f)

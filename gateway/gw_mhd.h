@@ -36,10 +36,16 @@ void gw_mhd_fwd_collect(struct gw_mhd_fwd *f, struct MHD_Connection *c);
 void gw_mhd_fwd_clear(struct gw_mhd_fwd *f);
 
 /* The request id of |c|'s request into |out|: the client's
- * X-Amzn-Bedrock-AgentCore-Runtime-Request-Id when it is printable ASCII
- * and shorter than |cap|, else a new UUID (and a WARN line naming the
- * header when the client's was refused). */
-void gw_mhd_request_id(struct MHD_Connection *c, char *out, size_t cap);
+ * X-Amzn-Bedrock-AgentCore-Runtime-Request-Id when given, else a new UUID.
+ * Returns -1 when the client's cannot travel as gRPC metadata (not printable
+ * ASCII, or |cap| bytes or more): |out| then holds a new UUID for the error
+ * answer, which the caller sends (400). */
+int gw_mhd_request_id(struct MHD_Connection *c, char *out, size_t cap);
+
+/* 1 when a forwarded header of |c| has a value gRPC metadata cannot carry
+ * (bytes outside 0x20-0x7E): the request gets a 400 naming the headers in
+ * |names|, never their values, before anything reaches gRPC. */
+int gw_mhd_headers_refused(struct MHD_Connection *c, char *names, size_t len);
 
 /* Adds the session and request id headers (either may be NULL). */
 void gw_mhd_add_ids(struct MHD_Response *r, const char *session_id, const char *request_id);

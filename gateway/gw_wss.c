@@ -627,6 +627,28 @@ enum MHD_Result gw_wss_answer(struct gw_wss *s, struct MHD_Connection *c, int *s
                                 gw_api_error_body("Shutting down", "the gateway is stopping"), NULL,
                                 NULL, NULL);
     }
+    if (!gw_api_origin_allowed(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"),
+                               s->cfg.origins)) {
+        cm_warn("/ws refused for Origin %.200s (not in GATEWAY_WS_ORIGINS)",
+                MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
+        *status = 403;
+        return gw_mhd_send_json(c, 403,
+                                gw_api_error_body("Forbidden",
+                                                  "this Origin may not open /ws "
+                                                  "(GATEWAY_WS_ORIGINS lists those that may)"),
+                                NULL, NULL, NULL);
+    }
+    if (gw_mhd_headers_refused(c, why, sizeof(why))) {
+        char msg[300];
+
+        snprintf(msg, sizeof(msg),
+                 "header %s: the value must be printable ASCII (0x20-0x7E) to reach the agent",
+                 why);
+        cm_warn("refused: %s", msg);
+        *status = 400;
+        return gw_mhd_send_json(c, 400, gw_api_error_body("Invalid request", msg), NULL, NULL,
+                                NULL);
+    }
     why[0] = '\0';
     if (gw_ws_check(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Upgrade"),
                     MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Connection"),

@@ -34,6 +34,7 @@ struct gw_wss_config {
     int stream_timeout_ms;
     int agent_ready_wait_ms; /* how long an invocation waits for an unreachable agent-worker */
     size_t max_message;
+    const char *origins; /* GATEWAY_WS_ORIGINS: browser origins allowed on /ws */
     /* The gateway's invocation slots: take returns 1 with a slot, 0 at the
      * cap (or while the gateway stops); give returns one. Thread-safe. */
     int (*slot_take)(void *ud);

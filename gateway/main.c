@@ -22,6 +22,7 @@ enum {
     C_LOG_BODY,
     C_HEALTH_INTERVAL,
     C_WS_MAX,
+    C_WS_ORIGINS,
     C_IDLE_TIMEOUT,
     C_SSE_KEEPALIVE,
     C_READY_WAIT,
@@ -52,6 +53,10 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                            "how often the agent-worker's health is checked for /ping", 0},
     [C_WS_MAX] = {"WS_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "1048576", 125, 104857600,
                   "largest WebSocket message accepted; larger closes with 1009", 0},
+    [C_WS_ORIGINS] = {"GATEWAY_WS_ORIGINS", NULL, CM_CFG_STR, NULL, 0, 4096,
+                      "browser Origins allowed to open /ws (comma-separated, * for any); a "
+                      "request with another Origin gets 403, one without Origin is allowed",
+                      0},
     [C_INVOKE_TIMEOUT] = {"INVOCATION_TIMEOUT_MS", NULL, CM_CFG_INT, "900000", 1000, 3600000,
                           "deadline of one invocation (AgentCore's own limit is 15 minutes)", 0},
     [C_IDLE_TIMEOUT] = {"HTTP_IDLE_TIMEOUT_S", NULL, CM_CFG_INT, "120", 0, 86400,
@@ -112,6 +117,7 @@ int main(int argc, char **argv)
     hcfg.health_interval_ms = (int)cfg[C_HEALTH_INTERVAL].i;
     hcfg.health_timeout_ms = 500;
     hcfg.ws_max_message = (size_t)cfg[C_WS_MAX].i;
+    hcfg.ws_origins = cfg[C_WS_ORIGINS].s;
     hcfg.idle_timeout_s = (int)cfg[C_IDLE_TIMEOUT].i;
     hcfg.sse_keepalive_s = (int)cfg[C_SSE_KEEPALIVE].i;
     hcfg.agent_ready_wait_ms = (int)cfg[C_READY_WAIT].i;

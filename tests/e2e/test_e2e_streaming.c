@@ -484,6 +484,66 @@ static void test_busy_replica_keeps_ping_busy(void **state)
     assert_int_equal(flips, 1);
 }
 
+/* Header bytes gRPC metadata cannot carry are a 400 at the edge: the value
+ * never reaches gRPC (which would refuse the call and could print it). */
+static void test_unsendable_header_bytes_are_refused(void **state)
+{
+    const char *custom[] = {"X-Amzn-Bedrock-AgentCore-Runtime-Custom-Note: secret\x01value", NULL};
+    const char *rid[] = {"X-Amzn-Bedrock-AgentCore-Runtime-Request-Id: rid\xc3\xa9", NULL};
+    struct th_resp r;
+    char *log, *line, *save = NULL;
+
+    (void)state;
+    post(&main_s, custom, "{\"prompt\":\"hi\"}", &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(json_string_value(json_object_get(r.json, "error")), "Invalid request");
+    assert_non_null(strstr(json_string_value(json_object_get(r.json, "details")),
+                           "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Note: the value must be "
+                           "printable ASCII"));
+    th_resp_free(&r);
+    post(&main_s, rid, "{\"prompt\":\"hi\"}", &r);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(json_string_value(json_object_get(r.json, "details")),
+                           "Request-Id: must be 1-255 printable ASCII"));
+    th_resp_free(&r);
+    /* The agent-worker never saw the value, and the only gateway line with it
+     * is our own JSON DEBUG line of the request (escaped), not a gRPC dump. */
+    log = th_read_file(main_s.agent.log_path, NULL);
+    assert_null(strstr(log, "secret"));
+    free(log);
+    log = th_read_file(main_s.gw.log_path, NULL);
+    for (line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strstr(line, "secret") &&
+            (line[0] != '{' || !strstr(line, "\"message\":\"request received\"")))
+            fail_msg("the value reached a log line: %s", line);
+    }
+    free(log);
+}
+
+/* A browser page must not drive a local agent: /ws refuses a foreign Origin
+ * (GATEWAY_WS_ORIGINS lists the allowed ones; none here). */
+static void test_ws_foreign_origin_is_refused(void **state)
+{
+    const char *req = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Origin: https://evil.example\r\n\r\n";
+    char buf[2048] = "";
+    int fd = th_connect_loopback(main_s.gw.port);
+
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "}", 5000), 0);
+    close(fd);
+    assert_non_null(strstr(buf, "HTTP/1.1 403"));
+    assert_non_null(strstr(buf, "\"error\":\"Forbidden\""));
+    /* without an Origin (not a browser) the same upgrade works */
+    fd = th_ws_connect(main_s.gw.port, "/ws", "");
+    assert_true(fd >= 0);
+    close(fd);
+}
+
 static void test_request_context_is_forwarded_and_masked(void **state)
 {
     const char *h[] = {"Authorization: " AUTH_VALUE,
@@ -776,6 +836,8 @@ int main(void)
         cmocka_unit_test(test_background_work_makes_ping_busy),
         cmocka_unit_test(test_busy_replica_keeps_ping_busy),
         cmocka_unit_test(test_request_context_is_forwarded_and_masked),
+        cmocka_unit_test(test_unsendable_header_bytes_are_refused),
+        cmocka_unit_test(test_ws_foreign_origin_is_refused),
         cmocka_unit_test(test_body_limits_and_content_type),
         cmocka_unit_test(test_sigterm_with_a_stream_in_flight),
     };

@@ -255,6 +255,19 @@ static void test_json_shape_caps(void **state)
     free(strings);
 }
 
+static void test_origin_allow_list(void **state)
+{
+    (void)state;
+    assert_true(gw_api_origin_allowed(NULL, NULL)); /* not a browser */
+    assert_false(gw_api_origin_allowed("https://evil.example", NULL));
+    assert_false(gw_api_origin_allowed("https://evil.example", ""));
+    assert_true(gw_api_origin_allowed("https://app.example", "https://app.example"));
+    assert_true(gw_api_origin_allowed("HTTPS://App.Example", "http://x, https://app.example"));
+    assert_false(gw_api_origin_allowed("https://app.example.evil", "https://app.example"));
+    assert_false(gw_api_origin_allowed("https://app.exampl", "https://app.example"));
+    assert_true(gw_api_origin_allowed("null", "*"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -267,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_ping_body),
         cmocka_unit_test(test_metadata_rules),
         cmocka_unit_test(test_json_shape_caps),
+        cmocka_unit_test(test_origin_allow_list),
     };
     return cmocka_run_group_tests_name("gw_api", tests, NULL, NULL);
 }
