@@ -3,8 +3,10 @@
 
 #include <malloc.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
@@ -35,7 +37,66 @@ int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
         }
     }
     cm_log_init(logger, level);
+    if (cm_main_harden())
+        cm_warn("the environment could not be moved off /proc/self/environ: out of memory");
     return -1;
+}
+
+/* env_start and env_end of this process: fields 50 and 51 of /proc/self/stat. */
+static void env_block(uintptr_t *start, uintptr_t *end)
+{
+    char buf[4096], *p;
+    unsigned long long a = 0, b = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    int field;
+
+    *start = *end = 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* the command name may hold spaces */
+    for (field = 2; p && field < 50; field++)
+        p = strchr(p + 1, ' ');
+    if (p && sscanf(p + 1, "%llu %llu", &a, &b) == 2) {
+        *start = (uintptr_t)a;
+        *end = (uintptr_t)b;
+    }
+}
+
+int cm_main_harden(void)
+{
+    extern char **environ;
+    char **old = environ, **copy;
+    uintptr_t start, end;
+    size_t n = 0, i;
+    struct rlimit none = {0, 0};
+
+    setrlimit(RLIMIT_CORE, &none);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    while (old && old[n])
+        n++;
+    if (!(copy = calloc(n + 1, sizeof(*copy))))
+        return -1;
+    for (i = 0; i < n; i++) {
+        if (!(copy[i] = strdup(old[i]))) {
+            while (i--)
+                free(copy[i]);
+            free(copy);
+            return -1;
+        }
+    }
+    environ = copy;
+    /* The block the kernel put on the stack at exec, which is what
+     * /proc/<pid>/environ shows whatever environ points to now: zeroed (the
+     * copies are on the heap, which a non-dumpable process keeps to itself). */
+    env_block(&start, &end);
+    if (start && end > start)
+        explicit_bzero((void *)start, end - start);
+    else
+        for (i = 0; i < n; i++)
+            explicit_bzero(old[i], strlen(old[i]));
+    return 0;
 }
 
 void cm_main_block_signals(void)

@@ -19,6 +19,15 @@ int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
  * many were removed. Call before any thread starts. */
 int cm_main_drop_secrets(void);
 
+/* Keeps what this process knows from other processes of its uid: moves the
+ * environment off the block the kernel shows as /proc/<pid>/environ (and
+ * zeroes that block: unsetenv alone leaves the keys readable there), turns
+ * core dumps off (RLIMIT_CORE 0) and makes the process non-dumpable, so no
+ * process of the same uid can ptrace it or read its memory. Call before any
+ * thread starts; cm_main_boot does. 0, or -1 when memory ran out (the
+ * environment is then left where it was). */
+int cm_main_harden(void);
+
 /* Blocks SIGINT/SIGTERM (to be collected by cm_main_wait_signal), ignores
  * SIGPIPE and raises the open-file limit (cm_main_raise_nofile). Call before
  * any thread starts, so every thread inherits the mask. */

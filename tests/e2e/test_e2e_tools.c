@@ -159,6 +159,22 @@ static void test_limits_through_the_worker(void **state)
     free(text);
 }
 
+/* A /proc file whole (their size reads as 0, so th_read_file cannot). */
+static char *read_proc(const char *path, size_t *len)
+{
+    static char buf[1 << 16];
+    FILE *f = fopen(path, "r");
+    char *copy;
+
+    assert_non_null(f);
+    *len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[*len] = '\0';
+    copy = malloc(*len + 1);
+    memcpy(copy, buf, *len + 1);
+    return copy;
+}
+
 static void test_the_agents_keys_are_invisible_to_tools(void **state)
 {
     char *text;
@@ -173,6 +189,33 @@ static void test_the_agents_keys_are_invisible_to_tools(void **state)
         fail_msg("a credential reached the tool: %s", text);
     assert_non_null(strstr(text, "PATH=/usr/local/bin")); /* the command did run */
     free(text);
+    /* Nor can any process of the uid read them from /proc: the environment
+     * block is empty of them and no core would be written. */
+    {
+        const struct th_proc *procs[] = {&main_s.agent, &main_s.gw, &tool};
+        size_t i;
+
+        for (i = 0; i < sizeof(procs) / sizeof(procs[0]); i++) {
+            char path[64], *limits, *at;
+            size_t n, k;
+            char *env;
+
+            snprintf(path, sizeof(path), "/proc/%d/environ", (int)procs[i]->pid);
+            env = read_proc(path, &n);
+            assert_true(n > 0); /* readable, and not empty: the check below means something */
+            for (k = 0; k + 1 < n; k++) /* NUL-separated: make it one string */
+                env[k] = env[k] ? env[k] : '\n';
+            if (strstr(env, TH_EMU_SECRET) || strstr(env, "session-token-never-shown"))
+                fail_msg("%s shows a credential in /proc/<pid>/environ", procs[i]->name);
+            free(env);
+            snprintf(path, sizeof(path), "/proc/%d/limits", (int)procs[i]->pid);
+            limits = read_proc(path, &n);
+            at = strstr(limits, "Max core file size");
+            assert_non_null(at);
+            assert_int_equal(strncmp(at + 26, "0", 1), 0);
+            free(limits);
+        }
+    }
 }
 
 static void test_no_network_for_shell_and_guarded_http(void **state)

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 #include "cm_main.h"
 
 #include <setjmp.h>
@@ -8,6 +9,11 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void test_drop_secrets(void **state)
 {
@@ -35,8 +41,58 @@ static void test_drop_secrets(void **state)
     assert_int_equal(cm_main_drop_secrets(), 0);
 }
 
+/* After cm_main_harden, the environment the kernel shows is empty of the
+ * secret while getenv still finds it, no core is dumped, and the process is
+ * not dumpable (no other process of the uid may ptrace it or read it). */
+static void test_harden(void **state)
+{
+    struct rlimit rl;
+    char buf[65536];
+    size_t n;
+    FILE *f;
+
+    (void)state;
+    assert_int_equal(setenv("CM_TEST_SECRET", "wJalrXUtnFEMI-harden", 1), 0);
+    /* setenv copies to the heap: what the kernel shows is the block given at
+     * exec, so the test re-executes itself with the secret in that block. */
+    if (!getenv("CM_TEST_REEXEC")) {
+        char self[512];
+        ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        pid_t pid;
+        int status;
+
+        assert_true(len > 0);
+        self[len] = '\0';
+        pid = fork();
+        if (pid == 0) {
+            char *argv[] = {self, NULL};
+            char *envp[] = {"CM_TEST_REEXEC=1", "CM_TEST_SECRET=wJalrXUtnFEMI-harden", NULL};
+
+            execve(self, argv, envp);
+            _exit(127);
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        return;
+    }
+    f = fopen("/proc/self/environ", "r");
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    assert_non_null(memmem(buf, n, "wJalrXUtnFEMI", 13)); /* there before */
+    assert_int_equal(cm_main_harden(), 0);
+    f = fopen("/proc/self/environ", "r");
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    assert_null(memmem(buf, n, "wJalrXUtnFEMI", 13));
+    assert_string_equal(getenv("CM_TEST_SECRET"), "wJalrXUtnFEMI-harden");
+    assert_int_equal(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+    assert_int_equal(getrlimit(RLIMIT_CORE, &rl), 0);
+    assert_int_equal(rl.rlim_cur, 0);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_drop_secrets)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_drop_secrets),
+                                       cmocka_unit_test(test_harden)};
     return cmocka_run_group_tests_name("cm_main", tests, NULL, NULL);
 }
