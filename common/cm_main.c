@@ -164,6 +164,48 @@ static int looks_secret(const char *name, size_t n)
     return (n >= 4 && !strcmp(up + n - 4, "_KEY")) || (n >= 7 && !strcmp(up + n - 7, "_KEY_ID"));
 }
 
+static int kept(const char *name, size_t n, const char *const *keep)
+{
+    size_t i, k;
+
+    for (i = 0; keep[i]; i++) {
+        k = strlen(keep[i]);
+        if (k && keep[i][k - 1] == '*' ? n >= k - 1 && !strncmp(name, keep[i], k - 1)
+                                       : n == k && !strncmp(name, keep[i], n))
+            return 1;
+    }
+    return 0;
+}
+
+int cm_main_keep_env(const char *const *keep)
+{
+    char name[256];
+    int removed = 0, again = 1;
+
+    while (again) { /* unsetenv reshuffles environ: rescan after each removal */
+        char **e;
+
+        again = 0;
+        for (e = environ; e && *e; e++) {
+            const char *eq = strchr(*e, '=');
+            size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+
+            if (kept(*e, n, keep))
+                continue;
+            if (n >= sizeof(name))
+                n = sizeof(name) - 1;
+            memcpy(name, *e, n);
+            name[n] = '\0';
+            if (unsetenv(name))
+                continue;
+            removed++;
+            again = 1;
+            break;
+        }
+    }
+    return removed;
+}
+
 int cm_main_drop_secrets(void)
 {
     char name[256];

@@ -19,6 +19,13 @@ int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
  * many were removed. Call before any thread starts. */
 int cm_main_drop_secrets(void);
 
+/* Removes every environment variable whose name is not in |keep| (exact
+ * names, or prefixes ending in '*': "TOOL_*"). For the tool-worker, which
+ * needs nothing of the environment it was started with but its own
+ * configuration: it starts from an allow-list whoever starts it. Returns how
+ * many were removed. Call before any thread starts. */
+int cm_main_keep_env(const char *const *keep);
+
 /* Keeps what this process knows from other processes of its uid: moves the
  * environment off the block the kernel shows as /proc/<pid>/environ (and
  * zeroes that block: unsetenv alone leaves the keys readable there), turns

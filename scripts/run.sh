@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Command 1: build if needed, then run the whole runtime under s6 supervision:
-# gateway on :8080 (PORT), one agent-worker and one tool-worker on loopback.
+# gateway on 127.0.0.1:8080 (PORT, GATEWAY_HOST), one agent-worker and one
+# tool-worker on loopback.
 #
 # With AWS credentials configured it talks to real Bedrock. With none, it also
 # starts the bundled Bedrock emulator and says so. BEDROCK_EMULATOR=1 forces
@@ -59,5 +60,8 @@ else
   log INFO "using Bedrock in ${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}} with model ${MODEL_ID:-us.anthropic.claude-sonnet-4-20250514-v1:0}"
 fi
 
-log INFO "starting gateway on :${PORT:-8080}, agent-worker and tool-worker under s6-svscan ($scan)"
+# On a laptop the gateway listens on loopback only: it holds the user's AWS keys
+# and asks for no authentication. A container sets GATEWAY_HOST=0.0.0.0 itself.
+export GATEWAY_HOST=${GATEWAY_HOST:-127.0.0.1}
+log INFO "starting gateway on ${GATEWAY_HOST}:${PORT:-8080} (GATEWAY_HOST=0.0.0.0 to listen on every interface), agent-worker and tool-worker under s6-svscan ($scan)"
 exec s6-svscan "$scan"

@@ -334,6 +334,15 @@ int main(int argc, char **argv)
         goto out;
     if (cm_main_drop_secrets() > 0)
         cm_info("removed credential variables from the environment: this process needs none");
+    {
+        /* Whoever starts it (s6's run script, compose, a shell): what tools
+         * could ever see of the worker starts from this allow-list. */
+        static const char *const keep[] = {"PATH",      "TZ",        "LANG",   "LC_*",
+                                           "LOG_LEVEL", "NOTIFY_FD", "GRPC_*", "SHUTDOWN_GRACE_MS",
+                                           "TOOL_*",    NULL};
+
+        cm_main_keep_env(keep);
+    }
     if ((rc = build(&a)))
         goto out_app;
     cm_main_block_signals();

@@ -41,6 +41,25 @@ static void test_drop_secrets(void **state)
     assert_int_equal(cm_main_drop_secrets(), 0);
 }
 
+static void test_keep_env(void **state)
+{
+    static const char *const keep[] = {"PATH", "TOOL_*", NULL};
+
+    (void)state;
+    setenv("TOOL_MANIFEST", "/m.json", 1);
+    setenv("TOOL_", "edge", 1);
+    setenv("PATHX", "not PATH", 1);
+    setenv("UNRELATED", "x", 1);
+    setenv("PATH", "/usr/bin", 1);
+    assert_true(cm_main_keep_env(keep) >= 2);
+    assert_string_equal(getenv("TOOL_MANIFEST"), "/m.json");
+    assert_string_equal(getenv("TOOL_"), "edge");
+    assert_string_equal(getenv("PATH"), "/usr/bin");
+    assert_null(getenv("PATHX"));
+    assert_null(getenv("UNRELATED"));
+    assert_null(getenv("HOME"));
+}
+
 /* After cm_main_harden, the environment the kernel shows is empty of the
  * secret while getenv still finds it, no core is dumped, and the process is
  * not dumpable (no other process of the uid may ptrace it or read it). */
@@ -93,6 +112,7 @@ static void test_harden(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_drop_secrets),
+                                       cmocka_unit_test(test_keep_env),
                                        cmocka_unit_test(test_harden)};
     return cmocka_run_group_tests_name("cm_main", tests, NULL, NULL);
 }
