@@ -67,35 +67,36 @@ static void env_block(uintptr_t *start, uintptr_t *end)
 int cm_main_harden(void)
 {
     extern char **environ;
-    char **old = environ, **copy;
     uintptr_t start, end;
-    size_t n = 0, i;
     struct rlimit none = {0, 0};
+    size_t i;
 
     setrlimit(RLIMIT_CORE, &none);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    while (old && old[n])
-        n++;
-    if (!(copy = calloc(n + 1, sizeof(*copy))))
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (!(copy[i] = strdup(old[i]))) {
-            while (i--)
-                free(copy[i]);
-            free(copy);
+    /* setenv of each variable puts a copy of it on the heap, in place in
+     * environ (glibc keeps the strings it made, so a later unsetenv loses
+     * nothing that leak checkers count). */
+    for (i = 0; environ && environ[i]; i++) {
+        const char *eq = strchr(environ[i], '=');
+        char *name;
+        int rc;
+
+        if (!eq)
+            continue;
+        if (!(name = strndup(environ[i], (size_t)(eq - environ[i]))))
             return -1;
-        }
+        rc = setenv(name, eq + 1, 1);
+        free(name);
+        if (rc)
+            return -1;
     }
-    environ = copy;
-    /* The block the kernel put on the stack at exec, which is what
-     * /proc/<pid>/environ shows whatever environ points to now: zeroed (the
+    /* The block the kernel put on the stack at exec is what
+     * /proc/<pid>/environ shows, whatever environ points to now: zeroed (the
      * copies are on the heap, which a non-dumpable process keeps to itself). */
     env_block(&start, &end);
-    if (start && end > start)
-        explicit_bzero((void *)start, end - start);
-    else
-        for (i = 0; i < n; i++)
-            explicit_bzero(old[i], strlen(old[i]));
+    if (!start || end <= start)
+        return -1;
+    explicit_bzero((void *)start, end - start);
     return 0;
 }
 
