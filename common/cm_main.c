@@ -178,12 +178,14 @@ static int kept(const char *name, size_t n, const char *const *keep)
     return 0;
 }
 
-int cm_main_keep_env(const char *const *keep)
+/* Removes every variable |drop| says yes to; returns how many. unsetenv
+ * reshuffles environ, so the scan starts again after each removal. */
+static int remove_env(int (*drop)(const char *name, size_t n, const void *ud), const void *ud)
 {
     char name[256];
     int removed = 0, again = 1;
 
-    while (again) { /* unsetenv reshuffles environ: rescan after each removal */
+    while (again) {
         char **e;
 
         again = 0;
@@ -191,7 +193,7 @@ int cm_main_keep_env(const char *const *keep)
             const char *eq = strchr(*e, '=');
             size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
 
-            if (kept(*e, n, keep))
+            if (!drop(*e, n, ud))
                 continue;
             if (n >= sizeof(name))
                 n = sizeof(name) - 1;
@@ -207,31 +209,23 @@ int cm_main_keep_env(const char *const *keep)
     return removed;
 }
 
+static int not_kept(const char *name, size_t n, const void *keep)
+{
+    return !kept(name, n, keep);
+}
+
+static int secret(const char *name, size_t n, const void *ud)
+{
+    (void)ud;
+    return looks_secret(name, n);
+}
+
+int cm_main_keep_env(const char *const *keep)
+{
+    return remove_env(not_kept, keep);
+}
+
 int cm_main_drop_secrets(void)
 {
-    char name[256];
-    int dropped = 0, again = 1;
-
-    /* unsetenv reshuffles environ, so rescan after each removal. */
-    while (again) {
-        char **e;
-
-        again = 0;
-        for (e = environ; e && *e; e++) {
-            const char *eq = strchr(*e, '=');
-            size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
-
-            if (!looks_secret(*e, n))
-                continue;
-            if (n >= sizeof(name))
-                n = sizeof(name) - 1;
-            memcpy(name, *e, n);
-            name[n] = '\0';
-            unsetenv(name);
-            dropped++;
-            again = 1;
-            break;
-        }
-    }
-    return dropped;
+    return remove_env(secret, NULL);
 }

@@ -817,10 +817,11 @@ static void sandbox_overhead(struct stack *s, int n)
     c = cm_rpc_client_new(target, &exec_method, 1, 1 << 24, err, sizeof(err));
     if (!c)
         return;
-    printf("sandboxed tool call, Execute to answer on loopback (goal p50 <= 5 ms, p99 <= 15 ms):\n");
+    printf(
+        "sandboxed tool call, Execute to answer on loopback (goal p50 <= 5 ms, p99 <= 15 ms):\n");
     tool_latency(s, c, "warm-up", "shell", "{\"command\":\"true\"}", 20, 1);
-    tool_latency(s, c, "in-process calculator (baseline)", "calculator",
-                 "{\"expression\":\"6*7\"}", n, 1);
+    tool_latency(s, c, "in-process calculator (baseline)", "calculator", "{\"expression\":\"6*7\"}",
+                 n, 1);
     tool_latency(s, c, "shell \"true\" in the sandbox", "shell", "{\"command\":\"true\"}", n, 1);
     tool_latency(s, c, "shell \"true\" in the sandbox", "shell", "{\"command\":\"true\"}", n, 8);
     tool_latency(s, c, "file_write in the sandbox", "file_write",

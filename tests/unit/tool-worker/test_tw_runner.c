@@ -378,14 +378,13 @@ static void *serve(void *arg)
     return NULL;
 }
 
-static void test_http_request(void **state)
+/* The test server on an ephemeral port of 127.0.0.1 (http_port). */
+static pthread_t server_start(void)
 {
     struct sockaddr_in a;
     socklen_t len = sizeof(a);
     pthread_t t;
-    char input[256];
 
-    (void)state;
     memset(&a, 0, sizeof(a));
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -395,6 +394,23 @@ static void test_http_request(void **state)
     getsockname(http_fd, (struct sockaddr *)&a, &len);
     http_port = ntohs(a.sin_port);
     assert_int_equal(pthread_create(&t, NULL, serve, NULL), 0);
+    return t;
+}
+
+static void server_stop(pthread_t t)
+{
+    shutdown(http_fd, SHUT_RDWR);
+    close(http_fd);
+    pthread_join(t, NULL);
+}
+
+static void test_http_request(void **state)
+{
+    pthread_t t;
+    char input[256];
+
+    (void)state;
+    t = server_start();
 
     /* 127.0.0.1/32 is allowed in this test's configuration, nothing else */
     snprintf(input, sizeof(input), "{\"url\":\"http://127.0.0.1:%d/hello\"}", http_port);
@@ -411,30 +427,18 @@ static void test_http_request(void **state)
     expect("http_request", "{\"url\":\"file:///etc/passwd\"}", 1, "only http:// and https://");
     expect("http_request", "{\"url\":\"http://x/\",\"method\":\"TRACE\"}", 1,
            "input.method: must be one of");
-    shutdown(http_fd, SHUT_RDWR);
-    close(http_fd);
-    pthread_join(t, NULL);
+    server_stop(t);
 }
 
 /* A tool that declared a network reaches the outside only through the
  * egress proxy, which checks every destination like http_request does. */
 static void test_network_through_the_egress_proxy(void **state)
 {
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
     pthread_t t;
     char input[256];
 
     (void)state;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    http_fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_int_equal(bind(http_fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(http_fd, 16), 0);
-    getsockname(http_fd, (struct sockaddr *)&a, &len);
-    http_port = ntohs(a.sin_port);
-    assert_int_equal(pthread_create(&t, NULL, serve, NULL), 0);
+    t = server_start();
 
     /* 127.0.0.1 is allowed in this test's configuration */
     snprintf(input, sizeof(input), "{\"url\":\"http://127.0.0.1:%d/hello\"}", http_port);
@@ -451,9 +455,7 @@ static void test_network_through_the_egress_proxy(void **state)
     expect("fetch", input, 1, "Tunnel connection failed: 403");
     /* and nothing goes around it */
     expect("fetch", "{\"direct\":\"1.1.1.1\"}", 1, "PermissionError");
-    shutdown(http_fd, SHUT_RDWR);
-    close(http_fd);
-    pthread_join(t, NULL);
+    server_stop(t);
 }
 
 static void test_cancel_kills_the_tree(void **state)
