@@ -3,7 +3,10 @@
 #include "cm_err.h"
 #include "cm_util.h"
 
+#include <ctype.h>
 #include <openssl/crypto.h>
+#include <stdlib.h>
+#include <strings.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -175,4 +178,175 @@ void aw_parse_error(int status, const char *type_header, const char *body, size_
         snprintf(out->message, sizeof(out->message), "HTTP status %d", status);
     }
     json_decref(root);
+    aw_redact_credentials(out->message, sizeof(out->message));
+}
+
+/* ---- redaction ---- */
+
+#define REDACTED "[redacted]"
+
+static int b64ch(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/' || c == '=' || c == '%';
+}
+
+static int upper_alnum(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* Names whose value, up to the next separator, is a credential. */
+static const char *const secret_names[] = {
+    "x-amz-security-token", "x-amz-signature",       "signature",
+    "credential",           "authorization",         "sessiontoken",
+    "secretaccesskey",      "aws_secret_access_key", "aws_session_token"};
+
+/* Length of a secret name at |p| followed by ':' or '=' (and spaces or
+ * quotes), 0 when none starts there. */
+static size_t secret_name_at(const char *p)
+{
+    size_t i, n;
+
+    for (i = 0; i < sizeof(secret_names) / sizeof(secret_names[0]); i++) {
+        n = strlen(secret_names[i]);
+        if (!strncasecmp(p, secret_names[i], n)) {
+            size_t k = n;
+
+            while (p[k] == '"' || p[k] == '\'' || p[k] == ' ')
+                k++;
+            if (p[k] == ':' || p[k] == '=')
+                return k + 1;
+        }
+    }
+    return 0;
+}
+
+/* Copies |src| to |dst| (which may be |src|: the input is copied first),
+ * at most |cap| bytes with the NUL. */
+static void redact(const char *src, char *dst, size_t cap)
+{
+    size_t o = 0, i = 0, len = strlen(src);
+    char *tmp = malloc(len + 1);
+    const char *s;
+
+    if (!tmp) { /* nothing can be shown safely */
+        cm_strlcpy(dst, REDACTED, cap);
+        return;
+    }
+    memcpy(tmp, src, len + 1);
+    s = tmp;
+#define EMIT(str, n)                                                                               \
+    do {                                                                                           \
+        size_t n_ = (n);                                                                           \
+        if (o + n_ >= cap)                                                                         \
+            n_ = cap - 1 - o;                                                                      \
+        memcpy(dst + o, (str), n_);                                                                \
+        o += n_;                                                                                   \
+    } while (0)
+    while (i < len && o + 1 < cap) {
+        size_t n = secret_name_at(s + i), run;
+        int at_word = i == 0 || !upper_alnum(s[i - 1]);
+
+        if (n && (i == 0 || !isalnum((unsigned char)s[i - 1]))) {
+            int whole_line = !strncasecmp(s + i, "authorization", 13);
+
+            for (run = n; s[i + run] == ' ' || s[i + run] == '"' || s[i + run] == '\''; run++)
+                ;
+            EMIT(s + i, run);
+            i += run;
+            /* "Authorization: AWS4-HMAC-SHA256 Credential=..., ..." ends with
+             * the line; other values with a separator. */
+            if (whole_line)
+                while (i < len && s[i] != '\n' && s[i] != '"')
+                    i++;
+            else
+                while (i < len && !strchr(" ,;&\"'\n", s[i]))
+                    i++;
+            EMIT(REDACTED, sizeof(REDACTED) - 1);
+            continue;
+        }
+        /* Access key ids: AKIA/ASIA + 12 or more upper-case letters or digits. */
+        if (at_word && (!strncmp(s + i, "AKIA", 4) || !strncmp(s + i, "ASIA", 4))) {
+            for (run = 4; upper_alnum(s[i + run]); run++)
+                ;
+            if (run >= 16) {
+                EMIT(REDACTED, sizeof(REDACTED) - 1);
+                i += run;
+                continue;
+            }
+        }
+        if (b64ch(s[i]) && (i == 0 || !b64ch(s[i - 1]))) {
+            for (run = 0; b64ch(s[i + run]); run++)
+                ;
+            if (run >= 40) {
+                EMIT(REDACTED, sizeof(REDACTED) - 1);
+                i += run;
+                continue;
+            }
+        }
+        dst[o++] = s[i++];
+    }
+#undef EMIT
+    dst[o] = '\0';
+    OPENSSL_cleanse(tmp, len);
+    free(tmp);
+}
+
+void aw_redact_credentials(char *s, size_t cap)
+{
+    if (cap)
+        redact(s, s, cap);
+}
+
+void aw_public_message(const char *in, char *out, size_t cap)
+{
+    char *t;
+    size_t i, o = 0, len;
+
+    if (!cap)
+        return;
+    len = strlen(in);
+    t = malloc(len + sizeof(REDACTED) + 1);
+    if (!t) {
+        cm_strlcpy(out, "(details in the agent-worker log)", cap);
+        return;
+    }
+    redact(in, t, len + sizeof(REDACTED) + 1);
+    len = strlen(t);
+    for (i = 0; i < len && o + 1 < cap;) {
+        const char *p = t + i;
+        size_t run;
+        const char *rep = NULL;
+
+        if (!strncmp(p, "arn:", 4) && (i == 0 || !isalnum((unsigned char)p[-1]))) {
+            for (run = 4; p[run] && !strchr(" ,;'\"()\n", p[run]); run++)
+                ;
+            rep = "arn:(hidden)";
+        } else if (!strncmp(p, "secret '", 8)) {
+            const char *q = strchr(p + 8, '\'');
+
+            run = q ? (size_t)(q - p) + 1 : len - i;
+            rep = "secret (named in the agent-worker log)";
+        } else if (isdigit((unsigned char)*p) && (i == 0 || !isalnum((unsigned char)p[-1]))) {
+            for (run = 0; isdigit((unsigned char)p[run]); run++)
+                ;
+            if (run == 12 && !isalnum((unsigned char)p[run]))
+                rep = "(account)";
+        }
+        if (rep) {
+            size_t n = strlen(rep);
+
+            if (o + n >= cap)
+                break;
+            memcpy(out + o, rep, n);
+            o += n;
+            i += run;
+            continue;
+        }
+        out[o++] = t[i++];
+    }
+    out[o] = '\0';
+    OPENSSL_cleanse(t, len);
+    free(t);
 }

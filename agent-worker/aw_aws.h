@@ -58,4 +58,19 @@ void aw_parse_error(int status, const char *type_header, const char *body, size_
 /* Wipes every entry (they hold signatures and tokens) and frees the list. */
 void aw_slist_free_secure(struct curl_slist *l);
 
+/* Rewrites |s| in place so nothing credential-shaped is left: access key ids
+ * (AKIA.../ASIA...), the values of x-amz-security-token, X-Amz-Signature,
+ * Signature=, Credential=, Authorization and any run of 40 or more
+ * base64 characters (secret keys, session tokens, signatures) become
+ * "[redacted]". AWS error messages may quote the signed request: every
+ * message parsed from a service passes through here before a log line or an
+ * HTTP body sees it. |cap| is the size of the buffer |s| is in (a short
+ * value replaced by "[redacted]" may grow the text; it is cut at |cap|). */
+void aw_redact_credentials(char *s, size_t cap);
+
+/* |in| as an HTTP client may read it: credential-shaped text redacted as
+ * above, and ARNs, 12-digit account ids and quoted secret names hidden (the
+ * agent-worker's log keeps them). Always NUL-terminates |out|. */
+void aw_public_message(const char *in, char *out, size_t cap);
+
 #endif

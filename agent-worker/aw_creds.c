@@ -5,6 +5,7 @@
 #include "cm_json.h"
 #include "cm_util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <jansson.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define REFRESH_MARGIN_S 300
@@ -28,6 +30,7 @@ struct aw_creds {
     pthread_mutex_t lock;  /* the fields below; never held while a source is asked */
     pthread_cond_t cond;   /* a resolution finished */
     struct aw_credentials cur;
+    long long refresh_at; /* unix seconds when |cur| is to be fetched again; 0 never */
     int have, stale;
     int resolving;      /* one thread asks the sources; the others use |cur| or wait */
     uint64_t failed_at; /* monotonic ms of the last failed resolution */
@@ -55,11 +58,22 @@ long long aw_creds_iso8601(const char *s)
             ;
     if (*rest == 'Z' || *rest == '\0')
         return (long long)timegm(&tm);
-    if ((*rest == '+' || *rest == '-') && strlen(rest) >= 6) {
-        int h = atoi(rest + 1), m = atoi(rest + 4);
-        long long off = (long long)(h * 3600 + m * 60);
+    /* "+HH:MM" or "+HHMM", nothing after: UTC offsets lie within +-14:00
+     * (and a number read by atoi could overflow h * 3600). */
+    if (*rest == '+' || *rest == '-') {
+        const char *d = rest + 1;
+        int h, m;
 
-        return (long long)timegm(&tm) - (*rest == '+' ? off : -off);
+        if (!isdigit((unsigned char)d[0]) || !isdigit((unsigned char)d[1]))
+            return -1;
+        h = (d[0] - '0') * 10 + (d[1] - '0');
+        d += 2 + (d[2] == ':');
+        if (!isdigit((unsigned char)d[0]) || !isdigit((unsigned char)d[1]) || d[2] || h > 14)
+            return -1;
+        m = (d[0] - '0') * 10 + (d[1] - '0');
+        if (m > 59)
+            return -1;
+        return (long long)timegm(&tm) - (*rest == '+' ? 1 : -1) * (long long)(h * 3600 + m * 60);
     }
     return -1;
 }
@@ -80,13 +94,17 @@ static int from_json(json_t *o, const char *k_akid, const char *k_secret, const 
         json_decref(o);
         return CM_EINVAL;
     }
-    /* The strings belong to |o|: copy them before it goes. */
+    /* The strings belong to |o|: copy them, then wipe them before jansson
+     * frees them (free does not clear). */
     put(out->akid, sizeof(out->akid), akid);
     put(out->secret, sizeof(out->secret), secret);
     put(out->token, sizeof(out->token), token);
     out->expires_at = exp ? aw_creds_iso8601(exp) : 0;
     if (out->expires_at < 0)
         out->expires_at = 0;
+    OPENSSL_cleanse((char *)secret, strlen(secret));
+    if (token)
+        OPENSSL_cleanse((char *)token, strlen(token));
     json_decref(o);
     return 0;
 }
@@ -168,8 +186,9 @@ static size_t collect(char *p, size_t sz, size_t n, void *ud)
 }
 
 /* Returns the HTTP status (0 when the request failed) and the body in |out|. */
-static long http(const char *method, const char *url, struct curl_slist *headers, const char *body,
-                 long timeout_ms, struct cm_buf *out, char *why, size_t whylen)
+static long http(const char *ca_bundle, const char *method, const char *url,
+                 struct curl_slist *headers, const char *body, long timeout_ms, struct cm_buf *out,
+                 char *why, size_t whylen)
 {
     CURL *h = curl_easy_init();
     long status = 0;
@@ -187,6 +206,11 @@ static long http(const char *method, const char *url, struct curl_slist *headers
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    /* Never follow a redirect: a credential request goes where it was sent. */
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (ca_bundle) /* AWS_CA_BUNDLE: the same trust as Bedrock calls */
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca_bundle);
     if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
@@ -246,21 +270,45 @@ static int from_files(struct aw_creds *c, struct aw_credentials *out, char *why,
     return CM_ENOENT;
 }
 
-/* The hosts a FULL_URI may name over plain http, as the SDKs allow. */
-static int allowed_full_uri(const char *uri)
+/* A container credentials URL may use https to any host, or plain http to
+ * the hosts the SDKs allow: loopback, ECS's 169.254.170.2 and EKS's
+ * 169.254.170.23 / fd00:ec2::23. The URL is parsed (curl's URL API), not
+ * matched by prefix: "http://127.0.0.1@other-host/" names other-host. */
+int aw_creds_container_url_ok(const char *url)
 {
-    static const char *const ok[] = {"http://127.",           "http://localhost",
-                                     "http://[::1]",          "http://169.254.170.2",
-                                     "http://169.254.170.23", "http://[fd00:ec2::23]"};
+    static const char *const local[] = {"localhost", "[::1]", "169.254.170.2", "169.254.170.23",
+                                        "[fd00:ec2::23]"};
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *user = NULL;
+    struct in_addr a;
     size_t i;
+    int ok = 0;
 
-    if (!strncmp(uri, "https://", 8))
-        return 1;
-    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
-        if (!strncmp(uri, ok[i], strlen(ok[i])))
-            return 1;
+    if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+        goto out;
+    /* Credentials in the URL itself are refused: they would be sent along. */
+    if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK)
+        goto out;
+    if (!strcmp(scheme, "https")) {
+        ok = 1;
+        goto out;
     }
-    return 0;
+    if (strcmp(scheme, "http"))
+        goto out;
+    if (inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127) {
+        ok = 1;
+        goto out;
+    }
+    for (i = 0; i < sizeof(local) / sizeof(local[0]); i++)
+        ok |= !strcasecmp(host, local[i]);
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(user);
+    curl_url_cleanup(u);
+    return ok;
 }
 
 static int from_container(struct aw_creds *c, struct aw_credentials *out, char *why, size_t cap)
@@ -277,7 +325,7 @@ static int from_container(struct aw_creds *c, struct aw_credentials *out, char *
         snprintf(url, sizeof(url), "%s", c->cfg.container_full_uri);
     else
         return CM_ENOENT;
-    if (!allowed_full_uri(url)) {
+    if (!aw_creds_container_url_ok(url)) {
         why_add(why, cap, "container credentials URI not allowed (https or a local address)");
         return CM_ENOENT;
     }
@@ -303,7 +351,7 @@ static int from_container(struct aw_creds *c, struct aw_credentials *out, char *
     }
     for (attempt = 0; attempt < 3 && rc; attempt++) {
         cm_buf_init(&body, MAX_BODY);
-        status = http("GET", url, hdrs, NULL, 2000, &body, err, sizeof(err));
+        status = http(c->cfg.ca_bundle, "GET", url, hdrs, NULL, 2000, &body, err, sizeof(err));
         if (status == 200 && !aw_creds_parse_json(body.data ? body.data : "", body.len, out))
             rc = 0;
         if (body.data)
@@ -340,7 +388,7 @@ static int from_imds(struct aw_creds *c, struct aw_credentials *out, char *why, 
     cm_buf_init(&b, 4096);
     hdrs = curl_slist_append(NULL, "X-aws-ec2-metadata-token-ttl-seconds: 21600");
     snprintf(url, sizeof(url), "%s/latest/api/token", base);
-    st = http("PUT", url, hdrs, NULL, 1000, &b, err, sizeof(err));
+    st = http(c->cfg.ca_bundle, "PUT", url, hdrs, NULL, 1000, &b, err, sizeof(err));
     curl_slist_free_all(hdrs);
     if (st != 200 || !b.len) {
         if (st)
@@ -358,13 +406,13 @@ static int from_imds(struct aw_creds *c, struct aw_credentials *out, char *why, 
     OPENSSL_cleanse(line, sizeof(line));
     cm_buf_init(&b, 4096);
     snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/", base);
-    st = http("GET", url, hdrs, NULL, 1000, &b, err, sizeof(err));
+    st = http(c->cfg.ca_bundle, "GET", url, hdrs, NULL, 1000, &b, err, sizeof(err));
     if (st == 200 && b.len) {
         snprintf(role, sizeof(role), "%.*s", (int)strcspn(b.data, "\r\n"), b.data);
         cm_buf_free(&b);
         cm_buf_init(&b, MAX_BODY);
         snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/%s", base, role);
-        st = http("GET", url, hdrs, NULL, 1000, &b, err, sizeof(err));
+        st = http(c->cfg.ca_bundle, "GET", url, hdrs, NULL, 1000, &b, err, sizeof(err));
         if (st == 200 && !aw_creds_parse_json(b.data ? b.data : "", b.len, out))
             rc = 0;
         if (b.data)
@@ -418,25 +466,30 @@ static int fetch_secret(struct aw_creds *c, const struct aw_credentials *boot,
     snprintf(url, sizeof(url), "%s%s", c->sm.scheme_host,
              c->sm.base_path[0] ? c->sm.base_path : "/");
     cm_buf_init(&b, MAX_BODY);
-    st = hdrs ? http("POST", url, hdrs, body, 10000, &b, err, sizeof(err)) : 0;
+    st = hdrs ? http(c->cfg.ca_bundle, "POST", url, hdrs, body, 10000, &b, err, sizeof(err)) : 0;
     aw_slist_free_secure(hdrs);
     free(body);
     if (st == 200) {
         resp = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
         cm_json_opt_str(resp, "SecretString", &ss, NULL, 0);
         if (ss && !aw_creds_parse_secret(ss, out)) {
+            OPENSSL_cleanse((char *)ss, strlen(ss));
+            /* The secret does not expire: it is re-read every secret_ttl_s
+             * (refresh_point). */
             put(out->source, sizeof(out->source), "secrets-manager");
-            out->expires_at = (long long)time(NULL) + c->cfg.secret_ttl_s;
+            out->expires_at = 0;
             rc = 0;
         } else {
             why_add(why, cap,
                     "secret '%s' does not hold AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                     c->cfg.secret_id);
         }
+        if (ss)
+            OPENSSL_cleanse((char *)ss, strlen(ss));
         json_decref(resp);
     } else if (st) {
         aw_parse_error((int)st, NULL, b.data, b.len, &e);
-        why_add(why, cap, "Secrets Manager GetSecretValue '%s' failed: %s (HTTP %ld): %s",
+        why_add(why, cap, "Secrets Manager GetSecretValue of secret '%s' failed: %s (HTTP %ld): %s",
                 c->cfg.secret_id, e.type, st, e.message);
     } else {
         why_add(why, cap, "cannot reach Secrets Manager at %s: %s", c->sm.scheme_host, err);
@@ -499,6 +552,7 @@ struct aw_creds *aw_creds_new(const struct aw_creds_config *cfg, char *err, size
     c->cfg.container_token = keep(c, cfg->container_token);
     c->cfg.container_token_file = keep(c, cfg->container_token_file);
     c->cfg.imds_endpoint = keep(c, cfg->imds_endpoint);
+    c->cfg.ca_bundle = keep(c, cfg->ca_bundle);
     c->cfg.secrets_endpoint = NULL;
     if (c->cfg.secret_ttl_s <= 0)
         c->cfg.secret_ttl_s = 3600;
@@ -544,11 +598,21 @@ static int usable(const struct aw_credentials *cr, long long now)
     return cr->expires_at == 0 || now < cr->expires_at;
 }
 
+/* When credentials fetched at |now| are to be fetched again: a secret after
+ * its TTL (it may have been rotated; it does not expire), credentials that
+ * expire REFRESH_MARGIN_S before they do, others never (0). */
+static long long refresh_point(const struct aw_creds *c, const struct aw_credentials *cr,
+                               long long now)
+{
+    if (c->cfg.secret_id)
+        return now + c->cfg.secret_ttl_s;
+    return cr->expires_at ? cr->expires_at - REFRESH_MARGIN_S : 0;
+}
+
 /* Under the lock: a resolution is due and may be tried now. */
 static int due_now(struct aw_creds *c, long long now)
 {
-    int due =
-        !c->have || c->stale || (c->cur.expires_at && now >= c->cur.expires_at - REFRESH_MARGIN_S);
+    int due = !c->have || c->stale || (c->refresh_at && now >= c->refresh_at);
 
     return due && !c->resolving &&
            (!c->failed_at || cm_now_ms() - c->failed_at >= RETRY_AFTER_FAILURE_MS);
@@ -594,12 +658,14 @@ static void resolve_unlocked(struct aw_creds *c, long long now)
         }
         cm_strlcpy(c->last_source, fresh.source, sizeof(c->last_source));
         c->cur = fresh;
+        c->refresh_at = refresh_point(c, &fresh, now);
         c->have = 1;
         c->stale = 0;
         c->failed_at = 0;
         aw_credentials_clear(&fresh);
         return;
     }
+    aw_credentials_clear(&fresh); /* a source may have filled part of it */
     c->failed_at = cm_now_ms();
     cm_strlcpy(c->failure, why, sizeof(c->failure));
     if (c->cfg.notify) {

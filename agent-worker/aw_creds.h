@@ -13,7 +13,8 @@
  * When BEDROCK_CREDENTIALS_SECRET names a secret, the credentials found above
  * are only the bootstrap: Secrets Manager's GetSecretValue (signed with them)
  * returns the JSON {"AWS_ACCESS_KEY_ID","AWS_SECRET_ACCESS_KEY"[,"AWS_SESSION_TOKEN"]}
- * that Bedrock calls are signed with, cached for |secret_ttl_s|.
+ * that Bedrock calls are signed with, read again every |secret_ttl_s| (the
+ * secret does not expire; it may be rotated).
  *
  * Credentials are refreshed 5 minutes before they expire and after
  * aw_creds_invalidate() (a 403 saying the key is invalid). A failed resolution
@@ -39,6 +40,7 @@ struct aw_creds_config {
     const char *container_token, *container_token_file;
     int imds_disabled;
     const char *imds_endpoint; /* NULL: http://169.254.169.254 */
+    const char *ca_bundle;     /* AWS_CA_BUNDLE for https sources, or NULL (system CAs) */
     /* |level| is 1 for failures, 0 for a new source, -1 for a routine refresh;
      * |text| names a source and what happened. */
     void (*notify)(int level, const char *text);
@@ -77,7 +79,12 @@ int aw_creds_parse_ini(const char *text, const char *profile, int config,
 int aw_creds_parse_json(const char *body, size_t len, struct aw_credentials *out);
 /* A secret string {"AWS_ACCESS_KEY_ID","AWS_SECRET_ACCESS_KEY"[,"AWS_SESSION_TOKEN"]}. */
 int aw_creds_parse_secret(const char *secret_string, struct aw_credentials *out);
-/* "2026-11-24T15:04:05Z" (fraction and offset allowed) -> unix seconds, or -1. */
+/* 1 when |url| may serve container credentials: https, or http to loopback,
+ * 169.254.170.2, 169.254.170.23 or [fd00:ec2::23]; never with a user part.
+ * Parsed with curl's URL API. */
+int aw_creds_container_url_ok(const char *url);
+/* "2026-11-24T15:04:05Z" (fraction and a "+HH:MM" offset up to 14 h allowed)
+ * -> unix seconds, or -1. */
 long long aw_creds_iso8601(const char *s);
 
 #endif

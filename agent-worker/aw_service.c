@@ -421,13 +421,18 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
     } else if (rc == CM_EUPSTREAM && err) {
         const char *kv[] = {"durationMs", dur, "errorType", err->type, NULL};
 
+        char shown[sizeof(err->message)];
+
+        /* The log keeps the whole message; the HTTP client gets it without
+         * ARNs, account ids or secret names. */
         CM_LOGF(CM_LOG_ERROR, kv, "model call failed: %s", err->message);
+        aw_public_message(err->message, shown, sizeof(shown));
         if (err->http_status)
             cm_rpc_acall_finish(call, CM_RPC_FAILED_PRECONDITION, "ModelError", "%s (HTTP %d): %s",
-                                err->type, err->http_status, err->message);
+                                err->type, err->http_status, shown);
         else
             cm_rpc_acall_finish(call, CM_RPC_FAILED_PRECONDITION, "ModelError", "%s: %s", err->type,
-                                err->message);
+                                shown);
     } else if (rc == CM_ECANCELED) {
         cm_info("invocation cancelled by the caller after %s ms", dur);
         cm_rpc_acall_finish(call, CM_RPC_CANCELLED, NULL, "invocation cancelled");

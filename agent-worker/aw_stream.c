@@ -43,6 +43,7 @@ static int fail(struct aw_model_error *err, int status, const char *type, const 
     err->http_status = status;
     cm_strlcpy(err->type, type, sizeof(err->type));
     cm_strlcpy(err->message, msg, sizeof(err->message));
+    aw_redact_credentials(err->message, sizeof(err->message));
     return code;
 }
 
@@ -262,7 +263,7 @@ static json_t *block_json(const struct aw_stream_block *b)
     case AW_BLOCK_TOOL_USE: {
         /* Fragments join into one JSON document; an empty one means {}, and
          * one that does not parse becomes {} as the Strands SDK does. */
-        json_t *use = json_deep_copy(b->meta ? b->meta : json_object());
+        json_t *use = b->meta ? json_deep_copy(b->meta) : json_object();
         json_t *input = *t ? json_loads(t, JSON_DECODE_ANY, NULL) : json_object();
 
         if (!input)
@@ -271,9 +272,12 @@ static json_t *block_json(const struct aw_stream_block *b)
         return json_pack("{s:o}", "toolUse", use);
     }
     case AW_BLOCK_TOOL_RESULT: {
-        json_t *res = json_deep_copy(b->meta ? b->meta : json_object());
+        json_t *res = b->meta ? json_deep_copy(b->meta) : json_object();
 
-        json_object_set(res, "content", b->items ? b->items : json_array());
+        if (b->items)
+            json_object_set(res, "content", b->items);
+        else
+            json_object_set_new(res, "content", json_array());
         return json_pack("{s:o}", "toolResult", res);
     }
     default:

@@ -68,6 +68,10 @@ enum {
     C_STREAMING,
     C_MAX_MSG,
     C_GRACE,
+    C_AUTH_TOKEN,
+    C_AUTH_CA,
+    C_AUTH_CERT,
+    C_AUTH_KEY,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -186,6 +190,10 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                    "largest gRPC message accepted", 0},
     [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
                  "on SIGTERM, how long in-flight invocations may finish before cancellation", 0},
+    [C_AUTH_TOKEN] = CM_CFG_INTERNAL_TOKEN_FILE,
+    [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,
+    [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
+    [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
@@ -271,6 +279,7 @@ static struct aw_creds *creds_new(const struct cm_cfg_value *cfg, char *err, siz
     c.container_token_file = cfg[C_CONTAINER_TOKEN_FILE].s;
     c.imds_disabled = (int)cfg[C_IMDS_DISABLED].i;
     c.imds_endpoint = cfg[C_IMDS_ENDPOINT].s;
+    c.ca_bundle = cfg[C_CA_BUNDLE].s;
     c.notify = on_creds;
     return aw_creds_new(&c, err, errlen);
 }

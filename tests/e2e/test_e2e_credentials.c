@@ -24,8 +24,8 @@
 #define SHORT_TTL "EMU_CREDENTIALS_TTL_S=240"
 
 static struct th_proc tool, emu, emu405, emu_short, emu_flaky;
-static struct th_stack secret_s, bootstrap_s, profile_s, container_s, imds_s, imds405_s, bearer_s,
-    badbearer_s, short_s, flaky_s;
+static struct th_stack secret_s, nosecret_s, bootstrap_s, profile_s, container_s, imds_s, imds405_s,
+    bearer_s, badbearer_s, short_s, flaky_s;
 static char creds_file[512], token_file[512];
 static int teardown_failed;
 
@@ -87,6 +87,11 @@ static int setup(void **state)
                           (const char *[]){"AWS_ACCESS_KEY_ID=" TH_EMU_BOOT_AKID,
                                            "AWS_SECRET_ACCESS_KEY=" TH_EMU_BOOT_SECRET,
                                            "BEDROCK_CREDENTIALS_SECRET=agentcore/bedrock", sm,
+                                           "BEDROCK_CREDENTIALS_SECRET_TTL_S=120", NULL}) ||
+           th_stack_start(&nosecret_s, "missing-secret", &emu, &tool,
+                          (const char *[]){"AWS_ACCESS_KEY_ID=" TH_EMU_BOOT_AKID,
+                                           "AWS_SECRET_ACCESS_KEY=" TH_EMU_BOOT_SECRET,
+                                           "BEDROCK_CREDENTIALS_SECRET=prod/missing-secret", sm,
                                            NULL}) ||
            th_stack_start(&bootstrap_s, "bootstrap-only", &emu, &tool,
                           (const char *[]){"AWS_ACCESS_KEY_ID=" TH_EMU_BOOT_AKID,
@@ -111,8 +116,9 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    struct th_stack *all[] = {&secret_s,  &bootstrap_s, &profile_s,   &container_s, &imds_s,
-                              &imds405_s, &bearer_s,    &badbearer_s, &short_s,     &flaky_s};
+    struct th_stack *all[] = {&secret_s,    &nosecret_s, &bootstrap_s, &profile_s,
+                              &container_s, &imds_s,     &imds405_s,   &bearer_s,
+                              &badbearer_s, &short_s,    &flaky_s};
     size_t i;
     int bad = 0;
 
@@ -156,6 +162,39 @@ static void test_secrets_manager_flow(void **state)
     (void)state;
     expect(&secret_s, 200, NULL);
     assert_logged(&secret_s, "AWS credentials from secrets-manager");
+}
+
+/* A TTL under the 5-minute refresh margin still means "read it once per
+ * TTL", not "read it on every call". */
+static void test_secret_read_once_per_ttl(void **state)
+{
+    long long before;
+
+    (void)state;
+    expect(&secret_s, 200, NULL);
+    before = th_emu_stat(&emu, "secrets");
+    assert_true(before >= 1);
+    expect(&secret_s, 200, NULL);
+    expect(&secret_s, 200, NULL);
+    assert_int_equal(th_emu_stat(&emu, "secrets"), before);
+}
+
+/* The HTTP client learns that the credentials failed, not the secret's name
+ * (the agent-worker's log keeps it). */
+static void test_secret_name_stays_in_the_log(void **state)
+{
+    struct th_resp r;
+
+    (void)state;
+    assert_int_equal(th_invoke(&nosecret_s, "{\"prompt\":\"signed\"}", NULL, &r), 0);
+    assert_int_equal(r.status, 502);
+    assert_non_null(strstr(r.body, "CredentialsError"));
+    if (!strstr(r.body, "can't find the specified secret"))
+        fail_msg("%s", r.body);
+    if (strstr(r.body, "missing-secret"))
+        fail_msg("the HTTP answer names the secret: %s", r.body);
+    th_resp_free(&r);
+    assert_logged(&nosecret_s, "prod/missing-secret");
 }
 
 static void test_bootstrap_keys_alone_are_refused(void **state)
@@ -254,8 +293,9 @@ static void test_no_credential_in_any_log(void **state)
     const char *secrets[] = {TH_EMU_SECRET,   TH_EMU_BOOT_SECRET, BEARER,
                              CONTAINER_TOKEN, "AWS4-HMAC-SHA256", "emulator-imds-token",
                              TH_EMU_AKID,     TH_EMU_BOOT_AKID};
-    struct th_stack *all[] = {&secret_s,  &bootstrap_s, &profile_s,   &container_s, &imds_s,
-                              &imds405_s, &bearer_s,    &badbearer_s, &short_s,     &flaky_s};
+    struct th_stack *all[] = {&secret_s,    &nosecret_s, &bootstrap_s, &profile_s,
+                              &container_s, &imds_s,     &imds405_s,   &bearer_s,
+                              &badbearer_s, &short_s,    &flaky_s};
     size_t i, k;
 
     (void)state;
@@ -280,6 +320,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_secrets_manager_flow),
+        cmocka_unit_test(test_secret_read_once_per_ttl),
+        cmocka_unit_test(test_secret_name_stays_in_the_log),
         cmocka_unit_test(test_bootstrap_keys_alone_are_refused),
         cmocka_unit_test(test_shared_credentials_file_profile),
         cmocka_unit_test(test_container_credentials),

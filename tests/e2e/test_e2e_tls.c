@@ -25,7 +25,7 @@
 #define N_CONCURRENT 50
 
 static struct th_proc emu, tool, proxy, wrong_proxy;
-static struct th_stack h2_s, wrong_s;
+static struct th_stack h2_s, wrong_s, secret_s;
 static char dir[512], ca[600], access_log[600];
 
 /* Runs a shell command (openssl); 0 on success. */
@@ -90,7 +90,7 @@ static int start_proxy(struct th_proc *p, const char *pname, const char *name, c
 
 static int setup(void **state)
 {
-    char ep[96], ep2[96], bundle[640], wrong_log[600];
+    char ep[96], ep2[96], sm[96], bundle[640], wrong_log[600];
 
     (void)state;
     if (make_certs() || th_emulator_start(&emu, "tls-emulator", NULL) ||
@@ -102,8 +102,14 @@ static int setup(void **state)
     snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL_BEDROCK_RUNTIME=https://localhost:%d", proxy.port);
     snprintf(ep2, sizeof(ep2), "AWS_ENDPOINT_URL_BEDROCK_RUNTIME=https://localhost:%d",
              wrong_proxy.port);
+    snprintf(sm, sizeof(sm), "AWS_ENDPOINT_URL_SECRETS_MANAGER=https://localhost:%d", proxy.port);
     snprintf(bundle, sizeof(bundle), "AWS_CA_BUNDLE=%s", ca);
     return th_stack_start(&h2_s, "tls-h2", &emu, &tool, (const char *[]){KEYS, ep, bundle, NULL}) ||
+           th_stack_start(&secret_s, "tls-secret", &emu, &tool,
+                          (const char *[]){"AWS_ACCESS_KEY_ID=" TH_EMU_BOOT_AKID,
+                                           "AWS_SECRET_ACCESS_KEY=" TH_EMU_BOOT_SECRET,
+                                           "BEDROCK_CREDENTIALS_SECRET=agentcore/bedrock", ep, sm,
+                                           bundle, NULL}) ||
            th_stack_start(&wrong_s, "tls-wrong", &emu, &tool,
                           (const char *[]){KEYS, ep2, bundle, "AWS_MAX_ATTEMPTS=1", NULL});
 }
@@ -113,7 +119,8 @@ static int teardown(void **state)
     int bad;
 
     (void)state;
-    bad = th_stack_stop(&h2_s) | th_stack_stop(&wrong_s) | th_stop(&tool) | th_stop(&emu);
+    bad = th_stack_stop(&h2_s) | th_stack_stop(&wrong_s) | th_stack_stop(&secret_s) |
+          th_stop(&tool) | th_stop(&emu);
     th_proc_stop(&proxy, SIGTERM); /* nghttpx's own exit status is not ours to judge */
     th_proc_stop(&wrong_proxy, SIGTERM);
     return bad ? -1 : 0;
@@ -247,6 +254,23 @@ static void test_certificate_for_another_name_is_refused(void **state)
     th_resp_free(&r);
 }
 
+/* Secrets Manager over TLS trusts AWS_CA_BUNDLE as Bedrock calls do. */
+static void test_secrets_manager_trusts_the_ca_bundle(void **state)
+{
+    struct th_resp r;
+    char *log;
+
+    (void)state;
+    assert_int_equal(th_invoke(&secret_s, "{\"prompt\":\"secret\"}", NULL, &r), 0);
+    if (r.status != 200)
+        fail_msg("%ld %s", r.status, r.body);
+    th_resp_free(&r);
+    log = th_read_file(secret_s.agent.log_path, NULL);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "AWS credentials from secrets-manager"));
+    free(log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_invocations_share_one_connection),
         cmocka_unit_test(test_cancel_resets_only_its_stream),
         cmocka_unit_test(test_certificate_for_another_name_is_refused),
+        cmocka_unit_test(test_secrets_manager_trusts_the_ca_bundle),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

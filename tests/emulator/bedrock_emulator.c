@@ -132,6 +132,7 @@ enum signer { SIGNER_NONE = -1, SIGNER_MAIN = 0, SIGNER_BOOTSTRAP = 1, SIGNER_BE
 static atomic_long n_stream, n_stream_aborted;
 static atomic_long n_requests, n_converse, n_auth_rejected, n_faults, n_tool_uses;
 static atomic_long n_credentials; /* credential answers, successful or failed */
+static atomic_long n_secrets;     /* GetSecretValue answers */
 
 struct answer;
 
@@ -780,6 +781,7 @@ static void secrets_manager(struct MHD_Connection *c, const struct cm_buf *body,
         atomic_fetch_add(&n_auth_rejected, 1);
         return;
     }
+    atomic_fetch_add(&n_secrets, 1);
     req = json_loadb(body->data ? body->data : "", body->len, 0, NULL);
     cm_json_opt_str(req, "SecretId", &id, NULL, 0);
     if (!id || strcmp(id, cfg[C_SECRET_ID].s)) {
@@ -1075,11 +1077,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     atomic_fetch_add(&n_requests, 1);
     if (!strcmp(url, "/_emu/stats")) {
-        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests,
-                              "converse", (json_int_t)n_converse, "streams", (json_int_t)n_stream,
-                              "streams_aborted", (json_int_t)n_stream_aborted, "auth_rejected",
-                              (json_int_t)n_auth_rejected, "faults", (json_int_t)n_faults,
-                              "credentials", (json_int_t)n_credentials);
+        json_t *o =
+            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests,
+                      "secrets", (json_int_t)n_secrets, "converse", (json_int_t)n_converse,
+                      "streams", (json_int_t)n_stream, "streams_aborted",
+                      (json_int_t)n_stream_aborted, "auth_rejected", (json_int_t)n_auth_rejected,
+                      "faults", (json_int_t)n_faults, "credentials", (json_int_t)n_credentials);
 
         a.status = 200;
         a.body = cm_json_dump(o);

@@ -66,6 +66,70 @@ static void test_json_and_expiry(void **state)
     assert_int_equal(aw_creds_iso8601("yesterday"), -1);
 }
 
+/* Offsets: only +-HH:MM (or HHMM) up to 14 hours; anything else is refused,
+ * including numbers that would overflow h * 3600. */
+static void test_iso8601_offsets(void **state)
+{
+    static const struct {
+        const char *in;
+        long long want;
+    } cases[] = {
+        {"2026-11-24T15:00:00Z", 1795532400LL},
+        {"2026-11-24T15:00:00", 1795532400LL},
+        {"2026-11-24T10:30:00-0430", 1795532400LL},
+        {"2026-11-25T05:00:00+14:00", 1795532400LL},
+        {"2026-11-24T15:00:00+15:00", -1},
+        {"2026-11-24T15:00:00+01:60", -1},
+        {"2026-11-24T15:00:00+99999999999:00", -1},
+        {"2026-11-24T15:00:00+2147483647", -1},
+        {"2026-11-24T15:00:00+01:00junk", -1},
+        {"2026-11-24T15:00:00+1", -1},
+        {"2026-11-24T15:00:00.999999999999999999999Z", 1795532400LL},
+        {NULL, -1},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (aw_creds_iso8601(cases[i].in) != cases[i].want)
+            fail_msg("'%s': got %lld, want %lld", cases[i].in ? cases[i].in : "(null)",
+                     aw_creds_iso8601(cases[i].in), cases[i].want);
+}
+
+/* Container credential URLs are parsed, not prefix-matched. */
+static void test_container_url(void **state)
+{
+    static const struct {
+        const char *url;
+        int ok;
+    } cases[] = {
+        {"http://127.0.0.1:8080/creds", 1},
+        {"http://127.1.2.3/creds", 1},
+        {"http://localhost/creds", 1},
+        {"http://[::1]:9/creds", 1},
+        {"http://169.254.170.2/v2/credentials/abc", 1},
+        {"http://169.254.170.23/v1/credentials", 1},
+        {"http://[fd00:ec2::23]/v1/credentials", 1},
+        {"https://creds.example.com/x", 1},
+        {"http://127.0.0.1@other-host/", 0},
+        {"http://169.254.170.2@evil.example/x", 0},
+        {"http://user:pw@127.0.0.1/x", 0},
+        {"http://127.0.0.1.evil.example/x", 0},
+        {"http://localhost.evil.example/x", 0},
+        {"http://169.254.170.22/x", 0},
+        {"http://10.0.0.1/x", 0},
+        {"ftp://127.0.0.1/x", 0},
+        {"file:///etc/passwd", 0},
+        {"not a url", 0},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (aw_creds_container_url_ok(cases[i].url) != cases[i].ok)
+            fail_msg("'%s': want %d", cases[i].url, cases[i].ok);
+}
+
 static void test_secret_string(void **state)
 {
     struct aw_credentials c;
@@ -116,6 +180,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ini),
         cmocka_unit_test(test_json_and_expiry),
+        cmocka_unit_test(test_iso8601_offsets),
+        cmocka_unit_test(test_container_url),
         cmocka_unit_test(test_secret_string),
         cmocka_unit_test(test_environment_source_and_missing),
     };
