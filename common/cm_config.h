@@ -52,4 +52,32 @@ int cm_config_wants_help(int argc, char **argv);
         "LOG_LEVEL", NULL, CM_CFG_STR, "INFO", 0, 0, "DEBUG, INFO, WARN or ERROR", 0               \
     }
 
+/* Internal gRPC authentication (cm_rpc_set_token, cm_rpc_set_tls); every
+ * binary lists these four and cm_main_boot applies them. Files, not values,
+ * so the secrets stay out of the environment. */
+#define CM_CFG_INTERNAL_TOKEN_FILE                                                                 \
+    {                                                                                              \
+        "INTERNAL_TOKEN_FILE", NULL, CM_CFG_STR, NULL, 0, 4096,                                    \
+            "file with the token every internal gRPC call carries and every server requires "      \
+            "(16-1024 printable bytes; unset: none, use unix: sockets on one host)",               \
+            0                                                                                      \
+    }
+#define CM_CFG_INTERNAL_TLS_CA                                                                     \
+    {                                                                                              \
+        "INTERNAL_TLS_CA", NULL, CM_CFG_STR, NULL, 0, 4096,                                        \
+            "PEM CA file: internal gRPC uses mutual TLS, peers must present a certificate it "     \
+            "signed (unset: no TLS)",                                                              \
+            0                                                                                      \
+    }
+#define CM_CFG_INTERNAL_TLS_CERT                                                                   \
+    {                                                                                              \
+        "INTERNAL_TLS_CERT", NULL, CM_CFG_STR, NULL, 0, 4096,                                      \
+            "PEM certificate file this process presents (with INTERNAL_TLS_CA)", 0                 \
+    }
+#define CM_CFG_INTERNAL_TLS_KEY                                                                    \
+    {                                                                                              \
+        "INTERNAL_TLS_KEY", NULL, CM_CFG_STR, NULL, 0, 4096,                                       \
+            "PEM private key file of INTERNAL_TLS_CERT", 0                                         \
+    }
+
 #endif

@@ -1,5 +1,9 @@
 #include "cm_main.h"
 #include "cm_log.h"
+#include "cm_rpc.h"
+#include "cm_util.h"
+
+#include <openssl/crypto.h>
 
 #include <malloc.h>
 #include <pthread.h>
@@ -10,6 +14,79 @@
 #include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
+
+static const char *value_of(const struct cm_cfg_entry *tab, int n, const struct cm_cfg_value *vals,
+                            const char *name)
+{
+    int i;
+
+    for (i = 0; i < n; i++)
+        if (!strcmp(tab[i].env, name))
+            return vals[i].s && *vals[i].s ? vals[i].s : NULL; /* "" is unset */
+    return NULL;
+}
+
+/* Reads the file named by |name| (NULL when unset) into |*out|. */
+static int read_named(const struct cm_cfg_entry *tab, int n, const struct cm_cfg_value *vals,
+                      const char *name, char **out, char *err, size_t errlen)
+{
+    const char *path = value_of(tab, n, vals, name);
+
+    *out = NULL;
+    if (!path)
+        return 0;
+    *out = cm_read_file(path, 1 << 20, NULL);
+    if (!*out) {
+        snprintf(err, errlen, "%s: cannot read '%s'", name, path);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_secret(char *s)
+{
+    if (s)
+        OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
+/* INTERNAL_TOKEN_FILE and INTERNAL_TLS_* of the table, applied to cm_rpc. */
+static int internal_auth(const struct cm_cfg_entry *tab, int n, const struct cm_cfg_value *vals,
+                         char *err, size_t errlen)
+{
+    char *token = NULL, *ca = NULL, *cert = NULL, *key = NULL;
+    int rc = -1;
+
+    if (read_named(tab, n, vals, "INTERNAL_TOKEN_FILE", &token, err, errlen) ||
+        read_named(tab, n, vals, "INTERNAL_TLS_CA", &ca, err, errlen) ||
+        read_named(tab, n, vals, "INTERNAL_TLS_CERT", &cert, err, errlen) ||
+        read_named(tab, n, vals, "INTERNAL_TLS_KEY", &key, err, errlen))
+        goto out;
+    if (token) {
+        token[strcspn(token, "\r\n")] = '\0'; /* a trailing newline is not part of it */
+        if (cm_rpc_set_token(token)) {
+            snprintf(err, errlen,
+                     "INTERNAL_TOKEN_FILE: the token must be 16-1024 printable ASCII bytes "
+                     "without spaces");
+            goto out;
+        }
+    }
+    if (ca && (!cert || !key)) {
+        snprintf(err, errlen, "INTERNAL_TLS_CA: needs INTERNAL_TLS_CERT and INTERNAL_TLS_KEY");
+        goto out;
+    }
+    if (ca && cm_rpc_set_tls(ca, cert, key)) {
+        snprintf(err, errlen, "INTERNAL_TLS_CA: out of memory");
+        goto out;
+    }
+    rc = 0;
+out:
+    free_secret(token);
+    free_secret(ca);
+    free_secret(cert);
+    free_secret(key);
+    return rc;
+}
 
 int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
                  const struct cm_cfg_entry *tab, int n, struct cm_cfg_value *vals)
@@ -39,6 +116,10 @@ int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
     cm_log_init(logger, level);
     if (cm_main_harden())
         cm_warn("the environment could not be moved off /proc/self/environ: out of memory");
+    if (internal_auth(tab, n, vals, err, sizeof(err))) {
+        cm_error("invalid configuration: %s", err);
+        return 2;
+    }
     return -1;
 }
 

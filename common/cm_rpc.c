@@ -3,6 +3,7 @@
  * section of ../shared/research/grpc-core-c.md that records them. */
 #include "cm_rpc.h"
 #include "cm_err.h"
+#include "cm_log.h"
 #include "cm_loop.h"
 #include "cm_util.h"
 
@@ -15,8 +16,10 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <limits.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +58,87 @@ const char *cm_rpc_code_name(int code)
         return "UNKNOWN";
     return names[code];
 }
+
+/* ---- internal authentication (see the header) ---- */
+
+static int slice_eq(grpc_slice s, const char *str);
+
+static char *auth_token; /* set once before any server or client exists */
+static size_t auth_token_len;
+static char *tls_ca, *tls_cert, *tls_key;
+
+int cm_rpc_set_token(const char *token)
+{
+    size_t i, n = token ? strlen(token) : 0;
+    char *copy = NULL;
+
+    if (n && (n < 16 || n > 1024))
+        return CM_EINVAL;
+    for (i = 0; i < n; i++)
+        if (token[i] < 0x21 || token[i] > 0x7e)
+            return CM_EINVAL; /* it travels as a metadata value */
+    if (n && !(copy = strdup(token)))
+        return CM_ENOMEM;
+    if (auth_token)
+        OPENSSL_cleanse(auth_token, auth_token_len);
+    free(auth_token);
+    auth_token = copy;
+    auth_token_len = n;
+    return 0;
+}
+
+static char *dup_secret(char **slot, const char *s)
+{
+    if (*slot)
+        OPENSSL_cleanse(*slot, strlen(*slot));
+    free(*slot);
+    *slot = s ? strdup(s) : NULL;
+    return *slot;
+}
+
+int cm_rpc_set_tls(const char *ca_pem, const char *cert_pem, const char *key_pem)
+{
+    if (!ca_pem) {
+        dup_secret(&tls_ca, NULL);
+        dup_secret(&tls_cert, NULL);
+        dup_secret(&tls_key, NULL);
+        return 0;
+    }
+    if (!dup_secret(&tls_ca, ca_pem) || (cert_pem && !dup_secret(&tls_cert, cert_pem)) ||
+        (key_pem && !dup_secret(&tls_key, key_pem)))
+        return CM_ENOMEM;
+    return 0;
+}
+
+/* 1 when |md| carries the token (or none is required). Every entry is
+ * looked at, whatever the caps of meta_copy. */
+static int token_ok(const grpc_metadata_array *md)
+{
+    size_t i;
+
+    if (!auth_token)
+        return 1;
+    for (i = 0; i < md->count; i++) {
+        if (!slice_eq(md->metadata[i].key, CM_RPC_MD_INTERNAL_TOKEN))
+            continue;
+        return GRPC_SLICE_LENGTH(md->metadata[i].value) == auth_token_len &&
+               CRYPTO_memcmp(GRPC_SLICE_START_PTR(md->metadata[i].value), auth_token,
+                             auth_token_len) == 0;
+    }
+    return 0;
+}
+
+/* The refusal's log line: method and peer, never a value. */
+static void log_refused(grpc_call *call, const char *method)
+{
+    char *peer = grpc_call_get_peer(call);
+    const char *kv[] = {"method", method, "peer", peer ? peer : "?", NULL};
+
+    CM_LOGF(CM_LOG_WARN, kv, "internal call refused: missing or wrong internal token");
+    gpr_free(peer);
+}
+
+#define REFUSED_TEXT "internal credential missing or wrong (INTERNAL_TOKEN_FILE)"
 
 void cm_rpc_init(void)
 {
@@ -169,8 +253,8 @@ static void meta_copy(struct meta *m, const grpc_metadata_array *md)
         char key[128], *val;
         size_t vn = GRPC_SLICE_LENGTH(md->metadata[i].value);
 
-        if (vn >= MAX_META_VALUE)
-            continue;
+        if (vn >= MAX_META_VALUE || slice_eq(md->metadata[i].key, CM_RPC_MD_INTERNAL_TOKEN))
+            continue; /* checked by token_ok; a handler never sees or forwards it */
         slice_copy(md->metadata[i].key, key, sizeof(key));
         val = malloc(vn + 1);
         if (!val)
@@ -456,6 +540,17 @@ static void handle_call(struct slot *s)
     if (grpc_call_start_batch(ctx.call, &op, 1, &ctx.close_tag, NULL) != GRPC_CALL_OK)
         return;
 
+    if (s->reg != &s->srv->health && !token_ok(&s->md)) {
+        char method[256];
+
+        if (s->reg)
+            cm_strlcpy(method, s->reg->m.path, sizeof(method));
+        else
+            slice_copy(s->details.method, method, sizeof(method));
+        log_refused(ctx.call, method);
+        cm_rpc_ctx_fail(&ctx, CM_RPC_UNAUTHENTICATED, NULL, REFUSED_TEXT);
+        goto out;
+    }
     if (!s->reg) {
         char method[256];
 
@@ -607,10 +702,23 @@ int cm_rpc_server_start(struct cm_rpc_server *srv)
             srv->server, srv->regs[i].m.path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     }
 
-    creds = grpc_insecure_server_credentials_create();
+    if (tls_ca) {
+        grpc_ssl_pem_key_cert_pair pair = {tls_key, tls_cert};
+
+        creds = grpc_ssl_server_credentials_create_ex(
+            tls_ca, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+    } else {
+        creds = grpc_insecure_server_credentials_create();
+    }
+    if (!creds)
+        return CM_EIO;
     port = grpc_server_add_http2_port(srv->server, srv->listen, creds);
     grpc_server_credentials_release(creds);
     if (port <= 0)
+        return CM_EIO;
+    /* A unix socket is for this uid alone (see the header). */
+    if (!strncmp(srv->listen, "unix:", 5) &&
+        chmod(srv->listen + (strncmp(srv->listen, "unix://", 7) ? 5 : 7), 0600))
         return CM_EIO;
     grpc_server_start(srv->server);
     srv->started = 1;
@@ -907,7 +1015,15 @@ static grpc_channel *channel_new(const char *target, int max_msg)
     args[4].value.integer = 10;
     chargs.num_args = 5;
     chargs.args = args;
-    creds = grpc_insecure_credentials_create();
+    if (tls_ca) {
+        grpc_ssl_pem_key_cert_pair pair = {tls_key, tls_cert};
+
+        creds = grpc_ssl_credentials_create(tls_ca, tls_cert ? &pair : NULL, NULL, NULL);
+    } else {
+        creds = grpc_insecure_credentials_create();
+    }
+    if (!creds)
+        return NULL;
     ch = grpc_channel_create(target, creds, &chargs);
     grpc_channel_credentials_release(creds);
     return ch;
@@ -1076,8 +1192,14 @@ static grpc_call *call_new(struct cm_rpc_client *c, const struct cm_rpc_method *
         status_set(st, CM_RPC_INTERNAL, "could not create call");
         return NULL;
     }
+    if (auth_token) {
+        md[*nmd].key = grpc_slice_from_static_string(CM_RPC_MD_INTERNAL_TOKEN);
+        md[*nmd].value = grpc_slice_from_static_buffer(auth_token, auth_token_len);
+        (*nmd)++;
+    }
     for (k = 0; k < opts->n_meta && *nmd < MAX_META; k++) {
-        if (!opts->meta[k].value || !opts->meta[k].value[0])
+        if (!opts->meta[k].value || !opts->meta[k].value[0] ||
+            !strcmp(opts->meta[k].key, CM_RPC_MD_INTERNAL_TOKEN))
             continue;
         md[*nmd].key = grpc_slice_from_static_string(opts->meta[k].key);
         md[*nmd].value = grpc_slice_from_copied_string(opts->meta[k].value);
@@ -1696,6 +1818,13 @@ static void on_request(struct cm_task *t)
     if (grpc_call_start_batch(a->call, &op, 1, &a->close_task, NULL) != GRPC_CALL_OK) {
         a->close_done = a->user_done = 1;
         acall_maybe_free(a);
+        return;
+    }
+    if (!token_ok(&a->md)) {
+        log_refused(a->call, a->reg->m.path);
+        grpc_byte_buffer_destroy(a->payload);
+        a->payload = NULL;
+        cm_rpc_acall_finish(a, CM_RPC_UNAUTHENTICATED, NULL, REFUSED_TEXT);
         return;
     }
     meta_copy(&a->meta, &a->md);

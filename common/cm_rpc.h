@@ -33,6 +33,7 @@ enum cm_rpc_code {
     CM_RPC_UNIMPLEMENTED = 12,
     CM_RPC_INTERNAL = 13,
     CM_RPC_UNAVAILABLE = 14,
+    CM_RPC_UNAUTHENTICATED = 16,
 };
 
 /* "OK", "UNAVAILABLE", ...; never NULL. */
@@ -54,6 +55,9 @@ extern const struct cm_rpc_method cm_rpc_health_check_method;
 #define CM_RPC_MD_REQUEST_ID "x-agentcore-request-id"
 #define CM_RPC_MD_SESSION_ID "x-agentcore-session-id"
 #define CM_RPC_MD_TRACEPARENT "traceparent"
+/* The internal credential (cm_rpc_set_token): sent by every client call,
+ * checked by every server, never handed to a handler. */
+#define CM_RPC_MD_INTERNAL_TOKEN "x-agentcore-internal-token"
 /* Trailer that classifies a failure beyond its code (e.g. "ModelError"). */
 #define CM_RPC_MD_ERROR_TYPE "x-agentcore-error-type"
 
@@ -67,6 +71,33 @@ struct cm_rpc_status {
     char details[512];
     char error_type[64]; /* from the error-type trailer; "" when none */
 };
+
+/* ---- internal authentication ----
+ *
+ * The gRPC services are internal: only the runtime's own processes may call
+ * them. Two mechanisms, one per deployment shape:
+ * - one host (single container, scripts/run.sh): "unix:/path" addresses. A
+ *   server makes its socket 0600 right after binding, so only processes of
+ *   its uid (and root) can connect; put the socket in a directory only that
+ *   uid can enter to close the moment between bind and chmod.
+ * - TCP (compose, scaled tool-workers): a shared token. With a token set,
+ *   every call this process makes carries it, and every call its servers
+ *   accept must carry the same one (compared in constant time) or is ended
+ *   with UNAUTHENTICATED and one WARN line naming the method and peer, never
+ *   the value. grpc.health.v1 stays open: it reveals nothing and probes
+ *   carry no token.
+ * - optionally mutual TLS (cm_rpc_set_tls) on top of either.
+ * Set both before creating servers or clients; they are never changed after. */
+
+/* Copies |token| (16 to 1024 printable ASCII bytes). NULL or "" turns the
+ * check off. 0, or CM_EINVAL for a token outside those bounds. */
+int cm_rpc_set_token(const char *token);
+
+/* Mutual TLS for every server and client of this process: |ca_pem| verifies
+ * the peer, |cert_pem| / |key_pem| identify us (PEM text, copied). Servers
+ * require and verify a client certificate; clients verify the server's
+ * against its target name. NULL |ca_pem| turns TLS off. 0 or CM_ENOMEM. */
+int cm_rpc_set_tls(const char *ca_pem, const char *cert_pem, const char *key_pem);
 
 /* Refcounted library start/stop. init blocks nothing itself; see the header. */
 void cm_rpc_init(void);

@@ -29,6 +29,10 @@ enum {
     C_HTTP_THREADS,
     C_MAX_MSG,
     C_GRACE,
+    C_AUTH_TOKEN,
+    C_AUTH_CA,
+    C_AUTH_CERT,
+    C_AUTH_KEY,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -76,6 +80,10 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                    "largest gRPC message accepted from the agent-worker", 0},
     [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
                  "on SIGTERM, how long in-flight invocations may finish", 0},
+    [C_AUTH_TOKEN] = CM_CFG_INTERNAL_TOKEN_FILE,
+    [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,
+    [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
+    [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 

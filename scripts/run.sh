@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Command 1: build if needed, then run the whole runtime under s6 supervision:
 # gateway on 127.0.0.1:8080 (PORT, GATEWAY_HOST), one agent-worker and one
-# tool-worker on loopback.
+# tool-worker reached over unix sockets (build/run/sock, this user only).
 #
 # With AWS credentials configured it talks to real Bedrock. With none, it also
 # starts the bundled Bedrock emulator and says so. BEDROCK_EMULATOR=1 forces
@@ -59,6 +59,19 @@ else
   fi
   log INFO "using Bedrock in ${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}} with model ${MODEL_ID:-us.anthropic.claude-sonnet-4-20250514-v1:0}"
 fi
+
+# Internal gRPC over unix sockets in a directory only this user may enter
+# (the sockets themselves are 0600): no other user of the machine, and no
+# tool in its sandbox, can call the workers.
+sock=$root/build/run/sock
+if [ ${#sock} -gt 90 ]; then # a socket path must fit in 108 bytes
+  sock=$(mktemp -d "${TMPDIR:-/tmp}/agentcore-sock.XXXXXX")
+else
+  rm -rf "$sock"
+  mkdir -m 0700 -p "$sock"
+fi
+export AGENT_WORKER_LISTEN=unix:$sock/agent.sock AGENT_WORKER_ADDR=unix:$sock/agent.sock
+export TOOL_WORKER_LISTEN=unix:$sock/tool.sock TOOL_WORKERS=unix:$sock/tool.sock
 
 # On a laptop the gateway listens on loopback only: it holds the user's AWS keys
 # and asks for no authentication. A container sets GATEWAY_HOST=0.0.0.0 itself.

@@ -45,6 +45,10 @@ enum {
     C_HTTP_CIDRS,
     C_UNCHECKED_NET,
     C_TEST_TOOLS,
+    C_AUTH_TOKEN,
+    C_AUTH_CA,
+    C_AUTH_CERT,
+    C_AUTH_KEY,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -110,6 +114,10 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                          0},
     [C_TEST_TOOLS] = {"TOOL_WORKER_TEST_TOOLS", NULL, CM_CFG_BOOL, "false", 0, 1,
                       "also offer the test tools (slow, background)", 0},
+    [C_AUTH_TOKEN] = CM_CFG_INTERNAL_TOKEN_FILE,
+    [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,
+    [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
+    [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 

@@ -481,6 +481,11 @@ static void test_agent_worker_unary_invoke(void **state)
     req.prompt = "direct";
     req.session_id = "direct-grpc-session-0000000000000001";
     req.request_id = "direct-grpc-request-1";
+    /* Without the internal token the call is refused, and logged. */
+    assert_int_equal(cm_rpc_call(c, &invoke, &req.base, (ProtobufCMessage **)&resp, &o, &st), -1);
+    assert_int_equal(st.code, CM_RPC_UNAUTHENTICATED);
+    assert_true(th_wait_log(main_s.agent.log_path, "internal call refused", 5000) >= 0);
+    assert_int_equal(th_use_token(), 0);
     assert_int_equal(cm_rpc_call(c, &invoke, &req.base, (ProtobufCMessage **)&resp, &o, &st), 0);
     assert_string_equal(resp->response, "Echo: direct");
     assert_string_equal(resp->invocation_id, "direct-grpc-request-1");
@@ -493,6 +498,7 @@ static void test_agent_worker_unary_invoke(void **state)
     assert_int_equal(cm_rpc_call(c, &invoke, &req.base, (ProtobufCMessage **)&resp, &o, &st), -1);
     assert_int_equal(st.code, CM_RPC_INVALID_ARGUMENT);
     cm_rpc_client_free(c);
+    cm_rpc_set_token(NULL);
     cm_rpc_thread_done();
     cm_rpc_shutdown();
 }

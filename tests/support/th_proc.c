@@ -1,4 +1,5 @@
 #include "th_proc.h"
+#include "cm_rpc.h"
 #include "cm_util.h"
 
 #include <errno.h>
@@ -25,6 +26,61 @@ const char *th_log_dir(void)
 {
     mkdir(TH_LOG_DIR, 0755);
     return TH_LOG_DIR;
+}
+
+const char *th_token_path(void)
+{
+    static char path[600];
+    static int made;
+
+    if (!made) {
+        unsigned char raw[24];
+        char hex[sizeof(raw) * 2 + 2];
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC), out;
+        size_t i;
+
+        snprintf(path, sizeof(path), "%s/internal-token-%d", th_log_dir(), (int)getpid());
+        if (fd < 0 || read(fd, raw, sizeof(raw)) != (ssize_t)sizeof(raw)) {
+            if (fd >= 0)
+                close(fd);
+            return NULL;
+        }
+        close(fd);
+        for (i = 0; i < sizeof(raw); i++)
+            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+        hex[2 * sizeof(raw)] = '\n';
+        out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out < 0 || write(out, hex, 2 * sizeof(raw) + 1) != (ssize_t)(2 * sizeof(raw) + 1)) {
+            if (out >= 0)
+                close(out);
+            return NULL;
+        }
+        close(out);
+        made = 1;
+    }
+    return path;
+}
+
+const char *th_token_env(void)
+{
+    static char env[640];
+
+    if (!env[0] && th_token_path())
+        snprintf(env, sizeof(env), "INTERNAL_TOKEN_FILE=%s", th_token_path());
+    return env[0] ? env : NULL;
+}
+
+int th_use_token(void)
+{
+    char *t = th_token_path() ? cm_read_file(th_token_path(), 4096, NULL) : NULL;
+    int rc;
+
+    if (!t)
+        return -1;
+    t[strcspn(t, "\n")] = '\0';
+    rc = cm_rpc_set_token(t) ? -1 : 0;
+    free(t);
+    return rc;
 }
 
 char *th_read_file(const char *path, size_t *len)
@@ -133,6 +189,10 @@ int th_proc_spawn_args(struct th_proc *p, const char *name, const char *binary,
         envp[n++] = env[i];
     envp[n++] = "NOTIFY_FD=3";
     envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
+    /* Internal gRPC authenticated as deployed over TCP: every process of a
+     * test shares one token (a test that wants otherwise says so first). */
+    if (th_token_env())
+        envp[n++] = th_token_env();
     envp[n++] = "LOG_LEVEL=DEBUG";
     /* Sanitizer settings must reach the children, or their reports are lost. */
     for (i = 0; i < (int)(sizeof(sanitizer_vars) / sizeof(sanitizer_vars[0])); i++) {

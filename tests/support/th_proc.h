@@ -38,6 +38,13 @@ int th_proc_stop(struct th_proc *p, int sig);
 
 /* Directory for the children's logs (created if needed). */
 const char *th_log_dir(void);
+/* A token file made once per test process (random, 0600) and the
+ * "INTERNAL_TOKEN_FILE=..." every spawned process gets by default. NULL when
+ * it cannot be made. */
+const char *th_token_path(void);
+const char *th_token_env(void);
+/* Makes this test process's own gRPC calls carry that token. 0 or -1. */
+int th_use_token(void);
 /* Waits until the file at |path| contains |needle| (watching it with inotify:
  * no polling). Returns the milliseconds waited, or -1 after |timeout_ms|. */
 long th_wait_log(const char *path, const char *needle, int timeout_ms);
