@@ -51,6 +51,24 @@ static int grow(struct cm_buf *b, size_t need)
     return 0;
 }
 
+int cm_buf_reserve(struct cm_buf *b, size_t n)
+{
+    char *p;
+
+    if (n > b->cap)
+        return CM_ETOOBIG;
+    if (n + 1 <= b->alloc)
+        return 0;
+    p = realloc(b->data, n + 1);
+    if (!p)
+        return CM_ENOMEM;
+    if (!b->data)
+        p[0] = '\0';
+    b->data = p;
+    b->alloc = n + 1;
+    return 0;
+}
+
 int cm_buf_add(struct cm_buf *b, const void *p, size_t n)
 {
     int rc;

@@ -20,6 +20,10 @@ void cm_buf_init(struct cm_buf *b, size_t cap);
 void cm_buf_free(struct cm_buf *b);
 /* Keeps the storage, empties the contents. */
 void cm_buf_reset(struct cm_buf *b);
+/* Allocates room for exactly |n| bytes (+ the NUL) at once, when the final
+ * size is known (a Content-Length): no doubling, no copy as it fills.
+ * 0, CM_ETOOBIG or CM_ENOMEM. */
+int cm_buf_reserve(struct cm_buf *b, size_t n);
 /* 0, CM_ETOOBIG (would pass the cap) or CM_ENOMEM. */
 int cm_buf_add(struct cm_buf *b, const void *p, size_t n);
 int cm_buf_addstr(struct cm_buf *b, const char *s);

@@ -5,6 +5,7 @@
 #include "cm_rpc.h"
 #include "cm_util.h"
 #include "gw_api.h"
+#include "gw_conns.h"
 #include "gw_hangup.h"
 #include "gw_health.h"
 #include "gw_invoke.h"
@@ -14,12 +15,15 @@
 #include "agentcore.pb-c.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 const struct cm_rpc_method gw_http_agent_methods[GW_HTTP_N_AGENT_METHODS] = {
@@ -34,6 +38,12 @@ static const struct cm_rpc_method *const stream_method = &gw_http_agent_methods[
 static const struct cm_rpc_method *const invoke_method = &gw_http_agent_methods[1];
 static const struct cm_rpc_method *const watch_method = &gw_http_agent_methods[2];
 
+/* Why an invocation is refused before its body is used. */
+enum { REFUSE_NONE, REFUSE_TOO_BIG, REFUSE_SLOTS, REFUSE_BUDGET };
+
+/* A connection beyond GATEWAY_MAX_CONNECTIONS has this long for its /ping. */
+#define GW_HTTP_RESERVE_MS 2000
+
 struct gw_http {
     struct MHD_Daemon *daemon;
     struct cm_rpc_client *agent;
@@ -43,16 +53,19 @@ struct gw_http {
     pthread_mutex_t lock; /* everything below */
     pthread_cond_t cond;  /* in_flight reached 0 */
     int in_flight;
+    size_t body_bytes; /* request body bytes held across connections */
     int stopping;
     struct gw_health *health; /* what /ping says */
     struct gw_invoke *invoke; /* /invocations, as events */
     struct gw_wss *wss;       /* /ws sessions */
+    struct gw_conns *conns;   /* request deadlines, the /ping reserve */
 };
 
 /* Per-request state, alive from the first callback to MHD's completion notice. */
 struct req {
     struct cm_buf body;
-    int too_big;
+    size_t budget;   /* bytes of MAX_INFLIGHT_BODY_BYTES this request holds */
+    int refusal;     /* REFUSE_*: answered once the body was read (and dropped) */
     int timeout_off; /* the idle timeout is off while the invocation runs */
     uint64_t start_ms;
     struct gw_call *call; /* the invocation, once started */
@@ -157,6 +170,42 @@ static void flight_leave(struct gw_http *h)
     pthread_mutex_unlock(&h->lock);
 }
 
+/* Takes |n| bytes of the body budget; 0 when it would pass it. */
+static int budget_take(struct gw_http *h, struct req *rq, size_t n)
+{
+    int ok;
+
+    pthread_mutex_lock(&h->lock);
+    ok = h->body_bytes + n <= h->cfg.max_inflight_body;
+    if (ok)
+        h->body_bytes += n;
+    pthread_mutex_unlock(&h->lock);
+    if (ok)
+        rq->budget += n;
+    return ok;
+}
+
+/* Frees the body and gives its bytes back to the budget. */
+static void body_release(struct gw_http *h, struct req *rq)
+{
+    cm_buf_free(&rq->body);
+    if (!rq->budget)
+        return;
+    pthread_mutex_lock(&h->lock);
+    h->body_bytes -= rq->budget;
+    pthread_mutex_unlock(&h->lock);
+    rq->budget = 0;
+}
+
+/* The gw_conns entry of |c| (NULL when untracked). */
+static struct gw_conn *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci ? ci->socket_context : NULL;
+}
+
 /* The WebSocket sessions' view of the same slots. */
 static int slot_take(void *h)
 {
@@ -174,11 +223,13 @@ static enum MHD_Result handle_ping(struct gw_http *h, struct MHD_Connection *c, 
 {
     long long since;
     const char *s = gw_health_status(h->health, &since);
+    const char *close_hdr[] = {"Connection", "close", NULL};
 
     /* An agent-worker unreachable for several checks is reported, with 503,
      * rather than hidden behind a Healthy that would accept work it cannot do. */
     *status = strcmp(s, "Unhealthy") ? 200 : 503;
-    return gw_mhd_send_json(c, *status, gw_api_ping_body(s, since), NULL, NULL, NULL);
+    return gw_mhd_send_json(c, *status, gw_api_ping_body(s, since), NULL, NULL,
+                            gw_conn_is_reserve(conn_of(c)) ? close_hdr : NULL);
 }
 
 /* ---- /invocations ---- */
@@ -264,6 +315,87 @@ static enum MHD_Result answer_invocation(struct gw_http *h, struct MHD_Connectio
     return ret;
 }
 
+static char *budget_body(const struct gw_http *h)
+{
+    char why[200];
+
+    snprintf(why, sizeof(why),
+             "the gateway holds MAX_INFLIGHT_BODY_BYTES (%zu) of request bodies already; retry "
+             "shortly",
+             h->cfg.max_inflight_body);
+    return gw_api_error_body("Too many request bytes in flight", why);
+}
+
+/* Answers refusal |why| (413 or 503 + Retry-After). |closing|: the body was
+ * not read, so the connection is closed after the answer. */
+static enum MHD_Result send_refusal(struct gw_http *h, struct MHD_Connection *c, int why,
+                                    const char *request_id, int closing, int *status)
+{
+    const char *extra[] = {"Retry-After", "1", "Connection", "close", NULL};
+    char text[96];
+
+    if (!closing)
+        extra[2] = NULL;
+    if (why == REFUSE_TOO_BIG) {
+        snprintf(text, sizeof(text), "request body larger than %zu bytes", h->cfg.max_body);
+        *status = 413;
+        return gw_mhd_send_json(c, 413, gw_api_error_body("Payload Too Large", text), NULL,
+                                request_id, closing ? extra + 2 : NULL);
+    }
+    *status = 503;
+    return gw_mhd_send_json(c, 503,
+                            why == REFUSE_BUDGET
+                                ? budget_body(h)
+                                : gw_api_error_body("Too many concurrent invocations",
+                                                    "the gateway's MAX_CONCURRENT_INVOCATIONS is "
+                                                    "reached; retry shortly"),
+                            NULL, request_id, extra);
+}
+
+/* Checks an invocation's caps as soon as its headers are in, before any
+ * body byte is read: the body size (Content-Length), the invocation slots
+ * and the body budget. A client that asked "Expect: 100-continue" is
+ * answered at once (it has sent no body yet) and the connection closed;
+ * returns 1. Any other client is answered once its body was read and
+ * dropped, never buffered (it would not read an answer while it writes);
+ * returns 0 with |rq->refusal| set. 0 and no refusal: the request goes on,
+ * holding its slot and budget. */
+static int refuse_early(struct gw_http *h, struct MHD_Connection *c, struct req *rq,
+                        enum MHD_Result *ret)
+{
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+    unsigned long long len = 0;
+    char *end;
+    int status;
+
+    if (cl) {
+        errno = 0;
+        len = strtoull(cl, &end, 10);
+        if (errno || end == cl || *end)
+            len = ULLONG_MAX; /* MHD refuses a malformed length itself */
+    }
+    if (cl && len > h->cfg.max_body) {
+        rq->refusal = REFUSE_TOO_BIG;
+    } else if (!flight_enter(h)) {
+        rq->refusal = REFUSE_SLOTS;
+    } else if (cl && !budget_take(h, rq, (size_t)len)) {
+        flight_leave(h);
+        rq->refusal = REFUSE_BUDGET;
+    } else {
+        rq->in_flight = 1;
+        /* The whole body at once when its size is known: no doubling. */
+        if (len && cm_buf_reserve(&rq->body, (size_t)len))
+            rq->refusal = REFUSE_BUDGET; /* out of memory: as busy */
+        return 0;
+    }
+    if (!expect || strcasecmp(expect, "100-continue"))
+        return 0;
+    *ret = send_refusal(h, c, rq->refusal, NULL, 1, &status);
+    access_log("POST", "/invocations", status, rq->start_ms);
+    return 1;
+}
+
 static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connection *c,
                                          struct req *rq, int *status_out)
 {
@@ -271,7 +403,6 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     struct gw_reply rep = {0, NULL};
     struct gw_mhd_fwd fwd;
     char session[GW_SESSION_ID_MAX + 1], request_id[256];
-    const char *retry[] = {"Retry-After", "1", NULL};
     struct gw_call_request creq;
     char refused[256];
     int streaming;
@@ -294,13 +425,8 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
         gw_api_error(&rep, 400, "Invalid request", why);
         goto reply;
     }
-    if (rq->too_big) {
-        char why[96];
-
-        snprintf(why, sizeof(why), "request body larger than %zu bytes", h->cfg.max_body);
-        gw_api_error(&rep, 413, "Payload Too Large", why);
-        goto reply;
-    }
+    if (rq->refusal)
+        return send_refusal(h, c, rq->refusal, request_id, 0, status_out);
     if (gw_api_parse_invocation(rq->body.data ? rq->body.data : "", rq->body.len, &inv, &rep))
         goto reply;
     if (gw_api_session_id(MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_SESSION_HEADER),
@@ -311,17 +437,6 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     cm_log_set_context(request_id, session);
     streaming =
         gw_api_wants_stream(&inv, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept"));
-    if (!flight_enter(h)) {
-        gw_invocation_clear(&inv);
-        *status_out = 503;
-        return gw_mhd_send_json(
-            c, 503,
-            gw_api_error_body("Too many concurrent invocations",
-                              "the gateway's MAX_CONCURRENT_INVOCATIONS is reached; "
-                              "retry shortly"),
-            session, request_id, retry);
-    }
-    rq->in_flight = 1;
     /* HTTP_IDLE_TIMEOUT_S is for idle keep-alive connections: an invocation
      * that waits on the model, or a stream between events, is not idle. */
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
@@ -382,7 +497,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
     (void)version;
     if (!rq) {
-        const char *cl;
         const char *allow_ping[] = {"Allow", "GET, HEAD", NULL};
         const char *allow_inv[] = {"Allow", "POST", NULL};
         const char *allow_ws[] = {"Allow", "GET", NULL};
@@ -393,6 +507,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rq->start_ms = cm_now_ms();
         cm_buf_init(&rq->body, h->cfg.max_body);
         *con_cls = rq;
+        /* Beyond the connection cap only /ping is answered (gw_conns). */
+        if (gw_conn_is_reserve(conn_of(c)) && !is_ping) {
+            const char *close_hdr[] = {"Retry-After", "1", "Connection", "close", NULL};
+
+            access_log(method, url, 503, rq->start_ms);
+            return gw_mhd_send_json(
+                c, 503,
+                gw_api_error_body(
+                    "Too many connections",
+                    "the gateway's GATEWAY_MAX_CONNECTIONS is reached; retry shortly"),
+                NULL, NULL, close_hdr);
+        }
         /* Answer what needs no body at once. */
         if (is_ws && strcmp(method, "GET"))
             return refuse(c, method, url, 405, allow_ws, rq->start_ms);
@@ -402,23 +528,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return refuse(c, method, url, 405, allow_ping, rq->start_ms);
         if (is_inv && strcmp(method, "POST"))
             return refuse(c, method, url, 405, allow_inv, rq->start_ms);
-        cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > h->cfg.max_body)
-            rq->too_big = 1;
-        /* Answering on a later call keeps the connection alive: MHD closes
-         * connections answered before it finished reading the request. */
+        /* An invocation's caps are checked before its body is read. */
+        if (is_inv && refuse_early(h, c, rq, &ret))
+            return ret;
+        /* Answering on a later call keeps the connection alive. */
         return MHD_YES;
     }
     if (rq->call)
         return answer_invocation(h, c, rq);
     if (is_inv && *upload_data_size) {
-        if (!rq->too_big && cm_buf_add(&rq->body, upload_data, *upload_data_size))
-            rq->too_big = 1; /* keep reading (and discarding) so the 413 reaches the client */
-        if (rq->too_big)
-            cm_buf_free(&rq->body);
+        size_t n = *upload_data_size;
+
+        /* A chunked body (no Content-Length) takes its budget as it comes;
+         * past the budget or the cap, the rest is read and dropped (memory
+         * stays bounded) and the answer says why. */
+        if (!rq->refusal && rq->budget < rq->body.len + n &&
+            !budget_take(h, rq, rq->body.len + n - rq->budget))
+            rq->refusal = REFUSE_BUDGET;
+        if (!rq->refusal && cm_buf_add(&rq->body, upload_data, n))
+            rq->refusal = REFUSE_TOO_BIG;
+        if (rq->refusal)
+            body_release(h, rq);
         *upload_data_size = 0;
         return MHD_YES;
     }
+    /* The request is read in full: its deadline is over (gw_conns). */
+    gw_conns_request_read(h->conns, conn_of(c));
     if (is_ws) {
         ret = gw_wss_answer(h->wss, c, &status);
         access_log(method, url, status, rq->start_ms);
@@ -433,6 +568,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (CM_LOG_ENABLED(CM_LOG_DEBUG))
         log_request(h, c, method, url, &rq->body);
     ret = handle_invocation(h, c, rq, &status);
+    body_release(h, rq); /* parsed and packed: the prompt travels on its own */
     if (status)
         access_log(method, url, status, rq->start_ms);
     cm_log_clear_context();
@@ -457,9 +593,29 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (rq->timeout_off)
         MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
                                   (unsigned int)h->cfg.idle_timeout_s);
-    cm_buf_free(&rq->body);
+    /* The next request on this connection has its own deadline. */
+    gw_conns_request_done(h->conns, conn_of(c));
+    body_release(h, rq);
     free(rq);
     *con_cls = NULL;
+}
+
+/* Connections come and go in gw_conns, which cuts slow requests and keeps
+ * a reserve for /ping beyond the cap. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct gw_http *h = cls;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        *socket_context = ci ? gw_conns_open(h->conns, ci->connect_fd) : NULL;
+    } else {
+        gw_conns_close(h->conns, *socket_context);
+        *socket_context = NULL;
+    }
 }
 
 struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_client *agent,
@@ -520,6 +676,16 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
             goto fail;
         }
     }
+    {
+        struct gw_conns_config cc = {cfg->max_connections, cfg->request_timeout_s * 1000,
+                                     cfg->idle_timeout_s * 1000, GW_HTTP_RESERVE_MS};
+
+        h->conns = gw_conns_new(&cc);
+        if (!h->conns) {
+            snprintf(err, errlen, "cannot start the connection watcher");
+            goto fail;
+        }
+    }
     /* Before the daemon: /ping reads it from the first request on. */
     h->health =
         gw_health_start(agent, watch_method, cfg->health_interval_ms, cfg->health_timeout_ms);
@@ -534,8 +700,9 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
             MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE,
         (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
-        MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->idle_timeout_s,
+        MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)(cfg->max_connections + GW_CONNS_RESERVE), MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->idle_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->http_threads > 0 ? cfg->http_threads : 2),
         MHD_OPTION_END);
@@ -548,6 +715,7 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
     return h;
 fail:
     gw_health_stop(h->health);
+    gw_conns_free(h->conns);
     gw_wss_free(h->wss);
     gw_invoke_free(h->invoke);
     gw_hangup_free(h->hangup);
@@ -589,6 +757,7 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
         cm_warn("a WebSocket session did not end within %d ms", GW_WSS_STOP_MS);
     gw_health_stop(h->health);
     MHD_stop_daemon(h->daemon);
+    gw_conns_free(h->conns);
     gw_wss_free(h->wss);
     gw_invoke_free(h->invoke);
     gw_hangup_free(h->hangup);

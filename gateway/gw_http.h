@@ -7,15 +7,18 @@
  * WebSocket session (gw_wss) runs on a thread of its own.
  *
  * Routes: GET|HEAD /ping, POST /invocations, GET /ws. Anything else: 404 or
- * 405 (with Allow), always with a JSON body. Bodies larger than |max_body| get
- * 413. A JSON answer is one unary Invoke, a stream one InvokeStream; a client
- * that hangs up (gw_hangup) cancels the call, and the agent-worker then aborts
- * its model request and its tool calls. A stream with nothing to send for
- * |sse_keepalive_s| sends a comment line. The idle timeout applies only
- * between requests of a keep-alive connection. A call that arrives before the
- * agent-worker is reachable (all processes start at once) waits for it up to
- * |agent_ready_wait_ms|; before the agent-worker was first reached /ping says
- * Healthy (invocations wait for it). */
+ * 405 (with Allow), always with a JSON body. An invocation's caps are checked
+ * as soon as its headers are in, before its body is read: a Content-Length
+ * over |max_body| gets 413, and 503 + Retry-After when the invocation slots
+ * or the body budget (|max_inflight_body| bytes across all connections) are
+ * taken; a chunked body takes budget as it comes. A request must be read in
+ * full within |request_timeout_s| (gw_conns). A JSON answer is one unary Invoke, a stream one
+ * InvokeStream; a client that hangs up (gw_hangup) cancels the call, and the agent-worker then
+ * aborts its model request and its tool calls. A stream with nothing to send for |sse_keepalive_s|
+ * sends a comment line. The idle timeout applies only between requests of a keep-alive connection.
+ * A call that arrives before the agent-worker is reachable (all processes start at once) waits for
+ * it up to |agent_ready_wait_ms|; before the agent-worker was first reached /ping says Healthy
+ * (invocations wait for it). */
 #ifndef GW_HTTP_H
 #define GW_HTTP_H
 
@@ -33,8 +36,10 @@ struct gw_http_config {
     const char *host; /* "0.0.0.0" */
     int port;         /* 0 = any free port */
     size_t max_body;
-    int max_connections;
-    int max_invocations; /* running at once; beyond: 503 + Retry-After at once */
+    size_t max_inflight_body; /* request body bytes held across all connections */
+    int request_timeout_s;    /* headers and body of a request must arrive within it */
+    int max_connections;      /* beyond: GW_CONNS_RESERVE more, for /ping only */
+    int max_invocations;      /* running at once; beyond: 503 + Retry-After at once */
     int invoke_timeout_ms;
     int stream_timeout_ms;
     int idle_timeout_s;

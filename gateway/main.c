@@ -16,6 +16,8 @@ enum {
     C_AGENT_ADDR,
     C_MAX_BODY,
     C_MAX_CONN,
+    C_MAX_INFLIGHT_BODY,
+    C_REQUEST_TIMEOUT,
     C_MAX_INVOCATIONS,
     C_INVOKE_TIMEOUT,
     C_STREAM_TIMEOUT,
@@ -46,7 +48,16 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_MAX_BODY] = {"MAX_BODY_BYTES", NULL, CM_CFG_INT, "104857600", 1024, 1073741824,
                     "largest request body accepted (AgentCore allows 100 MB); larger gets 413", 0},
     [C_MAX_CONN] = {"GATEWAY_MAX_CONNECTIONS", NULL, CM_CFG_INT, "4096", 1, 65536,
-                    "concurrent HTTP connections", 0},
+                    "concurrent HTTP connections (32 more are let in for /ping only)", 0},
+    [C_MAX_INFLIGHT_BODY] = {"MAX_INFLIGHT_BODY_BYTES", NULL, CM_CFG_INT, "268435456", 1024,
+                             17179869184LL,
+                             "request body bytes held at once across all connections (at least "
+                             "MAX_BODY_BYTES); beyond: 503 + Retry-After before the body is read",
+                             0},
+    [C_REQUEST_TIMEOUT] = {"HTTP_REQUEST_TIMEOUT_S", NULL, CM_CFG_INT, "120", 1, 86400,
+                           "a request's headers and body must arrive within this; slower "
+                           "connections are closed",
+                           0},
     [C_MAX_INVOCATIONS] = {"MAX_CONCURRENT_INVOCATIONS", NULL, CM_CFG_INT, "4096", 1, 65536,
                            "invocations running at once; more get 503 with Retry-After", 0},
     [C_STREAM_TIMEOUT] = {"STREAM_TIMEOUT_MS", NULL, CM_CFG_INT, "3600000", 1000, 86400000,
@@ -118,6 +129,15 @@ int main(int argc, char **argv)
     hcfg.port = (int)cfg[C_PORT].i;
     hcfg.max_body = (size_t)cfg[C_MAX_BODY].i;
     hcfg.max_connections = (int)cfg[C_MAX_CONN].i;
+    hcfg.max_inflight_body = (size_t)cfg[C_MAX_INFLIGHT_BODY].i;
+    hcfg.request_timeout_s = (int)cfg[C_REQUEST_TIMEOUT].i;
+    if (hcfg.max_inflight_body < hcfg.max_body) {
+        cm_error("invalid configuration: MAX_INFLIGHT_BODY_BYTES (%zu) must be at least "
+                 "MAX_BODY_BYTES (%zu), or the largest request could never be accepted",
+                 hcfg.max_inflight_body, hcfg.max_body);
+        rc = 2;
+        goto out;
+    }
     hcfg.invoke_timeout_ms = (int)cfg[C_INVOKE_TIMEOUT].i;
     hcfg.max_invocations = (int)cfg[C_MAX_INVOCATIONS].i;
     hcfg.stream_timeout_ms = (int)cfg[C_STREAM_TIMEOUT].i;

@@ -78,6 +78,26 @@ static void test_grows_past_first_allocation(void **state)
     cm_buf_free(&b);
 }
 
+/* A known final size is allocated once: filling it never reallocates. */
+static void test_reserve_exact(void **state)
+{
+    struct cm_buf b;
+    char *first;
+
+    (void)state;
+    cm_buf_init(&b, 100);
+    assert_int_equal(cm_buf_reserve(&b, 101), CM_ETOOBIG);
+    assert_int_equal(cm_buf_reserve(&b, 50), 0);
+    assert_int_equal(b.alloc, 51);
+    assert_string_equal(b.data, "");
+    first = b.data;
+    assert_int_equal(cm_buf_add(&b, "0123456789012345678901234567890123456789012345678", 49), 0);
+    assert_int_equal(cm_buf_add(&b, "9", 1), 0);
+    assert_ptr_equal(b.data, first);
+    assert_int_equal(b.len, 50);
+    cm_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -85,6 +105,7 @@ int main(void)
         cmocka_unit_test(test_printf_respects_cap),
         cmocka_unit_test(test_steal_and_reset),
         cmocka_unit_test(test_grows_past_first_allocation),
+        cmocka_unit_test(test_reserve_exact),
     };
     return cmocka_run_group_tests_name("cm_buf", tests, NULL, NULL);
 }

@@ -1,0 +1,257 @@
+/* End to end: what a hostile or careless HTTP client can hold is bounded.
+ * Real gateway, agent-worker, tool-worker and emulator on loopback; clients
+ * are raw sockets so each byte's timing is the test's own. Shown:
+ * - an invocation's caps are checked before its body is read: 413 for a
+ *   Content-Length over MAX_BODY_BYTES, 503 + Retry-After when the body
+ *   budget (MAX_INFLIGHT_BODY_BYTES, across connections) is taken, answered
+ *   at once to a client that waits for "100 Continue"; the budget is given
+ *   back when a body is done with, and a chunked body takes it as it comes;
+ * - a request whose headers or body do not arrive within
+ *   HTTP_REQUEST_TIMEOUT_S is cut;
+ * - with every connection slot held by slow clients, /ping still answers
+ *   (and only /ping). */
+#include "th_stack.h"
+
+#include <jansson.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
+#define MAX_CONN 8
+#define BODY_1M 1000000
+
+static struct th_proc emu, tool;
+static struct th_stack budget_s, slow_s, cap_s;
+
+static int setup(void **state)
+{
+    (void)state;
+    return th_emulator_start(&emu, "limits-emulator", NULL) ||
+           th_tool_start(&tool, "limits-tool-worker") ||
+           th_stack_start_gw(&budget_s, "limits-budget", &emu, &tool, (const char *[]){KEYS, NULL},
+                             (const char *[]){"MAX_BODY_BYTES=1048576",
+                                              "MAX_INFLIGHT_BODY_BYTES=2097152", NULL}) ||
+           th_stack_start_gw(&slow_s, "limits-slow", &emu, &tool, (const char *[]){KEYS, NULL},
+                             (const char *[]){"HTTP_REQUEST_TIMEOUT_S=1", NULL}) ||
+           th_stack_start_gw(&cap_s, "limits-cap", &emu, &tool, (const char *[]){KEYS, NULL},
+                             (const char *[]){"GATEWAY_MAX_CONNECTIONS=8", NULL});
+}
+
+static int teardown(void **state)
+{
+    int bad;
+
+    (void)state;
+    bad = th_stack_stop(&budget_s) | th_stack_stop(&slow_s) | th_stack_stop(&cap_s) |
+          th_stop(&tool) | th_stop(&emu);
+    return bad ? -1 : 0;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+
+        assert_true(w > 0);
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void send_str(int fd, const char *s)
+{
+    send_all(fd, s, strlen(s));
+}
+
+/* Opens a connection and sends the headers of an invocation of |len| bytes. */
+static int post_headers(const struct th_stack *s, size_t len, int expect_continue)
+{
+    char head[256];
+    int fd = th_connect_loopback(s->gw.port);
+
+    assert_true(fd >= 0);
+    snprintf(head, sizeof(head),
+             "POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n%s\r\n",
+             len, expect_continue ? "Expect: 100-continue\r\n" : "");
+    send_str(fd, head);
+    return fd;
+}
+
+/* A JSON invocation body of exactly |len| bytes. */
+static char *body_of(size_t len)
+{
+    static const char head[] = "{\"prompt\":\"", tail[] = "\"}";
+    char *b = malloc(len + 1);
+
+    assert_non_null(b);
+    memcpy(b, head, sizeof(head) - 1);
+    memset(b + sizeof(head) - 1, 'a', len - (sizeof(head) - 1) - (sizeof(tail) - 1));
+    memcpy(b + len - (sizeof(tail) - 1), tail, sizeof(tail));
+    return b;
+}
+
+/* 1 when the gateway closed |fd| within |ms| (whatever it sent first). */
+static int closed_within(int fd, int ms)
+{
+    char buf[4096];
+    struct pollfd p = {fd, POLLIN, 0};
+
+    for (;;) {
+        ssize_t n;
+
+        if (poll(&p, 1, ms) <= 0)
+            return 0;
+        n = read(fd, buf, sizeof(buf));
+        if (n <= 0)
+            return 1;
+    }
+}
+
+static void test_too_large_is_refused_before_the_body(void **state)
+{
+    char buf[4096];
+    int fd;
+
+    (void)state;
+    fd = post_headers(&budget_s, 2 * BODY_1M, 1);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "}", 5000), 0);
+    assert_non_null(strstr(buf, "HTTP/1.1 413"));
+    assert_non_null(strstr(buf, "\"error\":\"Payload Too Large\""));
+    assert_null(strstr(buf, "100 Continue"));
+    assert_true(closed_within(fd, 5000));
+    close(fd);
+}
+
+static void test_body_budget_across_connections(void **state)
+{
+    char buf[4096];
+    char *body = body_of(BODY_1M);
+    int a, b, c;
+    struct th_resp r;
+
+    (void)state;
+    /* Two 1 MB bodies hold the 2 MiB budget while they arrive. */
+    a = post_headers(&budget_s, BODY_1M, 1);
+    assert_int_equal(th_raw_read_until(a, buf, sizeof(buf), "100 Continue", 5000), 0);
+    b = post_headers(&budget_s, BODY_1M, 1);
+    assert_int_equal(th_raw_read_until(b, buf, sizeof(buf), "100 Continue", 5000), 0);
+    send_all(a, body, 1000);
+    /* A third is refused before it sends a byte of its body. */
+    c = post_headers(&budget_s, BODY_1M, 1);
+    assert_int_equal(th_raw_read_until(c, buf, sizeof(buf), "}", 5000), 0);
+    assert_non_null(strstr(buf, "HTTP/1.1 503"));
+    assert_non_null(strstr(buf, "Retry-After: 1"));
+    assert_non_null(strstr(buf, "Too many request bytes in flight"));
+    close(c);
+    /* A chunked body takes budget as it comes: refused once it is read. */
+    c = th_connect_loopback(budget_s.gw.port);
+    send_str(c, "POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "10\r\n{\"prompt\":\"hi\"} \r\n0\r\n\r\n");
+    assert_int_equal(th_raw_read_until(c, buf, sizeof(buf), "}", 5000), 0);
+    assert_non_null(strstr(buf, "HTTP/1.1 503"));
+    close(c);
+    /* The first body completes and is answered; its budget comes back. */
+    send_all(a, body + 1000, BODY_1M - 1000);
+    assert_int_equal(th_raw_read_until(a, buf, sizeof(buf), "HTTP/1.1 200", 30000), 0);
+    close(a);
+    close(b); /* gives its budget back as the gateway sees it go */
+    assert_int_equal(th_invoke(&budget_s, "{\"prompt\":\"room again\"}", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+    free(body);
+}
+
+/* A client that does not wait for 100 Continue gets its answer after the
+ * body, which is read and dropped, never buffered. */
+static void test_too_large_without_expect_reads_the_answer(void **state)
+{
+    char *big = malloc(2 * BODY_1M);
+    struct th_resp r;
+
+    (void)state;
+    assert_non_null(big);
+    memset(big, 'a', 2 * BODY_1M);
+    {
+        char url[96];
+
+        snprintf(url, sizeof(url), "%s/invocations", budget_s.url);
+        assert_int_equal(
+            th_http("POST", url, (const char *[]){"Expect:", NULL}, big, 2 * BODY_1M, &r), 0);
+    }
+    assert_int_equal(r.status, 413);
+    th_resp_free(&r);
+    free(big);
+}
+
+static void test_slow_headers_and_body_are_cut(void **state)
+{
+    int fd;
+
+    (void)state;
+    /* Headers that never end. */
+    fd = th_connect_loopback(slow_s.gw.port);
+    send_str(fd, "POST /invocations HTTP/1.1\r\nHost: x\r\n");
+    assert_true(closed_within(fd, 10000));
+    close(fd);
+    /* A body that stops half way. */
+    fd = post_headers(&slow_s, 100, 0);
+    send_str(fd, "{\"prompt\":");
+    assert_true(closed_within(fd, 10000));
+    close(fd);
+}
+
+static void test_ping_answers_at_the_connection_cap(void **state)
+{
+    int hold[MAX_CONN], i, tries, refused = 0;
+    char buf[4096];
+    struct th_resp r;
+    char url[96];
+
+    (void)state;
+    for (i = 0; i < MAX_CONN; i++) {
+        hold[i] = th_connect_loopback(cap_s.gw.port);
+        assert_true(hold[i] >= 0);
+        send_str(hold[i], "POST /invocations HTTP/1.1\r\nHost: x\r\n"); /* and nothing more */
+    }
+    /* Once the gateway has taken them all, another invocation is refused
+     * with JSON... (bounded: each try is answered, at most 50 tries). */
+    for (tries = 0; tries < 50 && !refused; tries++) {
+        int fd = th_connect_loopback(cap_s.gw.port);
+
+        send_str(fd, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+        if (th_raw_read_until(fd, buf, sizeof(buf), "}", 5000) == 0)
+            refused = strstr(buf, "HTTP/1.1 503") && strstr(buf, "Too many connections");
+        close(fd);
+    }
+    assert_true(refused);
+    /* ...and /ping still answers. */
+    snprintf(url, sizeof(url), "%s/ping", cap_s.url);
+    assert_int_equal(th_http("GET", url, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+    for (i = 0; i < MAX_CONN; i++)
+        close(hold[i]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_too_large_is_refused_before_the_body),
+        cmocka_unit_test(test_body_budget_across_connections),
+        cmocka_unit_test(test_too_large_without_expect_reads_the_answer),
+        cmocka_unit_test(test_slow_headers_and_body_are_cut),
+        cmocka_unit_test(test_ping_answers_at_the_connection_cap),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
