@@ -9,7 +9,7 @@
 struct watch {
     uint64_t id;
     int fd; /* our dup */
-    void (*cb)(void *ud);
+    int (*cb)(void *ud, int reset);
     void *ud;
     struct watch *next;
 };
@@ -64,8 +64,14 @@ static void *watch_main(void *p)
                 continue; /* the wake-up descriptor */
             x = slot(w, evs[i].data.u64);
             if (*x) {
-                (*x)->cb((*x)->ud);
-                drop(w, x);
+                int reset = (evs[i].events & (EPOLLHUP | EPOLLERR)) != 0;
+                struct epoll_event ev = {EPOLLONESHOT, {.u64 = (*x)->id}};
+
+                /* Asked to go on: only a failure is reported from now on
+                 * (HUP and ERR are always reported). */
+                if (!(*x)->cb((*x)->ud, reset) || reset ||
+                    epoll_ctl(w->ep, EPOLL_CTL_MOD, (*x)->fd, &ev))
+                    drop(w, x);
             }
         }
         if (w->stopping) {
@@ -125,7 +131,7 @@ void gw_hangup_free(struct gw_hangup *w)
     free(w);
 }
 
-uint64_t gw_hangup_watch(struct gw_hangup *w, int fd, void (*cb)(void *ud), void *ud)
+uint64_t gw_hangup_watch(struct gw_hangup *w, int fd, int (*cb)(void *ud, int reset), void *ud)
 {
     struct watch *x = calloc(1, sizeof(*x));
     struct epoll_event ev;

@@ -23,9 +23,12 @@ struct gw_hangup *gw_hangup_new(void);
 void gw_hangup_free(struct gw_hangup *w);
 
 /* Watches |fd| (borrowed). |cb| (quick, thread-safe: e.g. a gRPC cancel)
- * runs once when the peer closes or resets. Returns an id > 0, or 0 when the
- * socket cannot be watched (the caller then gives up on the hangup check). */
-uint64_t gw_hangup_watch(struct gw_hangup *w, int fd, void (*cb)(void *ud), void *ud);
+ * runs when the peer closes its side (|reset| 0: a FIN, which may be a
+ * half-close of a client that still reads) or the connection fails (|reset|
+ * 1: a reset, or both sides closed). It returns 1 to go on watching for a
+ * failure only, 0 to end the watch. Returns an id > 0, or 0 when the socket
+ * cannot be watched (the caller then gives up on the hangup check). */
+uint64_t gw_hangup_watch(struct gw_hangup *w, int fd, int (*cb)(void *ud, int reset), void *ud);
 /* Ends the watch |id| (0 is fine). After return, its callback never runs. */
 void gw_hangup_unwatch(struct gw_hangup *w, uint64_t id);
 

@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -185,7 +186,10 @@ static int budget_take(struct gw_http *h, struct req *rq, size_t n)
     return ok;
 }
 
-/* Frees the body and gives its bytes back to the budget. */
+/* Frees the body and gives its bytes back to the budget. An invocation
+ * keeps its budget until it is answered: until then the gateway still holds
+ * its prompt (parsed, then packed for the agent-worker, which a unary call
+ * keeps until it ends). */
 static void body_release(struct gw_http *h, struct req *rq)
 {
     cm_buf_free(&rq->body);
@@ -276,18 +280,21 @@ static enum MHD_Result answer_invocation(struct gw_http *h, struct MHD_Connectio
         ret = MHD_YES;
         break;
     case GW_ANSWER_GONE:
+        body_release(h, rq);
         flight_leave(h);
         rq->in_flight = 0;
         access_log("POST", "/invocations", 499, rq->start_ms);
         ret = MHD_NO; /* nobody to answer */
         break;
     case GW_ANSWER_JSON:
+        body_release(h, rq);
         ret = gw_mhd_send_json(c, a.status, a.body, rq->session, rq->request_id, NULL);
         flight_leave(h);
         rq->in_flight = 0;
         access_log("POST", "/invocations", a.status, rq->start_ms);
         break;
     default:
+        body_release(h, rq); /* the first event is here: the request reached the agent */
         o = calloc(1, sizeof(*o));
         r = o ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, o,
                                                   sse_free)
@@ -396,6 +403,11 @@ static int refuse_early(struct gw_http *h, struct MHD_Connection *c, struct req 
     return 1;
 }
 
+static void json_release(void *root)
+{
+    json_decref(root);
+}
+
 static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connection *c,
                                          struct req *rq, int *status_out)
 {
@@ -429,6 +441,7 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
         return send_refusal(h, c, rq->refusal, request_id, 0, status_out);
     if (gw_api_parse_invocation(rq->body.data ? rq->body.data : "", rq->body.len, &inv, &rep))
         goto reply;
+    cm_buf_free(&rq->body); /* parsed: the prompt lives in |inv| now (one copy, not two) */
     if (gw_api_session_id(MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_SESSION_HEADER),
                           inv.session_id, session, &rep)) {
         gw_invocation_clear(&inv);
@@ -448,6 +461,8 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     fwd.meta[fwd.n++] = (struct cm_rpc_meta){CM_RPC_MD_REQUEST_ID, request_id};
     fwd.meta[fwd.n++] = (struct cm_rpc_meta){CM_RPC_MD_SESSION_ID, session};
     creq.prompt = inv.prompt;
+    creq.prompt_owner = json_incref(inv.root); /* no copy of the prompt: the call holds the tree */
+    creq.prompt_release = json_release;
     creq.session = session;
     creq.request_id = request_id;
     creq.stream = streaming;
@@ -568,7 +583,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (CM_LOG_ENABLED(CM_LOG_DEBUG))
         log_request(h, c, method, url, &rq->body);
     ret = handle_invocation(h, c, rq, &status);
-    body_release(h, rq); /* parsed and packed: the prompt travels on its own */
+    if (!rq->call)
+        body_release(h, rq); /* answered at once: nothing of it is held any more */
     if (status)
         access_log(method, url, status, rq->start_ms);
     cm_log_clear_context();
@@ -665,6 +681,7 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
                                    cfg->stream_timeout_ms,
                                    cfg->agent_ready_wait_ms,
                                    cfg->ws_max_message,
+                                   cfg->ws_idle_timeout_s * 1000,
                                    cfg->ws_origins,
                                    slot_take,
                                    slot_give,

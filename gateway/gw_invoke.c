@@ -44,6 +44,9 @@ struct gw_call {
     struct MHD_Connection *c;
     int fd, stream;
     char *prompt, *session, *request_id;
+    const char *prompt_ref; /* the prompt: |prompt|, or inside |prompt_owner| */
+    void *prompt_owner;     /* held until the request is packed */
+    void (*prompt_release)(void *owner);
     struct cm_rpc_meta meta[MAX_META];
     size_t n_meta;
     uint64_t ready_deadline;
@@ -83,6 +86,8 @@ static void cancel_call(struct gw_call *call)
     pthread_mutex_unlock(&call->lock);
 }
 
+static void prompt_drop(struct gw_call *call);
+
 static void call_free(struct gw_call *call)
 {
     size_t i;
@@ -98,11 +103,24 @@ static void call_free(struct gw_call *call)
         free((char *)call->meta[i].value);
     }
     free(call->body);
-    free(call->prompt);
+    prompt_drop(call);
     free(call->session);
     free(call->request_id);
     pthread_mutex_destroy(&call->lock);
     free(call);
+}
+
+/* The prompt is packed into the request (or will never be): let it go now,
+ * not when the invocation ends. */
+static void prompt_drop(struct gw_call *call)
+{
+    if (call->prompt_release)
+        call->prompt_release(call->prompt_owner);
+    call->prompt_release = NULL;
+    call->prompt_owner = NULL;
+    free(call->prompt);
+    call->prompt = NULL;
+    call->prompt_ref = NULL;
 }
 
 static void loop_let_go(struct gw_call *call)
@@ -258,12 +276,28 @@ static void fail_status(struct gw_call *call, const struct cm_rpc_status *st)
 }
 
 /* Runs on gw_hangup's thread: the client closed its socket. */
-static void on_hangup(void *ud)
+/* The client's side closed. A FIN alone may be a half-close by a client
+ * that still reads its answer; only a stream that has begun can tell: a
+ * comment line reaches a client that reads, and draws a reset from one that
+ * is gone (reported here again, or MHD's write fails). Before that, and for
+ * a JSON answer, nothing can be written yet: a FIN is taken as leaving. */
+static int on_hangup(void *ud, int reset)
 {
     struct gw_call *call = ud;
+    int started;
 
+    if (!reset) {
+        pthread_mutex_lock(&call->lock);
+        started = call->headers && !call->mhd_done;
+        pthread_mutex_unlock(&call->lock);
+        if (started) {
+            push(call, strdup(": \n\n"));
+            return 1;
+        }
+    }
     atomic_store(&call->client_left, 1);
     cancel_call(call);
+    return 0;
 }
 
 /* The gRPC call has ended: nobody may cancel it any more. */
@@ -378,7 +412,7 @@ static void begin(struct gw_call *call)
     struct cm_rpc_status st;
     int ok;
 
-    req.prompt = call->prompt;
+    req.prompt = (char *)call->prompt_ref;
     req.session_id = call->session;
     req.request_id = call->request_id;
     req.stream = call->stream; /* without it the agent sends the final event only */
@@ -394,6 +428,7 @@ static void begin(struct gw_call *call)
                                           on_unary_done, call, &st);
     ok = call->astream || call->pending;
     pthread_mutex_unlock(&call->lock);
+    prompt_drop(call); /* packed into the request (or refused): not needed any more */
     if (!ok) {
         fail_status(call, &st);
         loop_release(call);
@@ -493,14 +528,24 @@ struct gw_call *gw_call_start(struct gw_invoke *gi, struct MHD_Connection *c,
     const union MHD_ConnectionInfo *ci;
     size_t i;
 
-    if (!call)
+    if (!call) {
+        if (r->prompt_release)
+            r->prompt_release(r->prompt_owner);
         return NULL;
+    }
     call->gi = gi;
     call->c = c;
     call->stream = r->stream;
     call->start_task.run = on_start;
     pthread_mutex_init(&call->lock, NULL);
-    call->prompt = dup_or_empty(r->prompt);
+    if (r->prompt_release) {
+        call->prompt_owner = r->prompt_owner;
+        call->prompt_release = r->prompt_release;
+        call->prompt_ref = r->prompt ? r->prompt : "";
+    } else {
+        call->prompt = dup_or_empty(r->prompt);
+        call->prompt_ref = call->prompt;
+    }
     call->session = dup_or_empty(r->session);
     call->request_id = dup_or_empty(r->request_id);
     for (i = 0; i < r->n_meta && call->n_meta < MAX_META; i++) {
@@ -514,7 +559,7 @@ struct gw_call *gw_call_start(struct gw_invoke *gi, struct MHD_Connection *c,
         call->meta[call->n_meta].key = k;
         call->meta[call->n_meta++].value = v;
     }
-    if (!call->prompt || !call->session || !call->request_id) {
+    if (!call->prompt_ref || !call->session || !call->request_id) {
         call_free(call);
         return NULL;
     }

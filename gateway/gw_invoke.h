@@ -46,13 +46,19 @@ void gw_invoke_free(struct gw_invoke *gi);
 
 struct gw_call_request {
     const char *prompt, *session, *request_id;
+    /* With |prompt_release|: the call takes |prompt_owner| (which keeps
+     * |prompt| alive) instead of copying a prompt that may be 100 MB, and
+     * releases it once the request is packed for the agent-worker. */
+    void *prompt_owner;
+    void (*prompt_release)(void *owner);
     int stream;                     /* SSE: every event; else the JSON answer only */
     const struct cm_rpc_meta *meta; /* forwarded context, copied */
     size_t n_meta;
 };
 
 /* From MHD's access handler: suspends |c| and starts the call on the loop.
- * NULL on allocation failure (|c| is not suspended then). */
+ * NULL on allocation failure (|c| is not suspended then). A prompt owner is
+ * taken in both cases. */
 struct gw_call *gw_call_start(struct gw_invoke *gi, struct MHD_Connection *c,
                               const struct gw_call_request *r);
 

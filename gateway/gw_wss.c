@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -21,6 +22,14 @@
 #include <wslay/wslay.h>
 
 #define WS_CLOSE_WAIT_MS 2000 /* how long a sent close waits for the peer's */
+/* What a session may hold for a client that does not read: wslay queues a
+ * pong per ping and every event of an invocation. Past either cap the socket
+ * is closed with 1008; a socket that takes no byte of what is queued for
+ * WS_WRITE_TIMEOUT_MS is dropped (its close could never be sent). */
+#define WS_MAX_QUEUED_BYTES (32u * 1024 * 1024)
+#define WS_MAX_QUEUED_MSGS 1024
+#define WS_WRITE_TIMEOUT_MS 10000
+#define WS_STOP_WRITE_MS 1000 /* the same once the gateway stops */
 
 struct gw_wss {
     struct gw_wss_config cfg;
@@ -171,6 +180,9 @@ struct ws {
     /* A close to send once the messages queued before it are out: wslay puts
      * control frames ahead of data, so it must not be queued earlier. */
     uint16_t close_code;
+    uint64_t active_at;     /* last frame received or invocation event (idle timeout) */
+    uint64_t blocked_since; /* queued bytes the socket has not taken, since; 0 none */
+    uint64_t sent;          /* bytes the socket took (progress of a blocked write) */
     /* While an invocation runs, a pump thread sleeps on its stream and hands
      * each event over through |q| and the |wake| eventfd, so the socket's
      * thread sleeps in poll() on the socket and |wake|, never on a timer. */
@@ -290,6 +302,8 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     ssize_t r = send(w->sock, data, len, MSG_NOSIGNAL);
 
     (void)flags;
+    if (r > 0)
+        w->sent += (uint64_t)r;
     if (r < 0) {
         wslay_event_set_error(ctx, errno == EAGAIN || errno == EWOULDBLOCK
                                        ? WSLAY_ERR_WOULDBLOCK
@@ -388,6 +402,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     struct ws *w = ud;
 
     (void)ctx;
+    w->active_at = cm_now_ms();
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
         ws_invocation(w, (const char *)arg->msg, arg->msg_length);
     else if (arg->opcode == WSLAY_CONNECTION_CLOSE)
@@ -400,6 +415,7 @@ static void ws_pump(struct ws *w)
 {
     struct cm_rpc_status st;
 
+    w->active_at = cm_now_ms();
     if (!ws_take(w, 1))
         return;
     if (stream_finish(w->call, &st)) {
@@ -527,6 +543,14 @@ static void ws_end(struct ws *w)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* The smaller of a poll timeout (-1: none) and |ms|. */
+static int ws_min_timeout(int timeout, uint64_t ms)
+{
+    int t = ms > INT_MAX ? INT_MAX : (int)ms;
+
+    return timeout < 0 || t < timeout ? t : timeout;
+}
+
 static void *ws_main(void *p)
 {
     struct ws *w = p;
@@ -550,14 +574,40 @@ static void *ws_main(void *p)
     }
     ws_register(w, 1);
     wslay_event_config_set_max_recv_msg_length(w->ctx, s->cfg.max_message);
+    w->active_at = cm_now_ms();
     while (wslay_event_want_read(w->ctx) || wslay_event_want_write(w->ctx)) {
         struct pollfd pf[2] = {{sock, 0, 0}, {w->wake, POLLIN, 0}};
-        int stopping = is_stopping(s), timeout = -1;
+        int stopping = is_stopping(s), timeout = -1, closing;
+        uint64_t now = cm_now_ms(), sent_before;
 
+        closing = w->close_code || wslay_event_get_close_sent(w->ctx);
         /* A running invocation gets the gateway's grace (it holds a slot
          * gw_http waits for); an idle socket closes at once. */
-        if (stopping && !w->call && !w->close_code && !wslay_event_get_close_sent(w->ctx))
+        if (stopping && !w->call && !closing)
             w->close_code = WSLAY_CODE_GOING_AWAY;
+        /* Idle: no message from the client and no invocation for a while. */
+        if (!stopping && s->cfg.idle_timeout_ms > 0 && !w->call && !closing) {
+            uint64_t at = w->active_at + (uint64_t)s->cfg.idle_timeout_ms;
+
+            if (now >= at) {
+                cm_info("WebSocket idle for %d ms: closed", s->cfg.idle_timeout_ms);
+                w->close_code = WSLAY_CODE_GOING_AWAY;
+            } else {
+                timeout = ws_min_timeout(timeout, at - now);
+            }
+        }
+        /* A client that does not read: stop its invocation, read nothing
+         * more, and close with 1008 ahead of what is queued. */
+        if (!closing && (wslay_event_get_queued_msg_length(w->ctx) > WS_MAX_QUEUED_BYTES ||
+                         wslay_event_get_queued_msg_count(w->ctx) > WS_MAX_QUEUED_MSGS)) {
+            cm_warn("WebSocket client is not reading (%zu messages, %zu bytes queued): closed "
+                    "with 1008",
+                    wslay_event_get_queued_msg_count(w->ctx),
+                    wslay_event_get_queued_msg_length(w->ctx));
+            ws_close_call(w);
+            wslay_event_shutdown_read(w->ctx);
+            wslay_event_queue_close(w->ctx, WSLAY_CODE_POLICY_VIOLATION, NULL, 0);
+        }
         if (w->close_code && !wslay_event_want_write(w->ctx)) {
             wslay_event_queue_close(w->ctx, w->close_code, NULL, 0);
             w->close_code = 0;
@@ -568,17 +618,32 @@ static void *ws_main(void *p)
             if (stopping)
                 break; /* the linger below still reads what the peer sends */
             if (!closed_at)
-                closed_at = cm_now_ms();
-            else if (cm_now_ms() - closed_at > WS_CLOSE_WAIT_MS)
+                closed_at = now;
+            else if (now - closed_at > WS_CLOSE_WAIT_MS)
                 break;
-            timeout = (int)(WS_CLOSE_WAIT_MS + 1 - (cm_now_ms() - closed_at));
+            timeout = ws_min_timeout(timeout, WS_CLOSE_WAIT_MS + 1 - (now - closed_at));
+        }
+        /* Something to write that the socket does not take: not for ever. */
+        if (wslay_event_want_write(w->ctx)) {
+            uint64_t limit = stopping ? WS_STOP_WRITE_MS : WS_WRITE_TIMEOUT_MS;
+
+            if (!w->blocked_since)
+                w->blocked_since = now;
+            if (now - w->blocked_since >= limit) {
+                cm_warn("WebSocket client took nothing for %llu ms: dropped",
+                        (unsigned long long)limit);
+                break;
+            }
+            timeout = ws_min_timeout(timeout, w->blocked_since + limit - now);
+        } else {
+            w->blocked_since = 0;
         }
         if (wslay_event_want_read(w->ctx))
             pf[0].events |= POLLIN;
         if (wslay_event_want_write(w->ctx))
             pf[0].events |= POLLOUT;
         /* Sleeps until the client sends, the socket drains, the invocation
-         * has an event, or the gateway stops: no timer while nothing happens. */
+         * has an event, the gateway stops or a deadline above passes. */
         if (w->extra_len)
             pf[0].revents = POLLIN;
         else if (poll(pf, 2, timeout) < 0 && errno != EINTR)
@@ -598,8 +663,11 @@ static void *ws_main(void *p)
         }
         if (w->call)
             ws_pump(w);
+        sent_before = w->sent;
         if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx))
             break;
+        if (w->sent != sent_before)
+            w->blocked_since = 0; /* it took something: the write timeout starts again */
     }
     if (w->call)
         cm_info("WebSocket closed mid-invocation: invocation cancelled");

@@ -9,6 +9,11 @@
  *
  * Caps: messages beyond |max_message| close the socket with 1009; the
  * gateway's invocation slots (|slot_take|) count WebSocket invocations too.
+ * What is queued for a client that does not read (pongs, events) is capped
+ * (32 MiB, 1024 messages; beyond: 1008, the invocation cancelled); a socket
+ * that takes nothing for 10 s (1 s once the gateway stops) is dropped
+ * without a close, which could never be sent; a socket idle for
+ * |idle_timeout_ms| closes with 1001.
  * Errors: a bad handshake gets 400 with a JSON body, an upgrade while the
  * gateway stops 503; an invocation that cannot run gets an error event
  * ({"error":..., "type":...}) and the socket stays open, unless the
@@ -34,6 +39,7 @@ struct gw_wss_config {
     int stream_timeout_ms;
     int agent_ready_wait_ms; /* how long an invocation waits for an unreachable agent-worker */
     size_t max_message;
+    int idle_timeout_ms; /* no message and no invocation this long: closed with 1001; 0 never */
     const char *origins; /* GATEWAY_WS_ORIGINS: browser origins allowed on /ws */
     /* The gateway's invocation slots: take returns 1 with a slot, 0 at the
      * cap (or while the gateway stops); give returns one. Thread-safe. */

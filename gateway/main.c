@@ -17,6 +17,7 @@ enum {
     C_MAX_BODY,
     C_MAX_CONN,
     C_MAX_INFLIGHT_BODY,
+    C_WS_IDLE,
     C_REQUEST_TIMEOUT,
     C_MAX_INVOCATIONS,
     C_INVOKE_TIMEOUT,
@@ -54,6 +55,10 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                              "request body bytes held at once across all connections (at least "
                              "MAX_BODY_BYTES); beyond: 503 + Retry-After before the body is read",
                              0},
+    [C_WS_IDLE] = {"WS_IDLE_TIMEOUT_S", NULL, CM_CFG_INT, "600", 0, 86400,
+                   "close a WebSocket with no message and no invocation for this long (1001; 0 = "
+                   "never)",
+                   0},
     [C_REQUEST_TIMEOUT] = {"HTTP_REQUEST_TIMEOUT_S", NULL, CM_CFG_INT, "120", 1, 86400,
                            "a request's headers and body must arrive within this; slower "
                            "connections are closed",
@@ -146,6 +151,7 @@ int main(int argc, char **argv)
     hcfg.health_timeout_ms = 500;
     hcfg.ws_max_message = (size_t)cfg[C_WS_MAX].i;
     hcfg.ws_origins = cfg[C_WS_ORIGINS].s;
+    hcfg.ws_idle_timeout_s = (int)cfg[C_WS_IDLE].i;
     hcfg.idle_timeout_s = (int)cfg[C_IDLE_TIMEOUT].i;
     hcfg.sse_keepalive_s = (int)cfg[C_SSE_KEEPALIVE].i;
     hcfg.agent_ready_wait_ms = (int)cfg[C_READY_WAIT].i;

@@ -829,7 +829,91 @@ static void sandbox_overhead(struct stack *s, int n)
     cm_rpc_client_free(c);
 }
 
-/* BENCH_PHASES=cold,load,latency,tool,sandbox,sessions,streams,wait picks phases
+/* ---- large bodies: the gateway's body budget under concurrent 90 MB prompts ---- */
+
+#define BIG_CLIENTS 20
+#define BIG_BYTES (90u * 1024 * 1024)
+#define BIG_ATTEMPTS 600
+
+/* |BIG_CLIENTS| clients post a 90 MB prompt at the same moment, each trying
+ * again after a 503's Retry-After (at most BIG_ATTEMPTS times): how many were
+ * refused at first, how long until all were answered, and the gateway's peak
+ * RSS against MAX_INFLIGHT_BODY_BYTES. */
+static void big_bodies(struct stack *s, long budget_kb)
+{
+    static const char head[] = "{\"prompt\":\"[[max_tokens]] ", tail[] = "\"}";
+    char *body = malloc(BIG_BYTES);
+    CURLM *m = curl_multi_init();
+    CURL *h[BIG_CLIENTS];
+    double retry_at[BIG_CLIENTS], t0 = now_s();
+    int tries[BIG_CLIENTS], done = 0, first503 = 0, n503 = 0, other = 0, i, running;
+    long idle_kb = rss_kb(s->gw.pid);
+
+    if (!body || !m) {
+        free(body);
+        curl_multi_cleanup(m);
+        return;
+    }
+    memcpy(body, head, sizeof(head) - 1);
+    memset(body + sizeof(head) - 1, 'a', BIG_BYTES - (sizeof(head) - 1) - (sizeof(tail) - 1));
+    memcpy(body + BIG_BYTES - (sizeof(tail) - 1), tail, sizeof(tail) - 1);
+    for (i = 0; i < BIG_CLIENTS; i++) {
+        h[i] = curl_easy_init();
+        curl_easy_setopt(h[i], CURLOPT_URL, s->url);
+        curl_easy_setopt(h[i], CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h[i], CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)BIG_BYTES);
+        curl_easy_setopt(h[i], CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(h[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h[i], CURLOPT_TIMEOUT, (long)MAX_SECONDS);
+        curl_easy_setopt(h[i], CURLOPT_PRIVATE, (void *)(intptr_t)i);
+        curl_multi_add_handle(m, h[i]);
+        tries[i] = 1;
+        retry_at[i] = 0;
+    }
+    while (done < BIG_CLIENTS) {
+        CURLMsg *msg;
+        int left;
+
+        curl_multi_perform(m, &running);
+        while ((msg = curl_multi_info_read(m, &left))) {
+            long st = 0;
+            intptr_t k;
+
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&k);
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &st);
+            curl_multi_remove_handle(m, msg->easy_handle);
+            if (st == 503 && tries[k] < BIG_ATTEMPTS) {
+                n503++;
+                first503 += tries[k] == 1;
+                tries[k]++;
+                retry_at[k] = now_s() + 1.0; /* Retry-After: 1 */
+            } else {
+                other += st != 200;
+                done++;
+            }
+        }
+        for (i = 0; i < BIG_CLIENTS; i++) {
+            if (retry_at[i] > 0 && now_s() >= retry_at[i]) {
+                retry_at[i] = 0;
+                curl_multi_add_handle(m, h[i]);
+            }
+        }
+        curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    printf("bodies: %d clients x %u MiB prompt at once: all answered in %.1f s, %d refused with "
+           "503 at first (%d 503s in all, each before its body was read), %d not 200; gateway RSS "
+           "idle %.1f MiB, peak %.1f MiB (MAX_INFLIGHT_BODY_BYTES %.0f MiB)\n",
+           BIG_CLIENTS, BIG_BYTES >> 20, now_s() - t0, first503, n503, other, idle_kb / 1024.0,
+           proc_kb(s->gw.pid, "status", "VmHWM") / 1024.0, budget_kb / 1024.0);
+    for (i = 0; i < BIG_CLIENTS; i++)
+        curl_easy_cleanup(h[i]);
+    curl_multi_cleanup(m);
+    free(body);
+}
+
+/* BENCH_PHASES=cold,load,latency,tool,sandbox,sessions,streams,wait,bodies picks phases
  * (all by default), e.g. to profile one of them. */
 static int phase(const char *name)
 {
@@ -939,6 +1023,12 @@ int main(int argc, char **argv)
     if (phase("wait"))
         many_streams(&s, streams / 4 > 0 ? streams / 4 : 1, 10000, 0, 1);
     stop_three(&s);
+    if (phase("bodies")) {
+        if (fresh(&s, "bodies"))
+            return 1;
+        big_bodies(&s, 256 * 1024); /* the gateway's default budget */
+        stop_three(&s);
+    }
     th_proc_stop(&s.emu, SIGTERM);
     curl_global_cleanup();
     return 0;

@@ -9,11 +9,17 @@
  * - a request whose headers or body do not arrive within
  *   HTTP_REQUEST_TIMEOUT_S is cut;
  * - with every connection slot held by slow clients, /ping still answers
- *   (and only /ping). */
+ *   (and only /ping);
+ * - a WebSocket client that sends pings and never reads is closed (1008)
+ *   and dropped, and SIGTERM still ends the gateway within
+ *   SHUTDOWN_GRACE_MS while such a client is connected. */
 #include "th_stack.h"
+#include "th_ws.h"
 
 #include <jansson.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,7 +36,7 @@
 #define BODY_1M 1000000
 
 static struct th_proc emu, tool;
-static struct th_stack budget_s, slow_s, cap_s;
+static struct th_stack budget_s, slow_s, cap_s, ws_s;
 
 static int setup(void **state)
 {
@@ -43,7 +49,9 @@ static int setup(void **state)
            th_stack_start_gw(&slow_s, "limits-slow", &emu, &tool, (const char *[]){KEYS, NULL},
                              (const char *[]){"HTTP_REQUEST_TIMEOUT_S=1", NULL}) ||
            th_stack_start_gw(&cap_s, "limits-cap", &emu, &tool, (const char *[]){KEYS, NULL},
-                             (const char *[]){"GATEWAY_MAX_CONNECTIONS=8", NULL});
+                             (const char *[]){"GATEWAY_MAX_CONNECTIONS=8", NULL}) ||
+           th_stack_start_gw(&ws_s, "limits-ws", &emu, &tool, (const char *[]){KEYS, NULL},
+                             (const char *[]){"SHUTDOWN_GRACE_MS=3000", NULL});
 }
 
 static int teardown(void **state)
@@ -52,7 +60,7 @@ static int teardown(void **state)
 
     (void)state;
     bad = th_stack_stop(&budget_s) | th_stack_stop(&slow_s) | th_stack_stop(&cap_s) |
-          th_stop(&tool) | th_stop(&emu);
+          th_stack_stop(&ws_s) | th_stop(&tool) | th_stop(&emu);
     return bad ? -1 : 0;
 }
 
@@ -243,6 +251,70 @@ static void test_ping_answers_at_the_connection_cap(void **state)
         close(hold[i]);
 }
 
+/* Sends pings (masked, as a client must) without ever reading, until the
+ * gateway's log says |needle| or |max_bytes| were sent. The gateway stops
+ * reading once it closes, so writes are non-blocking and resumed where they
+ * stopped. Returns 0 when the log said it. */
+static int flood_pings(int fd, const char *log, const char *needle, size_t max_bytes)
+{
+    static const uint8_t ping[] = {0x89, 0x80 | 4, 1, 2, 3, 4, 'p' ^ 1, 'i' ^ 2, 'n' ^ 3, 'g' ^ 4};
+    uint8_t buf[sizeof(ping) * 512];
+    size_t sent = 0, off = 0, i;
+
+    for (i = 0; i < sizeof(buf); i += sizeof(ping))
+        memcpy(buf + i, ping, sizeof(ping));
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    while (sent < max_bytes) {
+        struct pollfd p = {fd, POLLOUT, 0};
+        ssize_t w;
+
+        if (th_wait_log(log, needle, 0) >= 0)
+            return 0;
+        if (poll(&p, 1, 200) <= 0)
+            continue; /* not taking more: look at the log again */
+        w = write(fd, buf + off, sizeof(buf) - off);
+        if (w <= 0)
+            break;
+        off = (off + (size_t)w) % sizeof(buf);
+        sent += (size_t)w;
+    }
+    return th_wait_log(log, needle, 15000) >= 0 ? 0 : -1;
+}
+
+static void test_websocket_that_never_reads_is_closed(void **state)
+{
+    int fd;
+
+    (void)state;
+    fd = th_ws_connect(budget_s.gw.port, "/ws", "");
+    assert_true(fd >= 0);
+    assert_int_equal(flood_pings(fd, budget_s.gw.log_path, "is not reading", 64u << 20), 0);
+    /* Its close frame cannot reach a client that never reads: dropped. */
+    assert_true(th_wait_log(budget_s.gw.log_path, "took nothing", 20000) >= 0);
+    close(fd);
+}
+
+static void test_sigterm_ends_with_a_websocket_that_never_reads(void **state)
+{
+    struct timespec t0, t1;
+    double ms;
+    int fd;
+
+    (void)state;
+    fd = th_ws_connect(ws_s.gw.port, "/ws", "");
+    assert_true(fd >= 0);
+    /* Fill the socket both ways without reading (stop well before the queue
+     * cap: the gateway is still serving the socket when it is told to stop). */
+    flood_pings(fd, ws_s.gw.log_path, "never-said", 2u << 20);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(th_stop(&ws_s.gw), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    if (ms > 3000)
+        fail_msg("the gateway took %.0f ms to stop, SHUTDOWN_GRACE_MS is 3000", ms);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -251,6 +323,8 @@ int main(void)
         cmocka_unit_test(test_too_large_without_expect_reads_the_answer),
         cmocka_unit_test(test_slow_headers_and_body_are_cut),
         cmocka_unit_test(test_ping_answers_at_the_connection_cap),
+        cmocka_unit_test(test_websocket_that_never_reads_is_closed),
+        cmocka_unit_test(test_sigterm_ends_with_a_websocket_that_never_reads),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

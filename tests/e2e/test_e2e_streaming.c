@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -288,6 +289,28 @@ static void test_client_leaving_cancels_the_model_request(void **state)
         fail_msg("model request cancelled %ld ms after the client left", now_ms() - t0);
     assert_true(th_wait_log(main_s.agent.log_path, "invocation cancelled by the caller", 5000) >=
                 0);
+}
+
+/* A client that half-closes (shuts its sending side) once the stream has
+ * begun still reads: it gets the whole stream, and the model request is not
+ * cancelled. */
+static void test_half_closed_client_gets_its_stream(void **state)
+{
+    static char buf[262144];
+    char body[512];
+    long long aborted = th_emu_stat(&emu, "streams_aborted");
+    int fd;
+
+    (void)state;
+    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", SLOW_PROMPT);
+    fd = th_raw_post(main_s.gw.port, "/invocations", "", body);
+    assert_true(fd >= 0);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "contentBlockDelta", 10000), 0);
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "\"stop_reason\"", 20000), 0);
+    assert_non_null(strstr(buf, "on purpose"));
+    close(fd);
+    assert_int_equal(th_emu_stat(&emu, "streams_aborted"), aborted);
 }
 
 static void test_client_leaving_cancels_a_slow_tool(void **state)
@@ -823,6 +846,7 @@ int main(void)
         cmocka_unit_test(test_accept_header_and_explicit_false),
         cmocka_unit_test(test_error_after_first_event),
         cmocka_unit_test(test_client_leaving_cancels_the_model_request),
+        cmocka_unit_test(test_half_closed_client_gets_its_stream),
         cmocka_unit_test(test_client_leaving_cancels_a_slow_tool),
         cmocka_unit_test(test_ping_answers_during_100_streams),
         cmocka_unit_test(test_concurrency_cap),

@@ -15,14 +15,17 @@
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static int calls[4];
+static int calls[4], resets[4];
 
-static void on_hangup(void *ud)
+/* Watch 3 asks to go on after a FIN (a half-close), as a started stream does. */
+static int on_hangup(void *ud, int reset)
 {
     pthread_mutex_lock(&lock);
     calls[(intptr_t)ud]++;
+    resets[(intptr_t)ud] += reset;
     pthread_cond_broadcast(&cond);
     pthread_mutex_unlock(&lock);
+    return (intptr_t)ud == 3 && !reset;
 }
 
 /* Waits at most 5 s for calls[i] to reach |want|. */
@@ -78,6 +81,26 @@ static void test_close_wakes_only_its_watch(void **state)
     close(c[0]);
 }
 
+/* A half-close is reported as such; asked to go on, the watch then reports
+ * the peer's full close as a failure, once. */
+static void test_half_close_then_close(void **state)
+{
+    struct gw_hangup *w = gw_hangup_new();
+    int d[2];
+
+    (void)state;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, d), 0);
+    assert_true(gw_hangup_watch(w, d[0], on_hangup, (void *)(intptr_t)3) > 0);
+    shutdown(d[1], SHUT_WR);
+    assert_true(wait_calls(3, 1));
+    assert_int_equal(resets[3], 0);
+    close(d[1]);
+    assert_true(wait_calls(3, 2));
+    assert_int_equal(resets[3], 1);
+    gw_hangup_free(w);
+    close(d[0]);
+}
+
 static void test_bad_descriptor_is_refused(void **state)
 {
     struct gw_hangup *w = gw_hangup_new();
@@ -91,6 +114,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_close_wakes_only_its_watch),
+        cmocka_unit_test(test_half_close_then_close),
         cmocka_unit_test(test_bad_descriptor_is_refused),
     };
 
