@@ -320,6 +320,45 @@ static int request_options(const struct cm_cfg_value *cfg, struct aw_request_opt
     return 0;
 }
 
+/* --check-credentials: asks the same chain the agent-worker signs with and
+ * prints one JSON line on stdout, {"credentials":"found","source":...} (exit
+ * 0) or {"credentials":"missing","details":...} (exit 1); never a value.
+ * scripts/run.sh asks it whether to start the emulator. */
+static int check_credentials(const struct cm_cfg_value *cfg)
+{
+    struct aw_credentials cr;
+    struct aw_model_error e;
+    struct aw_creds *creds;
+    char err[512];
+    json_t *o;
+    int rc;
+
+    if (cfg[C_BEARER].s) {
+        o = json_pack("{s:s,s:s}", "credentials", "found", "source", "AWS_BEARER_TOKEN_BEDROCK");
+        rc = 0;
+    } else if (!(creds = creds_new(cfg, err, sizeof(err)))) {
+        o = json_pack("{s:s,s:s}", "credentials", "missing", "details", err);
+        rc = 2;
+    } else if (aw_creds_get(creds, &cr, &e)) {
+        o = json_pack("{s:s,s:s}", "credentials", "missing", "details", e.message);
+        aw_creds_free(creds);
+        rc = 1;
+    } else {
+        o = json_pack("{s:s,s:s}", "credentials", "found", "source", cr.source);
+        aw_credentials_clear(&cr);
+        aw_creds_free(creds);
+        rc = 0;
+    }
+    {
+        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+        printf("%s\n", line ? line : "{\"credentials\":\"missing\"}");
+        free(line);
+    }
+    json_decref(o);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct cm_cfg_value cfg[C_COUNT];
@@ -341,6 +380,12 @@ int main(int argc, char **argv)
                       config, C_COUNT, cfg);
     if (rc >= 0)
         goto out_cfg;
+    if (argc > 1 && !strcmp(argv[1], "--check-credentials")) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        rc = check_credentials(cfg);
+        curl_global_cleanup();
+        goto out_cfg;
+    }
     cm_main_block_signals();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     cm_rpc_init();

@@ -3,8 +3,9 @@
 # gateway on 127.0.0.1:8080 (PORT, GATEWAY_HOST), one agent-worker and one
 # tool-worker reached over unix sockets (build/run/sock, this user only).
 #
-# With AWS credentials configured it talks to real Bedrock. With none, it also
-# starts the bundled Bedrock emulator and says so. BEDROCK_EMULATOR=1 forces
+# When the agent-worker's own credential chain finds credentials (it is asked:
+# --check-credentials) it talks to real Bedrock. With none, it also starts the
+# bundled Bedrock emulator and says so. BEDROCK_EMULATOR=1 forces
 # the emulator, BEDROCK_EMULATOR=0 forbids it. Ctrl-C (or SIGTERM) stops all.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,19 +24,18 @@ log() { # one JSON line, like the services' own logs
     "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "$1" "$2" >&2
 }
 
-configured=""
-for v in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_PROFILE \
-         AWS_BEARER_TOKEN_BEDROCK BEDROCK_CREDENTIALS_SECRET AWS_CONTAINER_CREDENTIALS_FULL_URI \
-         AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_ENDPOINT_URL_BEDROCK_RUNTIME AWS_ENDPOINT_URL; do
-  [ -n "${!v:-}" ] && configured="$configured $v"
-done
-[ -f "${AWS_SHARED_CREDENTIALS_FILE:-$HOME/.aws/credentials}" ] && configured="$configured shared-credentials-file"
+# Whether to use Bedrock is the agent-worker's own decision: it asks the same
+# credential chain it signs with (environment, shared files and profiles,
+# container credentials, the metadata service, a Secrets Manager secret, a
+# Bedrock API key) and says which source won, never a value.
+check=$("$bin/agentcore-agent-worker" --check-credentials 2>/dev/null) && found=1 || found=0
+source=$(printf '%s' "$check" | sed -n 's/.*"source":"\([^"]*\)".*/\1/p')
 
 use_emulator=0
 case "${BEDROCK_EMULATOR:-auto}" in
   1|true|yes) use_emulator=1 ;;
   0|false|no) use_emulator=0 ;;
-  *) [ -z "$configured" ] && use_emulator=1 ;;
+  *) [ "$found" = 0 ] && [ -z "${AWS_ENDPOINT_URL_BEDROCK_RUNTIME:-}${AWS_ENDPOINT_URL:-}" ] && use_emulator=1 ;;
 esac
 
 if [ "$use_emulator" = 1 ]; then
@@ -52,10 +52,12 @@ RUN
   export AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:$port
   export AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000 AWS_SECRET_ACCESS_KEY=emulator-secret-key
   unset AWS_SESSION_TOKEN
-  log WARN "no AWS credentials configured: using the bundled Bedrock emulator at http://127.0.0.1:$port (scripted answers, not a real model); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to use Bedrock"
+  log WARN "no AWS credentials found by the agent-worker's chain: using the bundled Bedrock emulator at http://127.0.0.1:$port (scripted answers, not a real model); configure credentials as for any AWS SDK (environment, ~/.aws, container or instance role) to use Bedrock"
 else
-  if [ -z "${AWS_ACCESS_KEY_ID:-}" ] || [ -z "${AWS_SECRET_ACCESS_KEY:-}" ]; then
-    log WARN "credentials configured via${configured}, but this build signs only with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN]: model calls will fail until those are set"
+  if [ "$found" = 1 ]; then
+    log INFO "AWS credentials from ${source:-the credential chain}"
+  else
+    log WARN "no AWS credentials found by the agent-worker's chain ($(printf '%s' "$check" | sed -n 's/.*"details":"\([^"]*\)".*/\1/p')): model calls will fail until some are configured"
   fi
   log INFO "using Bedrock in ${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}} with model ${MODEL_ID:-us.anthropic.claude-sonnet-4-20250514-v1:0}"
 fi
