@@ -169,22 +169,10 @@ void gw_conns_request_done(struct gw_conns *cs, struct gw_conn *c)
     pthread_mutex_unlock(&cs->lock);
 }
 
-size_t gw_conns_open_count(struct gw_conns *cs)
+void gw_conns_counts(struct gw_conns *cs, size_t *open, size_t *cut)
 {
-    size_t n;
-
     pthread_mutex_lock(&cs->lock);
-    n = cs->n;
+    *open = cs->n;
+    *cut = cs->cut;
     pthread_mutex_unlock(&cs->lock);
-    return n;
-}
-
-size_t gw_conns_cut_count(struct gw_conns *cs)
-{
-    size_t n;
-
-    pthread_mutex_lock(&cs->lock);
-    n = cs->cut;
-    pthread_mutex_unlock(&cs->lock);
-    return n;
 }

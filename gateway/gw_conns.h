@@ -57,7 +57,6 @@ void gw_conns_request_read(struct gw_conns *cs, struct gw_conn *c);
 void gw_conns_request_done(struct gw_conns *cs, struct gw_conn *c);
 
 /* Connections open now, and how many were shut down at their deadline. */
-size_t gw_conns_open_count(struct gw_conns *cs);
-size_t gw_conns_cut_count(struct gw_conns *cs);
+void gw_conns_counts(struct gw_conns *cs, size_t *open, size_t *cut);
 
 #endif
