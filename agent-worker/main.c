@@ -359,6 +359,12 @@ static int check_credentials(const struct cm_cfg_value *cfg)
     return rc;
 }
 
+static const struct cm_main_flag aw_flags[] = {
+    {"--check-credentials", "ask the credential chain once, print what it found as one JSON "
+                            "line (never a value) and exit 0 (found) or 1"},
+    {NULL, NULL},
+};
+
 int main(int argc, char **argv)
 {
     struct cm_cfg_value cfg[C_COUNT];
@@ -377,10 +383,10 @@ int main(int argc, char **argv)
     rc = cm_main_boot(argc, argv, "agentcore.agent_worker",
                       "Agent worker: runs the agent loop (agentcore.v1.AgentService), calls "
                       "Bedrock Converse and the tool-workers.",
-                      config, C_COUNT, cfg);
+                      aw_flags, config, C_COUNT, cfg);
     if (rc >= 0)
         goto out_cfg;
-    if (argc > 1 && !strcmp(argv[1], "--check-credentials")) {
+    if (cm_main_has_flag(argc, argv, "--check-credentials")) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         rc = check_credentials(cfg);
         curl_global_cleanup();

@@ -88,8 +88,48 @@ out:
     return rc;
 }
 
+int cm_main_has_flag(int argc, char **argv, const char *flag)
+{
+    int i;
+
+    for (i = 1; i < argc; i++)
+        if (!strcmp(argv[i], flag))
+            return 1;
+    return 0;
+}
+
+static const char *prog_name(const char *argv0)
+{
+    const char *slash = strrchr(argv0, '/');
+
+    return slash ? slash + 1 : argv0;
+}
+
+/* 0 when every argument is known, else prints the usage line and returns 2. */
+static int check_args(int argc, char **argv, const struct cm_main_flag *flags)
+{
+    int i, k, known;
+
+    for (i = 1; i < argc; i++) {
+        known =
+            !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") || !strcmp(argv[i], "--version");
+        for (k = 0; flags && flags[k].name && !known; k++)
+            known = !strcmp(argv[i], flags[k].name);
+        if (known)
+            continue;
+        fprintf(stderr, "%s: unknown argument '%s'\nusage: %s [--help] [--version]",
+                prog_name(argv[0]), argv[i], prog_name(argv[0]));
+        for (k = 0; flags && flags[k].name; k++)
+            fprintf(stderr, " [%s]", flags[k].name);
+        fprintf(stderr, "\n");
+        return 2;
+    }
+    return 0;
+}
+
 int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
-                 const struct cm_cfg_entry *tab, int n, struct cm_cfg_value *vals)
+                 const struct cm_main_flag *flags, const struct cm_cfg_entry *tab, int n,
+                 struct cm_cfg_value *vals)
 {
     char err[512];
     enum cm_log_level level = CM_LOG_INFO;
@@ -97,8 +137,16 @@ int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
 
     memset(vals, 0, sizeof(*vals) * (size_t)n); /* main frees them whatever happens */
     cm_log_init(logger, CM_LOG_INFO);
+    if (check_args(argc, argv, flags))
+        return 2;
     if (cm_config_wants_help(argc, argv)) {
         cm_config_help(stdout, argv[0], summary, tab, n);
+        for (i = 0; flags && flags[i].name; i++)
+            printf("%s  %-32s %s\n", i ? "" : "\nFlags:\n", flags[i].name, flags[i].help);
+        return 0;
+    }
+    if (cm_main_has_flag(argc, argv, "--version")) {
+        printf("%s %s\n", prog_name(argv[0]), AC_VERSION);
         return 0;
     }
     if (cm_config_load(tab, n, vals, NULL, NULL, err, sizeof(err))) {

@@ -6,11 +6,26 @@
 
 #include "cm_config.h"
 
-/* Handles --help (prints, returns 0), loads |tab| into |vals| (on a bad value
- * logs one clear error line and returns 2) and starts logging as |logger| at
- * the level of the table's LOG_LEVEL entry. Returns -1 when main should go on. */
+/* A command-line flag a binary takes besides --help and --version (main
+ * looks for it in argv itself). Lists end with a NULL name. */
+struct cm_main_flag {
+    const char *name; /* "--check-credentials" */
+    const char *help;
+};
+
+/* Handles --help (prints the table and |flags|, returns 0) and --version
+ * (prints "<program> <version>", returns 0); any other argument not in
+ * |flags| (may be NULL) gets a usage line on stderr and 2: a mistyped flag
+ * must not start a server. Then loads |tab| into |vals| (on a bad value logs
+ * one clear error line and returns 2), starts logging as |logger| at the
+ * level of the table's LOG_LEVEL entry and applies the INTERNAL_* entries.
+ * Returns -1 when main should go on. */
 int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
-                 const struct cm_cfg_entry *tab, int n, struct cm_cfg_value *vals);
+                 const struct cm_main_flag *flags, const struct cm_cfg_entry *tab, int n,
+                 struct cm_cfg_value *vals);
+
+/* 1 when argv holds |flag|. */
+int cm_main_has_flag(int argc, char **argv, const char *flag);
 
 /* Removes credential-looking variables from the process environment: every
  * AWS_* variable and any name containing SECRET, TOKEN, PASSWORD, CREDENTIAL

@@ -8,7 +8,14 @@
 
 #include "agentcore.pb-c.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 enum {
     C_HOST,
@@ -103,6 +110,52 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
+static const struct cm_main_flag gw_flags[] = {
+    {"--healthcheck", "ask GET /ping of the gateway on PORT (GATEWAY_HOST, 127.0.0.1 for "
+                      "0.0.0.0) and exit 0 when it answers 200, else 1 (a container "
+                      "HEALTHCHECK needing no other tool)"},
+    {NULL, NULL},
+};
+
+/* --healthcheck: one GET /ping over loopback, 2 s at most in all. */
+static int healthcheck(const char *host, int port)
+{
+    static const char req[] = "GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    struct sockaddr_in sa;
+    char buf[64];
+    size_t have = 0;
+    uint64_t until = cm_now_ms() + 2000;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok = 0;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (!strcmp(host, "0.0.0.0") || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+        write(fd, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1))
+        goto out;
+    while (have < 12) { /* "HTTP/1.1 200" */
+        struct pollfd p = {fd, POLLIN, 0};
+        uint64_t now = cm_now_ms();
+        ssize_t r;
+
+        if (now >= until || poll(&p, 1, (int)(until - now)) <= 0)
+            goto out;
+        r = read(fd, buf + have, sizeof(buf) - 1 - have);
+        if (r <= 0)
+            goto out;
+        have += (size_t)r;
+    }
+    buf[have] = '\0';
+    ok = !strncmp(buf + 8, " 200", 4);
+out:
+    if (fd >= 0)
+        close(fd);
+    printf("%s\n", ok ? "healthy" : "unhealthy");
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     struct cm_cfg_value cfg[C_COUNT];
@@ -115,9 +168,13 @@ int main(int argc, char **argv)
     rc = cm_main_boot(argc, argv, "agentcore.gateway",
                       "Gateway: serves the AgentCore HTTP protocol (GET /ping, POST /invocations) "
                       "and forwards invocations to agent-workers over gRPC.",
-                      config, C_COUNT, cfg);
+                      gw_flags, config, C_COUNT, cfg);
     if (rc >= 0)
         goto out_cfg;
+    if (cm_main_has_flag(argc, argv, "--healthcheck")) {
+        rc = healthcheck(cfg[C_HOST].s, (int)cfg[C_PORT].i);
+        goto out_cfg;
+    }
     if (cm_main_drop_secrets() > 0)
         cm_info("removed credential variables from the environment: this process needs none");
     cm_main_block_signals();

@@ -337,7 +337,7 @@ int main(int argc, char **argv)
     rc =
         cm_main_boot(argc, argv, "agentcore.tool_worker",
                      "Tool worker: executes tools for the agent-worker (agentcore.v1.ToolService).",
-                     config, C_COUNT, cfg);
+                     NULL, config, C_COUNT, cfg);
     if (rc >= 0)
         goto out;
     if (cm_main_drop_secrets() > 0)

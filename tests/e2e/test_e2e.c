@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -503,6 +504,20 @@ static void test_agent_worker_unary_invoke(void **state)
     cm_rpc_shutdown();
 }
 
+/* The gateway binary answers a container HEALTHCHECK itself. */
+static void test_gateway_healthcheck_mode(void **state)
+{
+    char cmd[1024];
+
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "PORT=%d GATEWAY_HOST=127.0.0.1 %s --healthcheck >/dev/null",
+             main_s.gw.port, AC_BIN_GATEWAY);
+    assert_int_equal(system(cmd), 0);
+    /* Nothing listens on port 1: unhealthy, exit 1. */
+    snprintf(cmd, sizeof(cmd), "PORT=1 %s --healthcheck >/dev/null", AC_BIN_GATEWAY);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 1);
+}
+
 /* Runs last: every log line of every process, so far, is free of credentials. */
 static void test_no_secret_in_any_log(void **state)
 {
@@ -546,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_adaptive_mode_retries_throttling),
         cmocka_unit_test(test_error_catalogue),
         cmocka_unit_test(test_streamed_and_converse_give_the_same_answers),
+        cmocka_unit_test(test_gateway_healthcheck_mode),
         cmocka_unit_test(test_agent_worker_unary_invoke),
         cmocka_unit_test(test_no_secret_in_any_log),
     };

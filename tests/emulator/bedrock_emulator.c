@@ -1157,7 +1157,7 @@ int main(int argc, char **argv)
                       "Bedrock Runtime emulator: Converse wire format, SigV4 verification, a "
                       "scripted deterministic model and fault injection. For tests and offline "
                       "use only.",
-                      config, C_COUNT, cfg);
+                      NULL, config, C_COUNT, cfg);
     if (rc >= 0)
         return rc;
     cm_main_block_signals();
