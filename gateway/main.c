@@ -101,7 +101,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                         0},
     [C_MAX_MSG] = {"GRPC_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "134217728", 65536, 1073741824,
                    "largest gRPC message accepted from the agent-worker", 0},
-    [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
+    [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "8000", 0, 600000,
                  "on SIGTERM, how long in-flight invocations may finish", 0},
     [C_AUTH_TOKEN] = CM_CFG_INTERNAL_TOKEN_FILE,
     [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,

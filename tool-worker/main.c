@@ -62,7 +62,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                      "tool processes at once; beyond, calls get RESOURCE_EXHAUSTED", 0},
     [C_MAX_MSG] = {"GRPC_MAX_MESSAGE_BYTES", NULL, CM_CFG_INT, "16777216", 65536, 1073741824,
                    "largest gRPC message accepted", 0},
-    [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "10000", 0, 600000,
+    [C_GRACE] = {"SHUTDOWN_GRACE_MS", NULL, CM_CFG_INT, "8000", 0, 600000,
                  "on SIGTERM, how long in-flight calls may finish before they are cancelled", 0},
     [C_MANIFEST] = {"TOOL_MANIFEST", NULL, CM_CFG_STR, NULL, 0, PATH_MAX,
                     "JSON manifest of command tools (see tool-worker/tw_tools.h)", 0},

@@ -191,8 +191,14 @@ int th_proc_spawn_args(struct th_proc *p, const char *name, const char *binary,
     envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
     /* Internal gRPC authenticated as deployed over TCP: every process of a
      * test shares one token (a test that wants otherwise says so first). */
-    if (th_token_env())
-        envp[n++] = th_token_env();
+    {
+        int own = 0; /* a caller that sets it (even to "") wins, also through a shell */
+
+        for (i = 0; env && env[i]; i++)
+            own |= !strncmp(env[i], "INTERNAL_TOKEN_FILE=", 20);
+        if (!own && th_token_env())
+            envp[n++] = th_token_env();
+    }
     envp[n++] = "LOG_LEVEL=DEBUG";
     /* Sanitizer settings must reach the children, or their reports are lost. */
     for (i = 0; i < (int)(sizeof(sanitizer_vars) / sizeof(sanitizer_vars[0])); i++) {
