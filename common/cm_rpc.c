@@ -932,6 +932,7 @@ void cm_rpc_ctx_fail(struct cm_rpc_ctx *ctx, int code, const char *error_type, c
 
 struct cm_rpc_client {
     grpc_channel *ch[MAX_CHANNELS];
+    char target[MAX_CHANNELS][128]; /* as given: what affinity hashes */
     int nch;
     atomic_uint rr;
     struct cm_rpc_method methods[MAX_METHODS]; /* copies: the caller's may not outlive us */
@@ -1064,8 +1065,9 @@ struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc
         snprintf(err, errlen, "no address in '%s'", targets);
         goto fail;
     }
-    if (all_ipv4) {
-        /* One channel; gRPC balances over the list itself. */
+    if (all_ipv4 && nitems == 1) {
+        /* One channel. (Several addresses get one each, below, so a call
+         * can be sent to a chosen one: session affinity.) */
         char target[1024];
         size_t pos = (size_t)snprintf(target, sizeof(target), "ipv4:");
 
@@ -1076,6 +1078,7 @@ struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc
             snprintf(err, errlen, "address list too long");
             goto fail;
         }
+        cm_strlcpy(c->target[c->nch], items[0], sizeof(c->target[0]));
         c->ch[c->nch++] = channel_new(target, max_msg_bytes);
     } else {
         /* Names: one channel each; a name that resolves to several replicas
@@ -1083,15 +1086,18 @@ struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc
         for (i = 0; i < nitems; i++) {
             char target[512];
 
-            if (strstr(items[i], ":/") || !strncmp(items[i], "unix:", 5) ||
-                !strncmp(items[i], "ipv4:", 5) || !strncmp(items[i], "ipv6:", 5) ||
-                !strncmp(items[i], "dns:", 4))
+            if (is_ipv4_hostport(items[i]))
+                snprintf(target, sizeof(target), "ipv4:%s", items[i]);
+            else if (strstr(items[i], ":/") || !strncmp(items[i], "unix:", 5) ||
+                     !strncmp(items[i], "ipv4:", 5) || !strncmp(items[i], "ipv6:", 5) ||
+                     !strncmp(items[i], "dns:", 4))
                 snprintf(target, sizeof(target), "%s", items[i]);
             else if (!strchr(items[i], ':')) {
                 snprintf(err, errlen, "address '%s' has no port", items[i]);
                 goto fail;
             } else
                 snprintf(target, sizeof(target), "dns:///%s", items[i]);
+            cm_strlcpy(c->target[c->nch], items[i], sizeof(c->target[0]));
             c->ch[c->nch++] = channel_new(target, max_msg_bytes);
         }
     }
@@ -1150,11 +1156,59 @@ struct cm_rpc_stream {
 };
 
 /* Resolves the method's handle on the next channel (round-robin over names). */
-static void *method_handle(struct cm_rpc_client *c, const struct cm_rpc_method *m, int *ci)
+/* FNV-1a over |key| then |target|: the rendezvous score of one address. */
+static uint64_t rendezvous(const char *key, const char *target)
+{
+    uint64_t h = 1469598103934665603ULL;
+    const char *p;
+
+    for (p = key; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    h = (h ^ 0xff) * 1099511628211ULL;
+    for (p = target; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h ^ (h >> 29);
+}
+
+/* The channel for |key|: the highest score among the reachable ones. A
+ * channel in TRANSIENT_FAILURE (its worker is gone or restarting) is passed
+ * over, with a WARN line, so a session goes on elsewhere. */
+static int affinity_channel(struct cm_rpc_client *c, const char *key)
+{
+    int i, best = -1, first = 0;
+    uint64_t best_score = 0, first_score = 0;
+
+    for (i = 0; i < c->nch; i++) {
+        uint64_t score = rendezvous(key, c->target[i]);
+        grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->ch[i], 1);
+
+        if (i == 0 || score > first_score) {
+            first = i;
+            first_score = score;
+        }
+        if ((st == GRPC_CHANNEL_TRANSIENT_FAILURE || st == GRPC_CHANNEL_SHUTDOWN) ||
+            (best >= 0 && score <= best_score))
+            continue;
+        best = i;
+        best_score = score;
+    }
+    if (best < 0)
+        return first; /* none reachable: the call waits for, or fails on, its own */
+    if (best != first)
+        cm_warn("%s is unreachable: this session continues on %s", c->target[first],
+                c->target[best]);
+    return best;
+}
+
+static void *method_handle(struct cm_rpc_client *c, const struct cm_rpc_method *m, int *ci,
+                           const char *affinity)
 {
     size_t k;
 
-    *ci = c->nch > 1 ? (int)(atomic_fetch_add(&c->rr, 1u) % (unsigned)c->nch) : 0;
+    if (c->nch > 1 && affinity && *affinity)
+        *ci = affinity_channel(c, affinity);
+    else
+        *ci = c->nch > 1 ? (int)(atomic_fetch_add(&c->rr, 1u) % (unsigned)c->nch) : 0;
     for (k = 0; k < c->nmethods; k++) {
         if (!strcmp(c->methods[k].path, m->path))
             return c->handles[*ci][k];
@@ -1176,7 +1230,7 @@ static grpc_call *call_new(struct cm_rpc_client *c, const struct cm_rpc_method *
     int ci;
 
     *nmd = 0;
-    handle = method_handle(c, m, &ci);
+    handle = method_handle(c, m, &ci, opts->affinity);
     if (!handle) {
         status_set(st, CM_RPC_INTERNAL, "method not registered with this client");
         return NULL;

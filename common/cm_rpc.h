@@ -171,10 +171,16 @@ struct cm_rpc_call_opts {
     size_t n_meta;
     int wait_for_ready;           /* queue while the channel connects instead of failing fast */
     struct cm_rpc_acall *aparent; /* as |parent|, for an asynchronous server call */
+    /* With several addresses: calls with the same key go to the same one
+     * (rendezvous hashing over the addresses), unless it is unreachable
+     * (then the next in that key's order, with a WARN line). NULL: round-robin. */
+    const char *affinity;
 };
 
 /* |targets|: "host:port", a comma-separated list, "dns:///name:port",
- * "unix:/path". Several addresses or a DNS name are balanced round-robin.
+ * "unix:/path". Several addresses (one channel each) are balanced
+ * round-robin, or by |affinity| (cm_rpc_call_opts); a DNS name that resolves
+ * to several is balanced round-robin by gRPC.
  * |methods| lists every method the client will call (copied and registered
  * once; the |path| strings must stay valid for the client's lifetime).
  * Returns NULL with a reason in |err| on a bad target. */

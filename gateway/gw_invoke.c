@@ -418,6 +418,7 @@ static void begin(struct gw_call *call)
     req.stream = call->stream; /* without it the agent sends the final event only */
     o.timeout_ms = call->stream ? gi->cfg.stream_timeout_ms : gi->cfg.invoke_timeout_ms;
     o.meta = call->meta;
+    o.affinity = call->session; /* a session stays on its agent-worker (its history is there) */
     o.n_meta = call->n_meta;
     pthread_mutex_lock(&call->lock);
     if (call->stream)

@@ -134,6 +134,7 @@ static struct wcall *call_open(struct gw_wss *s, struct gw_mhd_fwd *fwd, const c
     ireq.request_id = (char *)request_id;
     ireq.stream = 1;
     o.timeout_ms = s->cfg.stream_timeout_ms;
+    o.affinity = session; /* a session stays on its agent-worker */
     /* Processes start in any order (s6 starts all three at once): a call that
      * arrives before the agent-worker listens waits for it, within
      * AGENT_READY_WAIT_MS, instead of failing. The call itself does not wait

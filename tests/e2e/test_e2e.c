@@ -469,7 +469,7 @@ static void test_agent_worker_unary_invoke(void **state)
         &agentcore__v1__invoke_response__descriptor, CM_RPC_UNARY};
     Agentcore__V1__InvokeRequest req = AGENTCORE__V1__INVOKE_REQUEST__INIT;
     Agentcore__V1__InvokeResponse *resp;
-    struct cm_rpc_call_opts o = {10000, NULL, NULL, 0, 1, NULL};
+    struct cm_rpc_call_opts o = {10000, NULL, NULL, 0, 1, NULL, NULL};
     struct cm_rpc_status st;
     struct cm_rpc_client *c;
     char target[64], err[128];

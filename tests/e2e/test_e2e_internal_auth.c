@@ -137,7 +137,7 @@ static int call_list_tools(const char *target)
 {
     Agentcore__V1__ListToolsRequest req = AGENTCORE__V1__LIST_TOOLS_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
-    struct cm_rpc_call_opts o = {5000, NULL, NULL, 0, 0, NULL}; /* fail fast */
+    struct cm_rpc_call_opts o = {5000, NULL, NULL, 0, 0, NULL, NULL}; /* fail fast */
     struct cm_rpc_status st;
     struct cm_rpc_client *c;
     char err[128];

@@ -145,7 +145,7 @@ static int call(struct cm_rpc_client *c, const struct cm_rpc_method *m, const ch
     Agentcore__V1__ExecuteRequest req = AGENTCORE__V1__EXECUTE_REQUEST__INIT;
     Agentcore__V1__ExecuteResponse *resp;
     struct cm_rpc_meta md[] = {{CM_RPC_MD_REQUEST_ID, "req-123"}};
-    struct cm_rpc_call_opts o = {timeout_ms, NULL, md, 1, 1, NULL};
+    struct cm_rpc_call_opts o = {timeout_ms, NULL, md, 1, 1, NULL, NULL};
 
     req.tool_use_id = "tu";
     req.name = (char *)name;
@@ -254,7 +254,7 @@ static void test_unreachable_is_unavailable(void **state)
     struct cm_rpc_status st;
     Agentcore__V1__ExecuteRequest req = AGENTCORE__V1__EXECUTE_REQUEST__INIT;
     ProtobufCMessage *resp;
-    struct cm_rpc_call_opts o = {5000, NULL, NULL, 0, 0, NULL};
+    struct cm_rpc_call_opts o = {5000, NULL, NULL, 0, 0, NULL, NULL};
 
     (void)state;
     srv_start(&a, "A");
@@ -270,7 +270,7 @@ static struct cm_rpc_stream *open_stream(struct cm_rpc_client *c, const char *pr
                                          struct cm_rpc_status *st)
 {
     Agentcore__V1__InvokeRequest req = AGENTCORE__V1__INVOKE_REQUEST__INIT;
-    struct cm_rpc_call_opts o = {10000, NULL, NULL, 0, 1, NULL};
+    struct cm_rpc_call_opts o = {10000, NULL, NULL, 0, 1, NULL, NULL};
 
     req.prompt = (char *)prompt;
     return cm_rpc_stream_open(c, &stream_method, &req.base, &o, st);
