@@ -473,7 +473,6 @@ static int fetch_secret(struct aw_creds *c, const struct aw_credentials *boot,
         resp = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
         cm_json_opt_str(resp, "SecretString", &ss, NULL, 0);
         if (ss && !aw_creds_parse_secret(ss, out)) {
-            OPENSSL_cleanse((char *)ss, strlen(ss));
             /* The secret does not expire: it is re-read every secret_ttl_s
              * (refresh_point). */
             put(out->source, sizeof(out->source), "secrets-manager");
@@ -484,7 +483,7 @@ static int fetch_secret(struct aw_creds *c, const struct aw_credentials *boot,
                     "secret '%s' does not hold AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                     c->cfg.secret_id);
         }
-        if (ss)
+        if (ss) /* wiped before jansson frees it, found or not */
             OPENSSL_cleanse((char *)ss, strlen(ss));
         json_decref(resp);
     } else if (st) {

@@ -720,9 +720,8 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
         MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)(cfg->max_connections + GW_CONNS_RESERVE), MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->idle_timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->http_threads > 0 ? cfg->http_threads : 2),
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)(cfg->http_threads > 0 ? cfg->http_threads : 2), MHD_OPTION_END);
     if (!h->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use?)", cfg->host, cfg->port);
         goto fail;

@@ -43,8 +43,8 @@ struct gw_call {
     struct gw_invoke *gi;
     struct MHD_Connection *c;
     int fd, stream;
-    char *prompt, *session, *request_id;
-    const char *prompt_ref; /* the prompt: |prompt|, or inside |prompt_owner| */
+    char *session, *request_id;
+    const char *prompt_ref; /* the prompt, inside |prompt_owner| */
     void *prompt_owner;     /* held until the request is packed */
     void (*prompt_release)(void *owner);
     struct cm_rpc_meta meta[MAX_META];
@@ -118,8 +118,6 @@ static void prompt_drop(struct gw_call *call)
         call->prompt_release(call->prompt_owner);
     call->prompt_release = NULL;
     call->prompt_owner = NULL;
-    free(call->prompt);
-    call->prompt = NULL;
     call->prompt_ref = NULL;
 }
 
@@ -539,14 +537,9 @@ struct gw_call *gw_call_start(struct gw_invoke *gi, struct MHD_Connection *c,
     call->stream = r->stream;
     call->start_task.run = on_start;
     pthread_mutex_init(&call->lock, NULL);
-    if (r->prompt_release) {
-        call->prompt_owner = r->prompt_owner;
-        call->prompt_release = r->prompt_release;
-        call->prompt_ref = r->prompt ? r->prompt : "";
-    } else {
-        call->prompt = dup_or_empty(r->prompt);
-        call->prompt_ref = call->prompt;
-    }
+    call->prompt_owner = r->prompt_owner;
+    call->prompt_release = r->prompt_release;
+    call->prompt_ref = r->prompt ? r->prompt : "";
     call->session = dup_or_empty(r->session);
     call->request_id = dup_or_empty(r->request_id);
     for (i = 0; i < r->n_meta && call->n_meta < MAX_META; i++) {
@@ -560,7 +553,7 @@ struct gw_call *gw_call_start(struct gw_invoke *gi, struct MHD_Connection *c,
         call->meta[call->n_meta].key = k;
         call->meta[call->n_meta++].value = v;
     }
-    if (!call->prompt_ref || !call->session || !call->request_id) {
+    if (!call->session || !call->request_id) {
         call_free(call);
         return NULL;
     }

@@ -46,9 +46,10 @@ void gw_invoke_free(struct gw_invoke *gi);
 
 struct gw_call_request {
     const char *prompt, *session, *request_id;
-    /* With |prompt_release|: the call takes |prompt_owner| (which keeps
-     * |prompt| alive) instead of copying a prompt that may be 100 MB, and
-     * releases it once the request is packed for the agent-worker. */
+    /* The call takes |prompt_owner|, which keeps |prompt| alive (a prompt
+     * may be 100 MB: it is not copied), and releases it with
+     * |prompt_release| (may be NULL) once the request is packed for the
+     * agent-worker. */
     void *prompt_owner;
     void (*prompt_release)(void *owner);
     int stream;                     /* SSE: every event; else the JSON answer only */
