@@ -362,6 +362,8 @@ static int check_credentials(const struct cm_cfg_value *cfg)
 static const struct cm_main_flag aw_flags[] = {
     {"--check-credentials", "ask the credential chain once, print what it found as one JSON "
                             "line (never a value) and exit 0 (found) or 1"},
+    {"--healthcheck", "ask grpc.health.v1 of the worker on AGENT_WORKER_LISTEN and exit 0 "
+                      "when it is serving, else 1 (a container HEALTHCHECK)"},
     {NULL, NULL},
 };
 
@@ -386,6 +388,10 @@ int main(int argc, char **argv)
                       aw_flags, config, C_COUNT, cfg);
     if (rc >= 0)
         goto out_cfg;
+    if (cm_main_has_flag(argc, argv, "--healthcheck")) {
+        rc = cm_main_rpc_healthcheck(cfg[C_LISTEN].s);
+        goto out_cfg;
+    }
     if (cm_main_has_flag(argc, argv, "--check-credentials")) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         rc = check_credentials(cfg);

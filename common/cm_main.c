@@ -98,6 +98,30 @@ int cm_main_has_flag(int argc, char **argv, const char *flag)
     return 0;
 }
 
+int cm_main_rpc_healthcheck(const char *listen)
+{
+    struct cm_rpc_client *c = NULL;
+    struct cm_rpc_status st;
+    char target[300], err[256];
+    int ok = 0;
+
+    /* A server bound to every address is asked on loopback. */
+    if (!strncmp(listen, "0.0.0.0:", 8))
+        snprintf(target, sizeof(target), "127.0.0.1:%s", listen + 8);
+    else if (!strncmp(listen, "[::]:", 5))
+        snprintf(target, sizeof(target), "[::1]:%s", listen + 5);
+    else
+        snprintf(target, sizeof(target), "%s", listen);
+    cm_rpc_init();
+    c = cm_rpc_client_new(target, NULL, 0, 1 << 16, err, sizeof(err));
+    if (c)
+        ok = cm_rpc_health(c, "", 2000, &st) == 1;
+    cm_rpc_client_free(c);
+    cm_rpc_shutdown();
+    printf("%s\n", ok ? "healthy" : "unhealthy");
+    return ok ? 0 : 1;
+}
+
 static const char *prog_name(const char *argv0)
 {
     const char *slash = strrchr(argv0, '/');

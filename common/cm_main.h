@@ -27,6 +27,13 @@ int cm_main_boot(int argc, char **argv, const char *logger, const char *summary,
 /* 1 when argv holds |flag|. */
 int cm_main_has_flag(int argc, char **argv, const char *flag);
 
+/* --healthcheck of a gRPC worker: asks grpc.health.v1 of the server that
+ * listens on |listen| (its own *_LISTEN value; 0.0.0.0 and [::] are asked on
+ * loopback), 2 s at most, with the internal transport cm_main_boot set up.
+ * Prints "healthy" or "unhealthy" and returns the exit status (0 or 1), so a
+ * container HEALTHCHECK needs no other tool. Call after cm_main_boot. */
+int cm_main_rpc_healthcheck(const char *listen);
+
 /* Removes credential-looking variables from the process environment: every
  * AWS_* variable and any name containing SECRET, TOKEN, PASSWORD, CREDENTIAL
  * or ending in _KEY / _KEY_ID. For processes that never need credentials (the

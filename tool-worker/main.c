@@ -320,6 +320,12 @@ static int build(struct app *a)
     return 0;
 }
 
+static const struct cm_main_flag tw_flags[] = {
+    {"--healthcheck", "ask grpc.health.v1 of the worker on TOOL_WORKER_LISTEN and exit 0 "
+                      "when it is serving, else 1 (a container HEALTHCHECK)"},
+    {NULL, NULL},
+};
+
 int main(int argc, char **argv)
 {
     struct cm_cfg_value cfg[C_COUNT];
@@ -337,9 +343,13 @@ int main(int argc, char **argv)
     rc =
         cm_main_boot(argc, argv, "agentcore.tool_worker",
                      "Tool worker: executes tools for the agent-worker (agentcore.v1.ToolService).",
-                     NULL, config, C_COUNT, cfg);
+                     tw_flags, config, C_COUNT, cfg);
     if (rc >= 0)
         goto out;
+    if (cm_main_has_flag(argc, argv, "--healthcheck")) {
+        rc = cm_main_rpc_healthcheck(cfg[C_LISTEN].s);
+        goto out;
+    }
     if (cm_main_drop_secrets() > 0)
         cm_info("removed credential variables from the environment: this process needs none");
     {

@@ -518,6 +518,31 @@ static void test_gateway_healthcheck_mode(void **state)
     assert_int_equal(WEXITSTATUS(system(cmd)), 1);
 }
 
+/* So do the workers (grpc.health.v1 on their own listen address; a server
+ * bound to every address is asked on loopback), for compose's health-gated
+ * depends_on. */
+static void test_worker_healthcheck_mode(void **state)
+{
+    char cmd[1024];
+
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "AGENT_WORKER_LISTEN=0.0.0.0:%d %s --healthcheck >/dev/null",
+             main_s.agent.port, AC_BIN_AGENT);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "TOOL_WORKER_LISTEN=127.0.0.1:%d %s --healthcheck >/dev/null",
+             tool.port, AC_BIN_TOOL);
+    assert_int_equal(system(cmd), 0);
+    /* Nothing listens on port 1 or on that socket: unhealthy, exit 1. */
+    snprintf(cmd, sizeof(cmd), "TOOL_WORKER_LISTEN=127.0.0.1:1 %s --healthcheck >/dev/null",
+             AC_BIN_TOOL);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 1);
+    snprintf(cmd, sizeof(cmd),
+             "AGENT_WORKER_LISTEN=unix:/nonexistent/agent.sock %s --healthcheck "
+             ">/dev/null",
+             AC_BIN_AGENT);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 1);
+}
+
 /* Runs last: every log line of every process, so far, is free of credentials. */
 static void test_no_secret_in_any_log(void **state)
 {
@@ -562,6 +587,7 @@ int main(void)
         cmocka_unit_test(test_error_catalogue),
         cmocka_unit_test(test_streamed_and_converse_give_the_same_answers),
         cmocka_unit_test(test_gateway_healthcheck_mode),
+        cmocka_unit_test(test_worker_healthcheck_mode),
         cmocka_unit_test(test_agent_worker_unary_invoke),
         cmocka_unit_test(test_no_secret_in_any_log),
     };
