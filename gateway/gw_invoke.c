@@ -273,6 +273,27 @@ static void fail_status(struct gw_call *call, const struct cm_rpc_status *st)
     answer(call, rep.status, rep.body);
 }
 
+/* What a client hears when the gateway stops under its invocation: waiting
+ * calls at once, running ones when SHUTDOWN_GRACE_MS is over (their gRPC call
+ * then ends CANCELLED, which alone would read as a failure of the agent). */
+static void stopping_status(struct cm_rpc_status *st)
+{
+    st->code = CM_RPC_UNAVAILABLE;
+    cm_strlcpy(st->details, "the runtime is shutting down; retry the invocation",
+               sizeof(st->details));
+    cm_strlcpy(st->error_type, "ShuttingDown", sizeof(st->error_type));
+}
+
+/* Loop side: |st|, or the shutting-down status when the gateway cancelled it. */
+static const struct cm_rpc_status *
+end_status(const struct gw_call *call, const struct cm_rpc_status *st, struct cm_rpc_status *tmp)
+{
+    if (st->code != CM_RPC_CANCELLED || !call->gi->stopping)
+        return st;
+    stopping_status(tmp);
+    return tmp;
+}
+
 /* Runs on gw_hangup's thread: the client closed its socket. */
 /* The client's side closed. A FIN alone may be a half-close by a client
  * that still reads its answer; only a stream that has begun can tell: a
@@ -323,6 +344,7 @@ static void on_unary_done(void *ud, const struct cm_rpc_status *st, ProtobufCMes
 {
     struct gw_call *call = ud;
     const Agentcore__V1__InvokeResponse *r = (const void *)msg;
+    struct cm_rpc_status tmp;
 
     call_ended(call);
     if (atomic_load(&call->client_left)) {
@@ -334,7 +356,7 @@ static void on_unary_done(void *ud, const struct cm_rpc_status *st, ProtobufCMes
                                     r->usage ? r->usage->output_tokens : 0,
                                     r->usage ? r->usage->total_tokens : 0, r->iterations));
     } else {
-        fail_status(call, st);
+        fail_status(call, end_status(call, st, &tmp));
     }
     if (msg)
         protobuf_c_message_free_unpacked(msg, NULL);
@@ -373,9 +395,11 @@ static void on_event(void *ud, ProtobufCMessage *msg)
 static void on_stream_end(void *ud, const struct cm_rpc_status *st)
 {
     struct gw_call *call = ud;
+    struct cm_rpc_status tmp;
     int headers;
 
     call_ended(call);
+    st = end_status(call, st, &tmp);
     pthread_mutex_lock(&call->lock);
     headers = call->headers;
     pthread_mutex_unlock(&call->lock);
@@ -454,6 +478,15 @@ static void unavailable(struct gw_call *call, const char *why)
     loop_release(call);
 }
 
+static void shutting_down(struct gw_call *call)
+{
+    struct cm_rpc_status st;
+
+    stopping_status(&st);
+    fail_status(call, &st);
+    loop_release(call);
+}
+
 /* Processes start in any order (s6 starts all three at once): a call that
  * arrives before the agent-worker listens waits for it, AGENT_READY_WAIT_MS
  * at most, and the connection is retried every few milliseconds meanwhile
@@ -499,7 +532,7 @@ static void on_start(struct cm_task *t)
         gi->active->prev = call;
     gi->active = call;
     if (gi->stopping) {
-        unavailable(call, "the gateway is shutting down");
+        shutting_down(call);
         return;
     }
     if (cm_rpc_client_connected(gi->cfg.agent)) {
@@ -679,7 +712,7 @@ static void cancel_all(void *p)
     gi->stopping = 1;
     for (call = gi->waiting, gi->waiting = NULL; call; call = next) {
         next = call->wnext;
-        unavailable(call, "the gateway is shutting down");
+        shutting_down(call);
     }
     for (call = gi->active; call; call = call->next)
         cancel_call(call);

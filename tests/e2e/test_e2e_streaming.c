@@ -654,6 +654,10 @@ static void test_sigterm_with_a_stream_in_flight(void **state)
     sigterm_quickly(&term_s.gw);
     assert_true(th_wait_log(term_s.agent.log_path, "invocation cancelled by the caller", 5000) >=
                 0);
+    /* The SSE client was told why its stream ends (not a bare CANCELLED). */
+    buf[0] = '\0';
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "ShuttingDown", 5000), 0);
+    assert_non_null(strstr(buf, "the runtime is shutting down"));
     close(fd);
     /* The idle socket was told the gateway goes away... */
     n = th_ws_recv(ws_idle, &op, buf, sizeof(buf), 5000);

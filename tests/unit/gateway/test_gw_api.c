@@ -131,6 +131,8 @@ static void test_agent_error_mapping(void **state)
         {CM_RPC_UNAVAILABLE, "", 503},
         {CM_RPC_RESOURCE_EXHAUSTED, "SessionLimit", 503},
         {CM_RPC_ABORTED, "SessionBusy", 409},
+        {CM_RPC_UNAVAILABLE, "ShuttingDown", 503},
+        {CM_RPC_CANCELLED, "ShuttingDown", 503},
         {CM_RPC_ABORTED, "", 500},
         {CM_RPC_DEADLINE_EXCEEDED, "", 504},
         {CM_RPC_INVALID_ARGUMENT, "", 400},
