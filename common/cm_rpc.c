@@ -16,6 +16,9 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -27,6 +30,12 @@
 
 #define MAX_METHODS 16
 #define MAX_CHANNELS 16
+#define MAX_RESOLVED 32
+/* How old the addresses of a DNS name may be when a session call uses them;
+ * an address that stopped answering has them looked up again at once (at
+ * most every RESOLVE_RETRY_MS). */
+#define RESOLVE_MAX_AGE_MS 5000
+#define RESOLVE_RETRY_MS 500
 #define MAX_META 32
 #define MAX_META_VALUE 4096
 
@@ -930,14 +939,36 @@ void cm_rpc_ctx_fail(struct cm_rpc_ctx *ctx, int code, const char *error_type, c
 
 /* ---- client ---- */
 
+/* One address of a DNS name (compose --scale gives a name several), with a
+ * channel of its own so a session's calls can go to that one replica. */
+struct resolved {
+    char key[80]; /* "10.0.3.5:50051": what affinity hashes */
+    int origin;   /* the listed target it came from */
+    grpc_channel *ch;
+    void *handles[MAX_METHODS];
+};
+
 struct cm_rpc_client {
     grpc_channel *ch[MAX_CHANNELS];
     char target[MAX_CHANNELS][128]; /* as given: what affinity hashes */
-    int nch;
+    char host[MAX_CHANNELS][128];   /* a DNS name's host ("" for addresses), */
+    char port[MAX_CHANNELS][8];     /* and its port */
+    int nch, nnames;
     atomic_uint rr;
     struct cm_rpc_method methods[MAX_METHODS]; /* copies: the caller's may not outlive us */
     void *handles[MAX_CHANNELS][MAX_METHODS];
     size_t nmethods;
+    int max_msg;
+    /* Session affinity over the addresses of DNS names. getaddrinfo blocks,
+     * so a short-lived thread looks them up when a session call finds them
+     * old; calls meanwhile use the addresses known (the name's own channel,
+     * balanced by gRPC, before the first answer). */
+    pthread_mutex_t lock;         /* everything below */
+    pthread_cond_t resolved_cond; /* a lookup ended */
+    struct resolved res[MAX_RESOLVED];
+    int nres, resolving, resolver_started;
+    uint64_t resolved_at, resolve_asked;
+    pthread_t resolver;
 };
 
 static pthread_key_t cq_key;
@@ -1030,6 +1061,147 @@ static grpc_channel *channel_new(const char *target, int max_msg)
     return ch;
 }
 
+/* "host:port" (a DNS name, not an address literal) into its parts; -1 when
+ * it is not one. */
+static int name_split(const char *item, char *host, size_t hostlen, char *port, size_t portlen)
+{
+    const char *colon = strrchr(item, ':');
+    size_t n = colon ? (size_t)(colon - item) : 0;
+
+    if (!colon || n == 0 || n >= hostlen || item[0] == '[' || strlen(colon + 1) >= portlen ||
+        !colon[1])
+        return -1;
+    memcpy(host, item, n);
+    host[n] = '\0';
+    cm_strlcpy(port, colon + 1, portlen);
+    return 0;
+}
+
+static void resolved_handles(struct cm_rpc_client *c, struct resolved *r)
+{
+    size_t k;
+
+    for (k = 0; k < c->nmethods; k++)
+        r->handles[k] = grpc_channel_register_call(r->ch, c->methods[k].path, NULL, NULL);
+}
+
+/* The resolver thread: looks every DNS name up, then swaps the address set
+ * under the lock, keeping the channels of addresses that stay. Channels of
+ * addresses that went are destroyed after; calls on them hold their own
+ * references. */
+static void *resolve_main(void *p)
+{
+    struct cm_rpc_client *c = p;
+    struct resolved found[MAX_RESOLVED], next[MAX_RESOLVED];
+    grpc_channel *drop[MAX_RESOLVED];
+    int nfound = 0, nnext = 0, ndrop = 0, i, j, ok = 1, changed = 0;
+
+    for (i = 0; i < c->nch; i++) {
+        struct addrinfo hints, *ai = NULL, *a;
+
+        if (!c->host[i][0])
+            continue;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_NUMERICSERV;
+        if (getaddrinfo(c->host[i], c->port[i], &hints, &ai)) {
+            ok = 0; /* keep what we had: a name that does not answer now may again */
+            continue;
+        }
+        for (a = ai; a && nfound < MAX_RESOLVED; a = a->ai_next) {
+            char ip[INET6_ADDRSTRLEN], key[80];
+            int dup = 0;
+
+            if (a->ai_family == AF_INET)
+                inet_ntop(AF_INET, &((struct sockaddr_in *)a->ai_addr)->sin_addr, ip, sizeof(ip));
+            else if (a->ai_family == AF_INET6)
+                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)a->ai_addr)->sin6_addr, ip,
+                          sizeof(ip));
+            else
+                continue;
+            snprintf(key, sizeof(key), a->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", ip,
+                     c->port[i]);
+            for (j = 0; j < nfound; j++)
+                dup |= !strcmp(found[j].key, key);
+            if (dup)
+                continue;
+            cm_strlcpy(found[nfound].key, key, sizeof(found[0].key));
+            found[nfound++].origin = i;
+        }
+        freeaddrinfo(ai);
+    }
+    pthread_mutex_lock(&c->lock);
+    if (ok || nfound > 0) {
+        for (i = 0; i < nfound; i++) {
+            next[nnext] = found[i];
+            next[nnext].ch = NULL;
+            for (j = 0; j < c->nres; j++) {
+                if (c->res[j].ch && !strcmp(c->res[j].key, found[i].key)) {
+                    next[nnext] = c->res[j]; /* moves: channel and handles */
+                    c->res[j].ch = NULL;
+                    break;
+                }
+            }
+            if (!next[nnext].ch) {
+                char target[128];
+
+                snprintf(target, sizeof(target), "%s:%.80s",
+                         found[i].key[0] == '[' ? "ipv6" : "ipv4", found[i].key);
+                next[nnext].ch = channel_new(target, c->max_msg);
+                if (!next[nnext].ch)
+                    continue;
+                resolved_handles(c, &next[nnext]);
+            }
+            nnext++;
+        }
+        for (j = 0; j < c->nres; j++)
+            if (c->res[j].ch)
+                drop[ndrop++] = c->res[j].ch;
+        changed = ndrop > 0 || nnext != c->nres;
+        memcpy(c->res, next, sizeof(next[0]) * (size_t)nnext);
+        c->nres = nnext;
+        c->resolved_at = cm_now_ms();
+    }
+    c->resolving = 0;
+    pthread_cond_broadcast(&c->resolved_cond);
+    pthread_mutex_unlock(&c->lock);
+    for (i = 0; i < ndrop; i++)
+        grpc_channel_destroy(drop[i]);
+    for (i = 0; changed && i < c->nch; i++) {
+        /* Replicas came or went (compose --scale): say where sessions go. */
+        char list[512];
+        size_t pos = 0;
+
+        if (!c->host[i][0])
+            continue;
+        list[0] = '\0';
+        for (j = 0; j < nnext && pos < sizeof(list); j++)
+            if (next[j].origin == i)
+                pos += (size_t)snprintf(list + pos, sizeof(list) - pos, "%s%s", pos ? "," : "",
+                                        next[j].key);
+        cm_info("%s resolves to %s", c->target[i], list[0] ? list : "nothing");
+    }
+    return NULL;
+}
+
+/* Under |c->lock|: starts a lookup when the addresses are older than
+ * |max_age_ms| and none runs. Never waits for one. */
+static void resolve_kick_locked(struct cm_rpc_client *c, uint64_t max_age_ms)
+{
+    uint64_t now = cm_now_ms();
+
+    if (c->resolving || (c->resolved_at && now - c->resolved_at < max_age_ms) ||
+        (c->resolve_asked && now - c->resolve_asked < RESOLVE_RETRY_MS))
+        return;
+    if (c->resolver_started)
+        pthread_join(c->resolver, NULL); /* finished: it cleared |resolving| */
+    c->resolver_started = 0;
+    c->resolve_asked = now;
+    if (pthread_create(&c->resolver, NULL, resolve_main, c) == 0)
+        c->resolving = c->resolver_started = 1;
+}
+
 struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc_method *methods,
                                         size_t n_methods, int max_msg_bytes, char *err,
                                         size_t errlen)
@@ -1048,6 +1220,9 @@ struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc
     c = calloc(1, sizeof(*c));
     if (!copy || !c)
         goto fail;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->resolved_cond, NULL);
+    c->max_msg = max_msg_bytes;
     for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         while (*tok == ' ')
             tok++;
@@ -1095,8 +1270,12 @@ struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc
             else if (!strchr(items[i], ':')) {
                 snprintf(err, errlen, "address '%s' has no port", items[i]);
                 goto fail;
-            } else
+            } else {
                 snprintf(target, sizeof(target), "dns:///%s", items[i]);
+                if (name_split(items[i], c->host[c->nch], sizeof(c->host[0]), c->port[c->nch],
+                               sizeof(c->port[0])) == 0)
+                    c->nnames++;
+            }
             cm_strlcpy(c->target[c->nch], items[i], sizeof(c->target[0]));
             c->ch[c->nch++] = channel_new(target, max_msg_bytes);
         }
@@ -1108,6 +1287,12 @@ struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc
     for (i = 0; i < c->nch; i++) {
         for (k = 0; k < c->nmethods; k++)
             c->handles[i][k] = grpc_channel_register_call(c->ch[i], c->methods[k].path, NULL, NULL);
+    }
+    if (c->nnames) {
+        /* The names' addresses, ready before the first session call. */
+        pthread_mutex_lock(&c->lock);
+        resolve_kick_locked(c, 0);
+        pthread_mutex_unlock(&c->lock);
     }
     free(copy);
     return c;
@@ -1123,8 +1308,14 @@ void cm_rpc_client_free(struct cm_rpc_client *c)
 
     if (!c)
         return;
+    if (c->resolver_started)
+        pthread_join(c->resolver, NULL); /* a lookup takes DNS's timeout at most */
+    for (i = 0; i < c->nres; i++)
+        grpc_channel_destroy(c->res[i].ch);
     for (i = 0; i < c->nch; i++)
         grpc_channel_destroy(c->ch[i]);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->resolved_cond);
     free(c);
 }
 
@@ -1155,7 +1346,6 @@ struct cm_rpc_stream {
     int recv_tag, recv_pending; /* a RECV_MESSAGE batch posted but not yet reaped */
 };
 
-/* Resolves the method's handle on the next channel (round-robin over names). */
 /* FNV-1a over |key| then |target|: the rendezvous score of one address. */
 static uint64_t rendezvous(const char *key, const char *target)
 {
@@ -1170,17 +1360,64 @@ static uint64_t rendezvous(const char *key, const char *target)
     return h ^ (h >> 29);
 }
 
-/* The channel for |key|: the highest score among the reachable ones. A
- * channel in TRANSIENT_FAILURE (its worker is gone or restarting) is passed
- * over, with a WARN line, so a session goes on elsewhere. */
-static int affinity_channel(struct cm_rpc_client *c, const char *key)
+/* One channel a session call may go to. */
+struct cand {
+    const char *key;
+    grpc_channel *ch;
+    void *const *handles;
+};
+
+/* The candidates of session affinity: every address of every DNS name, and
+ * every other listed target (a name not looked up yet counts as itself).
+ * Under |c->lock| when the client has names. Returns how many. */
+static int candidates(struct cm_rpc_client *c, struct cand *out)
 {
-    int i, best = -1, first = 0;
-    uint64_t best_score = 0, first_score = 0;
+    int i, j, n = 0, has;
 
     for (i = 0; i < c->nch; i++) {
-        uint64_t score = rendezvous(key, c->target[i]);
-        grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->ch[i], 1);
+        has = 0;
+        for (j = 0; j < c->nres; j++) {
+            if (c->res[j].origin != i)
+                continue;
+            out[n].key = c->res[j].key;
+            out[n].ch = c->res[j].ch;
+            out[n++].handles = c->res[j].handles;
+            has = 1;
+        }
+        if (!has) {
+            out[n].key = c->target[i];
+            out[n].ch = c->ch[i];
+            out[n++].handles = c->handles[i];
+        }
+    }
+    return n;
+}
+
+/* The channel for |key|: the highest score among the reachable candidates.
+ * One in TRANSIENT_FAILURE (its worker is gone or restarting) is passed
+ * over, with a WARN line, so a session goes on elsewhere; the names are
+ * then looked up again, since a replica that went may have a successor. */
+static const struct cand *affinity_pick(struct cm_rpc_client *c, const char *key, struct cand *all)
+{
+    int i, n, best = -1, first = 0;
+    uint64_t best_score = 0, first_score = 0;
+
+    if (c->nnames) {
+        resolve_kick_locked(c, RESOLVE_MAX_AGE_MS);
+        if (!c->resolved_at && c->resolving) {
+            /* Only in the first moments after start: wait for the first
+             * answer (briefly), or this session's first call would go where
+             * its next ones do not. */
+            struct timespec until = cm_deadline_ms(200);
+
+            while (c->resolving && pthread_cond_timedwait(&c->resolved_cond, &c->lock, &until) == 0)
+                ;
+        }
+    }
+    n = candidates(c, all);
+    for (i = 0; i < n; i++) {
+        uint64_t score = rendezvous(key, all[i].key);
+        grpc_connectivity_state st = grpc_channel_check_connectivity_state(all[i].ch, 1);
 
         if (i == 0 || score > first_score) {
             first = i;
@@ -1193,27 +1430,38 @@ static int affinity_channel(struct cm_rpc_client *c, const char *key)
         best_score = score;
     }
     if (best < 0)
-        return first; /* none reachable: the call waits for, or fails on, its own */
-    if (best != first)
-        cm_warn("%s is unreachable: this session continues on %s", c->target[first],
-                c->target[best]);
-    return best;
+        return &all[first]; /* none reachable: the call waits for, or fails on, its own */
+    if (best != first) {
+        cm_warn("%s is unreachable: this session continues on %s", all[first].key, all[best].key);
+        if (c->nnames)
+            resolve_kick_locked(c, 0);
+    }
+    return &all[best];
 }
 
-static void *method_handle(struct cm_rpc_client *c, const struct cm_rpc_method *m, int *ci,
-                           const char *affinity)
+/* The channel and the method's handle for one call: round-robin over the
+ * listed targets, or by |affinity| (a session id) over the candidates, then
+ * under |c->lock|, which the caller holds until the call exists. */
+static void *method_handle(struct cm_rpc_client *c, const struct cm_rpc_method *m,
+                           grpc_channel **ch, const char *affinity)
 {
+    struct cand all[MAX_RESOLVED + MAX_CHANNELS];
     size_t k;
+    int ci;
 
-    if (c->nch > 1 && affinity && *affinity)
-        *ci = affinity_channel(c, affinity);
-    else
-        *ci = c->nch > 1 ? (int)(atomic_fetch_add(&c->rr, 1u) % (unsigned)c->nch) : 0;
-    for (k = 0; k < c->nmethods; k++) {
-        if (!strcmp(c->methods[k].path, m->path))
-            return c->handles[*ci][k];
+    for (k = 0; k < c->nmethods && strcmp(c->methods[k].path, m->path); k++)
+        ;
+    if (k == c->nmethods)
+        return NULL;
+    if (affinity && *affinity && (c->nch > 1 || c->nnames)) {
+        const struct cand *p = affinity_pick(c, affinity, all);
+
+        *ch = p->ch;
+        return p->handles[k];
     }
-    return NULL;
+    ci = c->nch > 1 ? (int)(atomic_fetch_add(&c->rr, 1u) % (unsigned)c->nch) : 0;
+    *ch = c->ch[ci];
+    return c->handles[ci][k];
 }
 
 static grpc_call *parent_call(const struct cm_rpc_call_opts *opts);
@@ -1227,11 +1475,16 @@ static grpc_call *call_new(struct cm_rpc_client *c, const struct cm_rpc_method *
     void *handle;
     grpc_call *call;
     size_t k;
-    int ci;
+    grpc_channel *ch = NULL;
+    int locked = opts->affinity && *opts->affinity && (c->nch > 1 || c->nnames);
 
     *nmd = 0;
-    handle = method_handle(c, m, &ci, opts->affinity);
+    if (locked)
+        pthread_mutex_lock(&c->lock); /* a resolved channel lives while it is held */
+    handle = method_handle(c, m, &ch, opts->affinity);
     if (!handle) {
+        if (locked)
+            pthread_mutex_unlock(&c->lock);
         status_set(st, CM_RPC_INTERNAL, "method not registered with this client");
         return NULL;
     }
@@ -1240,8 +1493,10 @@ static grpc_call *call_new(struct cm_rpc_client *c, const struct cm_rpc_method *
                                 gpr_time_from_millis(opts->timeout_ms, GPR_TIMESPAN));
     /* With a parent, the child inherits its deadline and is cancelled with it:
      * a client that leaves the gateway stops the tools too. */
-    call = grpc_channel_create_registered_call(c->ch[ci], parent_call(opts),
-                                               GRPC_PROPAGATE_DEFAULTS, cq, handle, deadline, NULL);
+    call = grpc_channel_create_registered_call(ch, parent_call(opts), GRPC_PROPAGATE_DEFAULTS, cq,
+                                               handle, deadline, NULL);
+    if (locked)
+        pthread_mutex_unlock(&c->lock);
     if (!call) {
         status_set(st, CM_RPC_INTERNAL, "could not create call");
         return NULL;

@@ -2,7 +2,9 @@
  * both). Each session's invocations go to the same agent-worker, which holds
  * its conversation (the emulator's [[recall]] shows the earlier turns), and
  * the sessions spread over both; when a session's agent-worker is killed,
- * the session goes on on the other one, and the gateway says so. */
+ * the session goes on on the other one, and the gateway says so. The same
+ * with DNS names (compose --scale gives one name several addresses): the
+ * gateway looks them up and keeps a session on one address. */
 #include "th_stack.h"
 
 #include <jansson.h>
@@ -20,9 +22,9 @@
 #define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
 #define SESSIONS 16
 
-static struct th_proc emu, tool, gw;
+static struct th_proc emu, tool, gw, gw_dns;
 static struct th_stack a_s, b_s;
-static char url[96];
+static char url[96], url_dns[96];
 
 static int setup(void **state)
 {
@@ -42,6 +44,14 @@ static int setup(void **state)
                       TH_READY_MS))
         return -1;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/invocations", gw.port);
+    snprintf(addr, sizeof(addr), "AGENT_WORKER_ADDR=localhost:%d,localhost:%d", a_s.agent.port,
+             b_s.agent.port);
+    if (th_proc_start(&gw_dns, "aff-gateway-dns", AC_BIN_GATEWAY,
+                      (const char *[]){addr, port, "GATEWAY_HOST=127.0.0.1",
+                                       "AGENT_READY_WAIT_MS=1000", NULL},
+                      TH_READY_MS))
+        return -1;
+    snprintf(url_dns, sizeof(url_dns), "http://127.0.0.1:%d/invocations", gw_dns.port);
     return 0;
 }
 
@@ -50,14 +60,14 @@ static int teardown(void **state)
     int bad;
 
     (void)state;
-    bad = th_stop(&gw) | th_stack_stop(&b_s) | th_stop(&tool) | th_stop(&emu);
+    bad = th_stop(&gw) | th_stop(&gw_dns) | th_stack_stop(&b_s) | th_stop(&tool) | th_stop(&emu);
     th_proc_stop(&a_s.gw, SIGTERM);
     th_proc_stop(&a_s.agent, SIGTERM); /* killed by the last test */
     return bad ? -1 : 0;
 }
 
 /* POSTs |prompt| in session |sid|; the status, and the answer in |out|. */
-static long invoke(const char *sid, const char *prompt, char *out, size_t cap)
+static long invoke_at(const char *at, const char *sid, const char *prompt, char *out, size_t cap)
 {
     char hdr[160], body[256];
     struct th_resp r;
@@ -65,35 +75,45 @@ static long invoke(const char *sid, const char *prompt, char *out, size_t cap)
 
     snprintf(hdr, sizeof(hdr), "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id: %s", sid);
     snprintf(body, sizeof(body), "{\"prompt\":\"%s\"}", prompt);
-    assert_int_equal(th_http("POST", url, (const char *[]){hdr, NULL}, body, strlen(body), &r), 0);
+    assert_int_equal(th_http("POST", at, (const char *[]){hdr, NULL}, body, strlen(body), &r), 0);
     st = r.status;
     snprintf(out, cap, "%s", r.body ? r.body : "");
     th_resp_free(&r);
     return st;
 }
 
-static void session_id(int i, char *out, size_t cap)
+static long invoke(const char *sid, const char *prompt, char *out, size_t cap)
 {
-    snprintf(out, cap, "affinity-session-%04d-0000000000000000", i);
+    return invoke_at(url, sid, prompt, out, cap);
 }
 
-static void test_sessions_stay_on_their_worker(void **state)
+static void session_id_of(const char *kind, int i, char *out, size_t cap)
+{
+    snprintf(out, cap, "affinity-%s-%04d-0000000000000000", kind, i);
+}
+
+static void session_id(int i, char *out, size_t cap)
+{
+    session_id_of("session", i, out, cap);
+}
+
+/* SESSIONS sessions of two turns through |at|: each stays on one worker. */
+static void sessions_stay(const char *at, const char *kind)
 {
     char sid[64], prompt[64], out[4096], *la, *lb;
     int i, on_a = 0, on_b = 0;
 
-    (void)state;
     for (i = 0; i < SESSIONS; i++) {
-        session_id(i, sid, sizeof(sid));
+        session_id_of(kind, i, sid, sizeof(sid));
         snprintf(prompt, sizeof(prompt), "first turn %d", i);
-        assert_int_equal(invoke(sid, prompt, out, sizeof(out)), 200);
+        assert_int_equal(invoke_at(at, sid, prompt, out, sizeof(out)), 200);
     }
     /* In reverse order: round-robin would now send each session to the
      * other worker. */
     for (i = SESSIONS - 1; i >= 0; i--) {
-        session_id(i, sid, sizeof(sid));
+        session_id_of(kind, i, sid, sizeof(sid));
         snprintf(prompt, sizeof(prompt), "first turn %d", i);
-        assert_int_equal(invoke(sid, "[[recall]]", out, sizeof(out)), 200);
+        assert_int_equal(invoke_at(at, sid, "[[recall]]", out, sizeof(out)), 200);
         if (!strstr(out, prompt))
             fail_msg("session %d lost its first turn (another agent-worker?): %s", i, out);
     }
@@ -103,7 +123,7 @@ static void test_sessions_stay_on_their_worker(void **state)
     assert_non_null(la);
     assert_non_null(lb);
     for (i = 0; i < SESSIONS; i++) {
-        session_id(i, sid, sizeof(sid));
+        session_id_of(kind, i, sid, sizeof(sid));
         on_a += strstr(la, sid) != NULL;
         on_b += strstr(lb, sid) != NULL;
     }
@@ -111,6 +131,24 @@ static void test_sessions_stay_on_their_worker(void **state)
     free(lb);
     assert_int_equal(on_a + on_b, SESSIONS); /* each on exactly one */
     assert_true(on_a > 0 && on_b > 0);
+}
+
+static void test_sessions_stay_on_their_worker(void **state)
+{
+    (void)state;
+    sessions_stay(url, "session");
+}
+
+/* Through names: each name's address gets a channel of its own. */
+static void test_sessions_stay_on_their_worker_by_name(void **state)
+{
+    char line[96];
+
+    (void)state;
+    sessions_stay(url_dns, "by-name");
+    snprintf(line, sizeof(line), "localhost:%d resolves to 127.0.0.1:%d", a_s.agent.port,
+             a_s.agent.port);
+    assert_true(th_wait_log(gw_dns.log_path, line, 5000) >= 0);
 }
 
 static void test_session_moves_when_its_worker_is_gone(void **state)
@@ -144,6 +182,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sessions_stay_on_their_worker),
+        cmocka_unit_test(test_sessions_stay_on_their_worker_by_name),
         cmocka_unit_test(test_session_moves_when_its_worker_is_gone),
     };
 
