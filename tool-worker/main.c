@@ -27,6 +27,7 @@ enum {
     C_GRACE,
     C_MANIFEST,
     C_SANDBOX,
+    C_SANDBOX_PROC,
     C_UID,
     C_GID,
     C_RO_PATHS,
@@ -70,6 +71,11 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                    "bwrap: tools run in namespaces, refused when the kernel forbids them; "
                    "none: run them anyway with rlimits, seccomp and Landlock only (unsafe)",
                    0},
+    [C_SANDBOX_PROC] = {"TOOL_SANDBOX_PROC", NULL, CM_CFG_STR, "auto", 0, 16,
+                        "fresh: tools get a /proc of their own PID namespace, or no sandbox when "
+                        "the container refuses one; auto: that, or no /proc at all (compose "
+                        "cannot unmask Docker's /proc); none: never a /proc",
+                        0},
     [C_UID] = {"TOOL_SANDBOX_UID", NULL, CM_CFG_INT, "65534", 1, 4294967294LL,
                "uid of tool processes when the worker runs as root", 0},
     [C_GID] = {"TOOL_SANDBOX_GID", NULL, CM_CFG_INT, "65534", 1, 4294967294LL,
@@ -270,6 +276,11 @@ static int build(struct app *a)
         cm_error("invalid configuration: TOOL_SANDBOX: must be bwrap or none");
         return 2;
     }
+    if (strcmp(cfg[C_SANDBOX_PROC].s, "auto") && strcmp(cfg[C_SANDBOX_PROC].s, "fresh") &&
+        strcmp(cfg[C_SANDBOX_PROC].s, "none")) {
+        cm_error("invalid configuration: TOOL_SANDBOX_PROC: must be auto, fresh or none");
+        return 2;
+    }
     if (parse_policy(&a->policy, cfg[C_HTTP_HOSTS].s, cfg[C_HTTP_CIDRS].s, err, sizeof(err))) {
         cm_error("invalid configuration: %s", err);
         return 2;
@@ -299,6 +310,9 @@ static int build(struct app *a)
     sc.http = http_path;
     sc.ro_paths = cfg[C_RO_PATHS].s;
     sc.allow_unconfined = !strcmp(mode, "none");
+    sc.proc = !strcmp(cfg[C_SANDBOX_PROC].s, "fresh")  ? TW_PROC_FRESH
+              : !strcmp(cfg[C_SANDBOX_PROC].s, "none") ? TW_PROC_NONE
+                                                       : TW_PROC_AUTO;
     sc.uid = (uid_t)cfg[C_UID].i;
     sc.gid = (gid_t)cfg[C_GID].i;
     sc.allow_hosts = cfg[C_HTTP_HOSTS].s;

@@ -30,6 +30,7 @@ struct tw_sandbox {
     char *bwrap, *helper, *http, *ro_paths, *allow_cidrs, *allow_hosts, *egress;
     int filter; /* sealed memfd with the BPF program */
     int usable, namespaces, probing;
+    int no_proc; /* tools get an empty /proc (TW_PROC_NONE, or a fresh one refused) */
     uid_t uid;
     gid_t gid;
     int set_ids;
@@ -312,7 +313,7 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
         ro_bind(&a, "/etc");
         each_item(sb->ro_paths, ro_bind, &a);
         top_dirs(&a);
-        push(&a, "--proc");
+        push(&a, sb->no_proc ? "--dir" : "--proc");
         push(&a, "/proc");
         push(&a, "--dev");
         push(&a, "/dev");
@@ -618,16 +619,30 @@ struct tw_sandbox *tw_sandbox_new(const struct tw_sandbox_config *cfg, char *err
                  cfg->bwrap ? cfg->bwrap : "bwrap");
     } else {
         sb->namespaces = sb->probing = 1;
-        if (probe(sb, why, sizeof(why)))
-            sb->namespaces = 0;
+        sb->no_proc = cfg->proc == TW_PROC_NONE;
+        if (probe(sb, why, sizeof(why))) {
+            /* Everything but the procfs may still work: try without. */
+            if (cfg->proc == TW_PROC_AUTO && strstr(why, "mount proc")) {
+                sb->no_proc = 1;
+                if (probe(sb, why, sizeof(why)))
+                    sb->namespaces = 0;
+            } else {
+                sb->namespaces = 0;
+            }
+        }
         sb->probing = 0;
     }
     if (sb->namespaces) {
         sb->usable = 1;
         snprintf(sb->describe, sizeof(sb->describe),
                  "namespaces (user, pid, mount, ipc, uts, cgroup, net) by bubblewrap; seccomp "
-                 "filter; Landlock %s%d; rlimits; tools run as uid %d",
-                 abi ? "ABI " : "unavailable, ABI ", abi, (int)sb->uid);
+                 "filter; Landlock %s%d; rlimits; tools run as uid %d%s",
+                 abi ? "ABI " : "unavailable, ABI ", abi, (int)sb->uid,
+                 !sb->no_proc ? ""
+                 : cfg->proc == TW_PROC_NONE
+                     ? "; no /proc for tools (TOOL_SANDBOX_PROC=none)"
+                     : "; no /proc for tools: the container refuses a fresh one (Docker masks "
+                       "/proc: docker run --security-opt systempaths=unconfined lifts it)");
     } else if (cfg->allow_unconfined) {
         sb->usable = 1;
         snprintf(sb->describe, sizeof(sb->describe),

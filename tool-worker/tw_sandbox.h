@@ -27,13 +27,23 @@
 
 #define TW_SANDBOX_MAX_FDS 8 /* descriptors a child inherits, as fds 3.. */
 
+/* The /proc tools see. Docker masks paths of its own /proc, and the kernel
+ * then refuses a fresh procfs in a new user namespace; docker run can unmask
+ * them (--security-opt systempaths=unconfined), compose cannot. */
+enum tw_proc_mode {
+    TW_PROC_AUTO,  /* a fresh /proc, or none when refused (the probe says which) */
+    TW_PROC_FRESH, /* a fresh /proc, or no namespaces at all */
+    TW_PROC_NONE,  /* never a /proc (an empty directory) */
+};
+
 struct tw_sandbox_config {
     const char *bwrap;    /* bubblewrap executable ("bwrap": looked up in PATH) */
     const char *helper;   /* agentcore-tool-exec */
     const char *http;     /* agentcore-tool-http */
     const char *ro_paths; /* comma-separated extra read-only paths, or NULL */
     int allow_unconfined; /* TOOL_SANDBOX=none: run tools without namespaces */
-    uid_t uid;            /* identity of tool processes (when the worker is root) */
+    enum tw_proc_mode proc;
+    uid_t uid; /* identity of tool processes (when the worker is root) */
     gid_t gid;
     const char *allow_cidrs; /* comma-separated, passed to http_request */
     const char *allow_hosts;

@@ -146,6 +146,57 @@ static void test_a_shell_job(void **state)
     tw_sandbox_free(sb);
 }
 
+/* Counts the entries of /proc a tool sees (-1 when it could not run). */
+static int proc_entries(const struct tw_sandbox *sb)
+{
+    static const char *const argv[] = {"/bin/sh", "-c", "ls -A /proc | wc -l", NULL};
+    struct tw_limits lim = {3, 1LL << 28, 1 << 20, 32, 16, 5000, 4096};
+    struct tw_sandbox_job job = {NULL, NULL, 0, NULL, "exec", argv, &lim};
+    char *out = NULL, err[256];
+    int n = -1;
+
+    if (tw_sandbox_run(sb, &job, 10000, &out, 4096, err, sizeof(err)) == 0 && out)
+        n = atoi(out);
+    free(out);
+    return n;
+}
+
+/* Compose cannot unmask Docker's /proc, and the kernel then refuses a fresh
+ * procfs: the sandbox keeps every namespace and gives tools no /proc,
+ * saying so (TOOL_SANDBOX_PROC=none forces it here, where one is allowed). */
+static void test_no_proc(void **state)
+{
+    struct tw_sandbox_config c = config(NULL, 0);
+    struct tw_sandbox *sb;
+    static const char *const argv[] = {"/bin/true", NULL};
+    struct tw_limits lim = {3, 1LL << 28, 1 << 20, 32, 16, 5000, 4096};
+    struct tw_sandbox_job job = {"/tmp", NULL, 0, NULL, "exec", argv, &lim};
+    struct tw_sandbox_cmd cmd;
+    char err[256];
+
+    (void)state;
+    sb = tw_sandbox_new(&c, NULL, 0);
+    assert_non_null(sb);
+    assert_int_equal(tw_sandbox_build(sb, &job, &cmd, err, sizeof(err)), 0);
+    assert_true(has_seq(cmd.argv, "--proc", "/proc", NULL));
+    tw_sandbox_cmd_cleanup(&cmd);
+    assert_true(proc_entries(sb) > 0); /* its own PID namespace's */
+    assert_null(strstr(tw_sandbox_describe(sb), "no /proc"));
+    tw_sandbox_free(sb);
+
+    c.proc = TW_PROC_NONE;
+    sb = tw_sandbox_new(&c, NULL, 0);
+    assert_non_null(sb);
+    assert_string_equal(tw_sandbox_isolation(sb), "namespaces");
+    assert_non_null(strstr(tw_sandbox_describe(sb), "no /proc for tools"));
+    assert_int_equal(tw_sandbox_build(sb, &job, &cmd, err, sizeof(err)), 0);
+    assert_false(has(cmd.argv, "--proc"));
+    assert_true(has_seq(cmd.argv, "--dir", "/proc", NULL));
+    tw_sandbox_cmd_cleanup(&cmd);
+    assert_int_equal(proc_entries(sb), 0);
+    tw_sandbox_free(sb);
+}
+
 static void test_without_bubblewrap(void **state)
 {
     struct tw_sandbox_config c = config("/nonexistent/bwrap", 0);
@@ -187,6 +238,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_probe_finds_namespaces),
         cmocka_unit_test(test_a_shell_job),
+        cmocka_unit_test(test_no_proc),
         cmocka_unit_test(test_without_bubblewrap),
     };
 
