@@ -30,7 +30,8 @@ struct tw_sandbox {
     char *bwrap, *helper, *http, *ro_paths, *allow_cidrs, *allow_hosts, *egress;
     int filter; /* sealed memfd with the BPF program */
     int usable, namespaces, probing;
-    int no_proc; /* tools get an empty /proc (TW_PROC_NONE, or a fresh one refused) */
+    int no_proc;     /* tools get an empty /proc (TW_PROC_NONE, or a fresh one refused) */
+    int userns_knob; /* bubblewrap may set max_user_namespaces (--disable-userns) */
     uid_t uid;
     gid_t gid;
     int set_ids;
@@ -302,7 +303,8 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
         push(&a, "--unshare-user"); /* implied when not setuid; --disable-userns wants it said */
         if (net_mode(sb, job) == NET_SHARED)
             push(&a, "--share-net");
-        push(&a, "--disable-userns");
+        if (sb->userns_knob)
+            push(&a, "--disable-userns");
         push(&a, "--die-with-parent");
         push(&a, "--new-session");
         push(&a, "--cap-drop");
@@ -620,14 +622,19 @@ struct tw_sandbox *tw_sandbox_new(const struct tw_sandbox_config *cfg, char *err
     } else {
         sb->namespaces = sb->probing = 1;
         sb->no_proc = cfg->proc == TW_PROC_NONE;
-        if (probe(sb, why, sizeof(why))) {
-            /* Everything but the procfs may still work: try without. */
-            if (cfg->proc == TW_PROC_AUTO && strstr(why, "mount proc")) {
+        sb->userns_knob = 1;
+        /* A container may refuse parts of it (Docker's masked /proc and
+         * read-only /proc/sys, which compose cannot lift): try without
+         * those, once each. Nested user namespaces stay refused by the
+         * seccomp filter either way. */
+        while (probe(sb, why, sizeof(why))) {
+            if (cfg->proc == TW_PROC_AUTO && !sb->no_proc && strstr(why, "mount proc")) {
                 sb->no_proc = 1;
-                if (probe(sb, why, sizeof(why)))
-                    sb->namespaces = 0;
+            } else if (sb->userns_knob && strstr(why, "max_user_namespaces")) {
+                sb->userns_knob = 0;
             } else {
                 sb->namespaces = 0;
+                break;
             }
         }
         sb->probing = 0;
@@ -636,8 +643,11 @@ struct tw_sandbox *tw_sandbox_new(const struct tw_sandbox_config *cfg, char *err
         sb->usable = 1;
         snprintf(sb->describe, sizeof(sb->describe),
                  "namespaces (user, pid, mount, ipc, uts, cgroup, net) by bubblewrap; seccomp "
-                 "filter; Landlock %s%d; rlimits; tools run as uid %d%s",
+                 "filter; Landlock %s%d; rlimits; tools run as uid %d%s%s",
                  abi ? "ABI " : "unavailable, ABI ", abi, (int)sb->uid,
+                 sb->userns_knob ? ""
+                                 : "; nested user namespaces refused by the seccomp filter "
+                                   "alone (the container's /proc/sys is read-only)",
                  !sb->no_proc ? ""
                  : cfg->proc == TW_PROC_NONE
                      ? "; no /proc for tools (TOOL_SANDBOX_PROC=none)"

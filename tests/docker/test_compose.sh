@@ -3,8 +3,9 @@
 # that is what the machine has): compose/docker-compose.yml plus the emulator
 # override, with three tool-worker replicas and two agent-workers. Shows: the
 # health-gated start; tool calls spread over all three tool-workers, and go
-# on when one is removed; each session stays on its agent-worker (its turns
-# continue) though both serve sessions.
+# on when one is removed; the tool sandbox (namespaces, no /proc); each session
+# stays on its agent-worker (its turns continue) though both serve sessions,
+# and moves, with a log line, when its agent-worker is gone.
 . "$(dirname "$0")/lib.sh"
 cd "$root"
 if command -v docker-compose >/dev/null; then COMPOSE=(docker-compose)
@@ -37,6 +38,17 @@ for s in gateway agent-worker tool-worker; do
     [ "$h" = healthy ] || [ "$h" = starting ] || fail "$s $id is $h"
   done
 done
+
+step "the tool sandbox under compose"
+# Compose cannot unmask Docker's /proc: every namespace, no /proc, said so.
+for id in $(ids tool-worker); do
+  docker logs "$id" 2>&1 | grep '"message":"tool sandbox"' |
+    grep '"isolation":"namespaces"' | grep -q 'no /proc for tools' ||
+    fail "tool-worker $id: $(docker logs "$id" 2>&1 | grep '"tool sandbox"')"
+done
+expect_answer "$URL" '[[tool:shell {"command":"echo sandboxed; ls -A /proc | wc -l"}]]' \
+  "sandbox-session-00000000000000000000001" "sandboxed"
+echo "tool-workers: namespaces without /proc; a shell tool ran in the sandbox"
 
 step "tool calls spread over the three tool-workers"
 for i in $(seq -w 1 12); do
@@ -71,4 +83,26 @@ done
 gw=$(ids gateway)
 docker logs "$gw" 2>&1 | grep -q '"agent-worker:50051 resolves to [^,]*,[^,"]*"' ||
   fail "the gateway did not log the two agent-worker addresses"
+
+step "an agent-worker removed: its sessions go on on the other"
+gone=$(ids agent-worker | head -n1)
+moved=""
+for i in $(seq -w 1 8); do
+  docker logs "$gone" 2>&1 | grep -q "affinity-session-000000000000000000$i" && moved=$i && break
+done
+[ -n "$moved" ] || fail "no session on agent-worker $gone"
+docker rm -f "$gone" >/dev/null
+# The first call may still be sent to the removed worker's address before the
+# gateway sees it fail: each try is answered, at most 20.
+for try in $(seq 1 20); do
+  out=$(invoke "$URL" "after the move" "affinity-session-000000000000000000$moved")
+  [ "${out%% *}" = 200 ] && break
+done
+[ "${out%% *}" = 200 ] || fail "session $moved after its worker went: $out"
+deadline=$(($(now_ms) + 10000))
+until docker logs "$gw" 2>&1 | grep -Eq 'is unreachable: this session continues on|"agent-worker:50051 resolves to [^,"]*"'; do
+  [ "$(now_ms)" -lt "$deadline" ] || fail "the gateway said nothing about the lost agent-worker"
+  sleep 0.1
+done
+echo "removed agent-worker $gone; session $moved answered 200 on the other after $try tries; the gateway logged: $(docker logs "$gw" 2>&1 | grep -E 'is unreachable|resolves to' | tail -n1 | head -c 200)"
 echo "PASS"
