@@ -18,6 +18,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum cm_rpc_code {
     CM_RPC_OK = 0,
@@ -229,6 +230,12 @@ int cm_rpc_client_connected(struct cm_rpc_client *c);
 /* Makes the next connection attempt happen now instead of after gRPC's
  * backoff. Non-blocking; safe from any thread. */
 void cm_rpc_client_reset_backoff(struct cm_rpc_client *c);
+
+/* Session affinity: the rendezvous score of sending |key| (a session id) to
+ * |target| ("10.0.3.5:50051"); a call goes to the reachable target with the
+ * highest score, so a session keeps its worker while that one lives and only
+ * its sessions move when it goes. Pure; exposed for tests. */
+uint64_t cm_rpc_rendezvous(const char *key, const char *target);
 
 /* grpc.health.v1 Check of |service| ("" = the server). Returns 1 SERVING,
  * 0 not serving, -1 on a call failure (|st| says why). */

@@ -694,6 +694,47 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Rendezvous scores spread sessions evenly over any number of targets, and
+ * removing a target moves only its own sessions. */
+static void test_rendezvous_spreads_and_moves_little(void **state)
+{
+    static const char *const sets[][5] = {
+        {"a:1", "b:1", "c:1", NULL},
+        {"172.26.0.6:50051", "172.26.0.7:50051", NULL},
+        {"10.0.0.2:50051", "10.0.0.3:50051", "10.0.0.4:50051", "10.0.0.5:50051", NULL},
+    };
+    enum { N = 3000 };
+    size_t s;
+
+    (void)state;
+    for (s = 0; s < sizeof(sets) / sizeof(sets[0]); s++) {
+        int count[5] = {0}, n = 0, i, t, moved = 0;
+
+        while (sets[s][n])
+            n++;
+        for (i = 0; i < N; i++) {
+            char key[64];
+            int best = 0, best_wo_last = 0;
+
+            snprintf(key, sizeof(key), "session-%06d-0000000000000000000000", i);
+            for (t = 1; t < n; t++) {
+                if (cm_rpc_rendezvous(key, sets[s][t]) > cm_rpc_rendezvous(key, sets[s][best]))
+                    best = t;
+                if (t < n - 1 && cm_rpc_rendezvous(key, sets[s][t]) >
+                                     cm_rpc_rendezvous(key, sets[s][best_wo_last]))
+                    best_wo_last = t;
+            }
+            count[best]++;
+            moved += best != best_wo_last && best != n - 1; /* only the last one's may move */
+        }
+        for (t = 0; t < n; t++) {
+            if (count[t] < N / n * 85 / 100 || count[t] > N / n * 115 / 100)
+                fail_msg("%s got %d of %d sessions over %d targets", sets[s][t], count[t], N, n);
+        }
+        assert_int_equal(moved, 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -701,6 +742,7 @@ int main(void)
         cmocka_unit_test(test_deadline_cancels_the_server_side),
         cmocka_unit_test(test_health),
         cmocka_unit_test(test_round_robin_over_two_servers),
+        cmocka_unit_test(test_rendezvous_spreads_and_moves_little),
         cmocka_unit_test(test_unreachable_is_unavailable),
         cmocka_unit_test(test_stream_to_the_end),
         cmocka_unit_test(test_stream_cancel_reaches_the_server),
