@@ -755,6 +755,7 @@ void gw_http_stop(struct gw_http *h, int grace_ms)
         return;
     MHD_quiesce_daemon(h->daemon); /* no new connections from here on */
     gw_wss_shutdown(h->wss);       /* WebSockets close with 1001 once idle */
+    gw_invoke_drain(h->invoke);
     until = cm_deadline_ms(grace_ms);
     pthread_mutex_lock(&h->lock);
     h->stopping = 1; /* refuse new invocations on open connections too */

@@ -33,6 +33,7 @@ struct gw_invoke {
     struct gw_call *waiting; /* loop only */
     struct gw_call *active;  /* loop only: every call the loop holds */
     int stopping;            /* loop only */
+    atomic_int draining;     /* gw_invoke_drain() was called */
     pthread_mutex_t lock;    /* n_loop */
     pthread_cond_t cond;     /* n_loop reached 0 */
     int n_loop;
@@ -284,11 +285,13 @@ static void stopping_status(struct cm_rpc_status *st)
     cm_strlcpy(st->error_type, "ShuttingDown", sizeof(st->error_type));
 }
 
-/* Loop side: |st|, or the shutting-down status when the gateway cancelled it. */
+/* Loop side: |st|, or the shutting-down status when the call ended because
+ * the runtime stops (the gateway cancelled it, or the agent-worker did). */
 static const struct cm_rpc_status *
 end_status(const struct gw_call *call, const struct cm_rpc_status *st, struct cm_rpc_status *tmp)
 {
-    if (st->code != CM_RPC_CANCELLED || !call->gi->stopping)
+    if ((st->code != CM_RPC_CANCELLED && st->code != CM_RPC_UNAVAILABLE) ||
+        (!call->gi->stopping && !atomic_load(&call->gi->draining)))
         return st;
     stopping_status(tmp);
     return tmp;
@@ -716,6 +719,11 @@ static void cancel_all(void *p)
     }
     for (call = gi->active; call; call = call->next)
         cancel_call(call);
+}
+
+void gw_invoke_drain(struct gw_invoke *gi)
+{
+    atomic_store(&gi->draining, 1);
 }
 
 int gw_invoke_cancel_all(struct gw_invoke *gi, int wait_ms)

@@ -38,6 +38,10 @@ struct gw_invoke_config {
 
 /* Starts the loop. NULL on failure. */
 struct gw_invoke *gw_invoke_new(const struct gw_invoke_config *cfg);
+/* The gateway is stopping (thread-safe): from now on a call that ends
+ * CANCELLED or UNAVAILABLE (the agent-worker, stopping at the same moment
+ * under s6, may cancel first) tells its client the runtime is shutting down. */
+void gw_invoke_drain(struct gw_invoke *gi);
 /* Cancels every running call (thread-safe) and waits at most |wait_ms| until
  * the loop let go of all of them. Returns how many were still running. */
 int gw_invoke_cancel_all(struct gw_invoke *gi, int wait_ms);

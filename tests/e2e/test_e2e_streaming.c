@@ -680,6 +680,29 @@ static void test_sigterm_with_a_stream_in_flight(void **state)
     close(ws_busy);
 }
 
+/* Under s6 both stop at once; when the agent-worker's grace ends first, its
+ * cancel reaches the gateway before the gateway's own: the client still hears
+ * that the runtime is shutting down, not an agent failure. */
+static void test_sigterm_agent_worker_first(void **state)
+{
+    struct th_stack s;
+    char buf[65536] = "";
+    int fd;
+
+    (void)state;
+    assert_int_equal(th_stack_start_gw(&s, "stream-term-both", &emu, &tool,
+                                       (const char *[]){KEYS, "SHUTDOWN_GRACE_MS=200", NULL},
+                                       (const char *[]){"SHUTDOWN_GRACE_MS=5000", NULL}),
+                     0);
+    fd = open_slow_stream(&s);
+    assert_int_equal(kill(s.gw.pid, SIGTERM), 0); /* drains for up to 5 s */
+    assert_int_equal(th_proc_stop(&s.agent, SIGTERM), 0);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "ShuttingDown", 5000), 0);
+    assert_non_null(strstr(buf, "the runtime is shutting down"));
+    close(fd);
+    assert_int_equal(th_stack_stop(&s), 0);
+}
+
 /* ---- WebSocket ---- */
 
 /* Sends one invocation and reads its events up to the final answer; returns
@@ -868,6 +891,7 @@ int main(void)
         cmocka_unit_test(test_ws_foreign_origin_is_refused),
         cmocka_unit_test(test_body_limits_and_content_type),
         cmocka_unit_test(test_sigterm_with_a_stream_in_flight),
+        cmocka_unit_test(test_sigterm_agent_worker_first),
     };
     int rc = cmocka_run_group_tests_name("e2e_streaming", tests, setup, teardown);
 
