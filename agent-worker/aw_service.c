@@ -59,7 +59,7 @@ struct invocation {
     struct aw_bedrock_call *model;
     struct aw_tools_call tcall;
     struct tool_slot *slots;
-    size_t nslots, running;
+    size_t nslots, running, next_tool; /* next_tool: the first not started yet */
     int deferred_rc; /* why it ends, once the tool calls still running report back */
     uint64_t t0, model_t0;
 };
@@ -174,24 +174,56 @@ static void call_model(struct invocation *inv)
         step(inv, aw_agent_fail(&inv->agent, CM_ENOMEM));
 }
 
-/* ---- tools: every toolUse of a turn runs at once ---- */
+/* ---- tools: the toolUses of a turn run at once, MAX_PARALLEL_TOOLS at most ---- */
 
-static void tool_result(struct invocation *inv, size_t i, const struct aw_tool_result *res,
-                        int deliver)
+/* Applies one result; the agent's next step (AW_NEXT_WAIT until the last). */
+static enum aw_agent_next tool_result(struct invocation *inv, size_t i,
+                                      const struct aw_tool_result *res)
 {
     const json_t *block;
     enum aw_agent_next next;
 
     next = aw_agent_on_tool_result(&inv->agent, i, res->text, res->is_error, &block);
     send_json_event(inv, 0, block);
-    if (deliver && next != AW_NEXT_WAIT)
-        step(inv, next);
+    return next;
+}
+
+static void on_tool_done(void *ud, struct aw_tool_result *res);
+
+/* Starts queued calls while fewer than the cap run. Results known at once
+ * (an unknown tool) are applied here, but no step runs: the caller steps. */
+static enum aw_agent_next start_tools(struct invocation *inv)
+{
+    enum aw_agent_next next = AW_NEXT_WAIT, n;
+    size_t cap = inv->svc->max_parallel_tools > 0 ? (size_t)inv->svc->max_parallel_tools : 1;
+
+    while (inv->next_tool < inv->nslots && inv->running < cap) {
+        size_t i = inv->next_tool++;
+        const json_t *use = aw_agent_tool_use(&inv->agent, i);
+        struct tool_slot *s = &inv->slots[i];
+        struct aw_tool_result now = {NULL, -1};
+
+        if (!aw_agent_tool_pending(&inv->agent, i))
+            continue;
+        if (aw_tools_execute_async(
+                inv->svc->tools, &inv->tcall, json_string_value(json_object_get(use, "toolUseId")),
+                json_string_value(json_object_get(use, "name")), json_object_get(use, "input"),
+                on_tool_done, s, &s->exec, &now) == 0) {
+            inv->running++;
+            continue;
+        }
+        if (now.is_error >= 0 && (n = tool_result(inv, i, &now)) != AW_NEXT_WAIT)
+            next = n;
+        free(now.text);
+    }
+    return next;
 }
 
 static void on_tool_done(void *ud, struct aw_tool_result *res)
 {
     struct tool_slot *s = ud;
     struct invocation *inv = s->inv;
+    enum aw_agent_next next, more;
 
     s->exec = NULL;
     inv->running--;
@@ -200,54 +232,35 @@ static void on_tool_done(void *ud, struct aw_tool_result *res)
             complete(inv, inv->deferred_rc ? inv->deferred_rc : CM_ECANCELED, NULL);
         return;
     }
-    tool_result(inv, s->index, res, 1);
+    next = tool_result(inv, s->index, res);
+    more = start_tools(inv); /* a queued call takes the freed place */
+    if (next == AW_NEXT_WAIT)
+        next = more;
+    if (next != AW_NEXT_WAIT)
+        step(inv, next);
 }
 
 static void run_tools(struct invocation *inv)
 {
     size_t n = aw_agent_tool_count(&inv->agent), i;
-    struct aw_tool_result *now;
-    enum aw_agent_next next = AW_NEXT_WAIT;
+    enum aw_agent_next next;
 
     free(inv->slots);
     inv->slots = calloc(n, sizeof(*inv->slots));
-    now = calloc(n, sizeof(*now));
-    if (!inv->slots || !now) {
-        free(now);
+    if (!inv->slots) {
         step(inv, aw_agent_fail(&inv->agent, CM_ENOMEM));
         return;
     }
     inv->nslots = n;
-    /* Start them all first; results that are known at once (an unknown tool)
-     * are applied after, so no step runs while slots are still being filled. */
+    inv->next_tool = 0;
+    /* The client hears every toolUse the model asked for at once; the calls
+     * start as the cap allows. */
     for (i = 0; i < n; i++) {
-        const json_t *use = aw_agent_tool_use(&inv->agent, i);
-        struct tool_slot *s = &inv->slots[i];
-
-        send_json_event(inv, 1, use);
-        s->inv = inv;
-        s->index = i;
-        now[i].is_error = -1; /* not known at once */
-        if (!aw_agent_tool_pending(&inv->agent, i))
-            continue;
-        if (aw_tools_execute_async(
-                inv->svc->tools, &inv->tcall, json_string_value(json_object_get(use, "toolUseId")),
-                json_string_value(json_object_get(use, "name")), json_object_get(use, "input"),
-                on_tool_done, s, &s->exec, &now[i]) == 0) {
-            inv->running++;
-            now[i].is_error = -1;
-        }
+        inv->slots[i].inv = inv;
+        inv->slots[i].index = i;
+        send_json_event(inv, 1, aw_agent_tool_use(&inv->agent, i));
     }
-    for (i = 0; i < n; i++) {
-        if (now[i].is_error >= 0) {
-            const json_t *block;
-
-            next = aw_agent_on_tool_result(&inv->agent, i, now[i].text, now[i].is_error, &block);
-            send_json_event(inv, 0, block);
-        }
-        free(now[i].text);
-    }
-    free(now);
+    next = start_tools(inv);
     if (next != AW_NEXT_WAIT)
         step(inv, next);
 }

@@ -21,6 +21,7 @@ struct aw_service {
     struct cm_status *status;     /* background tasks behind us, pushed to watchers */
     uv_loop_t *loop;
     int max_iterations;
+    int max_parallel_tools; /* tool calls of one turn running at once (the rest queue) */
     int session_wait_ms; /* a second invocation of a busy session waits this long, then ABORTED */
 };
 

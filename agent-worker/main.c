@@ -44,6 +44,7 @@ enum {
     C_IMDS_ENDPOINT,
     C_MAX_TOKENS,
     C_MAX_ITERATIONS,
+    C_MAX_PARALLEL_TOOLS,
     C_SYSTEM_PROMPT,
     C_TEMPERATURE,
     C_TOP_P,
@@ -135,6 +136,10 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                       "maxTokens for each model call", 0},
     [C_MAX_ITERATIONS] = {"MAX_ITERATIONS", NULL, CM_CFG_INT, "10", 1, 1000,
                           "model calls allowed per invocation", 0},
+    [C_MAX_PARALLEL_TOOLS] = {"MAX_PARALLEL_TOOLS", NULL, CM_CFG_INT, "8", 1, 256,
+                              "tool calls of one model turn that run at once (the rest wait; "
+                              "results go back in the model's order)",
+                              0},
     [C_SYSTEM_PROMPT] = {"SYSTEM_PROMPT", NULL, CM_CFG_STR, NULL, 0, 1048576,
                          "system prompt (none by default)", 0},
     [C_TEMPERATURE] = {"TEMPERATURE", NULL, CM_CFG_FLOAT, NULL, 0, 1,
@@ -468,6 +473,7 @@ int main(int argc, char **argv)
     svc.sessions =
         aw_sessions_new((size_t)cfg[C_SESSION_MAX].i, (size_t)cfg[C_SESSION_MAX_MESSAGES].i);
     svc.max_iterations = (int)cfg[C_MAX_ITERATIONS].i;
+    svc.max_parallel_tools = (int)cfg[C_MAX_PARALLEL_TOOLS].i;
     svc.session_wait_ms = (int)cfg[C_SESSION_WAIT].i;
     svc.loop = cm_loop_uv(loop);
     svc.status = cm_status_new(loop);

@@ -27,7 +27,7 @@
 #define MCP_MANIFEST "TOOL_MANIFEST=" AC_SOURCE_DIR "/tests/mcp/manifest.json"
 
 static struct th_proc emu, tool, mcp, rep[3];
-static struct th_stack main_s, rep_s;
+static struct th_stack main_s, rep_s, serial_s;
 static char ws_env[300], ws_dir[256];
 
 static int setup(void **state)
@@ -70,7 +70,9 @@ static int setup(void **state)
                              (const char *[]){KEYS, both, "TOOLS_STATUS_INTERVAL_MS=100", NULL},
                              (const char *[]){"HEALTH_INTERVAL_MS=100", NULL}) ||
            th_stack_start(&rep_s, "tools-replicas", &emu, &tool,
-                          (const char *[]){KEYS, replicas, NULL});
+                          (const char *[]){KEYS, replicas, NULL}) ||
+           th_stack_start(&serial_s, "tools-serial", &emu, &tool,
+                          (const char *[]){KEYS, "MAX_PARALLEL_TOOLS=1", NULL});
 }
 
 static int teardown(void **state)
@@ -79,8 +81,9 @@ static int teardown(void **state)
     int bad;
 
     (void)state;
-    bad = th_stack_stop(&main_s) + th_stack_stop(&rep_s) + th_stop(&emu) + th_stop(&tool) +
-          th_stop(&mcp) + th_stop(&rep[0]) + th_stop(&rep[1]) + th_stop(&rep[2]);
+    bad = th_stack_stop(&main_s) + th_stack_stop(&rep_s) + th_stack_stop(&serial_s) +
+          th_stop(&emu) + th_stop(&tool) + th_stop(&mcp) + th_stop(&rep[0]) + th_stop(&rep[1]) +
+          th_stop(&rep[2]);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", ws_dir);
     if (system(cmd))
         bad++;
@@ -378,10 +381,59 @@ static void test_a_replica_dies_mid_call(void **state)
     }
 }
 
+/* One turn asking for two shell tools that wait for each other (each marks
+ * that it started, then looks for the other's mark, about 1 s at most): they meet
+ * only if they run at the same time. Results come back in the model's order. */
+static char *two_tools_meeting(const struct th_stack *s, const char *session)
+{
+    static const char fmt[] =
+        "[[tool:shell {\\\"command\\\":\\\"touch %s.started; i=0; while [ ! -e %s.started ] "
+        "&& [ $i -lt 100 ]; do sleep 0.01; i=$((i+1)); done; [ -e %s.started ] "
+        "&& echo %s-met-%s || echo %s-alone\\\"}]]";
+    char a[512], b[512], body[1200];
+    struct th_resp r;
+    char *text;
+
+    snprintf(a, sizeof(a), fmt, "A", "B", "B", "A", "B", "A");
+    snprintf(b, sizeof(b), fmt, "B", "A", "A", "B", "A", "B");
+    snprintf(body, sizeof(body), "{\"prompt\":\"%s %s\"}", a, b);
+    assert_int_equal(th_invoke(s, body, session, &r), 0);
+    if (r.status != 200)
+        fail_msg("status %ld: %s", r.status, r.body);
+    text = strdup(json_string_value(json_object_get(r.json, "response")));
+    th_resp_free(&r);
+    return text;
+}
+
+/* |first| and then |second| in |text| ("Tool result: <A's>; <B's>"). */
+static int in_order(const char *text, const char *first, const char *second)
+{
+    const char *a = strstr(text, first), *b = strstr(text, second);
+
+    return a && b && a < b;
+}
+
+static void test_tools_of_one_turn_run_together(void **state)
+{
+    char *text;
+
+    (void)state;
+    text = two_tools_meeting(&main_s, "parallel-tools-session-0000000000000001");
+    if (!in_order(text, "A-met-B", "B-met-A"))
+        fail_msg("two tools of one turn did not run together: %s", text);
+    free(text);
+    /* MAX_PARALLEL_TOOLS=1: one after the other, still in the model's order. */
+    text = two_tools_meeting(&serial_s, "parallel-tools-session-0000000000000002");
+    if (!in_order(text, "A-alone", "B-met-A"))
+        fail_msg("with MAX_PARALLEL_TOOLS=1: %s", text);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_manifest_tools_in_python_and_shell),
+        cmocka_unit_test(test_tools_of_one_turn_run_together),
         cmocka_unit_test(test_files_stay_in_the_session_workspace),
         cmocka_unit_test(test_limits_through_the_worker),
         cmocka_unit_test(test_the_agents_keys_are_invisible_to_tools),

@@ -7,6 +7,7 @@
  *
  *   [[tool:NAME {json}]]       answer with a toolUse of NAME with that input; after
  *                              the toolResult, answer with text holding the result
+ *                              (several in one prompt: one toolUse each, one turn)
  *   [[tool-loop:NAME {json}]]  keep asking for that tool, whatever comes back
  *   [[recall]]                 list the user's earlier prompts in this conversation
  *   [[max_tokens]]             stop with stopReason max_tokens
@@ -587,12 +588,26 @@ static void model_answer(const json_t *req, size_t req_len, struct answer *a)
     input = tool_directive(prompt, tool, sizeof(tool), &loop);
     content = json_array();
     if (input && (!after_tool || loop)) {
-        char id[64];
+        const char *next = prompt;
 
-        snprintf(id, sizeof(id), "tooluse_emu_%ld", atomic_fetch_add(&n_tool_uses, 1) + 1);
         json_array_append_new(content, json_pack("{s:s+}", "text", "Calling ", tool));
-        json_array_append_new(content, json_pack("{s:{s:s,s:s,s:O}}", "toolUse", "toolUseId", id,
-                                                 "name", tool, "input", input));
+        do { /* every [[tool:...]] of the prompt: parallel tool calls in one turn */
+            char id[64];
+
+            snprintf(id, sizeof(id), "tooluse_emu_%ld", atomic_fetch_add(&n_tool_uses, 1) + 1);
+            json_array_append_new(content, json_pack("{s:{s:s,s:s,s:O}}", "toolUse", "toolUseId",
+                                                     id, "name", tool, "input", input));
+            json_decref(input);
+            input = NULL;
+            next = strstr(next, "[[tool"); /* the directive just used, then its end */
+            next = next ? strstr(next, "]]") : NULL;
+            if (loop || !next)
+                break;
+            next += 2;
+            input = tool_directive(next, tool, sizeof(tool), &loop);
+        } while (input && !loop);
+        json_decref(input);
+        input = NULL;
         stop = "tool_use";
     } else {
         if (after_tool)
