@@ -3,6 +3,7 @@
  * for its session, the first tool listing, the model or its tools, and every
  * wait ends with an event (a completion, a timer, the client's cancellation). */
 #include "aw_service.h"
+#include "aw_history.h"
 #include "aw_agent.h"
 #include "aw_bedrock.h"
 #include "aw_session.h"
@@ -292,8 +293,18 @@ static void step(struct invocation *inv, enum aw_agent_next next)
 
 static void begin(struct invocation *inv)
 {
-    int rc = aw_agent_begin(&inv->agent, aw_session_messages(inv->sess), inv->req->prompt,
-                            inv->svc->max_iterations);
+    char what[200];
+    int rc, fixed = aw_history_repair(aw_session_messages(inv->sess), what, sizeof(what));
+
+    if (fixed > 0) {
+        /* Bedrock would refuse this conversation on every call from now on. */
+        log_ctx(inv);
+        cm_warn("session history repaired (%d change%s), first: %s", fixed, fixed > 1 ? "s" : "",
+                what);
+        cm_log_clear_context();
+    }
+    rc = aw_agent_begin(&inv->agent, aw_session_messages(inv->sess), inv->req->prompt,
+                        inv->svc->max_iterations);
 
     inv->agent_live = 1;
     if (rc)

@@ -1,0 +1,247 @@
+/* The repairs run in passes, each leaving the array more regular for the
+ * next: shape (messages and blocks), pairing (toolUse with toolResult), then
+ * roles. Pairing works turn by turn on ids, since Bedrock matches a
+ * toolResult to the toolUse of the assistant turn right before it. */
+#include "aw_history.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+struct fix {
+    int n;
+    char *what;
+    size_t len;
+};
+
+static void note(struct fix *f, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (f->n++ == 0 && f->what && f->len) {
+        va_start(ap, fmt);
+        vsnprintf(f->what, f->len, fmt, ap);
+        va_end(ap);
+    }
+}
+
+static const char *role_of(const json_t *m)
+{
+    const char *r = json_string_value(json_object_get(m, "role"));
+
+    return r && (!strcmp(r, "user") || !strcmp(r, "assistant")) ? r : NULL;
+}
+
+static int blank(const char *s)
+{
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+            return 0;
+    return 1;
+}
+
+/* Pass 1: messages and blocks of the right shape; empty text removed. */
+static void shape(json_t *messages, struct fix *f)
+{
+    size_t i = 0, k;
+
+    while (i < json_array_size(messages)) {
+        json_t *m = json_array_get(messages, i), *content = json_object_get(m, "content");
+
+        if (!role_of(m) || !json_is_array(content)) {
+            note(f, "message %zu is not a user or assistant turn", i);
+            json_array_remove(messages, i);
+            continue;
+        }
+        for (k = 0; k < json_array_size(content);) {
+            json_t *b = json_array_get(content, k), *t = json_object_get(b, "text");
+
+            if (!json_is_object(b) || json_object_size(b) == 0 ||
+                (t && (!json_is_string(t) || blank(json_string_value(t))))) {
+                note(f, "message %zu: empty content block removed", i);
+                json_array_remove(content, k);
+                continue;
+            }
+            k++;
+        }
+        i++;
+    }
+}
+
+static const char *use_id(const json_t *block)
+{
+    return json_string_value(json_object_get(json_object_get(block, "toolUse"), "toolUseId"));
+}
+
+static const char *result_id(const json_t *block)
+{
+    return json_string_value(json_object_get(json_object_get(block, "toolResult"), "toolUseId"));
+}
+
+static int asked(const json_t *assistant, const char *id)
+{
+    json_t *b;
+    size_t k;
+
+    if (!assistant || !id)
+        return 0;
+    json_array_foreach(json_object_get(assistant, "content"), k, b)
+    {
+        const char *u = use_id(b);
+
+        if (u && !strcmp(u, id))
+            return 1;
+    }
+    return 0;
+}
+
+static int answered(const json_t *user, const char *id)
+{
+    json_t *b;
+    size_t k;
+
+    if (!user)
+        return 0;
+    json_array_foreach(json_object_get(user, "content"), k, b)
+    {
+        const char *r = result_id(b);
+
+        if (r && !strcmp(r, id))
+            return 1;
+    }
+    return 0;
+}
+
+/* Pass 2: toolResults answer the assistant turn before; every toolUse has
+ * one. Runs before roles are merged: a toolResult is matched to the turn it
+ * follows as the history stands. */
+static int pair(json_t *messages, struct fix *f)
+{
+    size_t i, k;
+
+    for (i = 0; i < json_array_size(messages); i++) {
+        json_t *m = json_array_get(messages, i), *prev = i ? json_array_get(messages, i - 1) : NULL;
+        json_t *content = json_object_get(m, "content");
+
+        if (strcmp(role_of(m), "user"))
+            continue;
+        if (prev && strcmp(role_of(prev), "assistant"))
+            prev = NULL;
+        for (k = 0; k < json_array_size(content);) {
+            const char *r = result_id(json_array_get(content, k));
+
+            if (json_object_get(json_array_get(content, k), "toolResult") && !asked(prev, r)) {
+                note(f, "message %zu: a toolResult answering no toolUse removed", i);
+                json_array_remove(content, k);
+                continue;
+            }
+            k++;
+        }
+    }
+    for (i = 0; i < json_array_size(messages); i++) {
+        json_t *m = json_array_get(messages, i), *next, *b;
+        size_t at = 0;
+
+        if (strcmp(role_of(m), "assistant"))
+            continue;
+        next = i + 1 < json_array_size(messages) ? json_array_get(messages, i + 1) : NULL;
+        if (next && strcmp(role_of(next), "user"))
+            next = NULL;
+        json_array_foreach(json_object_get(m, "content"), k, b)
+        {
+            const char *id = use_id(b);
+            json_t *res;
+
+            if (!id || answered(next, id))
+                continue;
+            if (!next) {
+                next = json_pack("{s:s,s:[]}", "role", "user", "content");
+                if (!next || json_array_insert_new(messages, i + 1, next))
+                    return -1;
+            }
+            res = json_pack("{s:{s:s,s:[{s:s}],s:s}}", "toolResult", "toolUseId", id, "content",
+                            "text", AW_HISTORY_INTERRUPTED, "status", "error");
+            /* Results first, in the order of the uses, as the loop writes them. */
+            if (!res || json_array_insert_new(json_object_get(next, "content"), at++, res))
+                return -1;
+            note(f, "message %zu: toolUse %s had no toolResult (interrupted)", i, id);
+        }
+    }
+    return 0;
+}
+
+/* Removes every toolResult block of |content|; 1 when there was one. */
+static int strip_results(json_t *content)
+{
+    size_t k = 0;
+    int any = 0;
+
+    while (k < json_array_size(content)) {
+        if (json_object_get(json_array_get(content, k), "toolResult")) {
+            json_array_remove(content, k);
+            any = 1;
+        } else {
+            k++;
+        }
+    }
+    return any;
+}
+
+/* Pass 3: no empty turns, alternating roles, the user first. */
+static void roles(json_t *messages, struct fix *f)
+{
+    size_t i = 0;
+
+    while (i < json_array_size(messages)) {
+        json_t *m = json_array_get(messages, i);
+
+        if (json_array_size(json_object_get(m, "content")) == 0) {
+            note(f, "message %zu: empty turn removed", i);
+            json_array_remove(messages, i);
+            continue;
+        }
+        if (i == 0 && strcmp(role_of(m), "user")) {
+            note(f, "a leading assistant turn removed");
+            json_array_remove(messages, 0);
+            continue;
+        }
+        if (i == 0 && strip_results(json_object_get(m, "content"))) {
+            /* Their toolUse went with a removed turn. */
+            note(f, "toolResults at the start of the conversation removed");
+            continue;
+        }
+        if (i > 0 && !strcmp(role_of(m), role_of(json_array_get(messages, i - 1)))) {
+            json_t *into = json_object_get(json_array_get(messages, i - 1), "content");
+
+            note(f, "messages %zu and %zu of one role merged", i - 1, i);
+            json_array_extend(into, json_object_get(m, "content"));
+            json_array_remove(messages, i);
+            continue;
+        }
+        i++;
+    }
+}
+
+int aw_history_repair(json_t *messages, char *what, size_t whatlen)
+{
+    struct fix f = {0, what, whatlen};
+    int rounds;
+
+    if (what && whatlen)
+        what[0] = '\0';
+    if (!json_is_array(messages))
+        return -1;
+    /* One round settles every case the tests know; a second proves nothing
+     * changes any more (the third is a bound, not a need). */
+    for (rounds = 0; rounds < 3; rounds++) {
+        int before = f.n;
+
+        shape(messages, &f);
+        if (pair(messages, &f))
+            return -1;
+        roles(messages, &f);
+        if (f.n == before)
+            break;
+    }
+    return f.n;
+}
