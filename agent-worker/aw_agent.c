@@ -206,7 +206,46 @@ static enum aw_agent_next tools_complete(struct aw_agent *a)
         cm_strlcpy(a->res.stop_reason, "MaxIterations", sizeof(a->res.stop_reason));
         return AW_NEXT_DONE;
     }
+    if ((a->max_total_tokens && a->res.total_tokens >= a->max_total_tokens) ||
+        (a->max_output_tokens && a->res.output_tokens >= a->max_output_tokens)) {
+        cm_strlcpy(a->res.stop_reason, "TokenBudgetExceeded", sizeof(a->res.stop_reason));
+        return AW_NEXT_DONE;
+    }
     return AW_NEXT_MODEL;
+}
+
+void aw_agent_set_budget(struct aw_agent *a, long long max_total_tokens,
+                         long long max_output_tokens)
+{
+    a->max_total_tokens = max_total_tokens > 0 ? max_total_tokens : 0;
+    a->max_output_tokens = max_output_tokens > 0 ? max_output_tokens : 0;
+}
+
+/* A turn that max_tokens cut off may end inside a toolUse (its input
+ * incomplete): such a call must not run, and a toolUse left in the history
+ * without its result would make Bedrock refuse the conversation. Each one
+ * becomes a text block that says what happened. 0 or CM_ENOMEM. */
+static int cut_off_tools(json_t *message)
+{
+    json_t *content = json_object_get(message, "content"), *block;
+    size_t i;
+
+    json_array_foreach(content, i, block)
+    {
+        json_t *use = json_object_get(block, "toolUse");
+        const char *name = json_string_value(json_object_get(use, "name"));
+        char text[200];
+
+        if (!use)
+            continue;
+        snprintf(text, sizeof(text),
+                 "[a call of the tool '%.100s' was cut off by the output token limit "
+                 "(max_tokens) and did not run]",
+                 name ? name : "?");
+        if (json_array_set_new(content, i, json_pack("{s:s}", "text", text)))
+            return CM_ENOMEM;
+    }
+    return 0;
 }
 
 enum aw_agent_next aw_agent_on_turn(struct aw_agent *a, struct aw_turn *turn)
@@ -216,6 +255,8 @@ enum aw_agent_next aw_agent_on_turn(struct aw_agent *a, struct aw_turn *turn)
     a->res.input_tokens += turn->input_tokens;
     a->res.output_tokens += turn->output_tokens;
     a->res.total_tokens += turn->total_tokens;
+    if (!strcmp(turn->stop_reason, "max_tokens") && cut_off_tools(turn->message))
+        return aw_agent_fail(a, CM_ENOMEM);
     if (append_text(&a->res, turn->message))
         return aw_agent_fail(a, CM_ENOMEM);
     aw_agent_stop_reason(turn->stop_reason, a->res.stop_reason, sizeof(a->res.stop_reason));

@@ -42,7 +42,8 @@ struct aw_agent_io {
 struct aw_agent_result {
     char *response;       /* malloc'd: the text of every answer of this invocation, the
                            * turns joined by a blank line (what a streaming client saw) */
-    char stop_reason[64]; /* EndTurn, ToolUse, MaxTokens, StopSequence, MaxIterations, ... */
+    char stop_reason[64]; /* EndTurn, MaxTokens, StopSequence, MaxIterations,
+                           * TokenBudgetExceeded, GuardrailIntervened, ... */
     long long input_tokens, output_tokens, total_tokens;
     int iterations; /* model calls made */
 };
@@ -68,6 +69,7 @@ struct aw_agent {
     json_t *history; /* borrowed: the session's messages */
     size_t start_len, joined_at;
     int max_iterations, iteration;
+    long long max_total_tokens, max_output_tokens; /* budgets, 0: none */
     struct aw_agent_result res;
     json_t *uses, *results; /* the current turn's toolUse blocks and their result slots */
     size_t pending;
@@ -77,7 +79,15 @@ struct aw_agent {
 /* Adds the prompt. 0 (next: AW_NEXT_MODEL), CM_EINVAL (max_iterations < 1) or
  * CM_ENOMEM. */
 int aw_agent_begin(struct aw_agent *a, json_t *history, const char *prompt, int max_iterations);
-/* A model turn arrived (|turn->message| is referenced, not taken). */
+/* Token budgets of this invocation (0: none), after aw_agent_begin. Once a
+ * turn brings the invocation's totals to one, the loop makes no further model
+ * call: the stop reason is TokenBudgetExceeded (tools the last turn asked for
+ * still run, so the history ends on their results, as with MaxIterations). */
+void aw_agent_set_budget(struct aw_agent *a, long long max_total_tokens,
+                         long long max_output_tokens);
+/* A model turn arrived (|turn->message| is referenced, not taken; a turn cut
+ * off by max_tokens has its toolUse blocks, incomplete, replaced in place by
+ * a text block saying so: they never run and the history stays valid). */
 enum aw_agent_next aw_agent_on_turn(struct aw_agent *a, struct aw_turn *turn);
 /* The toolUse blocks of the current turn (borrowed), in the model's order. */
 size_t aw_agent_tool_count(const struct aw_agent *a);

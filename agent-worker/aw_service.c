@@ -291,6 +291,14 @@ static void step(struct invocation *inv, enum aw_agent_next next)
     }
 }
 
+/* The smaller of two budgets, 0 meaning none. */
+static long long budget(long long configured, long long requested)
+{
+    if (requested <= 0)
+        return configured;
+    return configured > 0 && configured < requested ? configured : requested;
+}
+
 static void begin(struct invocation *inv)
 {
     char what[200];
@@ -305,6 +313,9 @@ static void begin(struct invocation *inv)
     }
     rc = aw_agent_begin(&inv->agent, aw_session_messages(inv->sess), inv->req->prompt,
                         inv->svc->max_iterations);
+    aw_agent_set_budget(
+        &inv->agent, budget(inv->svc->max_invocation_tokens, inv->req->max_total_tokens),
+        budget(inv->svc->max_invocation_output_tokens, inv->req->max_output_tokens));
 
     inv->agent_live = 1;
     if (rc)

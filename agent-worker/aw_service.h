@@ -22,6 +22,8 @@ struct aw_service {
     uv_loop_t *loop;
     int max_iterations;
     int max_parallel_tools; /* tool calls of one turn running at once (the rest queue) */
+    /* Token budgets of one invocation (0: none); a request may ask for less. */
+    long long max_invocation_tokens, max_invocation_output_tokens;
     int session_wait_ms; /* a second invocation of a busy session waits this long, then ABORTED */
 };
 

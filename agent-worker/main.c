@@ -45,6 +45,8 @@ enum {
     C_MAX_TOKENS,
     C_MAX_ITERATIONS,
     C_MAX_PARALLEL_TOOLS,
+    C_MAX_INV_TOKENS,
+    C_MAX_INV_OUTPUT_TOKENS,
     C_SYSTEM_PROMPT,
     C_TEMPERATURE,
     C_TOP_P,
@@ -140,6 +142,16 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                               "tool calls of one model turn that run at once (the rest wait; "
                               "results go back in the model's order)",
                               0},
+    [C_MAX_INV_TOKENS] = {"MAX_INVOCATION_TOKENS", NULL, CM_CFG_INT, "0", 0, 1000000000000LL,
+                          "total tokens one invocation may use across its model calls, then "
+                          "stop reason TokenBudgetExceeded (0: no budget; a request's "
+                          "max_total_tokens may ask for less)",
+                          0},
+    [C_MAX_INV_OUTPUT_TOKENS] = {"MAX_INVOCATION_OUTPUT_TOKENS", NULL, CM_CFG_INT, "0", 0,
+                                 1000000000000LL,
+                                 "output tokens one invocation may use (0: no budget; a "
+                                 "request's max_output_tokens may ask for less)",
+                                 0},
     [C_SYSTEM_PROMPT] = {"SYSTEM_PROMPT", NULL, CM_CFG_STR, NULL, 0, 1048576,
                          "system prompt (none by default)", 0},
     [C_TEMPERATURE] = {"TEMPERATURE", NULL, CM_CFG_FLOAT, NULL, 0, 1,
@@ -474,6 +486,8 @@ int main(int argc, char **argv)
         aw_sessions_new((size_t)cfg[C_SESSION_MAX].i, (size_t)cfg[C_SESSION_MAX_MESSAGES].i);
     svc.max_iterations = (int)cfg[C_MAX_ITERATIONS].i;
     svc.max_parallel_tools = (int)cfg[C_MAX_PARALLEL_TOOLS].i;
+    svc.max_invocation_tokens = cfg[C_MAX_INV_TOKENS].i;
+    svc.max_invocation_output_tokens = cfg[C_MAX_INV_OUTPUT_TOKENS].i;
     svc.session_wait_ms = (int)cfg[C_SESSION_WAIT].i;
     svc.loop = cm_loop_uv(loop);
     svc.status = cm_status_new(loop);

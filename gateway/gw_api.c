@@ -107,6 +107,23 @@ int gw_api_json_shape(const char *body, size_t len, char *why, size_t whylen)
     return 0;
 }
 
+/* An optional token budget: a positive integer (JSON null or absent: none). */
+static int opt_budget(const json_t *root, const char *key, long long *out, char *why, size_t whylen)
+{
+    json_t *v = json_object_get(root, key);
+
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > 1000000000000LL) {
+        snprintf(why, whylen, "field '%s': must be an integer from 1 to 10^12", key);
+        return -1;
+    }
+    *out = (long long)json_integer_value(v);
+    return 0;
+}
+
 int gw_api_parse_invocation(const char *body, size_t len, struct gw_invocation *out,
                             struct gw_reply *err)
 {
@@ -148,6 +165,11 @@ int gw_api_parse_invocation(const char *body, size_t len, struct gw_invocation *
     }
     if (!out->prompt[0]) {
         gw_api_error(err, 400, "Invalid request", "field 'prompt': must not be empty");
+        goto fail;
+    }
+    if (opt_budget(out->root, "max_total_tokens", &out->max_total_tokens, why, sizeof(why)) ||
+        opt_budget(out->root, "max_output_tokens", &out->max_output_tokens, why, sizeof(why))) {
+        gw_api_error(err, 400, "Invalid request", why);
         goto fail;
     }
     return 0;

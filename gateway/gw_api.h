@@ -28,6 +28,9 @@ struct gw_invocation {
     const char *session_id; /* from the body; NULL when absent */
     int stream;             /* the body's "stream" value */
     int stream_set;         /* 1 when the body has a "stream" field */
+    /* Token budgets the body asks for ("max_total_tokens",
+     * "max_output_tokens": positive integers), 0 when absent. */
+    long long max_total_tokens, max_output_tokens;
 };
 
 void gw_invocation_clear(struct gw_invocation *inv);

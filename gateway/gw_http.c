@@ -466,6 +466,8 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     creq.session = session;
     creq.request_id = request_id;
     creq.stream = streaming;
+    creq.max_total_tokens = inv.max_total_tokens;
+    creq.max_output_tokens = inv.max_output_tokens;
     creq.meta = fwd.meta;
     creq.n_meta = fwd.n;
     /* The connection is suspended until the agent-worker answers: no thread

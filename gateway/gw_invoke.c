@@ -45,6 +45,7 @@ struct gw_call {
     struct MHD_Connection *c;
     int fd, stream;
     char *session, *request_id;
+    long long max_total_tokens, max_output_tokens;
     const char *prompt_ref; /* the prompt, inside |prompt_owner| */
     void *prompt_owner;     /* held until the request is packed */
     void (*prompt_release)(void *owner);
@@ -441,6 +442,8 @@ static void begin(struct gw_call *call)
     req.session_id = call->session;
     req.request_id = call->request_id;
     req.stream = call->stream; /* without it the agent sends the final event only */
+    req.max_total_tokens = call->max_total_tokens;
+    req.max_output_tokens = call->max_output_tokens;
     o.timeout_ms = call->stream ? gi->cfg.stream_timeout_ms : gi->cfg.invoke_timeout_ms;
     o.meta = call->meta;
     o.affinity = call->session; /* a session stays on its agent-worker (its history is there) */
@@ -571,6 +574,8 @@ struct gw_call *gw_call_start(struct gw_invoke *gi, struct MHD_Connection *c,
     call->gi = gi;
     call->c = c;
     call->stream = r->stream;
+    call->max_total_tokens = r->max_total_tokens;
+    call->max_output_tokens = r->max_output_tokens;
     call->start_task.run = on_start;
     pthread_mutex_init(&call->lock, NULL);
     call->prompt_owner = r->prompt_owner;

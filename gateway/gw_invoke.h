@@ -56,8 +56,9 @@ struct gw_call_request {
      * agent-worker. */
     void *prompt_owner;
     void (*prompt_release)(void *owner);
-    int stream;                     /* SSE: every event; else the JSON answer only */
-    const struct cm_rpc_meta *meta; /* forwarded context, copied */
+    int stream;                                    /* SSE: every event; else the JSON answer only */
+    long long max_total_tokens, max_output_tokens; /* the body's budgets, 0: none */
+    const struct cm_rpc_meta *meta;                /* forwarded context, copied */
     size_t n_meta;
 };
 

@@ -112,9 +112,9 @@ static void slot_give(struct gw_wss *s)
 
 /* Opens the InvokeStream call of one invocation, every event streamed,
  * registered for shutdown. NULL with |st|. */
-static struct wcall *call_open(struct gw_wss *s, struct gw_mhd_fwd *fwd, const char *prompt,
-                               const char *session, const char *request_id,
-                               struct cm_rpc_status *st)
+static struct wcall *call_open(struct gw_wss *s, struct gw_mhd_fwd *fwd,
+                               const struct gw_invocation *inv, const char *session,
+                               const char *request_id, struct cm_rpc_status *st)
 {
     Agentcore__V1__InvokeRequest ireq = AGENTCORE__V1__INVOKE_REQUEST__INIT;
     struct cm_rpc_call_opts o = {0};
@@ -129,7 +129,9 @@ static struct wcall *call_open(struct gw_wss *s, struct gw_mhd_fwd *fwd, const c
     }
     fwd->meta[fwd->n++] = (struct cm_rpc_meta){CM_RPC_MD_REQUEST_ID, request_id};
     fwd->meta[fwd->n++] = (struct cm_rpc_meta){CM_RPC_MD_SESSION_ID, session};
-    ireq.prompt = (char *)prompt;
+    ireq.prompt = (char *)inv->prompt;
+    ireq.max_total_tokens = inv->max_total_tokens;
+    ireq.max_output_tokens = inv->max_output_tokens;
     ireq.session_id = (char *)session;
     ireq.request_id = (char *)request_id;
     ireq.stream = 1;
@@ -381,7 +383,7 @@ static void ws_invocation(struct ws *w, const char *payload, size_t len)
         ws_text(w, gw_api_error_event("too many concurrent invocations", "Busy"));
         return;
     }
-    w->call = call_open(w->s, &w->fwd, inv.prompt, session, w->request_id, &st);
+    w->call = call_open(w->s, &w->fwd, &inv, session, w->request_id, &st);
     gw_invocation_clear(&inv);
     if (!w->call) {
         slot_give(w->s);

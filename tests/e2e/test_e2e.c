@@ -241,6 +241,29 @@ static void test_header_session_wins(void **state)
     th_resp_free(&r);
 }
 
+/* A token budget in the body stops a looping agent before the next model
+ * call: each emulated tool turn reports 12 output tokens, so 20 allows two. */
+static void test_token_budget_in_the_body(void **state)
+{
+    struct th_resp r;
+
+    (void)state;
+    invoke(&main_s,
+           "{\"prompt\":\"[[tool-loop:calculator {\\\"expression\\\":\\\"1+1\\\"}]]\","
+           "\"max_output_tokens\":20}",
+           NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "stop_reason"), "TokenBudgetExceeded");
+    assert_int_equal(json_integer_value(json_object_get(r.json, "iterations")), 2);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(r.json, "usage"), "output_tokens")), 24);
+    th_resp_free(&r);
+    /* A budget that is not a positive integer is refused. */
+    invoke(&main_s, "{\"prompt\":\"x\",\"max_total_tokens\":-1}", NULL, &r);
+    assert_int_equal(r.status, 400);
+    th_resp_free(&r);
+}
+
 static void test_max_iterations(void **state)
 {
     struct th_resp r;
@@ -578,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_session_memory_via_body),
         cmocka_unit_test(test_header_session_wins),
         cmocka_unit_test(test_max_iterations),
+        cmocka_unit_test(test_token_budget_in_the_body),
         cmocka_unit_test(test_max_tokens),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_wrong_secret_key_surfaces_clearly),

@@ -368,6 +368,91 @@ static void test_steps_last_iteration_ends_on_results(void **state)
     json_decref(h);
 }
 
+/* max_tokens inside a toolUse: the incomplete call never runs, a text block
+ * says what happened, and the history is one Bedrock accepts. */
+static void test_steps_max_tokens_inside_a_tool_use(void **state)
+{
+    const char *names[] = {"calculator"};
+    struct aw_agent a;
+    struct aw_turn t = tool_turn(names, 1);
+    json_t *h = json_array(), *content;
+    const char *text;
+
+    (void)state;
+    snprintf(t.stop_reason, sizeof(t.stop_reason), "max_tokens");
+    assert_int_equal(aw_agent_begin(&a, h, "go", 5), 0);
+    assert_int_equal(aw_agent_on_turn(&a, &t), AW_NEXT_DONE);
+    aw_turn_clear(&t);
+    assert_string_equal(a.res.stop_reason, "MaxTokens");
+    assert_int_equal(json_array_size(h), 2);
+    content = json_object_get(json_array_get(h, 1), "content");
+    assert_int_equal(json_array_size(content), 1);
+    assert_null(json_object_get(json_array_get(content, 0), "toolUse"));
+    text = json_string_value(json_object_get(json_array_get(content, 0), "text"));
+    assert_non_null(text);
+    assert_non_null(strstr(text, "'calculator' was cut off"));
+    assert_non_null(strstr(a.res.response, "cut off")); /* the client hears it too */
+    aw_agent_cleanup(&a);
+    json_decref(h);
+}
+
+/* Token budgets: the loop stops before a model call that would pass one; the
+ * tools the last turn asked for still ran. */
+static void test_steps_token_budgets(void **state)
+{
+    static const struct {
+        long long total, output;
+        int calls;
+        const char *stop;
+    } rows[] = {
+        {0, 0, 4, "EndTurn"},              /* no budget: 3 tool turns then the answer */
+        {30, 0, 2, "TokenBudgetExceeded"}, /* 15 tokens a call: stops after 2 */
+        {0, 5, 1, "TokenBudgetExceeded"},  /* 5 output tokens a call: stops after 1 */
+        {1000, 1000, 4, "EndTurn"},
+    };
+    const char *names[] = {"calculator"};
+    size_t r;
+
+    (void)state;
+    for (r = 0; r < sizeof(rows) / sizeof(rows[0]); r++) {
+        struct aw_agent a;
+        json_t *h = json_array();
+        enum aw_agent_next next;
+        int calls = 0;
+
+        assert_int_equal(aw_agent_begin(&a, h, "go", 10), 0);
+        aw_agent_set_budget(&a, rows[r].total, rows[r].output);
+        do {
+            struct aw_turn t;
+
+            if (++calls <= 3) {
+                t = tool_turn(names, 1);
+            } else {
+                memset(&t, 0, sizeof(t));
+                t.message =
+                    json_pack("{s:s,s:[{s:s}]}", "role", "assistant", "content", "text", "ok");
+                snprintf(t.stop_reason, sizeof(t.stop_reason), "end_turn");
+            }
+            t.input_tokens = 10;
+            t.output_tokens = 5;
+            t.total_tokens = 15;
+            next = aw_agent_on_turn(&a, &t);
+            aw_turn_clear(&t);
+            if (next == AW_NEXT_TOOLS)
+                next = aw_agent_on_tool_result(&a, 0, "42", 0, NULL);
+        } while (next == AW_NEXT_MODEL);
+        assert_int_equal(next, AW_NEXT_DONE);
+        if (calls != rows[r].calls || strcmp(a.res.stop_reason, rows[r].stop))
+            fail_msg("budget %lld/%lld: %d calls, %s; want %d, %s", rows[r].total, rows[r].output,
+                     calls, a.res.stop_reason, rows[r].calls, rows[r].stop);
+        /* A stop on the budget leaves the history on the tools' results. */
+        if (!strcmp(rows[r].stop, "TokenBudgetExceeded"))
+            assert_int_equal(json_array_size(h), 1 + 2 * (size_t)calls);
+        aw_agent_cleanup(&a);
+        json_decref(h);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +467,8 @@ int main(void)
         cmocka_unit_test(test_steps_results_out_of_order),
         cmocka_unit_test(test_steps_fail_while_tools_run_restores_history),
         cmocka_unit_test(test_steps_last_iteration_ends_on_results),
+        cmocka_unit_test(test_steps_max_tokens_inside_a_tool_use),
+        cmocka_unit_test(test_steps_token_budgets),
     };
     return cmocka_run_group_tests_name("aw_agent", tests, NULL, NULL);
 }

@@ -34,7 +34,32 @@ static const struct {
     {"{\"prompt\":\"a\\u0000b\"}", 400, "Invalid JSON", "u0000"},
     {"{\"prompt\":\"x\",\"session_id\":7}", 400, "Invalid request", "session_id"},
     {"{\"prompt\":\"x\",\"stream\":\"yes\"}", 400, "Invalid request", "must be a boolean"},
+    {"{\"prompt\":\"x\",\"max_total_tokens\":1000,\"max_output_tokens\":null}", 0, NULL, NULL},
+    {"{\"prompt\":\"x\",\"max_total_tokens\":0}", 400, "Invalid request", "max_total_tokens"},
+    {"{\"prompt\":\"x\",\"max_output_tokens\":-5}", 400, "Invalid request", "max_output_tokens"},
+    {"{\"prompt\":\"x\",\"max_output_tokens\":1.5}", 400, "Invalid request", "from 1 to"},
+    {"{\"prompt\":\"x\",\"max_total_tokens\":\"9\"}", 400, "Invalid request", "integer"},
+    {"{\"prompt\":\"x\",\"max_total_tokens\":1000000000001}", 400, "Invalid request", "10^12"},
 };
+
+/* The budgets a body asks for reach the invocation. */
+static void test_budgets(void **state)
+{
+    static const char body[] = "{\"prompt\":\"x\",\"max_total_tokens\":1000,"
+                               "\"max_output_tokens\":200}";
+    struct gw_invocation inv;
+    struct gw_reply err = {0, NULL};
+
+    (void)state;
+    assert_int_equal(gw_api_parse_invocation(body, strlen(body), &inv, &err), 0);
+    assert_int_equal(inv.max_total_tokens, 1000);
+    assert_int_equal(inv.max_output_tokens, 200);
+    gw_invocation_clear(&inv);
+    assert_int_equal(gw_api_parse_invocation("{\"prompt\":\"x\"}", 14, &inv, &err), 0);
+    assert_int_equal(inv.max_total_tokens, 0);
+    assert_int_equal(inv.max_output_tokens, 0);
+    gw_invocation_clear(&inv);
+}
 
 static void test_parse_rows(void **state)
 {
@@ -274,6 +299,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_rows),
+        cmocka_unit_test(test_budgets),
         cmocka_unit_test(test_stream_flag),
         cmocka_unit_test(test_session_id_precedence),
         cmocka_unit_test(test_response_shape),
