@@ -42,6 +42,15 @@ struct tool_slot {
     struct invocation *inv;
     size_t index;
     struct aw_tools_exec *exec; /* NULL once its result is in */
+    uint64_t t0;
+};
+
+/* Calls and time per tool, for the line that closes an invocation. */
+#define TOOL_STATS 8
+struct tool_stat {
+    char name[48];
+    int calls;
+    uint64_t ms;
 };
 
 struct invocation {
@@ -63,6 +72,9 @@ struct invocation {
     size_t nslots, running, next_tool; /* next_tool: the first not started yet */
     int deferred_rc; /* why it ends, once the tool calls still running report back */
     uint64_t t0, model_t0;
+    uint64_t model_ms, first_token_ms; /* model time in all; first text (0: none yet) */
+    struct tool_stat tools[TOOL_STATS];
+    int ntools, tool_calls;
 };
 
 static void step(struct invocation *inv, enum aw_agent_next next);
@@ -104,6 +116,10 @@ static void send_text(struct invocation *inv, int block, const char *text, size_
 
 static void on_text(void *ud, int block, const char *text, size_t len)
 {
+    struct invocation *inv = ud;
+
+    if (!inv->first_token_ms)
+        inv->first_token_ms = cm_now_ms() - inv->t0 + 1; /* +1: 0 means none */
     send_text(ud, block, text, len);
 }
 
@@ -132,6 +148,7 @@ static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_mode
     struct invocation *inv = ud;
 
     inv->model = NULL;
+    inv->model_ms += cm_now_ms() - inv->model_t0;
     if (rc) {
         complete(inv, rc, err);
         return;
@@ -206,6 +223,7 @@ static enum aw_agent_next start_tools(struct invocation *inv)
 
         if (!aw_agent_tool_pending(&inv->agent, i))
             continue;
+        s->t0 = cm_now_ms();
         if (aw_tools_execute_async(
                 inv->svc->tools, &inv->tcall, json_string_value(json_object_get(use, "toolUseId")),
                 json_string_value(json_object_get(use, "name")), json_object_get(use, "input"),
@@ -220,6 +238,30 @@ static enum aw_agent_next start_tools(struct invocation *inv)
     return next;
 }
 
+/* Counts one finished call of tool |i| (the first TOOL_STATS names; the
+ * rest under "other"). */
+static void tool_stat(struct invocation *inv, size_t i, uint64_t ms)
+{
+    const char *name =
+        json_string_value(json_object_get(aw_agent_tool_use(&inv->agent, i), "name"));
+    int k;
+
+    if (!name)
+        name = "?";
+    for (k = 0; k < inv->ntools && strcmp(inv->tools[k].name, name); k++)
+        ;
+    if (k == inv->ntools) {
+        if (k == TOOL_STATS)
+            k = TOOL_STATS - 1, name = "other";
+        else
+            inv->ntools++;
+        cm_strlcpy(inv->tools[k].name, name, sizeof(inv->tools[k].name));
+    }
+    inv->tools[k].calls++;
+    inv->tools[k].ms += ms;
+    inv->tool_calls++;
+}
+
 static void on_tool_done(void *ud, struct aw_tool_result *res)
 {
     struct tool_slot *s = ud;
@@ -228,6 +270,7 @@ static void on_tool_done(void *ud, struct aw_tool_result *res)
 
     s->exec = NULL;
     inv->running--;
+    tool_stat(inv, s->index, cm_now_ms() - s->t0);
     if (inv->cancelled) {
         if (!inv->running)
             complete(inv, inv->deferred_rc ? inv->deferred_rc : CM_ECANCELED, NULL);
@@ -427,13 +470,28 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
     } else if (rc == 0) {
         Agentcore__V1__InvokeResponse resp = AGENTCORE__V1__INVOKE_RESPONSE__INIT;
         Agentcore__V1__Usage usage = AGENTCORE__V1__USAGE__INIT;
-        const char *kv[] = {"durationMs", dur,
-                            "iterations", iters,
-                            "stopReason", res->stop_reason,
-                            "streamed",   inv->mode == MODE_EVENTS ? "true" : "false",
-                            NULL};
+        char model[24], ttft[24], in[24], out[24], total[24], calls[16], tools[512];
+        const char *kv[] = {"durationMs", dur, "iterations", iters, "stopReason", res->stop_reason,
+                            "streamed", inv->mode == MODE_EVENTS ? "true" : "false", "modelMs",
+                            model, "inputTokens", in, "outputTokens", out, "totalTokens", total,
+                            "toolCalls", calls, "tools", tools,
+                            /* time to first token: streamed invocations only */
+                            inv->first_token_ms ? "firstTokenMs" : NULL, ttft, NULL};
+        size_t pos = 0;
+        int k;
 
         snprintf(iters, sizeof(iters), "%d", res->iterations);
+        snprintf(model, sizeof(model), "%llu", (unsigned long long)inv->model_ms);
+        snprintf(ttft, sizeof(ttft), "%llu", (unsigned long long)(inv->first_token_ms - 1));
+        snprintf(in, sizeof(in), "%lld", res->input_tokens);
+        snprintf(out, sizeof(out), "%lld", res->output_tokens);
+        snprintf(total, sizeof(total), "%lld", res->total_tokens);
+        snprintf(calls, sizeof(calls), "%d", inv->tool_calls);
+        tools[0] = '\0';
+        for (k = 0; k < inv->ntools && pos < sizeof(tools); k++) /* "name:calls:ms,..." */
+            pos += (size_t)snprintf(tools + pos, sizeof(tools) - pos, "%s%s:%d:%llu", k ? "," : "",
+                                    inv->tools[k].name, inv->tools[k].calls,
+                                    (unsigned long long)inv->tools[k].ms);
         CM_LOGF(CM_LOG_INFO, kv, "invocation done");
         resp.invocation_id = inv->req->request_id;
         resp.session_id = inv->req->session_id;

@@ -182,6 +182,29 @@ static void test_tool_round_trip(void **state)
     assert_non_null(log);
     assert_non_null(strstr(log, needle));
     free(log);
+    /* The line that closes it says what it cost: model time, usage, tools. */
+    snprintf(needle, sizeof(needle), "\"requestId\":\"%s\"", jstr(r.json, "invocation_id"));
+    assert_true(th_wait_log(main_s.agent.log_path, "\"message\":\"invocation done\"", 5000) >= 0);
+    log = th_read_file(main_s.agent.log_path, NULL);
+    assert_non_null(log);
+    {
+        const char *line = strstr(log, needle), *end;
+        char copy[2048];
+
+        /* the last line of this request is the closing one */
+        while (line && strstr(line + 1, needle))
+            line = strstr(line + 1, needle);
+        assert_non_null(line);
+        while (line > log && line[-1] != '\n')
+            line--;
+        end = strchr(line, '\n');
+        snprintf(copy, sizeof(copy), "%.*s", end ? (int)(end - line) : (int)strlen(line), line);
+        if (!strstr(copy, "\"invocation done\"") || !strstr(copy, "\"modelMs\":\"") ||
+            !strstr(copy, "\"toolCalls\":\"1\"") || !strstr(copy, "\"tools\":\"calculator:1:") ||
+            !strstr(copy, "\"totalTokens\":\"") || strstr(copy, "firstTokenMs"))
+            fail_msg("closing line: %s", copy);
+    }
+    free(log);
     th_resp_free(&r);
 }
 

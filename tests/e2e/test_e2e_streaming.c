@@ -210,6 +210,8 @@ static void test_sse_deltas_add_up_to_the_answer(void **state)
     assert_int_equal(json_integer_value(json_object_get(f, "iterations")), 2);
     assert_int_equal(tools, 2); /* the tool_use and the tool_result */
     json_decref(f);
+    /* A streamed invocation's closing line has its time to first token. */
+    assert_true(th_wait_log(main_s.agent.log_path, "\"firstTokenMs\":\"", 5000) >= 0);
 }
 
 static void test_accept_header_and_explicit_false(void **state)
