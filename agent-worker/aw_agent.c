@@ -1,4 +1,5 @@
 #include "aw_agent.h"
+#include "aw_history.h"
 #include "cm_buf.h"
 #include "cm_err.h"
 #include "cm_util.h"
@@ -212,6 +213,18 @@ static enum aw_agent_next tools_complete(struct aw_agent *a)
         return AW_NEXT_DONE;
     }
     return AW_NEXT_MODEL;
+}
+
+int aw_agent_reduce(struct aw_agent *a, char *what, size_t whatlen)
+{
+    /* The prompt may have joined the turn before it: that one is ours too. */
+    size_t keep = a->start_len - (a->joined_at != (size_t)-1 && a->start_len ? 1 : 0);
+    int removed = aw_history_reduce(a->history, keep, what, whatlen);
+
+    if (removed < 0)
+        return -1;
+    a->start_len -= (size_t)removed; /* rollback still finds where we began */
+    return 0;
 }
 
 void aw_agent_set_budget(struct aw_agent *a, long long max_total_tokens,

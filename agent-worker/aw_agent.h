@@ -79,6 +79,11 @@ struct aw_agent {
 /* Adds the prompt. 0 (next: AW_NEXT_MODEL), CM_EINVAL (max_iterations < 1) or
  * CM_ENOMEM. */
 int aw_agent_begin(struct aw_agent *a, json_t *history, const char *prompt, int max_iterations);
+/* After a context overflow: makes the history smaller by one step
+ * (aw_history_reduce), never touching this invocation's own messages.
+ * 0 when the model may be called again, -1 when nothing more can go; |what|
+ * says what was done. */
+int aw_agent_reduce(struct aw_agent *a, char *what, size_t whatlen);
 /* Token budgets of this invocation (0: none), after aw_agent_begin. Once a
  * turn brings the invocation's totals to one, the loop makes no further model
  * call: the stop reason is TokenBudgetExceeded (tools the last turn asked for

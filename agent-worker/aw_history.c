@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct fix {
@@ -244,4 +245,113 @@ int aw_history_repair(json_t *messages, char *what, size_t whatlen)
             break;
     }
     return f.n;
+}
+
+int aw_history_is_overflow(const char *message)
+{
+    static const char *const says[] = {
+        "Input is too long for requested model",
+        "input length and `max_tokens` exceed context limit",
+        "too many total text bytes",
+        "prompt is too long",
+    };
+    size_t i;
+
+    for (i = 0; message && i < sizeof(says) / sizeof(says[0]); i++)
+        if (strstr(message, says[i]))
+            return 1;
+    return 0;
+}
+
+/* Shortens the first long text of a toolResult in |m|; 1 when it did. */
+static int shorten_result(json_t *m, char *what, size_t whatlen, size_t index)
+{
+    json_t *b, *c;
+    size_t k, j;
+
+    json_array_foreach(json_object_get(m, "content"), k, b)
+    {
+        json_array_foreach(json_object_get(json_object_get(b, "toolResult"), "content"), j, c)
+        {
+            const char *t = json_string_value(json_object_get(c, "text"));
+            size_t n = t ? strlen(t) : 0, cut;
+            char *out;
+
+            size_t head = AW_HISTORY_CUT_KEEP, tail = n - AW_HISTORY_CUT_KEEP;
+
+            if (n <= AW_HISTORY_CUT_OVER)
+                continue;
+            /* Cut between characters: never inside a UTF-8 sequence. */
+            while (head > 0 && ((unsigned char)t[head] & 0xC0) == 0x80)
+                head--;
+            while (tail < n && ((unsigned char)t[tail] & 0xC0) == 0x80)
+                tail++;
+            cut = tail - head;
+            out = malloc(n + 64);
+            if (!out)
+                return -1;
+            snprintf(out, n + 64, "%.*s... [truncated: %zu bytes removed] ...%s", (int)head, t, cut,
+                     t + tail);
+            if (json_object_set_new(c, "text", json_string(out))) {
+                free(out);
+                return -1;
+            }
+            free(out);
+            snprintf(what, whatlen, "shortened a tool result of message %zu by %zu bytes", index,
+                     cut);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int starts_conversation(const json_t *m)
+{
+    json_t *b;
+    size_t k;
+    int text = 0;
+
+    if (strcmp(role_of(m) ? role_of(m) : "", "user"))
+        return 0;
+    json_array_foreach(json_object_get(m, "content"), k, b)
+    {
+        if (json_object_get(b, "toolResult"))
+            return 0;
+        text |= json_object_get(b, "text") != NULL;
+    }
+    return text;
+}
+
+int aw_history_reduce(json_t *messages, size_t keep_from, char *what, size_t whatlen)
+{
+    size_t n = json_array_size(messages), i, cut;
+    char dummy[8];
+
+    if (!what || !whatlen)
+        what = dummy, whatlen = sizeof(dummy);
+    what[0] = '\0';
+    if (keep_from > n)
+        keep_from = n;
+    /* Results are shortened wherever they are, the current turn's too (a
+     * rollback removes those messages whole). */
+    for (i = 0; i < n; i++) {
+        int rc = shorten_result(json_array_get(messages, i), what, whatlen, i);
+
+        if (rc)
+            return rc < 0 ? -1 : 0;
+    }
+    /* Drop the oldest turns: cut at the first conversation start after the
+     * first two messages (one exchange at least goes), at |keep_from| at
+     * the latest. */
+    for (cut = 2; cut <= keep_from && cut < n; cut++)
+        if (starts_conversation(json_array_get(messages, cut)))
+            break;
+    if (cut > keep_from || cut >= n) {
+        snprintf(what, whatlen, "nothing left to remove before the current turn");
+        return -1;
+    }
+    for (i = 0; i < cut; i++)
+        json_array_remove(messages, 0);
+    snprintf(what, whatlen, "removed the %zu oldest messages", cut);
+    return (int)cut;
 }

@@ -32,4 +32,23 @@
  * not NULL, gets a short description of the first repair. */
 int aw_history_repair(json_t *messages, char *what, size_t whatlen);
 
+/* 1 when a Bedrock error message says the conversation is too long for the
+ * model's context (the substrings the Strands SDKs match). */
+int aw_history_is_overflow(const char *message);
+
+/* Makes |messages| smaller after a context overflow, one step per call,
+ * never removing messages from |keep_from| on (the invocation's own):
+ * 1. the oldest toolResult text over AW_HISTORY_CUT_OVER bytes (in any
+ *    message) keeps about its first and last AW_HISTORY_CUT_KEEP bytes
+ *    (whole UTF-8 characters) and says what was cut;
+ * 2. else the oldest turns go (two messages at least), up to a user turn
+ *    that starts a conversation (text, no toolResult), |keep_from| at the
+ *    latest.
+ * Returns how many messages were removed from the front (the caller shifts
+ * its indexes), 0 when only a result was shortened, -1 when nothing more can
+ * go. |what| says what was done. */
+#define AW_HISTORY_CUT_OVER 500 /* above what a shortened one keeps */
+#define AW_HISTORY_CUT_KEEP 200
+int aw_history_reduce(json_t *messages, size_t keep_from, char *what, size_t whatlen);
+
 #endif

@@ -47,6 +47,8 @@ struct tool_slot {
 
 /* Calls and time per tool, for the line that closes an invocation. */
 #define TOOL_STATS 8
+/* Context overflows one invocation recovers from, at most. */
+#define MAX_REDUCTIONS 10
 struct tool_stat {
     char name[48];
     int calls;
@@ -73,11 +75,13 @@ struct invocation {
     int deferred_rc; /* why it ends, once the tool calls still running report back */
     uint64_t t0, model_t0;
     uint64_t model_ms, first_token_ms; /* model time in all; first text (0: none yet) */
+    int reductions;                    /* of the history, after context overflows */
     struct tool_stat tools[TOOL_STATS];
     int ntools, tool_calls;
 };
 
 static void step(struct invocation *inv, enum aw_agent_next next);
+static void call_model(struct invocation *inv);
 static void complete(struct invocation *inv, int rc, const struct aw_model_error *err);
 
 static void log_ctx(const struct invocation *inv)
@@ -149,6 +153,27 @@ static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_mode
 
     inv->model = NULL;
     inv->model_ms += cm_now_ms() - inv->model_t0;
+    if (rc == CM_EUPSTREAM && err && aw_history_is_overflow(err->message) && !inv->cancelled &&
+        !inv->turn_text) {
+        /* The conversation no longer fits the model: shorten the oldest
+         * long tool results, then drop the oldest turns, and call again. */
+        char what[200] = "";
+        int ok = inv->reductions++ < MAX_REDUCTIONS &&
+                 aw_agent_reduce(&inv->agent, what, sizeof(what)) == 0;
+
+        log_ctx(inv);
+        if (ok) {
+            cm_warn("context overflow (%s): %s; calling the model again", err->type, what);
+            cm_log_clear_context();
+            call_model(inv);
+            return;
+        }
+        cm_log_clear_context();
+        snprintf(err->message, sizeof(err->message),
+                 "the conversation does not fit the model's context window: %s after %d "
+                 "reductions; start a new session or send a shorter prompt",
+                 inv->reductions > MAX_REDUCTIONS ? "still too long" : what, inv->reductions - 1);
+    }
     if (rc) {
         complete(inv, rc, err);
         return;

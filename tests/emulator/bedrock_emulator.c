@@ -23,7 +23,8 @@
  * EMU_FAIL_STATUS (500), EMU_LATENCY_MS delays every answer. Credentials from
  * the container and metadata endpoints live EMU_CREDENTIALS_TTL_S; after
  * EMU_CREDENTIALS_FAIL_AFTER answers those endpoints fail with 500.
- * EMU_STALL_FIRST=N makes the first N model calls send nothing for
+ * EMU_CONTEXT_LIMIT_BYTES answers a model call whose messages are larger with
+ * Bedrock's context overflow. EMU_STALL_FIRST=N makes the first N model calls send nothing for
  * EMU_STALL_MS (a silent connection); EMU_CLOCK_SKEW_S runs the emulator's
  * clock that far ahead (signature checks and the Date header use it).
  * GET /_emu/stats returns counters for tests. */
@@ -73,6 +74,7 @@ enum {
     C_CREDS_FAIL_AFTER,
     C_STALL_FIRST,
     C_STALL_MS,
+    C_CONTEXT_LIMIT,
     C_CLOCK_SKEW,
     C_LOG_LEVEL,
     C_COUNT
@@ -122,6 +124,10 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                        "the first N model calls send nothing for EMU_STALL_MS", 0},
     [C_STALL_MS] = {"EMU_STALL_MS", NULL, CM_CFG_INT, "3000", 0, 600000,
                     "how long a stalled call stays silent", 0},
+    [C_CONTEXT_LIMIT] = {"EMU_CONTEXT_LIMIT_BYTES", NULL, CM_CFG_INT, "0", 0, 1000000000,
+                         "a model call whose messages pass this many bytes gets Bedrock's "
+                         "context overflow (400 ValidationException; 0: no limit)",
+                         0},
     [C_CLOCK_SKEW] = {"EMU_CLOCK_SKEW_S", NULL, CM_CFG_INT, "0", -86400, 86400,
                       "the emulator's clock runs this many seconds ahead of the machine's", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
@@ -532,6 +538,16 @@ static void model_answer(const json_t *req, size_t req_len, struct answer *a)
                      "1 validation error detected: Value at 'messages' failed to satisfy "
                      "constraint: Member must not be empty");
         return;
+    }
+    if (cfg[C_CONTEXT_LIMIT].i > 0) {
+        char *dumped = cm_json_dump(messages);
+        size_t n = dumped ? strlen(dumped) : 0;
+
+        free(dumped);
+        if ((long long)n > cfg[C_CONTEXT_LIMIT].i) {
+            error_answer(a, 400, "ValidationException", "Input is too long for requested model.");
+            return;
+        }
     }
     last = json_array_get(messages, json_array_size(messages) - 1);
     if (!json_is_object(last) ||

@@ -99,11 +99,92 @@ static void test_not_an_array(void **state)
     json_decref(o);
 }
 
+static json_t *tool_result_with(size_t len, const char *fill)
+{
+    char *t = malloc(len + 1);
+    size_t i, f = strlen(fill);
+    json_t *m;
+
+    for (i = 0; i + f <= len; i += f)
+        memcpy(t + i, fill, f);
+    t[i] = '\0';
+    m = json_pack("{s:s,s:[{s:{s:s,s:[{s:s}],s:s}}]}", "role", "user", "content", "toolResult",
+                  "toolUseId", "t1", "content", "text", t, "status", "success");
+    free(t);
+    return m;
+}
+
+/* Overflow: long tool results first (oldest first, once each, cut between
+ * UTF-8 characters), then the oldest turns, never the current ones. */
+static void test_reduce(void **state)
+{
+    json_t *h = json_loads("[" U(T("one")) "," A(T("a") "," TU("t1")) "]", 0, NULL);
+    const char *t;
+    char what[200];
+    int rc;
+
+    (void)state;
+    json_array_append_new(h, tool_result_with(3000, "\xc3\xa9")); /* 1500 two-byte characters */
+    json_array_append_new(h, json_loads(A(T("b")), 0, NULL));
+    json_array_append_new(h, json_loads(U(T("two")), 0, NULL));
+    json_array_append_new(h, json_loads(A(T("c")), 0, NULL));
+    json_array_append_new(h, json_loads(U(T("three")), 0, NULL)); /* the current turn: 6 */
+    assert_int_equal(aw_history_repair(h, NULL, 0), 0);
+
+    assert_int_equal(aw_history_reduce(h, 6, what, sizeof(what)), 0);
+    assert_non_null(strstr(what, "shortened a tool result of message 2"));
+    t = json_string_value(json_object_get(
+        json_array_get(
+            json_object_get(
+                json_object_get(json_array_get(json_object_get(json_array_get(h, 2), "content"), 0),
+                                "toolResult"),
+                "content"),
+            0),
+        "text"));
+    assert_non_null(t);
+    assert_true(strlen(t) < AW_HISTORY_CUT_OVER);
+    assert_non_null(strstr(t, "... [truncated: 2600 bytes removed] ..."));
+    assert_int_equal(aw_history_repair(h, NULL, 0), 0); /* still valid, still UTF-8 */
+
+    /* Nothing long is left: the oldest exchange goes, up to "two". */
+    rc = aw_history_reduce(h, 6, what, sizeof(what));
+    assert_int_equal(rc, 4);
+    assert_int_equal(json_array_size(h), 3);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(json_array_get(h, 0), "content"), 0), "text")),
+        "two");
+    assert_int_equal(aw_history_repair(h, NULL, 0), 0);
+    /* Up to the current turn itself, when that starts a conversation. */
+    json_array_append_new(h, json_loads(A(T("d")), 0, NULL));
+    json_array_append_new(h, json_loads(U(T("four")), 0, NULL));
+    assert_int_equal(aw_history_reduce(h, 2, what, sizeof(what)), 2);
+    assert_int_equal(json_array_size(h), 3);
+    /* Less than one exchange before the protected part: nothing can go. */
+    assert_int_equal(aw_history_reduce(h, 1, what, sizeof(what)), -1);
+    assert_non_null(strstr(what, "nothing left"));
+    json_decref(h);
+}
+
+static void test_overflow_messages(void **state)
+{
+    (void)state;
+    assert_true(aw_history_is_overflow("Input is too long for requested model."));
+    assert_true(aw_history_is_overflow(
+        "The model returned: input length and `max_tokens` exceed context limit: 190000 + 4096"));
+    assert_true(aw_history_is_overflow("too many total text bytes: 9000000"));
+    assert_true(aw_history_is_overflow("prompt is too long: 210000 tokens > 200000 maximum"));
+    assert_false(aw_history_is_overflow("Too many requests, please wait"));
+    assert_false(aw_history_is_overflow(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows),
         cmocka_unit_test(test_not_an_array),
+        cmocka_unit_test(test_reduce),
+        cmocka_unit_test(test_overflow_messages),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,128 @@
+/* End to end: a conversation that outgrows the model's context window. The
+ * emulator answers Bedrock's overflow error ("Input is too long for requested
+ * model") when a call's messages pass EMU_CONTEXT_LIMIT_BYTES; the
+ * agent-worker shortens the oldest long tool results, then drops the oldest
+ * turns, and calls again, so the user never sees the error; when nothing can
+ * go, the error says so clearly. */
+#include "th_stack.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
+#define LIMIT 6000
+
+static struct th_proc emu, tool;
+static struct th_stack s;
+
+static int setup(void **state)
+{
+    char limit[64];
+
+    (void)state;
+    snprintf(limit, sizeof(limit), "EMU_CONTEXT_LIMIT_BYTES=%d", LIMIT);
+    return th_emulator_start(&emu, "ctx-emulator", (const char *[]){limit, NULL}) ||
+           th_tool_start(&tool, "ctx-tool-worker") ||
+           th_stack_start(&s, "ctx", &emu, &tool, (const char *[]){KEYS, NULL});
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return th_stack_stop(&s) | th_stop(&tool) | th_stop(&emu) ? -1 : 0;
+}
+
+/* POSTs |prompt| in |session|; the status, and the parsed answer in |r|. */
+static long ask(const char *session, const char *prompt, struct th_resp *r)
+{
+    json_t *body = json_pack("{s:s}", "prompt", prompt);
+    char *dumped = json_dumps(body, JSON_COMPACT);
+
+    json_decref(body);
+    assert_int_equal(th_invoke(&s, dumped, session, r), 0);
+    free(dumped);
+    return r->status;
+}
+
+static char *repeat(char c, size_t n)
+{
+    char *p = malloc(n + 1);
+
+    memset(p, c, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* A tool result too large for the context: shortened, then the model answers. */
+static void test_a_large_tool_result_is_shortened(void **state)
+{
+    struct th_resp r;
+
+    (void)state;
+    assert_int_equal(ask("ctx-session-tool-00000000000000000001",
+                         "[[tool:shell {\"command\":\"head -c 8000 /dev/zero | tr '\\\\0' x\"}]]",
+                         &r),
+                     200);
+    if (!strstr(json_string_value(json_object_get(r.json, "response")), "[truncated: "))
+        fail_msg("%s", r.body);
+    th_resp_free(&r);
+    assert_true(th_wait_log(s.agent.log_path, "shortened a tool result", 5000) >= 0);
+}
+
+/* Turns that add up past the limit: the oldest go, the conversation goes on. */
+static void test_old_turns_make_room(void **state)
+{
+    static const char session[] = "ctx-session-turns-0000000000000000001";
+    struct th_resp r;
+    char *big = repeat('a', 2000), prompt[2100];
+    int turn;
+
+    (void)state;
+    for (turn = 1; turn <= 4; turn++) {
+        snprintf(prompt, sizeof(prompt), "turn %d %s", turn, big);
+        if (ask(session, prompt, &r) != 200)
+            fail_msg("turn %d: %s", turn, r.body);
+        th_resp_free(&r);
+    }
+    free(big);
+    assert_true(th_wait_log(s.agent.log_path, "oldest messages; calling the model again", 5000) >=
+                0);
+    /* The last turns are still there; the first went. */
+    assert_int_equal(ask(session, "[[recall]]", &r), 200);
+    if (!strstr(r.body, "turn 4") || strstr(r.body, "turn 1 "))
+        fail_msg("%s", r.body);
+    th_resp_free(&r);
+}
+
+/* One prompt larger than the context: nothing can go, and the error says so. */
+static void test_a_prompt_too_large_gets_a_clear_error(void **state)
+{
+    struct th_resp r;
+    char *big = repeat('z', LIMIT + 100);
+
+    (void)state;
+    assert_int_equal(ask("ctx-session-big-00000000000000000000001", big, &r), 502);
+    free(big);
+    if (!strstr(r.body, "does not fit the model's context window"))
+        fail_msg("%s", r.body);
+    th_resp_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_large_tool_result_is_shortened),
+        cmocka_unit_test(test_old_turns_make_room),
+        cmocka_unit_test(test_a_prompt_too_large_gets_a_clear_error),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
