@@ -176,8 +176,11 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                            "guardrailConfig.trace: enabled, disabled or enabled_full", 0},
     [C_SESSION_MAX] = {"SESSION_MAX", NULL, CM_CFG_INT, "10000", 1, 10000000,
                        "sessions kept in memory; the least recently used idle one is evicted", 0},
-    [C_SESSION_MAX_MESSAGES] = {"SESSION_MAX_MESSAGES", NULL, CM_CFG_INT, "200", 2, 100000,
-                                "messages kept per session (oldest whole turns dropped)", 0},
+    [C_SESSION_MAX_MESSAGES] = {"SESSION_MAX_MESSAGES", NULL, CM_CFG_INT, "40", 2, 100000,
+                                "the sliding window: messages kept per session after each "
+                                "invocation (the oldest whole turns dropped; 40 as in the "
+                                "Strands SDKs)",
+                                0},
     [C_TOOL_TIMEOUT] = {"TOOL_TIMEOUT_MS", NULL, CM_CFG_INT, "60000", 100, 3600000,
                         "deadline of one tool call", 0},
     [C_TOOLS_REFRESH] = {"TOOLS_REFRESH_MS", NULL, CM_CFG_INT, "60000", 1000, 86400000,

@@ -3,7 +3,9 @@
  * model") when a call's messages pass EMU_CONTEXT_LIMIT_BYTES; the
  * agent-worker shortens the oldest long tool results, then drops the oldest
  * turns, and calls again, so the user never sees the error; when nothing can
- * go, the error says so clearly. */
+ * go, the error says so clearly. And a long conversation stays within the
+ * sliding window (SESSION_MAX_MESSAGES, 40) and valid under the emulator's
+ * checks of Bedrock's conversation rules on every call. */
 #include "th_stack.h"
 
 #include <jansson.h>
@@ -116,12 +118,45 @@ static void test_a_prompt_too_large_gets_a_clear_error(void **state)
     th_resp_free(&r);
 }
 
+/* 60 turns, every other one a tool round trip: all answered (the emulator
+ * refuses any call whose conversation Bedrock would refuse), and what the
+ * model sees is the window's worth: the last turns, not the first. */
+static void test_sixty_turns_stay_in_the_window(void **state)
+{
+    static const char session[] = "ctx-session-sixty-0000000000000000001";
+    struct th_resp r;
+    char prompt[128];
+    const char *said;
+    int turn, n = 0;
+
+    (void)state;
+    for (turn = 1; turn <= 60; turn++) {
+        if (turn % 2)
+            snprintf(prompt, sizeof(prompt), "turn %d.", turn);
+        else
+            snprintf(prompt, sizeof(prompt),
+                     "turn %d. [[tool:calculator {\"expression\":\"%d*2\"}]]", turn, turn);
+        if (ask(session, prompt, &r) != 200)
+            fail_msg("turn %d: %s", turn, r.body);
+        th_resp_free(&r);
+    }
+    assert_int_equal(ask(session, "[[recall]]", &r), 200);
+    said = json_string_value(json_object_get(r.json, "response"));
+    for (const char *p = said; (p = strstr(p, "turn ")); p++)
+        n++;
+    /* 40 messages: 15 turns of 2 or 4 messages at most; the newest is there. */
+    if (n > 20 || n < 10 || !strstr(said, "turn 60.") || strstr(said, "turn 1."))
+        fail_msg("%d turns seen: %s", n, said);
+    th_resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_large_tool_result_is_shortened),
         cmocka_unit_test(test_old_turns_make_room),
         cmocka_unit_test(test_a_prompt_too_large_gets_a_clear_error),
+        cmocka_unit_test(test_sixty_turns_stay_in_the_window),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

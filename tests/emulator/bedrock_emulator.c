@@ -523,6 +523,68 @@ static char *recall_text(const json_t *messages)
     return cm_buf_steal(&b);
 }
 
+/* NULL when |messages| is a conversation Bedrock accepts, else its message
+ * (the wording of Bedrock's ValidationExceptions): it starts with the user,
+ * roles alternate, no text block is blank, and the toolResults of a user
+ * turn answer exactly the toolUses of the assistant turn before it. */
+static const char *conversation_invalid(const json_t *messages)
+{
+    const json_t *m, *prev = NULL;
+    size_t i;
+
+    json_array_foreach(messages, i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const json_t *b;
+        size_t k, uses = 0, results = 0;
+
+        if (!role || (strcmp(role, "user") && strcmp(role, "assistant")))
+            return "A conversation must alternate between user and assistant roles.";
+        if (i == 0 && strcmp(role, "user"))
+            return "A conversation must start with a user message. Try again with a "
+                   "conversation that starts with a user message.";
+        if (prev && !strcmp(role, json_string_value(json_object_get(prev, "role"))))
+            return "A conversation must alternate between user and assistant roles. Make sure "
+                   "the conversation alternates between user and assistant roles and try again.";
+        json_array_foreach(json_object_get(m, "content"), k, b)
+        {
+            const json_t *t = json_object_get(b, "text");
+            const char *id;
+
+            if (t && (!json_string_value(t) || !json_string_value(t)[0]))
+                return "The text field in the ContentBlock object is blank. Add text to the "
+                       "text field, and try again.";
+            if ((id = json_string_value(
+                     json_object_get(json_object_get(b, "toolResult"), "toolUseId")))) {
+                const json_t *u;
+                size_t j;
+                int found = 0;
+
+                results++;
+                json_array_foreach(json_object_get(prev, "content"), j, u)
+                {
+                    const char *uid = json_string_value(
+                        json_object_get(json_object_get(u, "toolUse"), "toolUseId"));
+
+                    found |= uid && !strcmp(uid, id);
+                }
+                if (!found)
+                    return "The number of toolResult blocks at messages.N.content exceeds the "
+                           "number of toolUse blocks of previous turn.";
+            }
+        }
+        if (prev && !strcmp(role, "user")) {
+            json_array_foreach(json_object_get(prev, "content"), k, b) uses +=
+                json_object_get(b, "toolUse") != NULL;
+            if (uses != results)
+                return "Expected toolResult blocks at messages.N.content for the following "
+                       "Ids: the toolUse blocks of the previous turn";
+        }
+        prev = m;
+    }
+    return NULL;
+}
+
 static void model_answer(const json_t *req, size_t req_len, struct answer *a)
 {
     json_t *messages = json_object_get(req, "messages"), *last, *content, *input;
@@ -538,6 +600,15 @@ static void model_answer(const json_t *req, size_t req_len, struct answer *a)
                      "1 validation error detected: Value at 'messages' failed to satisfy "
                      "constraint: Member must not be empty");
         return;
+    }
+    {
+        /* Bedrock's own rules on a conversation, which refuse it whole. */
+        const char *why = conversation_invalid(messages);
+
+        if (why) {
+            error_answer(a, 400, "ValidationException", why);
+            return;
+        }
     }
     if (cfg[C_CONTEXT_LIMIT].i > 0) {
         char *dumped = cm_json_dump(messages);
