@@ -20,8 +20,8 @@ for i in "$PROD_IMAGE" "$IMAGE"; do
     $(((bytes - base) / 1000000))
 done
 # The image must carry every binary its modes start, and answer --version.
-docker run --rm --network none "$PROD_IMAGE" agentcore-gateway --version | grep -q '^agentcore-gateway ' ||
-  fail "agentcore-gateway --version"
+v=$(docker run --rm --network none "$PROD_IMAGE" agentcore-gateway --version)
+[[ $v == "agentcore-gateway "* ]] || fail "agentcore-gateway --version: $v"
 docker run --rm --network none "$PROD_IMAGE" sh -c '! command -v agentcore-bedrock-emulator' ||
   fail "the shipped image holds the emulator"
 docker run --rm --network none "$IMAGE" sh -c 'command -v agentcore-bedrock-emulator' >/dev/null ||

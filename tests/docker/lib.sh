@@ -45,10 +45,19 @@ expect_answer() {
   grep -qF -- "$4" <<<"${out#* }" || fail "$2 -> $out; want '$4'"
 }
 
+# 0 when a log line of container $1 matches the extended regex $2. (The
+# logs go to a file first: with pipefail, grep -q leaving early would fail
+# the pipeline when docker logs gets SIGPIPE.)
+has_log() {
+  docker logs "$1" >"$state/logs.$$" 2>&1 || return 1
+  grep -Eq -- "$2" "$state/logs.$$"
+}
+
 container_ip() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
 
 cleanup_docker() {
   docker ps -aq --filter "label=$RUN_ID" | xargs -r docker rm -f >/dev/null 2>&1 || true
   docker network ls -q --filter "label=$RUN_ID" | xargs -r docker network rm >/dev/null 2>&1 || true
   docker volume ls -q --filter "label=$RUN_ID" | xargs -r docker volume rm >/dev/null 2>&1 || true
+  rm -f "$state/logs.$$"
 }

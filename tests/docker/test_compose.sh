@@ -15,7 +15,10 @@ export AGENTCORE_IMAGE=$IMAGE AGENTCORE_PORT=127.0.0.1:$port
 compose() {
   "${COMPOSE[@]}" -p "$RUN_ID" -f compose/docker-compose.yml -f compose/docker-compose.emulator.yml "$@"
 }
-cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; }
+cleanup() {
+  compose down -v --remove-orphans >/dev/null 2>&1 || true
+  rm -f "$state/logs.$$"
+}
 trap cleanup EXIT
 URL=http://127.0.0.1:$port
 CALC='[[tool:calculator {"expression":"6*7"}]]'
@@ -42,8 +45,7 @@ done
 step "the tool sandbox under compose"
 # Compose cannot unmask Docker's /proc: every namespace, no /proc, said so.
 for id in $(ids tool-worker); do
-  docker logs "$id" 2>&1 | grep '"message":"tool sandbox"' |
-    grep '"isolation":"namespaces"' | grep -q 'no /proc for tools' ||
+  has_log "$id" '"message":"tool sandbox".*"isolation":"namespaces".*no /proc for tools' ||
     fail "tool-worker $id: $(docker logs "$id" 2>&1 | grep '"tool sandbox"')"
 done
 expect_answer "$URL" '[[tool:shell {"command":"echo sandboxed; ls -A /proc | wc -l"}]]' \
@@ -61,7 +63,7 @@ for id in $(ids tool-worker); do
 done
 
 step "a tool-worker removed: the calls go on"
-gone=$(ids tool-worker | head -n1)
+gone=$(ids tool-worker | sed -n 1p)
 docker rm -f "$gone" >/dev/null
 for i in $(seq -w 1 9); do
   expect_answer "$URL" "$CALC" "after-removal-session-0000000000000000$i" 42
@@ -81,14 +83,14 @@ for id in $(ids agent-worker); do
   [ "$n" -gt 0 ] || fail "agent-worker $id served no session"
 done
 gw=$(ids gateway)
-docker logs "$gw" 2>&1 | grep -q '"agent-worker:50051 resolves to [^,]*,[^,"]*"' ||
-  fail "the gateway did not log the two agent-worker addresses"
+has_log "$gw" '"agent-worker:50051 resolves to [^,]*,[^,"]*"' ||
+  fail "the gateway did not log the two agent-worker addresses: $(docker logs "$gw" 2>&1 | grep -E 'resolves|unreachable')"
 
 step "an agent-worker removed: its sessions go on on the other"
-gone=$(ids agent-worker | head -n1)
+gone=$(ids agent-worker | sed -n 1p)
 moved=""
 for i in $(seq -w 1 8); do
-  docker logs "$gone" 2>&1 | grep -q "affinity-session-000000000000000000$i" && moved=$i && break
+  has_log "$gone" "affinity-session-000000000000000000$i" && moved=$i && break
 done
 [ -n "$moved" ] || fail "no session on agent-worker $gone"
 docker rm -f "$gone" >/dev/null
@@ -100,9 +102,9 @@ for try in $(seq 1 20); do
 done
 [ "${out%% *}" = 200 ] || fail "session $moved after its worker went: $out"
 deadline=$(($(now_ms) + 10000))
-until docker logs "$gw" 2>&1 | grep -Eq 'is unreachable: this session continues on|"agent-worker:50051 resolves to [^,"]*"'; do
+until has_log "$gw" 'is unreachable: this session continues on|"agent-worker:50051 resolves to [^,"]*"'; do
   [ "$(now_ms)" -lt "$deadline" ] || fail "the gateway said nothing about the lost agent-worker"
   sleep 0.1
 done
-echo "removed agent-worker $gone; session $moved answered 200 on the other after $try tries; the gateway logged: $(docker logs "$gw" 2>&1 | grep -E 'is unreachable|resolves to' | tail -n1 | head -c 200)"
+echo "removed agent-worker $gone; session $moved answered 200 on the other after $try tries; the gateway logged: $(grep -E 'is unreachable|resolves to' "$state/logs.$$" | tail -n1 | cut -c1-200)"
 echo "PASS"
