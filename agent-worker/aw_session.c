@@ -1,7 +1,10 @@
 #include "aw_session.h"
+#include "cm_log.h"
+#include "cm_util.h"
 
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +17,8 @@ struct aw_session {
     struct aw_session_waiter *wait_head, *wait_tail; /* loop API, in arrival order */
     struct aw_session *hnext;
     struct aw_session *lru_prev, *lru_next; /* head = most recent */
+    size_t bytes;                           /* compact JSON of |messages|, at last release */
+    uint64_t last_used;
 };
 
 struct aw_sessions {
@@ -21,7 +26,18 @@ struct aw_sessions {
     struct aw_session **buckets;
     size_t nbuckets, count, max_sessions, max_messages;
     struct aw_session *lru_head, *lru_tail;
+    size_t bytes, max_bytes, evicted;
+    uint64_t ttl_ms;
+    uint64_t (*now)(void);
 };
+
+void aw_sessions_set_limits(struct aw_sessions *s, size_t max_bytes, uint64_t ttl_ms,
+                            uint64_t (*now)(void))
+{
+    s->max_bytes = max_bytes;
+    s->ttl_ms = ttl_ms;
+    s->now = now ? now : cm_now_ms;
+}
 
 static uint64_t hash(const char *s)
 {
@@ -48,6 +64,7 @@ struct aw_sessions *aw_sessions_new(size_t max_sessions, size_t max_messages)
     }
     s->max_sessions = max_sessions ? max_sessions : 1;
     s->max_messages = max_messages ? max_messages : 2;
+    s->now = cm_now_ms;
     pthread_mutex_init(&s->lock, NULL);
     return s;
 }
@@ -108,6 +125,16 @@ static void map_remove(struct aw_sessions *s, struct aw_session *x)
         *pp = x->hnext;
 }
 
+static void evict(struct aw_sessions *s, struct aw_session *x)
+{
+    map_remove(s, x);
+    lru_unlink(s, x);
+    s->count--;
+    s->bytes -= x->bytes;
+    s->evicted++;
+    session_free(x);
+}
+
 /* Evicts the least recently used idle session; 0 if none could go. */
 static int evict_one(struct aw_sessions *s)
 {
@@ -115,18 +142,87 @@ static int evict_one(struct aw_sessions *s)
 
     for (x = s->lru_tail; x; x = x->lru_prev) {
         if (x->holders == 0) {
-            map_remove(s, x);
-            lru_unlink(s, x);
-            s->count--;
-            session_free(x);
+            evict(s, x);
             return 1;
         }
     }
     return 0;
 }
 
+/* Under the map lock: the idle sessions past their lifetime (from the LRU
+ * tail: the oldest first), then the least recently used idle ones while the
+ * bytes are over the cap. Counts into |*expired| and |*over|. */
+static void sweep(struct aw_sessions *s, size_t *expired, size_t *over)
+{
+    uint64_t now = s->now();
+    struct aw_session *x, *prev;
+
+    for (x = s->lru_tail; s->ttl_ms && x; x = prev) {
+        prev = x->lru_prev;
+        if (now - x->last_used < s->ttl_ms)
+            break; /* the rest were used more recently */
+        if (x->holders == 0) {
+            evict(s, x);
+            (*expired)++;
+        }
+    }
+    while (s->max_bytes && s->bytes > s->max_bytes && evict_one(s))
+        (*over)++;
+}
+
+/* Says what a sweep removed, outside the lock. */
+static void sweep_log(size_t expired, size_t over)
+{
+    char a[24], b[24];
+    const char *kv[] = {"expired", a, "overBytes", b, NULL};
+
+    if (!expired && !over)
+        return;
+    snprintf(a, sizeof(a), "%zu", expired);
+    snprintf(b, sizeof(b), "%zu", over);
+    CM_LOGF(CM_LOG_INFO, kv, "sessions evicted");
+}
+
+/* After an invocation: the conversation's size and time, then a sweep. */
+static void account(struct aw_sessions *s, struct aw_session *x)
+{
+    size_t bytes = json_dumpb(x->messages, NULL, 0, JSON_COMPACT), expired = 0, over = 0;
+
+    pthread_mutex_lock(&s->lock);
+    s->bytes = s->bytes - x->bytes + bytes;
+    x->bytes = bytes;
+    x->last_used = s->now();
+    lru_unlink(s, x); /* most recently used: the last to go */
+    lru_push_front(s, x);
+    x->holders--;
+    sweep(s, &expired, &over);
+    pthread_mutex_unlock(&s->lock);
+    sweep_log(expired, over);
+}
+
+size_t aw_sessions_bytes(struct aw_sessions *s)
+{
+    size_t n;
+
+    pthread_mutex_lock(&s->lock);
+    n = s->bytes;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+size_t aw_sessions_evicted(struct aw_sessions *s)
+{
+    size_t n;
+
+    pthread_mutex_lock(&s->lock);
+    n = s->evicted;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
 /* Under the map lock: finds or creates |id|, most recent in the LRU, pinned. */
-static struct aw_session *find_pin(struct aw_sessions *s, const char *id)
+static struct aw_session *find_pin(struct aw_sessions *s, const char *id, size_t *expired,
+                                   size_t *over)
 {
     size_t len = strlen(id);
     struct aw_session *x;
@@ -134,6 +230,7 @@ static struct aw_session *find_pin(struct aw_sessions *s, const char *id)
 
     if (len == 0 || len > AW_SESSION_ID_MAX)
         return NULL;
+    sweep(s, expired, over);
     b = hash(id) & (s->nbuckets - 1);
     for (x = s->buckets[b]; x && strcmp(x->id, id); x = x->hnext)
         ;
@@ -156,6 +253,7 @@ static struct aw_session *find_pin(struct aw_sessions *s, const char *id)
         lru_unlink(s, x);
     }
     lru_push_front(s, x);
+    x->last_used = s->now();
     x->holders++; /* pins it against eviction while it is held or waited for */
     return x;
 }
@@ -163,10 +261,12 @@ static struct aw_session *find_pin(struct aw_sessions *s, const char *id)
 struct aw_session *aw_sessions_acquire(struct aw_sessions *s, const char *id)
 {
     struct aw_session *x;
+    size_t expired = 0, over = 0;
 
     pthread_mutex_lock(&s->lock);
-    x = find_pin(s, id);
+    x = find_pin(s, id, &expired, &over);
     pthread_mutex_unlock(&s->lock);
+    sweep_log(expired, over);
     if (x)
         pthread_mutex_lock(&x->turn);
     return x;
@@ -176,11 +276,13 @@ int aw_sessions_acquire_async(struct aw_sessions *s, const char *id, struct aw_s
                               struct aw_session **out)
 {
     struct aw_session *x;
+    size_t expired = 0, over = 0;
 
     *out = NULL;
     pthread_mutex_lock(&s->lock);
-    x = find_pin(s, id);
+    x = find_pin(s, id, &expired, &over);
     pthread_mutex_unlock(&s->lock);
+    sweep_log(expired, over);
     if (!x)
         return -1;
     if (!x->busy) {
@@ -229,11 +331,11 @@ void aw_sessions_release_async(struct aw_sessions *s, struct aw_session *sess)
     struct aw_session_waiter *w = sess->wait_head;
 
     aw_session_trim(sess->messages, s->max_messages);
-    unpin(s, sess);
-    if (!w) {
-        sess->busy = 0;
+    if (!w)
+        sess->busy = 0; /* idle before the sweep, so it may go when it is the oldest */
+    account(s, sess);   /* unpins */
+    if (!w)
         return;
-    }
     /* The turn passes to the longest waiter; it stays busy. */
     sess->wait_head = w->next;
     if (w->next)
@@ -284,9 +386,7 @@ void aw_sessions_release(struct aw_sessions *s, struct aw_session *sess)
 {
     aw_session_trim(sess->messages, s->max_messages);
     pthread_mutex_unlock(&sess->turn);
-    pthread_mutex_lock(&s->lock);
-    sess->holders--;
-    pthread_mutex_unlock(&s->lock);
+    account(s, sess); /* unpins */
 }
 
 size_t aw_sessions_count(struct aw_sessions *s)

@@ -1,4 +1,4 @@
-/* aw_session: conversations per session id, held in memory, bounded two ways.
+/* aw_session: conversations per session id, held in memory, bounded four ways.
  *
  * - At most |max_sessions| sessions. Creating one more evicts the least
  *   recently used session that no invocation holds; if every session is held,
@@ -6,6 +6,11 @@
  * - At most |max_messages| messages per session. On release the oldest turns
  *   are dropped, whole: the history always starts with a user message that
  *   carries text (never with an orphan toolResult), so Bedrock accepts it.
+ * - At most |max_bytes| of conversations in all (their compact JSON size,
+ *   counted on release): past it, the least recently used idle sessions go.
+ * - A session idle longer than |ttl_ms| goes, found when the store is next
+ *   used (no timer: an idle process stays asleep).
+ * Each eviction is counted and logged (one INFO line per sweep).
  *
  * A session is held by one invocation at a time: acquire blocks while another
  * invocation of the same session runs, so turns never interleave. Sessions of
@@ -15,6 +20,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define AW_SESSION_ID_MAX 256
 
@@ -22,6 +28,13 @@ struct aw_sessions;
 struct aw_session;
 
 struct aw_sessions *aw_sessions_new(size_t max_sessions, size_t max_messages);
+/* The byte cap and the idle lifetime (0: none for either); |now| (NULL: the
+ * monotonic clock in ms) lets tests move time. Before any acquire. */
+void aw_sessions_set_limits(struct aw_sessions *s, size_t max_bytes, uint64_t ttl_ms,
+                            uint64_t (*now)(void));
+/* Bytes held by all conversations, and sessions evicted so far. */
+size_t aw_sessions_bytes(struct aw_sessions *s);
+size_t aw_sessions_evicted(struct aw_sessions *s);
 /* All sessions must be released. NULL is fine. */
 void aw_sessions_free(struct aw_sessions *s);
 

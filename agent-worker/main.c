@@ -58,6 +58,8 @@ enum {
     C_GUARDRAIL_VERSION,
     C_GUARDRAIL_TRACE,
     C_SESSION_MAX,
+    C_SESSION_MAX_BYTES,
+    C_SESSION_TTL,
     C_SESSION_MAX_MESSAGES,
     C_TOOL_TIMEOUT,
     C_TOOLS_REFRESH,
@@ -176,6 +178,12 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                            "guardrailConfig.trace: enabled, disabled or enabled_full", 0},
     [C_SESSION_MAX] = {"SESSION_MAX", NULL, CM_CFG_INT, "10000", 1, 10000000,
                        "sessions kept in memory; the least recently used idle one is evicted", 0},
+    [C_SESSION_MAX_BYTES] = {"SESSION_MAX_BYTES", NULL, CM_CFG_INT, "268435456", 0, 1099511627776LL,
+                             "bytes of conversations kept in memory in all (their JSON); past "
+                             "it the least recently used idle sessions go (0: no cap)",
+                             0},
+    [C_SESSION_TTL] = {"SESSION_TTL_S", NULL, CM_CFG_INT, "3600", 0, 31536000,
+                       "a session idle this long is forgotten (0: kept until evicted)", 0},
     [C_SESSION_MAX_MESSAGES] = {"SESSION_MAX_MESSAGES", NULL, CM_CFG_INT, "40", 2, 100000,
                                 "the sliding window: messages kept per session after each "
                                 "invocation (the oldest whole turns dropped; 40 as in the "
@@ -487,6 +495,9 @@ int main(int argc, char **argv)
     }
     svc.sessions =
         aw_sessions_new((size_t)cfg[C_SESSION_MAX].i, (size_t)cfg[C_SESSION_MAX_MESSAGES].i);
+    if (svc.sessions)
+        aw_sessions_set_limits(svc.sessions, (size_t)cfg[C_SESSION_MAX_BYTES].i,
+                               (uint64_t)cfg[C_SESSION_TTL].i * 1000, NULL);
     svc.max_iterations = (int)cfg[C_MAX_ITERATIONS].i;
     svc.max_parallel_tools = (int)cfg[C_MAX_PARALLEL_TOOLS].i;
     svc.max_invocation_tokens = cfg[C_MAX_INV_TOKENS].i;

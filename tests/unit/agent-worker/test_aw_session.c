@@ -245,6 +245,84 @@ static void test_async_waiters_pin_the_session(void **state)
     aw_sessions_free(s);
 }
 
+static uint64_t fake_ms;
+
+static uint64_t fake_now(void)
+{
+    return fake_ms;
+}
+
+static void use(struct aw_sessions *s, const char *id, const char *text)
+{
+    struct aw_session *x = aw_sessions_acquire(s, id);
+
+    assert_non_null(x);
+    if (text)
+        json_array_append_new(aw_session_messages(x), user_text(text));
+    aw_sessions_release(s, x);
+}
+
+/* Idle sessions go after their lifetime, found at the next use of the store;
+ * a held one never goes. */
+static void test_idle_sessions_expire(void **state)
+{
+    struct aw_sessions *s = aw_sessions_new(100, 100);
+    struct aw_session *held;
+
+    (void)state;
+    fake_ms = 1000;
+    aw_sessions_set_limits(s, 0, 60000, fake_now);
+    use(s, "old", "a");
+    held = aw_sessions_acquire(s, "held");
+    fake_ms += 30000;
+    use(s, "young", "b");
+    assert_int_equal(aw_sessions_count(s), 3);
+    fake_ms += 30001; /* "old" idle 60.001 s, "young" 30.001 s, "held" held */
+    use(s, "other", NULL);
+    assert_int_equal(aw_sessions_count(s), 3); /* old went, other came */
+    assert_int_equal(aw_sessions_evicted(s), 1);
+    aw_sessions_release(s, held);
+    fake_ms += 60000; /* everything idle a minute */
+    use(s, "last", NULL);
+    assert_int_equal(aw_sessions_count(s), 1);
+    assert_int_equal(aw_sessions_evicted(s), 4);
+    aw_sessions_free(s);
+}
+
+/* Past the byte cap, the least recently used idle sessions go. */
+static void test_byte_cap(void **state)
+{
+    struct aw_sessions *s = aw_sessions_new(100, 100);
+    char text[1100];
+    size_t one;
+
+    (void)state;
+    memset(text, 'x', sizeof(text) - 1);
+    text[sizeof(text) - 1] = '\0';
+    aw_sessions_set_limits(s, 5000, 0, NULL);
+    use(s, "s1", text);
+    one = aw_sessions_bytes(s);
+    assert_true(one > 1100 && one < 1200);
+    use(s, "s2", text);
+    use(s, "s3", text);
+    use(s, "s4", text);
+    assert_int_equal(aw_sessions_count(s), 4);
+    use(s, "s1", NULL); /* s1 most recent again: s2 is now the oldest */
+    use(s, "s5", text); /* 5 x ~1.1 KB > 5000: s2 goes */
+    assert_int_equal(aw_sessions_count(s), 4);
+    assert_true(aw_sessions_bytes(s) <= 5000);
+    assert_int_equal(aw_sessions_evicted(s), 1);
+    {
+        struct aw_session *x = aw_sessions_acquire(s, "s2"); /* comes back empty */
+
+        assert_int_equal(json_array_size(aw_session_messages(x)), 0);
+        x = (aw_sessions_release(s, x), aw_sessions_acquire(s, "s1"));
+        assert_int_equal(json_array_size(aw_session_messages(x)), 1); /* kept */
+        aw_sessions_release(s, x);
+    }
+    aw_sessions_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +334,8 @@ int main(void)
         cmocka_unit_test(test_one_invocation_per_session_at_a_time),
         cmocka_unit_test(test_async_turns_in_arrival_order),
         cmocka_unit_test(test_async_waiters_pin_the_session),
+        cmocka_unit_test(test_idle_sessions_expire),
+        cmocka_unit_test(test_byte_cap),
     };
     return cmocka_run_group_tests_name("aw_session", tests, NULL, NULL);
 }
