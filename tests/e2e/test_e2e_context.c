@@ -9,6 +9,7 @@
 #include "th_stack.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -150,6 +151,59 @@ static void test_sixty_turns_stay_in_the_window(void **state)
     th_resp_free(&r);
 }
 
+struct racer {
+    int n;
+    long status;
+};
+
+static void *race(void *p)
+{
+    struct racer *r = p;
+    struct th_resp resp;
+    char prompt[32];
+
+    snprintf(prompt, sizeof(prompt), "racer %02d.", r->n);
+    r->status = ask("ctx-session-race-00000000000000000001", prompt, &resp);
+    th_resp_free(&resp);
+    return NULL;
+}
+
+/* 20 invocations of one session at once, with distinct request ids: each
+ * runs as a whole turn after the one before (none interleaves, none is lost),
+ * and the history holds all 20, once each, in a form Bedrock accepts (the
+ * emulator checks it on every call). */
+static void test_twenty_at_once_on_one_session(void **state)
+{
+    pthread_t t[20];
+    struct racer r[20];
+    struct th_resp resp;
+    const char *said;
+    int i;
+
+    (void)state;
+    for (i = 0; i < 20; i++) {
+        r[i].n = i;
+        assert_int_equal(pthread_create(&t[i], NULL, race, &r[i]), 0);
+    }
+    for (i = 0; i < 20; i++) {
+        pthread_join(t[i], NULL);
+        if (r[i].status != 200)
+            fail_msg("racer %d: status %ld", i, r[i].status);
+    }
+    assert_int_equal(ask("ctx-session-race-00000000000000000001", "[[recall]]", &resp), 200);
+    said = json_string_value(json_object_get(resp.json, "response"));
+    for (i = 0; i < 20; i++) {
+        char needle[32];
+        const char *at;
+
+        snprintf(needle, sizeof(needle), "racer %02d.", i);
+        at = strstr(said, needle);
+        if (!at || strstr(at + 1, needle))
+            fail_msg("'%s' not exactly once in: %s", needle, said);
+    }
+    th_resp_free(&resp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +211,7 @@ int main(void)
         cmocka_unit_test(test_old_turns_make_room),
         cmocka_unit_test(test_a_prompt_too_large_gets_a_clear_error),
         cmocka_unit_test(test_sixty_turns_stay_in_the_window),
+        cmocka_unit_test(test_twenty_at_once_on_one_session),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
