@@ -4,6 +4,7 @@
  * wait ends with an event (a completion, a timer, the client's cancellation). */
 #include "aw_service.h"
 #include "aw_history.h"
+#include "aw_idem.h"
 #include "aw_agent.h"
 #include "aw_bedrock.h"
 #include "aw_session.h"
@@ -74,8 +75,9 @@ struct invocation {
     size_t nslots, running, next_tool; /* next_tool: the first not started yet */
     int deferred_rc; /* why it ends, once the tool calls still running report back */
     uint64_t t0, model_t0;
-    uint64_t model_ms, first_token_ms; /* model time in all; first text (0: none yet) */
-    int reductions;                    /* of the history, after context overflows */
+    uint64_t model_ms, first_token_ms;     /* model time in all; first text (0: none yet) */
+    int reductions;                        /* of the history, after context overflows */
+    Agentcore__V1__InvokeResponse *replay; /* an earlier run's answer to send instead */
     struct tool_stat tools[TOOL_STATS];
     int ntools, tool_calls;
 };
@@ -367,10 +369,32 @@ static long long budget(long long configured, long long requested)
     return configured > 0 && configured < requested ? configured : requested;
 }
 
+/* A request id answered already (a retry; it may have waited for the first
+ * run to end, holding this session's turn): that answer, no second run. */
+static int replayed(struct invocation *inv)
+{
+    size_t len;
+    const void *data = inv->svc->answers ? aw_idem_get(inv->svc->answers, inv->req->request_id,
+                                                       inv->req->session_id, &len, cm_now_ms())
+                                         : NULL;
+
+    if (!data)
+        return 0;
+    inv->replay = agentcore__v1__invoke_response__unpack(NULL, len, data);
+    if (!inv->replay)
+        return 0;
+    complete(inv, 0, NULL);
+    return 1;
+}
+
 static void begin(struct invocation *inv)
 {
     char what[200];
-    int rc, fixed = aw_history_repair(aw_session_messages(inv->sess), what, sizeof(what));
+    int rc, fixed;
+
+    if (replayed(inv))
+        return;
+    fixed = aw_history_repair(aw_session_messages(inv->sess), what, sizeof(what));
 
     if (fixed > 0) {
         /* Bedrock would refuse this conversation on every call from now on. */
@@ -459,9 +483,28 @@ static void inv_closed(uv_handle_t *h)
 {
     struct invocation *inv = h->data;
 
+    if (inv->replay)
+        agentcore__v1__invoke_response__free_unpacked(inv->replay, NULL);
     protobuf_c_message_free_unpacked(&inv->req->base, NULL);
     free(inv->slots);
     free(inv);
+}
+
+/* Keeps a finished invocation's answer for retries of its request id. */
+static void keep_answer(struct invocation *inv, const Agentcore__V1__InvokeResponse *resp)
+{
+    size_t len;
+    uint8_t *buf;
+
+    if (!inv->svc->answers || !inv->req->request_id[0])
+        return;
+    len = agentcore__v1__invoke_response__get_packed_size(resp);
+    if (!(buf = malloc(len ? len : 1)))
+        return;
+    agentcore__v1__invoke_response__pack(resp, buf);
+    aw_idem_put(inv->svc->answers, inv->req->request_id, inv->req->session_id, buf, len,
+                cm_now_ms());
+    free(buf);
 }
 
 /* Answers the call (unless already answered), logs, releases the session
@@ -492,6 +535,21 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
     log_ctx(inv);
     if (!call) {
         /* answered already (session wait over) */
+    } else if (rc == 0 && inv->replay) {
+        const char *kv[] = {"durationMs", dur, "stopReason", inv->replay->stop_reason, NULL};
+
+        CM_LOGF(CM_LOG_INFO, kv, "invocation answered from its earlier run (same request id)");
+        if (inv->mode != MODE_REPLY) {
+            Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
+
+            if (inv->mode == MODE_EVENTS) /* a streaming client sees the whole answer at once */
+                send_text(inv, 0, inv->replay->response, strlen(inv->replay->response));
+            ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL;
+            ev.final = inv->replay;
+            cm_rpc_acall_end_with(call, &ev.base);
+        } else {
+            cm_rpc_acall_reply(call, &inv->replay->base);
+        }
     } else if (rc == 0) {
         Agentcore__V1__InvokeResponse resp = AGENTCORE__V1__INVOKE_RESPONSE__INIT;
         Agentcore__V1__Usage usage = AGENTCORE__V1__USAGE__INIT;
@@ -527,6 +585,7 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
         usage.total_tokens = res->total_tokens;
         resp.usage = &usage;
         resp.iterations = res->iterations;
+        keep_answer(inv, &resp);
         if (inv->mode != MODE_REPLY) {
             Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
 

@@ -13,6 +13,7 @@ struct aw_bedrock;
 struct aw_tools;
 struct aw_sessions;
 struct cm_status;
+struct aw_idem;
 
 struct aw_service {
     struct aw_bedrock *bedrock;
@@ -25,6 +26,9 @@ struct aw_service {
     /* Token budgets of one invocation (0: none); a request may ask for less. */
     long long max_invocation_tokens, max_invocation_output_tokens;
     int session_wait_ms; /* a second invocation of a busy session waits this long, then ABORTED */
+    /* Answers of finished invocations by request id (NULL: none kept): a
+     * retry gets the first run's answer instead of a second run. */
+    struct aw_idem *answers;
 };
 
 /* |svc| must outlive the server. 0 or a cm_err code. */

@@ -3,6 +3,7 @@
 #include "aw_creds.h"
 #include "aw_retry.h"
 #include "aw_service.h"
+#include "aw_idem.h"
 #include "aw_session.h"
 #include "aw_tools.h"
 #include "aw_watch.h"
@@ -58,6 +59,7 @@ enum {
     C_GUARDRAIL_VERSION,
     C_GUARDRAIL_TRACE,
     C_SESSION_MAX,
+    C_IDEM_WINDOW,
     C_SESSION_MAX_BYTES,
     C_SESSION_TTL,
     C_SESSION_MAX_MESSAGES,
@@ -178,6 +180,11 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                            "guardrailConfig.trace: enabled, disabled or enabled_full", 0},
     [C_SESSION_MAX] = {"SESSION_MAX", NULL, CM_CFG_INT, "10000", 1, 10000000,
                        "sessions kept in memory; the least recently used idle one is evicted", 0},
+    [C_IDEM_WINDOW] = {"IDEMPOTENCY_WINDOW_S", NULL, CM_CFG_INT, "300", 0, 86400,
+                       "how long a finished invocation's answer is kept for retries of its "
+                       "request id (X-Amzn-Bedrock-AgentCore-Runtime-Request-Id or the body's "
+                       "idempotency_key): a retry gets it instead of a second run (0: never)",
+                       0},
     [C_SESSION_MAX_BYTES] = {"SESSION_MAX_BYTES", NULL, CM_CFG_INT, "268435456", 0, 1099511627776LL,
                              "bytes of conversations kept in memory in all (their JSON); past "
                              "it the least recently used idle sessions go (0: no cap)",
@@ -495,6 +502,13 @@ int main(int argc, char **argv)
     }
     svc.sessions =
         aw_sessions_new((size_t)cfg[C_SESSION_MAX].i, (size_t)cfg[C_SESSION_MAX_MESSAGES].i);
+    /* 4096 answers, 64 MiB at most: a retry comes within seconds. */
+    if (cfg[C_IDEM_WINDOW].i > 0 &&
+        !(svc.answers =
+              aw_idem_new(4096, (size_t)64 << 20, (uint64_t)cfg[C_IDEM_WINDOW].i * 1000))) {
+        cm_error("out of memory at start-up");
+        goto out;
+    }
     if (svc.sessions)
         aw_sessions_set_limits(svc.sessions, (size_t)cfg[C_SESSION_MAX_BYTES].i,
                                (uint64_t)cfg[C_SESSION_TTL].i * 1000, NULL);
@@ -557,6 +571,7 @@ out:
     cm_loop_free(loop);
     aw_tools_free(svc.tools);
     aw_sessions_free(svc.sessions);
+    aw_idem_free(svc.answers);
     cm_status_free(svc.status);
     if (warming)
         pthread_join(warm, NULL); /* it uses |creds|: bounded by the sources' timeouts */

@@ -167,6 +167,16 @@ int gw_api_parse_invocation(const char *body, size_t len, struct gw_invocation *
         gw_api_error(err, 400, "Invalid request", "field 'prompt': must not be empty");
         goto fail;
     }
+    if (cm_json_opt_str(out->root, "idempotency_key", &out->idempotency_key, why, sizeof(why))) {
+        gw_api_error(err, 400, "Invalid request", why);
+        goto fail;
+    }
+    if (out->idempotency_key && (!out->idempotency_key[0] || strlen(out->idempotency_key) > 255 ||
+                                 !gw_api_metadata_ok("x", out->idempotency_key, 256))) {
+        gw_api_error(err, 400, "Invalid request",
+                     "field 'idempotency_key': 1 to 255 printable ASCII characters");
+        goto fail;
+    }
     if (opt_budget(out->root, "max_total_tokens", &out->max_total_tokens, why, sizeof(why)) ||
         opt_budget(out->root, "max_output_tokens", &out->max_output_tokens, why, sizeof(why))) {
         gw_api_error(err, 400, "Invalid request", why);

@@ -31,6 +31,9 @@ struct gw_invocation {
     /* Token budgets the body asks for ("max_total_tokens",
      * "max_output_tokens": positive integers), 0 when absent. */
     long long max_total_tokens, max_output_tokens;
+    /* "idempotency_key": the request id when no request-id header came (a
+     * retry with the same key gets the first run's answer); NULL when absent. */
+    const char *idempotency_key;
 };
 
 void gw_invocation_clear(struct gw_invocation *inv);

@@ -447,6 +447,8 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
         gw_invocation_clear(&inv);
         goto reply;
     }
+    if (inv.idempotency_key && !MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_REQUEST_HEADER))
+        cm_strlcpy(request_id, inv.idempotency_key, sizeof(request_id)); /* a retry's own id */
     cm_log_set_context(request_id, session);
     streaming =
         gw_api_wants_stream(&inv, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept"));

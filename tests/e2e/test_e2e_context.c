@@ -204,6 +204,106 @@ static void test_twenty_at_once_on_one_session(void **state)
     th_resp_free(&resp);
 }
 
+/* POSTs |body| with request id |rid| (NULL: none) in |session|. */
+static long post_with_id(const char *session, const char *rid, const char *body, struct th_resp *r)
+{
+    char url[96], h1[160], h2[160];
+    const char *hdrs[3] = {h1, NULL, NULL};
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/invocations", s.gw.port);
+    snprintf(h1, sizeof(h1), "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id: %s", session);
+    if (rid) {
+        snprintf(h2, sizeof(h2), "X-Amzn-Bedrock-AgentCore-Runtime-Request-Id: %s", rid);
+        hdrs[1] = h2;
+    }
+    assert_int_equal(th_http("POST", url, hdrs, body, strlen(body), r), 0);
+    return r->status;
+}
+
+/* How many times |what| appears in the session's conversation. */
+static int turns_with(const char *session, const char *what)
+{
+    struct th_resp r;
+    const char *said, *p;
+    int n = 0;
+
+    assert_int_equal(ask(session, "[[recall]]", &r), 200);
+    said = json_string_value(json_object_get(r.json, "response"));
+    for (p = said; p && (p = strstr(p, what)); p++)
+        n++;
+    th_resp_free(&r);
+    return n;
+}
+
+struct dup {
+    const char *session, *rid, *body;
+    long status;
+    char id[64];
+};
+
+static void *dup_post(void *p)
+{
+    struct dup *d = p;
+    struct th_resp r;
+
+    d->status = post_with_id(d->session, d->rid, d->body, &r);
+    snprintf(d->id, sizeof(d->id), "%s",
+             json_string_value(json_object_get(r.json, "invocation_id")) ?: "");
+    th_resp_free(&r);
+    return NULL;
+}
+
+/* A retried request id gets the first run's answer, not a second run: after
+ * it finished, while it still runs (the retry waits for the session's turn),
+ * and by the body's idempotency_key; another session's same id runs. */
+static void test_a_retried_request_id_runs_once(void **state)
+{
+    static const char sa[] = "ctx-session-idem-00000000000000000001",
+                      sb[] = "ctx-session-idem-00000000000000000002";
+    struct th_resp r1, r2;
+    struct dup d[2];
+    pthread_t t[2];
+    int i;
+
+    (void)state;
+    assert_int_equal(post_with_id(sa, "retry-me-1", "{\"prompt\":\"only once A.\"}", &r1), 200);
+    assert_int_equal(post_with_id(sa, "retry-me-1", "{\"prompt\":\"only once A.\"}", &r2), 200);
+    assert_string_equal(json_string_value(json_object_get(r1.json, "response")),
+                        json_string_value(json_object_get(r2.json, "response")));
+    assert_string_equal(json_string_value(json_object_get(r2.json, "invocation_id")), "retry-me-1");
+    th_resp_free(&r1);
+    th_resp_free(&r2);
+    assert_int_equal(turns_with(sa, "only once A."), 1);
+    assert_true(th_wait_log(s.agent.log_path, "answered from its earlier run", 5000) >= 0);
+
+    /* Two at once: the second waits for the first's turn, then gets its answer. */
+    for (i = 0; i < 2; i++) {
+        d[i] = (struct dup){sa, "retry-me-2", "{\"prompt\":\"[[sleep:300]] only once B.\"}", 0, ""};
+        assert_int_equal(pthread_create(&t[i], NULL, dup_post, &d[i]), 0);
+    }
+    for (i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(d[i].status, 200);
+    }
+    assert_int_equal(turns_with(sa, "only once B."), 1);
+
+    /* The body's idempotency_key, when no request-id header came. */
+    for (i = 0; i < 2; i++) {
+        assert_int_equal(post_with_id(sa, NULL,
+                                      "{\"prompt\":\"only once C.\",\"idempotency_key\":\"key-3\"}",
+                                      &r1),
+                         200);
+        assert_string_equal(json_string_value(json_object_get(r1.json, "invocation_id")), "key-3");
+        th_resp_free(&r1);
+    }
+    assert_int_equal(turns_with(sa, "only once C."), 1);
+
+    /* The same id in another session is another request. */
+    assert_int_equal(post_with_id(sb, "retry-me-1", "{\"prompt\":\"only once A.\"}", &r1), 200);
+    th_resp_free(&r1);
+    assert_int_equal(turns_with(sb, "only once A."), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,6 +312,7 @@ int main(void)
         cmocka_unit_test(test_a_prompt_too_large_gets_a_clear_error),
         cmocka_unit_test(test_sixty_turns_stay_in_the_window),
         cmocka_unit_test(test_twenty_at_once_on_one_session),
+        cmocka_unit_test(test_a_retried_request_id_runs_once),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

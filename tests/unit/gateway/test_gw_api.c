@@ -40,6 +40,10 @@ static const struct {
     {"{\"prompt\":\"x\",\"max_output_tokens\":1.5}", 400, "Invalid request", "from 1 to"},
     {"{\"prompt\":\"x\",\"max_total_tokens\":\"9\"}", 400, "Invalid request", "integer"},
     {"{\"prompt\":\"x\",\"max_total_tokens\":1000000000001}", 400, "Invalid request", "10^12"},
+    {"{\"prompt\":\"x\",\"idempotency_key\":\"order-42\"}", 0, NULL, NULL},
+    {"{\"prompt\":\"x\",\"idempotency_key\":\"\"}", 400, "Invalid request", "idempotency_key"},
+    {"{\"prompt\":\"x\",\"idempotency_key\":\"a\\nb\"}", 400, "Invalid request", "printable"},
+    {"{\"prompt\":\"x\",\"idempotency_key\":7}", 400, "Invalid request", "must be a string"},
 };
 
 /* The budgets a body asks for reach the invocation. */
