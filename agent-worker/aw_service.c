@@ -496,8 +496,8 @@ static void keep_answer(struct invocation *inv, const Agentcore__V1__InvokeRespo
     size_t len;
     uint8_t *buf;
 
-    if (!inv->svc->answers || !inv->req->request_id[0])
-        return;
+    if (!inv->svc->answers || !inv->req->request_id[0] || !inv->req->client_request_id)
+        return; /* nobody could retry with an id we made up */
     len = agentcore__v1__invoke_response__get_packed_size(resp);
     if (!(buf = malloc(len ? len : 1)))
         return;

@@ -417,7 +417,7 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     char session[GW_SESSION_ID_MAX + 1], request_id[256];
     struct gw_call_request creq;
     char refused[256];
-    int streaming;
+    int streaming, client_id;
 
     if (gw_mhd_request_id(c, request_id, sizeof(request_id))) {
         cm_log_set_context(request_id, NULL);
@@ -447,8 +447,11 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
         gw_invocation_clear(&inv);
         goto reply;
     }
-    if (inv.idempotency_key && !MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_REQUEST_HEADER))
+    client_id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, GW_REQUEST_HEADER) != NULL;
+    if (inv.idempotency_key && !client_id) {
         cm_strlcpy(request_id, inv.idempotency_key, sizeof(request_id)); /* a retry's own id */
+        client_id = 1;
+    }
     cm_log_set_context(request_id, session);
     streaming =
         gw_api_wants_stream(&inv, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept"));
@@ -470,6 +473,7 @@ static enum MHD_Result handle_invocation(struct gw_http *h, struct MHD_Connectio
     creq.stream = streaming;
     creq.max_total_tokens = inv.max_total_tokens;
     creq.max_output_tokens = inv.max_output_tokens;
+    creq.client_request_id = client_id;
     creq.meta = fwd.meta;
     creq.n_meta = fwd.n;
     /* The connection is suspended until the agent-worker answers: no thread

@@ -46,6 +46,7 @@ struct gw_call {
     int fd, stream;
     char *session, *request_id;
     long long max_total_tokens, max_output_tokens;
+    int client_request_id;
     const char *prompt_ref; /* the prompt, inside |prompt_owner| */
     void *prompt_owner;     /* held until the request is packed */
     void (*prompt_release)(void *owner);
@@ -444,6 +445,7 @@ static void begin(struct gw_call *call)
     req.stream = call->stream; /* without it the agent sends the final event only */
     req.max_total_tokens = call->max_total_tokens;
     req.max_output_tokens = call->max_output_tokens;
+    req.client_request_id = call->client_request_id;
     o.timeout_ms = call->stream ? gi->cfg.stream_timeout_ms : gi->cfg.invoke_timeout_ms;
     o.meta = call->meta;
     o.affinity = call->session; /* a session stays on its agent-worker (its history is there) */
@@ -576,6 +578,7 @@ struct gw_call *gw_call_start(struct gw_invoke *gi, struct MHD_Connection *c,
     call->stream = r->stream;
     call->max_total_tokens = r->max_total_tokens;
     call->max_output_tokens = r->max_output_tokens;
+    call->client_request_id = r->client_request_id;
     call->start_task.run = on_start;
     pthread_mutex_init(&call->lock, NULL);
     call->prompt_owner = r->prompt_owner;

@@ -58,7 +58,8 @@ struct gw_call_request {
     void (*prompt_release)(void *owner);
     int stream;                                    /* SSE: every event; else the JSON answer only */
     long long max_total_tokens, max_output_tokens; /* the body's budgets, 0: none */
-    const struct cm_rpc_meta *meta;                /* forwarded context, copied */
+    int client_request_id;          /* |request_id| came from the client (retries may repeat it) */
+    const struct cm_rpc_meta *meta; /* forwarded context, copied */
     size_t n_meta;
 };
 
