@@ -183,10 +183,11 @@ static void sweep_log(size_t expired, size_t over)
     CM_LOGF(CM_LOG_INFO, kv, "sessions evicted");
 }
 
-/* After an invocation: the conversation's size and time, then a sweep. */
-static void account(struct aw_sessions *s, struct aw_session *x)
+/* After an invocation: the conversation's size (measured by the caller while
+ * it still held the turn) and time, then a sweep. Unpins |x|. */
+static void account(struct aw_sessions *s, struct aw_session *x, size_t bytes)
 {
-    size_t bytes = json_dumpb(x->messages, NULL, 0, JSON_COMPACT), expired = 0, over = 0;
+    size_t expired = 0, over = 0;
 
     pthread_mutex_lock(&s->lock);
     s->bytes = s->bytes - x->bytes + bytes;
@@ -333,7 +334,7 @@ void aw_sessions_release_async(struct aw_sessions *s, struct aw_session *sess)
     aw_session_trim(sess->messages, s->max_messages);
     if (!w)
         sess->busy = 0; /* idle before the sweep, so it may go when it is the oldest */
-    account(s, sess);   /* unpins */
+    account(s, sess, json_dumpb(sess->messages, NULL, 0, JSON_COMPACT));
     if (!w)
         return;
     /* The turn passes to the longest waiter; it stays busy. */
@@ -384,9 +385,12 @@ void aw_session_trim(json_t *messages, size_t max)
 
 void aw_sessions_release(struct aw_sessions *s, struct aw_session *sess)
 {
+    size_t bytes;
+
     aw_session_trim(sess->messages, s->max_messages);
+    bytes = json_dumpb(sess->messages, NULL, 0, JSON_COMPACT); /* before the next holder runs */
     pthread_mutex_unlock(&sess->turn);
-    account(s, sess); /* unpins */
+    account(s, sess, bytes);
 }
 
 size_t aw_sessions_count(struct aw_sessions *s)
