@@ -27,7 +27,7 @@ static const struct cm_rpc_method methods[] = {
 };
 
 struct replica {
-    char addr[AW_TOOLS_ADDR_MAX];
+    char addr[CM_ADDR_MAX];
     struct cm_rpc_client *client;
     json_t *specs; /* its last listing: name -> {"spec": toolSpec, "idempotent": bool} */
     int up;        /* its last listing or call reached it */
@@ -39,7 +39,7 @@ struct replica {
 
 /* Replicas found by one resolution, handed from the work pool to the loop. */
 struct found {
-    char addrs[AW_TOOLS_MAX_REPLICAS][AW_TOOLS_ADDR_MAX];
+    char addrs[CM_ADDR_MAX_REPLICAS][CM_ADDR_MAX];
     int n;
 };
 
@@ -51,7 +51,7 @@ struct aw_tools {
     json_t *config;       /* {"tools":[{"toolSpec":...}]} or NULL */
     json_t *names;        /* name -> idempotent (true/false), for routing checks */
     /* Loop side. */
-    struct replica *rep[AW_TOOLS_MAX_REPLICAS];
+    struct replica *rep[CM_ADDR_MAX_REPLICAS];
     int nrep;
     unsigned rr;
     uint64_t round_at; /* last round's start, monotonic ms; 0 = never */
@@ -271,7 +271,7 @@ static void apply(struct aw_tools *t, const struct found *f)
 
         for (i = 0; i < t->nrep && strcmp(t->rep[i]->addr, f->addrs[k]); i++)
             ;
-        if (i < t->nrep || t->nrep == AW_TOOLS_MAX_REPLICAS)
+        if (i < t->nrep || t->nrep == CM_ADDR_MAX_REPLICAS)
             continue;
         if (!(r = calloc(1, sizeof(*r))))
             continue;
@@ -287,37 +287,13 @@ static void apply(struct aw_tools *t, const struct found *f)
     }
 }
 
-int aw_tools_resolve_host(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap, void *ud)
-{
-    struct addrinfo hints, *res = NULL, *ai;
-    int n = 0;
-
-    (void)ud;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, NULL, &hints, &res))
-        return 0;
-    for (ai = res; ai && n < cap; ai = ai->ai_next) {
-        const void *a = ai->ai_family == AF_INET
-                            ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
-                            : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-
-        if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
-            inet_ntop(ai->ai_family, a, out[n], AW_TOOLS_ADDR_MAX))
-            n++;
-    }
-    freeaddrinfo(res);
-    return n;
-}
-
 /* On libuv's work pool: getaddrinfo blocks. */
 static void resolve_work(uv_work_t *req)
 {
     struct aw_tools *t = req->data;
 
-    t->found.n = aw_tools_replicas(t->targets, aw_tools_resolve_host, NULL, t->found.addrs,
-                                   AW_TOOLS_MAX_REPLICAS);
+    t->found.n = cm_addr_replicas(t->targets, cm_addr_resolve_host, NULL, t->found.addrs,
+                                  CM_ADDR_MAX_REPLICAS);
 }
 
 static void resolve_done(uv_work_t *req, int status)
@@ -426,109 +402,6 @@ json_t *aw_tools_config(struct aw_tools *t)
     return cfg;
 }
 
-/* ---- replicas ---- */
-
-static int add_replica(char (*out)[AW_TOOLS_ADDR_MAX], int n, int cap, const char *addr)
-{
-    size_t len;
-    int i;
-
-    for (i = 0; i < n; i++) {
-        if (!strcmp(out[i], addr))
-            return n;
-    }
-    len = strlen(addr);
-    if (n < cap && len < AW_TOOLS_ADDR_MAX) /* a longer one would not be the same address */
-        memcpy(out[n++], addr, len + 1);
-    return n;
-}
-
-/* "host:port" or "[v6]:port" -> host and port; 0 or -1. */
-static int split_hostport(const char *s, char *host, size_t hcap, const char **port)
-{
-    const char *end, *colon;
-    size_t len;
-
-    if (*s == '[') {
-        end = strchr(s, ']');
-        if (!end || end[1] != ':')
-            return -1;
-        s++;
-        colon = end + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon)
-            return -1;
-        end = colon;
-    }
-    len = (size_t)(end - s);
-    if (!len || len >= hcap || !colon[1])
-        return -1;
-    memcpy(host, s, len);
-    host[len] = '\0';
-    *port = colon + 1;
-    return 0;
-}
-
-/* A numeric address and port as a gRPC target; -1 when it does not fit. */
-static int numeric_target(char *buf, size_t cap, const char *ip, const char *port)
-{
-    int w = strchr(ip, ':') ? snprintf(buf, cap, "ipv6:[%s]:%s", ip, port)
-                            : snprintf(buf, cap, "%s:%s", ip, port);
-
-    return w < 0 || (size_t)w >= cap ? -1 : 0;
-}
-
-int aw_tools_replicas(const char *targets, aw_tools_resolve_fn resolve, void *ud,
-                      char (*out)[AW_TOOLS_ADDR_MAX], int cap)
-{
-    const char *p = targets;
-    int n = 0;
-
-    while (p && *p && n < cap) {
-        char item[512], host[256], addr[AW_TOOLS_ADDR_MAX];
-        char ips[AW_TOOLS_MAX_REPLICAS][AW_TOOLS_ADDR_MAX];
-        const char *end = strchr(p, ','), *it, *port;
-        unsigned char bin[16];
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        int k, nips;
-
-        while (len && *p == ' ')
-            p++, len--;
-        if (!len || len >= sizeof(item)) {
-            p = end ? end + 1 : NULL;
-            continue;
-        }
-        memcpy(item, p, len);
-        item[len] = '\0';
-        p = end ? end + 1 : NULL;
-        it = item;
-        if (!strncmp(it, "unix:", 5) || !strncmp(it, "unix-abstract:", 14)) {
-            n = add_replica(out, n, cap, it);
-            continue;
-        }
-        if (!strncmp(it, "dns:///", 7))
-            it += 7;
-        else if (!strncmp(it, "dns:", 4))
-            it += 4;
-        else if (!strncmp(it, "ipv4:", 5) || !strncmp(it, "ipv6:", 5))
-            it += 5;
-        if (split_hostport(it, host, sizeof(host), &port))
-            continue;
-        if (inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1) {
-            if (!numeric_target(addr, sizeof(addr), host, port))
-                n = add_replica(out, n, cap, addr);
-            continue;
-        }
-        nips = resolve ? resolve(host, ips, AW_TOOLS_MAX_REPLICAS, ud) : 0;
-        for (k = 0; k < nips && n < cap; k++) {
-            if (!numeric_target(addr, sizeof(addr), ips[k], port))
-                n = add_replica(out, n, cap, addr);
-        }
-    }
-    return n;
-}
-
 /* ---- routing, no I/O (unit-tested) ---- */
 
 int aw_tools_pick(const struct aw_tools_candidate *c, int n, unsigned *rr)
@@ -576,7 +449,7 @@ struct aw_tools_exec {
     struct cm_rpc_pending *pending;
     struct cm_rpc_acall *aparent;
     char *name, *tool_use_id, *input_json, *request_id, *session_id, *traceparent;
-    char tried[AW_TOOLS_MAX_REPLICAS];
+    char tried[CM_ADDR_MAX_REPLICAS];
     int idempotent, attempts, cancelled;
     aw_tools_done done;
     void *ud;
@@ -633,7 +506,7 @@ static void on_executed(void *ud, const struct cm_rpc_status *st, ProtobufCMessa
 static int attempt(struct aw_tools_exec *x, struct aw_tool_result *out, const char *why)
 {
     struct aw_tools *t = x->t;
-    struct aw_tools_candidate c[AW_TOOLS_MAX_REPLICAS];
+    struct aw_tools_candidate c[CM_ADDR_MAX_REPLICAS];
     Agentcore__V1__ExecuteRequest req = AGENTCORE__V1__EXECUTE_REQUEST__INIT;
     struct cm_rpc_meta md[3] = {{CM_RPC_MD_REQUEST_ID, x->request_id},
                                 {CM_RPC_MD_SESSION_ID, x->session_id},

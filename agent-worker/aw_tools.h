@@ -19,6 +19,7 @@
 #define AW_TOOLS_H
 
 #include "aw_agent.h"
+#include "cm_addr.h"
 
 #include <jansson.h>
 #include <uv.h>
@@ -76,25 +77,6 @@ int aw_tools_execute_async(struct aw_tools *t, const struct aw_tools_call *call,
                            struct aw_tool_result *out);
 /* NULL is fine. */
 void aw_tools_exec_cancel(struct aw_tools_exec *x);
-
-/* ---- replica expansion, no I/O (unit-tested) ---- */
-
-#define AW_TOOLS_MAX_REPLICAS 64
-#define AW_TOOLS_ADDR_MAX 128
-
-/* Resolves |host| into up to |cap| numeric addresses ("10.0.0.7", "::1");
- * returns how many. */
-typedef int (*aw_tools_resolve_fn)(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap,
-                                   void *ud);
-/* The replicas behind |targets| (as cm_rpc_client_new takes them), one gRPC
- * target each: numeric addresses and unix sockets as listed, names (plain or
- * dns:) resolved with |resolve|. Duplicates are dropped; at most |cap|.
- * Returns the count. */
-int aw_tools_replicas(const char *targets, aw_tools_resolve_fn resolve, void *ud,
-                      char (*out)[AW_TOOLS_ADDR_MAX], int cap);
-/* The aw_tools_resolve_fn of production: getaddrinfo (blocks: call it on a
- * work-pool thread). */
-int aw_tools_resolve_host(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap, void *ud);
 
 /* ---- routing, no I/O (unit-tested) ---- */
 struct aw_tools_candidate {

@@ -19,7 +19,7 @@ static const struct cm_rpc_method watch_method = {
 
 struct peer {
     struct aw_watch *w;
-    char addr[AW_TOOLS_ADDR_MAX];
+    char addr[CM_ADDR_MAX];
     struct cm_rpc_client *client;
     struct cm_rpc_astream *stream; /* NULL while not watching */
     int count;
@@ -29,7 +29,7 @@ struct peer {
 
 /* Replicas found by one resolution, handed from the work pool to the loop. */
 struct found {
-    char addrs[AW_TOOLS_MAX_REPLICAS][AW_TOOLS_ADDR_MAX];
+    char addrs[CM_ADDR_MAX_REPLICAS][CM_ADDR_MAX];
     int n, names;
 };
 
@@ -40,7 +40,7 @@ struct aw_watch {
     uv_loop_t *loop;
     void (*on_sum)(int sum, void *ud);
     void *ud;
-    struct peer *peers[AW_TOOLS_MAX_REPLICAS];
+    struct peer *peers[CM_ADDR_MAX_REPLICAS];
     int npeers;
     int sum;
     int names;          /* TOOL_WORKERS holds names: resolve again every interval */
@@ -138,7 +138,7 @@ static void open_watch(struct peer *p)
  * ones, lets the rest go. */
 static void apply(struct aw_watch *w, const struct found *f)
 {
-    struct peer *next[AW_TOOLS_MAX_REPLICAS];
+    struct peer *next[CM_ADDR_MAX_REPLICAS];
     int i, j, m = 0;
 
     for (i = 0; i < f->n; i++) {
@@ -174,7 +174,7 @@ static void apply(struct aw_watch *w, const struct found *f)
         /* One resolution that misses a replica may be a DNS hiccup: it goes
          * only when the next one misses it too (its work would otherwise
          * vanish from /ping for a round). */
-        if (++p->missed < 2 && m < AW_TOOLS_MAX_REPLICAS) {
+        if (++p->missed < 2 && m < CM_ADDR_MAX_REPLICAS) {
             next[m++] = p;
             continue;
         }
@@ -196,10 +196,10 @@ static void apply(struct aw_watch *w, const struct found *f)
 
 /* The production resolver, noting that TOOL_WORKERS holds names (then the
  * resolution is repeated every interval). */
-static int count_names(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap, void *ud)
+static int count_names(const char *host, char (*out)[CM_ADDR_MAX], int cap, void *ud)
 {
     ((struct found *)ud)->names = 1;
-    return aw_tools_resolve_host(host, out, cap, NULL);
+    return cm_addr_resolve_host(host, out, cap, NULL);
 }
 
 /* On libuv's work pool: getaddrinfo blocks. */
@@ -208,8 +208,8 @@ static void resolve_work(uv_work_t *req)
     struct aw_watch *w = req->data;
 
     w->found.names = 0;
-    w->found.n = aw_tools_replicas(w->targets, count_names, &w->found, w->found.addrs,
-                                   AW_TOOLS_MAX_REPLICAS);
+    w->found.n = cm_addr_replicas(w->targets, count_names, &w->found, w->found.addrs,
+                                   CM_ADDR_MAX_REPLICAS);
 }
 
 static void resolve_done(uv_work_t *req, int status)

@@ -7,7 +7,7 @@
  * opened again, waiting for the replica to come back). The sum is reported
  * whenever it changes.
  *
- * Replicas are found as aw_tools_replicas() expands TOOL_WORKERS. Names (dns:,
+ * Replicas are found as cm_addr_replicas() expands TOOL_WORKERS. Names (dns:,
  * compose --scale) are resolved again every |interval_ms| off the loop, on
  * libuv's work pool; numeric addresses need no timer at all, so an idle
  * agent-worker with watches open does not wake up.

@@ -2,6 +2,7 @@
  * for the model. Comments explain the gRPC rules the code obeys, with the
  * section of ../shared/research/grpc-core-c.md that records them. */
 #include "cm_rpc.h"
+#include "cm_addr.h"
 #include "cm_err.h"
 #include "cm_log.h"
 #include "cm_loop.h"
@@ -16,9 +17,6 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -942,17 +940,16 @@ void cm_rpc_ctx_fail(struct cm_rpc_ctx *ctx, int code, const char *error_type, c
 /* One address of a DNS name (compose --scale gives a name several), with a
  * channel of its own so a session's calls can go to that one replica. */
 struct resolved {
-    char key[80]; /* "10.0.3.5:50051": what affinity hashes */
-    int origin;   /* the listed target it came from */
+    char key[CM_ADDR_MAX]; /* "10.0.3.5:50051", "ipv6:[fd00::5]:50051": what affinity hashes */
+    int origin;            /* the listed target it came from */
     grpc_channel *ch;
     void *handles[MAX_METHODS];
 };
 
 struct cm_rpc_client {
     grpc_channel *ch[MAX_CHANNELS];
-    char target[MAX_CHANNELS][128]; /* as given: what affinity hashes */
-    char host[MAX_CHANNELS][128];   /* a DNS name's host ("" for addresses), */
-    char port[MAX_CHANNELS][8];     /* and its port */
+    char target[MAX_CHANNELS][128];      /* as given: what affinity hashes */
+    unsigned char is_name[MAX_CHANNELS]; /* a DNS name: its addresses get channels */
     int nch, nnames;
     atomic_uint rr;
     struct cm_rpc_method methods[MAX_METHODS]; /* copies: the caller's may not outlive us */
@@ -1061,22 +1058,6 @@ static grpc_channel *channel_new(const char *target, int max_msg)
     return ch;
 }
 
-/* "host:port" (a DNS name, not an address literal) into its parts; -1 when
- * it is not one. */
-static int name_split(const char *item, char *host, size_t hostlen, char *port, size_t portlen)
-{
-    const char *colon = strrchr(item, ':');
-    size_t n = colon ? (size_t)(colon - item) : 0;
-
-    if (!colon || n == 0 || n >= hostlen || item[0] == '[' || strlen(colon + 1) >= portlen ||
-        !colon[1])
-        return -1;
-    memcpy(host, item, n);
-    host[n] = '\0';
-    cm_strlcpy(port, colon + 1, portlen);
-    return 0;
-}
-
 static void resolved_handles(struct cm_rpc_client *c, struct resolved *r)
 {
     size_t k;
@@ -1097,39 +1078,24 @@ static void *resolve_main(void *p)
     int nfound = 0, nnext = 0, ndrop = 0, i, j, ok = 1, changed = 0;
 
     for (i = 0; i < c->nch; i++) {
-        struct addrinfo hints, *ai = NULL, *a;
+        char out[CM_ADDR_MAX_REPLICAS][CM_ADDR_MAX];
+        int k, m;
 
-        if (!c->host[i][0])
+        if (!c->is_name[i])
             continue;
-        memset(&hints, 0, sizeof(hints));
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_flags = AI_NUMERICSERV;
-        if (getaddrinfo(c->host[i], c->port[i], &hints, &ai)) {
+        m = cm_addr_replicas(c->target[i], cm_addr_resolve_host, NULL, out, CM_ADDR_MAX_REPLICAS);
+        if (m == 0)
             ok = 0; /* keep what we had: a name that does not answer now may again */
-            continue;
-        }
-        for (a = ai; a && nfound < MAX_RESOLVED; a = a->ai_next) {
-            char ip[INET6_ADDRSTRLEN], key[80];
+        for (k = 0; k < m && nfound < MAX_RESOLVED; k++) {
             int dup = 0;
 
-            if (a->ai_family == AF_INET)
-                inet_ntop(AF_INET, &((struct sockaddr_in *)a->ai_addr)->sin_addr, ip, sizeof(ip));
-            else if (a->ai_family == AF_INET6)
-                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)a->ai_addr)->sin6_addr, ip,
-                          sizeof(ip));
-            else
-                continue;
-            snprintf(key, sizeof(key), a->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", ip,
-                     c->port[i]);
             for (j = 0; j < nfound; j++)
-                dup |= !strcmp(found[j].key, key);
+                dup |= !strcmp(found[j].key, out[k]);
             if (dup)
                 continue;
-            cm_strlcpy(found[nfound].key, key, sizeof(found[0].key));
+            cm_strlcpy(found[nfound].key, out[k], sizeof(found[0].key));
             found[nfound++].origin = i;
         }
-        freeaddrinfo(ai);
     }
     pthread_mutex_lock(&c->lock);
     if (ok || nfound > 0) {
@@ -1144,10 +1110,12 @@ static void *resolve_main(void *p)
                 }
             }
             if (!next[nnext].ch) {
-                char target[128];
+                char target[CM_ADDR_MAX + 8];
 
-                snprintf(target, sizeof(target), "%s:%.80s",
-                         found[i].key[0] == '[' ? "ipv6" : "ipv4", found[i].key);
+                /* "ipv6:[..]:p" is a gRPC target already; "a.b.c.d:p" gets its scheme. */
+                snprintf(target, sizeof(target), "%s%.*s",
+                         strncmp(found[i].key, "ipv6:", 5) ? "ipv4:" : "", CM_ADDR_MAX - 1,
+                         found[i].key);
                 next[nnext].ch = channel_new(target, c->max_msg);
                 if (!next[nnext].ch)
                     continue;
@@ -1173,7 +1141,7 @@ static void *resolve_main(void *p)
         char list[512];
         size_t pos = 0;
 
-        if (!c->host[i][0])
+        if (!c->is_name[i])
             continue;
         list[0] = '\0';
         for (j = 0; j < nnext && pos < sizeof(list); j++)
@@ -1200,6 +1168,15 @@ static void resolve_kick_locked(struct cm_rpc_client *c, uint64_t max_age_ms)
     c->resolve_asked = now;
     if (pthread_create(&c->resolver, NULL, resolve_main, c) == 0)
         c->resolving = c->resolver_started = 1;
+}
+
+void cm_rpc_client_resolve(struct cm_rpc_client *c)
+{
+    if (!c || !c->nnames)
+        return;
+    pthread_mutex_lock(&c->lock);
+    resolve_kick_locked(c, 0);
+    pthread_mutex_unlock(&c->lock);
 }
 
 struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc_method *methods,
@@ -1263,18 +1240,20 @@ struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc
 
             if (is_ipv4_hostport(items[i]))
                 snprintf(target, sizeof(target), "ipv4:%s", items[i]);
-            else if (strstr(items[i], ":/") || !strncmp(items[i], "unix:", 5) ||
-                     !strncmp(items[i], "ipv4:", 5) || !strncmp(items[i], "ipv6:", 5) ||
-                     !strncmp(items[i], "dns:", 4))
+            else if (!strncmp(items[i], "dns:", 4)) {
+                snprintf(target, sizeof(target), "%s", items[i]);
+                c->is_name[c->nch] = 1;
+                c->nnames++;
+            } else if (strstr(items[i], ":/") || !strncmp(items[i], "unix:", 5) ||
+                       !strncmp(items[i], "ipv4:", 5) || !strncmp(items[i], "ipv6:", 5))
                 snprintf(target, sizeof(target), "%s", items[i]);
             else if (!strchr(items[i], ':')) {
                 snprintf(err, errlen, "address '%s' has no port", items[i]);
                 goto fail;
             } else {
                 snprintf(target, sizeof(target), "dns:///%s", items[i]);
-                if (name_split(items[i], c->host[c->nch], sizeof(c->host[0]), c->port[c->nch],
-                               sizeof(c->port[0])) == 0)
-                    c->nnames++;
+                c->is_name[c->nch] = items[i][0] != '['; /* "[v6]:p" is an address */
+                c->nnames += c->is_name[c->nch];
             }
             cm_strlcpy(c->target[c->nch], items[i], sizeof(c->target[0]));
             c->ch[c->nch++] = channel_new(target, max_msg_bytes);
@@ -1287,12 +1266,6 @@ struct cm_rpc_client *cm_rpc_client_new(const char *targets, const struct cm_rpc
     for (i = 0; i < c->nch; i++) {
         for (k = 0; k < c->nmethods; k++)
             c->handles[i][k] = grpc_channel_register_call(c->ch[i], c->methods[k].path, NULL, NULL);
-    }
-    if (c->nnames) {
-        /* The names' addresses, ready before the first session call. */
-        pthread_mutex_lock(&c->lock);
-        resolve_kick_locked(c, 0);
-        pthread_mutex_unlock(&c->lock);
     }
     free(copy);
     return c;
@@ -1412,9 +1385,10 @@ static const struct cand *affinity_pick(struct cm_rpc_client *c, const char *key
     if (c->nnames) {
         resolve_kick_locked(c, RESOLVE_MAX_AGE_MS);
         if (!c->resolved_at && c->resolving) {
-            /* Only in the first moments after start: wait for the first
-             * answer (briefly), or this session's first call would go where
-             * its next ones do not. */
+            /* The first session call: wait for the first answer (briefly),
+             * or this session's first call would go where its next ones do
+             * not. Looked up here, not at creation: clients that never make
+             * a session call (a list checked and dropped) never look up. */
             struct timespec until = cm_deadline_ms(200);
 
             while (c->resolving && pthread_cond_timedwait(&c->resolved_cond, &c->lock, &until) == 0)

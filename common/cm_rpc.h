@@ -227,6 +227,11 @@ int cm_rpc_stream_close(struct cm_rpc_stream *s, struct cm_rpc_status *st);
 int cm_rpc_client_wait_ready(struct cm_rpc_client *c, int timeout_ms);
 /* 1 when a channel of |c| is connected (asks it to connect otherwise). */
 int cm_rpc_client_connected(struct cm_rpc_client *c);
+/* Looks the DNS names of |c| up now, in the background (non-blocking), for a
+ * client that will make session calls (cm_rpc_call_opts.affinity): its first
+ * one then finds the addresses known. Otherwise the first session call looks
+ * them up, waiting 200 ms at most. */
+void cm_rpc_client_resolve(struct cm_rpc_client *c);
 /* Makes the next connection attempt happen now instead of after gRPC's
  * backoff. Non-blocking; safe from any thread. */
 void cm_rpc_client_reset_backoff(struct cm_rpc_client *c);

@@ -187,6 +187,7 @@ int main(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    cm_rpc_client_resolve(agent); /* sessions are routed by the names' addresses */
     hcfg.host = cfg[C_HOST].s;
     hcfg.port = (int)cfg[C_PORT].i;
     hcfg.max_body = (size_t)cfg[C_MAX_BODY].i;

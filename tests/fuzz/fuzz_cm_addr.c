@@ -1,7 +1,7 @@
-/* libFuzzer: TOOL_WORKERS expansion into replicas (aw_tools_replicas). The
- * scripted resolver answers with as many addresses as the name is long, some
- * of them IPv6, so every path runs without DNS. */
-#include "aw_tools.h"
+/* libFuzzer: target list expansion into replicas (cm_addr_replicas: TOOL_WORKERS,
+ * AGENT_WORKER_ADDR). The scripted resolver answers with as many addresses as the name is long,
+ * some of them IPv6, so every path runs without DNS. */
+#include "cm_addr.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -11,19 +11,19 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int resolve(const char *host, char (*out)[AW_TOOLS_ADDR_MAX], int cap, void *ud)
+static int resolve(const char *host, char (*out)[CM_ADDR_MAX], int cap, void *ud)
 {
     int n = (int)strlen(host) % 80, i;
 
     (void)ud;
     for (i = 0; i < n && i < cap; i++)
-        snprintf(out[i], AW_TOOLS_ADDR_MAX, i % 3 ? "10.0.%d.%d" : "fd00::%d:%d", i, n);
+        snprintf(out[i], CM_ADDR_MAX, i % 3 ? "10.0.%d.%d" : "fd00::%d:%d", i, n);
     return i;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char out[AW_TOOLS_MAX_REPLICAS][AW_TOOLS_ADDR_MAX];
+    char out[CM_ADDR_MAX_REPLICAS][CM_ADDR_MAX];
     char *s = malloc(size + 1);
     int n, i, j;
 
@@ -31,11 +31,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(s, data, size);
     s[size] = '\0';
-    n = aw_tools_replicas(s, resolve, NULL, out, AW_TOOLS_MAX_REPLICAS);
-    if (n < 0 || n > AW_TOOLS_MAX_REPLICAS)
+    n = cm_addr_replicas(s, resolve, NULL, out, CM_ADDR_MAX_REPLICAS);
+    if (n < 0 || n > CM_ADDR_MAX_REPLICAS)
         abort();
     for (i = 0; i < n; i++) {
-        if (!memchr(out[i], '\0', AW_TOOLS_ADDR_MAX) || !out[i][0])
+        if (!memchr(out[i], '\0', CM_ADDR_MAX) || !out[i][0])
             abort();
         for (j = 0; j < i; j++) {
             if (!strcmp(out[i], out[j]))
