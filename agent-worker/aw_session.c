@@ -201,26 +201,6 @@ static void account(struct aw_sessions *s, struct aw_session *x, size_t bytes)
     sweep_log(expired, over);
 }
 
-size_t aw_sessions_bytes(struct aw_sessions *s)
-{
-    size_t n;
-
-    pthread_mutex_lock(&s->lock);
-    n = s->bytes;
-    pthread_mutex_unlock(&s->lock);
-    return n;
-}
-
-size_t aw_sessions_evicted(struct aw_sessions *s)
-{
-    size_t n;
-
-    pthread_mutex_lock(&s->lock);
-    n = s->evicted;
-    pthread_mutex_unlock(&s->lock);
-    return n;
-}
-
 /* Under the map lock: finds or creates |id|, most recent in the LRU, pinned. */
 static struct aw_session *find_pin(struct aw_sessions *s, const char *id, size_t *expired,
                                    size_t *over)
@@ -393,12 +373,11 @@ void aw_sessions_release(struct aw_sessions *s, struct aw_session *sess)
     account(s, sess, bytes);
 }
 
-size_t aw_sessions_count(struct aw_sessions *s)
+void aw_sessions_stats(struct aw_sessions *s, struct aw_sessions_stats *out)
 {
-    size_t n;
-
     pthread_mutex_lock(&s->lock);
-    n = s->count;
+    out->count = s->count;
+    out->bytes = s->bytes;
+    out->evicted = s->evicted;
     pthread_mutex_unlock(&s->lock);
-    return n;
 }

@@ -32,9 +32,7 @@ struct aw_sessions *aw_sessions_new(size_t max_sessions, size_t max_messages);
  * monotonic clock in ms) lets tests move time. Before any acquire. */
 void aw_sessions_set_limits(struct aw_sessions *s, size_t max_bytes, uint64_t ttl_ms,
                             uint64_t (*now)(void));
-/* Bytes held by all conversations, and sessions evicted so far. */
-size_t aw_sessions_bytes(struct aw_sessions *s);
-size_t aw_sessions_evicted(struct aw_sessions *s);
+
 /* All sessions must be released. NULL is fine. */
 void aw_sessions_free(struct aw_sessions *s);
 
@@ -67,7 +65,11 @@ void aw_sessions_cancel_wait(struct aw_sessions *s, struct aw_session_waiter *w)
  * |ready| runs before this returns). */
 void aw_sessions_release_async(struct aw_sessions *s, struct aw_session *sess);
 
-size_t aw_sessions_count(struct aw_sessions *s);
+/* Sessions held, bytes of their conversations, sessions evicted so far. */
+struct aw_sessions_stats {
+    size_t count, bytes, evicted;
+};
+void aw_sessions_stats(struct aw_sessions *s, struct aw_sessions_stats *out);
 
 /* The trimming rule on its own (unit-tested): drops whole turns from the front
  * of |messages| until at most |max| remain and the first is a user text turn. */

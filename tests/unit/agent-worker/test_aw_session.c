@@ -28,6 +28,14 @@ static json_t *user_result(void)
                      "toolUseId", "a", "content");
 }
 
+static struct aw_sessions_stats stats_of(struct aw_sessions *s)
+{
+    struct aw_sessions_stats st;
+
+    aw_sessions_stats(s, &st);
+    return st;
+}
+
 static json_t *assistant_text(void)
 {
     return json_pack("{s:s,s:[{s:s}]}", "role", "assistant", "content", "text", "ok");
@@ -47,7 +55,7 @@ static void test_memory_per_session(void **state)
     a = aw_sessions_acquire(s, "beta");
     assert_int_equal(json_array_size(aw_session_messages(a)), 0);
     aw_sessions_release(s, a);
-    assert_int_equal(aw_sessions_count(s), 2);
+    assert_int_equal(stats_of(s).count, 2);
     aw_sessions_free(s);
 }
 
@@ -76,7 +84,7 @@ static void test_lru_eviction_spares_held_sessions(void **state)
     b = aw_sessions_acquire(s, "b"); /* held */
     c = aw_sessions_acquire(s, "c"); /* evicts "a", the idle one */
     assert_non_null(c);
-    assert_int_equal(aw_sessions_count(s), 2);
+    assert_int_equal(stats_of(s).count, 2);
     aw_sessions_release(s, c);
     /* "a" comes back empty: it was evicted. */
     a = aw_sessions_acquire(s, "a"); /* evicts "c" (idle); "b" is held */
@@ -241,7 +249,7 @@ static void test_async_waiters_pin_the_session(void **state)
     /* Idle now: a new session evicts it. */
     assert_int_equal(aw_sessions_acquire_async(s, "other", &b.w, &out), 0);
     aw_sessions_release_async(s, out);
-    assert_int_equal(aw_sessions_count(s), 1);
+    assert_int_equal(stats_of(s).count, 1);
     aw_sessions_free(s);
 }
 
@@ -276,16 +284,16 @@ static void test_idle_sessions_expire(void **state)
     held = aw_sessions_acquire(s, "held");
     fake_ms += 30000;
     use(s, "young", "b");
-    assert_int_equal(aw_sessions_count(s), 3);
+    assert_int_equal(stats_of(s).count, 3);
     fake_ms += 30001; /* "old" idle 60.001 s, "young" 30.001 s, "held" held */
     use(s, "other", NULL);
-    assert_int_equal(aw_sessions_count(s), 3); /* old went, other came */
-    assert_int_equal(aw_sessions_evicted(s), 1);
+    assert_int_equal(stats_of(s).count, 3); /* old went, other came */
+    assert_int_equal(stats_of(s).evicted, 1);
     aw_sessions_release(s, held);
     fake_ms += 60000; /* everything idle a minute */
     use(s, "last", NULL);
-    assert_int_equal(aw_sessions_count(s), 1);
-    assert_int_equal(aw_sessions_evicted(s), 4);
+    assert_int_equal(stats_of(s).count, 1);
+    assert_int_equal(stats_of(s).evicted, 4);
     aw_sessions_free(s);
 }
 
@@ -301,17 +309,17 @@ static void test_byte_cap(void **state)
     text[sizeof(text) - 1] = '\0';
     aw_sessions_set_limits(s, 5000, 0, NULL);
     use(s, "s1", text);
-    one = aw_sessions_bytes(s);
+    one = stats_of(s).bytes;
     assert_true(one > 1100 && one < 1200);
     use(s, "s2", text);
     use(s, "s3", text);
     use(s, "s4", text);
-    assert_int_equal(aw_sessions_count(s), 4);
+    assert_int_equal(stats_of(s).count, 4);
     use(s, "s1", NULL); /* s1 most recent again: s2 is now the oldest */
     use(s, "s5", text); /* 5 x ~1.1 KB > 5000: s2 goes */
-    assert_int_equal(aw_sessions_count(s), 4);
-    assert_true(aw_sessions_bytes(s) <= 5000);
-    assert_int_equal(aw_sessions_evicted(s), 1);
+    assert_int_equal(stats_of(s).count, 4);
+    assert_true(stats_of(s).bytes <= 5000);
+    assert_int_equal(stats_of(s).evicted, 1);
     {
         struct aw_session *x = aw_sessions_acquire(s, "s2"); /* comes back empty */
 
