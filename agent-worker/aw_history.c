@@ -69,45 +69,25 @@ static void shape(json_t *messages, struct fix *f)
     }
 }
 
-static const char *use_id(const json_t *block)
+/* The toolUseId of a |kind| block ("toolUse" or "toolResult"), or NULL. */
+static const char *id_of(const json_t *block, const char *kind)
 {
-    return json_string_value(json_object_get(json_object_get(block, "toolUse"), "toolUseId"));
+    return json_string_value(json_object_get(json_object_get(block, kind), "toolUseId"));
 }
 
-static const char *result_id(const json_t *block)
-{
-    return json_string_value(json_object_get(json_object_get(block, "toolResult"), "toolUseId"));
-}
-
-static int asked(const json_t *assistant, const char *id)
+/* 1 when |message| holds a |kind| block for |id|. */
+static int holds(const json_t *message, const char *kind, const char *id)
 {
     json_t *b;
     size_t k;
 
-    if (!assistant || !id)
+    if (!message || !id)
         return 0;
-    json_array_foreach(json_object_get(assistant, "content"), k, b)
+    json_array_foreach(json_object_get(message, "content"), k, b)
     {
-        const char *u = use_id(b);
+        const char *x = id_of(b, kind);
 
-        if (u && !strcmp(u, id))
-            return 1;
-    }
-    return 0;
-}
-
-static int answered(const json_t *user, const char *id)
-{
-    json_t *b;
-    size_t k;
-
-    if (!user)
-        return 0;
-    json_array_foreach(json_object_get(user, "content"), k, b)
-    {
-        const char *r = result_id(b);
-
-        if (r && !strcmp(r, id))
+        if (x && !strcmp(x, id))
             return 1;
     }
     return 0;
@@ -129,9 +109,10 @@ static int pair(json_t *messages, struct fix *f)
         if (prev && strcmp(role_of(prev), "assistant"))
             prev = NULL;
         for (k = 0; k < json_array_size(content);) {
-            const char *r = result_id(json_array_get(content, k));
+            const char *r = id_of(json_array_get(content, k), "toolResult");
 
-            if (json_object_get(json_array_get(content, k), "toolResult") && !asked(prev, r)) {
+            if (json_object_get(json_array_get(content, k), "toolResult") &&
+                !holds(prev, "toolUse", r)) {
                 note(f, "message %zu: a toolResult answering no toolUse removed", i);
                 json_array_remove(content, k);
                 continue;
@@ -150,10 +131,10 @@ static int pair(json_t *messages, struct fix *f)
             next = NULL;
         json_array_foreach(json_object_get(m, "content"), k, b)
         {
-            const char *id = use_id(b);
+            const char *id = id_of(b, "toolUse");
             json_t *res;
 
-            if (!id || answered(next, id))
+            if (!id || holds(next, "toolResult", id))
                 continue;
             if (!next) {
                 next = json_pack("{s:s,s:[]}", "role", "user", "content");
