@@ -61,11 +61,22 @@ static struct curl_slist *add(struct curl_slist *l, const char *name, const char
     return n ? n : l;
 }
 
-struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, const char *service,
-                                const char *region, const struct aw_credentials *cr,
-                                const char *bearer, const char *content_type,
-                                const struct cm_sigv4_header *extra, size_t n_extra,
-                                const char *body, size_t len, long long now)
+/* The names as sent: curl takes the headers as given. */
+static const char *wire_name(const char *name)
+{
+    static const char *const names[][2] = {{"content-type", "Content-Type"},
+                                           {"host", "Host"},
+                                           {"x-amz-date", "X-Amz-Date"},
+                                           {"x-amz-security-token", "X-Amz-Security-Token"}};
+    size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!strcmp(name, names[i][0]))
+            return names[i][1];
+    return name;
+}
+
+struct curl_slist *aw_sign_request(const struct aw_sign_req *r)
 {
     struct cm_sigv4_header hdrs[CM_SIGV4_MAX_HEADERS];
     struct cm_sigv4_request req;
@@ -76,21 +87,23 @@ struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, 
     size_t nh = 0, i;
     int ok = 1;
 
-    if (n_extra + 4 > CM_SIGV4_MAX_HEADERS)
+    if (r->n_extra + 4 > CM_SIGV4_MAX_HEADERS)
         return NULL;
-    cm_sigv4_amz_date(now, amz_date);
-    hdrs[nh++] = (struct cm_sigv4_header){"content-type", content_type};
-    hdrs[nh++] = (struct cm_sigv4_header){"host", ep->host};
+    cm_sigv4_amz_date(r->now, amz_date);
+    if (r->content_type)
+        hdrs[nh++] = (struct cm_sigv4_header){"content-type", r->content_type};
+    hdrs[nh++] = (struct cm_sigv4_header){"host", r->ep->host};
     hdrs[nh++] = (struct cm_sigv4_header){"x-amz-date", amz_date};
-    if (!bearer && cr->token[0])
-        hdrs[nh++] = (struct cm_sigv4_header){"x-amz-security-token", cr->token};
-    for (i = 0; i < n_extra; i++)
-        hdrs[nh++] = extra[i];
-    if (bearer) {
-        snprintf(auth, sizeof(auth), "Bearer %s", bearer);
+    if (!r->bearer && r->cr->token[0])
+        hdrs[nh++] = (struct cm_sigv4_header){"x-amz-security-token", r->cr->token};
+    for (i = 0; i < r->n_extra; i++)
+        hdrs[nh++] = r->extra[i];
+    if (r->bearer) {
+        snprintf(auth, sizeof(auth), "Bearer %s", r->bearer);
     } else {
-        req = (struct cm_sigv4_request){"POST", path, NULL, hdrs, nh, body, len};
-        sp = (struct cm_sigv4_params){cr->akid, cr->secret, region, service, amz_date, 1};
+        req = (struct cm_sigv4_request){r->method, r->path, NULL, hdrs, nh, r->body, r->len};
+        sp = (struct cm_sigv4_params){r->cr->akid, r->cr->secret, r->region,
+                                      r->service,  amz_date,      !r->s3_path};
         if (cm_sigv4_sign(&sp, &req, &sig)) {
             cm_sigv4_out_free(&sig);
             return NULL;
@@ -98,16 +111,8 @@ struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, 
         cm_strlcpy(auth, sig.authorization.data, sizeof(auth));
         cm_sigv4_out_free(&sig);
     }
-    /* curl takes the headers as given: send exactly what was signed. */
-    for (i = 0; i < nh; i++) {
-        static const char *const names[] = {"Content-Type", "Host", "X-Amz-Date",
-                                            "X-Amz-Security-Token"};
-        const char *name = hdrs[i].name;
-
-        if (i < 3 || (i == 3 && !strcmp(hdrs[i].name, "x-amz-security-token")))
-            name = names[i];
-        l = add(l, name, hdrs[i].value, &ok);
-    }
+    for (i = 0; i < nh; i++)
+        l = add(l, wire_name(hdrs[i].name), hdrs[i].value, &ok);
     l = add(l, "Authorization", auth, &ok);
     OPENSSL_cleanse(auth, sizeof(auth));
     l = curl_slist_append(l, "Expect:");
@@ -116,6 +121,32 @@ struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, 
         return NULL;
     }
     return l;
+}
+
+struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, const char *service,
+                                const char *region, const struct aw_credentials *cr,
+                                const char *bearer, const char *content_type,
+                                const struct cm_sigv4_header *extra, size_t n_extra,
+                                const char *body, size_t len, long long now)
+{
+    struct aw_sign_req r = {"POST",       ep,    path,    service, region, cr,  bearer,
+                            content_type, extra, n_extra, body,    len,    now, 0};
+
+    return aw_sign_request(&r);
+}
+
+void aw_header_value(const char *p, size_t len, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name), i, k = 0;
+
+    if (len <= nl || strncasecmp(p, name, nl))
+        return;
+    i = nl;
+    while (i < len && (p[i] == ' ' || p[i] == '\t'))
+        i++;
+    while (i < len && p[i] != '\r' && p[i] != '\n' && k < cap - 1)
+        out[k++] = p[i++];
+    out[k] = '\0';
 }
 
 void aw_slist_free_secure(struct curl_slist *l)

@@ -55,6 +55,30 @@ struct curl_slist *aw_sign_post(const struct aw_endpoint *ep, const char *path, 
 void aw_parse_error(int status, const char *type_header, const char *body, size_t len,
                     struct aw_model_error *out);
 
+/* The same for any method: |content_type| NULL sends none (a GET);
+ * |s3_path| signs the path as S3 does (not normalised: S3 keys may hold
+ * "//" or "."). |path| is the decoded path; the caller sends it encoded
+ * once (cm_sigv4_uri_encode with the slashes kept). */
+struct aw_sign_req {
+    const char *method;
+    const struct aw_endpoint *ep;
+    const char *path, *service, *region;
+    const struct aw_credentials *cr;
+    const char *bearer, *content_type;
+    const struct cm_sigv4_header *extra;
+    size_t n_extra;
+    const char *body;
+    size_t len;
+    long long now;
+    int s3_path;
+};
+struct curl_slist *aw_sign_request(const struct aw_sign_req *r);
+
+/* A curl header line |p| (|len| bytes) that is |name| ("etag:", lowercase,
+ * with the colon): its value, trimmed, into |out|. |out| is untouched
+ * otherwise. */
+void aw_header_value(const char *p, size_t len, const char *name, char *out, size_t cap);
+
 /* Wipes every entry (they hold signatures and tokens) and frees the list. */
 void aw_slist_free_secure(struct curl_slist *l);
 

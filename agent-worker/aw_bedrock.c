@@ -540,28 +540,14 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud)
 }
 
 /* Copies a header's value when its name matches. */
-static void header_value(const char *p, size_t len, const char *name, char *out, size_t cap)
-{
-    size_t nl = strlen(name), i, k = 0;
-
-    if (len <= nl || strncasecmp(p, name, nl))
-        return;
-    i = nl;
-    while (i < len && (p[i] == ' ' || p[i] == '\t'))
-        i++;
-    while (i < len && p[i] != '\r' && p[i] != '\n' && k < cap - 1)
-        out[k++] = p[i++];
-    out[k] = '\0';
-}
-
 static size_t on_header(char *p, size_t sz, size_t n, void *ud)
 {
     struct aw_bedrock_call *c = ud;
     size_t len = sz * n;
 
     c->last_rx = uv_now(c->b->loop);
-    header_value(p, len, "x-amzn-errortype:", c->error_type, sizeof(c->error_type));
-    header_value(p, len, "date:", c->date, sizeof(c->date));
+    aw_header_value(p, len, "x-amzn-errortype:", c->error_type, sizeof(c->error_type));
+    aw_header_value(p, len, "date:", c->date, sizeof(c->date));
     return len;
 }
 

@@ -8,6 +8,7 @@
 #include "aw_agent.h"
 #include "aw_bedrock.h"
 #include "aw_session.h"
+#include "aw_store.h"
 #include "aw_tools.h"
 #include "cm_err.h"
 #include "cm_json.h"
@@ -78,6 +79,17 @@ struct invocation {
     uint64_t model_ms, first_token_ms;     /* model time in all; first text (0: none yet) */
     int reductions;                        /* of the history, after context overflows */
     Agentcore__V1__InvokeResponse *replay; /* an earlier run's answer to send instead */
+    /* The backing store (svc->store): one request at a time, the load before
+     * the loop, a checkpoint when a turn asks for tools, the save at the end. */
+    struct aw_store_op sop;
+    int store_busy;          /* |sop| in flight (a load or a checkpoint) */
+    int closing;             /* the final save runs; it ends the invocation */
+    int end_pending;         /* complete() came while |sop| was in flight */
+    int dirty;               /* the history may have changed */
+    int conflicts;           /* saves refused because another writer got there first */
+    size_t own_n;            /* messages this invocation added (re-added after a conflict) */
+    int end_rc, end_has_err; /* why it ends, kept across the final save */
+    struct aw_model_error end_err;
     struct tool_stat tools[TOOL_STATS];
     int ntools, tool_calls;
 };
@@ -85,6 +97,7 @@ struct invocation {
 static void step(struct invocation *inv, enum aw_agent_next next);
 static void call_model(struct invocation *inv);
 static void complete(struct invocation *inv, int rc, const struct aw_model_error *err);
+static void checkpoint(struct invocation *inv);
 
 static void log_ctx(const struct invocation *inv)
 {
@@ -152,6 +165,7 @@ static void send_json_event(struct invocation *inv, int tool_use, const json_t *
 static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_model_error *err)
 {
     struct invocation *inv = ud;
+    enum aw_agent_next next;
 
     inv->model = NULL;
     inv->model_ms += cm_now_ms() - inv->model_t0;
@@ -203,7 +217,10 @@ static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_mode
         cm_log_write(CM_LOG_DEBUG, kv, "model call done");
         cm_log_clear_context();
     }
-    step(inv, aw_agent_on_turn(&inv->agent, turn));
+    next = aw_agent_on_turn(&inv->agent, turn);
+    if (next == AW_NEXT_TOOLS)
+        checkpoint(inv); /* a crash while the tools run keeps the prompt and the toolUse */
+    step(inv, next);
 }
 
 static void call_model(struct invocation *inv)
@@ -394,6 +411,7 @@ static void begin(struct invocation *inv)
 
     if (replayed(inv))
         return;
+    inv->dirty = 1;
     fixed = aw_history_repair(aw_session_messages(inv->sess), what, sizeof(what));
 
     if (fixed > 0) {
@@ -423,15 +441,215 @@ static void tools_listed(struct aw_tools_waiter *w)
     begin(inv);
 }
 
-/* The session is ours: wait for the first tool listing if it is still under
- * way (cold start), then run. */
+/* The session is loaded: wait for the first tool listing if it is still
+ * under way (cold start), then run. */
+static void session_loaded(struct invocation *inv)
+{
+    inv->twait.ready = tools_listed;
+    if (!aw_tools_wait_listed(inv->svc->tools, &inv->twait))
+        begin(inv);
+}
+
+/* ---- the backing store ---- */
+
+static void store_log(struct invocation *inv, enum cm_log_level level, const char *what,
+                      const char *detail)
+{
+    const char *kv[] = {"store", aw_store_name(inv->svc->store), NULL};
+
+    log_ctx(inv);
+    CM_LOGF(level, kv, "%s: %s", what, detail);
+    cm_log_clear_context();
+}
+
+/* Replaces the held history with |from|'s messages, in place (the agent
+ * holds the array). */
+static void adopt(struct invocation *inv, json_t *from)
+{
+    json_t *msgs = aw_session_messages(inv->sess);
+
+    json_array_clear(msgs);
+    json_array_extend(msgs, from);
+}
+
+/* A store request ended while the invocation wanted to end: end it now. */
+static int end_if_pending(struct invocation *inv)
+{
+    if (!inv->end_pending)
+        return 0;
+    inv->end_pending = 0;
+    complete(inv, inv->end_rc, inv->end_has_err ? &inv->end_err : NULL);
+    return 1;
+}
+
+static void on_loaded(struct aw_store_op *op, int rc)
+{
+    struct invocation *inv = op->data;
+
+    inv->store_busy = 0;
+    if (rc == AW_STORE_OK) {
+        adopt(inv, op->messages);
+        aw_session_set_version(inv->sess, op->version);
+    } else if (rc == AW_STORE_NOT_FOUND) {
+        aw_session_set_version(inv->sess, op->version);
+        if (op->error[0])
+            store_log(inv, CM_LOG_ERROR, "stored session skipped", op->error);
+    }
+    json_decref(op->messages);
+    op->messages = NULL;
+    if (end_if_pending(inv))
+        return;
+    if (rc == AW_STORE_FAILED) {
+        /* Running on a history that may be stale could write over a newer
+         * one: refuse, clearly, and let the client retry. */
+        store_log(inv, CM_LOG_ERROR, "session load failed", op->error);
+        cm_rpc_acall_finish(inv->call, CM_RPC_FAILED_PRECONDITION, "SessionStoreError",
+                            "the session store is unavailable: %s", op->error);
+        inv->call = NULL;
+        complete(inv, CM_EIO, NULL);
+        return;
+    }
+    session_loaded(inv);
+}
+
+/* The session is ours: bring it up to date from the store (a cached one
+ * costs a stat or a 304), then run. */
 static void have_session(struct invocation *inv, struct aw_session *sess)
 {
     uv_timer_stop(&inv->timer);
     inv->sess = sess;
-    inv->twait.ready = tools_listed;
-    if (!aw_tools_wait_listed(inv->svc->tools, &inv->twait))
-        begin(inv);
+    if (!inv->svc->store) {
+        session_loaded(inv);
+        return;
+    }
+    inv->sop.id = inv->req->session_id;
+    inv->sop.data = inv;
+    inv->sop.done = on_loaded;
+    cm_strlcpy(inv->sop.version, aw_session_version(sess), sizeof(inv->sop.version));
+    inv->store_busy = 1;
+    if (aw_store_load(inv->svc->store, &inv->sop)) {
+        cm_strlcpy(inv->sop.error, "out of memory", sizeof(inv->sop.error));
+        on_loaded(&inv->sop, AW_STORE_FAILED);
+    }
+}
+
+/* Starts saving the held history (trimmed to the window first) with |done|.
+ * 0, or -1 when it could not start (|done| does not run). */
+static int save_history(struct invocation *inv, void (*done)(struct aw_store_op *, int))
+{
+    json_t *msgs = aw_session_messages(inv->sess);
+
+    free(inv->sop.body);
+    inv->sop.body = aw_store_encode(inv->req->session_id, msgs, (long long)(cm_wall_ms() / 1000),
+                                    &inv->sop.len);
+    inv->sop.id = inv->req->session_id;
+    inv->sop.data = inv;
+    inv->sop.done = done;
+    cm_strlcpy(inv->sop.version, aw_session_version(inv->sess), sizeof(inv->sop.version));
+    if (!inv->sop.body || aw_store_save(inv->svc->store, &inv->sop)) {
+        cm_strlcpy(inv->sop.error, inv->sop.body ? "document too large" : "out of memory",
+                   sizeof(inv->sop.error));
+        return -1;
+    }
+    return 0;
+}
+
+static void on_checkpoint(struct aw_store_op *op, int rc)
+{
+    struct invocation *inv = op->data;
+
+    inv->store_busy = 0;
+    free(op->body);
+    op->body = NULL;
+    if (rc == AW_STORE_OK)
+        aw_session_set_version(inv->sess, op->version);
+    else /* the final save tells whether the turn is kept */
+        store_log(inv, CM_LOG_WARN, "checkpoint not saved",
+                  rc == AW_STORE_CONFLICT ? "another writer saved this session meanwhile"
+                                          : op->error);
+    end_if_pending(inv);
+}
+
+/* Mid-invocation, while the tools run: best effort, at most one at a time. */
+static void checkpoint(struct invocation *inv)
+{
+    if (!inv->svc->store || inv->store_busy)
+        return;
+    inv->store_busy = 1;
+    if (save_history(inv, on_checkpoint))
+        inv->store_busy = 0;
+}
+
+static void finish(struct invocation *inv, int rc, const struct aw_model_error *err);
+static void save_final(struct invocation *inv);
+
+static void final_done(struct invocation *inv)
+{
+    free(inv->sop.body);
+    inv->sop.body = NULL;
+    finish(inv, inv->end_rc, inv->end_has_err ? &inv->end_err : NULL);
+}
+
+/* After a conflict: the other writer's history, then this invocation's own
+ * messages again, repaired; then the save is tried once more. */
+static void on_conflict_loaded(struct aw_store_op *op, int rc)
+{
+    struct invocation *inv = op->data;
+    json_t *msgs = aw_session_messages(inv->sess), *merged;
+    size_t n = json_array_size(msgs), i;
+
+    if (rc != AW_STORE_OK && rc != AW_STORE_NOT_FOUND) {
+        store_log(inv, CM_LOG_ERROR, "session not saved (reload after a conflict failed)",
+                  op->error);
+        json_decref(op->messages);
+        op->messages = NULL;
+        final_done(inv);
+        return;
+    }
+    merged = op->messages ? op->messages : json_array();
+    op->messages = NULL;
+    for (i = n - (inv->own_n < n ? inv->own_n : n); merged && i < n; i++)
+        json_array_append(merged, json_array_get(msgs, i));
+    if (merged) {
+        aw_history_repair(merged, NULL, 0);
+        adopt(inv, merged);
+    }
+    json_decref(merged);
+    aw_session_set_version(inv->sess, op->version);
+    save_final(inv);
+}
+
+static void on_final_saved(struct aw_store_op *op, int rc)
+{
+    struct invocation *inv = op->data;
+
+    if (rc == AW_STORE_OK) {
+        aw_session_set_version(inv->sess, op->version);
+    } else if (rc == AW_STORE_CONFLICT && ++inv->conflicts <= 3) {
+        /* Another agent-worker ran a turn of this session meanwhile. */
+        store_log(inv, CM_LOG_WARN, "session saved by another writer meanwhile",
+                  "reloading it and adding this invocation's turn");
+        op->version[0] = '\0';
+        op->done = on_conflict_loaded;
+        if (aw_store_load(inv->svc->store, op) == 0)
+            return;
+        cm_strlcpy(op->error, "out of memory", sizeof(op->error));
+    }
+    if (rc != AW_STORE_OK)
+        /* Answered anyway: the cache keeps the turn, and the next save
+         * (same version) carries it to the store. */
+        store_log(inv, CM_LOG_ERROR, "session not saved",
+                  rc == AW_STORE_CONFLICT ? "other writers kept saving it" : op->error);
+    final_done(inv);
+}
+
+static void save_final(struct invocation *inv)
+{
+    aw_session_trim(aw_session_messages(inv->sess), aw_sessions_window(inv->svc->sessions));
+    if (save_history(inv, on_final_saved)) {
+        store_log(inv, CM_LOG_ERROR, "session not saved", inv->sop.error);
+        final_done(inv);
+    }
 }
 
 static void session_ready(struct aw_session_waiter *w, struct aw_session *sess)
@@ -485,6 +703,7 @@ static void inv_closed(uv_handle_t *h)
 
     if (inv->replay)
         agentcore__v1__invoke_response__free_unpacked(inv->replay, NULL);
+    free(inv->sop.body);
     protobuf_c_message_free_unpacked(&inv->req->base, NULL);
     free(inv->slots);
     free(inv);
@@ -507,13 +726,10 @@ static void keep_answer(struct invocation *inv, const Agentcore__V1__InvokeRespo
     free(buf);
 }
 
-/* Answers the call (unless already answered), logs, releases the session
- * (which may start the next invocation of it) and frees. */
+/* Ends the invocation: once no tool call can report to it any more, and
+ * once its history is in the store (when there is one), finish(). */
 static void complete(struct invocation *inv, int rc, const struct aw_model_error *err)
 {
-    struct aw_agent_result *res = &inv->agent.res;
-    struct cm_rpc_acall *call = inv->call;
-    char dur[24], iters[16];
     size_t i;
 
     if (inv->running) {
@@ -525,9 +741,42 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
             aw_tools_exec_cancel(inv->slots[i].exec);
         return;
     }
-
+    if (inv->closing)
+        return; /* the final save ends it */
     if (inv->agent_live && rc && !inv->agent.rc)
         aw_agent_fail(&inv->agent, rc); /* restores the history */
+    if (!inv->svc->store || !inv->sess || (!inv->dirty && !inv->store_busy)) {
+        finish(inv, rc, err);
+        return;
+    }
+    inv->end_rc = rc;
+    inv->end_has_err = err != NULL;
+    if (err)
+        inv->end_err = *err; /* |err| lives in the model call, gone by then */
+    if (inv->store_busy) {
+        inv->end_pending = 1; /* the load or checkpoint comes back first */
+        return;
+    }
+    inv->closing = 1;
+    if (inv->agent_live && !inv->agent.rc) {
+        /* What this invocation added: the prompt's turn (joined to the one
+         * before, when that was a user turn) and everything after. */
+        size_t keep = inv->agent.start_len -
+                      (inv->agent.joined_at != (size_t)-1 && inv->agent.start_len ? 1 : 0);
+
+        inv->own_n = json_array_size(aw_session_messages(inv->sess)) - keep;
+    }
+    save_final(inv);
+}
+
+/* Answers the call (unless already answered), logs, releases the session
+ * (which may start the next invocation of it) and frees. */
+static void finish(struct invocation *inv, int rc, const struct aw_model_error *err)
+{
+    struct aw_agent_result *res = &inv->agent.res;
+    struct cm_rpc_acall *call = inv->call;
+    char dur[24], iters[16];
+
     if (rc == 0 && inv->cancelled)
         rc = CM_ECANCELED; /* finished, but nobody is listening any more */
     inv->call = NULL;

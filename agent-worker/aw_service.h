@@ -14,12 +14,17 @@ struct aw_tools;
 struct aw_sessions;
 struct cm_status;
 struct aw_idem;
+struct aw_store;
 
 struct aw_service {
     struct aw_bedrock *bedrock;
     struct aw_tools *tools;
     struct aw_sessions *sessions; /* used with the loop API only */
-    struct cm_status *status;     /* background tasks behind us, pushed to watchers */
+    /* Where sessions persist (NULL: memory only). Each invocation loads its
+     * session first (a cached one is revalidated by version), saves when a
+     * turn asks for tools, and saves before it answers. */
+    struct aw_store *store;
+    struct cm_status *status; /* background tasks behind us, pushed to watchers */
     uv_loop_t *loop;
     int max_iterations;
     int max_parallel_tools; /* tool calls of one turn running at once (the rest queue) */

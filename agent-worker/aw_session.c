@@ -18,6 +18,7 @@ struct aw_session {
     struct aw_session *hnext;
     struct aw_session *lru_prev, *lru_next; /* head = most recent */
     size_t bytes;                           /* compact JSON of |messages|, at last release */
+    char *version;                          /* its version in the backing store; NULL: none */
     uint64_t last_used;
 };
 
@@ -72,6 +73,7 @@ struct aw_sessions *aw_sessions_new(size_t max_sessions, size_t max_messages)
 static void session_free(struct aw_session *x)
 {
     json_decref(x->messages);
+    free(x->version);
     pthread_mutex_destroy(&x->turn);
     free(x);
 }
@@ -330,6 +332,32 @@ void aw_sessions_release_async(struct aw_sessions *s, struct aw_session *sess)
 json_t *aw_session_messages(struct aw_session *sess)
 {
     return sess->messages;
+}
+
+const char *aw_session_id(const struct aw_session *sess)
+{
+    return sess->id;
+}
+
+const char *aw_session_version(const struct aw_session *sess)
+{
+    return sess->version ? sess->version : "";
+}
+
+int aw_session_set_version(struct aw_session *sess, const char *version)
+{
+    char *v = version && *version ? strdup(version) : NULL;
+
+    if (version && *version && !v)
+        return -1;
+    free(sess->version);
+    sess->version = v;
+    return 0;
+}
+
+size_t aw_sessions_window(const struct aw_sessions *s)
+{
+    return s->max_messages;
 }
 
 static int is_user_text_turn(const json_t *m)

@@ -1,4 +1,8 @@
 /* aw_session: conversations per session id, held in memory, bounded four ways.
+ * With a backing store (aw_store: SESSION_STORE=file or s3) this is its
+ * cache and the keeper of each session's turn: an evicted session is read
+ * again from the store, and each session remembers the store version it
+ * holds (aw_session_version) so a cached one is only revalidated.
  *
  * - At most |max_sessions| sessions. Creating one more evicts the least
  *   recently used session that no invocation holds; if every session is held,
@@ -41,6 +45,14 @@ void aw_sessions_free(struct aw_sessions *s);
 struct aw_session *aw_sessions_acquire(struct aw_sessions *s, const char *id);
 /* The held session's messages (Bedrock format), borrowed; the holder may modify it. */
 json_t *aw_session_messages(struct aw_session *sess);
+/* The held session's id, and its version in the backing store (aw_store;
+ * "" when it has none yet). set_version copies (NULL or "": none); -1 out of
+ * memory. */
+const char *aw_session_id(const struct aw_session *sess);
+const char *aw_session_version(const struct aw_session *sess);
+int aw_session_set_version(struct aw_session *sess, const char *version);
+/* The window: messages a session keeps after each invocation. */
+size_t aw_sessions_window(const struct aw_sessions *s);
 /* Trims the history to the cap and lets the next invocation in. */
 void aw_sessions_release(struct aw_sessions *s, struct aw_session *sess);
 

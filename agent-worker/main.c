@@ -1,6 +1,7 @@
 /* agentcore-agent-worker: runs the agent loop for agentcore.v1.AgentService. */
 #include "aw_bedrock.h"
 #include "aw_creds.h"
+#include "aw_store_s3.h"
 #include "aw_retry.h"
 #include "aw_service.h"
 #include "aw_idem.h"
@@ -64,6 +65,12 @@ enum {
     C_SESSION_TTL,
     C_SESSION_MAX_MESSAGES,
     C_TOOL_TIMEOUT,
+    C_SESSION_STORE,
+    C_SESSION_DIR,
+    C_S3_BUCKET,
+    C_S3_PREFIX,
+    C_S3_ENDPOINT,
+    C_S3_TIMEOUT,
     C_TOOLS_REFRESH,
     C_TOOLS_STATUS,
     C_CONNECT_TIMEOUT,
@@ -198,6 +205,21 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                                 0},
     [C_TOOL_TIMEOUT] = {"TOOL_TIMEOUT_MS", NULL, CM_CFG_INT, "60000", 100, 3600000,
                         "deadline of one tool call", 0},
+    [C_SESSION_STORE] = {"SESSION_STORE", NULL, CM_CFG_STR, "memory", 0, 16,
+                         "where sessions persist: memory (this process only), file "
+                         "(SESSION_DIR: survives restarts) or s3 (SESSION_S3_BUCKET: shared by "
+                         "every agent-worker); memory stays the cache",
+                         0},
+    [C_SESSION_DIR] = {"SESSION_DIR", NULL, CM_CFG_STR, NULL, 0, 1000,
+                       "the file store's directory, e.g. AgentCore's session storage mount", 0},
+    [C_S3_BUCKET] = {"SESSION_S3_BUCKET", NULL, CM_CFG_STR, NULL, 0, 63,
+                     "the S3 store's bucket (signed with the agent-worker's AWS credentials)", 0},
+    [C_S3_PREFIX] = {"SESSION_S3_PREFIX", NULL, CM_CFG_STR, "sessions/", 0, 200,
+                     "key prefix of the session objects", 0},
+    [C_S3_ENDPOINT] = {"SESSION_S3_ENDPOINT", NULL, CM_CFG_STR, NULL, 0, 400,
+                       "S3 endpoint, path-style (unset: https://s3.<AWS_REGION>.amazonaws.com)", 0},
+    [C_S3_TIMEOUT] = {"SESSION_S3_TIMEOUT_MS", NULL, CM_CFG_INT, "10000", 100, 600000,
+                      "deadline of one S3 request", 0},
     [C_TOOLS_REFRESH] = {"TOOLS_REFRESH_MS", NULL, CM_CFG_INT, "60000", 1000, 86400000,
                          "how often the tool list is fetched again", 0},
     [C_TOOLS_STATUS] = {"TOOLS_STATUS_INTERVAL_MS", NULL, CM_CFG_INT, "1000", 50, 60000,
@@ -265,6 +287,36 @@ static void stop_loop_side(void *p)
     aw_tools_stop(ls->svc->tools);
     aw_bedrock_free(ls->svc->bedrock); /* no call is left: the server has shut down */
     ls->svc->bedrock = NULL;
+    aw_store_free(ls->svc->store); /* every invocation saved before it answered */
+    ls->svc->store = NULL;
+}
+
+/* SESSION_STORE's backend; 0 with |*out| (NULL for memory), or -1 with |err|. */
+static int store_new(const struct cm_cfg_value *cfg, uv_loop_t *loop, struct aw_creds *creds,
+                     struct aw_store **out, char *err, size_t errlen)
+{
+    const char *kind = cfg[C_SESSION_STORE].s;
+
+    *out = NULL;
+    if (!strcmp(kind, "memory"))
+        return 0;
+    if (!strcmp(kind, "file")) {
+        *out = aw_store_file_new(loop, cfg[C_SESSION_DIR].s, err, errlen);
+    } else if (!strcmp(kind, "s3")) {
+        struct aw_store_s3_config sc = {loop,
+                                        cfg[C_S3_ENDPOINT].s,
+                                        cfg[C_S3_BUCKET].s,
+                                        cfg[C_S3_PREFIX].s,
+                                        cfg[C_REGION].s,
+                                        creds,
+                                        cfg[C_CA_BUNDLE].s,
+                                        (int)cfg[C_S3_TIMEOUT].i};
+
+        *out = aw_store_s3_new(&sc, err, errlen);
+    } else {
+        snprintf(err, errlen, "SESSION_STORE: '%s' is not memory, file or s3", kind);
+    }
+    return *out ? 0 : -1;
 }
 
 static void on_creds(int level, const char *text)
@@ -500,6 +552,11 @@ int main(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    if (store_new(cfg, cm_loop_uv(loop), creds, &svc.store, err, sizeof(err))) {
+        cm_error("invalid configuration: %s", err);
+        rc = 2;
+        goto out;
+    }
     svc.sessions =
         aw_sessions_new((size_t)cfg[C_SESSION_MAX].i, (size_t)cfg[C_SESSION_MAX_MESSAGES].i);
     /* 4096 answers, 64 MiB at most: a retry comes within seconds. */
@@ -539,12 +596,20 @@ int main(int argc, char **argv)
     snprintf(portstr, sizeof(portstr), "%d", port);
     {
         /* Names the credential source, never a value. */
-        const char *kv[] = {"listen",      cfg[C_LISTEN].s,
-                            "port",        portstr,
-                            "model",       cfg[C_MODEL_ID].s,
-                            "endpoint",    endpoint,
-                            "toolWorkers", cfg[C_TOOL_WORKERS].s,
-                            "auth",        cfg[C_BEARER].s ? "bearer token" : "sigv4",
+        const char *kv[] = {"listen",
+                            cfg[C_LISTEN].s,
+                            "port",
+                            portstr,
+                            "model",
+                            cfg[C_MODEL_ID].s,
+                            "endpoint",
+                            endpoint,
+                            "toolWorkers",
+                            cfg[C_TOOL_WORKERS].s,
+                            "auth",
+                            cfg[C_BEARER].s ? "bearer token" : "sigv4",
+                            "sessionStore",
+                            cfg[C_SESSION_STORE].s,
                             NULL};
         CM_LOGF(CM_LOG_INFO, kv, "agent-worker ready");
     }

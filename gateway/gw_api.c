@@ -241,6 +241,8 @@ void gw_api_agent_error(int rpc_code, const char *error_type, const char *detail
 {
     if (error_type && !strcmp(error_type, "ModelError"))
         gw_api_error(r, 502, "Model invocation failed", details);
+    else if (error_type && !strcmp(error_type, "SessionStoreError"))
+        gw_api_error(r, 503, "Session store unavailable", details);
     else if (error_type && !strcmp(error_type, "ShuttingDown"))
         gw_api_error(r, 503, "Runtime shutting down", details);
     else if (rpc_code == CM_RPC_ABORTED && error_type && !strcmp(error_type, "SessionBusy"))

@@ -34,12 +34,23 @@ mcp_servers() {
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
+# The third-party S3-compatible server the session store tests run (pinned in
+# tests/s3/package-lock.json).
+s3_server() {
+  local dir=$root/tests/s3
+  [ -f "$dir/node_modules/s3rver/package.json" ] && return 0
+  command -v npm >/dev/null || { echo "setup: npm is missing (install nodejs and npm)" >&2; return 1; }
+  echo "setup: installing s3rver with npm ci" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   mcp_servers
+  s3_server
   exit 0
 fi
 
@@ -50,3 +61,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 mcp_servers
+s3_server

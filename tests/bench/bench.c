@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -322,6 +323,10 @@ static int emu_start(struct th_proc *emu)
 
 /* Spawns the three of ours at the same moment on ports chosen beforehand (so
  * none waits for another's readiness), as s6 starts them. */
+/* Settings the next stacks' agent-worker gets besides the defaults (the
+ * session store phase sets them). */
+static const char *agent_extra[4];
+
 static int spawn_three(struct stack *s, const char *tag)
 {
     char tl[64], tw[64], al[64], aa[64], gp[32], ep[128], n[3][64];
@@ -340,12 +345,15 @@ static int spawn_three(struct stack *s, const char *tag)
     snprintf(s->ping, sizeof(s->ping), "http://127.0.0.1:%d/ping", g);
     if (th_proc_spawn(&s->gw, n[0], AC_BIN_GATEWAY,
                       (const char *[]){gp, "GATEWAY_HOST=127.0.0.1", aa, "LOG_LEVEL=WARN", NULL}) ||
-        th_proc_spawn(&s->agent, n[1], AC_BIN_AGENT,
-                      (const char *[]){
-                          al, tw, ep, "AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000",
-                          "AWS_SECRET_ACCESS_KEY=emulator-secret-key", "LOG_LEVEL=WARN",
-                          "SESSION_MAX=1000000",
-                          getenv("BENCH_AGENT_ENV") ? getenv("BENCH_AGENT_ENV") : "X=1", NULL}) ||
+        th_proc_spawn(
+            &s->agent, n[1], AC_BIN_AGENT,
+            (const char *[]){al, tw, ep, "AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000",
+                             "AWS_SECRET_ACCESS_KEY=emulator-secret-key", "LOG_LEVEL=WARN",
+                             "SESSION_MAX=1000000",
+                             getenv("BENCH_AGENT_ENV") ? getenv("BENCH_AGENT_ENV") : "X=1",
+                             agent_extra[0] ? agent_extra[0] : "X=1",
+                             agent_extra[1] ? agent_extra[1] : "X=1",
+                             agent_extra[2] ? agent_extra[2] : "X=1", NULL}) ||
         th_proc_spawn(&s->tool, n[2], AC_BIN_TOOL, (const char *[]){tl, "LOG_LEVEL=WARN", NULL}))
         return -1;
     return 0;
@@ -913,7 +921,7 @@ static void big_bodies(struct stack *s, long budget_kb)
     free(body);
 }
 
-/* BENCH_PHASES=cold,load,latency,tool,sandbox,sessions,streams,wait,bodies picks phases
+/* BENCH_PHASES=cold,load,latency,tool,sandbox,sessions,streams,wait,stores,bodies picks phases
  * (all by default), e.g. to profile one of them. */
 static int phase(const char *name)
 {
@@ -935,6 +943,48 @@ static int fresh(struct stack *s, const char *tag)
     th_resp_free(&r);
     nanosleep(&settle, NULL);
     return 0;
+}
+
+/* Each session store (SESSION_STORE): |n| new sessions, then the same
+ * sessions again (a cached session is revalidated, then saved), on a fresh
+ * stack each; the file store in a directory of its own, the S3 store on the
+ * emulator's bucket (SigV4, conditional writes). */
+static void session_stores(struct stack *s, int n, int conc)
+{
+    static const char *const kinds[] = {"memory", "file", "s3"};
+    char dir[128], dir_env[160], endpoint[96], title[64], cmd[200];
+    long before;
+    int k;
+
+    snprintf(dir, sizeof(dir), "/tmp/agentcore-bench-sessions-%ld", (long)getpid());
+    snprintf(dir_env, sizeof(dir_env), "SESSION_DIR=%s", dir);
+    snprintf(endpoint, sizeof(endpoint), "SESSION_S3_ENDPOINT=http://127.0.0.1:%d", s->emu.port);
+    for (k = 0; k < 3; k++) {
+        memset(agent_extra, 0, sizeof(agent_extra));
+        if (k == 1) {
+            mkdir(dir, 0700);
+            agent_extra[0] = "SESSION_STORE=file";
+            agent_extra[1] = dir_env;
+        } else if (k == 2) {
+            agent_extra[0] = "SESSION_STORE=s3";
+            agent_extra[1] = "SESSION_S3_BUCKET=agentcore-sessions";
+            agent_extra[2] = endpoint;
+        }
+        if (fresh(s, kinds[k]))
+            break;
+        before = rss_kb(s->agent.pid);
+        snprintf(title, sizeof(title), "store %s: new sessions", kinds[k]);
+        run_load(title, s, NULL, n, conc, 1000000 * (k + 1));
+        printf("  %d sessions held: agent-worker RSS +%ld KiB = %.2f KiB per idle session\n", n,
+               rss_kb(s->agent.pid) - before, (double)(rss_kb(s->agent.pid) - before) / n);
+        snprintf(title, sizeof(title), "store %s: same again", kinds[k]);
+        run_load(title, s, NULL, n, conc, 1000000 * (k + 1));
+        stop_three(s);
+    }
+    memset(agent_extra, 0, sizeof(agent_extra));
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench: could not remove %s\n", dir);
 }
 
 int main(int argc, char **argv)
@@ -1023,6 +1073,8 @@ int main(int argc, char **argv)
     if (phase("wait"))
         many_streams(&s, streams / 4 > 0 ? streams / 4 : 1, 10000, 0, 1);
     stop_three(&s);
+    if (phase("stores"))
+        session_stores(&s, sessions > 0 ? sessions * 5 : 10000, conc);
     if (phase("bodies")) {
         if (fresh(&s, "bodies"))
             return 1;

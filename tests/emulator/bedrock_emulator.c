@@ -18,6 +18,12 @@
  *                              text delta, then finish
  *   anything else              "Echo: <prompt>"
  *
+ * It also serves one S3 bucket (EMU_S3_BUCKET, path-style PUT and GET of
+ * objects) for the S3 session store: SigV4 for service s3 (the decoded path,
+ * not normalised; x-amz-content-sha256 checked against the body),
+ * If-None-Match on GET (304), If-Match / If-None-Match: * on PUT (412), XML
+ * errors; the objects live in memory (EMU_S3_MAX_OBJECTS).
+ *
  * Fault injection (environment): EMU_THROTTLE_FIRST=N answers the first N model
  * calls with 429 ThrottlingException, EMU_FAIL_FIRST=N the next N with
  * EMU_FAIL_STATUS (500), EMU_LATENCY_MS delays every answer. Credentials from
@@ -76,6 +82,8 @@ enum {
     C_STALL_MS,
     C_CONTEXT_LIMIT,
     C_CLOCK_SKEW,
+    C_S3_BUCKET,
+    C_S3_MAX_OBJECTS,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -130,6 +138,12 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                          0},
     [C_CLOCK_SKEW] = {"EMU_CLOCK_SKEW_S", NULL, CM_CFG_INT, "0", -86400, 86400,
                       "the emulator's clock runs this many seconds ahead of the machine's", 0},
+    [C_S3_BUCKET] = {"EMU_S3_BUCKET", NULL, CM_CFG_STR, "agentcore-sessions", 0, 63,
+                     "the one S3 bucket served (path-style PUT/GET of objects, SigV4 for s3, "
+                     "If-Match / If-None-Match as S3 does them)",
+                     0},
+    [C_S3_MAX_OBJECTS] = {"EMU_S3_MAX_OBJECTS", NULL, CM_CFG_INT, "100000", 1, 10000000,
+                          "objects the bucket holds at most (past it: 507)", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
@@ -159,6 +173,7 @@ struct answer {
     long pause_ms;       /* [[pause:MS]]: silence after the first text delta */
     long delay_ms;       /* the model thinking: held back this long before it is sent */
     int fail_after_text; /* [[stream-fail-after-text]] */
+    char etag[80];       /* S3: sent as ETag when set */
 };
 
 /* The emulator's clock: the machine's, plus EMU_CLOCK_SKEW_S. */
@@ -325,7 +340,21 @@ static int parse_auth(const char *auth, char *akid, char *date, char *region, ch
 }
 
 static int verify(struct MHD_Connection *c, const char *method, const char *raw_path,
+                  const struct cm_buf *body, const char *want_service, struct answer *a);
+static int verify_path(struct MHD_Connection *c, const char *method, const char *raw_path,
+                       const struct cm_buf *body, const char *want_service, int normalize,
+                       struct answer *a);
+
+static int verify(struct MHD_Connection *c, const char *method, const char *raw_path,
                   const struct cm_buf *body, const char *want_service, struct answer *a)
+{
+    return verify_path(c, method, raw_path, body, want_service, 1, a);
+}
+
+/* |normalize| 0: S3's rules (the decoded path, signed as it is). */
+static int verify_path(struct MHD_Connection *c, const char *method, const char *raw_path,
+                       const struct cm_buf *body, const char *want_service, int normalize,
+                       struct answer *a)
 {
     const char *secret_key;
     int signer;
@@ -397,7 +426,7 @@ static int verify(struct MHD_Connection *c, const char *method, const char *raw_
         return -1;
     }
     req = (struct cm_sigv4_request){method, raw_path, NULL, hdrs, n, body->data, body->len};
-    p = (struct cm_sigv4_params){akid, secret_key, region, service, amz_date, 1};
+    p = (struct cm_sigv4_params){akid, secret_key, region, service, amz_date, normalize};
     ok = cm_sigv4_sign(&p, &req, &out) == 0 && cm_sigv4_equal(out.signature, signature);
     cm_sigv4_out_free(&out);
     if (!ok) {
@@ -953,6 +982,161 @@ static void metadata(struct MHD_Connection *c, const char *method, const char *u
     }
 }
 
+/* ---- S3: one bucket of objects, as S3 answers PutObject and GetObject ---- */
+
+struct object {
+    char *key, *data;
+    size_t len;
+    char etag[80];
+    struct object *next;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct object *head;
+    long count;
+} bucket = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+
+static atomic_long n_s3_put, n_s3_get, n_s3_conflict, n_s3_not_modified;
+
+static void s3_error(struct answer *a, int status, const char *code, const char *message)
+{
+    char *xml = NULL;
+
+    if (asprintf(&xml,
+                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>%s</Code>"
+                 "<Message>%s</Message></Error>",
+                 code, message) < 0)
+        xml = NULL;
+    free(a->body);
+    a->status = status;
+    a->error_type = NULL; /* S3 says it in the XML, not in x-amzn-ErrorType */
+    a->body = xml;
+}
+
+/* %XX -> bytes: S3 signs the decoded path. */
+static void percent_decode(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    unsigned int v;
+
+    while (*in && n + 1 < cap) {
+        if (in[0] == '%' && in[1] && in[2] && sscanf(in + 1, "%2x", &v) == 1) {
+            out[n++] = (char)v;
+            in += 3;
+        } else {
+            out[n++] = *in++;
+        }
+    }
+    out[n] = '\0';
+}
+
+static struct object *object_find(const char *key)
+{
+    struct object *o;
+
+    for (o = bucket.head; o && strcmp(o->key, key); o = o->next)
+        ;
+    return o;
+}
+
+static void s3_object(struct MHD_Connection *c, const char *method, const char *raw_path,
+                      const struct cm_buf *body, struct answer *a)
+{
+    const char *if_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-Match");
+    const char *if_none = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+    const char *sha = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-amz-content-sha256");
+    char path[2048], want[65];
+    const char *key;
+    struct object *o;
+
+    percent_decode(raw_path, path, sizeof(path));
+    key = path + 2 + strlen(cfg[C_S3_BUCKET].s);
+    if (verify_path(c, method, path, body, "s3", 0, a) == SIGNER_NONE) {
+        char msg[512];
+
+        atomic_fetch_add(&n_auth_rejected, 1);
+        snprintf(msg, sizeof(msg), "%s", a->error_type ? a->error_type : "AccessDenied");
+        s3_error(a, 403, strstr(msg, "Signature") ? "SignatureDoesNotMatch" : "AccessDenied", msg);
+        return;
+    }
+    cm_sigv4_sha256_hex(body->data ? body->data : "", body->len, want);
+    if (!sha || strcmp(sha, want)) {
+        s3_error(a, 400, "XAmzContentSHA256Mismatch",
+                 "The provided 'x-amz-content-sha256' header does not match what was computed.");
+        return;
+    }
+    pthread_mutex_lock(&bucket.lock);
+    o = object_find(key);
+    if (!strcmp(method, "GET")) {
+        atomic_fetch_add(&n_s3_get, 1);
+        if (!o) {
+            s3_error(a, 404, "NoSuchKey", "The specified key does not exist.");
+        } else if (if_none && !strcmp(if_none, o->etag)) {
+            atomic_fetch_add(&n_s3_not_modified, 1);
+            a->status = 304;
+            a->body = strdup("");
+            cm_strlcpy(a->etag, o->etag, sizeof(a->etag));
+        } else {
+            a->status = 200;
+            a->body = malloc(o->len + 1);
+            if (a->body) {
+                memcpy(a->body, o->data, o->len);
+                a->body[o->len] = '\0';
+            }
+            cm_strlcpy(a->etag, o->etag, sizeof(a->etag));
+        }
+    } else if ((if_none && !strcmp(if_none, "*") && o) ||
+               (if_match && o && strcmp(if_match, o->etag))) {
+        atomic_fetch_add(&n_s3_conflict, 1);
+        s3_error(a, 412, "PreconditionFailed",
+                 "At least one of the pre-conditions you specified did not hold");
+    } else if (if_match && !o) {
+        atomic_fetch_add(&n_s3_conflict, 1);
+        s3_error(a, 404, "NoSuchKey", "The specified key does not exist.");
+    } else if (!o && bucket.count >= cfg[C_S3_MAX_OBJECTS].i) {
+        s3_error(a, 507, "InsufficientStorage", "The bucket is full (EMU_S3_MAX_OBJECTS).");
+    } else {
+        char *data = malloc(body->len + 1);
+        char hex[65];
+        int created = 0;
+
+        atomic_fetch_add(&n_s3_put, 1);
+        if (!o && data && (o = calloc(1, sizeof(*o))) && !(o->key = strdup(key))) {
+            free(o);
+            o = NULL;
+        }
+        created = o && !o->data;
+        if (!o || !data) {
+            if (created) {
+                free(o->key);
+                free(o);
+            }
+            free(data);
+            s3_error(a, 500, "InternalError", "out of memory");
+        } else {
+            if (created) {
+                o->next = bucket.head;
+                bucket.head = o;
+                bucket.count++;
+            }
+            memcpy(data, body->data ? body->data : "", body->len);
+            free(o->data);
+            o->data = data;
+            o->len = body->len;
+            /* A new ETag per write, even for the same bytes (S3's are
+             * content MD5s; what matters here is that versions differ). */
+            cm_sigv4_sha256_hex(data, body->len, hex);
+            snprintf(o->etag, sizeof(o->etag), "\"%.24s%08lx\"", hex,
+                     (unsigned long)atomic_load(&n_s3_put));
+            a->status = 200;
+            a->body = strdup("");
+            cm_strlcpy(a->etag, o->etag, sizeof(a->etag));
+        }
+    }
+    pthread_mutex_unlock(&bucket.lock);
+}
+
 static void converse(struct MHD_Connection *c, const char *raw_path, const struct cm_buf *body,
                      struct answer *a)
 {
@@ -1149,6 +1333,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
     MHD_add_response_header(r, "Content-Type",
                             a->stream ? "application/vnd.amazon.eventstream" : "application/json");
     MHD_add_response_header(r, "x-amzn-RequestId", "00000000-0000-4000-8000-000000000000");
+    if (a->etag[0])
+        MHD_add_response_header(r, "ETag", a->etag);
     add_date(r);
     if (a->error_type) {
         snprintf(type, sizeof(type), "%s%s", a->error_type, TYPE_SUFFIX);
@@ -1164,7 +1350,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *size, void **con_cls)
 {
     struct req *rq = *con_cls;
-    struct answer a = {0, NULL, NULL, 0, 0, 0, 0, 0, 0};
+    struct answer a = {0};
 
     (void)cls, (void)version;
     if (!rq) {
@@ -1191,16 +1377,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     atomic_fetch_add(&n_requests, 1);
     if (!strcmp(url, "/_emu/stats")) {
-        json_t *o =
-            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)n_requests,
-                      "secrets", (json_int_t)n_secrets, "converse", (json_int_t)n_converse,
-                      "streams", (json_int_t)n_stream, "streams_aborted",
-                      (json_int_t)n_stream_aborted, "auth_rejected", (json_int_t)n_auth_rejected,
-                      "faults", (json_int_t)n_faults, "credentials", (json_int_t)n_credentials);
+        json_t *o = json_pack(
+            "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "s3_put", (json_int_t)n_s3_put,
+            "s3_get", (json_int_t)n_s3_get, "s3_conflict", (json_int_t)n_s3_conflict,
+            "s3_not_modified", (json_int_t)n_s3_not_modified, "requests", (json_int_t)n_requests,
+            "secrets", (json_int_t)n_secrets, "converse", (json_int_t)n_converse, "streams",
+            (json_int_t)n_stream, "streams_aborted", (json_int_t)n_stream_aborted, "auth_rejected",
+            (json_int_t)n_auth_rejected, "faults", (json_int_t)n_faults, "credentials",
+            (json_int_t)n_credentials);
 
         a.status = 200;
         a.body = cm_json_dump(o);
         json_decref(o);
+    } else if ((!strcmp(method, "PUT") || !strcmp(method, "GET")) && url[0] == '/' &&
+               !strncmp(url + 1, cfg[C_S3_BUCKET].s, strlen(cfg[C_S3_BUCKET].s)) &&
+               url[1 + strlen(cfg[C_S3_BUCKET].s)] == '/') {
+        s3_object(c, method, url, &rq->body, &a);
     } else if (!strcmp(method, "POST") && !strncmp(url, "/model/", 7)) {
         converse(c, url, &rq->body, &a);
     } else if (!strcmp(method, "POST") && !strcmp(url, "/")) {
@@ -1219,11 +1411,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     } else {
         error_answer(&a, 404, "UnknownOperationException", "Unknown operation");
     }
-    if (a.status != 200) {
+    if (a.status != 200 && a.status != 304) {
         const char *kv[] = {"path", url, "errorType", a.error_type, NULL};
         CM_LOGF(CM_LOG_INFO, kv, "answered %d", a.status);
     }
     if (a.delay_ms > 0 && (rq->ready = malloc(sizeof(a)))) {
+        char ms[24];
+        const char *kv[] = {"delayMs", ms, NULL};
+
+        /* Tests wait for this line to act while a call is in flight. */
+        snprintf(ms, sizeof(ms), "%ld", a.delay_ms);
+        CM_LOGF(CM_LOG_INFO, kv, "model thinking");
         *rq->ready = a;
         MHD_suspend_connection(c);
         sleeper_add(c, a.delay_ms);

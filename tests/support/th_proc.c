@@ -128,8 +128,19 @@ int th_wait_logs(const char *const *paths, int n, const char *needle, int count,
 
     if (fd < 0)
         return -1;
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n; i++) {
+        char dir[512], *slash;
+
+        /* The file itself, and its directory: a file that appears later or
+         * is replaced by a rename (a store's document) wakes us too. */
         inotify_add_watch(fd, paths[i], IN_MODIFY);
+        cm_strlcpy(dir, paths[i], sizeof(dir));
+        slash = strrchr(dir, '/');
+        if (slash) {
+            *slash = '\0';
+            inotify_add_watch(fd, slash == dir ? "/" : dir, IN_CREATE | IN_MOVED_TO);
+        }
+    }
     for (;;) {
         char evbuf[4096];
         struct pollfd p = {fd, POLLIN, 0};
