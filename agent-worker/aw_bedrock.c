@@ -328,11 +328,9 @@ struct aw_bedrock {
     struct aw_curl *multi;
     CURL *easy_pool[MAX_POOLED_EASY]; /* reused handles: no allocation per call */
     int n_easy;
-    long long clock_offset_s; /* service clock minus ours, learnt from a skew 403 */
-    int tls;                  /* https endpoint: HTTP/2 expected */
-    uv_work_t creds_work;
-    int creds_busy;
-    struct aw_bedrock_call *creds_waiting;
+    long long clock_offset_s;  /* service clock minus ours, learnt from a skew 403 */
+    int tls;                   /* https endpoint: HTTP/2 expected */
+    struct aw_creds_async cra; /* credentials without waiting on the loop */
     void (*on_log)(int level, const char *text);
 };
 
@@ -377,6 +375,7 @@ struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err
     aw_retry_quota_init(&b->quota, AW_RETRY_CAPACITY);
     b->ca_bundle = dup_or_null(cfg->ca_bundle);
     b->loop = cfg->loop;
+    aw_creds_async_init(&b->cra, b->creds, b->loop);
     b->tls = !strncmp(cfg->endpoint, "https://", 8);
     b->on_log = cfg->on_log;
     b->multi = aw_curl_new(cfg->loop, MAX_POOLED_CONNECTIONS);
@@ -466,8 +465,8 @@ struct aw_bedrock_call {
     size_t body_len;
     int attempt, refetched, skew_retried, spent;
     enum { ST_IDLE, ST_PACE, ST_CREDS, ST_XFER, ST_BACKOFF, ST_DONE } state;
-    uv_timer_t timer; /* pacing, backoff, or the silence watch of a transfer */
-    struct aw_bedrock_call *next_waiting;
+    uv_timer_t timer;          /* pacing, backoff, or the silence watch of a transfer */
+    struct aw_creds_waiter cw; /* queued for credentials (ST_CREDS) */
     /* the current attempt */
     CURL *h;
     struct curl_slist *headers;
@@ -846,70 +845,33 @@ static void start_transfer(struct aw_bedrock_call *c, const struct aw_credential
     uv_timer_start(&c->timer, on_timer, (uint64_t)b->read_timeout_ms, 0);
 }
 
-/* ---- credentials without blocking the loop ----
- * The fast path reads the cached set under a short lock. A resolution (files,
- * HTTP endpoints, Secrets Manager) runs on libuv's work pool; calls that have
- * nothing to sign with wait for it in a list, holding no thread. */
-
-static void creds_work(uv_work_t *w)
-{
-    struct aw_bedrock *b = w->data;
-    struct aw_credentials cr;
-    struct aw_model_error e;
-
-    if (!aw_creds_get(b->creds, &cr, &e))
-        aw_credentials_clear(&cr);
-}
+/* ---- credentials without blocking the loop (aw_creds_async) ---- */
 
 static void with_credentials(struct aw_bedrock_call *c);
 
-static void creds_done(uv_work_t *w, int status)
+static void creds_ready(struct aw_creds_waiter *w)
 {
-    struct aw_bedrock *b = w->data;
-    struct aw_bedrock_call *c = b->creds_waiting, *next;
-
-    (void)status;
-    b->creds_busy = 0;
-    b->creds_waiting = NULL;
-    for (; c; c = next) {
-        next = c->next_waiting;
-        c->next_waiting = NULL;
-        with_credentials(c);
-    }
-}
-
-static void creds_refresh(struct aw_bedrock *b)
-{
-    if (b->creds_busy)
-        return;
-    b->creds_work.data = b;
-    if (uv_queue_work(b->loop, &b->creds_work, creds_work, creds_done) == 0)
-        b->creds_busy = 1;
+    with_credentials((struct aw_bedrock_call *)((char *)w - offsetof(struct aw_bedrock_call, cw)));
 }
 
 static void with_credentials(struct aw_bedrock_call *c)
 {
     struct aw_bedrock *b = c->b;
     struct aw_credentials cr;
-    int refresh = 0, rc;
+    int rc;
 
     memset(&cr, 0, sizeof(cr));
     if (b->bearer || !b->creds) {
         start_transfer(c, &cr);
         return;
     }
-    rc = aw_creds_peek(b->creds, &cr, &refresh, &c->err);
-    if (refresh)
-        creds_refresh(b);
-    if (rc == 1 && b->creds_busy) {
+    c->cw.ready = creds_ready;
+    rc = aw_creds_async_get(&b->cra, &cr, &c->cw, &c->err);
+    if (rc == 1) {
         c->state = ST_CREDS;
-        c->next_waiting = b->creds_waiting;
-        b->creds_waiting = c;
         return;
     }
     if (rc) {
-        if (rc == 1)
-            set_error(&c->err, 0, "CredentialsError", "credentials could not be resolved");
         call_finish(c, CM_EUPSTREAM);
         return;
     }
@@ -982,18 +944,10 @@ struct aw_bedrock_call *aw_bedrock_start(struct aw_bedrock *b, const json_t *mes
 
 void aw_bedrock_cancel(struct aw_bedrock_call *c)
 {
-    struct aw_bedrock_call **p;
-
     if (!c || c->state == ST_DONE)
         return;
-    if (c->state == ST_CREDS) {
-        for (p = &c->b->creds_waiting; *p; p = &(*p)->next_waiting) {
-            if (*p == c) {
-                *p = c->next_waiting;
-                break;
-            }
-        }
-    }
+    if (c->state == ST_CREDS)
+        aw_creds_async_cancel(&c->b->cra, &c->cw);
     c->cb.on_done = NULL;
     c->state = c->state == ST_XFER ? ST_XFER : ST_IDLE;
     attempt_cleanup(c); /* on HTTP/2 this resets the call's stream only */

@@ -719,3 +719,72 @@ int aw_creds_peek(struct aw_creds *c, struct aw_credentials *out, int *refresh,
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
+
+/* ---- on an event loop ---- */
+
+void aw_creds_async_init(struct aw_creds_async *a, struct aw_creds *creds, uv_loop_t *loop)
+{
+    memset(a, 0, sizeof(*a));
+    a->creds = creds;
+    a->loop = loop;
+    a->work.data = a;
+}
+
+static void async_work(uv_work_t *w)
+{
+    struct aw_creds_async *a = w->data;
+    struct aw_credentials cr;
+    struct aw_model_error e;
+
+    if (!aw_creds_get(a->creds, &cr, &e))
+        aw_credentials_clear(&cr);
+}
+
+static void async_done(uv_work_t *w, int status)
+{
+    struct aw_creds_async *a = w->data;
+    struct aw_creds_waiter *x = a->waiting, *next;
+
+    (void)status;
+    a->busy = 0;
+    a->waiting = NULL;
+    for (; x; x = next) {
+        next = x->next;
+        x->next = NULL;
+        x->ready(x); /* may queue itself again */
+    }
+}
+
+int aw_creds_async_get(struct aw_creds_async *a, struct aw_credentials *out,
+                       struct aw_creds_waiter *w, struct aw_model_error *err)
+{
+    int refresh = 0, rc = aw_creds_peek(a->creds, out, &refresh, err);
+
+    if (refresh && !a->busy && uv_queue_work(a->loop, &a->work, async_work, async_done) == 0)
+        a->busy = 1;
+    if (rc == 1 && a->busy) {
+        w->next = a->waiting;
+        a->waiting = w;
+        return 1;
+    }
+    if (rc == 1) {
+        memset(err, 0, sizeof(*err));
+        cm_strlcpy(err->type, "CredentialsError", sizeof(err->type));
+        cm_strlcpy(err->message, "credentials could not be resolved", sizeof(err->message));
+        return CM_EUPSTREAM;
+    }
+    return rc;
+}
+
+void aw_creds_async_cancel(struct aw_creds_async *a, struct aw_creds_waiter *w)
+{
+    struct aw_creds_waiter **p;
+
+    for (p = &a->waiting; *p; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            w->next = NULL;
+            return;
+        }
+    }
+}

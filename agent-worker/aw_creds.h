@@ -28,6 +28,8 @@
 
 #include "aw_aws.h"
 
+#include <uv.h>
+
 struct aw_creds_config {
     const char *region;
     const char *access_key_id, *secret_access_key, *session_token;
@@ -66,6 +68,33 @@ int aw_creds_peek(struct aw_creds *c, struct aw_credentials *out, int *refresh,
                   struct aw_model_error *err);
 /* Marks the credentials stale: the next get resolves again. */
 void aw_creds_invalidate(struct aw_creds *c);
+
+/* ---- on an event loop, never waiting ----
+ * The fast path reads the cached set (aw_creds_peek). A resolution (files,
+ * HTTP endpoints, Secrets Manager) runs on libuv's work pool; callers that
+ * have nothing to sign with wait for it in a list, holding no thread. One
+ * per user (Bedrock, the S3 session store); everything on the loop thread. */
+struct aw_creds_waiter {
+    struct aw_creds_waiter *next;
+    void (*ready)(struct aw_creds_waiter *w); /* the resolution ended: ask again */
+};
+
+struct aw_creds_async {
+    struct aw_creds *creds;
+    uv_loop_t *loop;
+    uv_work_t work;
+    int busy;
+    struct aw_creds_waiter *waiting;
+};
+
+void aw_creds_async_init(struct aw_creds_async *a, struct aw_creds *creds, uv_loop_t *loop);
+/* 0 with |out| (wipe it after use); 1 when none are at hand yet: |w| is
+ * queued and its |ready| runs once a resolution ended; CM_EUPSTREAM with
+ * |err| when the sources failed. */
+int aw_creds_async_get(struct aw_creds_async *a, struct aw_credentials *out,
+                       struct aw_creds_waiter *w, struct aw_model_error *err);
+/* Takes |w| out of the queue (no-op when not queued). */
+void aw_creds_async_cancel(struct aw_creds_async *a, struct aw_creds_waiter *w);
 
 /* ---- the parsers, no I/O (unit-tested) ---- */
 

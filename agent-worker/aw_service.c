@@ -57,9 +57,30 @@ struct tool_stat {
     uint64_t ms;
 };
 
+/* A retry of a request that is still running (same client-chosen request id
+ * and session): it joins the run instead of waiting for the session's turn
+ * and running again. */
+struct follower {
+    struct follower *next;
+    struct cm_rpc_acall *call;
+    Agentcore__V1__InvokeRequest *req;
+    enum mode mode;
+    struct invocation *leader;
+    int got_text;
+};
+
+/* Events of a run kept for retries that join it: past this, no one joins
+ * (a retry then waits and gets the whole answer). */
+#define EVLOG_CAP (1024u * 1024)
+
 struct invocation {
     struct aw_service *svc;
-    struct cm_rpc_acall *call; /* NULL once answered */
+    struct cm_rpc_acall *call;        /* NULL once answered */
+    struct invocation *lnext, *lprev; /* in svc->joinable: a retry may join it */
+    int joinable;
+    struct follower *followers;
+    struct cm_buf evlog; /* the streamed events so far, packed, each after its 4-byte length */
+    int evlog_over;
     Agentcore__V1__InvokeRequest *req;
     enum mode mode;
     int text_sent, turn_text; /* some answer text went out (this invocation, this turn) */
@@ -89,6 +110,10 @@ struct invocation {
     int conflicts;           /* saves refused because another writer got there first */
     size_t own_n;            /* messages this invocation added (re-added after a conflict) */
     int end_rc, end_has_err; /* why it ends, kept across the final save */
+    /* What the model calls had cost when it failed or was cancelled (the
+     * rollback clears the result; the calls were billed all the same). */
+    long long spent_in, spent_out;
+    int spent_iterations;
     struct aw_model_error end_err;
     struct tool_stat tools[TOOL_STATS];
     int ntools, tool_calls;
@@ -106,8 +131,29 @@ static void log_ctx(const struct invocation *inv)
 
 static void send_event(struct invocation *inv, Agentcore__V1__InvokeEvent *ev)
 {
-    if (inv->call && !inv->cancelled)
+    struct follower *f;
+
+    if (inv->call && !inv->cancelled && inv->mode == MODE_EVENTS)
         cm_rpc_acall_send(inv->call, &ev->base, OUTBOX_CAP);
+    for (f = inv->followers; f; f = f->next) {
+        if (f->mode == MODE_EVENTS) {
+            cm_rpc_acall_send(f->call, &ev->base, OUTBOX_CAP);
+            f->got_text |= ev->event_case == AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
+        }
+    }
+    if (inv->joinable && !inv->evlog_over) {
+        size_t len = agentcore__v1__invoke_event__get_packed_size(ev);
+        uint32_t n = (uint32_t)len;
+
+        if (inv->evlog.len + 4 + len > EVLOG_CAP ||
+            cm_buf_reserve(&inv->evlog, inv->evlog.len + 4 + len)) {
+            inv->evlog_over = 1; /* no retry may join from now on */
+            return;
+        }
+        memcpy(inv->evlog.data + inv->evlog.len, &n, 4);
+        agentcore__v1__invoke_event__pack(ev, (uint8_t *)inv->evlog.data + inv->evlog.len + 4);
+        inv->evlog.len += 4 + len;
+    }
 }
 
 static void send_text(struct invocation *inv, int block, const char *text, size_t len)
@@ -675,9 +721,53 @@ static void session_wait_over(uv_timer_t *t)
 
 /* The client left, or the deadline passed. Everything in flight stops; the
  * invocation ends once no tool call can still report to it. */
+static void cancel_run(struct invocation *inv);
+static void follower_free(struct follower *f);
+
+/* The client left, or the deadline passed. With a retry of this request
+ * waiting on it (and no tool call whose gRPC parent is this call), the run
+ * goes on for the retry; otherwise it stops. */
 static void on_cancel(void *ud)
 {
     struct invocation *inv = ud;
+
+    if (inv->call && inv->followers && !inv->running && !inv->swait.sess) {
+        cm_rpc_acall_finish(inv->call, CM_RPC_CANCELLED, NULL, "invocation cancelled");
+        inv->call = NULL;
+        /* Tool calls from now on hang off a caller still there. */
+        inv->tcall.aparent = inv->followers->call;
+        inv->tcall.traceparent = cm_rpc_acall_meta(inv->followers->call, CM_RPC_MD_TRACEPARENT);
+        log_ctx(inv);
+        cm_info("the caller left; the run goes on for its retry (same request id)");
+        cm_log_clear_context();
+        return;
+    }
+    cancel_run(inv);
+}
+
+/* A retry that joined a run left: when nobody listens any more, the run stops. */
+static void follower_cancel(void *ud)
+{
+    struct follower *f = ud, **pp;
+    struct invocation *inv = f->leader;
+
+    for (pp = &inv->followers; *pp && *pp != f; pp = &(*pp)->next)
+        ;
+    if (*pp)
+        *pp = f->next;
+    cm_rpc_acall_finish(f->call, CM_RPC_CANCELLED, NULL, "invocation cancelled");
+    if (inv->tcall.aparent == f->call) {
+        inv->tcall.aparent = inv->followers ? inv->followers->call : NULL;
+        inv->tcall.traceparent =
+            inv->followers ? cm_rpc_acall_meta(inv->followers->call, CM_RPC_MD_TRACEPARENT) : NULL;
+    }
+    follower_free(f);
+    if (!inv->call && !inv->followers && !inv->cancelled)
+        cancel_run(inv);
+}
+
+static void cancel_run(struct invocation *inv)
+{
     size_t i;
 
     inv->cancelled = 1;
@@ -704,6 +794,7 @@ static void inv_closed(uv_handle_t *h)
     if (inv->replay)
         agentcore__v1__invoke_response__free_unpacked(inv->replay, NULL);
     free(inv->sop.body);
+    cm_buf_free(&inv->evlog);
     protobuf_c_message_free_unpacked(&inv->req->base, NULL);
     free(inv->slots);
     free(inv);
@@ -726,6 +817,141 @@ static void keep_answer(struct invocation *inv, const Agentcore__V1__InvokeRespo
     free(buf);
 }
 
+/* ---- retries that join a run ---- */
+
+static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_service *svc,
+                  enum mode mode);
+
+static void unjoinable(struct invocation *inv)
+{
+    if (!inv->joinable)
+        return;
+    if (inv->lprev)
+        inv->lprev->lnext = inv->lnext;
+    else
+        inv->svc->joinable = inv->lnext;
+    if (inv->lnext)
+        inv->lnext->lprev = inv->lprev;
+    inv->lnext = inv->lprev = NULL;
+    inv->joinable = 0;
+}
+
+static void follower_free(struct follower *f)
+{
+    protobuf_c_message_free_unpacked(&f->req->base, NULL);
+    free(f);
+}
+
+/* One text delta with |text| (a whole answer) on |call|. */
+static void text_to(struct cm_rpc_acall *call, const char *text)
+{
+    Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
+    Agentcore__V1__TextDelta d = AGENTCORE__V1__TEXT_DELTA__INIT;
+
+    if (!text || !*text)
+        return;
+    ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
+    ev.text_delta = &d;
+    d.text = (char *)text;
+    cm_rpc_acall_send(call, &ev.base, OUTBOX_CAP);
+}
+
+static void answer_final(struct cm_rpc_acall *call, enum mode mode,
+                         Agentcore__V1__InvokeResponse *resp)
+{
+    if (mode != MODE_REPLY) {
+        Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
+
+        ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL;
+        ev.final = resp;
+        cm_rpc_acall_end_with(call, &ev.base);
+    } else {
+        cm_rpc_acall_reply(call, &resp->base);
+    }
+}
+
+/* The run answered: each retry that joined it gets the same answer. */
+static void answer_followers(struct invocation *inv, Agentcore__V1__InvokeResponse *resp)
+{
+    struct follower *f;
+
+    while ((f = inv->followers)) {
+        inv->followers = f->next;
+        if (f->mode == MODE_EVENTS && !f->got_text)
+            text_to(f->call, resp->response);
+        answer_final(f->call, f->mode, resp);
+        follower_free(f);
+    }
+}
+
+/* The run failed or was cancelled: its retries run on their own (after it,
+ * in the session's queue), as any retry of a failed request would. */
+static void rerun_followers(struct invocation *inv)
+{
+    struct follower *f;
+
+    while ((f = inv->followers)) {
+        inv->followers = f->next;
+        start(f->call, &f->req->base, inv->svc, f->mode);
+        free(f);
+    }
+}
+
+/* A retry of |req| while its first run still goes (same client-chosen
+ * request id, same session): the run, or NULL. */
+static struct invocation *find_run(struct aw_service *svc, const Agentcore__V1__InvokeRequest *req)
+{
+    struct invocation *x;
+
+    if (!req->client_request_id || !req->request_id[0])
+        return NULL;
+    for (x = svc->joinable; x; x = x->lnext)
+        if (!strcmp(x->req->request_id, req->request_id) &&
+            !strcmp(x->req->session_id, req->session_id))
+            return x;
+    return NULL;
+}
+
+/* Joins |run|: the events it streamed so far at once, then the rest as they
+ * come, then its answer. 0, or -1 when it cannot be joined (its event log
+ * passed EVLOG_CAP, or it has stopped). */
+static int join(struct invocation *run, struct cm_rpc_acall *call,
+                Agentcore__V1__InvokeRequest *req, enum mode mode)
+{
+    struct follower *f;
+    size_t pos = 0;
+
+    if (run->evlog_over || run->cancelled || (!run->call && !run->followers) ||
+        !(f = calloc(1, sizeof(*f))))
+        return -1;
+    f->call = call;
+    f->req = req;
+    f->mode = mode;
+    f->leader = run;
+    while (mode == MODE_EVENTS && pos + 4 <= run->evlog.len) {
+        uint32_t n;
+        Agentcore__V1__InvokeEvent *ev;
+
+        memcpy(&n, run->evlog.data + pos, 4);
+        ev = agentcore__v1__invoke_event__unpack(NULL, n,
+                                                 (const uint8_t *)run->evlog.data + pos + 4);
+        if (ev) {
+            cm_rpc_acall_send(call, &ev->base, OUTBOX_CAP);
+            f->got_text |= ev->event_case == AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
+            agentcore__v1__invoke_event__free_unpacked(ev, NULL);
+        }
+        pos += 4 + n;
+    }
+    f->next = run->followers;
+    run->followers = f;
+    cm_rpc_acall_on_cancel(call, follower_cancel, f);
+    log_ctx(run);
+    cm_info("a retry of this request joined its running invocation (%zu bytes of events so far)",
+            run->evlog.len);
+    cm_log_clear_context();
+    return 0;
+}
+
 /* Ends the invocation: once no tool call can report to it any more, and
  * once its history is in the store (when there is one), finish(). */
 static void complete(struct invocation *inv, int rc, const struct aw_model_error *err)
@@ -743,8 +969,12 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
     }
     if (inv->closing)
         return; /* the final save ends it */
-    if (inv->agent_live && rc && !inv->agent.rc)
+    if (inv->agent_live && rc && !inv->agent.rc) {
+        inv->spent_in = inv->agent.res.input_tokens;
+        inv->spent_out = inv->agent.res.output_tokens;
+        inv->spent_iterations = inv->agent.res.iterations;
         aw_agent_fail(&inv->agent, rc); /* restores the history */
+    }
     if (!inv->svc->store || !inv->sess || (!inv->dirty && !inv->store_busy)) {
         finish(inv, rc, err);
         return;
@@ -780,25 +1010,21 @@ static void finish(struct invocation *inv, int rc, const struct aw_model_error *
     if (rc == 0 && inv->cancelled)
         rc = CM_ECANCELED; /* finished, but nobody is listening any more */
     inv->call = NULL;
+    unjoinable(inv);
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - inv->t0));
     log_ctx(inv);
-    if (!call) {
-        /* answered already (session wait over) */
+    if (!call && (rc || !inv->followers)) {
+        /* answered already (session wait over), or its caller left */
     } else if (rc == 0 && inv->replay) {
         const char *kv[] = {"durationMs", dur, "stopReason", inv->replay->stop_reason, NULL};
 
         CM_LOGF(CM_LOG_INFO, kv, "invocation answered from its earlier run (same request id)");
-        if (inv->mode != MODE_REPLY) {
-            Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
-
+        if (call) {
             if (inv->mode == MODE_EVENTS) /* a streaming client sees the whole answer at once */
-                send_text(inv, 0, inv->replay->response, strlen(inv->replay->response));
-            ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL;
-            ev.final = inv->replay;
-            cm_rpc_acall_end_with(call, &ev.base);
-        } else {
-            cm_rpc_acall_reply(call, &inv->replay->base);
+                text_to(call, inv->replay->response);
+            answer_final(call, inv->mode, inv->replay);
         }
+        answer_followers(inv, inv->replay);
     } else if (rc == 0) {
         Agentcore__V1__InvokeResponse resp = AGENTCORE__V1__INVOKE_RESPONSE__INIT;
         Agentcore__V1__Usage usage = AGENTCORE__V1__USAGE__INIT;
@@ -835,15 +1061,9 @@ static void finish(struct invocation *inv, int rc, const struct aw_model_error *
         resp.usage = &usage;
         resp.iterations = res->iterations;
         keep_answer(inv, &resp);
-        if (inv->mode != MODE_REPLY) {
-            Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
-
-            ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_FINAL;
-            ev.final = &resp;
-            cm_rpc_acall_end_with(call, &ev.base);
-        } else {
-            cm_rpc_acall_reply(call, &resp.base);
-        }
+        if (call)
+            answer_final(call, inv->mode, &resp);
+        answer_followers(inv, &resp);
     } else if (rc == CM_EUPSTREAM && err) {
         const char *kv[] = {"durationMs", dur, "errorType", err->type, NULL};
 
@@ -860,7 +1080,20 @@ static void finish(struct invocation *inv, int rc, const struct aw_model_error *
             cm_rpc_acall_finish(call, CM_RPC_FAILED_PRECONDITION, "ModelError", "%s: %s", err->type,
                                 shown);
     } else if (rc == CM_ECANCELED) {
-        cm_info("invocation cancelled by the caller after %s ms", dur);
+        char model[24], in[24], out[24], calls[16];
+        const char *kv[] = {"durationMs",   dur,       "iterations", iters,         "stopReason",
+                            "Cancelled",    "modelMs", model,        "inputTokens", in,
+                            "outputTokens", out,       "toolCalls",  calls,         NULL};
+
+        /* The stop reason the issue list names: the caller left (or the
+         * deadline passed); the history is as before the invocation. */
+        snprintf(iters, sizeof(iters), "%d",
+                 inv->spent_iterations ? inv->spent_iterations : res->iterations);
+        snprintf(model, sizeof(model), "%llu", (unsigned long long)inv->model_ms);
+        snprintf(in, sizeof(in), "%lld", inv->spent_in ? inv->spent_in : res->input_tokens);
+        snprintf(out, sizeof(out), "%lld", inv->spent_out ? inv->spent_out : res->output_tokens);
+        snprintf(calls, sizeof(calls), "%d", inv->tool_calls);
+        CM_LOGF(CM_LOG_INFO, kv, "invocation cancelled by the caller");
         cm_rpc_acall_finish(call, CM_RPC_CANCELLED, NULL, "invocation cancelled");
     } else {
         cm_error("invocation failed: %s", cm_strerror(rc));
@@ -878,6 +1111,7 @@ static void finish(struct invocation *inv, int rc, const struct aw_model_error *
         inv->sess = NULL;
         aw_sessions_release_async(inv->svc->sessions, sess); /* may start the next one */
     }
+    rerun_followers(inv);
 }
 
 /* Names (never values: Authorization, tokens) of the request context the
@@ -904,7 +1138,7 @@ static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_se
                   enum mode mode)
 {
     Agentcore__V1__InvokeRequest *req = (Agentcore__V1__InvokeRequest *)msg;
-    struct invocation *inv;
+    struct invocation *inv, *run;
     struct aw_session *sess;
     int rc;
 
@@ -914,11 +1148,22 @@ static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_se
         protobuf_c_message_free_unpacked(msg, NULL);
         return;
     }
+    if ((run = find_run(svc, req)) && join(run, call, req, mode) == 0)
+        return;
     inv = calloc(1, sizeof(*inv));
     if (!inv) {
         cm_rpc_acall_finish(call, CM_RPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
         protobuf_c_message_free_unpacked(msg, NULL);
         return;
+    }
+    cm_buf_init(&inv->evlog, EVLOG_CAP);
+    if (req->client_request_id && req->request_id[0] && svc->answers) {
+        /* A retry may come while this runs: it joins instead of running twice. */
+        inv->joinable = 1;
+        inv->lnext = svc->joinable;
+        if (svc->joinable)
+            svc->joinable->lprev = inv;
+        svc->joinable = inv;
     }
     inv->svc = svc;
     inv->call = call;

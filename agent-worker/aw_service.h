@@ -15,6 +15,7 @@ struct aw_sessions;
 struct cm_status;
 struct aw_idem;
 struct aw_store;
+struct invocation;
 
 struct aw_service {
     struct aw_bedrock *bedrock;
@@ -34,6 +35,8 @@ struct aw_service {
     /* Answers of finished invocations by request id (NULL: none kept): a
      * retry gets the first run's answer instead of a second run. */
     struct aw_idem *answers;
+    /* Private: running invocations a retry of the same request id may join. */
+    struct invocation *joinable;
 };
 
 /* |svc| must outlive the server. 0 or a cm_err code. */

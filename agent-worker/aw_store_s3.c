@@ -9,6 +9,7 @@
 #include "cm_sigv4.h"
 #include "cm_util.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +26,7 @@ struct s3store {
     int timeout_ms;
     struct aw_creds *creds;
     struct aw_curl *multi;
-    /* requests waiting for credentials, and the resolution running for them */
-    struct s3req *waiting;
-    int creds_busy;
-    uv_work_t creds_work;
+    struct aw_creds_async cra; /* credentials without waiting on the loop */
 };
 
 struct s3req {
@@ -39,7 +37,7 @@ struct s3req {
     struct curl_slist *headers;
     struct cm_buf rbody;
     char etag[AW_STORE_VERSION_MAX];
-    struct s3req *next;
+    struct aw_creds_waiter cw;
 };
 
 void aw_store_s3_error(int status, const char *body, size_t len, char *out, size_t cap)
@@ -210,53 +208,24 @@ static void start(struct s3req *r, const struct aw_credentials *cr)
 
 static void with_credentials(struct s3req *r);
 
-static void creds_work(uv_work_t *w)
+static void creds_ready(struct aw_creds_waiter *w)
 {
-    struct s3store *s = w->data;
-    struct aw_credentials cr;
-    struct aw_model_error e;
-
-    if (!aw_creds_get(s->creds, &cr, &e))
-        aw_credentials_clear(&cr);
-}
-
-static void creds_done(uv_work_t *w, int status)
-{
-    struct s3store *s = w->data;
-    struct s3req *r = s->waiting, *next;
-
-    (void)status;
-    s->creds_busy = 0;
-    s->waiting = NULL;
-    for (; r; r = next) {
-        next = r->next;
-        r->next = NULL;
-        with_credentials(r);
-    }
+    with_credentials((struct s3req *)((char *)w - offsetof(struct s3req, cw)));
 }
 
 static void with_credentials(struct s3req *r)
 {
-    struct s3store *s = r->s;
     struct aw_credentials cr;
     struct aw_model_error e;
-    int refresh = 0, rc;
+    int rc;
 
     memset(&cr, 0, sizeof(cr));
-    rc = aw_creds_peek(s->creds, &cr, &refresh, &e);
-    if (refresh && !s->creds_busy) {
-        s->creds_work.data = s;
-        if (uv_queue_work(s->base.loop, &s->creds_work, creds_work, creds_done) == 0)
-            s->creds_busy = 1;
-    }
-    if (rc == 1 && s->creds_busy) {
-        r->next = s->waiting;
-        s->waiting = r;
-        return;
-    }
+    r->cw.ready = creds_ready;
+    rc = aw_creds_async_get(&r->s->cra, &cr, &r->cw, &e);
+    if (rc == 1)
+        return; /* creds_ready comes back here */
     if (rc) {
-        snprintf(r->op->error, sizeof(r->op->error), "no credentials for S3: %.300s",
-                 rc == 1 ? "they could not be resolved" : e.message);
+        snprintf(r->op->error, sizeof(r->op->error), "no credentials for S3: %.300s", e.message);
         finish(r, AW_STORE_FAILED);
         return;
     }
@@ -336,6 +305,7 @@ struct aw_store *aw_store_s3_new(const struct aw_store_s3_config *cfg, char *err
     s->ca_bundle = cfg->ca_bundle ? strdup(cfg->ca_bundle) : NULL;
     s->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
     s->creds = cfg->creds;
+    aw_creds_async_init(&s->cra, cfg->creds, cfg->loop);
     s->multi = aw_curl_new(cfg->loop, 16);
     if (!s->multi) {
         snprintf(err, errlen, "cannot create the S3 transfer handle");

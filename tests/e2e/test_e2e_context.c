@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -254,7 +256,7 @@ static void *dup_post(void *p)
 }
 
 /* A retried request id gets the first run's answer, not a second run: after
- * it finished, while it still runs (the retry waits for the session's turn),
+ * it finished, while it still runs (the retry joins the run),
  * and by the body's idempotency_key; another session's same id runs. */
 static void test_a_retried_request_id_runs_once(void **state)
 {
@@ -276,7 +278,7 @@ static void test_a_retried_request_id_runs_once(void **state)
     assert_int_equal(turns_with(sa, "only once A."), 1);
     assert_true(th_wait_log(s.agent.log_path, "answered from its earlier run", 5000) >= 0);
 
-    /* Two at once: the second waits for the first's turn, then gets its answer. */
+    /* Two at once: the second joins the first's run and gets its answer. */
     for (i = 0; i < 2; i++) {
         d[i] = (struct dup){sa, "retry-me-2", "{\"prompt\":\"[[sleep:300]] only once B.\"}", 0, ""};
         assert_int_equal(pthread_create(&t[i], NULL, dup_post, &d[i]), 0);
@@ -304,6 +306,50 @@ static void test_a_retried_request_id_runs_once(void **state)
     assert_int_equal(turns_with(sb, "only once A."), 1);
 }
 
+/* A streaming retry of a request still running joins it: it gets the
+ * events streamed so far at once, then the rest, then the same answer;
+ * when the first client leaves, the run goes on for the retry. One model
+ * call in all. */
+static void test_a_streamed_retry_joins_the_running_stream(void **state)
+{
+    static const char hdrs[] = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id: "
+                               "ctx-session-join-00000000000000000001\r\n"
+                               "X-Amzn-Bedrock-AgentCore-Runtime-Request-Id: join-me-1\r\n";
+    static const char body[] =
+        "{\"prompt\":\"[[slow-stream:100]] first words, then more words, and more words, and "
+        "still more words, one small piece at a time, then the last words of a slow answer\","
+        "\"stream\":true}";
+    static char a[65536], b[65536];
+    long long streams = th_emu_stat(&emu, "streams");
+    int fa, fb;
+
+    (void)state;
+    fa = th_raw_post(s.gw.port, "/invocations", hdrs, body);
+    assert_true(fa >= 0);
+    assert_int_equal(th_raw_read_until(fa, a, sizeof(a), "contentBlockDelta", 10000), 0);
+    fb = th_raw_post(s.gw.port, "/invocations", hdrs, body);
+    assert_true(fb >= 0);
+    /* The retry sees at once what the first client saw first. */
+    assert_int_equal(th_raw_read_until(fb, b, sizeof(b), "contentBlockDelta", 10000), 0);
+    /* (the retry of the test before joined once already) */
+    assert_true(th_wait_log_count(s.agent.log_path, "joined its running invocation", 2, 5000) >= 0);
+    assert_null(strstr(b, "stop_reason")); /* mid-stream, not a replay of a finished run */
+    {
+        /* The first client leaves mid-stream (a reset, as a client that dies). */
+        struct linger lg = {1, 0};
+
+        setsockopt(fa, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(fa);
+    }
+    assert_true(th_wait_log(s.agent.log_path, "the run goes on for its retry", 5000) >= 0);
+    assert_int_equal(th_raw_read_until(fb, b, sizeof(b), "\"stop_reason\"", 20000), 0);
+    close(fb);
+    /* The whole answer, from one model call. */
+    assert_non_null(strstr(b, "last words of a slow answer"));
+    assert_int_equal(th_emu_stat(&emu, "streams"), streams + 1);
+    assert_int_equal(turns_with("ctx-session-join-00000000000000000001", "first words"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_sixty_turns_stay_in_the_window),
         cmocka_unit_test(test_twenty_at_once_on_one_session),
         cmocka_unit_test(test_a_retried_request_id_runs_once),
+        cmocka_unit_test(test_a_streamed_retry_joins_the_running_stream),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

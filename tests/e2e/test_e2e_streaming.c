@@ -291,6 +291,8 @@ static void test_client_leaving_cancels_the_model_request(void **state)
         fail_msg("model request cancelled %ld ms after the client left", now_ms() - t0);
     assert_true(th_wait_log(main_s.agent.log_path, "invocation cancelled by the caller", 5000) >=
                 0);
+    /* Its closing line says so, with what the model call had cost. */
+    assert_true(th_wait_log(main_s.agent.log_path, "\"stopReason\":\"Cancelled\"", 5000) >= 0);
 }
 
 /* A client that half-closes (shuts its sending side) once the stream has
