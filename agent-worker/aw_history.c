@@ -336,3 +336,64 @@ int aw_history_reduce(json_t *messages, size_t keep_from, char *what, size_t wha
     snprintf(what, whatlen, "removed the %zu oldest messages", cut);
     return (int)cut;
 }
+
+/* ---- the window and the summarizing manager ---- */
+
+size_t aw_history_cut(const json_t *messages, size_t max)
+{
+    size_t n = json_array_size(messages), cut;
+
+    if (n <= max)
+        return 0;
+    for (cut = n - max; cut < n && !starts_conversation(json_array_get(messages, cut)); cut++)
+        ;
+    return cut;
+}
+
+json_t *aw_history_summary_request(const json_t *messages, size_t cut)
+{
+    json_t *req = json_array(), *ask;
+    size_t i;
+
+    if (!req)
+        return NULL;
+    for (i = 0; i < cut && i < json_array_size(messages); i++)
+        if (json_array_append_new(req, json_deep_copy(json_array_get(messages, i)))) {
+            json_decref(req);
+            return NULL;
+        }
+    ask = json_pack("{s:s,s:[{s:s}]}", "role", "user", "content", "text", AW_HISTORY_SUMMARY_ASK);
+    if (json_array_append_new(req, ask) || aw_history_repair(req, NULL, 0) < 0) {
+        json_decref(req);
+        return NULL;
+    }
+    return req; /* the repair merged the request into a trailing user turn, if any */
+}
+
+int aw_history_apply_summary(json_t *messages, size_t cut, const char *summary)
+{
+    size_t n = json_array_size(messages), len = strlen(AW_HISTORY_SUMMARY_HEAD) + strlen(summary);
+    char *text = malloc(len + 1);
+    json_t *block;
+
+    if (!text)
+        return -1;
+    snprintf(text, len + 1, "%s%s", AW_HISTORY_SUMMARY_HEAD, summary);
+    block = json_pack("{s:s}", "text", text);
+    free(text);
+    if (!block)
+        return -1;
+    if (cut >= n) {
+        json_t *only = json_pack("{s:s,s:[o]}", "role", "user", "content", block);
+
+        if (!only)
+            return -1;
+        json_array_clear(messages);
+        return json_array_append_new(messages, only) ? -1 : 0;
+    }
+    if (json_array_insert_new(json_object_get(json_array_get(messages, cut), "content"), 0, block))
+        return -1;
+    while (cut--)
+        json_array_remove(messages, 0);
+    return 0;
+}

@@ -51,4 +51,32 @@ int aw_history_is_overflow(const char *message);
 #define AW_HISTORY_CUT_KEEP 200
 int aw_history_reduce(json_t *messages, size_t keep_from, char *what, size_t whatlen);
 
+/* ---- the window and the summarizing manager ----
+ * The window keeps at most |max| messages: it cuts whole turns from the front,
+ * up to a user turn that starts a conversation (text, no toolResult), so no
+ * toolResult loses its toolUse. The summarizing manager
+ * (CONVERSATION_MANAGER=summarizing) asks the model to summarize what the cut
+ * would drop and keeps the summary instead. */
+
+/* How many messages from the front the window drops (0: none; the whole
+ * array when no user text turn is left to start from). */
+size_t aw_history_cut(const json_t *messages, size_t max);
+
+/* What the summary request asks (the emulator answers it too). */
+#define AW_HISTORY_SUMMARY_ASK                                                                     \
+    "Summarize the conversation above for your own later use: the user's requests, the facts "     \
+    "and decisions, what tools returned, and what is still open. Answer with the summary only, "   \
+    "in plain text, and call no tools."
+/* The summary prefix kept in the history. */
+#define AW_HISTORY_SUMMARY_HEAD "Summary of the earlier conversation:\n"
+
+/* A new messages array asking for a summary of messages[0..cut): copies of
+ * them, repaired, then the request in a user turn. NULL out of memory. */
+json_t *aw_history_summary_request(const json_t *messages, size_t cut);
+
+/* Replaces messages[0..cut) by |summary|: it becomes the first text block of
+ * the first kept message (a user text turn), or the only message when
+ * nothing is kept. 0, or -1 out of memory (|messages| unchanged). */
+int aw_history_apply_summary(json_t *messages, size_t cut, const char *summary);
+
 #endif

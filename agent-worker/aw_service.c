@@ -114,6 +114,8 @@ struct invocation {
      * rollback clears the result; the calls were billed all the same). */
     long long spent_in, spent_out;
     int spent_iterations;
+    int summarized;     /* the summarizing manager ran (or was tried) */
+    size_t summary_cut; /* the messages its summary replaces */
     struct aw_model_error end_err;
     struct tool_stat tools[TOOL_STATS];
     int ntools, tool_calls;
@@ -123,6 +125,7 @@ static void step(struct invocation *inv, enum aw_agent_next next);
 static void call_model(struct invocation *inv);
 static void complete(struct invocation *inv, int rc, const struct aw_model_error *err);
 static void checkpoint(struct invocation *inv);
+static int summarize(struct invocation *inv);
 
 static void log_ctx(const struct invocation *inv)
 {
@@ -952,6 +955,67 @@ static int join(struct invocation *run, struct cm_rpc_acall *call,
     return 0;
 }
 
+/* ---- the summarizing conversation manager ---- */
+
+static void on_summary(void *ud, int rc, struct aw_turn *turn, struct aw_model_error *err)
+{
+    struct invocation *inv = ud;
+    json_t *msgs = aw_session_messages(inv->sess), *block;
+    struct aw_agent *a = &inv->agent;
+    char text[16384] = "", removed[24];
+    const char *kv[] = {"messagesReplaced", removed, NULL};
+    size_t i, pos = 0;
+
+    inv->model = NULL;
+    inv->model_ms += cm_now_ms() - inv->model_t0;
+    if (rc == 0) {
+        json_array_foreach(json_object_get(turn->message, "content"), i, block)
+        {
+            const char *t = json_string_value(json_object_get(block, "text"));
+
+            if (t && pos < sizeof(text))
+                pos += (size_t)snprintf(text + pos, sizeof(text) - pos, "%s", t);
+        }
+        a->res.input_tokens += turn->input_tokens; /* billed with this invocation */
+        a->res.output_tokens += turn->output_tokens;
+        a->res.total_tokens += turn->total_tokens;
+    }
+    log_ctx(inv);
+    if (rc == 0 && text[0] && aw_history_apply_summary(msgs, inv->summary_cut, text) == 0) {
+        /* The agent's view of where this invocation began moves with them. */
+        a->start_len = a->start_len > inv->summary_cut ? a->start_len - inv->summary_cut : 0;
+        snprintf(removed, sizeof(removed), "%zu", inv->summary_cut);
+        CM_LOGF(CM_LOG_INFO, kv, "history summarized");
+    } else {
+        cm_warn("history not summarized (%s): the window drops the oldest turns instead",
+                rc ? (err ? err->message : cm_strerror(rc)) : "empty or unusable summary");
+    }
+    cm_log_clear_context();
+    complete(inv, 0, NULL);
+}
+
+/* When the window would drop turns: 1 with a model call asking to
+ * summarize them under way, 0 when there is nothing to do (or no call could
+ * start: the window applies). */
+static int summarize(struct invocation *inv)
+{
+    struct aw_call_cb cb = {NULL, on_summary, inv};
+    json_t *msgs = aw_session_messages(inv->sess), *req, *tool_config;
+
+    inv->summarized = 1;
+    inv->summary_cut = aw_history_cut(msgs, aw_sessions_window(inv->svc->sessions));
+    if (!inv->summary_cut || !(req = aw_history_summary_request(msgs, inv->summary_cut)))
+        return 0;
+    /* Bedrock wants the tool configuration whenever the messages hold
+     * toolUse or toolResult blocks. */
+    tool_config = aw_tools_config(inv->svc->tools);
+    inv->model_t0 = cm_now_ms();
+    inv->model = aw_bedrock_start(inv->svc->bedrock, req, tool_config, &cb);
+    json_decref(tool_config);
+    json_decref(req);
+    return inv->model != NULL;
+}
+
 /* Ends the invocation: once no tool call can report to it any more, and
  * once its history is in the store (when there is one), finish(). */
 static void complete(struct invocation *inv, int rc, const struct aw_model_error *err)
@@ -969,6 +1033,9 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
     }
     if (inv->closing)
         return; /* the final save ends it */
+    if (rc == 0 && inv->svc->summarize && inv->sess && inv->agent_live && !inv->summarized &&
+        !inv->cancelled && summarize(inv))
+        return; /* on_summary comes back here */
     if (inv->agent_live && rc && !inv->agent.rc) {
         inv->spent_in = inv->agent.res.input_tokens;
         inv->spent_out = inv->agent.res.output_tokens;

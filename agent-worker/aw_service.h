@@ -31,6 +31,9 @@ struct aw_service {
     int max_parallel_tools; /* tool calls of one turn running at once (the rest queue) */
     /* Token budgets of one invocation (0: none); a request may ask for less. */
     long long max_invocation_tokens, max_invocation_output_tokens;
+    /* CONVERSATION_MANAGER=summarizing: what the window would drop is
+     * summarized by the model (one more call) instead of forgotten. */
+    int summarize;
     int session_wait_ms; /* a second invocation of a busy session waits this long, then ABORTED */
     /* Answers of finished invocations by request id (NULL: none kept): a
      * retry gets the first run's answer instead of a second run. */

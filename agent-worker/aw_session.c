@@ -1,4 +1,5 @@
 #include "aw_session.h"
+#include "aw_history.h"
 #include "cm_log.h"
 #include "cm_util.h"
 
@@ -360,33 +361,10 @@ size_t aw_sessions_window(const struct aw_sessions *s)
     return s->max_messages;
 }
 
-static int is_user_text_turn(const json_t *m)
-{
-    const char *role = json_string_value(json_object_get(m, "role"));
-    json_t *content = json_object_get(m, "content"), *block;
-    size_t i;
-
-    if (!role || strcmp(role, "user"))
-        return 0;
-    json_array_foreach(content, i, block)
-    {
-        if (json_object_get(block, "toolResult"))
-            return 0;
-    }
-    return 1;
-}
-
 void aw_session_trim(json_t *messages, size_t max)
 {
-    size_t n = json_array_size(messages), drop = 0;
+    size_t drop = aw_history_cut(messages, max);
 
-    if (n <= max)
-        return;
-    drop = n - max;
-    /* Move the cut forward to the next user text turn so no toolResult is left
-     * without its toolUse. If none remains, the history is dropped whole. */
-    while (drop < n && !is_user_text_turn(json_array_get(messages, drop)))
-        drop++;
     while (drop--)
         json_array_remove(messages, 0);
 }

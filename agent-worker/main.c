@@ -66,6 +66,7 @@ enum {
     C_SESSION_MAX_MESSAGES,
     C_TOOL_TIMEOUT,
     C_SESSION_STORE,
+    C_CONV_MANAGER,
     C_SESSION_DIR,
     C_S3_BUCKET,
     C_S3_PREFIX,
@@ -210,6 +211,10 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                          "(SESSION_DIR: survives restarts) or s3 (SESSION_S3_BUCKET: shared by "
                          "every agent-worker); memory stays the cache",
                          0},
+    [C_CONV_MANAGER] = {"CONVERSATION_MANAGER", NULL, CM_CFG_STR, "sliding", 0, 16,
+                        "sliding: the window drops the oldest turns; summarizing: the model "
+                        "summarizes them first (one more model call when the window is full)",
+                        0},
     [C_SESSION_DIR] = {"SESSION_DIR", NULL, CM_CFG_STR, NULL, 0, 1000,
                        "the file store's directory, e.g. AgentCore's session storage mount", 0},
     [C_S3_BUCKET] = {"SESSION_S3_BUCKET", NULL, CM_CFG_STR, NULL, 0, 63,
@@ -574,6 +579,13 @@ int main(int argc, char **argv)
     svc.max_invocation_tokens = cfg[C_MAX_INV_TOKENS].i;
     svc.max_invocation_output_tokens = cfg[C_MAX_INV_OUTPUT_TOKENS].i;
     svc.session_wait_ms = (int)cfg[C_SESSION_WAIT].i;
+    if (strcmp(cfg[C_CONV_MANAGER].s, "sliding") && strcmp(cfg[C_CONV_MANAGER].s, "summarizing")) {
+        cm_error("invalid configuration: CONVERSATION_MANAGER: '%s' is not sliding or summarizing",
+                 cfg[C_CONV_MANAGER].s);
+        rc = 2;
+        goto out;
+    }
+    svc.summarize = !strcmp(cfg[C_CONV_MANAGER].s, "summarizing");
     svc.loop = cm_loop_uv(loop);
     svc.status = cm_status_new(loop);
     ls.tool_workers = cfg[C_TOOL_WORKERS].s;

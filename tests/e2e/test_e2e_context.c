@@ -25,6 +25,9 @@
 #define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
 #define LIMIT 6000
 
+/* What the summarizing manager puts before a summary (aw_history.h). */
+#define AW_SUMMARY_HEAD "Summary of the earlier conversation:"
+
 static struct th_proc emu, tool;
 static struct th_stack s;
 
@@ -350,6 +353,42 @@ static void test_a_streamed_retry_joins_the_running_stream(void **state)
     assert_int_equal(turns_with("ctx-session-join-00000000000000000001", "first words"), 1);
 }
 
+/* CONVERSATION_MANAGER=summarizing with a window of 4 messages: what the
+ * window drops is summarized by the model (the emulator's summary lists the
+ * user's prompts), so the first turn is still known three turns later, and
+ * the conversation stays valid (the emulator refuses any that is not). */
+static void test_the_summarizing_manager_keeps_what_the_window_drops(void **state)
+{
+    static const char sid[] = "ctx-session-summary-0000000000000000001";
+    struct th_stack sum;
+    struct th_resp r;
+    const char *said;
+    int turn;
+    char prompt[64];
+
+    (void)state;
+    assert_int_equal(th_stack_start(&sum, "ctx-sum", &emu, &tool,
+                                    (const char *[]){KEYS, "CONVERSATION_MANAGER=summarizing",
+                                                     "SESSION_MAX_MESSAGES=4", NULL}),
+                     0);
+    for (turn = 1; turn <= 4; turn++) {
+        snprintf(prompt, sizeof(prompt), "{\"prompt\":\"fact number %d.\"}", turn);
+        assert_int_equal(th_invoke(&sum, prompt, sid, &r), 0);
+        if (r.status != 200)
+            fail_msg("turn %d: %s", turn, r.body);
+        th_resp_free(&r);
+    }
+    assert_true(th_wait_log(sum.agent.log_path, "history summarized", 5000) >= 0);
+    assert_int_equal(th_invoke(&sum, "{\"prompt\":\"[[recall]]\"}", sid, &r), 0);
+    assert_int_equal(r.status, 200);
+    said = json_string_value(json_object_get(r.json, "response"));
+    /* The first fact left the window long ago: only the summary has it. */
+    if (!said || !strstr(said, AW_SUMMARY_HEAD) || !strstr(said, "fact number 1."))
+        fail_msg("%s", r.body);
+    th_resp_free(&r);
+    assert_int_equal(th_stack_stop(&sum), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -360,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_twenty_at_once_on_one_session),
         cmocka_unit_test(test_a_retried_request_id_runs_once),
         cmocka_unit_test(test_a_streamed_retry_joins_the_running_stream),
+        cmocka_unit_test(test_the_summarizing_manager_keeps_what_the_window_drops),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -10,6 +10,8 @@
  *                              (several in one prompt: one toolUse each, one turn)
  *   [[tool-loop:NAME {json}]]  keep asking for that tool, whatever comes back
  *   [[recall]]                 list the user's earlier prompts in this conversation
+ *   "Summarize the conversation above" (the summarizing manager's request)
+ *                              a summary: the user's earlier prompts
  *   [[max_tokens]]             stop with stopReason max_tokens
  *   [[fail:STATUS]]            answer with that error status
  *   [[sleep:MS]]               wait before answering
@@ -726,7 +728,16 @@ static void model_answer(const json_t *req, size_t req_len, struct answer *a)
         input = NULL;
         stop = "tool_use";
     } else {
-        if (after_tool)
+        if (strstr(prompt, "Summarize the conversation above")) {
+            /* The summarizing conversation manager's request: the user's
+             * prompts, as a model's summary would keep them. */
+            char *said = recall_text(messages);
+            size_t n = strlen(said) + 32;
+
+            text = malloc(n);
+            snprintf(text, n, "The user asked: %s", said + strlen("You said:"));
+            free(said);
+        } else if (after_tool)
             text = tool_results_text(last);
         else if (strstr(prompt, "[[recall]]"))
             text = recall_text(messages);

@@ -178,6 +178,66 @@ static void test_overflow_messages(void **state)
     assert_false(aw_history_is_overflow(NULL));
 }
 
+/* The window's cut and the summarizing manager's request and result, on
+ * rows: a history, the window, where it cuts. */
+static void test_window_and_summary(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t max, cut;
+    } cuts[] = {
+        {"[" U(T("a")) "," A(T("b")) "]", 4, 0},
+        {"[" U(T("a")) "," A(T("b")) "," U(T("c")) "," A(T("d")) "]", 2, 2},
+        /* never after a toolUse: the cut moves to the next user text turn */
+        {"[" U(T("a")) "," A(TU("t")) "," U(TR("t")) "," A(T("b")) "," U(T("c")) "," A(T("d")) "]",
+         3, 4},
+        /* no user text turn left: everything goes */
+        {"[" U(T("a")) "," A(TU("t")) "," U(TR("t")) "," A(T("b")) "]", 1, 4},
+    };
+    json_t *h, *req, *last;
+    size_t i;
+    const char *t;
+
+    (void)state;
+    for (i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        h = json_loads(cuts[i].in, 0, NULL);
+        assert_non_null(h);
+        if (aw_history_cut(h, cuts[i].max) != cuts[i].cut)
+            fail_msg("row %zu: cut %zu, want %zu", i, aw_history_cut(h, cuts[i].max), cuts[i].cut);
+        json_decref(h);
+    }
+
+    /* The request: what goes, then the ask, valid for Bedrock. */
+    h = json_loads(cuts[2].in, 0, NULL);
+    req = aw_history_summary_request(h, 4);
+    assert_non_null(req);
+    assert_int_equal(json_array_size(req), 5);
+    assert_int_equal(aw_history_repair(req, NULL, 0), 0);
+    last = json_array_get(req, 4);
+    assert_string_equal(json_string_value(json_object_get(last, "role")), "user");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(last, "content"), 0), "text")),
+                        AW_HISTORY_SUMMARY_ASK);
+    json_decref(req);
+    assert_int_equal(json_array_size(h), 6); /* the history itself is untouched */
+
+    /* The result: the summary opens the first kept turn. */
+    assert_int_equal(aw_history_apply_summary(h, 4, "the user said a"), 0);
+    assert_int_equal(json_array_size(h), 2);
+    t = json_string_value(json_object_get(
+        json_array_get(json_object_get(json_array_get(h, 0), "content"), 0), "text"));
+    assert_string_equal(t, AW_HISTORY_SUMMARY_HEAD "the user said a");
+    assert_int_equal(aw_history_repair(h, NULL, 0), 0);
+    json_decref(h);
+
+    /* Nothing kept: the summary is the whole history. */
+    h = json_loads(cuts[3].in, 0, NULL);
+    assert_int_equal(aw_history_apply_summary(h, 4, "s"), 0);
+    assert_int_equal(json_array_size(h), 1);
+    assert_int_equal(aw_history_repair(h, NULL, 0), 0);
+    json_decref(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +245,7 @@ int main(void)
         cmocka_unit_test(test_not_an_array),
         cmocka_unit_test(test_reduce),
         cmocka_unit_test(test_overflow_messages),
+        cmocka_unit_test(test_window_and_summary),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
