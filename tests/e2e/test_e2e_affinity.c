@@ -28,28 +28,15 @@ static char url[96], url_dns[96];
 
 static int setup(void **state)
 {
-    char addr[96], port[32];
-
     (void)state;
     if (th_emulator_start(&emu, "aff-emulator", NULL) || th_tool_start(&tool, "aff-tool-worker") ||
         th_stack_start(&a_s, "aff-a", &emu, &tool, (const char *[]){KEYS, NULL}) ||
         th_stack_start(&b_s, "aff-b", &emu, &tool, (const char *[]){KEYS, NULL}))
         return -1;
-    snprintf(addr, sizeof(addr), "AGENT_WORKER_ADDR=127.0.0.1:%d,127.0.0.1:%d", a_s.agent.port,
-             b_s.agent.port);
-    snprintf(port, sizeof(port), "PORT=0");
-    if (th_proc_start(&gw, "aff-gateway", AC_BIN_GATEWAY,
-                      (const char *[]){addr, port, "GATEWAY_HOST=127.0.0.1",
-                                       "AGENT_READY_WAIT_MS=1000", NULL},
-                      TH_READY_MS))
+    if (th_front_start(&gw, "aff-gateway", "127.0.0.1", a_s.agent.port, b_s.agent.port))
         return -1;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/invocations", gw.port);
-    snprintf(addr, sizeof(addr), "AGENT_WORKER_ADDR=localhost:%d,localhost:%d", a_s.agent.port,
-             b_s.agent.port);
-    if (th_proc_start(&gw_dns, "aff-gateway-dns", AC_BIN_GATEWAY,
-                      (const char *[]){addr, port, "GATEWAY_HOST=127.0.0.1",
-                                       "AGENT_READY_WAIT_MS=1000", NULL},
-                      TH_READY_MS))
+    if (th_front_start(&gw_dns, "aff-gateway-dns", "localhost", a_s.agent.port, b_s.agent.port))
         return -1;
     snprintf(url_dns, sizeof(url_dns), "http://127.0.0.1:%d/invocations", gw_dns.port);
     return 0;

@@ -182,7 +182,7 @@ static int s3_stack(struct th_stack *s, const char *name, const struct th_proc *
 static void test_s3rver_two_workers_share_a_session(void **state)
 {
     static const char sid[] = "ses-s3rver-share-00000000000000000001";
-    char script[1200], data[600], addr[128], port_env[32];
+    char script[1200], data[600];
     struct th_proc s3, emu2, gw;
     struct th_stack a, b, front;
     const char *logs[2];
@@ -209,14 +209,8 @@ static void test_s3rver_two_workers_share_a_session(void **state)
                      0);
     assert_int_equal(s3_stack(&a, "ses-s3rver-a", &emu2, port, 1), 0);
     assert_int_equal(s3_stack(&b, "ses-s3rver-b", &emu2, port, 1), 0);
-    snprintf(addr, sizeof(addr), "AGENT_WORKER_ADDR=127.0.0.1:%d,127.0.0.1:%d", a.agent.port,
-             b.agent.port);
-    snprintf(port_env, sizeof(port_env), "PORT=0");
-    assert_int_equal(th_proc_start(&gw, "ses-s3rver-gateway", AC_BIN_GATEWAY,
-                                   (const char *[]){addr, port_env, "GATEWAY_HOST=127.0.0.1",
-                                                    "AGENT_READY_WAIT_MS=1000", NULL},
-                                   TH_READY_MS),
-                     0);
+    assert_int_equal(
+        th_front_start(&gw, "ses-s3rver-gateway", "127.0.0.1", a.agent.port, b.agent.port), 0);
     memset(&front, 0, sizeof(front));
     snprintf(front.url, sizeof(front.url), "http://127.0.0.1:%d", gw.port);
 

@@ -90,6 +90,17 @@ int th_stack_stop(struct th_stack *s)
     return th_stop(&s->gw) + th_stop(&s->agent);
 }
 
+int th_front_start(struct th_proc *gw, const char *name, const char *host, int a, int b)
+{
+    char addr[300];
+
+    snprintf(addr, sizeof(addr), "AGENT_WORKER_ADDR=%s:%d,%s:%d", host, a, host, b);
+    return th_proc_start(gw, name, AC_BIN_GATEWAY,
+                         (const char *[]){addr, "PORT=0", "GATEWAY_HOST=127.0.0.1",
+                                          "AGENT_READY_WAIT_MS=1000", NULL},
+                         TH_READY_MS);
+}
+
 int th_invoke(const struct th_stack *s, const char *body, const char *session, struct th_resp *r)
 {
     char url[128], hdr[400];

@@ -31,6 +31,9 @@ int th_stack_start(struct th_stack *s, const char *name, const struct th_proc *e
 int th_stack_start_gw(struct th_stack *s, const char *name, const struct th_proc *emu,
                       const struct th_proc *tool, const char *const *env,
                       const char *const *gw_env);
+/* A gateway (on an ephemeral port) in front of two agent-workers, at
+ * "<host>:<a>,<host>:<b>" (session affinity spreads sessions over both). */
+int th_front_start(struct th_proc *gw, const char *name, const char *host, int a, int b);
 /* SIGTERM; returns 0 when the process exited 0 (or was already stopped),
  * else prints why and returns 1. */
 int th_stop(struct th_proc *p);
