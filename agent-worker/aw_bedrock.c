@@ -467,6 +467,7 @@ struct aw_bedrock_call {
     enum { ST_IDLE, ST_PACE, ST_CREDS, ST_XFER, ST_BACKOFF, ST_DONE } state;
     uv_timer_t timer;          /* pacing, backoff, or the silence watch of a transfer */
     struct aw_creds_waiter cw; /* queued for credentials (ST_CREDS) */
+    char traceparent[64];      /* "" when untraced */
     /* the current attempt */
     CURL *h;
     struct curl_slist *headers;
@@ -805,6 +806,15 @@ static void start_transfer(struct aw_bedrock_call *c, const struct aw_credential
         attempt_done(c, CM_EINVAL);
         return;
     }
+    if (c->traceparent[0]) {
+        /* Not signed: a header the service reads, as the AWS SDKs send it. */
+        char line[96];
+        struct curl_slist *l;
+
+        snprintf(line, sizeof(line), "traceparent: %s", c->traceparent);
+        if ((l = curl_slist_append(c->headers, line)))
+            c->headers = l;
+    }
     snprintf(url, sizeof(url), "%s%s", b->ep.scheme_host, path);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -929,6 +939,9 @@ struct aw_bedrock_call *aw_bedrock_start(struct aw_bedrock *b, const json_t *mes
         return NULL;
     c->b = b;
     c->cb = *cb;
+    if (cb->traceparent)
+        snprintf(c->traceparent, sizeof(c->traceparent), "%s", cb->traceparent);
+    c->cb.traceparent = NULL; /* the copy above is what lives on */
     c->streaming = b->streaming;
     c->body = aw_bedrock_build_body(messages, &b->opts, tool_config);
     if (!c->body) {

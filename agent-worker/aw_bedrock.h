@@ -123,6 +123,9 @@ struct aw_call_cb {
      * is freed on return), or CM_EUPSTREAM / CM_ENOMEM with |err| filled. */
     void (*on_done)(void *ud, int rc, struct aw_turn *turn, struct aw_model_error *err);
     void *ud;
+    /* W3C traceparent sent with the request (copied; NULL: none): the
+     * model call's span in the invocation's trace. */
+    const char *traceparent;
 };
 
 /* One model call (Converse, or ConverseStream when the client was made with

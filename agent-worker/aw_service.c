@@ -15,6 +15,7 @@
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_status.h"
+#include "cm_trace.h"
 #include "cm_util.h"
 
 #include "agentcore.pb-c.h"
@@ -75,6 +76,10 @@ struct follower {
 
 struct invocation {
     struct aw_service *svc;
+    /* The invoke_agent span: a child of the gateway's; tool calls and model
+     * calls are its children. */
+    struct cm_trace trace;
+    char trace_id[33], span_id[17], traceparent[CM_TRACEPARENT_LEN + 1];
     struct cm_rpc_acall *call;        /* NULL once answered */
     struct invocation *lnext, *lprev; /* in svc->joinable: a retry may join it */
     int joinable;
@@ -130,6 +135,7 @@ static int summarize(struct invocation *inv);
 static void log_ctx(const struct invocation *inv)
 {
     cm_log_set_context(inv->req->request_id, inv->req->session_id);
+    cm_log_set_trace(inv->trace_id, inv->span_id);
 }
 
 static void send_event(struct invocation *inv, Agentcore__V1__InvokeEvent *ev)
@@ -274,8 +280,15 @@ static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_mode
 
 static void call_model(struct invocation *inv)
 {
-    struct aw_call_cb cb = {inv->mode == MODE_EVENTS ? on_text : NULL, on_model_done, inv};
+    struct aw_call_cb cb = {inv->mode == MODE_EVENTS ? on_text : NULL, on_model_done, inv, NULL};
     json_t *tool_config = aw_tools_config(inv->svc->tools);
+    char tp[CM_TRACEPARENT_LEN + 1];
+    struct cm_trace chat; /* the model call's span, a child of ours */
+
+    if (inv->traceparent[0] && cm_trace_child(&inv->trace, &chat) == 0) {
+        cm_trace_format(&chat, tp);
+        cb.traceparent = tp;
+    }
 
     inv->turn_text = 0;
     inv->model_t0 = cm_now_ms();
@@ -739,7 +752,6 @@ static void on_cancel(void *ud)
         inv->call = NULL;
         /* Tool calls from now on hang off a caller still there. */
         inv->tcall.aparent = inv->followers->call;
-        inv->tcall.traceparent = cm_rpc_acall_meta(inv->followers->call, CM_RPC_MD_TRACEPARENT);
         log_ctx(inv);
         cm_info("the caller left; the run goes on for its retry (same request id)");
         cm_log_clear_context();
@@ -759,11 +771,8 @@ static void follower_cancel(void *ud)
     if (*pp)
         *pp = f->next;
     cm_rpc_acall_finish(f->call, CM_RPC_CANCELLED, NULL, "invocation cancelled");
-    if (inv->tcall.aparent == f->call) {
+    if (inv->tcall.aparent == f->call)
         inv->tcall.aparent = inv->followers ? inv->followers->call : NULL;
-        inv->tcall.traceparent =
-            inv->followers ? cm_rpc_acall_meta(inv->followers->call, CM_RPC_MD_TRACEPARENT) : NULL;
-    }
     follower_free(f);
     if (!inv->call && !inv->followers && !inv->cancelled)
         cancel_run(inv);
@@ -999,7 +1008,7 @@ static void on_summary(void *ud, int rc, struct aw_turn *turn, struct aw_model_e
  * start: the window applies). */
 static int summarize(struct invocation *inv)
 {
-    struct aw_call_cb cb = {NULL, on_summary, inv};
+    struct aw_call_cb cb = {NULL, on_summary, inv, inv->traceparent[0] ? inv->traceparent : NULL};
     json_t *msgs = aw_session_messages(inv->sess), *req, *tool_config;
 
     inv->summarized = 1;
@@ -1242,7 +1251,11 @@ static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_se
     inv->tcall.aparent = call;
     inv->tcall.request_id = req->request_id;
     inv->tcall.session_id = req->session_id;
-    inv->tcall.traceparent = cm_rpc_acall_meta(call, CM_RPC_MD_TRACEPARENT);
+    if (cm_trace_continue(cm_rpc_acall_meta(call, CM_RPC_MD_TRACEPARENT), &inv->trace) == 0) {
+        cm_trace_ids(&inv->trace, inv->trace_id, inv->span_id);
+        cm_trace_format(&inv->trace, inv->traceparent);
+        inv->tcall.traceparent = inv->traceparent; /* a tool call's parent is our span */
+    }
     if (CM_LOG_ENABLED(CM_LOG_DEBUG)) {
         log_ctx(inv);
         log_context(call);

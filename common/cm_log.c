@@ -18,6 +18,7 @@ static int out_fd = 2;
 
 static __thread char ctx_request[CTX_MAX];
 static __thread char ctx_session[CTX_MAX];
+static __thread char ctx_trace[33], ctx_span[17];
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
@@ -52,12 +53,20 @@ void cm_log_set_context(const char *request_id, const char *session_id)
 {
     cm_strlcpy(ctx_request, request_id ? request_id : "", CTX_MAX);
     cm_strlcpy(ctx_session, session_id ? session_id : "", CTX_MAX);
+    ctx_trace[0] = ctx_span[0] = '\0';
+}
+
+void cm_log_set_trace(const char *trace_id, const char *span_id)
+{
+    cm_strlcpy(ctx_trace, trace_id ? trace_id : "", sizeof(ctx_trace));
+    cm_strlcpy(ctx_span, span_id ? span_id : "", sizeof(ctx_span));
 }
 
 void cm_log_clear_context(void)
 {
     ctx_request[0] = '\0';
     ctx_session[0] = '\0';
+    ctx_trace[0] = ctx_span[0] = '\0';
 }
 
 const char *cm_log_request_id(void)
@@ -149,6 +158,10 @@ int cm_log_format(char *out, int cap, long long wall_ms, enum cm_log_level level
         pos = put_field(out, pos, lim, "requestId", ctx_request);
     if (ctx_session[0])
         pos = put_field(out, pos, lim, "sessionId", ctx_session);
+    if (ctx_trace[0]) {
+        pos = put_field(out, pos, lim, "traceId", ctx_trace);
+        pos = put_field(out, pos, lim, "spanId", ctx_span);
+    }
     for (; kv && kv[0]; kv += 2) {
         if (kv[1])
             pos = put_field(out, pos, lim, kv[0], kv[1]);

@@ -2,7 +2,8 @@
  * SDK writes (Lambda-style JSON logs):
  *
  *   {"timestamp":"2026-11-24T14:29:56.123Z","level":"INFO","message":"...",
- *    "logger":"agentcore.gateway","requestId":"...","sessionId":"...", ...extra}
+ *    "logger":"agentcore.gateway","requestId":"...","sessionId":"...",
+ *    "traceId":"...","spanId":"...", ...extra}
  *
  * requestId/sessionId come from the calling thread's context (cm_log_set_context)
  * and are omitted when unknown. Extra fields are key/value string pairs.
@@ -28,6 +29,10 @@ int cm_log_level_parse(const char *s, enum cm_log_level *out);
  * at 127 bytes). */
 void cm_log_set_context(const char *request_id, const char *session_id);
 void cm_log_clear_context(void);
+/* The W3C trace and span ids (lower-case hex) of what the thread works on,
+ * written as "traceId" and "spanId" (CloudWatch joins logs to traces by
+ * them). cm_log_set_context clears them: set them after it. */
+void cm_log_set_trace(const char *trace_id, const char *span_id);
 const char *cm_log_request_id(void);
 const char *cm_log_session_id(void);
 

@@ -257,6 +257,7 @@ static void sse_free(void *cls)
 
     flight_leave(o->h); /* before the access line: a reader of the log may rely on it */
     cm_log_set_context(o->request_id, NULL);
+    gw_call_log_trace(o->call);
     access_log_bytes("POST", "/invocations", 200, gw_call_sent(o->call), o->start_ms);
     cm_log_clear_context();
     gw_call_sse_free(o->call);
@@ -275,6 +276,7 @@ static enum MHD_Result answer_invocation(struct gw_http *h, struct MHD_Connectio
 
     gw_call_answer(rq->call, c, &a);
     cm_log_set_context(rq->request_id, rq->session);
+    gw_call_log_trace(rq->call);
     switch (a.kind) {
     case GW_ANSWER_WAIT:
         ret = MHD_YES;

@@ -1,6 +1,7 @@
 #include "gw_invoke.h"
 #include "cm_log.h"
 #include "cm_loop.h"
+#include "cm_trace.h"
 #include "cm_util.h"
 #include "gw_api.h"
 #include "gw_hangup.h"
@@ -47,8 +48,10 @@ struct gw_call {
     char *session, *request_id;
     long long max_total_tokens, max_output_tokens;
     int client_request_id;
-    const char *prompt_ref; /* the prompt, inside |prompt_owner| */
-    void *prompt_owner;     /* held until the request is packed */
+    char trace_id[33], span_id[17];           /* the gateway's span of this invocation */
+    char traceparent[CM_TRACEPARENT_LEN + 1]; /* sent on: its parent is our span */
+    const char *prompt_ref;                   /* the prompt, inside |prompt_owner| */
+    void *prompt_owner;                       /* held until the request is packed */
     void (*prompt_release)(void *owner);
     struct cm_rpc_meta meta[MAX_META];
     size_t n_meta;
@@ -263,6 +266,51 @@ static void end_stream(struct gw_call *call)
 static void log_ctx(const struct gw_call *call)
 {
     cm_log_set_context(call->request_id, call->session);
+    cm_log_set_trace(call->trace_id, call->span_id);
+}
+
+void gw_call_log_trace(const struct gw_call *call)
+{
+    if (call)
+        cm_log_set_trace(call->trace_id, call->span_id);
+}
+
+static char *dup_or_empty(const char *s);
+
+/* The caller's trace continued (or a new one), our span in it, and the
+ * traceparent the agent-worker gets instead of the caller's. */
+static void trace_start(struct gw_call *call)
+{
+    const char *incoming = NULL;
+    struct cm_trace t;
+    size_t i;
+
+    for (i = 0; i < call->n_meta; i++)
+        if (!strcmp(call->meta[i].key, "traceparent"))
+            incoming = call->meta[i].value;
+    if (cm_trace_continue(incoming, &t))
+        return;
+    cm_trace_ids(&t, call->trace_id, call->span_id);
+    cm_trace_format(&t, call->traceparent);
+    /* The value points at our own copy: the caller's is not sent on. */
+    for (i = 0; i < call->n_meta; i++) {
+        if (!strcmp(call->meta[i].key, "traceparent")) {
+            free((char *)call->meta[i].value);
+            call->meta[i].value = dup_or_empty(call->traceparent);
+            return;
+        }
+    }
+    if (call->n_meta < MAX_META) {
+        char *k = strdup("traceparent"), *v = strdup(call->traceparent);
+
+        if (k && v) {
+            call->meta[call->n_meta].key = k;
+            call->meta[call->n_meta++].value = v;
+        } else {
+            free(k);
+            free(v);
+        }
+    }
 }
 
 static void fail_status(struct gw_call *call, const struct cm_rpc_status *st)
@@ -601,6 +649,7 @@ struct gw_call *gw_call_start(struct gw_invoke *gi, struct MHD_Connection *c,
         call_free(call);
         return NULL;
     }
+    trace_start(call);
     ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     call->fd = ci ? ci->connect_fd : -1;
     pthread_mutex_lock(&gi->lock);

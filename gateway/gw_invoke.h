@@ -68,6 +68,9 @@ struct gw_call_request {
  * taken in both cases. */
 struct gw_call *gw_call_start(struct gw_invoke *gi, struct MHD_Connection *c,
                               const struct gw_call_request *r);
+/* Puts the call's trace and span ids into this thread's log context (after
+ * cm_log_set_context). NULL is fine. */
+void gw_call_log_trace(const struct gw_call *call);
 
 enum gw_answer_kind {
     GW_ANSWER_WAIT, /* nothing yet: |c| was suspended again */

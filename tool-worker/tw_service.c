@@ -3,6 +3,7 @@
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_status.h"
+#include "cm_trace.h"
 #include "cm_util.h"
 #include "tw_sandbox.h"
 
@@ -81,7 +82,15 @@ struct exec_call {
     uint64_t t0;
     int starting; /* inside tw_runner_start: the answer may come before it returns */
     char request_id[128], session_id[256];
+    char trace_id[33], span_id[17]; /* the execute_tool span, child of the agent-worker's */
 };
+
+static void exec_log_ctx(const struct exec_call *e)
+{
+    cm_log_set_context(e->request_id, e->session_id);
+    if (e->trace_id[0])
+        cm_log_set_trace(e->trace_id, e->span_id);
+}
 
 static void exec_free(struct exec_call *e)
 {
@@ -100,7 +109,7 @@ static void exec_done(void *ud, const struct tw_result *res)
                         "durationMs", dur,
                         NULL};
 
-    cm_log_set_context(e->request_id, e->session_id);
+    exec_log_ctx(e);
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - e->t0));
     CM_LOGF(CM_LOG_INFO, kv, res->cancelled ? "tool cancelled by the caller" : "tool executed");
     cm_log_clear_context();
@@ -147,11 +156,20 @@ static void execute(struct cm_rpc_acall *a, ProtobufCMessage *msg, void *ud)
     e->t0 = cm_now_ms();
     copy_meta(e->request_id, sizeof(e->request_id), cm_rpc_acall_meta(a, CM_RPC_MD_REQUEST_ID));
     copy_meta(e->session_id, sizeof(e->session_id), cm_rpc_acall_meta(a, CM_RPC_MD_SESSION_ID));
+    {
+        /* Only a call that carries a trace is traced: a tool is a child span,
+         * never a trace of its own. */
+        const char *tp = cm_rpc_acall_meta(a, CM_RPC_MD_TRACEPARENT);
+        struct cm_trace t;
+
+        if (tp && cm_trace_parse(tp, &t) == 0 && cm_trace_child(&t, &t) == 0)
+            cm_trace_ids(&t, e->trace_id, e->span_id);
+    }
     cm_rpc_acall_on_cancel(a, exec_cancelled, e);
     {
         const char *kv[] = {"tool", e->req->name, "toolUseId", e->req->tool_use_id, NULL};
 
-        cm_log_set_context(e->request_id, e->session_id);
+        exec_log_ctx(e);
         CM_LOGF(CM_LOG_INFO, kv, "tool started");
         cm_log_clear_context();
     }

@@ -1148,6 +1148,13 @@ static void s3_object(struct MHD_Connection *c, const char *method, const char *
     pthread_mutex_unlock(&bucket.lock);
 }
 
+/* The traceparent of the last model call (tests check that a trace reaches
+ * Bedrock); "" when it had none. */
+static struct {
+    pthread_mutex_t lock;
+    char value[64];
+} last_trace = {PTHREAD_MUTEX_INITIALIZER, ""};
+
 static void converse(struct MHD_Connection *c, const char *raw_path, const struct cm_buf *body,
                      struct answer *a)
 {
@@ -1158,6 +1165,13 @@ static void converse(struct MHD_Connection *c, const char *raw_path, const struc
     long call;
     size_t n = end ? (size_t)(end - id) : 0;
 
+    {
+        const char *tp = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "traceparent");
+
+        pthread_mutex_lock(&last_trace.lock);
+        snprintf(last_trace.value, sizeof(last_trace.value), "%s", tp ? tp : "");
+        pthread_mutex_unlock(&last_trace.lock);
+    }
     signer = verify(c, "POST", raw_path, body, "bedrock", a);
     if (signer == SIGNER_NONE) {
         atomic_fetch_add(&n_auth_rejected, 1);
@@ -1397,6 +1411,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             (json_int_t)n_auth_rejected, "faults", (json_int_t)n_faults, "credentials",
             (json_int_t)n_credentials);
 
+        pthread_mutex_lock(&last_trace.lock);
+        json_object_set_new(o, "last_traceparent", json_string(last_trace.value));
+        pthread_mutex_unlock(&last_trace.lock);
         a.status = 200;
         a.body = cm_json_dump(o);
         json_decref(o);

@@ -41,6 +41,17 @@ static void test_python_sdk_shape(void **state)
     assert_string_equal(json_string_value(json_object_get(o, "requestId")), "req-1");
     assert_string_equal(json_string_value(json_object_get(o, "sessionId")), "sess-1");
     json_decref(o);
+    /* The trace ids join it to the invocation's trace. */
+    cm_log_set_trace("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    o = format(CM_LOG_INFO, NULL, "traced", 8192);
+    assert_string_equal(json_string_value(json_object_get(o, "traceId")),
+                        "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_string_equal(json_string_value(json_object_get(o, "spanId")), "00f067aa0ba902b7");
+    json_decref(o);
+    cm_log_set_context("req-2", "sess-2"); /* another request: not its trace */
+    o = format(CM_LOG_INFO, NULL, "x", 8192);
+    assert_null(json_object_get(o, "traceId"));
+    json_decref(o);
     cm_log_clear_context();
     o = format(CM_LOG_INFO, NULL, "x", 8192);
     assert_null(json_object_get(o, "requestId"));
