@@ -13,6 +13,7 @@
 #include "cm_err.h"
 #include "cm_json.h"
 #include "cm_log.h"
+#include "cm_otel.h"
 #include "cm_rpc.h"
 #include "cm_status.h"
 #include "cm_trace.h"
@@ -80,6 +81,9 @@ struct invocation {
      * calls are its children. */
     struct cm_trace trace;
     char trace_id[33], span_id[17], traceparent[CM_TRACEPARENT_LEN + 1];
+    uint64_t start_ns;    /* for the span */
+    struct cm_trace chat; /* the model call under way's span */
+    uint64_t chat_start_ns;
     struct cm_rpc_acall *call;        /* NULL once answered */
     struct invocation *lnext, *lprev; /* in svc->joinable: a retry may join it */
     int joinable;
@@ -217,6 +221,37 @@ static void send_json_event(struct invocation *inv, int tool_use, const json_t *
 
 /* ---- the model ---- */
 
+/* The chat span of the model call that just ended (GenAI conventions). */
+static void chat_span(struct invocation *inv, int rc, const struct aw_turn *turn,
+                      const struct aw_model_error *err)
+{
+    char name[300];
+    struct cm_otel_attr a[] = {
+        {"gen_ai.operation.name", "chat", 0},
+        {"gen_ai.provider.name", "aws.bedrock", 0},
+        {"gen_ai.request.model", inv->svc->model_id ? inv->svc->model_id : "", 0},
+        {"session.id", inv->req->session_id, 0},
+        {"gen_ai.usage.input_tokens", NULL, rc == 0 && turn ? turn->input_tokens : 0},
+        {"gen_ai.usage.output_tokens", NULL, rc == 0 && turn ? turn->output_tokens : 0},
+        {"gen_ai.response.finish_reasons", rc == 0 && turn ? turn->stop_reason : "", 0},
+        {"error.type", rc && err ? err->type : NULL, 0},
+    };
+    struct cm_otel_span sp = {name,
+                              CM_OTEL_CLIENT,
+                              &inv->chat,
+                              inv->chat_start_ns,
+                              cm_otel_now_ns(),
+                              rc != 0,
+                              rc && err ? err->type : cm_strerror(rc),
+                              a,
+                              rc && err ? 8 : 7};
+
+    if (!cm_otel_sampled(inv->svc->otel, &inv->chat))
+        return;
+    snprintf(name, sizeof(name), "chat %s", inv->svc->model_id ? inv->svc->model_id : "");
+    cm_otel_record(inv->svc->otel, &sp);
+}
+
 static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_model_error *err)
 {
     struct invocation *inv = ud;
@@ -224,6 +259,7 @@ static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_mode
 
     inv->model = NULL;
     inv->model_ms += cm_now_ms() - inv->model_t0;
+    chat_span(inv, rc, turn, err);
     if (rc == CM_EUPSTREAM && err && aw_history_is_overflow(err->message) && !inv->cancelled &&
         !inv->turn_text) {
         /* The conversation no longer fits the model: shorten the oldest
@@ -283,11 +319,12 @@ static void call_model(struct invocation *inv)
     struct aw_call_cb cb = {inv->mode == MODE_EVENTS ? on_text : NULL, on_model_done, inv, NULL};
     json_t *tool_config = aw_tools_config(inv->svc->tools);
     char tp[CM_TRACEPARENT_LEN + 1];
-    struct cm_trace chat; /* the model call's span, a child of ours */
 
-    if (inv->traceparent[0] && cm_trace_child(&inv->trace, &chat) == 0) {
-        cm_trace_format(&chat, tp);
+    /* The model call's span, a child of ours; Bedrock hears of it too. */
+    if (inv->traceparent[0] && cm_trace_child(&inv->trace, &inv->chat) == 0) {
+        cm_trace_format(&inv->chat, tp);
         cb.traceparent = tp;
+        inv->chat_start_ns = cm_otel_now_ns();
     }
 
     inv->turn_text = 0;
@@ -977,6 +1014,7 @@ static void on_summary(void *ud, int rc, struct aw_turn *turn, struct aw_model_e
 
     inv->model = NULL;
     inv->model_ms += cm_now_ms() - inv->model_t0;
+    chat_span(inv, rc, turn, err);
     if (rc == 0) {
         json_array_foreach(json_object_get(turn->message, "content"), i, block)
         {
@@ -1008,8 +1046,9 @@ static void on_summary(void *ud, int rc, struct aw_turn *turn, struct aw_model_e
  * start: the window applies). */
 static int summarize(struct invocation *inv)
 {
-    struct aw_call_cb cb = {NULL, on_summary, inv, inv->traceparent[0] ? inv->traceparent : NULL};
+    struct aw_call_cb cb = {NULL, on_summary, inv, NULL};
     json_t *msgs = aw_session_messages(inv->sess), *req, *tool_config;
+    char tp[CM_TRACEPARENT_LEN + 1];
 
     inv->summarized = 1;
     inv->summary_cut = aw_history_cut(msgs, aw_sessions_window(inv->svc->sessions));
@@ -1019,6 +1058,11 @@ static int summarize(struct invocation *inv)
      * toolUse or toolResult blocks. */
     tool_config = aw_tools_config(inv->svc->tools);
     inv->model_t0 = cm_now_ms();
+    if (inv->traceparent[0] && cm_trace_child(&inv->trace, &inv->chat) == 0) {
+        cm_trace_format(&inv->chat, tp);
+        cb.traceparent = tp;
+        inv->chat_start_ns = cm_otel_now_ns();
+    }
     inv->model = aw_bedrock_start(inv->svc->bedrock, req, tool_config, &cb);
     json_decref(tool_config);
     json_decref(req);
@@ -1075,6 +1119,39 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
     save_final(inv);
 }
 
+/* The invoke_agent span of the whole invocation (GenAI conventions). */
+static void invoke_span(struct invocation *inv, int rc, const struct aw_model_error *err)
+{
+    const struct aw_agent_result *res = &inv->agent.res;
+    const char *stop = rc == CM_ECANCELED ? "Cancelled"
+                       : rc               ? ""
+                       : inv->replay      ? inv->replay->stop_reason
+                                          : res->stop_reason;
+    struct cm_otel_attr a[] = {
+        {"gen_ai.operation.name", "invoke_agent", 0},
+        {"gen_ai.provider.name", "aws.bedrock", 0},
+        {"gen_ai.request.model", inv->svc->model_id ? inv->svc->model_id : "", 0},
+        {"session.id", inv->req->session_id, 0},
+        {"gen_ai.conversation.id", inv->req->session_id, 0},
+        {"agentcore.request.id", inv->req->request_id, 0},
+        {"gen_ai.usage.input_tokens", NULL, inv->spent_in ? inv->spent_in : res->input_tokens},
+        {"gen_ai.usage.output_tokens", NULL, inv->spent_out ? inv->spent_out : res->output_tokens},
+        {"agentcore.stop_reason", stop, 0},
+        {"agentcore.tool_calls", NULL, inv->tool_calls},
+    };
+    struct cm_otel_span sp = {"invoke_agent",
+                              CM_OTEL_SERVER,
+                              &inv->trace,
+                              inv->start_ns,
+                              cm_otel_now_ns(),
+                              rc != 0 && rc != CM_ECANCELED,
+                              rc && err ? err->type : cm_strerror(rc),
+                              a,
+                              sizeof(a) / sizeof(a[0])};
+
+    cm_otel_record(inv->svc->otel, &sp);
+}
+
 /* Answers the call (unless already answered), logs, releases the session
  * (which may start the next invocation of it) and frees. */
 static void finish(struct invocation *inv, int rc, const struct aw_model_error *err)
@@ -1087,6 +1164,7 @@ static void finish(struct invocation *inv, int rc, const struct aw_model_error *
         rc = CM_ECANCELED; /* finished, but nobody is listening any more */
     inv->call = NULL;
     unjoinable(inv);
+    invoke_span(inv, rc, err);
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - inv->t0));
     log_ctx(inv);
     if (!call && (rc || !inv->followers)) {
@@ -1251,6 +1329,7 @@ static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_se
     inv->tcall.aparent = call;
     inv->tcall.request_id = req->request_id;
     inv->tcall.session_id = req->session_id;
+    inv->start_ns = cm_otel_now_ns();
     if (cm_trace_continue(cm_rpc_acall_meta(call, CM_RPC_MD_TRACEPARENT), &inv->trace) == 0) {
         cm_trace_ids(&inv->trace, inv->trace_id, inv->span_id);
         cm_trace_format(&inv->trace, inv->traceparent);

@@ -16,6 +16,7 @@ struct cm_status;
 struct aw_idem;
 struct aw_store;
 struct invocation;
+struct cm_otel;
 
 struct aw_service {
     struct aw_bedrock *bedrock;
@@ -38,6 +39,10 @@ struct aw_service {
     /* Answers of finished invocations by request id (NULL: none kept): a
      * retry gets the first run's answer instead of a second run. */
     struct aw_idem *answers;
+    /* Spans of sampled traces (NULL: no tracing): invoke_agent per invocation,
+     * chat per model call. */
+    struct cm_otel *otel;
+    const char *model_id; /* gen_ai.request.model */
     /* Private: running invocations a retry of the same request id may join. */
     struct invocation *joinable;
 };

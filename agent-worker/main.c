@@ -8,6 +8,7 @@
 #include "aw_session.h"
 #include "aw_tools.h"
 #include "aw_watch.h"
+#include "cm_otel.h"
 #include "cm_log.h"
 #include "cm_loop.h"
 #include "cm_main.h"
@@ -87,6 +88,8 @@ enum {
     C_AUTH_CA,
     C_AUTH_CERT,
     C_AUTH_KEY,
+    C_OTEL,
+    C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -256,6 +259,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
+    CM_CFG_OTEL(C_OTEL),
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
@@ -574,6 +578,13 @@ int main(int argc, char **argv)
     if (svc.sessions)
         aw_sessions_set_limits(svc.sessions, (size_t)cfg[C_SESSION_MAX_BYTES].i,
                                (uint64_t)cfg[C_SESSION_TTL].i * 1000, NULL);
+    svc.otel = cm_otel_new(&cfg[C_OTEL], "agentcore-agent-worker", err, sizeof(err));
+    if (!svc.otel && err[0]) {
+        cm_error("invalid configuration: %s", err);
+        rc = 2;
+        goto out;
+    }
+    svc.model_id = cfg[C_MODEL_ID].s;
     svc.max_iterations = (int)cfg[C_MAX_ITERATIONS].i;
     svc.max_parallel_tools = (int)cfg[C_MAX_PARALLEL_TOOLS].i;
     svc.max_invocation_tokens = cfg[C_MAX_INV_TOKENS].i;
@@ -650,6 +661,7 @@ out:
     aw_sessions_free(svc.sessions);
     aw_idem_free(svc.answers);
     cm_status_free(svc.status);
+    cm_otel_free(svc.otel, 2000); /* every span is recorded: the invocations have ended */
     if (warming)
         pthread_join(warm, NULL); /* it uses |creds|: bounded by the sources' timeouts */
     aw_creds_free(creds);

@@ -677,7 +677,8 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
                                       cfg->invoke_timeout_ms,
                                       cfg->stream_timeout_ms,
                                       cfg->agent_ready_wait_ms,
-                                      cfg->sse_keepalive_s};
+                                      cfg->sse_keepalive_s,
+                                      cfg->otel};
 
         h->invoke = gw_invoke_new(&ic);
         if (!h->invoke) {

@@ -24,6 +24,8 @@
 
 #include <stddef.h>
 
+struct cm_otel;
+
 #include "cm_rpc.h"
 
 struct gw_http;
@@ -51,6 +53,7 @@ struct gw_http_config {
     int sse_keepalive_s;     /* ": keep-alive" comment after this long without an event */
     int agent_ready_wait_ms; /* how long an invocation waits for an unreachable agent-worker */
     int http_threads;        /* libmicrohttpd threads (epoll) serving every connection */
+    struct cm_otel *otel;    /* spans (NULL: none); outlives the server */
 };
 
 /* Starts serving. |agent| must outlive the server. NULL with |err| on failure. */

@@ -1,6 +1,7 @@
 #include "gw_invoke.h"
 #include "cm_log.h"
 #include "cm_loop.h"
+#include "cm_otel.h"
 #include "cm_trace.h"
 #include "cm_util.h"
 #include "gw_api.h"
@@ -50,8 +51,10 @@ struct gw_call {
     int client_request_id;
     char trace_id[33], span_id[17];           /* the gateway's span of this invocation */
     char traceparent[CM_TRACEPARENT_LEN + 1]; /* sent on: its parent is our span */
-    const char *prompt_ref;                   /* the prompt, inside |prompt_owner| */
-    void *prompt_owner;                       /* held until the request is packed */
+    struct cm_trace trace;
+    uint64_t start_ns;
+    const char *prompt_ref; /* the prompt, inside |prompt_owner| */
+    void *prompt_owner;     /* held until the request is packed */
     void (*prompt_release)(void *owner);
     struct cm_rpc_meta meta[MAX_META];
     size_t n_meta;
@@ -288,8 +291,14 @@ static void trace_start(struct gw_call *call)
     for (i = 0; i < call->n_meta; i++)
         if (!strcmp(call->meta[i].key, "traceparent"))
             incoming = call->meta[i].value;
+    call->start_ns = cm_otel_now_ns();
     if (cm_trace_continue(incoming, &t))
         return;
+    /* The edge decides whether this trace is recorded (OTEL_TRACES_SAMPLER);
+     * the flag travels with it, so the other processes follow. */
+    if (call->gi->cfg.otel)
+        cm_otel_sample(call->gi->cfg.otel, &t);
+    call->trace = t;
     cm_trace_ids(&t, call->trace_id, call->span_id);
     cm_trace_format(&t, call->traceparent);
     /* The value points at our own copy: the caller's is not sent on. */
@@ -372,6 +381,33 @@ static int on_hangup(void *ud, int reset)
     return 0;
 }
 
+/* The gateway's invoke_agent span: from the request to the agent-worker's
+ * answer. */
+static void call_span(struct gw_call *call, const struct cm_rpc_status *st)
+{
+    struct cm_otel_attr a[] = {
+        {"gen_ai.operation.name", "invoke_agent", 0},
+        {"session.id", call->session, 0},
+        {"agentcore.request.id", call->request_id, 0},
+        {"http.request.method", "POST", 0},
+        {"url.path", "/invocations", 0},
+        {"agentcore.streamed", call->stream ? "true" : "false", 0},
+        {"rpc.grpc.status_code", NULL, st ? st->code : 0},
+    };
+    struct cm_otel_span sp = {"invoke_agent",
+                              CM_OTEL_SERVER,
+                              &call->trace,
+                              call->start_ns,
+                              cm_otel_now_ns(),
+                              st && st->code != CM_RPC_OK && !atomic_load(&call->client_left),
+                              st ? (st->details[0] ? st->details : cm_rpc_code_name(st->code)) : "",
+                              a,
+                              sizeof(a) / sizeof(a[0])};
+
+    if (call->trace_id[0])
+        cm_otel_record(call->gi->cfg.otel, &sp);
+}
+
 /* The gRPC call has ended: nobody may cancel it any more. */
 static void call_ended(struct gw_call *call)
 {
@@ -400,6 +436,7 @@ static void on_unary_done(void *ud, const struct cm_rpc_status *st, ProtobufCMes
     struct cm_rpc_status tmp;
 
     call_ended(call);
+    call_span(call, st);
     if (atomic_load(&call->client_left)) {
         gone(call);
     } else if (r) {
@@ -453,6 +490,7 @@ static void on_stream_end(void *ud, const struct cm_rpc_status *st)
 
     call_ended(call);
     st = end_status(call, st, &tmp);
+    call_span(call, st);
     pthread_mutex_lock(&call->lock);
     headers = call->headers;
     pthread_mutex_unlock(&call->lock);

@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 struct gw_hangup;
+struct cm_otel;
 struct gw_invoke;
 struct gw_call;
 
@@ -34,6 +35,7 @@ struct gw_invoke_config {
     int invoke_timeout_ms, stream_timeout_ms;
     int ready_wait_ms; /* how long a call waits for an agent-worker not reachable yet */
     int keepalive_s;
+    struct cm_otel *otel; /* invoke_agent spans (NULL: none) */
 };
 
 /* Starts the loop. NULL on failure. */

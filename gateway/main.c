@@ -1,5 +1,6 @@
 /* agentcore-gateway: the AgentCore HTTP contract on :8080, forwarding each
  * invocation over gRPC to an agent-worker. */
+#include "cm_otel.h"
 #include "cm_log.h"
 #include "cm_main.h"
 #include "cm_rpc.h"
@@ -43,6 +44,8 @@ enum {
     C_AUTH_CA,
     C_AUTH_CERT,
     C_AUTH_KEY,
+    C_OTEL,
+    C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -107,6 +110,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
+    CM_CFG_OTEL(C_OTEL),
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
@@ -162,6 +166,7 @@ int main(int argc, char **argv)
     struct cm_rpc_client *agent = NULL;
     struct gw_http_config hcfg;
     struct gw_http *http = NULL;
+    struct cm_otel *otel = NULL;
     char err[512], portstr[16];
     int rc, sig;
 
@@ -188,6 +193,12 @@ int main(int argc, char **argv)
         goto out;
     }
     cm_rpc_client_resolve(agent); /* sessions are routed by the names' addresses */
+    hcfg.otel = otel = cm_otel_new(&cfg[C_OTEL], "agentcore-gateway", err, sizeof(err));
+    if (!otel && err[0]) {
+        cm_error("invalid configuration: %s", err);
+        rc = 2;
+        goto out;
+    }
     hcfg.host = cfg[C_HOST].s;
     hcfg.port = (int)cfg[C_PORT].i;
     hcfg.max_body = (size_t)cfg[C_MAX_BODY].i;
@@ -233,6 +244,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     gw_http_stop(http, 0);
+    cm_otel_free(otel, 2000); /* every call has ended: its span is queued */
     cm_rpc_client_free(agent);
     cm_rpc_thread_done();
     cm_rpc_shutdown();

@@ -14,6 +14,7 @@ packages=(
   libuv1-dev                                          # the agent-worker's event loop
   nghttp2-proxy openssl                               # nghttpx: TLS + HTTP/2 front in the e2e tests
   libcmocka-dev                                       # unit and e2e tests
+  protobuf-compiler                                   # protoc --decode: the OTLP test's independent decoder
   s6                                                  # process supervision (single-container mode)
   bubblewrap libseccomp-dev                           # the tool sandbox: namespaces, syscall filter
   python3 jq                                          # the example command tools (examples/tools)

@@ -1,4 +1,5 @@
 /* agentcore-tool-worker: serves agentcore.v1.ToolService over gRPC. */
+#include "cm_otel.h"
 #include "cm_log.h"
 #include "cm_loop.h"
 #include "cm_main.h"
@@ -50,6 +51,8 @@ enum {
     C_AUTH_CA,
     C_AUTH_CERT,
     C_AUTH_KEY,
+    C_OTEL,
+    C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -124,6 +127,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
+    CM_CFG_OTEL(C_OTEL),
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
@@ -422,6 +426,12 @@ int main(int argc, char **argv)
     a.svc.runner = a.runner;
     a.svc.sandbox = a.sandbox;
     a.svc.status_hub = hub;
+    a.svc.otel = cm_otel_new(&cfg[C_OTEL], "agentcore-tool-worker", err, sizeof(err));
+    if (!a.svc.otel && err[0]) {
+        cm_error("invalid configuration: %s", err);
+        rc = 2;
+        goto out_rpc;
+    }
     if (!srv || !ev || !hub || !a.runner || tw_service_register(srv, ev, &a.svc) ||
         cm_loop_start(a.loop)) {
         cm_error("cannot create the gRPC server");
@@ -459,6 +469,7 @@ out_rpc:
     cm_rpc_events_free(ev);
     cm_loop_free(a.loop); /* runs until the last tool process is gone */
     cm_status_free(hub);
+    cm_otel_free(a.svc.otel, 2000); /* every call has ended: its span is queued */
     cm_rpc_shutdown();
     if (rc == 0)
         cm_info("stopped");

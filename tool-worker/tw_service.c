@@ -3,6 +3,7 @@
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_status.h"
+#include "cm_otel.h"
 #include "cm_trace.h"
 #include "cm_util.h"
 #include "tw_sandbox.h"
@@ -83,6 +84,9 @@ struct exec_call {
     int starting; /* inside tw_runner_start: the answer may come before it returns */
     char request_id[128], session_id[256];
     char trace_id[33], span_id[17]; /* the execute_tool span, child of the agent-worker's */
+    struct cm_trace trace;
+    uint64_t start_ns;
+    struct cm_otel *otel;
 };
 
 static void exec_log_ctx(const struct exec_call *e)
@@ -111,6 +115,32 @@ static void exec_done(void *ud, const struct tw_result *res)
 
     exec_log_ctx(e);
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - e->t0));
+    if (e->trace_id[0]) {
+        char name[200];
+        struct cm_otel_attr a[] = {
+            {"gen_ai.operation.name", "execute_tool", 0},
+            {"gen_ai.tool.name", e->req->name, 0},
+            {"gen_ai.tool.call.id", e->req->tool_use_id, 0},
+            {"session.id", e->session_id, 0},
+            {"agentcore.tool.status",
+             res->cancelled  ? "cancelled"
+             : res->is_error ? "error"
+                             : "success",
+             0},
+        };
+        struct cm_otel_span sp = {name,
+                                  CM_OTEL_SERVER,
+                                  &e->trace,
+                                  e->start_ns,
+                                  cm_otel_now_ns(),
+                                  res->is_error && !res->cancelled,
+                                  "the tool failed",
+                                  a,
+                                  sizeof(a) / sizeof(a[0])};
+
+        snprintf(name, sizeof(name), "execute_tool %s", e->req->name);
+        cm_otel_record(e->otel, &sp);
+    }
     CM_LOGF(CM_LOG_INFO, kv, res->cancelled ? "tool cancelled by the caller" : "tool executed");
     cm_log_clear_context();
     resp.tool_use_id = e->req->tool_use_id;
@@ -162,8 +192,12 @@ static void execute(struct cm_rpc_acall *a, ProtobufCMessage *msg, void *ud)
         const char *tp = cm_rpc_acall_meta(a, CM_RPC_MD_TRACEPARENT);
         struct cm_trace t;
 
-        if (tp && cm_trace_parse(tp, &t) == 0 && cm_trace_child(&t, &t) == 0)
+        if (tp && cm_trace_parse(tp, &t) == 0 && cm_trace_child(&t, &t) == 0) {
             cm_trace_ids(&t, e->trace_id, e->span_id);
+            e->trace = t;
+            e->otel = svc->otel;
+        }
+        e->start_ns = cm_otel_now_ns();
     }
     cm_rpc_acall_on_cancel(a, exec_cancelled, e);
     {

@@ -14,12 +14,14 @@ struct cm_rpc_server;
 struct cm_rpc_events;
 struct cm_status;
 struct tw_sandbox;
+struct cm_otel;
 
 struct tw_service {
     const struct tw_catalog *catalog;
     struct tw_runner *runner;         /* loop thread only */
     const struct tw_sandbox *sandbox; /* may be NULL */
     struct cm_status *status_hub;     /* WatchStatus; may be NULL */
+    struct cm_otel *otel;             /* execute_tool spans; may be NULL */
 };
 
 /* Registers the methods. |svc| must outlive the server. 0 or an error code. */

@@ -147,7 +147,12 @@ int th_wait_logs(const char *const *paths, int n, const char *needle, int count,
         long left;
 
         for (i = 0; i < n && which < 0; i++) {
-            char *text = th_read_file(paths[i], NULL);
+            char *text;
+
+            /* A file that did not exist at the start is watched once it does
+             * (adding a watch twice is harmless). */
+            inotify_add_watch(fd, paths[i], IN_MODIFY);
+            text = th_read_file(paths[i], NULL);
 
             if (occurrences(text, needle) >= count)
                 which = i;

@@ -1,0 +1,646 @@
+/* The span queue and the OTLP/HTTP exporter thread. A span is packed when it
+ * is recorded; an export request is the resource and scope (packed once at
+ * start) around the queued spans' bytes, so nothing is unpacked or copied
+ * into protobuf-c structures a second time. */
+#include "cm_otel.h"
+#include "cm_err.h"
+#include "cm_log.h"
+#include "cm_util.h"
+
+#include "otlp_trace.pb-c.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_RESOURCE_ATTRS 64
+#define SCOPE_NAME "agentcore-c"
+
+struct queued {
+    struct queued *next;
+    size_t len;
+    uint64_t at_ms; /* monotonic, when queued */
+    uint8_t data[];
+};
+
+struct cm_otel {
+    char url[1024];
+    struct curl_slist *headers;
+    uint8_t *resource, *scope; /* packed once */
+    size_t resource_len, scope_len;
+    int sampler;  /* enum below */
+    double ratio; /* traceidratio */
+    int delay_ms, max_queue, batch, timeout_ms;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t thread;
+    struct queued *head, *tail;
+    int queued, stopping;
+    uint64_t flush_until_ms; /* while stopping: retries end here */
+    struct cm_otel_stats stats;
+};
+
+enum { S_ON, S_OFF, S_RATIO, S_PARENT_ON, S_PARENT_OFF, S_PARENT_RATIO };
+
+uint64_t cm_otel_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- "k=v,k=v" ---- */
+
+static void trim(char *s)
+{
+    size_t n = strlen(s), i = 0;
+
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    while (s[i] == ' ' || s[i] == '\t')
+        i++;
+    memmove(s, s + i, n - i + 1);
+}
+
+static void percent_decode(char *s)
+{
+    char *w = s;
+    unsigned int v;
+
+    for (; *s; s++) {
+        if (s[0] == '%' && s[1] && s[2] && sscanf(s + 1, "%2x", &v) == 1) {
+            *w++ = (char)v;
+            s += 2;
+        } else {
+            *w++ = *s;
+        }
+    }
+    *w = '\0';
+}
+
+int cm_otel_parse_pairs(const char *s, int (*fn)(void *ud, const char *k, const char *v), void *ud)
+{
+    char *copy, *pair, *save = NULL, *eq;
+    int rc = 0;
+
+    if (!s || !*s)
+        return 0;
+    if (!(copy = strdup(s)))
+        return CM_ENOMEM;
+    for (pair = strtok_r(copy, ",", &save); pair && !rc; pair = strtok_r(NULL, ",", &save)) {
+        if (!(eq = strchr(pair, '='))) {
+            trim(pair);
+            rc = *pair ? CM_EINVAL : 0; /* "a=1,,b=2" is fine */
+            continue;
+        }
+        *eq = '\0';
+        trim(pair);
+        trim(eq + 1);
+        percent_decode(eq + 1);
+        if (!*pair)
+            rc = CM_EINVAL;
+        else
+            rc = fn(ud, pair, eq + 1);
+    }
+    free(copy);
+    return rc;
+}
+
+/* ---- the resource and the scope, packed once ---- */
+
+struct res_build {
+    Agentcore__Otlp__V1__KeyValue kv[MAX_RESOURCE_ATTRS];
+    Agentcore__Otlp__V1__AnyValue val[MAX_RESOURCE_ATTRS];
+    Agentcore__Otlp__V1__KeyValue *ptr[MAX_RESOURCE_ATTRS];
+    char *owned[MAX_RESOURCE_ATTRS * 2];
+    size_t n, nowned;
+    int has_service;
+};
+
+static int res_add(void *ud, const char *k, const char *v)
+{
+    struct res_build *b = ud;
+    size_t i;
+    char *kc, *vc;
+
+    for (i = 0; i < b->n; i++) /* the first value of a key wins */
+        if (!strcmp(b->kv[i].key, k))
+            return 0;
+    if (b->n == MAX_RESOURCE_ATTRS)
+        return 0;
+    if (!(kc = strdup(k)) || !(vc = strdup(v))) {
+        free(kc);
+        return CM_ENOMEM;
+    }
+    b->owned[b->nowned++] = kc;
+    b->owned[b->nowned++] = vc;
+    agentcore__otlp__v1__key_value__init(&b->kv[b->n]);
+    agentcore__otlp__v1__any_value__init(&b->val[b->n]);
+    b->val[b->n].value_case = AGENTCORE__OTLP__V1__ANY_VALUE__VALUE_STRING_VALUE;
+    b->val[b->n].string_value = vc;
+    b->kv[b->n].key = kc;
+    b->kv[b->n].value = &b->val[b->n];
+    b->ptr[b->n] = &b->kv[b->n];
+    b->n++;
+    b->has_service |= !strcmp(k, "service.name");
+    return 0;
+}
+
+static uint8_t *pack_resource(const struct cm_cfg_value *v, const char *process, size_t *len,
+                              char *err, size_t errlen)
+{
+    struct res_build b;
+    Agentcore__Otlp__V1__Resource r = AGENTCORE__OTLP__V1__RESOURCE__INIT;
+    uint8_t *out = NULL;
+    size_t i;
+
+    memset(&b, 0, sizeof(b));
+    if (v[CM_OTEL_CFG_SERVICE_NAME].s && res_add(&b, "service.name", v[CM_OTEL_CFG_SERVICE_NAME].s))
+        goto out;
+    if (cm_otel_parse_pairs(v[CM_OTEL_CFG_RESOURCE].s, res_add, &b)) {
+        snprintf(err, errlen, "OTEL_RESOURCE_ATTRIBUTES: expected k1=v1,k2=v2");
+        goto out;
+    }
+    if ((!b.has_service && res_add(&b, "service.name", process)) ||
+        res_add(&b, "telemetry.sdk.name", SCOPE_NAME) ||
+        res_add(&b, "telemetry.sdk.language", "c") ||
+        res_add(&b, "process.executable.name", process))
+        goto out;
+    r.n_attributes = b.n;
+    r.attributes = b.ptr;
+    *len = agentcore__otlp__v1__resource__get_packed_size(&r);
+    if ((out = malloc(*len ? *len : 1)))
+        agentcore__otlp__v1__resource__pack(&r, out);
+out:
+    for (i = 0; i < b.nowned; i++)
+        free(b.owned[i]);
+    if (!out && !err[0])
+        snprintf(err, errlen, "out of memory");
+    return out;
+}
+
+static int add_header(void *ud, const char *k, const char *v)
+{
+    struct curl_slist **l = ud, *n;
+    char line[8400];
+
+    snprintf(line, sizeof(line), "%s: %s", k, v);
+    n = curl_slist_append(*l, line);
+    if (!n)
+        return CM_ENOMEM;
+    *l = n;
+    return 0;
+}
+
+static void *export_main(void *p);
+
+struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, char *err,
+                            size_t errlen)
+{
+    const char *traces = v[CM_OTEL_CFG_TRACES_ENDPOINT].s, *base = v[CM_OTEL_CFG_ENDPOINT].s;
+    const char *sampler = v[CM_OTEL_CFG_SAMPLER].s;
+    static const char *const samplers[] = {"always_on",
+                                           "always_off",
+                                           "traceidratio",
+                                           "parentbased_always_on",
+                                           "parentbased_always_off",
+                                           "parentbased_traceidratio"};
+    Agentcore__Otlp__V1__InstrumentationScope sc = AGENTCORE__OTLP__V1__INSTRUMENTATION_SCOPE__INIT;
+    struct cm_otel *o;
+    size_t i;
+
+    err[0] = '\0';
+    if (v[CM_OTEL_CFG_SDK_DISABLED].i || !v[CM_OTEL_CFG_OBSERVABILITY].i || (!traces && !base))
+        return NULL;
+    if (!(o = calloc(1, sizeof(*o)))) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (traces) {
+        cm_strlcpy(o->url, traces, sizeof(o->url));
+    } else {
+        size_t n = strlen(base);
+
+        snprintf(o->url, sizeof(o->url), "%.*s/v1/traces",
+                 (int)(n && base[n - 1] == '/' ? n - 1 : n), base);
+    }
+    if (strncmp(o->url, "http://", 7) && strncmp(o->url, "https://", 8)) {
+        snprintf(err, errlen, "OTEL_EXPORTER_OTLP_ENDPOINT: '%.200s' is not an http(s) URL",
+                 o->url);
+        goto fail;
+    }
+    o->sampler = -1;
+    for (i = 0; i < sizeof(samplers) / sizeof(samplers[0]); i++)
+        if (!strcmp(sampler, samplers[i]))
+            o->sampler = (int)i;
+    if (o->sampler < 0) {
+        snprintf(err, errlen, "OTEL_TRACES_SAMPLER: '%.64s' is not one this runtime knows",
+                 sampler);
+        goto fail;
+    }
+    o->ratio = v[CM_OTEL_CFG_SAMPLER_ARG].d;
+    o->delay_ms = (int)v[CM_OTEL_CFG_DELAY].i;
+    o->max_queue = (int)v[CM_OTEL_CFG_QUEUE].i;
+    o->batch = (int)v[CM_OTEL_CFG_BATCH].i;
+    o->timeout_ms = (int)v[CM_OTEL_CFG_TIMEOUT].i;
+    o->headers = curl_slist_append(NULL, "Content-Type: application/x-protobuf");
+    if (!o->headers || cm_otel_parse_pairs(v[CM_OTEL_CFG_HEADERS].s, add_header, &o->headers)) {
+        snprintf(err, errlen, "OTEL_EXPORTER_OTLP_HEADERS: expected k1=v1,k2=v2");
+        goto fail;
+    }
+    o->headers = curl_slist_append(o->headers, "Expect:");
+    if (!(o->resource = pack_resource(v, process, &o->resource_len, err, errlen)))
+        goto fail;
+    sc.name = SCOPE_NAME;
+    sc.version = AC_VERSION;
+    o->scope_len = agentcore__otlp__v1__instrumentation_scope__get_packed_size(&sc);
+    if (!(o->scope = malloc(o->scope_len ? o->scope_len : 1))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    agentcore__otlp__v1__instrumentation_scope__pack(&sc, o->scope);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    pthread_mutex_init(&o->lock, NULL);
+    {
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&o->cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (pthread_create(&o->thread, NULL, export_main, o)) {
+        snprintf(err, errlen, "cannot start the span exporter thread");
+        pthread_mutex_destroy(&o->lock);
+        pthread_cond_destroy(&o->cond);
+        goto fail;
+    }
+    return o;
+fail:
+    curl_slist_free_all(o->headers);
+    free(o->resource);
+    free(o->scope);
+    free(o);
+    return NULL;
+}
+
+/* ---- sampling ---- */
+
+int cm_otel_sampled(const struct cm_otel *o, const struct cm_trace *t)
+{
+    return o && t && (t->flags & 1);
+}
+
+void cm_otel_sample(const struct cm_otel *o, struct cm_trace *t)
+{
+    static const uint8_t zero[8];
+    uint64_t x = 0;
+    int i, on;
+
+    if (!o) {
+        t->flags &= (uint8_t)~1u;
+        return;
+    }
+    if (o->sampler >= S_PARENT_ON && memcmp(t->parent_id, zero, 8))
+        return; /* the caller decided */
+    switch (o->sampler) {
+    case S_OFF:
+    case S_PARENT_OFF:
+        on = 0;
+        break;
+    case S_RATIO:
+    case S_PARENT_RATIO:
+        /* The spec's rule: the trace id's last 8 bytes against the ratio,
+         * so every process decides the same for one trace. */
+        for (i = 8; i < 16; i++)
+            x = x << 8 | t->trace_id[i];
+        on = (double)(x >> 11) < o->ratio * (double)(1ull << 53);
+        break;
+    default:
+        on = 1;
+    }
+    if (on)
+        t->flags |= 1;
+    else
+        t->flags &= (uint8_t)~1u;
+}
+
+/* ---- recording ---- */
+
+void cm_otel_record(struct cm_otel *o, const struct cm_otel_span *s)
+{
+    Agentcore__Otlp__V1__Span sp = AGENTCORE__OTLP__V1__SPAN__INIT;
+    Agentcore__Otlp__V1__Status st = AGENTCORE__OTLP__V1__STATUS__INIT;
+    Agentcore__Otlp__V1__KeyValue kv[32], *kvp[32];
+    Agentcore__Otlp__V1__AnyValue val[32];
+    static const uint8_t zero[8];
+    struct queued *q;
+    size_t i, n, len;
+
+    if (!cm_otel_sampled(o, s->trace))
+        return;
+    sp.trace_id.data = (uint8_t *)s->trace->trace_id;
+    sp.trace_id.len = 16;
+    sp.span_id.data = (uint8_t *)s->trace->span_id;
+    sp.span_id.len = 8;
+    if (memcmp(s->trace->parent_id, zero, 8)) {
+        sp.parent_span_id.data = (uint8_t *)s->trace->parent_id;
+        sp.parent_span_id.len = 8;
+    }
+    sp.name = (char *)s->name;
+    sp.kind = (Agentcore__Otlp__V1__Span__SpanKind)s->kind;
+    sp.start_time_unix_nano = s->start_ns;
+    sp.end_time_unix_nano = s->end_ns > s->start_ns ? s->end_ns : s->start_ns;
+    sp.flags = s->trace->flags;
+    for (i = n = 0; i < s->n_attrs && n < 32; i++) {
+        agentcore__otlp__v1__key_value__init(&kv[n]);
+        agentcore__otlp__v1__any_value__init(&val[n]);
+        kv[n].key = (char *)s->attrs[i].key;
+        if (s->attrs[i].s) {
+            val[n].value_case = AGENTCORE__OTLP__V1__ANY_VALUE__VALUE_STRING_VALUE;
+            val[n].string_value = (char *)s->attrs[i].s;
+        } else {
+            val[n].value_case = AGENTCORE__OTLP__V1__ANY_VALUE__VALUE_INT_VALUE;
+            val[n].int_value = s->attrs[i].i;
+        }
+        kv[n].value = &val[n];
+        kvp[n] = &kv[n];
+        n++;
+    }
+    sp.n_attributes = n;
+    sp.attributes = kvp;
+    st.code = s->error ? AGENTCORE__OTLP__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR
+                       : AGENTCORE__OTLP__V1__STATUS__STATUS_CODE__STATUS_CODE_UNSET;
+    st.message = (char *)(s->error && s->message ? s->message : "");
+    sp.status = &st;
+    len = agentcore__otlp__v1__span__get_packed_size(&sp);
+    pthread_mutex_lock(&o->lock);
+    o->stats.recorded++;
+    if (o->queued >= o->max_queue || o->stopping || !(q = malloc(sizeof(*q) + len))) {
+        o->stats.dropped++; /* the queue is full: the request is never slowed for a span */
+        pthread_mutex_unlock(&o->lock);
+        return;
+    }
+    pthread_mutex_unlock(&o->lock);
+    agentcore__otlp__v1__span__pack(&sp, q->data);
+    q->len = len;
+    q->next = NULL;
+    q->at_ms = cm_now_ms();
+    pthread_mutex_lock(&o->lock);
+    if (o->tail)
+        o->tail->next = q;
+    else
+        o->head = q;
+    o->tail = q;
+    if (++o->queued == o->batch || o->queued == 1)
+        pthread_cond_signal(&o->cond); /* a full batch, or a first span to time */
+    pthread_mutex_unlock(&o->lock);
+}
+
+void cm_otel_stats(struct cm_otel *o, struct cm_otel_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!o)
+        return;
+    pthread_mutex_lock(&o->lock);
+    *out = o->stats;
+    pthread_mutex_unlock(&o->lock);
+}
+
+/* ---- export ---- */
+
+static size_t varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    do {
+        p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return n;
+}
+
+static size_t varint_len(uint64_t v)
+{
+    uint8_t tmp[10];
+
+    return varint(tmp, v);
+}
+
+/* A length-delimited field |f| of |len| bytes: its key and length. */
+static size_t field_head(uint8_t *p, unsigned f, size_t len)
+{
+    size_t n = varint(p, (uint64_t)f << 3 | 2);
+
+    return n + varint(p + n, len);
+}
+
+static size_t field_len(unsigned f, size_t len)
+{
+    return varint_len((uint64_t)f << 3 | 2) + varint_len(len) + len;
+}
+
+/* ExportTraceServiceRequest{resource_spans: [{resource, scope_spans: [{scope,
+ * spans}]}]} around the packed spans of |batch|. */
+static uint8_t *envelope(const struct cm_otel *o, const struct queued *batch, size_t *out_len)
+{
+    const struct queued *q;
+    size_t spans = 0, ss, rs, total, pos = 0;
+    uint8_t *b;
+
+    for (q = batch; q; q = q->next)
+        spans += field_len(2, q->len);
+    ss = field_len(1, o->scope_len) + spans;
+    rs = field_len(1, o->resource_len) + field_len(2, ss);
+    total = field_len(1, rs);
+    if (!(b = malloc(total)))
+        return NULL;
+    pos += field_head(b + pos, 1, rs);
+    pos += field_head(b + pos, 1, o->resource_len);
+    memcpy(b + pos, o->resource, o->resource_len);
+    pos += o->resource_len;
+    pos += field_head(b + pos, 2, ss);
+    pos += field_head(b + pos, 1, o->scope_len);
+    memcpy(b + pos, o->scope, o->scope_len);
+    pos += o->scope_len;
+    for (q = batch; q; q = q->next) {
+        pos += field_head(b + pos, 2, q->len);
+        memcpy(b + pos, q->data, q->len);
+        pos += q->len;
+    }
+    *out_len = pos;
+    return b;
+}
+
+static size_t discard(char *p, size_t sz, size_t n, void *ud)
+{
+    (void)p, (void)ud;
+    return sz * n;
+}
+
+/* One POST: the HTTP status, or 0 when the collector could not be reached. */
+static long post(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len)
+{
+    long status = 0, timeout = o->timeout_ms;
+
+    pthread_mutex_lock(&o->lock);
+    if (o->stopping) { /* the flush has a deadline of its own */
+        uint64_t now = cm_now_ms(), left = o->flush_until_ms > now ? o->flush_until_ms - now : 1;
+
+        if ((uint64_t)timeout > left)
+            timeout = (long)left;
+    }
+    pthread_mutex_unlock(&o->lock);
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, o->url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, o->headers);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout < 2000 ? timeout : 2000L);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "agentcore-c/" AC_VERSION);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    return status;
+}
+
+/* Waits |ms| on the condition (stop wakes it). Under the lock. */
+static void nap_locked(struct cm_otel *o, uint64_t ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&o->cond, &o->lock, &ts);
+}
+
+/* Sends |batch| (3 tries on 429, 5xx or no answer), then frees it. */
+static void export_batch(struct cm_otel *o, CURL *h, struct queued *batch, int n)
+{
+    size_t len = 0;
+    uint8_t *body = envelope(o, batch, &len);
+    long status = 0;
+    int attempt, ok = 0;
+    char st[16];
+
+    for (attempt = 1; body && attempt <= 3; attempt++) {
+        status = post(o, h, body, len);
+        ok = status >= 200 && status < 300;
+        if (ok || (status && status != 429 && status < 500))
+            break; /* done, or refused for good (4xx) */
+        pthread_mutex_lock(&o->lock);
+        if (o->stopping && cm_now_ms() >= o->flush_until_ms) {
+            pthread_mutex_unlock(&o->lock);
+            break;
+        }
+        if (attempt < 3)
+            nap_locked(o, (uint64_t)500 << attempt); /* 1 s, then 2 s */
+        pthread_mutex_unlock(&o->lock);
+    }
+    free(body);
+    while (batch) {
+        struct queued *next = batch->next;
+
+        free(batch);
+        batch = next;
+    }
+    pthread_mutex_lock(&o->lock);
+    if (ok) {
+        o->stats.exported += (uint64_t)n;
+        o->stats.exports++;
+    } else {
+        o->stats.failed += (uint64_t)n;
+    }
+    pthread_mutex_unlock(&o->lock);
+    if (!ok) {
+        const char *kv[] = {"status", st, NULL};
+
+        snprintf(st, sizeof(st), "%ld", status);
+        CM_LOGF(CM_LOG_WARN, kv, "span export failed: %d spans dropped (%s)", n,
+                status ? "the collector refused them" : "the collector could not be reached");
+    }
+}
+
+static void *export_main(void *p)
+{
+    struct cm_otel *o = p;
+    CURL *h = curl_easy_init();
+
+    pthread_mutex_lock(&o->lock);
+    for (;;) {
+        struct queued *batch, *last;
+        int n;
+
+        /* Sleep until a batch is full, the oldest span has waited long
+         * enough, or we stop; with nothing queued, without a timeout. */
+        while (!o->stopping) {
+            uint64_t now = cm_now_ms();
+
+            if (o->queued >= o->batch || (o->head && now >= o->head->at_ms + (uint64_t)o->delay_ms))
+                break;
+            if (!o->head)
+                pthread_cond_wait(&o->cond, &o->lock);
+            else
+                nap_locked(o, o->head->at_ms + (uint64_t)o->delay_ms - now);
+        }
+        if (!o->head)
+            break; /* stopping, everything sent */
+        if (o->stopping && cm_now_ms() >= o->flush_until_ms) {
+            for (batch = o->head; batch; batch = last) {
+                last = batch->next;
+                free(batch);
+                o->stats.dropped++;
+            }
+            o->head = o->tail = NULL;
+            o->queued = 0;
+            break;
+        }
+        batch = last = o->head;
+        for (n = 1; n < o->batch && last->next; n++)
+            last = last->next;
+        o->head = last->next;
+        if (!o->head)
+            o->tail = NULL;
+        last->next = NULL;
+        o->queued -= n;
+        pthread_mutex_unlock(&o->lock);
+        if (h)
+            export_batch(o, h, batch, n);
+        pthread_mutex_lock(&o->lock);
+    }
+    pthread_mutex_unlock(&o->lock);
+    if (h)
+        curl_easy_cleanup(h);
+    return NULL;
+}
+
+void cm_otel_free(struct cm_otel *o, int flush_ms)
+{
+    if (!o)
+        return;
+    pthread_mutex_lock(&o->lock);
+    o->stopping = 1;
+    o->flush_until_ms = cm_now_ms() + (uint64_t)(flush_ms > 0 ? flush_ms : 0);
+    pthread_cond_signal(&o->cond);
+    pthread_mutex_unlock(&o->lock);
+    pthread_join(o->thread, NULL);
+    pthread_mutex_destroy(&o->lock);
+    pthread_cond_destroy(&o->cond);
+    curl_slist_free_all(o->headers);
+    free(o->resource);
+    free(o->scope);
+    free(o);
+}

@@ -1,0 +1,206 @@
+/* cm_otel: OpenTelemetry spans, exported as OTLP/HTTP with protobuf bodies.
+ *
+ * A finished span is packed once (protobuf-c, proto/otlp_trace.proto) and
+ * put on a bounded queue under a short lock: recording never waits for the
+ * network, and when the queue is full the span is dropped and counted. One
+ * exporter thread per process sleeps on a condition variable; it wakes when a
+ * batch is full or the oldest queued span has waited OTEL_BSP_SCHEDULE_DELAY,
+ * and POSTs an ExportTraceServiceRequest (the resource and scope written once,
+ * the spans' packed bytes appended as they are) to the traces endpoint with
+ * OTEL_EXPORTER_OTLP_HEADERS. 429 and 5xx are retried with backoff (3 tries);
+ * cm_otel_free() flushes what is queued within its deadline. An idle process
+ * never wakes for it.
+ *
+ * Configuration (the OTEL_* variables of the OpenTelemetry SDKs, as
+ * AgentCore injects them): tracing is on when an endpoint is set, unless
+ * OTEL_SDK_DISABLED=true or AGENT_OBSERVABILITY_ENABLED=false. Only sampled
+ * traces (the traceparent's flag) are recorded: the gateway decides for a
+ * trace it starts (OTEL_TRACES_SAMPLER), the others follow their parent. */
+#ifndef CM_OTEL_H
+#define CM_OTEL_H
+
+#include "cm_config.h"
+#include "cm_trace.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The configuration entries every process has, in this order (see
+ * CM_CFG_OTEL below): their values go to cm_otel_new as one array. */
+enum {
+    CM_OTEL_CFG_ENDPOINT,        /* OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces) */
+    CM_OTEL_CFG_TRACES_ENDPOINT, /* OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as is) */
+    CM_OTEL_CFG_HEADERS,         /* OTEL_EXPORTER_OTLP_HEADERS / _TRACES_HEADERS */
+    CM_OTEL_CFG_SERVICE_NAME,    /* OTEL_SERVICE_NAME */
+    CM_OTEL_CFG_RESOURCE,        /* OTEL_RESOURCE_ATTRIBUTES */
+    CM_OTEL_CFG_SDK_DISABLED,    /* OTEL_SDK_DISABLED */
+    CM_OTEL_CFG_OBSERVABILITY,   /* AGENT_OBSERVABILITY_ENABLED */
+    CM_OTEL_CFG_SAMPLER,         /* OTEL_TRACES_SAMPLER */
+    CM_OTEL_CFG_SAMPLER_ARG,     /* OTEL_TRACES_SAMPLER_ARG */
+    CM_OTEL_CFG_DELAY,           /* OTEL_BSP_SCHEDULE_DELAY (ms) */
+    CM_OTEL_CFG_QUEUE,           /* OTEL_BSP_MAX_QUEUE_SIZE */
+    CM_OTEL_CFG_BATCH,           /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
+    CM_OTEL_CFG_TIMEOUT,         /* OTEL_EXPORTER_OTLP_TIMEOUT (ms) */
+    CM_OTEL_CFG_COUNT
+};
+
+/* Designated initialisers for a config table whose entries from |base| on
+ * are the CM_OTEL_CFG_* ones. */
+#define CM_CFG_OTEL(base)                                                                          \
+    [(base) +                                                                                      \
+        CM_OTEL_CFG_ENDPOINT] = {"OTEL_EXPORTER_OTLP_ENDPOINT",                                    \
+                                 NULL,                                                             \
+                                 CM_CFG_STR,                                                       \
+                                 NULL,                                                             \
+                                 0,                                                                \
+                                 1000,                                                             \
+                                 "OTLP/HTTP base URL (traces go to <url>/v1/traces); "             \
+                                 "unset: no export",                                               \
+                                 0},                                                               \
+        [(base) +                                                                                  \
+            CM_OTEL_CFG_TRACES_ENDPOINT] = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",                  \
+                                            NULL,                                                  \
+                                            CM_CFG_STR,                                            \
+                                            NULL,                                                  \
+                                            0,                                                     \
+                                            1000,                                                  \
+                                            "the traces URL itself (wins over the base URL)",      \
+                                            0},                                                    \
+        [(base) + CM_OTEL_CFG_HEADERS] = {"OTEL_EXPORTER_OTLP_TRACES_HEADERS",                     \
+                                          "OTEL_EXPORTER_OTLP_HEADERS",                            \
+                                          CM_CFG_STR,                                              \
+                                          NULL,                                                    \
+                                          0,                                                       \
+                                          8192,                                                    \
+                                          "headers of each export, k1=v1,k2=v2 (percent-encoded)", \
+                                          1},                                                      \
+        [(base) +                                                                                  \
+            CM_OTEL_CFG_SERVICE_NAME] = {"OTEL_SERVICE_NAME",                                      \
+                                         NULL,                                                     \
+                                         CM_CFG_STR,                                               \
+                                         NULL,                                                     \
+                                         0,                                                        \
+                                         256,                                                      \
+                                         "service.name (unset: from OTEL_RESOURCE_ATTRIBUTES, "    \
+                                         "else the process's name)",                               \
+                                         0},                                                       \
+        [(base) + CM_OTEL_CFG_RESOURCE] =                                                          \
+            {"OTEL_RESOURCE_ATTRIBUTES",         NULL, CM_CFG_STR, NULL, 0, 8192,                  \
+             "resource attributes, k1=v1,k2=v2", 0},                                               \
+        [(base) + CM_OTEL_CFG_SDK_DISABLED] = {"OTEL_SDK_DISABLED",                                \
+                                               NULL,                                               \
+                                               CM_CFG_BOOL,                                        \
+                                               "false",                                            \
+                                               0,                                                  \
+                                               1,                                                  \
+                                               "true: no telemetry at all",                        \
+                                               0},                                                 \
+        [(base) + CM_OTEL_CFG_OBSERVABILITY] = {"AGENT_OBSERVABILITY_ENABLED",                     \
+                                                NULL,                                              \
+                                                CM_CFG_BOOL,                                       \
+                                                "true",                                            \
+                                                0,                                                 \
+                                                1,                                                 \
+                                                "AgentCore's switch: false turns tracing off",     \
+                                                0},                                                \
+        [(base) +                                                                                  \
+            CM_OTEL_CFG_SAMPLER] = {"OTEL_TRACES_SAMPLER",                                         \
+                                    NULL,                                                          \
+                                    CM_CFG_STR,                                                    \
+                                    "parentbased_always_on",                                       \
+                                    0,                                                             \
+                                    64,                                                            \
+                                    "always_on, always_off, traceidratio, parentbased_always_on, " \
+                                    "parentbased_always_off, parentbased_traceidratio",            \
+                                    0},                                                            \
+        [(base) + CM_OTEL_CFG_SAMPLER_ARG] = {"OTEL_TRACES_SAMPLER_ARG",                           \
+                                              NULL,                                                \
+                                              CM_CFG_FLOAT,                                        \
+                                              "1",                                                 \
+                                              0,                                                   \
+                                              1,                                                   \
+                                              "the ratio of the traceidratio samplers",            \
+                                              0},                                                  \
+        [(base) + CM_OTEL_CFG_DELAY] = {"OTEL_BSP_SCHEDULE_DELAY",                                 \
+                                        NULL,                                                      \
+                                        CM_CFG_INT,                                                \
+                                        "5000",                                                    \
+                                        1,                                                         \
+                                        3600000,                                                   \
+                                        "ms a span may wait before its batch is sent",             \
+                                        0},                                                        \
+        [(base) + CM_OTEL_CFG_QUEUE] = {"OTEL_BSP_MAX_QUEUE_SIZE",                                 \
+                                        NULL,                                                      \
+                                        CM_CFG_INT,                                                \
+                                        "2048",                                                    \
+                                        1,                                                         \
+                                        1000000,                                                   \
+                                        "spans queued at most (past it: dropped, counted)",        \
+                                        0},                                                        \
+        [(base) + CM_OTEL_CFG_BATCH] =                                                             \
+            {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", NULL, CM_CFG_INT, "512", 1, 100000,                 \
+             "spans per export at most",       0},                                                 \
+        [(base) + CM_OTEL_CFG_TIMEOUT] = {                                                         \
+            "OTEL_EXPORTER_OTLP_TIMEOUT", NULL, CM_CFG_INT, "10000", 1, 600000,                    \
+            "ms one export may take",     0}
+
+enum cm_otel_kind { CM_OTEL_INTERNAL = 1, CM_OTEL_SERVER = 2, CM_OTEL_CLIENT = 3 };
+
+struct cm_otel_attr {
+    const char *key;
+    const char *s; /* a string value, or NULL for the integer */
+    long long i;
+};
+
+struct cm_otel_span {
+    const char *name;
+    enum cm_otel_kind kind;
+    const struct cm_trace *trace; /* trace, span and parent ids; flags (sampled) */
+    uint64_t start_ns, end_ns;    /* unix time in ns */
+    int error;                    /* 1: status ERROR with |message| */
+    const char *message;
+    const struct cm_otel_attr *attrs;
+    size_t n_attrs;
+};
+
+struct cm_otel;
+
+/* |values| are the CM_OTEL_CFG_COUNT configuration values from the table;
+ * |process| names the process (service.name by default, e.g.
+ * "agentcore-gateway"). Returns NULL with |err| empty when tracing is off,
+ * NULL with |err| set on a bad configuration; otherwise the exporter, its
+ * thread started. */
+struct cm_otel *cm_otel_new(const struct cm_cfg_value *values, const char *process, char *err,
+                            size_t errlen);
+/* Exports what is queued (at most |flush_ms|), stops the thread, frees.
+ * NULL is fine. */
+void cm_otel_free(struct cm_otel *o, int flush_ms);
+
+/* 1 when spans of |t| are recorded (|o| is on and the trace is sampled). */
+int cm_otel_sampled(const struct cm_otel *o, const struct cm_trace *t);
+/* The sampling decision at the edge (the gateway), on |t| from
+ * cm_trace_continue: the parentbased samplers keep a caller's decision
+ * (|t| has a parent), the others and every new trace decide by
+ * OTEL_TRACES_SAMPLER. Sets |t|'s sampled flag (cleared when |o| is NULL). */
+void cm_otel_sample(const struct cm_otel *o, struct cm_trace *t);
+/* Queues a finished span. Never blocks on I/O; thread-safe; NULL |o| is a
+ * no-op. */
+void cm_otel_record(struct cm_otel *o, const struct cm_otel_span *s);
+
+struct cm_otel_stats {
+    uint64_t recorded, exported, dropped, failed; /* spans */
+    uint64_t exports;                             /* requests that succeeded */
+};
+void cm_otel_stats(struct cm_otel *o, struct cm_otel_stats *out);
+
+/* Unix time now in ns (for span times). */
+uint64_t cm_otel_now_ns(void);
+
+/* ---- no I/O (unit-tested) ---- */
+
+/* Parses "k1=v1,k2=v2" (values percent-decoded, blanks around keys and
+ * values trimmed) calling |fn| for each pair. 0, or CM_EINVAL for a pair
+ * without '='. */
+int cm_otel_parse_pairs(const char *s, int (*fn)(void *ud, const char *k, const char *v), void *ud);
+
+#endif

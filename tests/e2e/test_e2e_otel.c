@@ -1,0 +1,264 @@
+/* End to end: spans exported as OTLP/HTTP protobuf by all three processes,
+ * read back by an independent decoder: protoc with the official OTLP
+ * definitions (tests/data/otlp-proto). One invocation with a tool call must
+ * give one trace: the gateway's invoke_agent (child of the caller's span),
+ * the agent-worker's invoke_agent (child of the gateway's), a chat span per
+ * model call and the tool-worker's execute_tool (children of the
+ * agent-worker's), with the GenAI attributes, token counts and session.id.
+ * A collector that is down costs the requests nothing: they all answer and
+ * the lost spans are counted in a WARN line. */
+#include "th_stack.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
+#define SESSION "otel-session-000000000000000000000000001"
+#define MAX_SPANS 64
+
+static struct th_proc emu, tool, recv_;
+static struct th_stack s;
+static char dir[600], endpoint[128];
+
+#define OTEL_ENV                                                                                   \
+    endpoint, "OTEL_BSP_SCHEDULE_DELAY=50", "OTEL_RESOURCE_ATTRIBUTES=deployment.environment=e2e", \
+        "OTEL_EXPORTER_OTLP_HEADERS=x-test-header=hello%20world"
+
+static int setup(void **state)
+{
+    char dir_env[700];
+
+    (void)state;
+    snprintf(dir, sizeof(dir), "%s/otlp-%ld", th_log_dir(), (long)getpid());
+    snprintf(dir_env, sizeof(dir_env), "RECEIVER_DIR=%s", dir);
+    if (mkdir(dir, 0700) || th_proc_start(&recv_, "otel-receiver", AC_BIN_OTLP_RECEIVER,
+                                          (const char *[]){dir_env, NULL}, TH_READY_MS))
+        return -1;
+    snprintf(endpoint, sizeof(endpoint), "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%d",
+             recv_.port);
+    if (th_emulator_start(&emu, "otel-emulator", NULL) ||
+        th_proc_start(&tool, "otel-tool-worker", AC_BIN_TOOL,
+                      (const char *[]){"TOOL_WORKER_LISTEN=127.0.0.1:0", OTEL_ENV, NULL},
+                      TH_READY_MS))
+        return -1;
+    return th_stack_start_gw(&s, "otel", &emu, &tool, (const char *[]){KEYS, OTEL_ENV, NULL},
+                             (const char *[]){OTEL_ENV, NULL});
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return th_stack_stop(&s) | th_stop(&tool) | th_stop(&emu) | th_stop(&recv_) ? -1 : 0;
+}
+
+/* ---- protoc's text form, read back ---- */
+
+struct span {
+    char service[1024], name[128], trace[160], id[64], parent[64];
+    char attrs[2048]; /* "key=value;" */
+};
+
+/* "  key: \"value\"" -> value (escapes kept as protoc wrote them). */
+static void value_of(const char *line, char *out, size_t cap)
+{
+    const char *p = strchr(line, ':');
+
+    p = p ? p + 1 : line;
+    while (*p == ' ' || *p == '"')
+        p++;
+    snprintf(out, cap, "%s", p);
+    if (*out && out[strlen(out) - 1] == '"')
+        out[strlen(out) - 1] = '\0';
+}
+
+static int decode_all(struct span *spans)
+{
+    char cmd[2000], line[4096], key[256] = "", val[1024], service[1024] = "";
+    int n = 0, k, in_resource = 0;
+    long i;
+    FILE *p;
+
+    for (i = 1;; i++) {
+        char bin[700];
+        struct stat st;
+
+        snprintf(bin, sizeof(bin), "%s/%ld.bin", dir, i);
+        if (stat(bin, &st))
+            break;
+        snprintf(cmd, sizeof(cmd),
+                 "protoc -I %s/tests/data/otlp-proto --decode "
+                 "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest "
+                 "opentelemetry/proto/collector/trace/v1/trace_service.proto < %s",
+                 AC_SOURCE_DIR, bin);
+        p = popen(cmd, "r");
+        assert_non_null(p);
+        while (fgets(line, sizeof(line), p)) {
+            char *t = line;
+
+            line[strcspn(line, "\n")] = '\0';
+            while (*t == ' ')
+                t++;
+            if (!strcmp(t, "resource {"))
+                in_resource = 1;
+            else if (!strcmp(t, "scope_spans {"))
+                in_resource = 0;
+            if (!strcmp(t, "spans {") && n < MAX_SPANS) {
+                memset(&spans[n], 0, sizeof(spans[n]));
+                snprintf(spans[n].service, sizeof(spans[n].service), "%s", service);
+                n++;
+                continue;
+            }
+            if (!strncmp(t, "key: ", 5)) {
+                value_of(t, key, sizeof(key));
+            } else if (!strncmp(t, "string_value: ", 14) || !strncmp(t, "int_value: ", 11)) {
+                value_of(t, val, sizeof(val));
+                if (in_resource && !strcmp(key, "service.name"))
+                    snprintf(service, sizeof(service), "%s", val);
+                else if (n && !in_resource) {
+                    size_t len = strlen(spans[n - 1].attrs);
+
+                    snprintf(spans[n - 1].attrs + len, sizeof(spans[n - 1].attrs) - len, "%s=%s;",
+                             key, val);
+                }
+            } else if (n && !in_resource) {
+                struct span *sp = &spans[n - 1];
+
+                if (!strncmp(t, "trace_id: ", 10))
+                    value_of(t, sp->trace, sizeof(sp->trace));
+                else if (!strncmp(t, "span_id: ", 9))
+                    value_of(t, sp->id, sizeof(sp->id));
+                else if (!strncmp(t, "parent_span_id: ", 16))
+                    value_of(t, sp->parent, sizeof(sp->parent));
+                else if (!strncmp(t, "name: ", 6) && !sp->name[0])
+                    value_of(t, sp->name, sizeof(sp->name));
+            }
+        }
+        k = pclose(p);
+        if (k != 0)
+            fail_msg("protoc could not decode %s (exit %d): not an ExportTraceServiceRequest", bin,
+                     k);
+    }
+    return n;
+}
+
+static const struct span *find(const struct span *spans, int n, const char *service,
+                               const char *name)
+{
+    int i;
+
+    for (i = 0; i < n; i++)
+        if (!strcmp(spans[i].service, service) && !strncmp(spans[i].name, name, strlen(name)))
+            return &spans[i];
+    return NULL;
+}
+
+static void test_one_trace_across_the_three_processes(void **state)
+{
+    static struct span spans[MAX_SPANS];
+    char url[96], log[800], *requests;
+    const char *hdrs[] = {"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                          "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id: " SESSION, NULL};
+    const char *body = "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"6*7\\\"}]]\"}";
+    const struct span *gw, *agent, *chat, *tl;
+    struct th_resp r;
+    int n, i, chats = 0;
+
+    (void)state;
+    snprintf(url, sizeof(url), "%s/invocations", s.url);
+    assert_int_equal(th_http("POST", url, hdrs, body, strlen(body), &r), 0);
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+    /* The three processes export on their own: wait for the gateway's span
+     * (the last to end) to have arrived, then read them all. */
+    snprintf(log, sizeof(log), "%s/requests.log", dir);
+    assert_true(th_wait_log_count(log, "POST /v1/traces", 3, 10000) >= 0);
+    for (i = 0; i < 5; i++) {
+        n = decode_all(spans);
+        if (find(spans, n, "agentcore-gateway", "invoke_agent"))
+            break;
+        th_wait_log_count(log, "POST /v1/traces", 4 + i, 2000); /* the next export */
+    }
+    gw = find(spans, n, "agentcore-gateway", "invoke_agent");
+    agent = find(spans, n, "agentcore-agent-worker", "invoke_agent");
+    tl = find(spans, n, "agentcore-tool-worker", "execute_tool calculator");
+    assert_non_null(gw);
+    assert_non_null(agent);
+    assert_non_null(tl);
+    for (i = 0; i < n; i++) {
+        /* one trace: the caller's */
+        assert_string_equal(spans[i].trace, gw->trace);
+        if (!strncmp(spans[i].name, "chat ", 5)) {
+            chats++;
+            chat = &spans[i];
+            assert_string_equal(chat->parent, agent->id);
+            assert_non_null(strstr(chat->attrs, "gen_ai.operation.name=chat;"));
+            assert_non_null(strstr(chat->attrs, "gen_ai.provider.name=aws.bedrock;"));
+            assert_non_null(strstr(chat->attrs, "gen_ai.request.model="));
+            assert_null(strstr(chat->attrs, "gen_ai.usage.input_tokens=0;"));
+        }
+    }
+    assert_int_equal(chats, 2); /* the toolUse turn and the answer */
+    /* the links: caller -> gateway -> agent-worker -> tool-worker */
+    assert_string_not_equal(gw->parent, "");
+    assert_string_equal(agent->parent, gw->id);
+    assert_string_equal(tl->parent, agent->id);
+    assert_non_null(strstr(agent->attrs, "gen_ai.operation.name=invoke_agent;"));
+    assert_non_null(strstr(agent->attrs, "session.id=" SESSION ";"));
+    assert_non_null(strstr(agent->attrs, "agentcore.stop_reason=EndTurn;"));
+    assert_null(strstr(agent->attrs, "gen_ai.usage.output_tokens=0;"));
+    assert_non_null(strstr(gw->attrs, "session.id=" SESSION ";"));
+    assert_non_null(strstr(tl->attrs, "gen_ai.tool.name=calculator;"));
+    assert_non_null(strstr(tl->attrs, "gen_ai.tool.call.id=tooluse_emu_"));
+    assert_non_null(strstr(tl->attrs, "session.id=" SESSION ";"));
+    /* what every export carried */
+    requests = th_read_file(log, NULL);
+    assert_non_null(requests);
+    assert_non_null(strstr(requests, "content-type=application/x-protobuf"));
+    assert_non_null(strstr(requests, "x-test-header=hello world"));
+    free(requests);
+}
+
+/* The collector is down: invocations answer as before; the exporter's WARN
+ * line says what was lost. */
+static void test_a_collector_that_is_down_slows_nothing(void **state)
+{
+    struct th_stack down;
+    struct th_resp r;
+    char dead[96];
+    int i;
+
+    (void)state;
+    snprintf(dead, sizeof(dead), "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%d", th_free_port());
+    assert_int_equal(
+        th_stack_start_gw(&down, "otel-down", &emu, &tool,
+                          (const char *[]){KEYS, dead, "OTEL_BSP_SCHEDULE_DELAY=10", NULL},
+                          (const char *[]){dead, NULL}),
+        0);
+    for (i = 0; i < 5; i++) {
+        assert_int_equal(th_invoke(&down, "{\"prompt\":\"hello\"}", NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        th_resp_free(&r);
+    }
+    assert_true(th_wait_log(down.agent.log_path, "span export failed", 15000) >= 0);
+    assert_int_equal(th_stack_stop(&down), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_trace_across_the_three_processes),
+        cmocka_unit_test(test_a_collector_that_is_down_slows_nothing),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
