@@ -13,6 +13,7 @@
 #include "cm_err.h"
 #include "cm_json.h"
 #include "cm_log.h"
+#include "cm_metrics.h"
 #include "cm_otel.h"
 #include "cm_rpc.h"
 #include "cm_status.h"
@@ -196,8 +197,11 @@ static void on_text(void *ud, int block, const char *text, size_t len)
 {
     struct invocation *inv = ud;
 
-    if (!inv->first_token_ms)
+    if (!inv->first_token_ms) {
         inv->first_token_ms = cm_now_ms() - inv->t0 + 1; /* +1: 0 means none */
+        cm_metrics_observe(inv->svc->metrics, inv->svc->m_ttft, NULL,
+                           (double)(inv->first_token_ms - 1) / 1000.0);
+    }
     send_text(ud, block, text, len);
 }
 
@@ -260,6 +264,8 @@ static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_mode
     inv->model = NULL;
     inv->model_ms += cm_now_ms() - inv->model_t0;
     chat_span(inv, rc, turn, err);
+    cm_metrics_observe(inv->svc->metrics, inv->svc->m_model, NULL,
+                       (double)(cm_now_ms() - inv->model_t0) / 1000.0);
     if (rc == CM_EUPSTREAM && err && aw_history_is_overflow(err->message) && !inv->cancelled &&
         !inv->turn_text) {
         /* The conversation no longer fits the model: shorten the oldest
@@ -414,6 +420,17 @@ static void on_tool_done(void *ud, struct aw_tool_result *res)
     s->exec = NULL;
     inv->running--;
     tool_stat(inv, s->index, cm_now_ms() - s->t0);
+    if (inv->svc->metrics) {
+        const char *l[] = {
+            json_string_value(json_object_get(aw_agent_tool_use(&inv->agent, s->index), "name")),
+            res->is_error ? "error" : "success"};
+
+        if (!l[0])
+            l[0] = "?";
+        cm_metrics_count(inv->svc->metrics, inv->svc->m_tools, l, 1);
+        cm_metrics_observe(inv->svc->metrics, inv->svc->m_tool_dur, NULL,
+                           (double)(cm_now_ms() - s->t0) / 1000.0);
+    }
     if (inv->cancelled) {
         if (!inv->running)
             complete(inv, inv->deferred_rc ? inv->deferred_rc : CM_ECANCELED, NULL);
@@ -1119,6 +1136,60 @@ static void complete(struct invocation *inv, int rc, const struct aw_model_error
     save_final(inv);
 }
 
+/* The invocation's counters: outcome (the stop reason, or what failed),
+ * duration, tokens. */
+static void invoke_metrics(struct invocation *inv, int rc)
+{
+    struct aw_service *svc = inv->svc;
+    const struct aw_agent_result *res = &inv->agent.res;
+    const char *outcome = rc == 0              ? (inv->replay ? "Replayed" : res->stop_reason)
+                          : rc == CM_ECANCELED ? "Cancelled"
+                          : rc == CM_EUPSTREAM ? "ModelError"
+                          : rc == CM_ETIMEDOUT ? "SessionBusy"
+                                               : "Error";
+    const char *in[] = {"input"}, *out[] = {"output"}, *o[] = {outcome};
+
+    if (!svc->metrics)
+        return;
+    cm_metrics_gauge(svc->metrics, svc->m_active, NULL, -1);
+    cm_metrics_count(svc->metrics, svc->m_invocations, o, 1);
+    cm_metrics_observe(svc->metrics, svc->m_duration, NULL,
+                       (double)(cm_now_ms() - inv->t0) / 1000.0);
+    cm_metrics_count(svc->metrics, svc->m_tokens, in,
+                     (uint64_t)(inv->spent_in ? inv->spent_in : res->input_tokens));
+    cm_metrics_count(svc->metrics, svc->m_tokens, out,
+                     (uint64_t)(inv->spent_out ? inv->spent_out : res->output_tokens));
+}
+
+int aw_service_metrics(struct aw_service *svc, struct cm_metrics *m)
+{
+    static const char *const outcome[] = {"outcome", NULL}, *const type[] = {"type", NULL},
+                             *const tool[] = {"tool", "status", NULL};
+
+    svc->metrics = m;
+    svc->m_invocations = cm_metrics_family(
+        m, "agentcore_invocations_total",
+        "Invocations by outcome (the stop reason, or what failed)", CM_COUNTER, outcome);
+    svc->m_duration = cm_metrics_family(m, "agentcore_invocation_duration_seconds",
+                                        "Invocation latency, start to answer", CM_HISTOGRAM, NULL);
+    svc->m_model = cm_metrics_family(m, "agentcore_model_call_duration_seconds",
+                                     "Model call latency (each Converse/ConverseStream call)",
+                                     CM_HISTOGRAM, NULL);
+    svc->m_ttft =
+        cm_metrics_family(m, "agentcore_time_to_first_token_seconds",
+                          "Streamed invocations: time to the first text", CM_HISTOGRAM, NULL);
+    svc->m_tokens = cm_metrics_family(m, "agentcore_tokens_total", "Model tokens, in and out",
+                                      CM_COUNTER, type);
+    svc->m_tools = cm_metrics_family(m, "agentcore_tool_calls_total",
+                                     "Tool calls by tool and status", CM_COUNTER, tool);
+    svc->m_tool_dur =
+        cm_metrics_family(m, "agentcore_tool_call_duration_seconds",
+                          "Tool call latency, as the agent-worker sees it", CM_HISTOGRAM, NULL);
+    svc->m_active = cm_metrics_family(m, "agentcore_active_invocations",
+                                      "Invocations in flight (streams included)", CM_GAUGE, NULL);
+    return svc->m_invocations < 0 || svc->m_active < 0 ? CM_ENOMEM : 0;
+}
+
 /* The invoke_agent span of the whole invocation (GenAI conventions). */
 static void invoke_span(struct invocation *inv, int rc, const struct aw_model_error *err)
 {
@@ -1165,6 +1236,7 @@ static void finish(struct invocation *inv, int rc, const struct aw_model_error *
     inv->call = NULL;
     unjoinable(inv);
     invoke_span(inv, rc, err);
+    invoke_metrics(inv, rc);
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - inv->t0));
     log_ctx(inv);
     if (!call && (rc || !inv->followers)) {
@@ -1330,6 +1402,7 @@ static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_se
     inv->tcall.request_id = req->request_id;
     inv->tcall.session_id = req->session_id;
     inv->start_ns = cm_otel_now_ns();
+    cm_metrics_gauge(svc->metrics, svc->m_active, NULL, 1);
     if (cm_trace_continue(cm_rpc_acall_meta(call, CM_RPC_MD_TRACEPARENT), &inv->trace) == 0) {
         cm_trace_ids(&inv->trace, inv->trace_id, inv->span_id);
         cm_trace_format(&inv->trace, inv->traceparent);

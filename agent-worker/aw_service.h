@@ -17,6 +17,7 @@ struct aw_idem;
 struct aw_store;
 struct invocation;
 struct cm_otel;
+struct cm_metrics;
 
 struct aw_service {
     struct aw_bedrock *bedrock;
@@ -43,9 +44,17 @@ struct aw_service {
      * chat per model call. */
     struct cm_otel *otel;
     const char *model_id; /* gen_ai.request.model */
+    /* Counters and histograms (NULL: none), families declared by
+     * aw_service_metrics(). */
+    struct cm_metrics *metrics;
+    int m_invocations, m_duration, m_model, m_ttft, m_tokens, m_tools, m_tool_dur, m_active;
     /* Private: running invocations a retry of the same request id may join. */
     struct invocation *joinable;
 };
+
+/* Declares the agent-worker's metric families in |m| and keeps it. 0 or
+ * CM_ENOMEM. */
+int aw_service_metrics(struct aw_service *svc, struct cm_metrics *m);
 
 /* |svc| must outlive the server. 0 or a cm_err code. */
 int aw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev,

@@ -8,6 +8,7 @@
 #include "aw_session.h"
 #include "aw_tools.h"
 #include "aw_watch.h"
+#include "cm_metrics.h"
 #include "cm_otel.h"
 #include "cm_log.h"
 #include "cm_loop.h"
@@ -88,6 +89,7 @@ enum {
     C_AUTH_CA,
     C_AUTH_CERT,
     C_AUTH_KEY,
+    C_METRICS,
     C_OTEL,
     C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
     C_LOG_LEVEL,
@@ -259,6 +261,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
+    [C_METRICS] = CM_CFG_METRICS_LISTEN,
     CM_CFG_OTEL(C_OTEL),
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
@@ -463,8 +466,14 @@ static const struct cm_main_flag aw_flags[] = {
     {NULL, NULL},
 };
 
+static int64_t background_tasks(void *ud)
+{
+    return ud ? cm_status_get(ud) : 0;
+}
+
 int main(int argc, char **argv)
 {
+    struct cm_metrics *metrics = NULL;
     struct cm_cfg_value cfg[C_COUNT];
     struct cm_rpc_server_config scfg;
     struct cm_rpc_server *srv = NULL;
@@ -585,6 +594,25 @@ int main(int argc, char **argv)
         goto out;
     }
     svc.model_id = cfg[C_MODEL_ID].s;
+    if (cfg[C_METRICS].s) {
+        /* Counters only cost when someone looks: off unless METRICS_LISTEN is set. */
+        metrics = cm_metrics_new();
+        if (!metrics || aw_service_metrics(&svc, metrics)) {
+            cm_error("out of memory at start-up");
+            goto out;
+        }
+        cm_metrics_gauge_fn(metrics, "agentcore_spans_lost",
+                            "Spans dropped (queue full, or the collector refused them)",
+                            cm_otel_lost, svc.otel);
+        cm_metrics_gauge_fn(metrics, "agentcore_background_tasks",
+                            "Background tasks behind this agent-worker (its tool-workers')",
+                            background_tasks, svc.status);
+        if (cm_metrics_serve(metrics, cfg[C_METRICS].s, err, sizeof(err)) < 0) {
+            cm_error("invalid configuration: %s", err);
+            rc = 2;
+            goto out;
+        }
+    }
     svc.max_iterations = (int)cfg[C_MAX_ITERATIONS].i;
     svc.max_parallel_tools = (int)cfg[C_MAX_PARALLEL_TOOLS].i;
     svc.max_invocation_tokens = cfg[C_MAX_INV_TOKENS].i;
@@ -660,6 +688,7 @@ out:
     aw_tools_free(svc.tools);
     aw_sessions_free(svc.sessions);
     aw_idem_free(svc.answers);
+    cm_metrics_free(metrics); /* its server reads the status hub and the exporter */
     cm_status_free(svc.status);
     cm_otel_free(svc.otel, 2000); /* every span is recorded: the invocations have ended */
     if (warming)

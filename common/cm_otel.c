@@ -413,6 +413,14 @@ void cm_otel_stats(struct cm_otel *o, struct cm_otel_stats *out)
     pthread_mutex_unlock(&o->lock);
 }
 
+int64_t cm_otel_lost(void *o)
+{
+    struct cm_otel_stats st;
+
+    cm_otel_stats(o, &st);
+    return (int64_t)(st.dropped + st.failed);
+}
+
 /* ---- export ---- */
 
 static size_t varint(uint8_t *p, uint64_t v)

@@ -192,6 +192,9 @@ struct cm_otel_stats {
     uint64_t exports;                             /* requests that succeeded */
 };
 void cm_otel_stats(struct cm_otel *o, struct cm_otel_stats *out);
+/* Spans lost so far (dropped or refused), as a metrics gauge reads it: |o|
+ * is a struct cm_otel * (NULL: 0). */
+int64_t cm_otel_lost(void *o);
 
 /* Unix time now in ns (for span times). */
 uint64_t cm_otel_now_ns(void);

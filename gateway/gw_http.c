@@ -7,6 +7,7 @@
 #include "gw_api.h"
 #include "gw_conns.h"
 #include "gw_hangup.h"
+#include "cm_metrics.h"
 #include "gw_health.h"
 #include "gw_invoke.h"
 #include "gw_mhd.h"
@@ -85,6 +86,31 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     cm_warn("http: %s", msg);
 }
 
+/* The gateway's counters (one server per process; set by gw_http_start). */
+static struct {
+    struct cm_metrics *m;
+    int requests, duration;
+} metrics = {NULL, -1, -1};
+
+static void count_request(const char *url, int status, uint64_t start_ms)
+{
+    char code[8];
+    /* Known paths only: a client must not grow the label set. */
+    const char *path = !strcmp(url, "/invocations") ? "/invocations"
+                       : !strcmp(url, "/ping")      ? "/ping"
+                       : !strcmp(url, "/ws")        ? "/ws"
+                                                    : "other";
+    const char *l[] = {path, code};
+
+    if (!metrics.m)
+        return;
+    snprintf(code, sizeof(code), "%d", status);
+    cm_metrics_count(metrics.m, metrics.requests, l, 1);
+    if (path[1] == 'i')
+        cm_metrics_observe(metrics.m, metrics.duration, NULL,
+                           (double)(cm_now_ms() - start_ms) / 1000.0);
+}
+
 static void access_log_bytes(const char *method, const char *url, int status, size_t bytes,
                              uint64_t start_ms)
 {
@@ -92,6 +118,7 @@ static void access_log_bytes(const char *method, const char *url, int status, si
     const char *kv[] = {"method", method, "path",       url, "status", st,
                         "bytes",  by,     "durationMs", dur, NULL};
 
+    count_request(url, status, start_ms);
     if (!CM_LOG_ENABLED(CM_LOG_INFO))
         return;
     snprintf(st, sizeof(st), "%d", status);
@@ -657,6 +684,17 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
     }
     h->agent = agent;
     h->cfg = *cfg;
+    if (cfg->metrics) {
+        static const char *const labels[] = {"path", "code", NULL};
+
+        metrics.m = cfg->metrics;
+        metrics.requests =
+            cm_metrics_family(cfg->metrics, "agentcore_http_requests_total",
+                              "HTTP requests by path and status", CM_COUNTER, labels);
+        metrics.duration = cm_metrics_family(
+            cfg->metrics, "agentcore_gateway_invocation_duration_seconds",
+            "POST /invocations, request to the last byte of the answer", CM_HISTOGRAM, NULL);
+    }
     h->hangup = gw_hangup_new(); /* NULL: waiting connections check their client themselves */
     if (!h->hangup)
         cm_warn("hangup watcher unavailable: waiting connections poll their clients");

@@ -25,6 +25,7 @@
 #include <stddef.h>
 
 struct cm_otel;
+struct cm_metrics;
 
 #include "cm_rpc.h"
 
@@ -47,13 +48,14 @@ struct gw_http_config {
     int idle_timeout_s;
     size_t log_body_bytes;                     /* of a request body logged at DEBUG */
     int health_interval_ms, health_timeout_ms; /* the agent-worker health poller */
-    size_t ws_max_message;   /* largest WebSocket message accepted (1009 beyond) */
-    int ws_idle_timeout_s;   /* a WebSocket with no message and no invocation: closed */
-    const char *ws_origins;  /* browser Origins allowed on /ws ("" none, "*" any) */
-    int sse_keepalive_s;     /* ": keep-alive" comment after this long without an event */
-    int agent_ready_wait_ms; /* how long an invocation waits for an unreachable agent-worker */
-    int http_threads;        /* libmicrohttpd threads (epoll) serving every connection */
-    struct cm_otel *otel;    /* spans (NULL: none); outlives the server */
+    size_t ws_max_message;      /* largest WebSocket message accepted (1009 beyond) */
+    int ws_idle_timeout_s;      /* a WebSocket with no message and no invocation: closed */
+    const char *ws_origins;     /* browser Origins allowed on /ws ("" none, "*" any) */
+    int sse_keepalive_s;        /* ": keep-alive" comment after this long without an event */
+    int agent_ready_wait_ms;    /* how long an invocation waits for an unreachable agent-worker */
+    int http_threads;           /* libmicrohttpd threads (epoll) serving every connection */
+    struct cm_otel *otel;       /* spans (NULL: none); outlives the server */
+    struct cm_metrics *metrics; /* counters (NULL: none); outlives the server */
 };
 
 /* Starts serving. |agent| must outlive the server. NULL with |err| on failure. */

@@ -1,5 +1,6 @@
 /* agentcore-gateway: the AgentCore HTTP contract on :8080, forwarding each
  * invocation over gRPC to an agent-worker. */
+#include "cm_metrics.h"
 #include "cm_otel.h"
 #include "cm_log.h"
 #include "cm_main.h"
@@ -44,6 +45,7 @@ enum {
     C_AUTH_CA,
     C_AUTH_CERT,
     C_AUTH_KEY,
+    C_METRICS,
     C_OTEL,
     C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
     C_LOG_LEVEL,
@@ -110,6 +112,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
+    [C_METRICS] = CM_CFG_METRICS_LISTEN,
     CM_CFG_OTEL(C_OTEL),
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
@@ -167,6 +170,7 @@ int main(int argc, char **argv)
     struct gw_http_config hcfg;
     struct gw_http *http = NULL;
     struct cm_otel *otel = NULL;
+    struct cm_metrics *metrics = NULL;
     char err[512], portstr[16];
     int rc, sig;
 
@@ -198,6 +202,22 @@ int main(int argc, char **argv)
         cm_error("invalid configuration: %s", err);
         rc = 2;
         goto out;
+    }
+    hcfg.metrics = NULL;
+    if (cfg[C_METRICS].s) {
+        if (!(metrics = cm_metrics_new())) {
+            cm_error("out of memory at start-up");
+            goto out;
+        }
+        hcfg.metrics = metrics;
+        cm_metrics_gauge_fn(metrics, "agentcore_spans_lost",
+                            "Spans dropped (queue full, or the collector refused them)",
+                            cm_otel_lost, otel);
+        if (cm_metrics_serve(metrics, cfg[C_METRICS].s, err, sizeof(err)) < 0) {
+            cm_error("invalid configuration: %s", err);
+            rc = 2;
+            goto out;
+        }
     }
     hcfg.host = cfg[C_HOST].s;
     hcfg.port = (int)cfg[C_PORT].i;
@@ -244,6 +264,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     gw_http_stop(http, 0);
+    cm_metrics_free(metrics);
     cm_otel_free(otel, 2000); /* every call has ended: its span is queued */
     cm_rpc_client_free(agent);
     cm_rpc_thread_done();

@@ -15,6 +15,7 @@ packages=(
   nghttp2-proxy openssl                               # nghttpx: TLS + HTTP/2 front in the e2e tests
   libcmocka-dev                                       # unit and e2e tests
   protobuf-compiler                                   # protoc --decode: the OTLP test's independent decoder
+  prometheus                                          # the metrics test scrapes /metrics with it
   s6                                                  # process supervision (single-container mode)
   bubblewrap libseccomp-dev                           # the tool sandbox: namespaces, syscall filter
   python3 jq                                          # the example command tools (examples/tools)

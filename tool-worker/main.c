@@ -1,4 +1,5 @@
 /* agentcore-tool-worker: serves agentcore.v1.ToolService over gRPC. */
+#include "cm_metrics.h"
 #include "cm_otel.h"
 #include "cm_log.h"
 #include "cm_loop.h"
@@ -51,6 +52,7 @@ enum {
     C_AUTH_CA,
     C_AUTH_CERT,
     C_AUTH_KEY,
+    C_METRICS,
     C_OTEL,
     C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
     C_LOG_LEVEL,
@@ -127,6 +129,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CA] = CM_CFG_INTERNAL_TLS_CA,
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
+    [C_METRICS] = CM_CFG_METRICS_LISTEN,
     CM_CFG_OTEL(C_OTEL),
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
@@ -142,6 +145,7 @@ struct app {
     struct tw_runner *runner;
     struct tw_service svc;
     struct cm_loop *loop;
+    struct cm_metrics *metrics; /* NULL unless METRICS_LISTEN */
 };
 
 static void helper_path(const char *dir, const char *name, char *out, size_t len)
@@ -432,6 +436,21 @@ int main(int argc, char **argv)
         rc = 2;
         goto out_rpc;
     }
+    if (cfg[C_METRICS].s) {
+        if (!(a.metrics = cm_metrics_new()) || tw_service_metrics(&a.svc, a.metrics)) {
+            cm_error("out of memory at start-up");
+            rc = 1;
+            goto out_rpc;
+        }
+        cm_metrics_gauge_fn(a.metrics, "agentcore_spans_lost",
+                            "Spans dropped (queue full, or the collector refused them)",
+                            cm_otel_lost, a.svc.otel);
+        if (cm_metrics_serve(a.metrics, cfg[C_METRICS].s, err, sizeof(err)) < 0) {
+            cm_error("invalid configuration: %s", err);
+            rc = 2;
+            goto out_rpc;
+        }
+    }
     if (!srv || !ev || !hub || !a.runner || tw_service_register(srv, ev, &a.svc) ||
         cm_loop_start(a.loop)) {
         cm_error("cannot create the gRPC server");
@@ -467,7 +486,8 @@ out_rpc:
     if (a.egress)
         cm_loop_call(a.loop, (void (*)(void *))tw_egress_free, a.egress);
     cm_rpc_events_free(ev);
-    cm_loop_free(a.loop); /* runs until the last tool process is gone */
+    cm_loop_free(a.loop);       /* runs until the last tool process is gone */
+    cm_metrics_free(a.metrics); /* its server reads the exporter */
     cm_status_free(hub);
     cm_otel_free(a.svc.otel, 2000); /* every call has ended: its span is queued */
     cm_rpc_shutdown();

@@ -3,6 +3,7 @@
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_status.h"
+#include "cm_metrics.h"
 #include "cm_otel.h"
 #include "cm_trace.h"
 #include "cm_util.h"
@@ -87,6 +88,7 @@ struct exec_call {
     struct cm_trace trace;
     uint64_t start_ns;
     struct cm_otel *otel;
+    struct tw_service *svc;
 };
 
 static void exec_log_ctx(const struct exec_call *e)
@@ -115,6 +117,15 @@ static void exec_done(void *ud, const struct tw_result *res)
 
     exec_log_ctx(e);
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(cm_now_ms() - e->t0));
+    if (e->svc->metrics) {
+        const char *l[] = {e->req->name, res->cancelled  ? "cancelled"
+                                         : res->is_error ? "error"
+                                                         : "success"};
+
+        cm_metrics_count(e->svc->metrics, e->svc->m_exec, l, 1);
+        cm_metrics_observe(e->svc->metrics, e->svc->m_exec_dur, NULL,
+                           (double)(cm_now_ms() - e->t0) / 1000.0);
+    }
     if (e->trace_id[0]) {
         char name[200];
         struct cm_otel_attr a[] = {
@@ -182,6 +193,7 @@ static void execute(struct cm_rpc_acall *a, ProtobufCMessage *msg, void *ud)
         return;
     }
     e->acall = a;
+    e->svc = svc;
     e->req = (Agentcore__V1__ExecuteRequest *)msg;
     e->t0 = cm_now_ms();
     copy_meta(e->request_id, sizeof(e->request_id), cm_rpc_acall_meta(a, CM_RPC_MD_REQUEST_ID));
@@ -254,4 +266,19 @@ int tw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev, str
     if (!rc && svc->status_hub)
         rc = cm_status_serve(svc->status_hub, srv, ev, &watch_method);
     return rc;
+}
+
+int tw_service_metrics(struct tw_service *svc, struct cm_metrics *m)
+{
+    static const char *const labels[] = {"tool", "status", NULL};
+
+    svc->metrics = m;
+    svc->m_exec = cm_metrics_family(m, "agentcore_tool_executions_total",
+                                    "Tool executions by tool and status (timeouts and limits hit "
+                                    "are errors)",
+                                    CM_COUNTER, labels);
+    svc->m_exec_dur =
+        cm_metrics_family(m, "agentcore_tool_execution_duration_seconds",
+                          "Tool execution latency in the tool-worker", CM_HISTOGRAM, NULL);
+    return svc->m_exec < 0 || svc->m_exec_dur < 0 ? -1 : 0;
 }

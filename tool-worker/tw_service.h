@@ -15,6 +15,7 @@ struct cm_rpc_events;
 struct cm_status;
 struct tw_sandbox;
 struct cm_otel;
+struct cm_metrics;
 
 struct tw_service {
     const struct tw_catalog *catalog;
@@ -22,7 +23,12 @@ struct tw_service {
     const struct tw_sandbox *sandbox; /* may be NULL */
     struct cm_status *status_hub;     /* WatchStatus; may be NULL */
     struct cm_otel *otel;             /* execute_tool spans; may be NULL */
+    struct cm_metrics *metrics;       /* may be NULL (tw_service_metrics sets it) */
+    int m_exec, m_exec_dur;
 };
+
+/* Declares the tool-worker's metric families in |m| and keeps it. 0 or -1. */
+int tw_service_metrics(struct tw_service *svc, struct cm_metrics *m);
 
 /* Registers the methods. |svc| must outlive the server. 0 or an error code. */
 int tw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev,

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 #include "th_proc.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -96,13 +97,17 @@ static long now_ms(void)
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-static int occurrences(const char *text, const char *needle)
+/* Counted over the whole file, NUL bytes included (a binary file, such as
+ * a database's write-ahead log, may be watched too). */
+static int occurrences(const char *text, size_t len, const char *needle)
 {
+    size_t nl = strlen(needle);
+    const char *end = text + len;
     int n = 0;
 
-    while (text && (text = strstr(text, needle))) {
+    while (text && text < end && (text = memmem(text, (size_t)(end - text), needle, nl))) {
         n++;
-        text += strlen(needle);
+        text += nl;
     }
     return n;
 }
@@ -148,13 +153,14 @@ int th_wait_logs(const char *const *paths, int n, const char *needle, int count,
 
         for (i = 0; i < n && which < 0; i++) {
             char *text;
+            size_t len = 0;
 
             /* A file that did not exist at the start is watched once it does
              * (adding a watch twice is harmless). */
             inotify_add_watch(fd, paths[i], IN_MODIFY);
-            text = th_read_file(paths[i], NULL);
+            text = th_read_file(paths[i], &len);
 
-            if (occurrences(text, needle) >= count)
+            if (occurrences(text, text ? len : 0, needle) >= count)
                 which = i;
             free(text);
         }
