@@ -856,6 +856,7 @@ static void cancel_run(struct invocation *inv)
 static void inv_closed(uv_handle_t *h)
 {
     struct invocation *inv = h->data;
+    struct aw_service *svc = inv->svc;
 
     if (inv->replay)
         agentcore__v1__invoke_response__free_unpacked(inv->replay, NULL);
@@ -864,6 +865,12 @@ static void inv_closed(uv_handle_t *h)
     protobuf_c_message_free_unpacked(&inv->req->base, NULL);
     free(inv->slots);
     free(inv);
+    if (--svc->live == 0 && svc->on_idle) {
+        void (*fn)(void *) = svc->on_idle;
+
+        svc->on_idle = NULL;
+        fn(svc->idle_ud);
+    }
 }
 
 /* Keeps a finished invocation's answer for retries of its request id. */
@@ -1382,6 +1389,7 @@ static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_se
         protobuf_c_message_free_unpacked(msg, NULL);
         return;
     }
+    svc->live++; /* until inv_closed */
     cm_buf_init(&inv->evlog, EVLOG_CAP);
     if (req->client_request_id && req->request_id[0] && svc->answers) {
         /* A retry may come while this runs: it joins instead of running twice. */

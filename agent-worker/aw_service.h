@@ -48,6 +48,12 @@ struct aw_service {
      * aw_service_metrics(). */
     struct cm_metrics *metrics;
     int m_invocations, m_duration, m_model, m_ttft, m_tokens, m_tools, m_tool_dur, m_active;
+    /* Invocations not yet freed (loop thread), and what runs once that
+     * drops to 0 after on_idle was set (the shutdown's last step: Bedrock
+     * and the session store go only when no invocation can use them). */
+    int live;
+    void (*on_idle)(void *ud);
+    void *idle_ud;
     /* Private: running invocations a retry of the same request id may join. */
     struct invocation *joinable;
 };

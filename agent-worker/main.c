@@ -290,6 +290,19 @@ static void bind_tools(void *p)
                                ls->svc->loop, on_tools_busy, ls->svc->status);
 }
 
+/* What invocations use goes last: the server is down, but the cancellation
+ * of an invocation may still be on its way to the loop (the events thread
+ * delivers it after the server reported its shutdown). */
+static void release_model(void *p)
+{
+    struct loop_side *ls = p;
+
+    aw_bedrock_free(ls->svc->bedrock);
+    ls->svc->bedrock = NULL;
+    aw_store_free(ls->svc->store); /* every invocation saved before it ended */
+    ls->svc->store = NULL;
+}
+
 static void stop_loop_side(void *p)
 {
     struct loop_side *ls = p;
@@ -297,10 +310,12 @@ static void stop_loop_side(void *p)
     aw_watch_stop(ls->watch); /* frees itself once its streams ended */
     ls->watch = NULL;
     aw_tools_stop(ls->svc->tools);
-    aw_bedrock_free(ls->svc->bedrock); /* no call is left: the server has shut down */
-    ls->svc->bedrock = NULL;
-    aw_store_free(ls->svc->store); /* every invocation saved before it answered */
-    ls->svc->store = NULL;
+    if (ls->svc->live) {
+        ls->svc->on_idle = release_model; /* when the last invocation is freed */
+        ls->svc->idle_ud = ls;
+    } else {
+        release_model(ls);
+    }
 }
 
 /* SESSION_STORE's backend; 0 with |*out| (NULL for memory), or -1 with |err|. */

@@ -324,8 +324,11 @@ static int emu_start(struct th_proc *emu)
 /* Spawns the three of ours at the same moment on ports chosen beforehand (so
  * none waits for another's readiness), as s6 starts them. */
 /* Settings the next stacks' agent-worker gets besides the defaults (the
- * session store phase sets them). */
+ * session store phase sets them), and settings all three get (the tracing
+ * phase). */
 static const char *agent_extra[4];
+static const char *all_extra[4];
+#define EXTRA(a, i) ((a)[i] ? (a)[i] : "X=1")
 
 static int spawn_three(struct stack *s, const char *tag)
 {
@@ -344,7 +347,9 @@ static int spawn_three(struct stack *s, const char *tag)
     snprintf(s->url, sizeof(s->url), "http://127.0.0.1:%d/invocations", g);
     snprintf(s->ping, sizeof(s->ping), "http://127.0.0.1:%d/ping", g);
     if (th_proc_spawn(&s->gw, n[0], AC_BIN_GATEWAY,
-                      (const char *[]){gp, "GATEWAY_HOST=127.0.0.1", aa, "LOG_LEVEL=WARN", NULL}) ||
+                      (const char *[]){gp, "GATEWAY_HOST=127.0.0.1", aa, "LOG_LEVEL=WARN",
+                                       EXTRA(all_extra, 0), EXTRA(all_extra, 1),
+                                       EXTRA(all_extra, 2), NULL}) ||
         th_proc_spawn(
             &s->agent, n[1], AC_BIN_AGENT,
             (const char *[]){al, tw, ep, "AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000",
@@ -353,8 +358,11 @@ static int spawn_three(struct stack *s, const char *tag)
                              getenv("BENCH_AGENT_ENV") ? getenv("BENCH_AGENT_ENV") : "X=1",
                              agent_extra[0] ? agent_extra[0] : "X=1",
                              agent_extra[1] ? agent_extra[1] : "X=1",
-                             agent_extra[2] ? agent_extra[2] : "X=1", NULL}) ||
-        th_proc_spawn(&s->tool, n[2], AC_BIN_TOOL, (const char *[]){tl, "LOG_LEVEL=WARN", NULL}))
+                             agent_extra[2] ? agent_extra[2] : "X=1", EXTRA(all_extra, 0),
+                             EXTRA(all_extra, 1), EXTRA(all_extra, 2), NULL}) ||
+        th_proc_spawn(&s->tool, n[2], AC_BIN_TOOL,
+                      (const char *[]){tl, "LOG_LEVEL=WARN", EXTRA(all_extra, 0),
+                                       EXTRA(all_extra, 1), EXTRA(all_extra, 2), NULL}))
         return -1;
     return 0;
 }
@@ -921,7 +929,7 @@ static void big_bodies(struct stack *s, long budget_kb)
     free(body);
 }
 
-/* BENCH_PHASES=cold,load,latency,tool,sandbox,sessions,streams,wait,stores,bodies picks phases
+/* BENCH_PHASES=cold,load,latency,tool,sandbox,sessions,streams,wait,stores,otel,bodies picks phases
  * (all by default), e.g. to profile one of them. */
 static int phase(const char *name)
 {
@@ -985,6 +993,65 @@ static void session_stores(struct stack *s, int n, int conc)
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "bench: could not remove %s\n", dir);
+}
+
+/* The cost of tracing (OTLP export on, every trace sampled): the same load
+ * on a fresh stack with tracing off, with a collector that answers, one
+ * that takes 2 s per export, and none at all. */
+static void tracing_cost(struct stack *s, int total, int conc)
+{
+    static const struct {
+        const char *title;
+        int receiver, delay_ms;
+    } runs[] = {{"tracing off", 0, 0},
+                {"tracing on, collector up", 1, 0},
+                {"tracing on, collector slow (2 s)", 1, 2000},
+                {"tracing on, collector down", -1, 0}};
+    char dir[160], dir_env[200], delay[48], ep[96], log[220];
+    struct th_proc rcv;
+    size_t k;
+
+    for (k = 0; k < sizeof(runs) / sizeof(runs[0]); k++) {
+        memset(all_extra, 0, sizeof(all_extra));
+        memset(&rcv, 0, sizeof(rcv));
+        if (runs[k].receiver > 0) {
+            snprintf(dir, sizeof(dir), "/tmp/agentcore-bench-otlp-%ld-%zu", (long)getpid(), k);
+            mkdir(dir, 0700);
+            snprintf(dir_env, sizeof(dir_env), "RECEIVER_DIR=%s", dir);
+            snprintf(delay, sizeof(delay), "RECEIVER_DELAY_MS=%d", runs[k].delay_ms);
+            if (th_proc_start(&rcv, "bench-otlp-receiver", AC_BIN_OTLP_RECEIVER,
+                              (const char *[]){dir_env, delay, "LOG_LEVEL=WARN", NULL}, 30000))
+                return;
+            snprintf(ep, sizeof(ep), "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%d", rcv.port);
+        } else if (runs[k].receiver < 0) {
+            snprintf(ep, sizeof(ep), "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%d",
+                     th_free_port());
+        }
+        if (runs[k].receiver) {
+            all_extra[0] = ep;
+            all_extra[1] = "OTEL_BSP_SCHEDULE_DELAY=200";
+        }
+        if (fresh(s, "otel"))
+            break;
+        run_load(runs[k].title, s, "{\"prompt\":\"hello\"}", total, conc, -1);
+        stop_three(s);
+        if (runs[k].receiver > 0) {
+            char *text, *p;
+            int n = 0;
+
+            snprintf(log, sizeof(log), "%s/requests.log", dir);
+            text = th_read_file(log, NULL);
+            for (p = text; p && (p = strstr(p, "POST /v1/traces")); p++)
+                n++;
+            printf("  the collector received %d export requests\n", n);
+            free(text);
+            th_proc_stop(&rcv, SIGTERM);
+            snprintf(log, sizeof(log), "rm -rf '%s'", dir);
+            if (system(log) != 0)
+                fprintf(stderr, "bench: could not remove %s\n", dir);
+        }
+    }
+    memset(all_extra, 0, sizeof(all_extra));
 }
 
 int main(int argc, char **argv)
@@ -1075,6 +1142,8 @@ int main(int argc, char **argv)
     stop_three(&s);
     if (phase("stores"))
         session_stores(&s, sessions > 0 ? sessions * 5 : 10000, conc);
+    if (phase("otel"))
+        tracing_cost(&s, total / 2, conc);
     if (phase("bodies")) {
         if (fresh(&s, "bodies"))
             return 1;
