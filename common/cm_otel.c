@@ -10,6 +10,7 @@
 #include "otlp_trace.pb-c.h"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -46,6 +47,46 @@ struct cm_otel {
 };
 
 enum { S_ON, S_OFF, S_RATIO, S_PARENT_ON, S_PARENT_OFF, S_PARENT_RATIO };
+
+/* libcurl, loaded when tracing is turned on: a process that exports nothing
+ * does not map it (with its TLS, HTTP/2, IDN... libraries, a few MiB of RSS
+ * in the gateway and the tool-worker, which need no HTTP client otherwise). */
+static struct {
+    pthread_once_t once;
+    int ok;
+    CURLcode (*global_init)(long flags);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *h, CURLoption opt, ...);
+    CURLcode (*easy_perform)(CURL *h);
+    CURLcode (*easy_getinfo)(CURL *h, CURLINFO info, ...);
+    void (*easy_reset)(CURL *h);
+    void (*easy_cleanup)(CURL *h);
+    struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
+    void (*slist_free_all)(struct curl_slist *l);
+} cc = {PTHREAD_ONCE_INIT};
+
+static void curl_load(void)
+{
+    void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+
+    if (!lib)
+        return;
+    /* POSIX: a function pointer from dlsym, through a data pointer. */
+    *(void **)&cc.global_init = dlsym(lib, "curl_global_init");
+    *(void **)&cc.easy_init = dlsym(lib, "curl_easy_init");
+    *(void **)&cc.easy_setopt = dlsym(lib, "curl_easy_setopt");
+    *(void **)&cc.easy_perform = dlsym(lib, "curl_easy_perform");
+    *(void **)&cc.easy_getinfo = dlsym(lib, "curl_easy_getinfo");
+    *(void **)&cc.easy_reset = dlsym(lib, "curl_easy_reset");
+    *(void **)&cc.easy_cleanup = dlsym(lib, "curl_easy_cleanup");
+    *(void **)&cc.slist_append = dlsym(lib, "curl_slist_append");
+    *(void **)&cc.slist_free_all = dlsym(lib, "curl_slist_free_all");
+    cc.ok = cc.global_init && cc.easy_init && cc.easy_setopt && cc.easy_perform &&
+            cc.easy_getinfo && cc.easy_reset && cc.easy_cleanup && cc.slist_append &&
+            cc.slist_free_all;
+    if (cc.ok)
+        cc.global_init(CURL_GLOBAL_DEFAULT); /* once, before the exporter thread exists */
+}
 
 uint64_t cm_otel_now_ns(void)
 {
@@ -191,7 +232,7 @@ static int add_header(void *ud, const char *k, const char *v)
     char line[8400];
 
     snprintf(line, sizeof(line), "%s: %s", k, v);
-    n = curl_slist_append(*l, line);
+    n = cc.slist_append(*l, line);
     if (!n)
         return CM_ENOMEM;
     *l = n;
@@ -218,6 +259,11 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, c
     err[0] = '\0';
     if (v[CM_OTEL_CFG_SDK_DISABLED].i || !v[CM_OTEL_CFG_OBSERVABILITY].i || (!traces && !base))
         return NULL;
+    pthread_once(&cc.once, curl_load);
+    if (!cc.ok) {
+        snprintf(err, errlen, "tracing needs libcurl (libcurl.so.4), which cannot be loaded");
+        return NULL;
+    }
     if (!(o = calloc(1, sizeof(*o)))) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -249,12 +295,12 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, c
     o->max_queue = (int)v[CM_OTEL_CFG_QUEUE].i;
     o->batch = (int)v[CM_OTEL_CFG_BATCH].i;
     o->timeout_ms = (int)v[CM_OTEL_CFG_TIMEOUT].i;
-    o->headers = curl_slist_append(NULL, "Content-Type: application/x-protobuf");
+    o->headers = cc.slist_append(NULL, "Content-Type: application/x-protobuf");
     if (!o->headers || cm_otel_parse_pairs(v[CM_OTEL_CFG_HEADERS].s, add_header, &o->headers)) {
         snprintf(err, errlen, "OTEL_EXPORTER_OTLP_HEADERS: expected k1=v1,k2=v2");
         goto fail;
     }
-    o->headers = curl_slist_append(o->headers, "Expect:");
+    o->headers = cc.slist_append(o->headers, "Expect:");
     if (!(o->resource = pack_resource(v, process, &o->resource_len, err, errlen)))
         goto fail;
     sc.name = SCOPE_NAME;
@@ -265,7 +311,6 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, c
         goto fail;
     }
     agentcore__otlp__v1__instrumentation_scope__pack(&sc, o->scope);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     pthread_mutex_init(&o->lock, NULL);
     {
         pthread_condattr_t ca;
@@ -283,7 +328,7 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, c
     }
     return o;
 fail:
-    curl_slist_free_all(o->headers);
+    cc.slist_free_all(o->headers);
     free(o->resource);
     free(o->scope);
     free(o);
@@ -505,18 +550,18 @@ static long post(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len)
             timeout = (long)left;
     }
     pthread_mutex_unlock(&o->lock);
-    curl_easy_reset(h);
-    curl_easy_setopt(h, CURLOPT_URL, o->url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, o->headers);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout < 2000 ? timeout : 2000L);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "agentcore-c/" AC_VERSION);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-    if (curl_easy_perform(h) == CURLE_OK)
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    cc.easy_reset(h);
+    cc.easy_setopt(h, CURLOPT_URL, o->url);
+    cc.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    cc.easy_setopt(h, CURLOPT_HTTPHEADER, o->headers);
+    cc.easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    cc.easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    cc.easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout);
+    cc.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout < 2000 ? timeout : 2000L);
+    cc.easy_setopt(h, CURLOPT_USERAGENT, "agentcore-c/" AC_VERSION);
+    cc.easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    if (cc.easy_perform(h) == CURLE_OK)
+        cc.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     return status;
 }
 
@@ -585,7 +630,7 @@ static void export_batch(struct cm_otel *o, CURL *h, struct queued *batch, int n
 static void *export_main(void *p)
 {
     struct cm_otel *o = p;
-    CURL *h = curl_easy_init();
+    CURL *h = cc.easy_init();
 
     pthread_mutex_lock(&o->lock);
     for (;;) {
@@ -631,7 +676,7 @@ static void *export_main(void *p)
     }
     pthread_mutex_unlock(&o->lock);
     if (h)
-        curl_easy_cleanup(h);
+        cc.easy_cleanup(h);
     return NULL;
 }
 
@@ -647,7 +692,7 @@ void cm_otel_free(struct cm_otel *o, int flush_ms)
     pthread_join(o->thread, NULL);
     pthread_mutex_destroy(&o->lock);
     pthread_cond_destroy(&o->cond);
-    curl_slist_free_all(o->headers);
+    cc.slist_free_all(o->headers);
     free(o->resource);
     free(o->scope);
     free(o);
