@@ -27,23 +27,18 @@ packages=(
 # (from Debian or NodeSource) keeps them.
 command -v npm >/dev/null && command -v node >/dev/null || packages+=(nodejs npm)
 
-# The third-party MCP server the tool tests run (pinned in tests/mcp/package-lock.json).
-mcp_servers() {
-  local dir=$root/tests/mcp
-  [ -f "$dir/node_modules/@modelcontextprotocol/server-filesystem/package.json" ] && return 0
-  command -v npm >/dev/null || { echo "setup: npm is missing (install nodejs and npm)" >&2; return 1; }
-  echo "setup: installing the test MCP servers with npm ci" >&2
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-}
-
-# The third-party S3-compatible server the session store tests run (pinned in
-# tests/s3/package-lock.json).
-s3_server() {
-  local dir=$root/tests/s3
-  [ -f "$dir/node_modules/s3rver/package.json" ] && return 0
-  command -v npm >/dev/null || { echo "setup: npm is missing (install nodejs and npm)" >&2; return 1; }
-  echo "setup: installing s3rver with npm ci" >&2
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+# The third-party servers the tests run, each pinned by its package-lock.json:
+# <dir under tests/> <a file that exists once installed> <what it is>.
+npm_servers() {
+  local dir marker what
+  for spec in "mcp:node_modules/@modelcontextprotocol/server-filesystem/package.json:the test MCP servers" \
+              "s3:node_modules/s3rver/package.json:s3rver (the session store tests)"; do
+    IFS=: read -r dir marker what <<<"$spec"
+    [ -f "$root/tests/$dir/$marker" ] && continue
+    command -v npm >/dev/null || { echo "setup: npm is missing (install nodejs and npm)" >&2; return 1; }
+    echo "setup: installing $what with npm ci" >&2
+    (cd "$root/tests/$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  done
 }
 
 missing=()
@@ -51,8 +46,7 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  mcp_servers
-  s3_server
+  npm_servers
   exit 0
 fi
 
@@ -62,5 +56,4 @@ sudo=""
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-mcp_servers
-s3_server
+npm_servers
