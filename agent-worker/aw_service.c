@@ -619,8 +619,9 @@ static void on_loaded(struct aw_store_op *op, int rc)
         /* Running on a history that may be stale could write over a newer
          * one: refuse, clearly, and let the client retry. */
         store_log(inv, CM_LOG_ERROR, "session load failed", op->error);
-        cm_rpc_acall_finish(inv->call, CM_RPC_FAILED_PRECONDITION, "SessionStoreError",
-                            "the session store is unavailable: %s", op->error);
+        if (inv->call) /* NULL when its client left and a retry carries the run */
+            cm_rpc_acall_finish(inv->call, CM_RPC_FAILED_PRECONDITION, "SessionStoreError",
+                                "the session store is unavailable: %s", op->error);
         inv->call = NULL;
         complete(inv, CM_EIO, NULL);
         return;
