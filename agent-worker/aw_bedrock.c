@@ -418,6 +418,7 @@ void aw_bedrock_free(struct aw_bedrock *b)
 {
     if (!b)
         return;
+    aw_creds_async_cleanup(&b->cra); /* a refresh in flight outlives us */
     while (b->n_easy)
         curl_easy_cleanup(b->easy_pool[--b->n_easy]);
     aw_curl_free(b->multi);

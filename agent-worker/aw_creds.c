@@ -722,31 +722,43 @@ int aw_creds_peek(struct aw_creds *c, struct aw_credentials *out, int *refresh,
 
 /* ---- on an event loop ---- */
 
+/* A resolution on the work pool. It belongs to itself: its owner may be
+ * freed while it runs (shutdown), then |a| is NULL and it only frees itself. */
+struct aw_creds_job {
+    uv_work_t work;
+    struct aw_creds *creds;
+    struct aw_creds_async *a;
+};
+
 void aw_creds_async_init(struct aw_creds_async *a, struct aw_creds *creds, uv_loop_t *loop)
 {
     memset(a, 0, sizeof(*a));
     a->creds = creds;
     a->loop = loop;
-    a->work.data = a;
 }
 
 static void async_work(uv_work_t *w)
 {
-    struct aw_creds_async *a = w->data;
+    struct aw_creds_job *j = w->data;
     struct aw_credentials cr;
     struct aw_model_error e;
 
-    if (!aw_creds_get(a->creds, &cr, &e))
+    if (!aw_creds_get(j->creds, &cr, &e))
         aw_credentials_clear(&cr);
 }
 
 static void async_done(uv_work_t *w, int status)
 {
-    struct aw_creds_async *a = w->data;
-    struct aw_creds_waiter *x = a->waiting, *next;
+    struct aw_creds_job *j = w->data;
+    struct aw_creds_async *a = j->a;
+    struct aw_creds_waiter *x, *next;
 
     (void)status;
-    a->busy = 0;
+    free(j);
+    if (!a)
+        return; /* its owner is gone */
+    a->job = NULL;
+    x = a->waiting;
     a->waiting = NULL;
     for (; x; x = next) {
         next = x->next;
@@ -755,14 +767,38 @@ static void async_done(uv_work_t *w, int status)
     }
 }
 
+static void async_start(struct aw_creds_async *a)
+{
+    struct aw_creds_job *j = calloc(1, sizeof(*j));
+
+    if (!j)
+        return;
+    j->creds = a->creds;
+    j->a = a;
+    j->work.data = j;
+    if (uv_queue_work(a->loop, &j->work, async_work, async_done)) {
+        free(j);
+        return;
+    }
+    a->job = j;
+}
+
+void aw_creds_async_cleanup(struct aw_creds_async *a)
+{
+    if (a->job)
+        a->job->a = NULL;
+    a->job = NULL;
+    a->waiting = NULL;
+}
+
 int aw_creds_async_get(struct aw_creds_async *a, struct aw_credentials *out,
                        struct aw_creds_waiter *w, struct aw_model_error *err)
 {
     int refresh = 0, rc = aw_creds_peek(a->creds, out, &refresh, err);
 
-    if (refresh && !a->busy && uv_queue_work(a->loop, &a->work, async_work, async_done) == 0)
-        a->busy = 1;
-    if (rc == 1 && a->busy) {
+    if (refresh && !a->job)
+        async_start(a);
+    if (rc == 1 && a->job) {
         w->next = a->waiting;
         a->waiting = w;
         return 1;

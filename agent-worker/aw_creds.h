@@ -79,11 +79,12 @@ struct aw_creds_waiter {
     void (*ready)(struct aw_creds_waiter *w); /* the resolution ended: ask again */
 };
 
+struct aw_creds_job;
+
 struct aw_creds_async {
     struct aw_creds *creds;
     uv_loop_t *loop;
-    uv_work_t work;
-    int busy;
+    struct aw_creds_job *job; /* the resolution on the work pool, or NULL */
     struct aw_creds_waiter *waiting;
 };
 
@@ -95,6 +96,10 @@ int aw_creds_async_get(struct aw_creds_async *a, struct aw_credentials *out,
                        struct aw_creds_waiter *w, struct aw_model_error *err);
 /* Takes |w| out of the queue (no-op when not queued). */
 void aw_creds_async_cancel(struct aw_creds_async *a, struct aw_creds_waiter *w);
+/* Before the owner frees |a|: a resolution still on the work pool is let go
+ * of (it ends on its own, touching nothing of |a|); no waiter may be left.
+ * The aw_creds must outlive it (the loop runs it to its end). */
+void aw_creds_async_cleanup(struct aw_creds_async *a);
 
 /* ---- the parsers, no I/O (unit-tested) ---- */
 

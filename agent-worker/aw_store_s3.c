@@ -260,6 +260,7 @@ static void s3_free(struct aw_store *base)
 {
     struct s3store *s = (struct s3store *)base;
 
+    aw_creds_async_cleanup(&s->cra); /* a refresh in flight outlives us */
     aw_curl_free(s->multi);
     free(s->ca_bundle);
     free(s);
