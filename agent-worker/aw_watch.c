@@ -208,8 +208,8 @@ static void resolve_work(uv_work_t *req)
     struct aw_watch *w = req->data;
 
     w->found.names = 0;
-    w->found.n = cm_addr_replicas(w->targets, count_names, &w->found, w->found.addrs,
-                                   CM_ADDR_MAX_REPLICAS);
+    w->found.n =
+        cm_addr_replicas(w->targets, count_names, &w->found, w->found.addrs, CM_ADDR_MAX_REPLICAS);
 }
 
 static void resolve_done(uv_work_t *req, int status)
