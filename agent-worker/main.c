@@ -602,31 +602,19 @@ int main(int argc, char **argv)
     if (svc.sessions)
         aw_sessions_set_limits(svc.sessions, (size_t)cfg[C_SESSION_MAX_BYTES].i,
                                (uint64_t)cfg[C_SESSION_TTL].i * 1000, NULL);
-    svc.otel = cm_otel_new(&cfg[C_OTEL], "agentcore-agent-worker", err, sizeof(err));
-    if (!svc.otel && err[0]) {
-        cm_error("invalid configuration: %s", err);
-        rc = 2;
+    if ((rc = cm_main_observe(&cfg[C_OTEL], cfg[C_METRICS].s, "agentcore-agent-worker", &svc.otel,
+                              &metrics)))
         goto out;
-    }
+    rc = 1;
     svc.model_id = cfg[C_MODEL_ID].s;
-    if (cfg[C_METRICS].s) {
-        /* Counters only cost when someone looks: off unless METRICS_LISTEN is set. */
-        metrics = cm_metrics_new();
-        if (!metrics || aw_service_metrics(&svc, metrics)) {
+    if (metrics) {
+        if (aw_service_metrics(&svc, metrics)) {
             cm_error("out of memory at start-up");
             goto out;
         }
-        cm_metrics_gauge_fn(metrics, "agentcore_spans_lost",
-                            "Spans dropped (queue full, or the collector refused them)",
-                            cm_otel_lost, svc.otel);
         cm_metrics_gauge_fn(metrics, "agentcore_background_tasks",
                             "Background tasks behind this agent-worker (its tool-workers')",
                             background_tasks, svc.status);
-        if (cm_metrics_serve(metrics, cfg[C_METRICS].s, err, sizeof(err)) < 0) {
-            cm_error("invalid configuration: %s", err);
-            rc = 2;
-            goto out;
-        }
     }
     svc.max_iterations = (int)cfg[C_MAX_ITERATIONS].i;
     svc.max_parallel_tools = (int)cfg[C_MAX_PARALLEL_TOOLS].i;

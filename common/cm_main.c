@@ -1,5 +1,7 @@
 #include "cm_main.h"
 #include "cm_log.h"
+#include "cm_metrics.h"
+#include "cm_otel.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
 
@@ -381,4 +383,31 @@ int cm_main_keep_env(const char *const *keep)
 int cm_main_drop_secrets(void)
 {
     return remove_env(secret, NULL);
+}
+
+int cm_main_observe(const struct cm_cfg_value *otel_values, const char *metrics_listen,
+                    const char *process, struct cm_otel **otel, struct cm_metrics **metrics)
+{
+    char err[512];
+
+    *metrics = NULL;
+    *otel = cm_otel_new(otel_values, process, err, sizeof(err));
+    if (!*otel && err[0]) {
+        cm_error("invalid configuration: %s", err);
+        return 2;
+    }
+    if (!metrics_listen)
+        return 0; /* counters cost nothing when nobody can look */
+    if (!(*metrics = cm_metrics_new())) {
+        cm_error("out of memory at start-up");
+        return 1;
+    }
+    cm_metrics_gauge_fn(*metrics, "agentcore_spans_lost",
+                        "Spans dropped (queue full, or the collector refused them)", cm_otel_lost,
+                        *otel);
+    if (cm_metrics_serve(*metrics, metrics_listen, err, sizeof(err)) < 0) {
+        cm_error("invalid configuration: %s", err);
+        return 2;
+    }
+    return 0;
 }

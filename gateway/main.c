@@ -197,28 +197,12 @@ int main(int argc, char **argv)
         goto out;
     }
     cm_rpc_client_resolve(agent); /* sessions are routed by the names' addresses */
-    hcfg.otel = otel = cm_otel_new(&cfg[C_OTEL], "agentcore-gateway", err, sizeof(err));
-    if (!otel && err[0]) {
-        cm_error("invalid configuration: %s", err);
-        rc = 2;
+    if ((rc =
+             cm_main_observe(&cfg[C_OTEL], cfg[C_METRICS].s, "agentcore-gateway", &otel, &metrics)))
         goto out;
-    }
-    hcfg.metrics = NULL;
-    if (cfg[C_METRICS].s) {
-        if (!(metrics = cm_metrics_new())) {
-            cm_error("out of memory at start-up");
-            goto out;
-        }
-        hcfg.metrics = metrics;
-        cm_metrics_gauge_fn(metrics, "agentcore_spans_lost",
-                            "Spans dropped (queue full, or the collector refused them)",
-                            cm_otel_lost, otel);
-        if (cm_metrics_serve(metrics, cfg[C_METRICS].s, err, sizeof(err)) < 0) {
-            cm_error("invalid configuration: %s", err);
-            rc = 2;
-            goto out;
-        }
-    }
+    rc = 1;
+    hcfg.otel = otel;
+    hcfg.metrics = metrics;
     hcfg.host = cfg[C_HOST].s;
     hcfg.port = (int)cfg[C_PORT].i;
     hcfg.max_body = (size_t)cfg[C_MAX_BODY].i;

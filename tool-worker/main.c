@@ -430,26 +430,13 @@ int main(int argc, char **argv)
     a.svc.runner = a.runner;
     a.svc.sandbox = a.sandbox;
     a.svc.status_hub = hub;
-    a.svc.otel = cm_otel_new(&cfg[C_OTEL], "agentcore-tool-worker", err, sizeof(err));
-    if (!a.svc.otel && err[0]) {
-        cm_error("invalid configuration: %s", err);
-        rc = 2;
+    if ((rc = cm_main_observe(&cfg[C_OTEL], cfg[C_METRICS].s, "agentcore-tool-worker", &a.svc.otel,
+                              &a.metrics)))
         goto out_rpc;
-    }
-    if (cfg[C_METRICS].s) {
-        if (!(a.metrics = cm_metrics_new()) || tw_service_metrics(&a.svc, a.metrics)) {
-            cm_error("out of memory at start-up");
-            rc = 1;
-            goto out_rpc;
-        }
-        cm_metrics_gauge_fn(a.metrics, "agentcore_spans_lost",
-                            "Spans dropped (queue full, or the collector refused them)",
-                            cm_otel_lost, a.svc.otel);
-        if (cm_metrics_serve(a.metrics, cfg[C_METRICS].s, err, sizeof(err)) < 0) {
-            cm_error("invalid configuration: %s", err);
-            rc = 2;
-            goto out_rpc;
-        }
+    if (a.metrics && tw_service_metrics(&a.svc, a.metrics)) {
+        cm_error("out of memory at start-up");
+        rc = 1;
+        goto out_rpc;
     }
     if (!srv || !ev || !hub || !a.runner || tw_service_register(srv, ev, &a.svc) ||
         cm_loop_start(a.loop)) {
