@@ -1474,6 +1474,36 @@ static const struct cm_rpc_method watch_method = {
     "/agentcore.v1.AgentService/WatchStatus", &agentcore__v1__status_request__descriptor,
     &agentcore__v1__status_response__descriptor, CM_RPC_SERVER_STREAM};
 
+static const struct cm_rpc_method export_method = {
+    "/agentcore.v1.AgentService/ExportSpans", &agentcore__v1__export_spans_request__descriptor,
+    &agentcore__v1__export_spans_response__descriptor, CM_RPC_UNARY};
+
+/* The gateway's spans, when exports are signed: queued as they are, for
+ * this process's exporter to sign and send. Never blocks. */
+static void export_spans(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, void *ud)
+{
+    const Agentcore__V1__ExportSpansRequest *req = (const void *)msg;
+    Agentcore__V1__ExportSpansResponse resp = AGENTCORE__V1__EXPORT_SPANS_RESPONSE__INIT;
+    struct aw_service *svc = ud;
+
+    switch (cm_otel_forward(svc->otel, req->request.data, req->request.len)) {
+    case 0:
+        cm_rpc_ctx_reply(ctx, &resp.base);
+        break;
+    case CM_ENOENT:
+        cm_rpc_ctx_fail(ctx, CM_RPC_FAILED_PRECONDITION, "TracingOff",
+                        "tracing is off in this agent-worker");
+        break;
+    case CM_EINVAL:
+        cm_rpc_ctx_fail(ctx, CM_RPC_INVALID_ARGUMENT, "BadSpans",
+                        "request is not an OTLP ExportTraceServiceRequest with spans");
+        break;
+    default:
+        cm_rpc_ctx_fail(ctx, CM_RPC_RESOURCE_EXHAUSTED, "SpanQueueFull",
+                        "the span queue is full; the spans were dropped");
+    }
+}
+
 int aw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev, struct aw_service *svc)
 {
     int rc = cm_rpc_server_add_async(srv, ev, &invoke_method, invoke, svc);
@@ -1482,5 +1512,7 @@ int aw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev, str
         rc = cm_rpc_server_add_async(srv, ev, &stream_method, invoke_stream, svc);
     if (!rc)
         rc = cm_status_serve(svc->status, srv, ev, &watch_method);
+    if (!rc)
+        rc = cm_rpc_server_add_aux(srv, &export_method, export_spans, svc);
     return rc ? rc : cm_rpc_server_add_aux(srv, &status_method, status, svc);
 }

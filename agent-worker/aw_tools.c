@@ -1,4 +1,5 @@
 #include "aw_tools.h"
+#include "cm_otel.h"
 #include "cm_err.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
@@ -63,7 +64,14 @@ struct aw_tools {
     struct found found;
     uv_timer_t retry; /* while the first listing waits for a tool-worker */
     int retry_live;
+    struct cm_otel *otel;
 };
+
+void aw_tools_set_otel(struct aw_tools *t, struct cm_otel *otel)
+{
+    if (t)
+        t->otel = otel;
+}
 
 static void round_start(struct aw_tools *t);
 
@@ -570,6 +578,10 @@ static void on_executed(void *ud, const struct cm_rpc_status *st, ProtobufCMessa
         const Agentcore__V1__ExecuteResponse *resp = (const void *)msg;
 
         r->up = 1;
+        if (resp->spans.len &&
+            cm_otel_forward(x->t->otel, resp->spans.data, resp->spans.len) == CM_EINVAL)
+            cm_warn("tool '%s': the tool-worker's spans are not an OTLP export request; dropped",
+                    x->name);
         out.text = strdup(resp->content);
         out.is_error = resp->status != AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;
         protobuf_c_message_free_unpacked(msg, NULL);

@@ -33,6 +33,11 @@ struct cm_rpc_pending;
 struct aw_tools *aw_tools_new(const char *targets, int call_timeout_ms, int refresh_ms,
                               int max_msg_bytes, char *err, size_t errlen);
 void aw_tools_free(struct aw_tools *t);
+/* Spans a tool-worker sends back with its answer (signed export: it cannot
+ * sign) are queued on |otel| (NULL: dropped). Before the first call; |t|
+ * NULL is fine. */
+struct cm_otel;
+void aw_tools_set_otel(struct aw_tools *t, struct cm_otel *otel);
 
 /* ---- on the loop thread ---- */
 

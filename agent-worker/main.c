@@ -22,6 +22,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 enum {
     C_LISTEN,
@@ -356,6 +357,33 @@ static void on_creds(int level, const char *text)
         cm_debug("%s", text);
 }
 
+/* Span export to AWS (X-Ray's OTLP endpoint): signed with the runtime's
+ * credentials, as ADOT signs it. On the exporter thread, which may wait for
+ * a resolution. */
+struct span_signer {
+    struct aw_creds *creds;
+    const char *region;
+};
+
+static struct curl_slist *sign_spans(void *ud, const char *url, const char *service,
+                                     const char *region, const uint8_t *body, size_t len)
+{
+    struct span_signer *s = ud;
+    struct aw_endpoint ep;
+    struct aw_credentials cr;
+    struct aw_model_error e;
+    struct curl_slist *l;
+    char err[256];
+
+    if (aw_endpoint_parse(url, &ep, err, sizeof(err)) || aw_creds_get(s->creds, &cr, &e))
+        return NULL;
+    l = aw_sign_post(&ep, ep.base_path[0] ? ep.base_path : "/", service,
+                     region ? region : s->region, &cr, NULL, "application/x-protobuf", NULL, 0,
+                     (const char *)body, len, (long long)time(NULL));
+    aw_credentials_clear(&cr);
+    return l;
+}
+
 /* Resolves the credentials once, off the start-up path, so the source that
  * won is logged at start and the first invocation does not pay for it. */
 static void *warm_up(void *p)
@@ -495,6 +523,8 @@ int main(int argc, char **argv)
     struct aw_bedrock_config bcfg;
     struct aw_service svc = {0};
     struct aw_creds *creds = NULL;
+    struct span_signer signer = {NULL, NULL};
+    struct cm_otel_hooks hooks = {sign_spans, aw_slist_free_secure, NULL, NULL, &signer};
     struct cm_loop *loop = NULL;
     struct loop_side ls = {NULL, NULL, NULL, 0, 0, NULL};
     pthread_t warm;
@@ -602,9 +632,12 @@ int main(int argc, char **argv)
     if (svc.sessions)
         aw_sessions_set_limits(svc.sessions, (size_t)cfg[C_SESSION_MAX_BYTES].i,
                                (uint64_t)cfg[C_SESSION_TTL].i * 1000, NULL);
-    if ((rc = cm_main_observe(&cfg[C_OTEL], cfg[C_METRICS].s, "agentcore-agent-worker", &svc.otel,
-                              &metrics)))
+    signer.creds = creds;
+    signer.region = cfg[C_REGION].s;
+    if ((rc = cm_main_observe(&cfg[C_OTEL], cfg[C_METRICS].s, "agentcore-agent-worker", &hooks,
+                              &svc.otel, &metrics)))
         goto out;
+    aw_tools_set_otel(svc.tools, svc.otel);
     rc = 1;
     svc.model_id = cfg[C_MODEL_ID].s;
     if (metrics) {

@@ -386,12 +386,13 @@ int cm_main_drop_secrets(void)
 }
 
 int cm_main_observe(const struct cm_cfg_value *otel_values, const char *metrics_listen,
-                    const char *process, struct cm_otel **otel, struct cm_metrics **metrics)
+                    const char *process, const struct cm_otel_hooks *hooks, struct cm_otel **otel,
+                    struct cm_metrics **metrics)
 {
     char err[512];
 
     *metrics = NULL;
-    *otel = cm_otel_new(otel_values, process, err, sizeof(err));
+    *otel = cm_otel_new(otel_values, process, hooks, err, sizeof(err));
     if (!*otel && err[0]) {
         cm_error("invalid configuration: %s", err);
         return 2;

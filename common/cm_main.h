@@ -69,12 +69,15 @@ int cm_main_wait_signal(void);
 struct cm_otel;
 struct cm_metrics;
 /* Tracing and metrics from the configuration: the span exporter (NULL when
- * tracing is off) from |otel_values| (the CM_CFG_OTEL block), and, when
+ * tracing is off) from |otel_values| (the CM_CFG_OTEL block) with |hooks|
+ * (NULL: none; see cm_otel_new), and, when
  * |metrics_listen| is set, the registry with its /metrics endpoint serving
  * and the spans-lost gauge; the caller adds its own families. 0, or the exit
  * code (2 a bad setting, 1 out of memory) after logging why; what was made
  * is in |*otel| / |*metrics| either way. */
+struct cm_otel_hooks;
 int cm_main_observe(const struct cm_cfg_value *otel_values, const char *metrics_listen,
-                    const char *process, struct cm_otel **otel, struct cm_metrics **metrics);
+                    const char *process, const struct cm_otel_hooks *hooks, struct cm_otel **otel,
+                    struct cm_metrics **metrics);
 
 #endif

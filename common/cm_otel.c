@@ -20,18 +20,26 @@
 
 #define MAX_RESOURCE_ATTRS 64
 #define SCOPE_NAME "agentcore-c"
+/* Bytes queued at most: forwarded requests may be large (a gRPC message). */
+#define MAX_QUEUE_BYTES (32u << 20)
 
+/* A packed Span, or (|whole|) an ExportTraceServiceRequest another process
+ * packed, holding |spans| spans, exported on its own. */
 struct queued {
     struct queued *next;
     size_t len;
     uint64_t at_ms; /* monotonic, when queued */
+    int spans, whole;
     uint8_t data[];
 };
 
 struct cm_otel {
     char url[1024];
-    struct curl_slist *headers;
-    uint8_t *resource, *scope; /* packed once */
+    int sigv4;                    /* exports are signed (or relayed) */
+    char service[32], region[32]; /* SigV4 scope from the host ("" region: the hook's) */
+    struct cm_otel_hooks hooks;
+    struct curl_slist *headers; /* NULL when this process never POSTs */
+    uint8_t *resource, *scope;  /* packed once */
     size_t resource_len, scope_len;
     int sampler;  /* enum below */
     double ratio; /* traceidratio */
@@ -41,7 +49,8 @@ struct cm_otel {
     pthread_cond_t cond;
     pthread_t thread;
     struct queued *head, *tail;
-    int queued, stopping;
+    int queued, stopping; /* |queued| counts spans */
+    size_t queued_bytes;
     uint64_t flush_until_ms; /* while stopping: retries end here */
     struct cm_otel_stats stats;
 };
@@ -241,8 +250,44 @@ static int add_header(void *ud, const char *k, const char *v)
 
 static void *export_main(void *p);
 
-struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, char *err,
-                            size_t errlen)
+/* "https://xray.us-east-1.amazonaws.com/v1/traces": the host's labels. */
+int cm_otel_sigv4_for(const char *url, const char *mode, char service[32], char region[32])
+{
+    const char *h = strstr(url, "://"), *end, *d1, *d2;
+    size_t n;
+    int aws = 0;
+
+    cm_strlcpy(service, "xray", 32);
+    region[0] = '\0';
+    if (h) {
+        h += 3;
+        end = h + strcspn(h, ":/?#");
+        n = (size_t)(end - h);
+        if (n > 14 && (!strncmp(end - 14, ".amazonaws.com", 14) ||
+                       (n > 17 && !strncmp(end - 17, ".amazonaws.com.cn", 17)))) {
+            d1 = memchr(h, '.', n);
+            d2 = d1 ? memchr(d1 + 1, '.', (size_t)(end - d1 - 1)) : NULL;
+            /* <service>.<region>.amazonaws.com: nothing shorter is an
+             * endpoint we can name a scope for */
+            if (d1 && d2 && d1 - h < 32 && d2 - d1 - 1 < 32 && d2 - d1 > 1 &&
+                strncmp(d2, ".amazonaws.com", 14) == 0) {
+                aws = 1;
+                snprintf(service, 32, "%.*s", (int)(d1 - h), h);
+                snprintf(region, 32, "%.*s", (int)(d2 - d1 - 1), d1 + 1);
+            }
+        }
+    }
+    if (!strcmp(mode, "auto"))
+        return aws;
+    if (!strcmp(mode, "true"))
+        return 1;
+    if (!strcmp(mode, "false"))
+        return 0;
+    return CM_EINVAL;
+}
+
+struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process,
+                            const struct cm_otel_hooks *hooks, char *err, size_t errlen)
 {
     const char *traces = v[CM_OTEL_CFG_TRACES_ENDPOINT].s, *base = v[CM_OTEL_CFG_ENDPOINT].s;
     const char *sampler = v[CM_OTEL_CFG_SAMPLER].s;
@@ -259,15 +304,12 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, c
     err[0] = '\0';
     if (v[CM_OTEL_CFG_SDK_DISABLED].i || !v[CM_OTEL_CFG_OBSERVABILITY].i || (!traces && !base))
         return NULL;
-    pthread_once(&cc.once, curl_load);
-    if (!cc.ok) {
-        snprintf(err, errlen, "tracing needs libcurl (libcurl.so.4), which cannot be loaded");
-        return NULL;
-    }
     if (!(o = calloc(1, sizeof(*o)))) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    if (hooks)
+        o->hooks = *hooks;
     if (traces) {
         cm_strlcpy(o->url, traces, sizeof(o->url));
     } else {
@@ -279,6 +321,12 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, c
     if (strncmp(o->url, "http://", 7) && strncmp(o->url, "https://", 8)) {
         snprintf(err, errlen, "OTEL_EXPORTER_OTLP_ENDPOINT: '%.200s' is not an http(s) URL",
                  o->url);
+        goto fail;
+    }
+    o->sigv4 = cm_otel_sigv4_for(o->url, v[CM_OTEL_CFG_SIGV4].s, o->service, o->region);
+    if (o->sigv4 < 0) {
+        snprintf(err, errlen, "OTEL_EXPORTER_OTLP_SIGV4: '%.16s' is not auto, true or false",
+                 v[CM_OTEL_CFG_SIGV4].s);
         goto fail;
     }
     o->sampler = -1;
@@ -295,12 +343,23 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, c
     o->max_queue = (int)v[CM_OTEL_CFG_QUEUE].i;
     o->batch = (int)v[CM_OTEL_CFG_BATCH].i;
     o->timeout_ms = (int)v[CM_OTEL_CFG_TIMEOUT].i;
-    o->headers = cc.slist_append(NULL, "Content-Type: application/x-protobuf");
-    if (!o->headers || cm_otel_parse_pairs(v[CM_OTEL_CFG_HEADERS].s, add_header, &o->headers)) {
-        snprintf(err, errlen, "OTEL_EXPORTER_OTLP_HEADERS: expected k1=v1,k2=v2");
-        goto fail;
+    if (!o->sigv4 || o->hooks.sign) {
+        /* This process POSTs: libcurl is loaded now (a process that relays
+         * never maps it). With signing, the hook writes Content-Type. */
+        pthread_once(&cc.once, curl_load);
+        if (!cc.ok) {
+            snprintf(err, errlen, "tracing needs libcurl (libcurl.so.4), which cannot be loaded");
+            goto fail;
+        }
+        o->headers =
+            cc.slist_append(NULL, o->sigv4 ? "Expect:" : "Content-Type: application/x-protobuf");
+        if (!o->headers || cm_otel_parse_pairs(v[CM_OTEL_CFG_HEADERS].s, add_header, &o->headers)) {
+            snprintf(err, errlen, "OTEL_EXPORTER_OTLP_HEADERS: expected k1=v1,k2=v2");
+            goto fail;
+        }
+        if (!o->sigv4)
+            o->headers = cc.slist_append(o->headers, "Expect:");
     }
-    o->headers = cc.slist_append(o->headers, "Expect:");
     if (!(o->resource = pack_resource(v, process, &o->resource_len, err, errlen)))
         goto fail;
     sc.name = SCOPE_NAME;
@@ -328,7 +387,8 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process, c
     }
     return o;
 fail:
-    cc.slist_free_all(o->headers);
+    if (o->headers)
+        cc.slist_free_all(o->headers);
     free(o->resource);
     free(o->scope);
     free(o);
@@ -378,7 +438,8 @@ void cm_otel_sample(const struct cm_otel *o, struct cm_trace *t)
 
 /* ---- recording ---- */
 
-void cm_otel_record(struct cm_otel *o, const struct cm_otel_span *s)
+/* Packs |s| into a malloc'd queue entry. */
+static struct queued *pack_span(const struct cm_otel_span *s)
 {
     Agentcore__Otlp__V1__Span sp = AGENTCORE__OTLP__V1__SPAN__INIT;
     Agentcore__Otlp__V1__Status st = AGENTCORE__OTLP__V1__STATUS__INIT;
@@ -388,8 +449,6 @@ void cm_otel_record(struct cm_otel *o, const struct cm_otel_span *s)
     struct queued *q;
     size_t i, n, len;
 
-    if (!cm_otel_sampled(o, s->trace))
-        return;
     sp.trace_id.data = (uint8_t *)s->trace->trace_id;
     sp.trace_id.len = 16;
     sp.span_id.data = (uint8_t *)s->trace->span_id;
@@ -425,27 +484,113 @@ void cm_otel_record(struct cm_otel *o, const struct cm_otel_span *s)
     st.message = (char *)(s->error && s->message ? s->message : "");
     sp.status = &st;
     len = agentcore__otlp__v1__span__get_packed_size(&sp);
-    pthread_mutex_lock(&o->lock);
-    o->stats.recorded++;
-    if (o->queued >= o->max_queue || o->stopping || !(q = malloc(sizeof(*q) + len))) {
-        o->stats.dropped++; /* the queue is full: the request is never slowed for a span */
-        pthread_mutex_unlock(&o->lock);
-        return;
-    }
-    pthread_mutex_unlock(&o->lock);
+    if (!(q = malloc(sizeof(*q) + len)))
+        return NULL;
     agentcore__otlp__v1__span__pack(&sp, q->data);
     q->len = len;
     q->next = NULL;
-    q->at_ms = cm_now_ms();
+    q->spans = 1;
+    q->whole = 0;
+    return q;
+}
+
+/* Appends |q| unless the queue is full (then frees it and counts it
+ * dropped). 0 or CM_EBUSY. */
+static int enqueue(struct cm_otel *o, struct queued *q)
+{
     pthread_mutex_lock(&o->lock);
+    if (o->queued + q->spans > o->max_queue || o->queued_bytes + q->len > MAX_QUEUE_BYTES ||
+        o->stopping) {
+        o->stats.dropped += (uint64_t)q->spans; /* a request is never slowed for a span */
+        pthread_mutex_unlock(&o->lock);
+        free(q);
+        return CM_EBUSY;
+    }
+    q->at_ms = cm_now_ms();
     if (o->tail)
         o->tail->next = q;
     else
         o->head = q;
     o->tail = q;
-    if (++o->queued == o->batch || o->queued == 1)
+    o->queued_bytes += q->len;
+    o->queued += q->spans;
+    if (o->queued >= o->batch || o->queued == q->spans)
         pthread_cond_signal(&o->cond); /* a full batch, or a first span to time */
     pthread_mutex_unlock(&o->lock);
+    return 0;
+}
+
+void cm_otel_record(struct cm_otel *o, const struct cm_otel_span *s)
+{
+    struct queued *q;
+
+    if (!cm_otel_sampled(o, s->trace))
+        return;
+    if (!(q = pack_span(s))) {
+        pthread_mutex_lock(&o->lock);
+        o->stats.recorded++;
+        o->stats.dropped++;
+        pthread_mutex_unlock(&o->lock);
+        return;
+    }
+    pthread_mutex_lock(&o->lock);
+    o->stats.recorded++;
+    pthread_mutex_unlock(&o->lock);
+    enqueue(o, q);
+}
+
+int cm_otel_relaying(const struct cm_otel *o)
+{
+    return o && o->sigv4 && !o->hooks.sign && !o->hooks.relay;
+}
+
+static uint8_t *envelope(const struct cm_otel *o, const struct queued *batch, size_t *out_len);
+
+int cm_otel_pack(const struct cm_otel *o, const struct cm_otel_span *s, uint8_t **out, size_t *len)
+{
+    struct queued *q;
+
+    *out = NULL;
+    *len = 0;
+    if (!cm_otel_sampled(o, s->trace))
+        return 1;
+    if (!(q = pack_span(s)))
+        return CM_ENOMEM;
+    *out = envelope(o, q, len);
+    free(q);
+    return *out ? 0 : CM_ENOMEM;
+}
+
+int cm_otel_forward(struct cm_otel *o, const uint8_t *req, size_t len)
+{
+    Agentcore__Otlp__V1__ExportTraceServiceRequest *r;
+    struct queued *q;
+    size_t i, j;
+    int spans = 0;
+
+    if (!o)
+        return CM_ENOENT;
+    /* Checked, not trusted: what we sign and send must be an export request. */
+    r = agentcore__otlp__v1__export_trace_service_request__unpack(NULL, len, req);
+    if (!r)
+        return CM_EINVAL;
+    for (i = 0; i < r->n_resource_spans; i++)
+        for (j = 0; j < r->resource_spans[i]->n_scope_spans; j++)
+            spans += (int)r->resource_spans[i]->scope_spans[j]->n_spans;
+    agentcore__otlp__v1__export_trace_service_request__free_unpacked(r, NULL);
+    if (spans == 0)
+        return CM_EINVAL;
+    if (!(q = malloc(sizeof(*q) + len)))
+        return CM_ENOMEM;
+    memcpy(q->data, req, len);
+    q->len = len;
+    q->next = NULL;
+    q->spans = spans;
+    q->whole = 1;
+    pthread_mutex_lock(&o->lock);
+    o->stats.recorded += (uint64_t)spans;
+    pthread_mutex_unlock(&o->lock);
+    return enqueue(o, q);
 }
 
 void cm_otel_stats(struct cm_otel *o, struct cm_otel_stats *out)
@@ -537,10 +682,12 @@ static size_t discard(char *p, size_t sz, size_t n, void *ud)
     return sz * n;
 }
 
-/* One POST: the HTTP status, or 0 when the collector could not be reached. */
+/* One POST: the HTTP status, or 0 when the collector could not be reached
+ * (or, signing, -1 when there was nothing to sign with). */
 static long post(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len)
 {
     long status = 0, timeout = o->timeout_ms;
+    struct curl_slist *hdrs = o->headers, *signed_hdrs = NULL, *l;
 
     pthread_mutex_lock(&o->lock);
     if (o->stopping) { /* the flush has a deadline of its own */
@@ -550,10 +697,29 @@ static long post(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len)
             timeout = (long)left;
     }
     pthread_mutex_unlock(&o->lock);
+    if (o->sigv4) {
+        /* Signed anew for each try: the signature dates the request. The
+         * configured headers follow, unsigned (AWS checks only what the
+         * signature names). */
+        signed_hdrs = o->hooks.sign(o->hooks.ud, o->url, o->service,
+                                    o->region[0] ? o->region : NULL, body, len);
+        if (!signed_hdrs)
+            return -1;
+        for (l = o->headers; l; l = l->next) {
+            struct curl_slist *n = cc.slist_append(signed_hdrs, l->data);
+
+            if (!n) {
+                o->hooks.sign_free(signed_hdrs);
+                return -1;
+            }
+            signed_hdrs = n;
+        }
+        hdrs = signed_hdrs;
+    }
     cc.easy_reset(h);
     cc.easy_setopt(h, CURLOPT_URL, o->url);
     cc.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    cc.easy_setopt(h, CURLOPT_HTTPHEADER, o->headers);
+    cc.easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     cc.easy_setopt(h, CURLOPT_POSTFIELDS, body);
     cc.easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     cc.easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout);
@@ -562,7 +728,35 @@ static long post(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len)
     cc.easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
     if (cc.easy_perform(h) == CURLE_OK)
         cc.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (signed_hdrs) {
+        cc.easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+        o->hooks.sign_free(signed_hdrs);
+    }
     return status;
+}
+
+/* One try at sending |body| where this process sends: an HTTP-like status
+ * (2xx sent; 503 try again; 4xx never) or 0 (unreachable, try again). */
+static long send_once(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len, const char **why)
+{
+    long status;
+
+    if (o->sigv4 && !o->hooks.sign) {
+        int rc = o->hooks.relay ? o->hooks.relay(o->hooks.ud, body, len) : -1;
+
+        *why = o->hooks.relay ? "the agent-worker did not take them"
+                              : "this process cannot sign and has no agent-worker to relay to";
+        return rc == 0 ? 200 : rc > 0 ? 503 : 400;
+    }
+    if (!h) {
+        *why = "no HTTP handle";
+        return 400;
+    }
+    status = post(o, h, body, len);
+    *why = status < 0   ? "no credentials to sign them with"
+           : status > 0 ? "the collector refused them"
+                        : "the collector could not be reached";
+    return status < 0 ? 400 : status;
 }
 
 /* Waits |ms| on the condition (stop wakes it). Under the lock. */
@@ -580,17 +774,20 @@ static void nap_locked(struct cm_otel *o, uint64_t ms)
     pthread_cond_timedwait(&o->cond, &o->lock, &ts);
 }
 
-/* Sends |batch| (3 tries on 429, 5xx or no answer), then frees it. */
+/* Sends |batch| (3 tries on 429, 5xx or no answer), then frees it. A
+ * forwarded request (|whole|) is a batch of its own, sent as it is. */
 static void export_batch(struct cm_otel *o, CURL *h, struct queued *batch, int n)
 {
-    size_t len = 0;
-    uint8_t *body = envelope(o, batch, &len);
+    size_t len = batch->whole ? batch->len : 0;
+    uint8_t *body = batch->whole ? NULL : envelope(o, batch, &len);
+    const uint8_t *send = batch->whole ? batch->data : body;
+    const char *why = "out of memory";
     long status = 0;
     int attempt, ok = 0;
-    char st[16];
+    char st[24];
 
-    for (attempt = 1; body && attempt <= 3; attempt++) {
-        status = post(o, h, body, len);
+    for (attempt = 1; send && attempt <= 3; attempt++) {
+        status = send_once(o, h, send, len, &why);
         ok = status >= 200 && status < 300;
         if (ok || (status && status != 429 && status < 500))
             break; /* done, or refused for good (4xx) */
@@ -622,15 +819,14 @@ static void export_batch(struct cm_otel *o, CURL *h, struct queued *batch, int n
         const char *kv[] = {"status", st, NULL};
 
         snprintf(st, sizeof(st), "%ld", status);
-        CM_LOGF(CM_LOG_WARN, kv, "span export failed: %d spans dropped (%s)", n,
-                status ? "the collector refused them" : "the collector could not be reached");
+        CM_LOGF(CM_LOG_WARN, kv, "span export failed: %d spans dropped (%s)", n, why);
     }
 }
 
 static void *export_main(void *p)
 {
     struct cm_otel *o = p;
-    CURL *h = cc.easy_init();
+    CURL *h = o->headers ? cc.easy_init() : NULL; /* NULL when this process relays */
 
     pthread_mutex_lock(&o->lock);
     for (;;) {
@@ -654,29 +850,37 @@ static void *export_main(void *p)
         if (o->stopping && cm_now_ms() >= o->flush_until_ms) {
             for (batch = o->head; batch; batch = last) {
                 last = batch->next;
+                o->stats.dropped += (uint64_t)batch->spans;
                 free(batch);
-                o->stats.dropped++;
             }
             o->head = o->tail = NULL;
             o->queued = 0;
+            o->queued_bytes = 0;
             break;
         }
         batch = last = o->head;
-        for (n = 1; n < o->batch && last->next; n++)
-            last = last->next;
+        n = batch->spans;
+        o->queued_bytes -= batch->len;
+        if (!batch->whole)
+            while (n < o->batch && last->next && !last->next->whole) {
+                last = last->next;
+                o->queued_bytes -= last->len;
+                n++;
+            }
         o->head = last->next;
         if (!o->head)
             o->tail = NULL;
         last->next = NULL;
         o->queued -= n;
         pthread_mutex_unlock(&o->lock);
-        if (h)
-            export_batch(o, h, batch, n);
+        export_batch(o, h, batch, n);
         pthread_mutex_lock(&o->lock);
     }
     pthread_mutex_unlock(&o->lock);
     if (h)
         cc.easy_cleanup(h);
+    if (o->hooks.thread_done)
+        o->hooks.thread_done();
     return NULL;
 }
 
@@ -692,7 +896,8 @@ void cm_otel_free(struct cm_otel *o, int flush_ms)
     pthread_join(o->thread, NULL);
     pthread_mutex_destroy(&o->lock);
     pthread_cond_destroy(&o->cond);
-    cc.slist_free_all(o->headers);
+    if (o->headers)
+        cc.slist_free_all(o->headers);
     free(o->resource);
     free(o->scope);
     free(o);

@@ -15,7 +15,16 @@
  * AgentCore injects them): tracing is on when an endpoint is set, unless
  * OTEL_SDK_DISABLED=true or AGENT_OBSERVABILITY_ENABLED=false. Only sampled
  * traces (the traceparent's flag) are recorded: the gateway decides for a
- * trace it starts (OTEL_TRACES_SAMPLER), the others follow their parent. */
+ * trace it starts (OTEL_TRACES_SAMPLER), the others follow their parent.
+ *
+ * AWS endpoints (X-Ray's OTLP endpoint, https://xray.<region>.amazonaws.com/
+ * v1/traces) take only SigV4-signed requests (service "xray"), as ADOT sends
+ * them. Only the agent-worker holds credentials, so with signing on
+ * (OTEL_EXPORTER_OTLP_SIGV4: auto = an *.amazonaws.com endpoint) the spans of
+ * the other processes travel to it: the gateway's by AgentService/ExportSpans
+ * (the relay hook), a tool call's in its ExecuteResponse (cm_otel_pack); the
+ * agent-worker queues them as they are (cm_otel_forward) and signs every
+ * export with its credentials (the sign hook). */
 #ifndef CM_OTEL_H
 #define CM_OTEL_H
 
@@ -41,6 +50,7 @@ enum {
     CM_OTEL_CFG_QUEUE,           /* OTEL_BSP_MAX_QUEUE_SIZE */
     CM_OTEL_CFG_BATCH,           /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
     CM_OTEL_CFG_TIMEOUT,         /* OTEL_EXPORTER_OTLP_TIMEOUT (ms) */
+    CM_OTEL_CFG_SIGV4,           /* OTEL_EXPORTER_OTLP_SIGV4: auto, true, false */
     CM_OTEL_CFG_COUNT
 };
 
@@ -140,9 +150,18 @@ enum {
         [(base) + CM_OTEL_CFG_BATCH] =                                                             \
             {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", NULL, CM_CFG_INT, "512", 1, 100000,                 \
              "spans per export at most",       0},                                                 \
-        [(base) + CM_OTEL_CFG_TIMEOUT] = {                                                         \
-            "OTEL_EXPORTER_OTLP_TIMEOUT", NULL, CM_CFG_INT, "10000", 1, 600000,                    \
-            "ms one export may take",     0}
+        [(base) + CM_OTEL_CFG_TIMEOUT] =                                                           \
+            {"OTEL_EXPORTER_OTLP_TIMEOUT", NULL, CM_CFG_INT, "10000", 1, 600000,                   \
+             "ms one export may take",     0},                                                     \
+        [(base) + CM_OTEL_CFG_SIGV4] = {"OTEL_EXPORTER_OTLP_SIGV4",                                \
+                                        NULL,                                                      \
+                                        CM_CFG_STR,                                                \
+                                        "auto",                                                    \
+                                        0,                                                         \
+                                        8,                                                         \
+                                        "SigV4-sign exports with the agent-worker's credentials: " \
+                                        "auto (an *.amazonaws.com endpoint), true or false",       \
+                                        0}
 
 enum cm_otel_kind { CM_OTEL_INTERNAL = 1, CM_OTEL_SERVER = 2, CM_OTEL_CLIENT = 3 };
 
@@ -164,14 +183,50 @@ struct cm_otel_span {
 };
 
 struct cm_otel;
+struct curl_slist;
+
+/* What a process adds to the exporter when exports are signed. Both hooks run
+ * on the exporter thread and may block. */
+struct cm_otel_hooks {
+    /* The agent-worker: the headers of a SigV4-signed POST of |body| to
+     * |url| (Content-Type, Host, X-Amz-Date, X-Amz-Security-Token,
+     * Authorization), as a curl list freed with |sign_free|, or NULL when
+     * there is nothing to sign with (the batch fails and is counted).
+     * |service| and |region| come from an AWS host name ("xray",
+     * "us-east-1"); |region| is NULL for any other host. */
+    struct curl_slist *(*sign)(void *ud, const char *url, const char *service, const char *region,
+                               const uint8_t *body, size_t len);
+    void (*sign_free)(struct curl_slist *l);
+    /* The gateway: hands one export request to the agent-worker. 0 when it
+     * took it, 1 to try again later, -1 when it never will. */
+    int (*relay)(void *ud, const uint8_t *body, size_t len);
+    /* Called by the exporter thread as it ends (e.g. cm_rpc_thread_done). */
+    void (*thread_done)(void);
+    void *ud;
+};
 
 /* |values| are the CM_OTEL_CFG_COUNT configuration values from the table;
  * |process| names the process (service.name by default, e.g.
- * "agentcore-gateway"). Returns NULL with |err| empty when tracing is off,
+ * "agentcore-gateway"); |hooks| (copied; NULL: none) say how a signed export
+ * leaves this process. Returns NULL with |err| empty when tracing is off,
  * NULL with |err| set on a bad configuration; otherwise the exporter, its
  * thread started. */
-struct cm_otel *cm_otel_new(const struct cm_cfg_value *values, const char *process, char *err,
-                            size_t errlen);
+struct cm_otel *cm_otel_new(const struct cm_cfg_value *values, const char *process,
+                            const struct cm_otel_hooks *hooks, char *err, size_t errlen);
+
+/* 1 when exports are signed but this process can neither sign nor relay
+ * (the tool-worker): its spans go back to the agent-worker in the answer
+ * of the call they belong to (cm_otel_pack). */
+int cm_otel_relaying(const struct cm_otel *o);
+/* One span as a packed ExportTraceServiceRequest with this process's
+ * resource, into |*out| (malloc'd, the caller frees) and |*len|. 0, 1 when
+ * the span is not sampled (nothing made), CM_ENOMEM. */
+int cm_otel_pack(const struct cm_otel *o, const struct cm_otel_span *s, uint8_t **out, size_t *len);
+/* Queues an ExportTraceServiceRequest another process packed, exported as it
+ * is (within the queue's span and byte caps). 0; CM_EINVAL when it is not
+ * one (or holds no span); CM_EBUSY when the queue is full (dropped,
+ * counted); CM_ENOENT when |o| is NULL (tracing is off here). */
+int cm_otel_forward(struct cm_otel *o, const uint8_t *req, size_t len);
 /* Exports what is queued (at most |flush_ms|), stops the thread, frees.
  * NULL is fine. */
 void cm_otel_free(struct cm_otel *o, int flush_ms);
@@ -200,6 +255,12 @@ int64_t cm_otel_lost(void *o);
 uint64_t cm_otel_now_ns(void);
 
 /* ---- no I/O (unit-tested) ---- */
+
+/* Whether exports to |url| are signed, by the OTEL_EXPORTER_OTLP_SIGV4 value
+ * |mode| ("auto", "true", "false"); with an AWS host ("<service>.<region>.
+ * amazonaws.com[.cn]") its service and region into |service| / |region|
+ * (else "xray" and ""). 1 signed, 0 not, CM_EINVAL for a bad |mode|. */
+int cm_otel_sigv4_for(const char *url, const char *mode, char service[32], char region[32]);
 
 /* Parses "k1=v1,k2=v2" (values percent-decoded, blanks around keys and
  * values trimmed) calling |fn| for each pair. 0, or CM_EINVAL for a pair

@@ -35,6 +35,8 @@ const struct cm_rpc_method gw_http_agent_methods[GW_HTTP_N_AGENT_METHODS] = {
      &agentcore__v1__invoke_response__descriptor, CM_RPC_UNARY},
     {"/agentcore.v1.AgentService/WatchStatus", &agentcore__v1__status_request__descriptor,
      &agentcore__v1__status_response__descriptor, CM_RPC_SERVER_STREAM},
+    {"/agentcore.v1.AgentService/ExportSpans", &agentcore__v1__export_spans_request__descriptor,
+     &agentcore__v1__export_spans_response__descriptor, CM_RPC_UNARY},
 };
 static const struct cm_rpc_method *const stream_method = &gw_http_agent_methods[0];
 static const struct cm_rpc_method *const invoke_method = &gw_http_agent_methods[1];

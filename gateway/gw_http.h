@@ -31,9 +31,12 @@ struct cm_metrics;
 
 struct gw_http;
 
-/* The agent-worker methods the gateway calls: create its client with these. */
+/* The agent-worker methods the gateway calls: create its client with these.
+ * The last, ExportSpans, is main's (signed span export goes through the
+ * agent-worker). */
 extern const struct cm_rpc_method gw_http_agent_methods[];
-#define GW_HTTP_N_AGENT_METHODS 3
+#define GW_HTTP_N_AGENT_METHODS 4
+#define GW_HTTP_EXPORT_SPANS (&gw_http_agent_methods[3])
 
 struct gw_http_config {
     const char *host; /* "0.0.0.0" */

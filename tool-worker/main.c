@@ -430,8 +430,8 @@ int main(int argc, char **argv)
     a.svc.runner = a.runner;
     a.svc.sandbox = a.sandbox;
     a.svc.status_hub = hub;
-    if ((rc = cm_main_observe(&cfg[C_OTEL], cfg[C_METRICS].s, "agentcore-tool-worker", &a.svc.otel,
-                              &a.metrics)))
+    if ((rc = cm_main_observe(&cfg[C_OTEL], cfg[C_METRICS].s, "agentcore-tool-worker", NULL,
+                              &a.svc.otel, &a.metrics)))
         goto out_rpc;
     if (a.metrics && tw_service_metrics(&a.svc, a.metrics)) {
         cm_error("out of memory at start-up");

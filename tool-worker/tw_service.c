@@ -108,6 +108,8 @@ static void exec_done(void *ud, const struct tw_result *res)
 {
     struct exec_call *e = ud;
     Agentcore__V1__ExecuteResponse resp = AGENTCORE__V1__EXECUTE_RESPONSE__INIT;
+    uint8_t *spans = NULL;
+    size_t spans_len = 0;
     char dur[32];
     const char *kv[] = {"tool",       e->req->name,
                         "toolUseId",  e->req->tool_use_id,
@@ -150,7 +152,12 @@ static void exec_done(void *ud, const struct tw_result *res)
                                   sizeof(a) / sizeof(a[0])};
 
         snprintf(name, sizeof(name), "execute_tool %s", e->req->name);
-        cm_otel_record(e->otel, &sp);
+        /* Signed export: the agent-worker holds the credentials, so the
+         * span rides back in the answer (a failure only loses the span). */
+        if (cm_otel_relaying(e->otel))
+            cm_otel_pack(e->otel, &sp, &spans, &spans_len);
+        else
+            cm_otel_record(e->otel, &sp);
     }
     CM_LOGF(CM_LOG_INFO, kv, res->cancelled ? "tool cancelled by the caller" : "tool executed");
     cm_log_clear_context();
@@ -158,10 +165,13 @@ static void exec_done(void *ud, const struct tw_result *res)
     resp.status = res->is_error ? AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_ERROR
                                 : AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;
     resp.content = res->text;
+    resp.spans.data = spans;
+    resp.spans.len = spans_len;
     if (res->cancelled)
         cm_rpc_acall_finish(e->acall, CM_RPC_CANCELLED, "ToolCancelled", "the caller went away");
     else
         cm_rpc_acall_reply(e->acall, &resp.base);
+    free(spans);
     e->acall = NULL;
     e->call = NULL;
     if (!e->starting)

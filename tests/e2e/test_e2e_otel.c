@@ -6,7 +6,13 @@
  * model call and the tool-worker's execute_tool (children of the
  * agent-worker's), with the GenAI attributes, token counts and session.id.
  * A collector that is down costs the requests nothing: they all answer and
- * the lost spans are counted in a WARN line. */
+ * the lost spans are counted in a WARN line.
+ *
+ * Signed export (the second group): the emulator plays X-Ray's OTLP endpoint
+ * and accepts only SigV4-signed requests for service xray. Only the
+ * agent-worker holds credentials; the gateway's spans reach it by
+ * ExportSpans and the tool-worker's in its answers, and all arrive signed,
+ * one trace, each under its own process's resource. */
 #include "th_stack.h"
 
 #include <jansson.h>
@@ -81,7 +87,7 @@ static void value_of(const char *line, char *out, size_t cap)
         out[strlen(out) - 1] = '\0';
 }
 
-static int decode_all(struct span *spans)
+static int decode_all(const char *from, struct span *spans)
 {
     char cmd[2000], line[4096], key[256] = "", val[1024], service[1024] = "";
     int n = 0, k, in_resource = 0;
@@ -92,7 +98,7 @@ static int decode_all(struct span *spans)
         char bin[700];
         struct stat st;
 
-        snprintf(bin, sizeof(bin), "%s/%ld.bin", dir, i);
+        snprintf(bin, sizeof(bin), "%s/%ld.bin", from, i);
         if (stat(bin, &st))
             break;
         snprintf(cmd, sizeof(cmd),
@@ -183,7 +189,7 @@ static void test_one_trace_across_the_three_processes(void **state)
     snprintf(log, sizeof(log), "%s/requests.log", dir);
     assert_true(th_wait_log_count(log, "POST /v1/traces", 3, 10000) >= 0);
     for (i = 0; i < 5; i++) {
-        n = decode_all(spans);
+        n = decode_all(dir, spans);
         if (find(spans, n, "agentcore-gateway", "invoke_agent"))
             break;
         th_wait_log_count(log, "POST /v1/traces", 4 + i, 2000); /* the next export */
@@ -253,12 +259,130 @@ static void test_a_collector_that_is_down_slows_nothing(void **state)
     assert_int_equal(th_stack_stop(&down), 0);
 }
 
+/* ---- signed export, to the emulator's X-Ray endpoint ---- */
+
+static struct th_proc xemu, xtool;
+static struct th_stack xs;
+static char xdir[600], xendpoint[160];
+
+#define XRAY_ENV xendpoint, "OTEL_EXPORTER_OTLP_SIGV4=true", "OTEL_BSP_SCHEDULE_DELAY=50"
+
+static int setup_signed(void **state)
+{
+    char dir_env[700];
+
+    (void)state;
+    snprintf(xdir, sizeof(xdir), "%s/xray-%ld", th_log_dir(), (long)getpid());
+    snprintf(dir_env, sizeof(dir_env), "EMU_OTLP_DIR=%s", xdir);
+    if (mkdir(xdir, 0700) ||
+        th_emulator_start(&xemu, "xray-emulator", (const char *[]){dir_env, NULL}))
+        return -1;
+    snprintf(xendpoint, sizeof(xendpoint),
+             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:%d/v1/traces", xemu.port);
+    if (th_proc_start(&xtool, "xray-tool-worker", AC_BIN_TOOL,
+                      (const char *[]){"TOOL_WORKER_LISTEN=127.0.0.1:0", XRAY_ENV, NULL},
+                      TH_READY_MS))
+        return -1;
+    /* Credentials for the agent-worker only, as in production. */
+    return th_stack_start_gw(&xs, "xray", &xemu, &xtool, (const char *[]){KEYS, XRAY_ENV, NULL},
+                             (const char *[]){XRAY_ENV, NULL});
+}
+
+static int teardown_signed(void **state)
+{
+    (void)state;
+    return th_stack_stop(&xs) | th_stop(&xtool) | th_stop(&xemu) ? -1 : 0;
+}
+
+/* 1 when process |pid| has libcurl mapped. */
+static int maps_libcurl(pid_t pid)
+{
+    char path[64], line[1024];
+    int found = 0, lines = 0;
+    FILE *f;
+
+    /* Read line by line: procfs files have no size to read up to. */
+    snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        lines++;
+        found |= strstr(line, "/libcurl") != NULL;
+    }
+    fclose(f);
+    assert_true(lines > 10); /* the map was really read */
+    return found;
+}
+
+static void test_signed_export_goes_through_the_agent_worker(void **state)
+{
+    static struct span spans[MAX_SPANS];
+    char url[96], log[800], stats_url[96];
+    const char *body = "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"2+3\\\"}]]\"}";
+    const char *hdrs[] = {"X-Amzn-Bedrock-AgentCore-Runtime-Session-Id: " SESSION, NULL};
+    const char *unsigned_hdrs[] = {"Content-Type: application/x-protobuf", NULL};
+    const struct span *gw, *agent, *tl;
+    struct th_resp r;
+    json_t *stats;
+    int n = 0, i;
+
+    (void)state;
+    snprintf(url, sizeof(url), "%s/invocations", xs.url);
+    assert_int_equal(th_http("POST", url, hdrs, body, strlen(body), &r), 0);
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+    snprintf(log, sizeof(log), "%s/requests.log", xdir);
+    /* The gateway's span ends last and travels furthest: wait for it. */
+    for (i = 0; i < 6; i++) {
+        if (th_wait_log_count(log, "POST /v1/traces", 1 + i, 10000) < 0)
+            break;
+        n = decode_all(xdir, spans);
+        if (find(spans, n, "agentcore-gateway", "invoke_agent") &&
+            find(spans, n, "agentcore-tool-worker", "execute_tool"))
+            break;
+    }
+    gw = find(spans, n, "agentcore-gateway", "invoke_agent");
+    agent = find(spans, n, "agentcore-agent-worker", "invoke_agent");
+    tl = find(spans, n, "agentcore-tool-worker", "execute_tool calculator");
+    assert_non_null(gw);
+    assert_non_null(agent);
+    assert_non_null(tl);
+    assert_string_equal(agent->trace, gw->trace);
+    assert_string_equal(tl->trace, gw->trace);
+    assert_string_equal(agent->parent, gw->id);
+    assert_string_equal(tl->parent, agent->id);
+    assert_non_null(strstr(tl->attrs, "gen_ai.tool.name=calculator;"));
+    assert_non_null(strstr(gw->attrs, "session.id=" SESSION ";"));
+    /* The emulator refuses what is not signed for xray, and refused nothing
+     * of ours. */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/traces", xemu.port);
+    assert_int_equal(th_http("POST", url, unsigned_hdrs, "x", 1, &r), 0);
+    assert_int_equal(r.status, 403);
+    th_resp_free(&r);
+    snprintf(stats_url, sizeof(stats_url), "http://127.0.0.1:%d/_emu/stats", xemu.port);
+    assert_int_equal(th_http("GET", stats_url, NULL, NULL, 0, &r), 0);
+    stats = json_loads(r.body, 0, NULL);
+    th_resp_free(&r);
+    assert_non_null(stats);
+    assert_int_equal(json_integer_value(json_object_get(stats, "otlp_rejected")), 1);
+    assert_true(json_integer_value(json_object_get(stats, "otlp_exports")) >= 1);
+    json_decref(stats);
+    /* Only the agent-worker sends: the others never even load an HTTP client. */
+    assert_false(maps_libcurl(xs.gw.pid));
+    assert_false(maps_libcurl(xtool.pid));
+    assert_true(maps_libcurl(xs.agent.pid));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_trace_across_the_three_processes),
         cmocka_unit_test(test_a_collector_that_is_down_slows_nothing),
     };
+    const struct CMUnitTest signed_tests[] = {
+        cmocka_unit_test(test_signed_export_goes_through_the_agent_worker),
+    };
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
 
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return rc | cmocka_run_group_tests(signed_tests, setup_signed, teardown_signed);
 }

@@ -26,6 +26,11 @@
  * If-None-Match on GET (304), If-Match / If-None-Match: * on PUT (412), XML
  * errors; the objects live in memory (EMU_S3_MAX_OBJECTS).
  *
+ * And X-Ray's OTLP endpoint (POST /v1/traces): SigV4 for service xray, a
+ * protobuf body; each accepted export is kept as <EMU_OTLP_DIR>/<n>.bin with
+ * a line "POST /v1/traces n=<n> bytes=<len> service=xray" in requests.log
+ * there (the OTLP test receiver's layout), for tests to decode with protoc.
+ *
  * Fault injection (environment): EMU_THROTTLE_FIRST=N answers the first N model
  * calls with 429 ThrottlingException, EMU_FAIL_FIRST=N the next N with
  * EMU_FAIL_STATUS (500), EMU_LATENCY_MS delays every answer. Credentials from
@@ -86,6 +91,7 @@ enum {
     C_CLOCK_SKEW,
     C_S3_BUCKET,
     C_S3_MAX_OBJECTS,
+    C_OTLP_DIR,
     C_LOG_LEVEL,
     C_COUNT
 };
@@ -146,6 +152,8 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                      0},
     [C_S3_MAX_OBJECTS] = {"EMU_S3_MAX_OBJECTS", NULL, CM_CFG_INT, "100000", 1, 10000000,
                           "objects the bucket holds at most (past it: 507)", 0},
+    [C_OTLP_DIR] = {"EMU_OTLP_DIR", NULL, CM_CFG_STR, NULL, 0, 1000,
+                    "where accepted X-Ray OTLP exports are kept (unset: counted only)", 0},
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
 
@@ -169,13 +177,14 @@ struct answer {
     int status;
     const char *error_type; /* NULL for 200 */
     char *body;
-    size_t len;          /* body length (an event stream holds NUL bytes) */
-    int stream;          /* body is application/vnd.amazon.eventstream */
-    long slow_ms;        /* [[slow-stream:MS]]: one frame every MS */
-    long pause_ms;       /* [[pause:MS]]: silence after the first text delta */
-    long delay_ms;       /* the model thinking: held back this long before it is sent */
-    int fail_after_text; /* [[stream-fail-after-text]] */
-    char etag[80];       /* S3: sent as ETag when set */
+    size_t len;               /* body length (an event stream holds NUL bytes) */
+    int stream;               /* body is application/vnd.amazon.eventstream */
+    long slow_ms;             /* [[slow-stream:MS]]: one frame every MS */
+    long pause_ms;            /* [[pause:MS]]: silence after the first text delta */
+    long delay_ms;            /* the model thinking: held back this long before it is sent */
+    int fail_after_text;      /* [[stream-fail-after-text]] */
+    char etag[80];            /* S3: sent as ETag when set */
+    const char *content_type; /* instead of JSON's, when set */
 };
 
 /* The emulator's clock: the machine's, plus EMU_CLOCK_SKEW_S. */
@@ -993,6 +1002,52 @@ static void metadata(struct MHD_Connection *c, const char *method, const char *u
     }
 }
 
+/* ---- X-Ray's OTLP endpoint ---- */
+
+static atomic_long n_otlp, n_otlp_rejected;
+
+static void otlp_traces(struct MHD_Connection *c, const struct cm_buf *body, struct answer *a)
+{
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    long n;
+
+    if (verify(c, "POST", "/v1/traces", body, "xray", a) < 0) {
+        atomic_fetch_add(&n_otlp_rejected, 1);
+        return;
+    }
+    if (!ct || strcmp(ct, "application/x-protobuf")) {
+        atomic_fetch_add(&n_otlp_rejected, 1);
+        error_answer(a, 415, "UnsupportedMediaTypeException",
+                     "Content-Type must be application/x-protobuf");
+        return;
+    }
+    n = atomic_fetch_add(&n_otlp, 1) + 1;
+    if (cfg[C_OTLP_DIR].s) {
+        char path[1100], line[200];
+        FILE *f;
+
+        /* The body first, then the line that announces it. */
+        snprintf(path, sizeof(path), "%s/%ld.bin", cfg[C_OTLP_DIR].s, n);
+        pthread_mutex_lock(&lock);
+        if ((f = fopen(path, "wb"))) {
+            fwrite(body->data, 1, body->len, f);
+            fclose(f);
+        }
+        snprintf(path, sizeof(path), "%s/requests.log", cfg[C_OTLP_DIR].s);
+        snprintf(line, sizeof(line), "POST /v1/traces n=%ld bytes=%zu service=xray\n", n,
+                 body->len);
+        if ((f = fopen(path, "a"))) {
+            fputs(line, f);
+            fclose(f);
+        }
+        pthread_mutex_unlock(&lock);
+    }
+    a->status = 200;
+    a->body = strdup(""); /* an empty ExportTraceServiceResponse */
+    a->content_type = "application/x-protobuf";
+}
+
 /* ---- S3: one bucket of objects, as S3 answers PutObject and GetObject ---- */
 
 struct object {
@@ -1356,7 +1411,9 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
     r = MHD_create_response_from_buffer(a->stream ? a->len : strlen(a->body), a->body,
                                         MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type",
-                            a->stream ? "application/vnd.amazon.eventstream" : "application/json");
+                            a->content_type ? a->content_type
+                            : a->stream     ? "application/vnd.amazon.eventstream"
+                                            : "application/json");
     MHD_add_response_header(r, "x-amzn-RequestId", "00000000-0000-4000-8000-000000000000");
     if (a->etag[0])
         MHD_add_response_header(r, "ETag", a->etag);
@@ -1411,6 +1468,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             (json_int_t)n_auth_rejected, "faults", (json_int_t)n_faults, "credentials",
             (json_int_t)n_credentials);
 
+        json_object_set_new(o, "otlp_exports", json_integer((json_int_t)n_otlp));
+        json_object_set_new(o, "otlp_rejected", json_integer((json_int_t)n_otlp_rejected));
         pthread_mutex_lock(&last_trace.lock);
         json_object_set_new(o, "last_traceparent", json_string(last_trace.value));
         pthread_mutex_unlock(&last_trace.lock);
@@ -1423,6 +1482,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         s3_object(c, method, url, &rq->body, &a);
     } else if (!strcmp(method, "POST") && !strncmp(url, "/model/", 7)) {
         converse(c, url, &rq->body, &a);
+    } else if (!strcmp(method, "POST") && !strcmp(url, "/v1/traces")) {
+        otlp_traces(c, &rq->body, &a);
     } else if (!strcmp(method, "POST") && !strcmp(url, "/")) {
         secrets_manager(c, &rq->body, &a);
     } else if (!strncmp(url, "/latest/", 8)) {

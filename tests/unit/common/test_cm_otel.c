@@ -3,6 +3,7 @@
  * counted, never waited for). The export itself is tested end to end
  * (test_e2e_otel, decoded with protoc). */
 #include "cm_otel.h"
+#include "cm_err.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -62,6 +63,7 @@ static void defaults(struct cm_cfg_value *v)
     v[CM_OTEL_CFG_BATCH].i = 512;
     v[CM_OTEL_CFG_TIMEOUT].i = 1000;
     v[CM_OTEL_CFG_ENDPOINT].s = "http://127.0.0.1:9"; /* discard: nothing listens */
+    v[CM_OTEL_CFG_SIGV4].s = "auto";
 }
 
 static void test_config(void **state)
@@ -73,33 +75,120 @@ static void test_config(void **state)
     (void)state;
     defaults(v);
     v[CM_OTEL_CFG_ENDPOINT].s = NULL;
-    assert_null(cm_otel_new(v, "t", err, sizeof(err)));
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
     assert_string_equal(err, ""); /* no endpoint: off, not an error */
     defaults(v);
     v[CM_OTEL_CFG_SDK_DISABLED].i = 1;
-    assert_null(cm_otel_new(v, "t", err, sizeof(err)));
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
     assert_string_equal(err, "");
     defaults(v);
     v[CM_OTEL_CFG_OBSERVABILITY].i = 0;
-    assert_null(cm_otel_new(v, "t", err, sizeof(err)));
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
     assert_string_equal(err, "");
     defaults(v);
     v[CM_OTEL_CFG_ENDPOINT].s = "ftp://x";
-    assert_null(cm_otel_new(v, "t", err, sizeof(err)));
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
     assert_non_null(strstr(err, "not an http(s) URL"));
     defaults(v);
     v[CM_OTEL_CFG_SAMPLER].s = "sometimes";
-    assert_null(cm_otel_new(v, "t", err, sizeof(err)));
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
     assert_non_null(strstr(err, "OTEL_TRACES_SAMPLER"));
     defaults(v);
     v[CM_OTEL_CFG_HEADERS].s = "broken";
-    assert_null(cm_otel_new(v, "t", err, sizeof(err)));
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
     assert_non_null(strstr(err, "OTEL_EXPORTER_OTLP_HEADERS"));
     defaults(v);
-    o = cm_otel_new(v, "t", err, sizeof(err));
+    v[CM_OTEL_CFG_SIGV4].s = "maybe";
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "OTEL_EXPORTER_OTLP_SIGV4"));
+    defaults(v);
+    o = cm_otel_new(v, "t", NULL, err, sizeof(err));
     assert_non_null(o);
+    assert_int_equal(cm_otel_relaying(o), 0);
     cm_otel_free(o, 0);
     cm_otel_free(NULL, 0);
+}
+
+static void test_sigv4_for(void **state)
+{
+    static const struct {
+        const char *url, *mode;
+        int rc;
+        const char *service, *region;
+    } rows[] = {
+        {"https://xray.us-east-1.amazonaws.com/v1/traces", "auto", 1, "xray", "us-east-1"},
+        {"https://xray.eu-west-3.amazonaws.com:443/v1/traces", "auto", 1, "xray", "eu-west-3"},
+        {"https://logs.cn-north-1.amazonaws.com.cn/v1/logs", "auto", 1, "logs", "cn-north-1"},
+        {"https://xray.us-east-1.amazonaws.com/v1/traces", "false", 0, "xray", "us-east-1"},
+        {"http://127.0.0.1:4318/v1/traces", "auto", 0, "xray", ""},
+        {"http://127.0.0.1:4318/v1/traces", "true", 1, "xray", ""},
+        /* look-alikes are not AWS */
+        {"https://xray.us-east-1.amazonaws.com.evil.example/v1/traces", "auto", 0, "xray", ""},
+        {"https://amazonaws.com/v1/traces", "auto", 0, "xray", ""},
+        {"https://evilamazonaws.com/v1/traces", "auto", 0, "xray", ""},
+        {"https://x.amazonaws.com/v1/traces", "auto", 0, "xray", ""},
+        {"https://xray.us-east-1.amazonaws.com/v1/traces", "yes", CM_EINVAL, "xray", "us-east-1"},
+    };
+    char service[32], region[32];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        assert_int_equal(cm_otel_sigv4_for(rows[i].url, rows[i].mode, service, region), rows[i].rc);
+        assert_string_equal(service, rows[i].service);
+        assert_string_equal(region, rows[i].region);
+    }
+}
+
+/* The tool-worker's way out with signing on: a span packed into an export
+ * request that the agent-worker checks and queues as it is. */
+static void test_pack_and_forward(void **state)
+{
+    struct cm_cfg_value v[CM_OTEL_CFG_COUNT];
+    struct cm_otel_attr a[] = {{"gen_ai.tool.name", "shell", 0}};
+    struct cm_otel_span sp = {"execute_tool shell", CM_OTEL_SERVER, NULL, 1, 2, 0, NULL, a, 1};
+    static const uint8_t junk[] = {0x0a, 0x05, 0x01};
+    struct cm_otel *tool, *agent;
+    struct cm_otel_stats st;
+    struct cm_trace t;
+    uint8_t *req = NULL;
+    size_t len = 0;
+    char err[256];
+    int i, rc;
+
+    (void)state;
+    defaults(v);
+    v[CM_OTEL_CFG_SIGV4].s = "true";
+    tool = cm_otel_new(v, "tool", NULL, err, sizeof(err));
+    assert_non_null(tool);
+    assert_int_equal(cm_otel_relaying(tool), 1);
+    assert_int_equal(cm_trace_new(&t), 0);
+    sp.trace = &t;
+    t.flags = 0;
+    assert_int_equal(cm_otel_pack(tool, &sp, &req, &len), 1); /* not sampled */
+    assert_null(req);
+    t.flags = 1;
+    assert_int_equal(cm_otel_pack(tool, &sp, &req, &len), 0);
+    assert_non_null(req);
+    assert_true(len > 40);
+
+    defaults(v);
+    v[CM_OTEL_CFG_QUEUE].i = 2;
+    agent = cm_otel_new(v, "agent", NULL, err, sizeof(err));
+    assert_non_null(agent);
+    assert_int_equal(cm_otel_forward(NULL, req, len), CM_ENOENT);
+    assert_true(cm_otel_forward(agent, junk, sizeof(junk)) < 0);
+    assert_true(cm_otel_forward(agent, req, 0) < 0); /* no span in it */
+    for (i = 0; i < 3; i++) {
+        rc = cm_otel_forward(agent, req, len);
+        assert_int_equal(rc, i < 2 ? 0 : CM_EBUSY /* two spans queued at most */);
+    }
+    cm_otel_stats(agent, &st);
+    assert_int_equal(st.recorded, 3);
+    assert_int_equal(st.dropped, 1);
+    free(req);
+    cm_otel_free(agent, 0);
+    cm_otel_free(tool, 0);
 }
 
 static struct cm_otel *with_sampler(const char *sampler, double ratio)
@@ -110,7 +199,7 @@ static struct cm_otel *with_sampler(const char *sampler, double ratio)
     defaults(v);
     v[CM_OTEL_CFG_SAMPLER].s = (char *)sampler;
     v[CM_OTEL_CFG_SAMPLER_ARG].d = ratio;
-    return cm_otel_new(v, "t", err, sizeof(err));
+    return cm_otel_new(v, "t", NULL, err, sizeof(err));
 }
 
 static void test_samplers(void **state)
@@ -168,7 +257,7 @@ static void test_queue_is_bounded(void **state)
     (void)state;
     defaults(v);
     v[CM_OTEL_CFG_QUEUE].i = 3;
-    o = cm_otel_new(v, "t", err, sizeof(err));
+    o = cm_otel_new(v, "t", NULL, err, sizeof(err));
     assert_non_null(o);
     assert_int_equal(cm_trace_new(&t), 0);
     sp.trace = &t;
@@ -187,10 +276,9 @@ static void test_queue_is_bounded(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pairs),
-        cmocka_unit_test(test_config),
-        cmocka_unit_test(test_samplers),
-        cmocka_unit_test(test_queue_is_bounded),
+        cmocka_unit_test(test_pairs),     cmocka_unit_test(test_config),
+        cmocka_unit_test(test_samplers),  cmocka_unit_test(test_queue_is_bounded),
+        cmocka_unit_test(test_sigv4_for), cmocka_unit_test(test_pack_and_forward),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
