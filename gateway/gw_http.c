@@ -91,8 +91,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 /* The gateway's counters (one server per process; set by gw_http_start). */
 static struct {
     struct cm_metrics *m;
-    int requests, duration;
-} metrics = {NULL, -1, -1};
+    int requests, duration, active;
+} metrics = {NULL, -1, -1, -1};
 
 static void count_request(const char *url, int status, uint64_t start_ms)
 {
@@ -696,6 +696,10 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
         metrics.duration = cm_metrics_family(
             cfg->metrics, "agentcore_gateway_invocation_duration_seconds",
             "POST /invocations, request to the last byte of the answer", CM_HISTOGRAM, NULL);
+        metrics.active =
+            cm_metrics_family(cfg->metrics, "agentcore_gateway_active_invocations",
+                              "Invocations running now, by answer mode (sse: a stream)", CM_GAUGE,
+                              (const char *const[]){"mode", NULL});
     }
     h->hangup = gw_hangup_new(); /* NULL: waiting connections check their client themselves */
     if (!h->hangup)
@@ -718,7 +722,16 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
                                       cfg->stream_timeout_ms,
                                       cfg->agent_ready_wait_ms,
                                       cfg->sse_keepalive_s,
-                                      cfg->otel};
+                                      cfg->otel,
+                                      NULL,
+                                      NULL};
+
+        if (metrics.m) {
+            ic.active_sse =
+                cm_metrics_series(metrics.m, metrics.active, (const char *const[]){"sse"});
+            ic.active_json =
+                cm_metrics_series(metrics.m, metrics.active, (const char *const[]){"json"});
+        }
 
         h->invoke = gw_invoke_new(&ic);
         if (!h->invoke) {
@@ -743,6 +756,9 @@ struct gw_http *gw_http_start(const struct gw_http_config *cfg, struct cm_rpc_cl
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
+        if (metrics.m)
+            cm_metrics_gauge_fn(metrics.m, "agentcore_gateway_websocket_sessions",
+                                "WebSocket sessions open now (/ws)", gw_wss_sessions, NULL);
     }
     {
         struct gw_conns_config cc = {cfg->max_connections, cfg->request_timeout_s * 1000,

@@ -1,6 +1,7 @@
 #include "gw_invoke.h"
 #include "cm_log.h"
 #include "cm_loop.h"
+#include "cm_metrics.h"
 #include "cm_otel.h"
 #include "cm_trace.h"
 #include "cm_util.h"
@@ -164,6 +165,7 @@ static void loop_release(struct gw_call *call)
     if (call->next)
         call->next->prev = call->prev;
     call->prev = call->next = NULL;
+    cm_series_inc(call->stream ? gi->cfg.active_sse : gi->cfg.active_json, -1);
     if (call->keepalive_init) {
         uv_timer_stop(&call->keepalive);
         uv_close((uv_handle_t *)&call->keepalive, keepalive_closed);
@@ -625,6 +627,7 @@ static void on_start(struct cm_task *t)
     if (gi->active)
         gi->active->prev = call;
     gi->active = call;
+    cm_series_inc(call->stream ? gi->cfg.active_sse : gi->cfg.active_json, 1);
     if (gi->stopping) {
         shutting_down(call);
         return;

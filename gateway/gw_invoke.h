@@ -36,6 +36,8 @@ struct gw_invoke_config {
     int ready_wait_ms; /* how long a call waits for an agent-worker not reachable yet */
     int keepalive_s;
     struct cm_otel *otel; /* invoke_agent spans (NULL: none) */
+    /* Gauges of the calls running, SSE and JSON (NULL: not counted). */
+    struct cm_series *active_sse, *active_json;
 };
 
 /* Starts the loop. NULL on failure. */

@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,16 @@ struct gw_wss {
     struct wcall *calls; /* open InvokeStream calls, cancelled at shutdown */
     struct ws *sockets;  /* open sessions, woken at shutdown */
 };
+
+/* A process-wide count, not |threads|: the metrics endpoint may read it
+ * while (or after) the gw_wss is freed. */
+static atomic_long open_sessions;
+
+int64_t gw_wss_sessions(void *ignored)
+{
+    (void)ignored;
+    return atomic_load(&open_sessions);
+}
 
 /* One invocation's InvokeStream call, registered for shutdown. */
 struct wcall {
@@ -500,8 +511,10 @@ static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, cons
      * outlive the gw_wss. */
     pthread_mutex_lock(&s->lock);
     admitted = !s->stopping && w;
-    if (admitted)
+    if (admitted) {
         s->threads++;
+        atomic_fetch_add(&open_sessions, 1);
+    }
     pthread_mutex_unlock(&s->lock);
     if (admitted) {
         w->s = s;
@@ -541,6 +554,7 @@ static void ws_end(struct ws *w)
     free(w->extra_copy);
     free(w);
     pthread_mutex_lock(&s->lock);
+    atomic_fetch_sub(&open_sessions, 1);
     if (--s->threads == 0)
         pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);

@@ -22,6 +22,7 @@
 #define GW_WSS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <microhttpd.h>
 
@@ -64,6 +65,9 @@ enum MHD_Result gw_wss_answer(struct gw_wss *s, struct MHD_Connection *c, int *s
  * libmicrohttpd stopped, frees (NULL is fine; a session that never ended
  * keeps it, so it is then left to the exiting process). */
 void gw_wss_shutdown(struct gw_wss *s);
+/* WebSocket sessions open now in this process (a metrics gauge reads it;
+ * |ignored| may be anything: the count outlives every gw_wss). */
+int64_t gw_wss_sessions(void *ignored);
 void gw_wss_cancel(struct gw_wss *s);
 int gw_wss_wait(struct gw_wss *s, int ms);
 void gw_wss_free(struct gw_wss *s);

@@ -425,6 +425,8 @@ int main(int argc, char **argv)
     rc_cfg.max_calls = (int)cfg[C_MAX_CALLS].i;
     rc_cfg.on_background = tw_service_on_background;
     rc_cfg.background_ud = &a.svc;
+    rc_cfg.on_kill = tw_service_on_kill;
+    rc_cfg.kill_ud = &a.svc;
     a.runner = tw_runner_new(&rc_cfg);
     a.svc.catalog = a.catalog;
     a.svc.runner = a.runner;

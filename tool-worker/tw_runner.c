@@ -185,15 +185,34 @@ static int describe(const struct tw_call *c, const struct tw_proc_result *p, str
                          p->out_len ? "\n" : "", p->out, p->err_len ? "\n[stderr]\n" : "", p->err);
 }
 
+/* Why the process was ended, when it did not end on its own (NULL). */
+static const char *kill_reason(const struct tw_proc_result *p)
+{
+    int sig = p->term_signal;
+
+    if (p->killed)
+        return "cancelled";
+    if (p->timed_out)
+        return "timeout";
+    if (p->out_truncated)
+        return "output";
+    if (!sig && p->exit_status > 128 && p->exit_status < 128 + 65)
+        sig = p->exit_status - 128; /* bubblewrap's report of its child's signal */
+    return sig == SIGXCPU ? "cpu" : sig ? "signal" : NULL;
+}
+
 static void on_proc_done(void *ud, const struct tw_proc_result *p)
 {
     struct tw_call *c = ud;
     struct tw_runner *r = c->r;
     struct tw_result res = {NULL, 1, 0};
+    const char *killed = kill_reason(p);
     char ms[32], id[32];
 
     c->proc = NULL;
     r->active--;
+    if (killed && r->cfg.on_kill)
+        r->cfg.on_kill(killed, r->cfg.kill_ud);
     if (describe(c, p, &res))
         tw_result_set(&res, 1, "out of memory");
     if (c->background) {

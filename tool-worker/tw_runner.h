@@ -26,6 +26,12 @@ struct tw_runner_config {
     int max_calls;                              /* processes at once */
     void (*on_background)(int count, void *ud); /* every change of the count */
     void *background_ud;
+    /* A tool process the worker ended: |reason| is "timeout" (wall clock),
+     * "output" (the output cap), "cpu" (its CPU seconds, SIGXCPU), "signal"
+     * (any other signal: a crash, the kernel) or "cancelled" (the caller
+     * left, or the worker stops). NULL: not reported. */
+    void (*on_kill)(const char *reason, void *ud);
+    void *kill_ud;
 };
 
 struct tw_runner;

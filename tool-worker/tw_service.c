@@ -278,6 +278,20 @@ int tw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev, str
     return rc;
 }
 
+void tw_service_on_kill(const char *reason, void *ud)
+{
+    struct tw_service *svc = ud;
+    const char *l[] = {reason};
+
+    cm_metrics_count(svc->metrics, svc->m_kills, l, 1);
+}
+
+static int64_t background_gauge(void *ud)
+{
+    (void)ud;
+    return atomic_load(&background_now);
+}
+
 int tw_service_metrics(struct tw_service *svc, struct cm_metrics *m)
 {
     static const char *const labels[] = {"tool", "status", NULL};
@@ -290,5 +304,14 @@ int tw_service_metrics(struct tw_service *svc, struct cm_metrics *m)
     svc->m_exec_dur =
         cm_metrics_family(m, "agentcore_tool_execution_duration_seconds",
                           "Tool execution latency in the tool-worker", CM_HISTOGRAM, NULL);
-    return svc->m_exec < 0 || svc->m_exec_dur < 0 ? -1 : 0;
+    svc->m_kills = cm_metrics_family(m, "agentcore_sandbox_kills_total",
+                                     "Tool processes the worker ended, by reason (timeout, "
+                                     "output, cpu, signal, cancelled)",
+                                     CM_COUNTER, (const char *const[]){"reason", NULL});
+    return svc->m_exec < 0 || svc->m_exec_dur < 0 || svc->m_kills < 0 ||
+                   cm_metrics_gauge_fn(m, "agentcore_background_tasks",
+                                       "Background tool tasks running in this tool-worker",
+                                       background_gauge, NULL) < 0
+               ? -1
+               : 0;
 }

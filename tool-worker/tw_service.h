@@ -24,7 +24,7 @@ struct tw_service {
     struct cm_status *status_hub;     /* WatchStatus; may be NULL */
     struct cm_otel *otel;             /* execute_tool spans; may be NULL */
     struct cm_metrics *metrics;       /* may be NULL (tw_service_metrics sets it) */
-    int m_exec, m_exec_dur;
+    int m_exec, m_exec_dur, m_kills;
 };
 
 /* Declares the tool-worker's metric families in |m| and keeps it. 0 or -1. */
@@ -36,5 +36,7 @@ int tw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev,
 
 /* Hook for tw_runner's on_background: keeps Status and WatchStatus current. */
 void tw_service_on_background(int count, void *svc);
+/* Hook for tw_runner's on_kill: counts sandbox kills by reason. */
+void tw_service_on_kill(const char *reason, void *svc);
 
 #endif

@@ -99,6 +99,46 @@ static void test_every_process_shows_its_counters(void **state)
     free(m);
 }
 
+/* Opens a stream that pauses after its first text delta; returns its
+ * socket once that delta arrived (the invocation is then surely in flight). */
+static int open_stream(void)
+{
+    const char *body = "{\"prompt\":\"[[pause:1000]] hold on\",\"stream\":true}";
+    char buf[65536] = "";
+    int fd = th_raw_post(s.gw.port, "/invocations", "", body);
+
+    assert_true(fd >= 0);
+    assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "contentBlockDelta", 10000), 0);
+    return fd;
+}
+
+/* While a stream is open, both ends count it; once it ended, neither does
+ * (a second stream counts 1, not 2). */
+static void test_a_stream_in_flight_is_counted(void **state)
+{
+    char buf[65536] = "", *m;
+    int fd, round;
+
+    (void)state;
+    for (round = 0; round < 2; round++) {
+        fd = open_stream();
+        m = scrape(gw_port);
+        assert_non_null(strstr(m, "agentcore_gateway_active_invocations{mode=\"sse\"} 1\n"));
+        assert_non_null(strstr(m, "agentcore_gateway_websocket_sessions 0\n"));
+        free(m);
+        m = scrape(agent_port);
+        assert_non_null(strstr(m, "agentcore_active_invocations 1\n"));
+        free(m);
+        m = scrape(tool_port);
+        assert_non_null(strstr(m, "agentcore_background_tasks 0\n"));
+        assert_non_null(strstr(m, "# TYPE agentcore_sandbox_kills_total counter\n"));
+        free(m);
+        buf[0] = '\0';
+        assert_int_equal(th_raw_read_until(fd, buf, sizeof(buf), "\"stop_reason\"", 20000), 0);
+        close(fd);
+    }
+}
+
 static void test_prometheus_scrapes_the_agent_worker(void **state)
 {
     char dir[600], conf[700], data[700], wal[800], listen[64], url[256], yaml[512], cfgarg[720],
@@ -158,6 +198,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_process_shows_its_counters),
         cmocka_unit_test(test_prometheus_scrapes_the_agent_worker),
+        cmocka_unit_test(test_a_stream_in_flight_is_counted),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

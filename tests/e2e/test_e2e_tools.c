@@ -28,7 +28,8 @@
 
 static struct th_proc emu, tool, mcp, rep[3];
 static struct th_stack main_s, rep_s, serial_s;
-static char ws_env[300], ws_dir[256];
+static char ws_env[300], ws_dir[256], metrics_env[2][64];
+static int metrics_port[2]; /* the two tool-workers behind main_s */
 
 static int setup(void **state)
 {
@@ -40,16 +41,23 @@ static int setup(void **state)
                               KEYS,
                               "AWS_SESSION_TOKEN=session-token-never-shown",
                               LIMITS,
+                              metrics_env[0],
                               NULL};
     const char *rep_env[] = {"TOOL_WORKER_LISTEN=127.0.0.1:0", "TOOL_WORKER_TEST_TOOLS=true",
                              ws_env, NULL};
-    const char *mcp_env[] = {"TOOL_WORKER_LISTEN=127.0.0.1:0", MCP_MANIFEST, ws_env, LIMITS, NULL};
+    const char *mcp_env[] = {
+        "TOOL_WORKER_LISTEN=127.0.0.1:0", MCP_MANIFEST, ws_env, LIMITS, metrics_env[1], NULL};
     char replicas[200], both[120];
     int i;
 
     (void)state;
     snprintf(ws_dir, sizeof(ws_dir), "%s/tools-workspaces-%d", th_log_dir(), (int)getpid());
     snprintf(ws_env, sizeof(ws_env), "TOOL_WORKSPACE_DIR=%s", ws_dir);
+    for (i = 0; i < 2; i++) {
+        metrics_port[i] = th_free_port();
+        snprintf(metrics_env[i], sizeof(metrics_env[i]), "METRICS_LISTEN=127.0.0.1:%d",
+                 metrics_port[i]);
+    }
     if (th_proc_start(&tool, "tools-tool-worker", AC_BIN_TOOL, tool_env, TH_READY_MS) ||
         th_proc_start(&mcp, "tools-mcp-tool-worker", AC_BIN_TOOL, mcp_env, TH_READY_MS) ||
         th_emulator_start(&emu, "tools-emulator", NULL))
@@ -144,6 +152,28 @@ static void test_files_stay_in_the_session_workspace(void **state)
     expect("shell", "{\"command\":\"echo x > /etc/planted\"}", "Read-only file system");
 }
 
+/* agentcore_sandbox_kills_total{reason} over the two tool-workers. */
+static long kills(const char *reason)
+{
+    char url[96], needle[96];
+    struct th_resp r;
+    const char *p;
+    long sum = 0;
+    int i;
+
+    snprintf(needle, sizeof(needle), "agentcore_sandbox_kills_total{reason=\"%s\"} ", reason);
+    for (i = 0; i < 2; i++) {
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", metrics_port[i]);
+        assert_int_equal(th_http("GET", url, NULL, NULL, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "# TYPE agentcore_sandbox_kills_total counter"));
+        if ((p = strstr(r.body, needle)))
+            sum += atol(p + strlen(needle));
+        th_resp_free(&r);
+    }
+    return sum;
+}
+
 /* Every limit, broken by a tool the model asked for, through the worker. */
 static void test_limits_through_the_worker(void **state)
 {
@@ -156,6 +186,11 @@ static void test_limits_through_the_worker(void **state)
     expect("shell", "{\"command\":\"(b() { b | b & }; b); exec sleep 30\"}",
            "timed out after 3000 ms");
     expect("shell", "{\"command\":\"sleep 30\"}", "timed out after 3000 ms");
+    /* each kill counted by its reason, on whichever worker ran it */
+    assert_int_equal(kills("cpu"), 1);
+    assert_int_equal(kills("output"), 1);
+    assert_int_equal(kills("timeout"), 2);
+    assert_int_equal(kills("signal"), 0); /* MemoryError is an exit, not a kill */
     /* and the worker goes on serving */
     text = ask(&main_s, "shell", "{\"command\":\"echo alive\"}", NULL);
     assert_non_null(strstr(text, "alive"));
