@@ -3,6 +3,7 @@
  * for its session, the first tool listing, the model or its tools, and every
  * wait ends with an event (a completion, a timer, the client's cancellation). */
 #include "aw_service.h"
+#include "aw_genai.h"
 #include "aw_history.h"
 #include "aw_idem.h"
 #include "aw_agent.h"
@@ -225,11 +226,16 @@ static void send_json_event(struct invocation *inv, int tool_use, const json_t *
 
 /* ---- the model ---- */
 
-/* The chat span of the model call that just ended (GenAI conventions). */
-static void chat_span(struct invocation *inv, int rc, const struct aw_turn *turn,
-                      const struct aw_model_error *err)
+/* Per side (sent, received): what a chat span's content event carries. */
+#define CONTENT_CAP (64 * 1024)
+
+/* The chat span of the model call that just ended (GenAI conventions). With
+ * content capture on, the messages |sent| (NULL: not kept, the summary call's)
+ * and the answer ride in the event the conventions name for them. */
+static void chat_span(struct invocation *inv, const json_t *sent, int rc,
+                      const struct aw_turn *turn, const struct aw_model_error *err)
 {
-    char name[300];
+    char name[300], *in_text = NULL, *out_text = NULL;
     struct cm_otel_attr a[] = {
         {"gen_ai.operation.name", "chat", 0},
         {"gen_ai.provider.name", "aws.bedrock", 0},
@@ -246,14 +252,37 @@ static void chat_span(struct invocation *inv, int rc, const struct aw_turn *turn
                               inv->chat_start_ns,
                               cm_otel_now_ns(),
                               rc != 0,
-                              rc && err ? err->type : cm_strerror(rc),
+                              rc && err ? err->message : cm_strerror(rc),
                               a,
-                              rc && err ? 8 : 7};
+                              rc && err ? 8 : 7,
+                              NULL,
+                              0,
+                              rc && err ? err->type : NULL};
+    struct cm_otel_attr ca[3] = {{"gen_ai.operation.name", "chat", 0}};
+    struct cm_otel_event content = {"gen_ai.client.inference.operation.details", 0, ca, 1};
 
     if (!cm_otel_sampled(inv->svc->otel, &inv->chat))
         return;
     snprintf(name, sizeof(name), "chat %s", inv->svc->model_id ? inv->svc->model_id : "");
+    if (inv->svc->capture_content) {
+        json_t *in = sent ? aw_genai_input(sent) : NULL;
+        json_t *out = rc == 0 && turn ? aw_genai_output(turn->message, turn->stop_reason) : NULL;
+
+        in_text = in ? aw_genai_dump(in, CONTENT_CAP) : NULL;
+        out_text = out ? aw_genai_dump(out, CONTENT_CAP) : NULL;
+        json_decref(in);
+        json_decref(out);
+        if (in_text)
+            ca[content.n_attrs++] = (struct cm_otel_attr){"gen_ai.input.messages", in_text, 0};
+        if (out_text)
+            ca[content.n_attrs++] = (struct cm_otel_attr){"gen_ai.output.messages", out_text, 0};
+        content.time_ns = sp.end_ns;
+        sp.events = &content;
+        sp.n_events = 1;
+    }
     cm_otel_record(inv->svc->otel, &sp);
+    free(in_text);
+    free(out_text);
 }
 
 static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_model_error *err)
@@ -263,7 +292,7 @@ static void on_model_done(void *ud, int rc, struct aw_turn *turn, struct aw_mode
 
     inv->model = NULL;
     inv->model_ms += cm_now_ms() - inv->model_t0;
-    chat_span(inv, rc, turn, err);
+    chat_span(inv, inv->agent.history, rc, turn, err);
     cm_metrics_observe(inv->svc->metrics, inv->svc->m_model, NULL,
                        (double)(cm_now_ms() - inv->model_t0) / 1000.0);
     if (rc == CM_EUPSTREAM && err && aw_history_is_overflow(err->message) && !inv->cancelled &&
@@ -1039,7 +1068,7 @@ static void on_summary(void *ud, int rc, struct aw_turn *turn, struct aw_model_e
 
     inv->model = NULL;
     inv->model_ms += cm_now_ms() - inv->model_t0;
-    chat_span(inv, rc, turn, err);
+    chat_span(inv, NULL, rc, turn, err);
     if (rc == 0) {
         json_array_foreach(json_object_get(turn->message, "content"), i, block)
         {
@@ -1224,9 +1253,12 @@ static void invoke_span(struct invocation *inv, int rc, const struct aw_model_er
                               inv->start_ns,
                               cm_otel_now_ns(),
                               rc != 0 && rc != CM_ECANCELED,
-                              rc && err ? err->type : cm_strerror(rc),
+                              rc && err ? err->message : cm_strerror(rc),
                               a,
-                              sizeof(a) / sizeof(a[0])};
+                              sizeof(a) / sizeof(a[0]),
+                              NULL,
+                              0,
+                              rc && err ? err->type : NULL};
 
     cm_otel_record(inv->svc->otel, &sp);
 }

@@ -44,6 +44,7 @@ struct aw_service {
      * chat per model call. */
     struct cm_otel *otel;
     const char *model_id; /* gen_ai.request.model */
+    int capture_content;  /* chat spans carry the messages (opt-in) */
     /* Counters and histograms (NULL: none), families declared by
      * aw_service_metrics(). */
     struct cm_metrics *metrics;

@@ -91,6 +91,7 @@ enum {
     C_AUTH_CERT,
     C_AUTH_KEY,
     C_METRICS,
+    C_CAPTURE_CONTENT,
     C_OTEL,
     C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
     C_LOG_LEVEL,
@@ -263,6 +264,11 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
     [C_METRICS] = CM_CFG_METRICS_LISTEN,
+    [C_CAPTURE_CONTENT] = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", NULL, CM_CFG_BOOL,
+                           "false", 0, 1,
+                           "true: chat spans carry the messages sent and received (an event "
+                           "gen_ai.client.inference.operation.details, 64 KiB per side at most)",
+                           0},
     CM_CFG_OTEL(C_OTEL),
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
@@ -640,6 +646,7 @@ int main(int argc, char **argv)
     aw_tools_set_otel(svc.tools, svc.otel);
     rc = 1;
     svc.model_id = cfg[C_MODEL_ID].s;
+    svc.capture_content = (int)cfg[C_CAPTURE_CONTENT].i;
     if (metrics) {
         if (aw_service_metrics(&svc, metrics)) {
             cm_error("out of memory at start-up");

@@ -438,16 +438,49 @@ void cm_otel_sample(const struct cm_otel *o, struct cm_trace *t)
 
 /* ---- recording ---- */
 
-/* Packs |s| into a malloc'd queue entry. */
+/* protobuf-c views of |n| attributes (at most |cap|), pointing into |a|. */
+static size_t view_attrs(const struct cm_otel_attr *a, size_t n, size_t cap,
+                         Agentcore__Otlp__V1__KeyValue *kv, Agentcore__Otlp__V1__AnyValue *val,
+                         Agentcore__Otlp__V1__KeyValue **kvp)
+{
+    size_t i;
+
+    for (i = 0; i < n && i < cap; i++) {
+        agentcore__otlp__v1__key_value__init(&kv[i]);
+        agentcore__otlp__v1__any_value__init(&val[i]);
+        kv[i].key = (char *)a[i].key;
+        if (a[i].s) {
+            val[i].value_case = AGENTCORE__OTLP__V1__ANY_VALUE__VALUE_STRING_VALUE;
+            val[i].string_value = (char *)a[i].s;
+        } else {
+            val[i].value_case = AGENTCORE__OTLP__V1__ANY_VALUE__VALUE_INT_VALUE;
+            val[i].int_value = a[i].i;
+        }
+        kv[i].value = &val[i];
+        kvp[i] = &kv[i];
+    }
+    return i;
+}
+
+#define EV_ATTRS 16
+
+/* Packs |s| into a malloc'd queue entry. Everything lives on the stack
+ * until it is packed: recording allocates once. */
 static struct queued *pack_span(const struct cm_otel_span *s)
 {
     Agentcore__Otlp__V1__Span sp = AGENTCORE__OTLP__V1__SPAN__INIT;
     Agentcore__Otlp__V1__Status st = AGENTCORE__OTLP__V1__STATUS__INIT;
     Agentcore__Otlp__V1__KeyValue kv[32], *kvp[32];
     Agentcore__Otlp__V1__AnyValue val[32];
+    Agentcore__Otlp__V1__Span__Event ev[CM_OTEL_MAX_EVENTS + 1], *evp[CM_OTEL_MAX_EVENTS + 1];
+    Agentcore__Otlp__V1__KeyValue ekv[CM_OTEL_MAX_EVENTS + 1][EV_ATTRS];
+    Agentcore__Otlp__V1__KeyValue *ekvp[CM_OTEL_MAX_EVENTS + 1][EV_ATTRS];
+    Agentcore__Otlp__V1__AnyValue eval[CM_OTEL_MAX_EVENTS + 1][EV_ATTRS];
+    struct cm_otel_attr exc[2];
+    struct cm_otel_event exception;
     static const uint8_t zero[8];
     struct queued *q;
-    size_t i, n, len;
+    size_t n, len;
 
     sp.trace_id.data = (uint8_t *)s->trace->trace_id;
     sp.trace_id.len = 16;
@@ -462,23 +495,34 @@ static struct queued *pack_span(const struct cm_otel_span *s)
     sp.start_time_unix_nano = s->start_ns;
     sp.end_time_unix_nano = s->end_ns > s->start_ns ? s->end_ns : s->start_ns;
     sp.flags = s->trace->flags;
-    for (i = n = 0; i < s->n_attrs && n < 32; i++) {
-        agentcore__otlp__v1__key_value__init(&kv[n]);
-        agentcore__otlp__v1__any_value__init(&val[n]);
-        kv[n].key = (char *)s->attrs[i].key;
-        if (s->attrs[i].s) {
-            val[n].value_case = AGENTCORE__OTLP__V1__ANY_VALUE__VALUE_STRING_VALUE;
-            val[n].string_value = (char *)s->attrs[i].s;
-        } else {
-            val[n].value_case = AGENTCORE__OTLP__V1__ANY_VALUE__VALUE_INT_VALUE;
-            val[n].int_value = s->attrs[i].i;
-        }
-        kv[n].value = &val[n];
-        kvp[n] = &kv[n];
+    sp.n_attributes = view_attrs(s->attrs, s->n_attrs, 32, kv, val, kvp);
+    sp.attributes = kvp;
+    for (n = 0; n < s->n_events && n < CM_OTEL_MAX_EVENTS; n++) {
+        const struct cm_otel_event *e = &s->events[n];
+
+        agentcore__otlp__v1__span__event__init(&ev[n]);
+        ev[n].name = (char *)e->name;
+        ev[n].time_unix_nano = e->time_ns;
+        ev[n].n_attributes = view_attrs(e->attrs, e->n_attrs, EV_ATTRS, ekv[n], eval[n], ekvp[n]);
+        ev[n].attributes = ekvp[n];
+        evp[n] = &ev[n];
+    }
+    if (s->error) {
+        const char *msg = s->message ? s->message : "";
+
+        exc[0] = (struct cm_otel_attr){"exception.type", s->error_type ? s->error_type : msg, 0};
+        exc[1] = (struct cm_otel_attr){"exception.message", msg, 0};
+        exception = (struct cm_otel_event){"exception", sp.end_time_unix_nano, exc, 2};
+        agentcore__otlp__v1__span__event__init(&ev[n]);
+        ev[n].name = (char *)exception.name;
+        ev[n].time_unix_nano = exception.time_ns;
+        ev[n].n_attributes = view_attrs(exc, 2, EV_ATTRS, ekv[n], eval[n], ekvp[n]);
+        ev[n].attributes = ekvp[n];
+        evp[n] = &ev[n];
         n++;
     }
-    sp.n_attributes = n;
-    sp.attributes = kvp;
+    sp.n_events = n;
+    sp.events = evp;
     st.code = s->error ? AGENTCORE__OTLP__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR
                        : AGENTCORE__OTLP__V1__STATUS__STATUS_CODE__STATUS_CODE_UNSET;
     st.message = (char *)(s->error && s->message ? s->message : "");

@@ -171,6 +171,15 @@ struct cm_otel_attr {
     long long i;
 };
 
+/* A span event (at most CM_OTEL_MAX_EVENTS per span, 16 attributes each). */
+struct cm_otel_event {
+    const char *name;
+    uint64_t time_ns;
+    const struct cm_otel_attr *attrs;
+    size_t n_attrs;
+};
+#define CM_OTEL_MAX_EVENTS 8
+
 struct cm_otel_span {
     const char *name;
     enum cm_otel_kind kind;
@@ -178,8 +187,14 @@ struct cm_otel_span {
     uint64_t start_ns, end_ns;    /* unix time in ns */
     int error;                    /* 1: status ERROR with |message| */
     const char *message;
-    const struct cm_otel_attr *attrs;
+    const struct cm_otel_attr *attrs; /* at most 32 */
     size_t n_attrs;
+    const struct cm_otel_event *events;
+    size_t n_events;
+    /* With |error|: the "exception" event the conventions name is added at
+     * |end_ns|, exception.type = |error_type| (NULL: |message|) and
+     * exception.message = |message|. */
+    const char *error_type;
 };
 
 struct cm_otel;

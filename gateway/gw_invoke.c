@@ -404,7 +404,12 @@ static void call_span(struct gw_call *call, const struct cm_rpc_status *st)
                               st && st->code != CM_RPC_OK && !atomic_load(&call->client_left),
                               st ? (st->details[0] ? st->details : cm_rpc_code_name(st->code)) : "",
                               a,
-                              sizeof(a) / sizeof(a[0])};
+                              sizeof(a) / sizeof(a[0]),
+                              NULL,
+                              0,
+                              st && st->error_type[0] ? st->error_type
+                              : st                    ? cm_rpc_code_name(st->code)
+                                                      : NULL};
 
     if (call->trace_id[0])
         cm_otel_record(call->gi->cfg.otel, &sp);

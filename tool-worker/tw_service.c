@@ -149,7 +149,10 @@ static void exec_done(void *ud, const struct tw_result *res)
                                   res->is_error && !res->cancelled,
                                   "the tool failed",
                                   a,
-                                  sizeof(a) / sizeof(a[0])};
+                                  sizeof(a) / sizeof(a[0]),
+                                  NULL,
+                                  0,
+                                  "ToolError"};
 
         snprintf(name, sizeof(name), "execute_tool %s", e->req->name);
         /* Signed export: the agent-worker holds the credentials, so the

@@ -30,6 +30,7 @@
 
 #define KEYS "AWS_ACCESS_KEY_ID=" TH_EMU_AKID, "AWS_SECRET_ACCESS_KEY=" TH_EMU_SECRET
 #define SESSION "otel-session-000000000000000000000000001"
+#define FAIL_SESSION "otel-session-000000000000000000000000002"
 #define MAX_SPANS 64
 
 static struct th_proc emu, tool, recv_;
@@ -57,8 +58,11 @@ static int setup(void **state)
                       (const char *[]){"TOOL_WORKER_LISTEN=127.0.0.1:0", OTEL_ENV, NULL},
                       TH_READY_MS))
         return -1;
-    return th_stack_start_gw(&s, "otel", &emu, &tool, (const char *[]){KEYS, OTEL_ENV, NULL},
-                             (const char *[]){OTEL_ENV, NULL});
+    return th_stack_start_gw(
+        &s, "otel", &emu, &tool,
+        (const char *[]){KEYS, OTEL_ENV, "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true",
+                         NULL},
+        (const char *[]){OTEL_ENV, NULL});
 }
 
 static int teardown(void **state)
@@ -70,8 +74,9 @@ static int teardown(void **state)
 /* ---- protoc's text form, read back ---- */
 
 struct span {
-    char service[1024], name[128], trace[160], id[64], parent[64];
-    char attrs[2048]; /* "key=value;" */
+    char service[8192], name[128], trace[160], id[64], parent[64];
+    char attrs[8192]; /* "key=value;", its events' attributes included */
+    char events[512]; /* "name;" per event */
 };
 
 /* "  key: \"value\"" -> value (escapes kept as protoc wrote them). */
@@ -89,8 +94,8 @@ static void value_of(const char *line, char *out, size_t cap)
 
 static int decode_all(const char *from, struct span *spans)
 {
-    char cmd[2000], line[4096], key[256] = "", val[1024], service[1024] = "";
-    int n = 0, k, in_resource = 0;
+    char cmd[2000], line[16384], key[256] = "", val[8192], service[8192] = "";
+    int n = 0, k, in_resource = 0, depth = 0, event_depth = -1;
     long i;
     FILE *p;
 
@@ -114,6 +119,16 @@ static int decode_all(const char *from, struct span *spans)
             line[strcspn(line, "\n")] = '\0';
             while (*t == ' ')
                 t++;
+            if (!strcmp(t, "}")) {
+                if (--depth == event_depth)
+                    event_depth = -1;
+                continue;
+            }
+            if (t[0] && t[strlen(t) - 1] == '{') {
+                if (!strcmp(t, "events {"))
+                    event_depth = depth;
+                depth++;
+            }
             if (!strcmp(t, "resource {"))
                 in_resource = 1;
             else if (!strcmp(t, "scope_spans {"))
@@ -145,7 +160,12 @@ static int decode_all(const char *from, struct span *spans)
                     value_of(t, sp->id, sizeof(sp->id));
                 else if (!strncmp(t, "parent_span_id: ", 16))
                     value_of(t, sp->parent, sizeof(sp->parent));
-                else if (!strncmp(t, "name: ", 6) && !sp->name[0])
+                else if (!strncmp(t, "name: ", 6) && event_depth >= 0) {
+                    size_t len = strlen(sp->events);
+
+                    value_of(t, val, sizeof(val));
+                    snprintf(sp->events + len, sizeof(sp->events) - len, "%s;", val);
+                } else if (!strncmp(t, "name: ", 6) && !sp->name[0])
                     value_of(t, sp->name, sizeof(sp->name));
             }
         }
@@ -177,7 +197,7 @@ static void test_one_trace_across_the_three_processes(void **state)
     const char *body = "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"6*7\\\"}]]\"}";
     const struct span *gw, *agent, *chat, *tl;
     struct th_resp r;
-    int n, i, chats = 0;
+    int n, i, k, chats = 0;
 
     (void)state;
     snprintf(url, sizeof(url), "%s/invocations", s.url);
@@ -211,9 +231,20 @@ static void test_one_trace_across_the_three_processes(void **state)
             assert_non_null(strstr(chat->attrs, "gen_ai.provider.name=aws.bedrock;"));
             assert_non_null(strstr(chat->attrs, "gen_ai.request.model="));
             assert_null(strstr(chat->attrs, "gen_ai.usage.input_tokens=0;"));
+            /* content capture is on: what was sent and received, as the
+             * conventions shape it */
+            assert_string_equal(chat->events, "gen_ai.client.inference.operation.details;");
+            assert_non_null(strstr(chat->attrs, "gen_ai.input.messages="));
+            assert_non_null(strstr(chat->attrs, "gen_ai.output.messages="));
+            assert_non_null(strstr(chat->attrs, "\\\"finish_reason\\\":\\\""));
         }
     }
     assert_int_equal(chats, 2); /* the toolUse turn and the answer */
+    /* the first answer asked for the tool, the second saw its result */
+    for (i = 0, k = 0; i < n; i++)
+        k += strstr(spans[i].attrs, "tool_call_response") != NULL;
+    assert_int_equal(k, 1);
+    assert_string_equal(tl->events, "");
     /* the links: caller -> gateway -> agent-worker -> tool-worker */
     assert_string_not_equal(gw->parent, "");
     assert_string_equal(agent->parent, gw->id);
@@ -232,6 +263,60 @@ static void test_one_trace_across_the_three_processes(void **state)
     assert_non_null(strstr(requests, "content-type=application/x-protobuf"));
     assert_non_null(strstr(requests, "x-test-header=hello world"));
     free(requests);
+}
+
+/* Lines in the receiver's requests.log: the exports it took so far. */
+static int exports_so_far(const char *log)
+{
+    char *text = th_read_file(log, NULL), *p;
+    int n = 0;
+
+    for (p = text; p && (p = strstr(p, "POST /v1/traces")); p++)
+        n++;
+    free(text);
+    return n;
+}
+
+/* A model call that fails: its chat span and the invocation's are ERROR,
+ * each with the "exception" event the conventions name. */
+static void test_a_failure_is_an_exception_event(void **state)
+{
+    static struct span spans[MAX_SPANS];
+    const char *hdrs[] = {"X-Amzn-Bedrock-AgentCore-Runtime-Session-Id: " FAIL_SESSION, NULL};
+    const char *body = "{\"prompt\":\"[[fail:400]]\"}";
+    const struct span *agent = NULL, *chat = NULL;
+    char url[96], log[800];
+    struct th_resp r;
+    int n = 0, i, round;
+
+    (void)state;
+    snprintf(url, sizeof(url), "%s/invocations", s.url);
+    assert_int_equal(th_http("POST", url, hdrs, body, strlen(body), &r), 0);
+    assert_int_equal(r.status, 502); /* Model invocation failed */
+    th_resp_free(&r);
+    snprintf(log, sizeof(log), "%s/requests.log", dir);
+    /* wait for the agent-worker's spans of this invocation (a later export) */
+    for (round = 0; round < 10 && !chat; round++) {
+        n = decode_all(dir, spans);
+        for (i = 0; i < n; i++)
+            if (!strcmp(spans[i].name, "invoke_agent") &&
+                !strcmp(spans[i].service, "agentcore-agent-worker") &&
+                strstr(spans[i].attrs, "session.id=" FAIL_SESSION ";"))
+                agent = &spans[i];
+        for (i = 0; agent && i < n; i++)
+            if (!strncmp(spans[i].name, "chat ", 5) && !strcmp(spans[i].parent, agent->id))
+                chat = &spans[i];
+        if (!chat) /* the next export */
+            th_wait_log_count(log, "POST /v1/traces", exports_so_far(log) + 1, 5000);
+    }
+    assert_non_null(agent);
+    assert_non_null(chat);
+    assert_non_null(strstr(chat->events, "exception;"));
+    assert_non_null(strstr(chat->attrs, "exception.type=ValidationException;"));
+    assert_non_null(strstr(chat->attrs, "exception.message=injected: the request is invalid;"));
+    assert_non_null(strstr(chat->attrs, "error.type=ValidationException;"));
+    assert_string_equal(agent->events, "exception;");
+    assert_non_null(strstr(agent->attrs, "exception.type=ValidationException;"));
 }
 
 /* The collector is down: invocations answer as before; the exporter's WARN
@@ -377,6 +462,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_trace_across_the_three_processes),
+        cmocka_unit_test(test_a_failure_is_an_exception_event),
         cmocka_unit_test(test_a_collector_that_is_down_slows_nothing),
     };
     const struct CMUnitTest signed_tests[] = {

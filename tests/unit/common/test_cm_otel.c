@@ -146,7 +146,8 @@ static void test_pack_and_forward(void **state)
 {
     struct cm_cfg_value v[CM_OTEL_CFG_COUNT];
     struct cm_otel_attr a[] = {{"gen_ai.tool.name", "shell", 0}};
-    struct cm_otel_span sp = {"execute_tool shell", CM_OTEL_SERVER, NULL, 1, 2, 0, NULL, a, 1};
+    struct cm_otel_span sp = {
+        "execute_tool shell", CM_OTEL_SERVER, NULL, 1, 2, 0, NULL, a, 1, NULL, 0, NULL};
     static const uint8_t junk[] = {0x0a, 0x05, 0x01};
     struct cm_otel *tool, *agent;
     struct cm_otel_stats st;
@@ -247,7 +248,7 @@ static void test_queue_is_bounded(void **state)
 {
     struct cm_cfg_value v[CM_OTEL_CFG_COUNT];
     struct cm_otel_attr a[] = {{"k", "v", 0}, {"n", NULL, 7}};
-    struct cm_otel_span sp = {"s", CM_OTEL_INTERNAL, NULL, 1, 2, 0, NULL, a, 2};
+    struct cm_otel_span sp = {"s", CM_OTEL_INTERNAL, NULL, 1, 2, 0, NULL, a, 2, NULL, 0, NULL};
     struct cm_otel_stats st;
     struct cm_trace t;
     char err[256];
