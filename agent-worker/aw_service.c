@@ -1518,17 +1518,21 @@ static void export_spans(struct cm_rpc_ctx *ctx, const ProtobufCMessage *msg, vo
     Agentcore__V1__ExportSpansResponse resp = AGENTCORE__V1__EXPORT_SPANS_RESPONSE__INIT;
     struct aw_service *svc = ud;
 
-    switch (cm_otel_forward(svc->otel, req->request.data, req->request.len)) {
+    int signal = req->metrics.len ? CM_OTEL_METRICS : CM_OTEL_TRACES;
+    const ProtobufCBinaryData *b = req->metrics.len ? &req->metrics : &req->request;
+
+    switch (cm_otel_forward(svc->otel, signal, b->data, b->len)) {
     case 0:
         cm_rpc_ctx_reply(ctx, &resp.base);
         break;
     case CM_ENOENT:
-        cm_rpc_ctx_fail(ctx, CM_RPC_FAILED_PRECONDITION, "TracingOff",
-                        "tracing is off in this agent-worker");
+        cm_rpc_ctx_fail(ctx, CM_RPC_FAILED_PRECONDITION, "TelemetryOff",
+                        "this agent-worker exports no %s", signal ? "metrics" : "spans");
         break;
     case CM_EINVAL:
-        cm_rpc_ctx_fail(ctx, CM_RPC_INVALID_ARGUMENT, "BadSpans",
-                        "request is not an OTLP ExportTraceServiceRequest with spans");
+        cm_rpc_ctx_fail(ctx, CM_RPC_INVALID_ARGUMENT, "BadTelemetry",
+                        "request is not an OTLP export request with %s",
+                        signal ? "metrics" : "spans");
         break;
     default:
         cm_rpc_ctx_fail(ctx, CM_RPC_RESOURCE_EXHAUSTED, "SpanQueueFull",

@@ -578,9 +578,13 @@ static void on_executed(void *ud, const struct cm_rpc_status *st, ProtobufCMessa
         const Agentcore__V1__ExecuteResponse *resp = (const void *)msg;
 
         r->up = 1;
-        if (resp->spans.len &&
-            cm_otel_forward(x->t->otel, resp->spans.data, resp->spans.len) == CM_EINVAL)
+        if (resp->spans.len && cm_otel_forward(x->t->otel, CM_OTEL_TRACES, resp->spans.data,
+                                               resp->spans.len) == CM_EINVAL)
             cm_warn("tool '%s': the tool-worker's spans are not an OTLP export request; dropped",
+                    x->name);
+        if (resp->metrics.len && cm_otel_forward(x->t->otel, CM_OTEL_METRICS, resp->metrics.data,
+                                                 resp->metrics.len) == CM_EINVAL)
+            cm_warn("tool '%s': the tool-worker's metrics are not an OTLP export request; dropped",
                     x->name);
         out.text = strdup(resp->content);
         out.is_error = resp->status != AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;

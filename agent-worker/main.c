@@ -731,9 +731,10 @@ out:
     aw_tools_free(svc.tools);
     aw_sessions_free(svc.sessions);
     aw_idem_free(svc.answers);
-    cm_metrics_free(metrics); /* its server reads the status hub and the exporter */
+    cm_otel_stop(svc.otel, 2000); /* every span is recorded: the invocations have ended */
+    cm_metrics_free(metrics);     /* its server reads the status hub and the exporter */
     cm_status_free(svc.status);
-    cm_otel_free(svc.otel, 2000); /* every span is recorded: the invocations have ended */
+    cm_otel_free(svc.otel, 0);
     if (warming)
         pthread_join(warm, NULL); /* it uses |creds|: bounded by the sources' timeouts */
     aw_creds_free(creds);

@@ -397,7 +397,7 @@ int cm_main_observe(const struct cm_cfg_value *otel_values, const char *metrics_
         cm_error("invalid configuration: %s", err);
         return 2;
     }
-    if (!metrics_listen)
+    if (!metrics_listen && !cm_otel_metrics_on(*otel))
         return 0; /* counters cost nothing when nobody can look */
     if (!(*metrics = cm_metrics_new())) {
         cm_error("out of memory at start-up");
@@ -406,9 +406,11 @@ int cm_main_observe(const struct cm_cfg_value *otel_values, const char *metrics_
     cm_metrics_gauge_fn(*metrics, "agentcore_spans_lost",
                         "Spans dropped (queue full, or the collector refused them)", cm_otel_lost,
                         *otel);
-    if (cm_metrics_serve(*metrics, metrics_listen, err, sizeof(err)) < 0) {
+    if (metrics_listen && cm_metrics_serve(*metrics, metrics_listen, err, sizeof(err)) < 0) {
         cm_error("invalid configuration: %s", err);
         return 2;
     }
+    if (cm_otel_metrics_on(*otel))
+        cm_otel_set_metrics(*otel, cm_metrics_otlp, *metrics);
     return 0;
 }

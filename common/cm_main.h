@@ -68,13 +68,16 @@ int cm_main_wait_signal(void);
 
 struct cm_otel;
 struct cm_metrics;
-/* Tracing and metrics from the configuration: the span exporter (NULL when
- * tracing is off) from |otel_values| (the CM_CFG_OTEL block) with |hooks|
- * (NULL: none; see cm_otel_new), and, when
- * |metrics_listen| is set, the registry with its /metrics endpoint serving
- * and the spans-lost gauge; the caller adds its own families. 0, or the exit
- * code (2 a bad setting, 1 out of memory) after logging why; what was made
- * is in |*otel| / |*metrics| either way. */
+/* Tracing and metrics from the configuration: the exporter (NULL when
+ * neither spans nor OTLP metrics leave) from |otel_values| (the CM_CFG_OTEL
+ * block) with |hooks| (NULL: none; see cm_otel_new), and, when OTLP metrics
+ * are on or |metrics_listen| is set, the registry with the spans-lost gauge
+ * (its /metrics endpoint serving when |metrics_listen| is set; the exporter
+ * sending its series when OTLP metrics are on); the caller adds its own
+ * families. 0, or the exit code (2 a bad setting, 1 out of memory) after
+ * logging why; what was made is in |*otel| / |*metrics| either way.
+ * At the end: cm_otel_stop (it reads the registry), cm_metrics_free (its
+ * endpoint reads the exporter), cm_otel_free. */
 struct cm_otel_hooks;
 int cm_main_observe(const struct cm_cfg_value *otel_values, const char *metrics_listen,
                     const char *process, const struct cm_otel_hooks *hooks, struct cm_otel **otel,

@@ -3,6 +3,8 @@
 #include "cm_err.h"
 #include "cm_util.h"
 
+#include "otlp_metrics.pb-c.h"
+
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <microhttpd.h>
@@ -44,10 +46,11 @@ static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
 struct cm_series {
-    char labels[512];             /* rendered: a="x",b="y" */
-    atomic_int_least64_t value;   /* counter / gauge */
-    atomic_uint_least64_t count;  /* histogram */
-    atomic_uint_least64_t sum_us; /* histogram, microseconds */
+    char labels[512];                        /* rendered: a="x",b="y" */
+    char values[CM_METRICS_MAX_LABELS][128]; /* the same, raw (OTLP attributes) */
+    atomic_int_least64_t value;              /* counter / gauge */
+    atomic_uint_least64_t count;             /* histogram */
+    atomic_uint_least64_t sum_us;            /* histogram, microseconds */
     atomic_uint_least64_t bucket[NBUCKETS];
 };
 
@@ -194,8 +197,9 @@ struct cm_series *cm_metrics_series(struct cm_metrics *m, int fi, const char *co
             s = f->series[i];
     if (!s && f->nseries >= CM_METRICS_MAX_SERIES - 1) {
         /* The last place is for everything past the cap. */
-        const char *other[CM_METRICS_MAX_LABELS] = {"other", "other", "other"};
+        static const char *const other[CM_METRICS_MAX_LABELS] = {"other", "other", "other"};
 
+        values = other;
         render_labels(f, other, labels, sizeof(labels));
     }
     for (i = 0; i < f->nseries && !s; i++)
@@ -203,6 +207,8 @@ struct cm_series *cm_metrics_series(struct cm_metrics *m, int fi, const char *co
             s = f->series[i];
     if (!s && f->nseries < CM_METRICS_MAX_SERIES && (s = calloc(1, sizeof(*s)))) {
         cm_strlcpy(s->labels, labels, sizeof(s->labels));
+        for (i = 0; i < f->nlabels; i++)
+            cm_strlcpy(s->values[i], values && values[i] ? values[i] : "", sizeof(s->values[i]));
         f->series[f->nseries++] = s;
     }
     pthread_mutex_unlock(&f->lock);
@@ -352,6 +358,150 @@ int cm_metrics_render(struct cm_metrics *m, struct cm_buf *out)
         rc = cm_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", m->fns[f].name,
                            m->fns[f].help, m->fns[f].name, m->fns[f].name,
                            (long long)m->fns[f].fn(m->fns[f].ud));
+    return rc;
+}
+
+/* ---- OTLP ---- */
+
+/* Appends one Metric as field 2 of a ScopeMetrics: its key, length, bytes. */
+static int put_metric(struct cm_buf *out, const Agentcore__Otlp__V1__Metric *mt)
+{
+    size_t len = agentcore__otlp__v1__metric__get_packed_size(mt);
+    uint8_t head[11], *p;
+    size_t n = 0;
+    uint64_t v = len;
+
+    head[n++] = 2 << 3 | 2;
+    do {
+        head[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    if (cm_buf_add(out, head, n) || !(p = malloc(len ? len : 1)))
+        return CM_ENOMEM;
+    agentcore__otlp__v1__metric__pack(mt, p);
+    n = (size_t)cm_buf_add(out, p, len);
+    free(p);
+    return n ? CM_ENOMEM : 0;
+}
+
+int cm_metrics_otlp(void *mp, uint64_t start_ns, uint64_t now_ns, struct cm_buf *out)
+{
+    struct cm_metrics *m = mp;
+    Agentcore__Otlp__V1__KeyValue kv[CM_METRICS_MAX_SERIES][CM_METRICS_MAX_LABELS];
+    Agentcore__Otlp__V1__KeyValue *kvp[CM_METRICS_MAX_SERIES][CM_METRICS_MAX_LABELS];
+    Agentcore__Otlp__V1__AnyValue av[CM_METRICS_MAX_SERIES][CM_METRICS_MAX_LABELS];
+    Agentcore__Otlp__V1__NumberDataPoint np[CM_METRICS_MAX_SERIES], *npp[CM_METRICS_MAX_SERIES];
+    Agentcore__Otlp__V1__HistogramDataPoint hp[CM_METRICS_MAX_SERIES], *hpp[CM_METRICS_MAX_SERIES];
+    uint64_t counts[CM_METRICS_MAX_SERIES][NBUCKETS + 1];
+    int f, i, j, nfam, nfns, rc = 0;
+
+    if (!m)
+        return 0;
+    pthread_mutex_lock(&m->lock);
+    nfam = m->nfam;
+    nfns = m->nfns;
+    pthread_mutex_unlock(&m->lock);
+    for (f = 0; f < nfam && !rc; f++) {
+        struct family *fa = &m->fam[f];
+        Agentcore__Otlp__V1__Metric mt = AGENTCORE__OTLP__V1__METRIC__INIT;
+        Agentcore__Otlp__V1__Sum sum = AGENTCORE__OTLP__V1__SUM__INIT;
+        Agentcore__Otlp__V1__Gauge gauge = AGENTCORE__OTLP__V1__GAUGE__INIT;
+        Agentcore__Otlp__V1__Histogram hist = AGENTCORE__OTLP__V1__HISTOGRAM__INIT;
+        int n;
+
+        pthread_mutex_lock(&fa->lock);
+        n = fa->nseries;
+        pthread_mutex_unlock(&fa->lock);
+        if (!n)
+            continue; /* nothing happened yet: no point to send */
+        for (i = 0; i < n; i++) {
+            struct cm_series *s = fa->series[i]; /* never moved or freed before the end */
+
+            for (j = 0; j < fa->nlabels; j++) {
+                agentcore__otlp__v1__key_value__init(&kv[i][j]);
+                agentcore__otlp__v1__any_value__init(&av[i][j]);
+                av[i][j].value_case = AGENTCORE__OTLP__V1__ANY_VALUE__VALUE_STRING_VALUE;
+                av[i][j].string_value = s->values[j];
+                kv[i][j].key = (char *)fa->labels[j];
+                kv[i][j].value = &av[i][j];
+                kvp[i][j] = &kv[i][j];
+            }
+            if (fa->type == CM_HISTOGRAM) {
+                uint64_t total = atomic_load(&s->count), in_buckets = 0;
+                size_t b;
+
+                agentcore__otlp__v1__histogram_data_point__init(&hp[i]);
+                hp[i].n_attributes = (size_t)fa->nlabels;
+                hp[i].attributes = kvp[i];
+                hp[i].start_time_unix_nano = start_ns;
+                hp[i].time_unix_nano = now_ns;
+                for (b = 0; b < NBUCKETS; b++)
+                    in_buckets += counts[i][b] = atomic_load(&s->bucket[b]);
+                /* the count is read first: an observation racing this read
+                 * lands in +Inf rather than making the buckets outgrow it */
+                counts[i][NBUCKETS] = total > in_buckets ? total - in_buckets : 0;
+                hp[i].count = in_buckets + counts[i][NBUCKETS];
+                hp[i].sum = (double)atomic_load(&s->sum_us) / 1e6;
+                hp[i].n_bucket_counts = NBUCKETS + 1;
+                hp[i].bucket_counts = counts[i];
+                hp[i].n_explicit_bounds = NBUCKETS;
+                hp[i].explicit_bounds = (double *)buckets;
+                hpp[i] = &hp[i];
+            } else {
+                agentcore__otlp__v1__number_data_point__init(&np[i]);
+                np[i].n_attributes = (size_t)fa->nlabels;
+                np[i].attributes = kvp[i];
+                np[i].start_time_unix_nano = start_ns;
+                np[i].time_unix_nano = now_ns;
+                np[i].value_case = AGENTCORE__OTLP__V1__NUMBER_DATA_POINT__VALUE_AS_INT;
+                np[i].as_int = (int64_t)atomic_load(&s->value);
+                npp[i] = &np[i];
+            }
+        }
+        mt.name = fa->name;
+        mt.description = fa->help;
+        if (fa->type == CM_HISTOGRAM) {
+            mt.unit = "s";
+            mt.data_case = AGENTCORE__OTLP__V1__METRIC__DATA_HISTOGRAM;
+            hist.n_data_points = (size_t)n;
+            hist.data_points = hpp;
+            hist.aggregation_temporality =
+                AGENTCORE__OTLP__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
+            mt.histogram = &hist;
+        } else if (fa->type == CM_COUNTER) {
+            mt.data_case = AGENTCORE__OTLP__V1__METRIC__DATA_SUM;
+            sum.n_data_points = (size_t)n;
+            sum.data_points = npp;
+            sum.aggregation_temporality =
+                AGENTCORE__OTLP__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
+            sum.is_monotonic = 1;
+            mt.sum = &sum;
+        } else {
+            mt.data_case = AGENTCORE__OTLP__V1__METRIC__DATA_GAUGE;
+            gauge.n_data_points = (size_t)n;
+            gauge.data_points = npp;
+            mt.gauge = &gauge;
+        }
+        rc = put_metric(out, &mt);
+    }
+    for (f = 0; f < nfns && !rc; f++) {
+        Agentcore__Otlp__V1__Metric mt = AGENTCORE__OTLP__V1__METRIC__INIT;
+        Agentcore__Otlp__V1__Gauge gauge = AGENTCORE__OTLP__V1__GAUGE__INIT;
+
+        agentcore__otlp__v1__number_data_point__init(&np[0]);
+        np[0].start_time_unix_nano = start_ns;
+        np[0].time_unix_nano = now_ns;
+        np[0].value_case = AGENTCORE__OTLP__V1__NUMBER_DATA_POINT__VALUE_AS_INT;
+        np[0].as_int = m->fns[f].fn(m->fns[f].ud);
+        npp[0] = &np[0];
+        gauge.n_data_points = 1;
+        gauge.data_points = npp;
+        mt.name = m->fns[f].name;
+        mt.description = m->fns[f].help;
+        mt.data_case = AGENTCORE__OTLP__V1__METRIC__DATA_GAUGE;
+        mt.gauge = &gauge;
+        rc = put_metric(out, &mt);
+    }
     return rc;
 }
 

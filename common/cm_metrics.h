@@ -66,6 +66,13 @@ int cm_metrics_gauge_fn(struct cm_metrics *m, const char *name, const char *help
  * 0 or a cm_buf error. */
 int cm_metrics_render(struct cm_metrics *m, struct cm_buf *out);
 
+/* Every family with a series, and every gauge function, as OTLP Metric
+ * messages (cumulative sums, gauges, explicit-bucket histograms in seconds)
+ * appended to |out| as the metrics field (2) of a ScopeMetrics: the caller
+ * writes the scope before them. |m| is a struct cm_metrics * (NULL: nothing).
+ * 0 or a cm_buf error. */
+int cm_metrics_otlp(void *m, uint64_t start_ns, uint64_t now_ns, struct cm_buf *out);
+
 /* Serves GET /metrics on |listen| ("host:port"; port 0 = any) on a thread
  * of its own. Returns the port, or -1 with |err|. */
 int cm_metrics_serve(struct cm_metrics *m, const char *listen, char *err, size_t errlen);

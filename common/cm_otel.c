@@ -3,10 +3,12 @@
  * start) around the queued spans' bytes, so nothing is unpacked or copied
  * into protobuf-c structures a second time. */
 #include "cm_otel.h"
+#include "cm_buf.h"
 #include "cm_err.h"
 #include "cm_log.h"
 #include "cm_util.h"
 
+#include "otlp_metrics.pb-c.h"
 #include "otlp_trace.pb-c.h"
 
 #include <curl/curl.h>
@@ -23,23 +25,32 @@
 /* Bytes queued at most: forwarded requests may be large (a gRPC message). */
 #define MAX_QUEUE_BYTES (32u << 20)
 
-/* A packed Span, or (|whole|) an ExportTraceServiceRequest another process
- * packed, holding |spans| spans, exported on its own. */
+/* A packed Span, or (|whole|) an export request of |signal| (another
+ * process's, or this one's metrics), holding |spans| spans, sent on its own. */
 struct queued {
     struct queued *next;
     size_t len;
     uint64_t at_ms; /* monotonic, when queued */
-    int spans, whole;
+    int spans, whole, signal;
     uint8_t data[];
 };
 
-struct cm_otel {
-    char url[1024];
-    int sigv4;                    /* exports are signed (or relayed) */
+/* Where one signal goes. */
+struct dest {
+    char url[1024];               /* "" when this signal is not exported */
     char service[32], region[32]; /* SigV4 scope from the host ("" region: the hook's) */
+};
+
+struct cm_otel {
+    struct dest dst[2]; /* by enum cm_otel_signal */
+    int sigv4;          /* exports are signed (or relayed) */
     struct cm_otel_hooks hooks;
-    struct curl_slist *headers; /* NULL when this process never POSTs */
-    uint8_t *resource, *scope;  /* packed once */
+    int (*collect)(void *ud, uint64_t start_ns, uint64_t now_ns, struct cm_buf *out);
+    void *collect_ud;
+    int metric_interval_ms;
+    uint64_t next_metrics_ms, start_ns; /* monotonic; unix ns (the sums' start) */
+    struct curl_slist *headers;         /* NULL when this process never POSTs */
+    uint8_t *resource, *scope;          /* packed once */
     size_t resource_len, scope_len;
     int sampler;  /* enum below */
     double ratio; /* traceidratio */
@@ -49,7 +60,7 @@ struct cm_otel {
     pthread_cond_t cond;
     pthread_t thread;
     struct queued *head, *tail;
-    int queued, stopping; /* |queued| counts spans */
+    int queued, stopping, stopped; /* |queued| counts spans */
     size_t queued_bytes;
     uint64_t flush_until_ms; /* while stopping: retries end here */
     struct cm_otel_stats stats;
@@ -290,7 +301,10 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process,
                             const struct cm_otel_hooks *hooks, char *err, size_t errlen)
 {
     const char *traces = v[CM_OTEL_CFG_TRACES_ENDPOINT].s, *base = v[CM_OTEL_CFG_ENDPOINT].s;
+    const char *metrics = v[CM_OTEL_CFG_METRICS_ENDPOINT].s;
     const char *sampler = v[CM_OTEL_CFG_SAMPLER].s;
+    int traces_on = !strcmp(v[CM_OTEL_CFG_TRACES_EXPORTER].s, "otlp");
+    int metrics_on = !strcmp(v[CM_OTEL_CFG_METRICS_EXPORTER].s, "otlp");
     static const char *const samplers[] = {"always_on",
                                            "always_off",
                                            "traceidratio",
@@ -302,7 +316,20 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process,
     size_t i;
 
     err[0] = '\0';
-    if (v[CM_OTEL_CFG_SDK_DISABLED].i || !v[CM_OTEL_CFG_OBSERVABILITY].i || (!traces && !base))
+    if (!traces_on && strcmp(v[CM_OTEL_CFG_TRACES_EXPORTER].s, "none")) {
+        snprintf(err, errlen, "OTEL_TRACES_EXPORTER: '%.16s' is not otlp or none",
+                 v[CM_OTEL_CFG_TRACES_EXPORTER].s);
+        return NULL;
+    }
+    if (!metrics_on && strcmp(v[CM_OTEL_CFG_METRICS_EXPORTER].s, "none")) {
+        snprintf(err, errlen, "OTEL_METRICS_EXPORTER: '%.16s' is not otlp or none",
+                 v[CM_OTEL_CFG_METRICS_EXPORTER].s);
+        return NULL;
+    }
+    traces_on &= traces || base;
+    metrics_on &= metrics || base;
+    if (v[CM_OTEL_CFG_SDK_DISABLED].i || !v[CM_OTEL_CFG_OBSERVABILITY].i ||
+        (!traces_on && !metrics_on))
         return NULL;
     if (!(o = calloc(1, sizeof(*o)))) {
         snprintf(err, errlen, "out of memory");
@@ -310,25 +337,39 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process,
     }
     if (hooks)
         o->hooks = *hooks;
-    if (traces) {
-        cm_strlcpy(o->url, traces, sizeof(o->url));
-    } else {
-        size_t n = strlen(base);
+    for (i = 0; i < 2; i++) {
+        const char *own = i == CM_OTEL_TRACES ? traces : metrics;
+        struct dest *d = &o->dst[i];
+        int sig;
 
-        snprintf(o->url, sizeof(o->url), "%.*s/v1/traces",
-                 (int)(n && base[n - 1] == '/' ? n - 1 : n), base);
+        if (!(i == CM_OTEL_TRACES ? traces_on : metrics_on))
+            continue;
+        if (own) {
+            cm_strlcpy(d->url, own, sizeof(d->url));
+        } else {
+            size_t n = strlen(base);
+
+            snprintf(d->url, sizeof(d->url), "%.*s/v1/%s",
+                     (int)(n && base[n - 1] == '/' ? n - 1 : n), base,
+                     i == CM_OTEL_TRACES ? "traces" : "metrics");
+        }
+        if (strncmp(d->url, "http://", 7) && strncmp(d->url, "https://", 8)) {
+            snprintf(err, errlen, "OTEL_EXPORTER_OTLP_ENDPOINT: '%.200s' is not an http(s) URL",
+                     d->url);
+            goto fail;
+        }
+        sig = cm_otel_sigv4_for(d->url, v[CM_OTEL_CFG_SIGV4].s, d->service, d->region);
+        if (sig < 0) {
+            snprintf(err, errlen, "OTEL_EXPORTER_OTLP_SIGV4: '%.16s' is not auto, true or false",
+                     v[CM_OTEL_CFG_SIGV4].s);
+            goto fail;
+        }
+        if (i == CM_OTEL_METRICS && !d->region[0])
+            cm_strlcpy(d->service, "monitoring", sizeof(d->service)); /* CloudWatch's name */
+        o->sigv4 |= sig;
     }
-    if (strncmp(o->url, "http://", 7) && strncmp(o->url, "https://", 8)) {
-        snprintf(err, errlen, "OTEL_EXPORTER_OTLP_ENDPOINT: '%.200s' is not an http(s) URL",
-                 o->url);
-        goto fail;
-    }
-    o->sigv4 = cm_otel_sigv4_for(o->url, v[CM_OTEL_CFG_SIGV4].s, o->service, o->region);
-    if (o->sigv4 < 0) {
-        snprintf(err, errlen, "OTEL_EXPORTER_OTLP_SIGV4: '%.16s' is not auto, true or false",
-                 v[CM_OTEL_CFG_SIGV4].s);
-        goto fail;
-    }
+    o->metric_interval_ms = (int)v[CM_OTEL_CFG_METRIC_INTERVAL].i;
+    o->start_ns = cm_otel_now_ns();
     o->sampler = -1;
     for (i = 0; i < sizeof(samplers) / sizeof(samplers[0]); i++)
         if (!strcmp(sampler, samplers[i]))
@@ -399,7 +440,7 @@ fail:
 
 int cm_otel_sampled(const struct cm_otel *o, const struct cm_trace *t)
 {
-    return o && t && (t->flags & 1);
+    return o && o->dst[CM_OTEL_TRACES].url[0] && t && (t->flags & 1);
 }
 
 void cm_otel_sample(const struct cm_otel *o, struct cm_trace *t)
@@ -605,36 +646,67 @@ int cm_otel_pack(const struct cm_otel *o, const struct cm_otel_span *s, uint8_t 
     return *out ? 0 : CM_ENOMEM;
 }
 
-int cm_otel_forward(struct cm_otel *o, const uint8_t *req, size_t len)
+/* Spans (or metrics) in an export request of |signal|; -1 when it is not
+ * one. Checked, not trusted: what we sign and send must be what it says. */
+static int count_items(int signal, const uint8_t *req, size_t len)
 {
-    Agentcore__Otlp__V1__ExportTraceServiceRequest *r;
-    struct queued *q;
     size_t i, j;
-    int spans = 0;
+    int n = 0;
 
-    if (!o)
-        return CM_ENOENT;
-    /* Checked, not trusted: what we sign and send must be an export request. */
-    r = agentcore__otlp__v1__export_trace_service_request__unpack(NULL, len, req);
-    if (!r)
-        return CM_EINVAL;
-    for (i = 0; i < r->n_resource_spans; i++)
-        for (j = 0; j < r->resource_spans[i]->n_scope_spans; j++)
-            spans += (int)r->resource_spans[i]->scope_spans[j]->n_spans;
-    agentcore__otlp__v1__export_trace_service_request__free_unpacked(r, NULL);
-    if (spans == 0)
-        return CM_EINVAL;
-    if (!(q = malloc(sizeof(*q) + len)))
+    if (signal == CM_OTEL_TRACES) {
+        Agentcore__Otlp__V1__ExportTraceServiceRequest *r =
+            agentcore__otlp__v1__export_trace_service_request__unpack(NULL, len, req);
+
+        if (!r)
+            return -1;
+        for (i = 0; i < r->n_resource_spans; i++)
+            for (j = 0; j < r->resource_spans[i]->n_scope_spans; j++)
+                n += (int)r->resource_spans[i]->scope_spans[j]->n_spans;
+        agentcore__otlp__v1__export_trace_service_request__free_unpacked(r, NULL);
+    } else {
+        Agentcore__Otlp__V1__ExportMetricsServiceRequest *r =
+            agentcore__otlp__v1__export_metrics_service_request__unpack(NULL, len, req);
+
+        if (!r)
+            return -1;
+        for (i = 0; i < r->n_resource_metrics; i++)
+            for (j = 0; j < r->resource_metrics[i]->n_scope_metrics; j++)
+                n += (int)r->resource_metrics[i]->scope_metrics[j]->n_metrics;
+        agentcore__otlp__v1__export_metrics_service_request__free_unpacked(r, NULL);
+    }
+    return n;
+}
+
+/* A whole request of |signal| on the queue (spans counted for traces). */
+static int enqueue_whole(struct cm_otel *o, int signal, const uint8_t *req, size_t len, int spans)
+{
+    struct queued *q = malloc(sizeof(*q) + len);
+
+    if (!q)
         return CM_ENOMEM;
     memcpy(q->data, req, len);
     q->len = len;
     q->next = NULL;
-    q->spans = spans;
+    q->spans = signal == CM_OTEL_TRACES ? spans : 0;
     q->whole = 1;
-    pthread_mutex_lock(&o->lock);
-    o->stats.recorded += (uint64_t)spans;
-    pthread_mutex_unlock(&o->lock);
+    q->signal = signal;
+    if (signal == CM_OTEL_TRACES) {
+        pthread_mutex_lock(&o->lock);
+        o->stats.recorded += (uint64_t)spans;
+        pthread_mutex_unlock(&o->lock);
+    }
     return enqueue(o, q);
+}
+
+int cm_otel_forward(struct cm_otel *o, int signal, const uint8_t *req, size_t len)
+{
+    int n;
+
+    if (!o || (signal != CM_OTEL_TRACES && signal != CM_OTEL_METRICS) || !o->dst[signal].url[0])
+        return CM_ENOENT;
+    if ((n = count_items(signal, req, len)) <= 0)
+        return CM_EINVAL;
+    return enqueue_whole(o, signal, req, len, n);
 }
 
 void cm_otel_stats(struct cm_otel *o, struct cm_otel_stats *out)
@@ -690,10 +762,15 @@ static size_t field_len(unsigned f, size_t len)
 
 /* ExportTraceServiceRequest{resource_spans: [{resource, scope_spans: [{scope,
  * spans}]}]} around the packed spans of |batch|. */
-static uint8_t *envelope(const struct cm_otel *o, const struct queued *batch, size_t *out_len)
+/* Export{[1] Resource{[1] resource, [2] Scope{[1] scope, [2] item...}}}:
+ * the same field numbers for traces (ResourceSpans, ScopeSpans, spans) and
+ * metrics (ResourceMetrics, ScopeMetrics, metrics). The items are |batch|'s
+ * packed spans, or |inner| (|inner_len| bytes, already framed as field 2). */
+static uint8_t *wrap(const struct cm_otel *o, const struct queued *batch, const uint8_t *inner,
+                     size_t inner_len, size_t *out_len)
 {
     const struct queued *q;
-    size_t spans = 0, ss, rs, total, pos = 0;
+    size_t spans = inner_len, ss, rs, total, pos = 0;
     uint8_t *b;
 
     for (q = batch; q; q = q->next)
@@ -716,8 +793,74 @@ static uint8_t *envelope(const struct cm_otel *o, const struct queued *batch, si
         memcpy(b + pos, q->data, q->len);
         pos += q->len;
     }
+    if (inner_len) {
+        memcpy(b + pos, inner, inner_len);
+        pos += inner_len;
+    }
     *out_len = pos;
     return b;
+}
+
+static uint8_t *envelope(const struct cm_otel *o, const struct queued *batch, size_t *out_len)
+{
+    return wrap(o, batch, NULL, 0, out_len);
+}
+
+/* This process's metrics now, as an ExportMetricsServiceRequest; NULL when
+ * nothing was measured yet (or out of memory). */
+static uint8_t *metrics_request(struct cm_otel *o, size_t *len)
+{
+    struct cm_buf inner;
+    uint8_t *req = NULL;
+
+    cm_buf_init(&inner, 16u << 20);
+    if (o->collect && o->collect(o->collect_ud, o->start_ns, cm_otel_now_ns(), &inner) == 0 &&
+        inner.len)
+        req = wrap(o, NULL, (const uint8_t *)inner.data, inner.len, len);
+    cm_buf_free(&inner);
+    return req;
+}
+
+void cm_otel_set_metrics(struct cm_otel *o,
+                         int (*collect)(void *ud, uint64_t start_ns, uint64_t now_ns,
+                                        struct cm_buf *out),
+                         void *ud)
+{
+    if (!o)
+        return;
+    pthread_mutex_lock(&o->lock);
+    o->collect = collect;
+    o->collect_ud = ud;
+    /* A process that sends its metrics with its answers sends them with the
+     * first; the exporter thread waits one interval, as the SDKs do. */
+    o->next_metrics_ms = cm_otel_relaying(o) ? 0 : cm_now_ms() + (uint64_t)o->metric_interval_ms;
+    pthread_cond_signal(&o->cond); /* the thread now has a clock to keep */
+    pthread_mutex_unlock(&o->lock);
+}
+
+int cm_otel_metrics_on(const struct cm_otel *o)
+{
+    return o && o->dst[CM_OTEL_METRICS].url[0];
+}
+
+int cm_otel_pack_metrics(struct cm_otel *o, uint8_t **out, size_t *len)
+{
+    uint64_t now = cm_now_ms();
+    int due;
+
+    *out = NULL;
+    *len = 0;
+    if (!cm_otel_metrics_on(o))
+        return 1;
+    pthread_mutex_lock(&o->lock);
+    due = o->collect && !o->stopped && now >= o->next_metrics_ms;
+    if (due)
+        o->next_metrics_ms = now + (uint64_t)o->metric_interval_ms;
+    pthread_mutex_unlock(&o->lock);
+    if (!due)
+        return 1;
+    *out = metrics_request(o, len);
+    return *out ? 0 : 1;
 }
 
 static size_t discard(char *p, size_t sz, size_t n, void *ud)
@@ -728,8 +871,9 @@ static size_t discard(char *p, size_t sz, size_t n, void *ud)
 
 /* One POST: the HTTP status, or 0 when the collector could not be reached
  * (or, signing, -1 when there was nothing to sign with). */
-static long post(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len)
+static long post(struct cm_otel *o, CURL *h, int signal, const uint8_t *body, size_t len)
 {
+    const struct dest *d = &o->dst[signal];
     long status = 0, timeout = o->timeout_ms;
     struct curl_slist *hdrs = o->headers, *signed_hdrs = NULL, *l;
 
@@ -745,8 +889,8 @@ static long post(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len)
         /* Signed anew for each try: the signature dates the request. The
          * configured headers follow, unsigned (AWS checks only what the
          * signature names). */
-        signed_hdrs = o->hooks.sign(o->hooks.ud, o->url, o->service,
-                                    o->region[0] ? o->region : NULL, body, len);
+        signed_hdrs = o->hooks.sign(o->hooks.ud, d->url, d->service,
+                                    d->region[0] ? d->region : NULL, body, len);
         if (!signed_hdrs)
             return -1;
         for (l = o->headers; l; l = l->next) {
@@ -761,7 +905,7 @@ static long post(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len)
         hdrs = signed_hdrs;
     }
     cc.easy_reset(h);
-    cc.easy_setopt(h, CURLOPT_URL, o->url);
+    cc.easy_setopt(h, CURLOPT_URL, d->url);
     cc.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     cc.easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     cc.easy_setopt(h, CURLOPT_POSTFIELDS, body);
@@ -781,12 +925,13 @@ static long post(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len)
 
 /* One try at sending |body| where this process sends: an HTTP-like status
  * (2xx sent; 503 try again; 4xx never) or 0 (unreachable, try again). */
-static long send_once(struct cm_otel *o, CURL *h, const uint8_t *body, size_t len, const char **why)
+static long send_once(struct cm_otel *o, CURL *h, int signal, const uint8_t *body, size_t len,
+                      const char **why)
 {
     long status;
 
     if (o->sigv4 && !o->hooks.sign) {
-        int rc = o->hooks.relay ? o->hooks.relay(o->hooks.ud, body, len) : -1;
+        int rc = o->hooks.relay ? o->hooks.relay(o->hooks.ud, signal, body, len) : -1;
 
         *why = o->hooks.relay ? "the agent-worker did not take them"
                               : "this process cannot sign and has no agent-worker to relay to";
@@ -796,7 +941,7 @@ static long send_once(struct cm_otel *o, CURL *h, const uint8_t *body, size_t le
         *why = "no HTTP handle";
         return 400;
     }
-    status = post(o, h, body, len);
+    status = post(o, h, signal, body, len);
     *why = status < 0   ? "no credentials to sign them with"
            : status > 0 ? "the collector refused them"
                         : "the collector could not be reached";
@@ -826,12 +971,13 @@ static void export_batch(struct cm_otel *o, CURL *h, struct queued *batch, int n
     uint8_t *body = batch->whole ? NULL : envelope(o, batch, &len);
     const uint8_t *send = batch->whole ? batch->data : body;
     const char *why = "out of memory";
+    int signal = batch->whole ? batch->signal : CM_OTEL_TRACES;
     long status = 0;
     int attempt, ok = 0;
     char st[24];
 
     for (attempt = 1; send && attempt <= 3; attempt++) {
-        status = send_once(o, h, send, len, &why);
+        status = send_once(o, h, signal, send, len, &why);
         ok = status >= 200 && status < 300;
         if (ok || (status && status != 429 && status < 500))
             break; /* done, or refused for good (4xx) */
@@ -852,7 +998,12 @@ static void export_batch(struct cm_otel *o, CURL *h, struct queued *batch, int n
         batch = next;
     }
     pthread_mutex_lock(&o->lock);
-    if (ok) {
+    if (signal == CM_OTEL_METRICS) {
+        if (ok)
+            o->stats.metric_exports++;
+        else
+            o->stats.metric_failures++;
+    } else if (ok) {
         o->stats.exported += (uint64_t)n;
         o->stats.exports++;
     } else {
@@ -863,31 +1014,83 @@ static void export_batch(struct cm_otel *o, CURL *h, struct queued *batch, int n
         const char *kv[] = {"status", st, NULL};
 
         snprintf(st, sizeof(st), "%ld", status);
-        CM_LOGF(CM_LOG_WARN, kv, "span export failed: %d spans dropped (%s)", n, why);
+        if (signal == CM_OTEL_METRICS)
+            CM_LOGF(CM_LOG_WARN, kv, "metrics export failed (%s)", why);
+        else
+            CM_LOGF(CM_LOG_WARN, kv, "span export failed: %d spans dropped (%s)", n, why);
     }
+}
+
+/* This thread collects and sends the metrics (not a process that hands
+ * them back with its answers). Under the lock. */
+static int collects_locked(const struct cm_otel *o)
+{
+    return o->collect && o->dst[CM_OTEL_METRICS].url[0] &&
+           (!o->sigv4 || o->hooks.sign || o->hooks.relay);
+}
+
+/* Collects the metrics and sends them at once (not queued behind spans). */
+static void export_metrics(struct cm_otel *o, CURL *h)
+{
+    size_t len = 0;
+    uint8_t *req = metrics_request(o, &len);
+    struct queued *q = req ? malloc(sizeof(*q) + len) : NULL;
+
+    if (q) {
+        memcpy(q->data, req, len);
+        q->len = len;
+        q->next = NULL;
+        q->spans = 0;
+        q->whole = 1;
+        q->signal = CM_OTEL_METRICS;
+        export_batch(o, h, q, 0); /* frees |q| */
+    }
+    free(req);
 }
 
 static void *export_main(void *p)
 {
     struct cm_otel *o = p;
     CURL *h = o->headers ? cc.easy_init() : NULL; /* NULL when this process relays */
+    int last_metrics_sent = 0;
 
     pthread_mutex_lock(&o->lock);
     for (;;) {
         struct queued *batch, *last;
-        int n;
+        int n, metrics_due = 0;
 
         /* Sleep until a batch is full, the oldest span has waited long
-         * enough, or we stop; with nothing queued, without a timeout. */
+         * enough, the metrics are due, or we stop; with nothing queued and
+         * no metrics to send, without a timeout. */
         while (!o->stopping) {
-            uint64_t now = cm_now_ms();
+            uint64_t now = cm_now_ms(), wake = UINT64_MAX;
 
             if (o->queued >= o->batch || (o->head && now >= o->head->at_ms + (uint64_t)o->delay_ms))
                 break;
-            if (!o->head)
+            if (collects_locked(o) && now >= o->next_metrics_ms) {
+                metrics_due = 1;
+                break;
+            }
+            if (o->head)
+                wake = o->head->at_ms + (uint64_t)o->delay_ms;
+            if (collects_locked(o) && o->next_metrics_ms < wake)
+                wake = o->next_metrics_ms;
+            if (wake == UINT64_MAX)
                 pthread_cond_wait(&o->cond, &o->lock);
             else
-                nap_locked(o, o->head->at_ms + (uint64_t)o->delay_ms - now);
+                nap_locked(o, wake - now);
+        }
+        if (o->stopping && !last_metrics_sent) {
+            /* What was measured last, before the process goes. */
+            last_metrics_sent = 1;
+            metrics_due = collects_locked(o);
+        }
+        if (metrics_due) {
+            o->next_metrics_ms = cm_now_ms() + (uint64_t)o->metric_interval_ms;
+            pthread_mutex_unlock(&o->lock);
+            export_metrics(o, h);
+            pthread_mutex_lock(&o->lock);
+            continue;
         }
         if (!o->head)
             break; /* stopping, everything sent */
@@ -928,16 +1131,27 @@ static void *export_main(void *p)
     return NULL;
 }
 
+void cm_otel_stop(struct cm_otel *o, int flush_ms)
+{
+    int joined;
+
+    if (!o)
+        return;
+    pthread_mutex_lock(&o->lock);
+    joined = o->stopped;
+    o->stopping = o->stopped = 1;
+    o->flush_until_ms = cm_now_ms() + (uint64_t)(flush_ms > 0 ? flush_ms : 0);
+    pthread_cond_signal(&o->cond);
+    pthread_mutex_unlock(&o->lock);
+    if (!joined)
+        pthread_join(o->thread, NULL);
+}
+
 void cm_otel_free(struct cm_otel *o, int flush_ms)
 {
     if (!o)
         return;
-    pthread_mutex_lock(&o->lock);
-    o->stopping = 1;
-    o->flush_until_ms = cm_now_ms() + (uint64_t)(flush_ms > 0 ? flush_ms : 0);
-    pthread_cond_signal(&o->cond);
-    pthread_mutex_unlock(&o->lock);
-    pthread_join(o->thread, NULL);
+    cm_otel_stop(o, flush_ms);
     pthread_mutex_destroy(&o->lock);
     pthread_cond_destroy(&o->cond);
     if (o->headers)

@@ -37,20 +37,24 @@
 /* The configuration entries every process has, in this order (see
  * CM_CFG_OTEL below): their values go to cm_otel_new as one array. */
 enum {
-    CM_OTEL_CFG_ENDPOINT,        /* OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces) */
-    CM_OTEL_CFG_TRACES_ENDPOINT, /* OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as is) */
-    CM_OTEL_CFG_HEADERS,         /* OTEL_EXPORTER_OTLP_HEADERS / _TRACES_HEADERS */
-    CM_OTEL_CFG_SERVICE_NAME,    /* OTEL_SERVICE_NAME */
-    CM_OTEL_CFG_RESOURCE,        /* OTEL_RESOURCE_ATTRIBUTES */
-    CM_OTEL_CFG_SDK_DISABLED,    /* OTEL_SDK_DISABLED */
-    CM_OTEL_CFG_OBSERVABILITY,   /* AGENT_OBSERVABILITY_ENABLED */
-    CM_OTEL_CFG_SAMPLER,         /* OTEL_TRACES_SAMPLER */
-    CM_OTEL_CFG_SAMPLER_ARG,     /* OTEL_TRACES_SAMPLER_ARG */
-    CM_OTEL_CFG_DELAY,           /* OTEL_BSP_SCHEDULE_DELAY (ms) */
-    CM_OTEL_CFG_QUEUE,           /* OTEL_BSP_MAX_QUEUE_SIZE */
-    CM_OTEL_CFG_BATCH,           /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
-    CM_OTEL_CFG_TIMEOUT,         /* OTEL_EXPORTER_OTLP_TIMEOUT (ms) */
-    CM_OTEL_CFG_SIGV4,           /* OTEL_EXPORTER_OTLP_SIGV4: auto, true, false */
+    CM_OTEL_CFG_ENDPOINT,         /* OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces) */
+    CM_OTEL_CFG_TRACES_ENDPOINT,  /* OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as is) */
+    CM_OTEL_CFG_HEADERS,          /* OTEL_EXPORTER_OTLP_HEADERS / _TRACES_HEADERS */
+    CM_OTEL_CFG_SERVICE_NAME,     /* OTEL_SERVICE_NAME */
+    CM_OTEL_CFG_RESOURCE,         /* OTEL_RESOURCE_ATTRIBUTES */
+    CM_OTEL_CFG_SDK_DISABLED,     /* OTEL_SDK_DISABLED */
+    CM_OTEL_CFG_OBSERVABILITY,    /* AGENT_OBSERVABILITY_ENABLED */
+    CM_OTEL_CFG_SAMPLER,          /* OTEL_TRACES_SAMPLER */
+    CM_OTEL_CFG_SAMPLER_ARG,      /* OTEL_TRACES_SAMPLER_ARG */
+    CM_OTEL_CFG_DELAY,            /* OTEL_BSP_SCHEDULE_DELAY (ms) */
+    CM_OTEL_CFG_QUEUE,            /* OTEL_BSP_MAX_QUEUE_SIZE */
+    CM_OTEL_CFG_BATCH,            /* OTEL_BSP_MAX_EXPORT_BATCH_SIZE */
+    CM_OTEL_CFG_TIMEOUT,          /* OTEL_EXPORTER_OTLP_TIMEOUT (ms) */
+    CM_OTEL_CFG_SIGV4,            /* OTEL_EXPORTER_OTLP_SIGV4: auto, true, false */
+    CM_OTEL_CFG_TRACES_EXPORTER,  /* OTEL_TRACES_EXPORTER: otlp, none */
+    CM_OTEL_CFG_METRICS_ENDPOINT, /* OTEL_EXPORTER_OTLP_METRICS_ENDPOINT (as is) */
+    CM_OTEL_CFG_METRICS_EXPORTER, /* OTEL_METRICS_EXPORTER: otlp, none */
+    CM_OTEL_CFG_METRIC_INTERVAL,  /* OTEL_METRIC_EXPORT_INTERVAL (ms) */
     CM_OTEL_CFG_COUNT
 };
 
@@ -161,7 +165,30 @@ enum {
                                         8,                                                         \
                                         "SigV4-sign exports with the agent-worker's credentials: " \
                                         "auto (an *.amazonaws.com endpoint), true or false",       \
-                                        0}
+                                        0},                                                        \
+        [(base) + CM_OTEL_CFG_TRACES_EXPORTER] = {"OTEL_TRACES_EXPORTER",                          \
+                                                  NULL,                                            \
+                                                  CM_CFG_STR,                                      \
+                                                  "otlp",                                          \
+                                                  0,                                               \
+                                                  16,                                              \
+                                                  "otlp, or none: no spans",                       \
+                                                  0},                                              \
+        [(base) +                                                                                  \
+            CM_OTEL_CFG_METRICS_ENDPOINT] = {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",                \
+                                             NULL,                                                 \
+                                             CM_CFG_STR,                                           \
+                                             NULL,                                                 \
+                                             0,                                                    \
+                                             1000,                                                 \
+                                             "the metrics URL itself (else <base>/v1/metrics)",    \
+                                             0},                                                   \
+        [(base) + CM_OTEL_CFG_METRICS_EXPORTER] =                                                  \
+            {"OTEL_METRICS_EXPORTER",          NULL, CM_CFG_STR, "otlp", 0, 16,                    \
+             "otlp, or none: no OTLP metrics", 0},                                                 \
+        [(base) + CM_OTEL_CFG_METRIC_INTERVAL] = {                                                 \
+            "OTEL_METRIC_EXPORT_INTERVAL",         NULL, CM_CFG_INT, "60000", 100, 86400000,       \
+            "ms between two OTLP metrics exports", 0}
 
 enum cm_otel_kind { CM_OTEL_INTERNAL = 1, CM_OTEL_SERVER = 2, CM_OTEL_CLIENT = 3 };
 
@@ -199,6 +226,10 @@ struct cm_otel_span {
 
 struct cm_otel;
 struct curl_slist;
+struct cm_buf;
+
+/* What an export request carries, and so where it goes. */
+enum cm_otel_signal { CM_OTEL_TRACES = 0, CM_OTEL_METRICS = 1 };
 
 /* What a process adds to the exporter when exports are signed. Both hooks run
  * on the exporter thread and may block. */
@@ -212,9 +243,10 @@ struct cm_otel_hooks {
     struct curl_slist *(*sign)(void *ud, const char *url, const char *service, const char *region,
                                const uint8_t *body, size_t len);
     void (*sign_free)(struct curl_slist *l);
-    /* The gateway: hands one export request to the agent-worker. 0 when it
-     * took it, 1 to try again later, -1 when it never will. */
-    int (*relay)(void *ud, const uint8_t *body, size_t len);
+    /* The gateway: hands one export request (of |signal|) to the
+     * agent-worker. 0 when it took it, 1 to try again later, -1 when it
+     * never will. */
+    int (*relay)(void *ud, int signal, const uint8_t *body, size_t len);
     /* Called by the exporter thread as it ends (e.g. cm_rpc_thread_done). */
     void (*thread_done)(void);
     void *ud;
@@ -237,13 +269,37 @@ int cm_otel_relaying(const struct cm_otel *o);
  * resource, into |*out| (malloc'd, the caller frees) and |*len|. 0, 1 when
  * the span is not sampled (nothing made), CM_ENOMEM. */
 int cm_otel_pack(const struct cm_otel *o, const struct cm_otel_span *s, uint8_t **out, size_t *len);
-/* Queues an ExportTraceServiceRequest another process packed, exported as it
- * is (within the queue's span and byte caps). 0; CM_EINVAL when it is not
- * one (or holds no span); CM_EBUSY when the queue is full (dropped,
- * counted); CM_ENOENT when |o| is NULL (tracing is off here). */
-int cm_otel_forward(struct cm_otel *o, const uint8_t *req, size_t len);
-/* Exports what is queued (at most |flush_ms|), stops the thread, frees.
- * NULL is fine. */
+/* Queues an export request of |signal| another process packed
+ * (ExportTraceServiceRequest, ExportMetricsServiceRequest), sent as it is
+ * (within the queue's span and byte caps). 0; CM_EINVAL when it is not one
+ * (or holds nothing); CM_EBUSY when the queue is full (dropped, counted);
+ * CM_ENOENT when |o| is NULL or exports nothing of |signal| here. */
+int cm_otel_forward(struct cm_otel *o, int signal, const uint8_t *req, size_t len);
+
+/* ---- OTLP metrics ----
+ * With a metrics endpoint (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, or the base
+ * URL + /v1/metrics) and OTEL_METRICS_EXPORTER not "none", the exporter
+ * thread calls |collect| every OTEL_METRIC_EXPORT_INTERVAL and once more as
+ * it stops, and sends what it appended (OTLP Metric messages, as
+ * cm_metrics_otlp writes them) under this process's resource: the only
+ * time an idle process wakes for telemetry. */
+void cm_otel_set_metrics(struct cm_otel *o,
+                         int (*collect)(void *ud, uint64_t start_ns, uint64_t now_ns,
+                                        struct cm_buf *out),
+                         void *ud);
+/* 1 when metrics are exported here (the registry must exist). */
+int cm_otel_metrics_on(const struct cm_otel *o);
+/* A relaying process (cm_otel_relaying) sends its metrics with an answer:
+ * when an interval has passed since the last, 0 with a packed
+ * ExportMetricsServiceRequest in |*out| (malloc'd) and the clock reset;
+ * 1 when none is due (or nothing was measured yet); CM_ENOMEM. */
+int cm_otel_pack_metrics(struct cm_otel *o, uint8_t **out, size_t *len);
+
+/* Sends the last metrics, exports what is queued (at most |flush_ms|) and
+ * stops the thread; afterwards nothing is collected or recorded. Call it
+ * before freeing what |collect| reads. Idempotent; NULL is fine. */
+void cm_otel_stop(struct cm_otel *o, int flush_ms);
+/* cm_otel_stop (when not done yet), then frees. NULL is fine. */
 void cm_otel_free(struct cm_otel *o, int flush_ms);
 
 /* 1 when spans of |t| are recorded (|o| is on and the trace is sampled). */
@@ -260,6 +316,7 @@ void cm_otel_record(struct cm_otel *o, const struct cm_otel_span *s);
 struct cm_otel_stats {
     uint64_t recorded, exported, dropped, failed; /* spans */
     uint64_t exports;                             /* requests that succeeded */
+    uint64_t metric_exports, metric_failures;     /* metrics requests */
 };
 void cm_otel_stats(struct cm_otel *o, struct cm_otel_stats *out);
 /* Spans lost so far (dropped or refused), as a metrics gauge reads it: |o|

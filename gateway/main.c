@@ -166,15 +166,16 @@ out:
 /* Signed span export: the gateway holds no credentials, so its export
  * requests go to an agent-worker, which signs and sends them. Runs on the
  * exporter thread; a worker that is starting gets a few seconds. */
-static int relay_spans(void *ud, const uint8_t *body, size_t len)
+static int relay_spans(void *ud, int signal, const uint8_t *body, size_t len)
 {
     Agentcore__V1__ExportSpansRequest req = AGENTCORE__V1__EXPORT_SPANS_REQUEST__INIT;
+    ProtobufCBinaryData *b = signal == CM_OTEL_METRICS ? &req.metrics : &req.request;
     struct cm_rpc_call_opts o = {0};
     struct cm_rpc_status st;
     ProtobufCMessage *resp = NULL;
 
-    req.request.data = (uint8_t *)body;
-    req.request.len = len;
+    b->data = (uint8_t *)body;
+    b->len = len;
     o.timeout_ms = 5000;
     o.wait_for_ready = 1;
     if (cm_rpc_call(ud, GW_HTTP_EXPORT_SPANS, &req.base, &resp, &o, &st) == 0) {
@@ -275,8 +276,9 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     gw_http_stop(http, 0);
+    cm_otel_stop(otel, 2000); /* every call has ended: its span is queued */
     cm_metrics_free(metrics);
-    cm_otel_free(otel, 2000); /* every call has ended: its span is queued */
+    cm_otel_free(otel, 0);
     cm_rpc_client_free(agent);
     cm_rpc_thread_done();
     cm_rpc_shutdown();

@@ -475,10 +475,11 @@ out_rpc:
     if (a.egress)
         cm_loop_call(a.loop, (void (*)(void *))tw_egress_free, a.egress);
     cm_rpc_events_free(ev);
-    cm_loop_free(a.loop);       /* runs until the last tool process is gone */
-    cm_metrics_free(a.metrics); /* its server reads the exporter */
+    cm_loop_free(a.loop);           /* runs until the last tool process is gone */
+    cm_otel_stop(a.svc.otel, 2000); /* every call has ended: its span is queued */
+    cm_metrics_free(a.metrics);     /* its server reads the exporter */
     cm_status_free(hub);
-    cm_otel_free(a.svc.otel, 2000); /* every call has ended: its span is queued */
+    cm_otel_free(a.svc.otel, 0);
     cm_rpc_shutdown();
     if (rc == 0)
         cm_info("stopped");

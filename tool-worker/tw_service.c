@@ -170,11 +170,15 @@ static void exec_done(void *ud, const struct tw_result *res)
     resp.content = res->text;
     resp.spans.data = spans;
     resp.spans.len = spans_len;
+    if (cm_otel_relaying(e->svc->otel) &&
+        cm_otel_pack_metrics(e->svc->otel, &resp.metrics.data, &resp.metrics.len))
+        resp.metrics.len = 0; /* none due */
     if (res->cancelled)
         cm_rpc_acall_finish(e->acall, CM_RPC_CANCELLED, "ToolCancelled", "the caller went away");
     else
         cm_rpc_acall_reply(e->acall, &resp.base);
     free(spans);
+    free(resp.metrics.data);
     e->acall = NULL;
     e->call = NULL;
     if (!e->starting)

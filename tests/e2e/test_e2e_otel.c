@@ -39,7 +39,8 @@ static char dir[600], endpoint[128];
 
 #define OTEL_ENV                                                                                   \
     endpoint, "OTEL_BSP_SCHEDULE_DELAY=50", "OTEL_RESOURCE_ATTRIBUTES=deployment.environment=e2e", \
-        "OTEL_EXPORTER_OTLP_HEADERS=x-test-header=hello%20world"
+        "OTEL_EXPORTER_OTLP_HEADERS=x-test-header=hello%20world",                                  \
+        "OTEL_METRIC_EXPORT_INTERVAL=300"
 
 static int setup(void **state)
 {
@@ -92,9 +93,40 @@ static void value_of(const char *line, char *out, size_t cap)
         out[strlen(out) - 1] = '\0';
 }
 
+/* protoc reading export request |bin| of |signal| ("trace", "metrics")
+ * with the official definitions: its text form, line by line. */
+static FILE *decoder(const char *bin, const char *signal)
+{
+    char cmd[2000];
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd),
+             "protoc -I %s/tests/data/otlp-proto --decode "
+             "opentelemetry.proto.collector.%s.v1.Export%sServiceRequest "
+             "opentelemetry/proto/collector/%s/v1/%s_service.proto < %s",
+             AC_SOURCE_DIR, signal, strcmp(signal, "trace") ? "Metrics" : "Trace", signal, signal,
+             bin);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    return p;
+}
+
+/* The next line of |p| without its indentation and newline, or NULL. */
+static char *next_line(FILE *p, char *line, size_t cap)
+{
+    char *t = line;
+
+    if (!fgets(line, (int)cap, p))
+        return NULL;
+    line[strcspn(line, "\n")] = '\0';
+    while (*t == ' ')
+        t++;
+    return t;
+}
+
 static int decode_all(const char *from, struct span *spans)
 {
-    char cmd[2000], line[16384], key[256] = "", val[8192], service[8192] = "";
+    char line[16384], key[256] = "", val[8192], service[8192] = "", *t;
     int n = 0, k, in_resource = 0, depth = 0, event_depth = -1;
     long i;
     FILE *p;
@@ -106,19 +138,8 @@ static int decode_all(const char *from, struct span *spans)
         snprintf(bin, sizeof(bin), "%s/%ld.bin", from, i);
         if (stat(bin, &st))
             break;
-        snprintf(cmd, sizeof(cmd),
-                 "protoc -I %s/tests/data/otlp-proto --decode "
-                 "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest "
-                 "opentelemetry/proto/collector/trace/v1/trace_service.proto < %s",
-                 AC_SOURCE_DIR, bin);
-        p = popen(cmd, "r");
-        assert_non_null(p);
-        while (fgets(line, sizeof(line), p)) {
-            char *t = line;
-
-            line[strcspn(line, "\n")] = '\0';
-            while (*t == ' ')
-                t++;
+        p = decoder(bin, "trace");
+        while ((t = next_line(p, line, sizeof(line)))) {
             if (!strcmp(t, "}")) {
                 if (--depth == event_depth)
                     event_depth = -1;
@@ -175,6 +196,76 @@ static int decode_all(const char *from, struct span *spans)
                      k);
     }
     return n;
+}
+
+/* ---- metrics, read back the same way ---- */
+
+static int count_lines(const char *log, const char *kind);
+
+/* The largest value (as_int, or a histogram's count) of |metric| exported
+ * by |service| in a data point whose attributes hold |attr| ("k=v;", or ""),
+ * over the last 30 metrics requests in |from| (the values are cumulative);
+ * -1 when there is none. */
+static long metric_value(const char *from, const char *service, const char *metric,
+                         const char *attr)
+{
+    char line[4096], key[256] = "", val[256], svc[256] = "", name[256] = "", *t;
+    char attrs[2048] = "", log[800];
+    long i, last, best = -1, v = -1;
+    int in_resource = 0, depth = 0, dp_depth = -1;
+    FILE *p;
+
+    snprintf(log, sizeof(log), "%s/requests.log", from);
+    last = count_lines(log, "POST /v1/metrics");
+    for (i = last > 30 ? last - 29 : 1; i <= last; i++) {
+        char bin[700];
+
+        snprintf(bin, sizeof(bin), "%s/m%ld.bin", from, i);
+        p = decoder(bin, "metrics");
+        while ((t = next_line(p, line, sizeof(line)))) {
+            if (!strcmp(t, "}")) {
+                /* a data point ends: its value and attributes are known */
+                if (--depth == dp_depth) {
+                    if (!strcmp(svc, service) && !strcmp(name, metric) && strstr(attrs, attr) &&
+                        v > best)
+                        best = v;
+                    dp_depth = -1;
+                }
+                continue;
+            }
+            if (t[0] && t[strlen(t) - 1] == '{') {
+                if (!strcmp(t, "data_points {")) {
+                    dp_depth = depth;
+                    attrs[0] = '\0';
+                    v = -1;
+                }
+                depth++;
+            }
+            if (!strcmp(t, "resource {"))
+                in_resource = 1;
+            else if (!strcmp(t, "scope_metrics {"))
+                in_resource = 0;
+            else if (!strncmp(t, "key: ", 5))
+                value_of(t, key, sizeof(key));
+            else if (!strncmp(t, "string_value: ", 14)) {
+                value_of(t, val, sizeof(val));
+                if (in_resource && !strcmp(key, "service.name"))
+                    snprintf(svc, sizeof(svc), "%s", val);
+                else if (dp_depth >= 0) {
+                    size_t len = strlen(attrs);
+
+                    snprintf(attrs + len, sizeof(attrs) - len, "%.200s=%.200s;", key, val);
+                }
+            } else if (!strncmp(t, "name: ", 6) && !in_resource) {
+                value_of(t, name, sizeof(name));
+            } else if (dp_depth >= 0 && (!strncmp(t, "as_int: ", 8) || !strncmp(t, "count: ", 7))) {
+                v = atol(strchr(t, ':') + 1);
+            }
+        }
+        if (pclose(p) != 0)
+            fail_msg("protoc could not decode %s: not an ExportMetricsServiceRequest", bin);
+    }
+    return best;
 }
 
 static const struct span *find(const struct span *spans, int n, const char *service,
@@ -265,16 +356,47 @@ static void test_one_trace_across_the_three_processes(void **state)
     free(requests);
 }
 
-/* Lines in the receiver's requests.log: the exports it took so far. */
-static int exports_so_far(const char *log)
+/* Lines of |kind| in a requests.log: the exports taken so far. */
+static int count_lines(const char *log, const char *kind)
 {
     char *text = th_read_file(log, NULL), *p;
     int n = 0;
 
-    for (p = text; p && (p = strstr(p, "POST /v1/traces")); p++)
+    for (p = text; p && (p = strstr(p, kind)); p++)
         n++;
     free(text);
     return n;
+}
+
+/* The three processes send their metrics every OTEL_METRIC_EXPORT_INTERVAL:
+ * what the invocations of the tests before counted reaches the collector,
+ * decoded with the official definitions. */
+static void test_metrics_reach_the_collector(void **state)
+{
+    char log[800];
+    long inv = -1, http = -1, tools = -1, dur = -1;
+    int round;
+
+    (void)state;
+    snprintf(log, sizeof(log), "%s/requests.log", dir);
+    for (round = 0; round < 20; round++) {
+        inv = metric_value(dir, "agentcore-agent-worker", "agentcore_invocations_total",
+                           "outcome=EndTurn;");
+        dur = metric_value(dir, "agentcore-agent-worker", "agentcore_invocation_duration_seconds",
+                           "");
+        http = metric_value(dir, "agentcore-gateway", "agentcore_http_requests_total",
+                            "path=/invocations;code=200;");
+        tools = metric_value(dir, "agentcore-tool-worker", "agentcore_tool_executions_total",
+                             "tool=calculator;status=success;");
+        if (inv >= 1 && dur >= 1 && http >= 1 && tools >= 1)
+            break;
+        /* the next export */
+        th_wait_log_count(log, "POST /v1/metrics", count_lines(log, "POST /v1/metrics") + 1, 5000);
+    }
+    assert_true(inv >= 1);
+    assert_true(dur >= inv); /* every invocation is in the histogram */
+    assert_true(http >= 1);
+    assert_true(tools >= 1);
 }
 
 /* A model call that fails: its chat span and the invocation's are ERROR,
@@ -307,7 +429,8 @@ static void test_a_failure_is_an_exception_event(void **state)
             if (!strncmp(spans[i].name, "chat ", 5) && !strcmp(spans[i].parent, agent->id))
                 chat = &spans[i];
         if (!chat) /* the next export */
-            th_wait_log_count(log, "POST /v1/traces", exports_so_far(log) + 1, 5000);
+            th_wait_log_count(log, "POST /v1/traces", count_lines(log, "POST /v1/traces") + 1,
+                              5000);
     }
     assert_non_null(agent);
     assert_non_null(chat);
@@ -348,9 +471,11 @@ static void test_a_collector_that_is_down_slows_nothing(void **state)
 
 static struct th_proc xemu, xtool;
 static struct th_stack xs;
-static char xdir[600], xendpoint[160];
+static char xdir[600], xendpoint[160], xmetrics[160];
 
-#define XRAY_ENV xendpoint, "OTEL_EXPORTER_OTLP_SIGV4=true", "OTEL_BSP_SCHEDULE_DELAY=50"
+#define XRAY_ENV                                                                                   \
+    xendpoint, xmetrics, "OTEL_EXPORTER_OTLP_SIGV4=true", "OTEL_BSP_SCHEDULE_DELAY=50",            \
+        "OTEL_METRIC_EXPORT_INTERVAL=200"
 
 static int setup_signed(void **state)
 {
@@ -364,6 +489,8 @@ static int setup_signed(void **state)
         return -1;
     snprintf(xendpoint, sizeof(xendpoint),
              "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:%d/v1/traces", xemu.port);
+    snprintf(xmetrics, sizeof(xmetrics),
+             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=http://127.0.0.1:%d/v1/metrics", xemu.port);
     if (th_proc_start(&xtool, "xray-tool-worker", AC_BIN_TOOL,
                       (const char *[]){"TOOL_WORKER_LISTEN=127.0.0.1:0", XRAY_ENV, NULL},
                       TH_READY_MS))
@@ -456,6 +583,19 @@ static void test_signed_export_goes_through_the_agent_worker(void **state)
     assert_false(maps_libcurl(xs.gw.pid));
     assert_false(maps_libcurl(xtool.pid));
     assert_true(maps_libcurl(xs.agent.pid));
+    /* Metrics take the same ways (the gateway's by ExportSpans, the
+     * tool-worker's with its answer), signed for CloudWatch's "monitoring". */
+    for (i = 0; i < 20; i++) {
+        if (metric_value(xdir, "agentcore-agent-worker", "agentcore_invocations_total",
+                         "outcome=EndTurn;") >= 1 &&
+            metric_value(xdir, "agentcore-gateway", "agentcore_http_requests_total",
+                         "path=/invocations;code=200;") >= 1 &&
+            metric_value(xdir, "agentcore-tool-worker", "agentcore_tool_executions_total",
+                         "tool=calculator;") >= 1)
+            break;
+        th_wait_log_count(log, "POST /v1/metrics", count_lines(log, "POST /v1/metrics") + 1, 5000);
+    }
+    assert_true(i < 20);
 }
 
 int main(void)
@@ -463,6 +603,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_trace_across_the_three_processes),
         cmocka_unit_test(test_a_failure_is_an_exception_event),
+        cmocka_unit_test(test_metrics_reach_the_collector),
         cmocka_unit_test(test_a_collector_that_is_down_slows_nothing),
     };
     const struct CMUnitTest signed_tests[] = {

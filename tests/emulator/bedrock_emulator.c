@@ -26,10 +26,12 @@
  * If-None-Match on GET (304), If-Match / If-None-Match: * on PUT (412), XML
  * errors; the objects live in memory (EMU_S3_MAX_OBJECTS).
  *
- * And X-Ray's OTLP endpoint (POST /v1/traces): SigV4 for service xray, a
- * protobuf body; each accepted export is kept as <EMU_OTLP_DIR>/<n>.bin with
- * a line "POST /v1/traces n=<n> bytes=<len> service=xray" in requests.log
- * there (the OTLP test receiver's layout), for tests to decode with protoc.
+ * And AWS's OTLP endpoints: POST /v1/traces as X-Ray takes it (SigV4 for
+ * service xray) and POST /v1/metrics (SigV4 for monitoring), protobuf
+ * bodies; each accepted export is kept as <EMU_OTLP_DIR>/<n>.bin (metrics:
+ * m<n>.bin) with a line "POST /v1/traces n=<n> bytes=<len> service=xray" in
+ * requests.log there (the OTLP test receiver's layout), for tests to decode
+ * with protoc.
  *
  * Fault injection (environment): EMU_THROTTLE_FIRST=N answers the first N model
  * calls with 429 ThrottlingException, EMU_FAIL_FIRST=N the next N with
@@ -1004,15 +1006,18 @@ static void metadata(struct MHD_Connection *c, const char *method, const char *u
 
 /* ---- X-Ray's OTLP endpoint ---- */
 
-static atomic_long n_otlp, n_otlp_rejected;
+static atomic_long n_otlp, n_otlp_metrics, n_otlp_rejected;
 
-static void otlp_traces(struct MHD_Connection *c, const struct cm_buf *body, struct answer *a)
+static void otlp_export(struct MHD_Connection *c, const char *url, const struct cm_buf *body,
+                        struct answer *a)
 {
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    int metrics = !strcmp(url, "/v1/metrics");
+    const char *service = metrics ? "monitoring" : "xray";
     long n;
 
-    if (verify(c, "POST", "/v1/traces", body, "xray", a) < 0) {
+    if (verify(c, "POST", url, body, service, a) < 0) {
         atomic_fetch_add(&n_otlp_rejected, 1);
         return;
     }
@@ -1022,21 +1027,21 @@ static void otlp_traces(struct MHD_Connection *c, const struct cm_buf *body, str
                      "Content-Type must be application/x-protobuf");
         return;
     }
-    n = atomic_fetch_add(&n_otlp, 1) + 1;
+    n = atomic_fetch_add(metrics ? &n_otlp_metrics : &n_otlp, 1) + 1;
     if (cfg[C_OTLP_DIR].s) {
         char path[1100], line[200];
         FILE *f;
 
         /* The body first, then the line that announces it. */
-        snprintf(path, sizeof(path), "%s/%ld.bin", cfg[C_OTLP_DIR].s, n);
+        snprintf(path, sizeof(path), "%s/%s%ld.bin", cfg[C_OTLP_DIR].s, metrics ? "m" : "", n);
         pthread_mutex_lock(&lock);
         if ((f = fopen(path, "wb"))) {
             fwrite(body->data, 1, body->len, f);
             fclose(f);
         }
         snprintf(path, sizeof(path), "%s/requests.log", cfg[C_OTLP_DIR].s);
-        snprintf(line, sizeof(line), "POST /v1/traces n=%ld bytes=%zu service=xray\n", n,
-                 body->len);
+        snprintf(line, sizeof(line), "POST %s n=%ld bytes=%zu service=%s\n", url, n, body->len,
+                 service);
         if ((f = fopen(path, "a"))) {
             fputs(line, f);
             fclose(f);
@@ -1469,6 +1474,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             (json_int_t)n_credentials);
 
         json_object_set_new(o, "otlp_exports", json_integer((json_int_t)n_otlp));
+        json_object_set_new(o, "otlp_metrics_exports", json_integer((json_int_t)n_otlp_metrics));
         json_object_set_new(o, "otlp_rejected", json_integer((json_int_t)n_otlp_rejected));
         pthread_mutex_lock(&last_trace.lock);
         json_object_set_new(o, "last_traceparent", json_string(last_trace.value));
@@ -1482,8 +1488,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         s3_object(c, method, url, &rq->body, &a);
     } else if (!strcmp(method, "POST") && !strncmp(url, "/model/", 7)) {
         converse(c, url, &rq->body, &a);
-    } else if (!strcmp(method, "POST") && !strcmp(url, "/v1/traces")) {
-        otlp_traces(c, &rq->body, &a);
+    } else if (!strcmp(method, "POST") &&
+               (!strcmp(url, "/v1/traces") || !strcmp(url, "/v1/metrics"))) {
+        otlp_export(c, url, &rq->body, &a);
     } else if (!strcmp(method, "POST") && !strcmp(url, "/")) {
         secrets_manager(c, &rq->body, &a);
     } else if (!strncmp(url, "/latest/", 8)) {

@@ -1,7 +1,7 @@
 /* libFuzzer: what another process hands the agent-worker to export signed
  * (cm_otel_forward: a gateway's ExportSpans request, a tool-worker's spans
- * in its answer). Anything may arrive; only OTLP export requests holding
- * spans are queued, the rest is refused, and nothing is read out of bounds. */
+ * or metrics in its answer), read as both signals. Anything may arrive; only OTLP export requests
+ * holding spans are queued, the rest is refused, and nothing is read out of bounds. */
 #include "cm_err.h"
 #include "cm_otel.h"
 
@@ -30,6 +30,9 @@ static struct cm_otel *exporter(void)
     v[CM_OTEL_CFG_TIMEOUT].i = 1000;
     v[CM_OTEL_CFG_ENDPOINT].s = "http://127.0.0.1:9";
     v[CM_OTEL_CFG_SIGV4].s = "true"; /* relaying: no HTTP client is loaded */
+    v[CM_OTEL_CFG_TRACES_EXPORTER].s = "otlp";
+    v[CM_OTEL_CFG_METRICS_EXPORTER].s = "otlp";
+    v[CM_OTEL_CFG_METRIC_INTERVAL].i = 3600000;
     o = cm_otel_new(v, "fuzz", NULL, err, sizeof(err));
     if (!o)
         abort();
@@ -38,9 +41,13 @@ static struct cm_otel *exporter(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int rc = cm_otel_forward(exporter(), data, size);
+    int signal;
 
-    if (rc != 0 && rc != CM_EINVAL && rc != CM_EBUSY && rc != CM_ENOMEM)
-        abort();
+    for (signal = CM_OTEL_TRACES; signal <= CM_OTEL_METRICS; signal++) {
+        int rc = cm_otel_forward(exporter(), signal, data, size);
+
+        if (rc != 0 && rc != CM_EINVAL && rc != CM_EBUSY && rc != CM_ENOMEM)
+            abort();
+    }
     return 0;
 }

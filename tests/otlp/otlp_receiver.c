@@ -4,6 +4,7 @@
  * <RECEIVER_DIR>/<n>.bin and one line in <RECEIVER_DIR>/requests.log
  * ("POST /v1/traces n=<n> bytes=<len> content-type=<...> x-test-header=<...>"),
  * written after the body, so a test that sees the line can read the body.
+ * POST /v1/metrics the same, as m<n>.bin (a sequence of its own).
  * It answers RECEIVER_STATUS (200 by default) after RECEIVER_DELAY_MS, to
  * play a collector that is down or slow. Nothing is decoded here: the tests
  * decode the bodies with protoc and the official definitions. */
@@ -37,28 +38,28 @@ static const struct cm_cfg_entry config[C_COUNT] = {
 };
 
 static struct cm_cfg_value cfg[C_COUNT];
-static atomic_long seq;
+static atomic_long seq, mseq;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void keep(struct MHD_Connection *c, const struct cm_buf *body)
+static void keep(struct MHD_Connection *c, const char *url, const struct cm_buf *body)
 {
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     const char *xh = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-test-header");
-    long n = atomic_fetch_add(&seq, 1) + 1;
+    int metrics = !strcmp(url, "/v1/metrics");
+    long n = atomic_fetch_add(metrics ? &mseq : &seq, 1) + 1;
     char path[1200], line[1400];
     FILE *f;
     int fd;
 
-    snprintf(path, sizeof(path), "%s/%ld.bin", cfg[C_DIR].s, n);
+    snprintf(path, sizeof(path), "%s/%s%ld.bin", cfg[C_DIR].s, metrics ? "m" : "", n);
     f = fopen(path, "wb");
     if (f) {
         if (body->len)
             fwrite(body->data, 1, body->len, f);
         fclose(f);
     }
-    snprintf(line, sizeof(line),
-             "POST /v1/traces n=%ld bytes=%zu content-type=%s x-test-header=%s\n", n, body->len,
-             ct ? ct : "", xh ? xh : "");
+    snprintf(line, sizeof(line), "POST %s n=%ld bytes=%zu content-type=%s x-test-header=%s\n", url,
+             n, body->len, ct ? ct : "", xh ? xh : "");
     snprintf(path, sizeof(path), "%s/requests.log", cfg[C_DIR].s);
     pthread_mutex_lock(&log_lock);
     fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -94,10 +95,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *size = 0;
         return MHD_YES;
     }
-    if (strcmp(method, "POST") || strcmp(url, "/v1/traces")) {
+    if (strcmp(method, "POST") || (strcmp(url, "/v1/traces") && strcmp(url, "/v1/metrics"))) {
         status = 404;
     } else {
-        keep(c, body);
+        keep(c, url, body);
         status = (int)cfg[C_STATUS].i;
         if (cfg[C_DELAY].i > 0) {
             /* One thread per connection: a slow collector holds only its own. */

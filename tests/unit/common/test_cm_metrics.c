@@ -3,6 +3,8 @@
 #include "cm_metrics.h"
 #include "th_http.h"
 
+#include "otlp_metrics.pb-c.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -101,6 +103,83 @@ static void test_series_are_capped(void **state)
     cm_metrics_free(m);
 }
 
+/* The OTLP form: read back with protoc-c as the ScopeMetrics it is framed
+ * for (test_e2e_otel decodes whole requests with protoc and the official
+ * definitions). */
+static void test_otlp(void **state)
+{
+    struct cm_metrics *m = cm_metrics_new();
+    Agentcore__Otlp__V1__ScopeMetrics *sm;
+    const Agentcore__Otlp__V1__Metric *c, *g, *h, *fn;
+    const char *const tool[] = {"shell", "error"};
+    struct cm_buf b;
+    int fc, fg, fh, fe;
+    uint64_t total = 0;
+    size_t i;
+
+    (void)state;
+    fc = cm_metrics_family(m, "calls_total", "calls", CM_COUNTER,
+                           (const char *const[]){"tool", "status", NULL});
+    fg = cm_metrics_family(m, "active", "now", CM_GAUGE, NULL);
+    fh = cm_metrics_family(m, "latency_seconds", "how long", CM_HISTOGRAM, NULL);
+    fe = cm_metrics_family(m, "never_used_total", "nothing yet", CM_COUNTER, NULL);
+    assert_true(fc >= 0 && fg >= 0 && fh >= 0 && fe >= 0);
+    assert_int_equal(cm_metrics_gauge_fn(m, "fn_gauge", "read when shown", seven, NULL), 0);
+    cm_metrics_count(m, fc, tool, 3);
+    cm_metrics_gauge(m, fg, NULL, 2);
+    cm_metrics_observe(m, fh, NULL, 0.003); /* first bucket */
+    cm_metrics_observe(m, fh, NULL, 0.2);   /* le 0.25 */
+    cm_metrics_observe(m, fh, NULL, 500);   /* past the last bound */
+    cm_buf_init(&b, 1u << 20);
+    assert_int_equal(cm_metrics_otlp(m, 100, 200, &b), 0);
+    sm = agentcore__otlp__v1__scope_metrics__unpack(NULL, b.len, (const uint8_t *)b.data);
+    assert_non_null(sm);
+    assert_int_equal(sm->n_metrics, 4); /* a family with no series sends nothing */
+    c = sm->metrics[0];
+    g = sm->metrics[1];
+    h = sm->metrics[2];
+    fn = sm->metrics[3];
+    assert_string_equal(c->name, "calls_total");
+    assert_int_equal(c->data_case, AGENTCORE__OTLP__V1__METRIC__DATA_SUM);
+    assert_true(c->sum->is_monotonic);
+    assert_int_equal(
+        c->sum->aggregation_temporality,
+        AGENTCORE__OTLP__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE);
+    assert_int_equal(c->sum->n_data_points, 1);
+    assert_int_equal(c->sum->data_points[0]->as_int, 3);
+    assert_int_equal(c->sum->data_points[0]->start_time_unix_nano, 100);
+    assert_int_equal(c->sum->data_points[0]->time_unix_nano, 200);
+    assert_int_equal(c->sum->data_points[0]->n_attributes, 2);
+    assert_string_equal(c->sum->data_points[0]->attributes[0]->key, "tool");
+    assert_string_equal(c->sum->data_points[0]->attributes[0]->value->string_value, "shell");
+    assert_string_equal(c->sum->data_points[0]->attributes[1]->value->string_value, "error");
+    assert_int_equal(g->data_case, AGENTCORE__OTLP__V1__METRIC__DATA_GAUGE);
+    assert_int_equal(g->gauge->data_points[0]->as_int, 2);
+    assert_int_equal(h->data_case, AGENTCORE__OTLP__V1__METRIC__DATA_HISTOGRAM);
+    assert_string_equal(h->unit, "s");
+    assert_int_equal(h->histogram->data_points[0]->count, 3);
+    assert_true(h->histogram->data_points[0]->sum > 500.2 &&
+                h->histogram->data_points[0]->sum < 500.21);
+    assert_int_equal(h->histogram->data_points[0]->n_bucket_counts,
+                     h->histogram->data_points[0]->n_explicit_bounds + 1);
+    assert_int_equal(h->histogram->data_points[0]->bucket_counts[0], 1);
+    for (i = 0; i < h->histogram->data_points[0]->n_bucket_counts; i++)
+        total += h->histogram->data_points[0]->bucket_counts[i];
+    assert_int_equal(total, 3); /* per bucket, not cumulated, +Inf last */
+    assert_int_equal(h->histogram->data_points[0]
+                         ->bucket_counts[h->histogram->data_points[0]->n_bucket_counts - 1],
+                     1);
+    assert_string_equal(fn->name, "fn_gauge");
+    assert_int_equal(fn->gauge->data_points[0]->as_int, 7);
+    agentcore__otlp__v1__scope_metrics__free_unpacked(sm, NULL);
+    cm_buf_free(&b);
+    cm_buf_init(&b, 1u << 20);
+    assert_int_equal(cm_metrics_otlp(NULL, 1, 2, &b), 0);
+    assert_int_equal(b.len, 0);
+    cm_buf_free(&b);
+    cm_metrics_free(m);
+}
+
 static void test_endpoint(void **state)
 {
     static const char *const outcome[] = {"outcome", NULL};
@@ -135,6 +214,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_text_format),
         cmocka_unit_test(test_series_are_capped),
+        cmocka_unit_test(test_otlp),
         cmocka_unit_test(test_endpoint),
     };
 

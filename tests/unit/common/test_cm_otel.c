@@ -64,6 +64,9 @@ static void defaults(struct cm_cfg_value *v)
     v[CM_OTEL_CFG_TIMEOUT].i = 1000;
     v[CM_OTEL_CFG_ENDPOINT].s = "http://127.0.0.1:9"; /* discard: nothing listens */
     v[CM_OTEL_CFG_SIGV4].s = "auto";
+    v[CM_OTEL_CFG_TRACES_EXPORTER].s = "otlp";
+    v[CM_OTEL_CFG_METRICS_EXPORTER].s = "none";
+    v[CM_OTEL_CFG_METRIC_INTERVAL].i = 60000;
 }
 
 static void test_config(void **state)
@@ -102,11 +105,59 @@ static void test_config(void **state)
     assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
     assert_non_null(strstr(err, "OTEL_EXPORTER_OTLP_SIGV4"));
     defaults(v);
+    v[CM_OTEL_CFG_METRICS_EXPORTER].s = "prometheus";
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "OTEL_METRICS_EXPORTER"));
+    defaults(v);
+    v[CM_OTEL_CFG_TRACES_EXPORTER].s = "zipkin";
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "OTEL_TRACES_EXPORTER"));
+    defaults(v);
+    v[CM_OTEL_CFG_TRACES_EXPORTER].s = "none"; /* and no metrics: nothing to do */
+    assert_null(cm_otel_new(v, "t", NULL, err, sizeof(err)));
+    assert_string_equal(err, "");
+    defaults(v);
     o = cm_otel_new(v, "t", NULL, err, sizeof(err));
     assert_non_null(o);
     assert_int_equal(cm_otel_relaying(o), 0);
+    assert_int_equal(cm_otel_metrics_on(o), 0);
+    cm_otel_stop(o, 0);
+    cm_otel_stop(o, 0); /* idempotent */
     cm_otel_free(o, 0);
     cm_otel_free(NULL, 0);
+    cm_otel_stop(NULL, 0);
+}
+
+/* Metrics without spans: the exporter exists, records no span. */
+static void test_metrics_only(void **state)
+{
+    struct cm_cfg_value v[CM_OTEL_CFG_COUNT];
+    struct cm_otel_span sp = {"s", CM_OTEL_INTERNAL, NULL, 1, 2, 0, NULL, NULL, 0, NULL, 0, NULL};
+    struct cm_otel_stats st;
+    struct cm_trace t;
+    struct cm_otel *o;
+    uint8_t *req;
+    size_t len;
+    char err[256];
+
+    (void)state;
+    defaults(v);
+    v[CM_OTEL_CFG_ENDPOINT].s = NULL;
+    v[CM_OTEL_CFG_METRICS_ENDPOINT].s = "http://127.0.0.1:9/v1/metrics";
+    v[CM_OTEL_CFG_METRICS_EXPORTER].s = "otlp";
+    o = cm_otel_new(v, "t", NULL, err, sizeof(err));
+    assert_non_null(o);
+    assert_int_equal(cm_otel_metrics_on(o), 1);
+    assert_int_equal(cm_trace_new(&t), 0);
+    sp.trace = &t;
+    assert_int_equal(cm_otel_sampled(o, &t), 0);
+    cm_otel_record(o, &sp);
+    cm_otel_stats(o, &st);
+    assert_int_equal(st.recorded, 0);
+    /* nothing collected yet (no collector): nothing to hand back */
+    assert_int_equal(cm_otel_pack_metrics(o, &req, &len), 1);
+    assert_null(req);
+    cm_otel_free(o, 0);
 }
 
 static void test_sigv4_for(void **state)
@@ -177,11 +228,11 @@ static void test_pack_and_forward(void **state)
     v[CM_OTEL_CFG_QUEUE].i = 2;
     agent = cm_otel_new(v, "agent", NULL, err, sizeof(err));
     assert_non_null(agent);
-    assert_int_equal(cm_otel_forward(NULL, req, len), CM_ENOENT);
-    assert_true(cm_otel_forward(agent, junk, sizeof(junk)) < 0);
-    assert_true(cm_otel_forward(agent, req, 0) < 0); /* no span in it */
+    assert_int_equal(cm_otel_forward(NULL, CM_OTEL_TRACES, req, len), CM_ENOENT);
+    assert_true(cm_otel_forward(agent, CM_OTEL_TRACES, junk, sizeof(junk)) < 0);
+    assert_true(cm_otel_forward(agent, CM_OTEL_TRACES, req, 0) < 0); /* no span in it */
     for (i = 0; i < 3; i++) {
-        rc = cm_otel_forward(agent, req, len);
+        rc = cm_otel_forward(agent, CM_OTEL_TRACES, req, len);
         assert_int_equal(rc, i < 2 ? 0 : CM_EBUSY /* two spans queued at most */);
     }
     cm_otel_stats(agent, &st);
@@ -277,10 +328,10 @@ static void test_queue_is_bounded(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pairs),     cmocka_unit_test(test_config),
-        cmocka_unit_test(test_samplers),  cmocka_unit_test(test_queue_is_bounded),
-        cmocka_unit_test(test_sigv4_for), cmocka_unit_test(test_pack_and_forward),
-    };
+        cmocka_unit_test(test_pairs),       cmocka_unit_test(test_config),
+        cmocka_unit_test(test_samplers),    cmocka_unit_test(test_queue_is_bounded),
+        cmocka_unit_test(test_sigv4_for),   cmocka_unit_test(test_pack_and_forward),
+        cmocka_unit_test(test_metrics_only)};
 
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
