@@ -995,9 +995,9 @@ static void session_stores(struct stack *s, int n, int conc)
         fprintf(stderr, "bench: could not remove %s\n", dir);
 }
 
-/* The cost of tracing (OTLP export on, every trace sampled): the same load
- * on a fresh stack with tracing off, with a collector that answers, one
- * that takes 2 s per export, and none at all. */
+/* The cost of tracing (OTLP export on, every trace sampled, OTLP metrics
+ * every second): the same load on a fresh stack with tracing off, with a
+ * collector that answers, one that takes 2 s per export, and none at all. */
 static void tracing_cost(struct stack *s, int total, int conc)
 {
     static const struct {
@@ -1030,6 +1030,7 @@ static void tracing_cost(struct stack *s, int total, int conc)
         if (runs[k].receiver) {
             all_extra[0] = ep;
             all_extra[1] = "OTEL_BSP_SCHEDULE_DELAY=200";
+            all_extra[2] = "OTEL_METRIC_EXPORT_INTERVAL=1000";
         }
         if (fresh(s, "otel"))
             break;
@@ -1043,7 +1044,10 @@ static void tracing_cost(struct stack *s, int total, int conc)
             text = th_read_file(log, NULL);
             for (p = text; p && (p = strstr(p, "POST /v1/traces")); p++)
                 n++;
-            printf("  the collector received %d export requests\n", n);
+            printf("  the collector received %d span export requests", n);
+            for (n = 0, p = text; p && (p = strstr(p, "POST /v1/metrics")); p++)
+                n++;
+            printf(" and %d metrics export requests\n", n);
             free(text);
             th_proc_stop(&rcv, SIGTERM);
             snprintf(log, sizeof(log), "rm -rf '%s'", dir);
