@@ -91,6 +91,7 @@ enum {
     C_AUTH_CERT,
     C_AUTH_KEY,
     C_METRICS,
+    C_TRIM,
     C_CAPTURE_CONTENT,
     C_OTEL,
     C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
@@ -264,6 +265,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
     [C_METRICS] = CM_CFG_METRICS_LISTEN,
+    [C_TRIM] = CM_CFG_RESIDENT_TRIM,
     [C_CAPTURE_CONTENT] = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", NULL, CM_CFG_BOOL,
                            "false", 0, 1,
                            "true: chat spans carry the messages sent and received (an event "
@@ -711,7 +713,7 @@ int main(int argc, char **argv)
     cm_notify_ready(port);
     if (!cfg[C_BEARER].s)
         warming = !pthread_create(&warm, NULL, warm_up, creds);
-    sig = cm_main_wait_signal();
+    sig = cm_main_wait_signal((int)cfg[C_TRIM].i);
     cm_info("signal %d: shutting down (grace %lld ms)", sig, cfg[C_GRACE].i);
     cm_status_close(svc.status); /* watches never end by themselves */
     cm_rpc_server_shutdown(srv, (int)cfg[C_GRACE].i);

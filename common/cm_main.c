@@ -12,10 +12,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static const char *value_of(const struct cm_cfg_entry *tab, int n, const struct cm_cfg_value *vals,
                             const char *name)
@@ -285,7 +287,7 @@ void cm_main_raise_nofile(void)
     }
 }
 
-int cm_main_wait_signal(void)
+int cm_main_wait_signal(int trim_after_ms)
 {
     sigset_t set;
     int sig = 0;
@@ -293,6 +295,28 @@ int cm_main_wait_signal(void)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    if (trim_after_ms > 0) {
+        struct timespec ts = {trim_after_ms / 1000, (long)(trim_after_ms % 1000) * 1000000L};
+        uint64_t until = cm_now_ms() + (uint64_t)trim_after_ms;
+
+        for (;;) {
+            uint64_t now;
+
+            if ((sig = sigtimedwait(&set, NULL, &ts)) > 0)
+                return sig;
+            if ((now = cm_now_ms()) >= until)
+                break;
+            ts.tv_sec = (time_t)((until - now) / 1000); /* EINTR: wait out the rest */
+            ts.tv_nsec = (long)((until - now) % 1000) * 1000000L;
+        }
+        {
+            char kb[24];
+            const char *kv[] = {"kib", kb, NULL};
+
+            snprintf(kb, sizeof(kb), "%ld", cm_main_trim_resident());
+            CM_LOGF(CM_LOG_INFO, kv, "start-up pages given back");
+        }
+    }
     while (sigwait(&set, &sig))
         ;
     return sig;
@@ -383,6 +407,59 @@ int cm_main_keep_env(const char *const *keep)
 int cm_main_drop_secrets(void)
 {
     return remove_env(secret, NULL);
+}
+
+/* A mapping from /proc/self/smaps and whether it may be given back. */
+struct trim_map {
+    unsigned long start, end;
+    int eligible; /* read-only, private, backed by a file */
+    long rss_kb, anon_kb;
+};
+
+static long trim_one(const struct trim_map *m)
+{
+    /* Only clean file pages: no write permission (nothing can dirty it)
+     * and no anonymous page (a copy-on-write page would be lost). */
+    if (!m->eligible || m->anon_kb != 0 || m->rss_kb == 0)
+        return 0;
+    if (madvise((void *)m->start, m->end - m->start, MADV_DONTNEED))
+        return 0;
+    return m->rss_kb;
+}
+
+long cm_main_trim_resident(void)
+{
+    FILE *f = fopen("/proc/self/smaps", "re");
+    struct trim_map cur = {0, 0, 0, 0, 0};
+    char line[1024];
+    long freed = 0;
+
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long a, b;
+        char perms[8], path[512];
+        long kb;
+        int n;
+
+        path[0] = '\0';
+        n = sscanf(line, "%lx-%lx %7s %*s %*s %*s %511s", &a, &b, perms, path);
+        if (n >= 3) { /* "start-end perms ...": a mapping begins */
+            freed += trim_one(&cur);
+            cur = (struct trim_map){
+                a, b, perms[0] == 'r' && perms[1] == '-' && perms[3] == 'p' && path[0] == '/', 0,
+                0};
+        } else if (sscanf(line, "Rss: %ld kB", &kb) == 1) {
+            cur.rss_kb = kb;
+        } else if (sscanf(line, "Anonymous: %ld kB", &kb) == 1) {
+            cur.anon_kb = kb;
+        }
+    }
+    fclose(f);
+    /* The last one: smaps is read to its end before anything is dropped
+     * from it, except this block, whose fields are all known now. */
+    freed += trim_one(&cur);
+    return freed;
 }
 
 int cm_main_observe(const struct cm_cfg_value *otel_values, const char *metrics_listen,

@@ -63,8 +63,26 @@ int cm_main_harden(void);
 void cm_main_block_signals(void);
 /* Raises the soft RLIMIT_NOFILE to the hard limit. */
 void cm_main_raise_nofile(void);
-/* Waits for SIGINT or SIGTERM and returns its number. */
-int cm_main_wait_signal(void);
+/* Waits for SIGINT or SIGTERM and returns its number. With |trim_after_ms|
+ * > 0, once that long has passed (the process is serving and past its
+ * start), calls cm_main_trim_resident() and logs what it gave back. */
+int cm_main_wait_signal(int trim_after_ms);
+
+/* The configuration entry of the three binaries for that. */
+#define CM_CFG_RESIDENT_TRIM                                                                       \
+    {                                                                                              \
+        "RESIDENT_TRIM_MS", NULL, CM_CFG_INT, "1000", 0, 3600000,                                  \
+            "ms after start when the pages only start-up used are given back (0: never)", 0        \
+    }
+
+/* Once the process serves: gives back the pages of read-only file mappings
+ * (code, constants, the symbol and relocation tables of the shared
+ * libraries) that start-up touched, so the resident set holds what serving
+ * uses; whatever is needed again comes back from the page cache on first
+ * use (a minor fault, no I/O). Mappings that hold copied-on-write pages
+ * (RELRO) are never touched. Returns the KiB given back (0 when
+ * /proc/self/smaps cannot be read). */
+long cm_main_trim_resident(void);
 
 struct cm_otel;
 struct cm_metrics;

@@ -46,6 +46,7 @@ enum {
     C_AUTH_CERT,
     C_AUTH_KEY,
     C_METRICS,
+    C_TRIM,
     C_OTEL,
     C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
     C_LOG_LEVEL,
@@ -113,6 +114,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
     [C_METRICS] = CM_CFG_METRICS_LISTEN,
+    [C_TRIM] = CM_CFG_RESIDENT_TRIM,
     CM_CFG_OTEL(C_OTEL),
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
@@ -269,7 +271,7 @@ int main(int argc, char **argv)
         CM_LOGF(CM_LOG_INFO, kv, "gateway ready");
     }
     cm_notify_ready(gw_http_port(http));
-    sig = cm_main_wait_signal();
+    sig = cm_main_wait_signal((int)cfg[C_TRIM].i);
     cm_info("signal %d: shutting down (grace %lld ms)", sig, cfg[C_GRACE].i);
     gw_http_stop(http, (int)cfg[C_GRACE].i);
     http = NULL;

@@ -53,6 +53,7 @@ enum {
     C_AUTH_CERT,
     C_AUTH_KEY,
     C_METRICS,
+    C_TRIM,
     C_OTEL,
     C_OTEL_LAST = C_OTEL + CM_OTEL_CFG_COUNT - 1,
     C_LOG_LEVEL,
@@ -130,6 +131,7 @@ static const struct cm_cfg_entry config[C_COUNT] = {
     [C_AUTH_CERT] = CM_CFG_INTERNAL_TLS_CERT,
     [C_AUTH_KEY] = CM_CFG_INTERNAL_TLS_KEY,
     [C_METRICS] = CM_CFG_METRICS_LISTEN,
+    [C_TRIM] = CM_CFG_RESIDENT_TRIM,
     CM_CFG_OTEL(C_OTEL),
     [C_LOG_LEVEL] = CM_CFG_LOG_LEVEL,
 };
@@ -459,7 +461,7 @@ int main(int argc, char **argv)
         CM_LOGF(CM_LOG_INFO, kv, "tool-worker ready");
     }
     cm_notify_ready(port);
-    sig = cm_main_wait_signal();
+    sig = cm_main_wait_signal((int)cfg[C_TRIM].i);
     cm_info("signal %d: shutting down (grace %lld ms)", sig, cfg[C_GRACE].i);
     cm_status_close(hub); /* watches never end by themselves */
     cm_rpc_server_shutdown(srv, (int)cfg[C_GRACE].i);

@@ -1585,7 +1585,7 @@ int main(int argc, char **argv)
         CM_LOGF(CM_LOG_INFO, kv, "bedrock emulator ready");
     }
     cm_notify_ready(info ? info->port : 0);
-    cm_main_wait_signal();
+    cm_main_wait_signal(0);
     MHD_quiesce_daemon(d);
     sleeper_stop(); /* resumes what still waits, so MHD can stop */
     MHD_stop_daemon(d);

@@ -157,7 +157,7 @@ int main(int argc, char **argv)
     info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     cm_info("otlp receiver ready");
     cm_notify_ready(info ? info->port : 0);
-    cm_main_wait_signal();
+    cm_main_wait_signal(0);
     MHD_stop_daemon(d);
     cm_config_free(cfg, C_COUNT);
     return 0;
