@@ -1071,6 +1071,12 @@ int main(int argc, char **argv)
         return 2;
     cm_main_raise_nofile();
     cm_rpc_init();
+    /* The processes require the internal token (th_proc hands it to
+     * them); the sandbox phase calls the tool-worker itself. */
+    if (th_use_token()) {
+        fprintf(stderr, "bench: no internal token\n");
+        return 1;
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     memset(&s, 0, sizeof(s));
     if (emu_start(&s.emu))
