@@ -329,6 +329,8 @@ static int emu_start(struct th_proc *emu)
 static const char *agent_extra[4];
 static const char *all_extra[4];
 #define EXTRA(a, i) ((a)[i] ? (a)[i] : "X=1")
+/* BENCH_ALL_ENV=NAME=VALUE: one setting all three get (for A/B runs). */
+#define ALL_ENV (getenv("BENCH_ALL_ENV") ? getenv("BENCH_ALL_ENV") : "X=1")
 
 static int spawn_three(struct stack *s, const char *tag)
 {
@@ -349,7 +351,7 @@ static int spawn_three(struct stack *s, const char *tag)
     if (th_proc_spawn(&s->gw, n[0], AC_BIN_GATEWAY,
                       (const char *[]){gp, "GATEWAY_HOST=127.0.0.1", aa, "LOG_LEVEL=WARN",
                                        EXTRA(all_extra, 0), EXTRA(all_extra, 1),
-                                       EXTRA(all_extra, 2), NULL}) ||
+                                       EXTRA(all_extra, 2), ALL_ENV, NULL}) ||
         th_proc_spawn(
             &s->agent, n[1], AC_BIN_AGENT,
             (const char *[]){al, tw, ep, "AWS_ACCESS_KEY_ID=AKIDEMULATOR0000000",
@@ -359,10 +361,10 @@ static int spawn_three(struct stack *s, const char *tag)
                              agent_extra[0] ? agent_extra[0] : "X=1",
                              agent_extra[1] ? agent_extra[1] : "X=1",
                              agent_extra[2] ? agent_extra[2] : "X=1", EXTRA(all_extra, 0),
-                             EXTRA(all_extra, 1), EXTRA(all_extra, 2), NULL}) ||
+                             EXTRA(all_extra, 1), EXTRA(all_extra, 2), ALL_ENV, NULL}) ||
         th_proc_spawn(&s->tool, n[2], AC_BIN_TOOL,
                       (const char *[]){tl, "LOG_LEVEL=WARN", EXTRA(all_extra, 0),
-                                       EXTRA(all_extra, 1), EXTRA(all_extra, 2), NULL}))
+                                       EXTRA(all_extra, 1), EXTRA(all_extra, 2), ALL_ENV, NULL}))
         return -1;
     return 0;
 }
