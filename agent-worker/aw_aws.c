@@ -114,7 +114,7 @@ struct curl_slist *aw_sign_request(const struct aw_sign_req *r)
     for (i = 0; i < nh; i++)
         l = add(l, wire_name(hdrs[i].name), hdrs[i].value, &ok);
     l = add(l, "Authorization", auth, &ok);
-    OPENSSL_cleanse(auth, sizeof(auth));
+    OPENSSL_cleanse(auth, strlen(auth)); /* what was written: the buffer is 8 KiB */
     l = curl_slist_append(l, "Expect:");
     if (!ok || !l) {
         aw_slist_free_secure(l);
