@@ -195,6 +195,7 @@ struct ws {
      * control frames ahead of data, so it must not be queued earlier. */
     uint16_t close_code;
     uint64_t active_at;     /* last frame received or invocation event (idle timeout) */
+    uint64_t opened_at;     /* for the closing log line */
     uint64_t blocked_since; /* queued bytes the socket has not taken, since; 0 none */
     uint64_t sent;          /* bytes the socket took (progress of a blocked write) */
     /* While an invocation runs, a pump thread sleeps on its stream and hands
@@ -591,7 +592,7 @@ static void *ws_main(void *p)
     }
     ws_register(w, 1);
     wslay_event_config_set_max_recv_msg_length(w->ctx, s->cfg.max_message);
-    w->active_at = cm_now_ms();
+    w->active_at = w->opened_at = cm_now_ms();
     while (wslay_event_want_read(w->ctx) || wslay_event_want_write(w->ctx)) {
         struct pollfd pf[2] = {{sock, 0, 0}, {w->wake, POLLIN, 0}};
         int stopping = is_stopping(s), timeout = -1, closing;
@@ -688,6 +689,13 @@ static void *ws_main(void *p)
     }
     if (w->call)
         cm_info("WebSocket closed mid-invocation: invocation cancelled");
+    {
+        char ms[24];
+        const char *kv[] = {"durationMs", ms, NULL};
+
+        snprintf(ms, sizeof(ms), "%llu", (unsigned long long)(cm_now_ms() - w->opened_at));
+        CM_LOGF(CM_LOG_INFO, kv, "WebSocket session ended");
+    }
     ws_close_call(w);
     ws_register(w, 0);
     close(w->wake);

@@ -300,8 +300,10 @@ static void test_websocket_that_never_reads_is_closed(void **state)
     fd = th_ws_connect(budget_s.gw.port, "/ws", "");
     assert_true(fd >= 0);
     assert_int_equal(flood_pings(fd, budget_s.gw.log_path, "is not reading", 64u << 20), 0);
-    /* Its close frame cannot reach a client that never reads: dropped. */
-    assert_true(th_wait_log(budget_s.gw.log_path, "took nothing", 20000) >= 0);
+    /* Its session ends: dropped after the write timeout when its close
+     * cannot reach the client ("took nothing"), or closed, when the
+     * kernel's buffers (which TCP may grow meanwhile) still took the close. */
+    assert_true(th_wait_log(budget_s.gw.log_path, "WebSocket session ended", 20000) >= 0);
     close(fd);
 }
 
