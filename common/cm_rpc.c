@@ -10,6 +10,7 @@
 
 #include "health.pb-c.h"
 
+#include <dlfcn.h>
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -147,8 +148,30 @@ static void log_refused(grpc_call *call, const char *method)
 
 #define REFUSED_TEXT "internal credential missing or wrong (INTERNAL_TOKEN_FILE)"
 
+/* gRPC's locks are abseil Mutexes. Debian builds abseil without NDEBUG, so
+ * every lock acquisition also maintains a global lock-order graph for
+ * deadlock detection (GraphCycles, its own global lock): a debugging aid
+ * that showed in every profile of the request path. Turned off here, before
+ * gRPC starts a thread, through the C++ entry point (its mangled name; any
+ * other abseil build simply keeps its default). */
+static void absl_deadlock_detection_off(void)
+{
+    static const char *const names[] = {
+        "_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE",
+        "_ZN4absl29SetMutexDeadlockDetectionModeENS_15OnDeadlockCycleE",
+    };
+    void (*set)(int) = NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]) && !set; i++)
+        *(void **)&set = dlsym(RTLD_DEFAULT, names[i]);
+    if (set)
+        set(0); /* absl::OnDeadlockCycle::kIgnore */
+}
+
 void cm_rpc_init(void)
 {
+    absl_deadlock_detection_off();
     grpc_init();
 }
 
