@@ -1,6 +1,7 @@
 /* Metric families, their series, the text format, and the /metrics server. */
 #include "cm_metrics.h"
 #include "cm_err.h"
+#include "cm_pb.h"
 #include "cm_util.h"
 
 #include "otlp_metrics.pb-c.h"
@@ -363,25 +364,32 @@ int cm_metrics_render(struct cm_metrics *m, struct cm_buf *out)
 
 /* ---- OTLP ---- */
 
+/* protobuf-c appends straight into the cm_buf: no copy of a packed Metric. */
+struct sink {
+    ProtobufCBuffer base;
+    struct cm_buf *out;
+    int rc;
+};
+
+static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
+{
+    struct sink *k = (struct sink *)b;
+
+    if (!k->rc)
+        k->rc = cm_buf_add(k->out, data, len);
+}
+
 /* Appends one Metric as field 2 of a ScopeMetrics: its key, length, bytes. */
 static int put_metric(struct cm_buf *out, const Agentcore__Otlp__V1__Metric *mt)
 {
-    size_t len = agentcore__otlp__v1__metric__get_packed_size(mt);
-    uint8_t head[11], *p;
-    size_t n = 0;
-    uint64_t v = len;
+    struct sink k = {{sink_append}, out, 0};
+    uint8_t head[CM_PB_HEAD_MAX];
 
-    head[n++] = 2 << 3 | 2;
-    do {
-        head[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-    } while (v);
-    if (cm_buf_add(out, head, n) || !(p = malloc(len ? len : 1)))
-        return CM_ENOMEM;
-    agentcore__otlp__v1__metric__pack(mt, p);
-    n = (size_t)cm_buf_add(out, p, len);
-    free(p);
-    return n ? CM_ENOMEM : 0;
+    k.rc = cm_buf_add(out, head,
+                      cm_pb_field_head(head, 2, agentcore__otlp__v1__metric__get_packed_size(mt)));
+    if (!k.rc)
+        agentcore__otlp__v1__metric__pack_to_buffer(mt, &k.base);
+    return k.rc;
 }
 
 int cm_metrics_otlp(void *mp, uint64_t start_ns, uint64_t now_ns, struct cm_buf *out)
