@@ -6,6 +6,7 @@
 #include "cm_buf.h"
 #include "cm_err.h"
 #include "cm_log.h"
+#include "cm_pb.h"
 #include "cm_util.h"
 
 #include "otlp_metrics.pb-c.h"
@@ -389,7 +390,8 @@ struct cm_otel *cm_otel_new(const struct cm_cfg_value *v, const char *process,
          * never maps it). With signing, the hook writes Content-Type. */
         pthread_once(&cc.once, curl_load);
         if (!cc.ok) {
-            snprintf(err, errlen, "tracing needs libcurl (libcurl.so.4), which cannot be loaded");
+            snprintf(err, errlen,
+                     "OTLP export needs libcurl (libcurl.so.4), which cannot be loaded");
             goto fail;
         }
         o->headers =
@@ -505,6 +507,33 @@ static size_t view_attrs(const struct cm_otel_attr *a, size_t n, size_t cap,
 
 #define EV_ATTRS 16
 
+/* The protobuf-c view of one event; its attributes in |kv|, |val|, |kvp|. */
+static void view_event(const struct cm_otel_event *e, Agentcore__Otlp__V1__Span__Event *ev,
+                       Agentcore__Otlp__V1__KeyValue *kv, Agentcore__Otlp__V1__AnyValue *val,
+                       Agentcore__Otlp__V1__KeyValue **kvp)
+{
+    agentcore__otlp__v1__span__event__init(ev);
+    ev->name = (char *)e->name;
+    ev->time_unix_nano = e->time_ns;
+    ev->n_attributes = view_attrs(e->attrs, e->n_attrs, EV_ATTRS, kv, val, kvp);
+    ev->attributes = kvp;
+}
+
+/* A queue entry with room for |len| bytes, its fields set, |data| not. */
+static struct queued *queued_new(size_t len, int spans, int whole, int signal)
+{
+    struct queued *q = malloc(sizeof(*q) + len);
+
+    if (q) {
+        q->next = NULL;
+        q->len = len;
+        q->spans = spans;
+        q->whole = whole;
+        q->signal = signal;
+    }
+    return q;
+}
+
 /* Packs |s| into a malloc'd queue entry. Everything lives on the stack
  * until it is packed: recording allocates once. */
 static struct queued *pack_span(const struct cm_otel_span *s)
@@ -539,13 +568,7 @@ static struct queued *pack_span(const struct cm_otel_span *s)
     sp.n_attributes = view_attrs(s->attrs, s->n_attrs, 32, kv, val, kvp);
     sp.attributes = kvp;
     for (n = 0; n < s->n_events && n < CM_OTEL_MAX_EVENTS; n++) {
-        const struct cm_otel_event *e = &s->events[n];
-
-        agentcore__otlp__v1__span__event__init(&ev[n]);
-        ev[n].name = (char *)e->name;
-        ev[n].time_unix_nano = e->time_ns;
-        ev[n].n_attributes = view_attrs(e->attrs, e->n_attrs, EV_ATTRS, ekv[n], eval[n], ekvp[n]);
-        ev[n].attributes = ekvp[n];
+        view_event(&s->events[n], &ev[n], ekv[n], eval[n], ekvp[n]);
         evp[n] = &ev[n];
     }
     if (s->error) {
@@ -554,11 +577,7 @@ static struct queued *pack_span(const struct cm_otel_span *s)
         exc[0] = (struct cm_otel_attr){"exception.type", s->error_type ? s->error_type : msg, 0};
         exc[1] = (struct cm_otel_attr){"exception.message", msg, 0};
         exception = (struct cm_otel_event){"exception", sp.end_time_unix_nano, exc, 2};
-        agentcore__otlp__v1__span__event__init(&ev[n]);
-        ev[n].name = (char *)exception.name;
-        ev[n].time_unix_nano = exception.time_ns;
-        ev[n].n_attributes = view_attrs(exc, 2, EV_ATTRS, ekv[n], eval[n], ekvp[n]);
-        ev[n].attributes = ekvp[n];
+        view_event(&exception, &ev[n], ekv[n], eval[n], ekvp[n]);
         evp[n] = &ev[n];
         n++;
     }
@@ -569,13 +588,8 @@ static struct queued *pack_span(const struct cm_otel_span *s)
     st.message = (char *)(s->error && s->message ? s->message : "");
     sp.status = &st;
     len = agentcore__otlp__v1__span__get_packed_size(&sp);
-    if (!(q = malloc(sizeof(*q) + len)))
-        return NULL;
-    agentcore__otlp__v1__span__pack(&sp, q->data);
-    q->len = len;
-    q->next = NULL;
-    q->spans = 1;
-    q->whole = 0;
+    if ((q = queued_new(len, 1, 0, CM_OTEL_TRACES)))
+        agentcore__otlp__v1__span__pack(&sp, q->data);
     return q;
 }
 
@@ -680,16 +694,11 @@ static int count_items(int signal, const uint8_t *req, size_t len)
 /* A whole request of |signal| on the queue (spans counted for traces). */
 static int enqueue_whole(struct cm_otel *o, int signal, const uint8_t *req, size_t len, int spans)
 {
-    struct queued *q = malloc(sizeof(*q) + len);
+    struct queued *q = queued_new(len, signal == CM_OTEL_TRACES ? spans : 0, 1, signal);
 
     if (!q)
         return CM_ENOMEM;
     memcpy(q->data, req, len);
-    q->len = len;
-    q->next = NULL;
-    q->spans = signal == CM_OTEL_TRACES ? spans : 0;
-    q->whole = 1;
-    q->signal = signal;
     if (signal == CM_OTEL_TRACES) {
         pthread_mutex_lock(&o->lock);
         o->stats.recorded += (uint64_t)spans;
@@ -729,39 +738,6 @@ int64_t cm_otel_lost(void *o)
 
 /* ---- export ---- */
 
-static size_t varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-
-    do {
-        p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-    } while (v);
-    return n;
-}
-
-static size_t varint_len(uint64_t v)
-{
-    uint8_t tmp[10];
-
-    return varint(tmp, v);
-}
-
-/* A length-delimited field |f| of |len| bytes: its key and length. */
-static size_t field_head(uint8_t *p, unsigned f, size_t len)
-{
-    size_t n = varint(p, (uint64_t)f << 3 | 2);
-
-    return n + varint(p + n, len);
-}
-
-static size_t field_len(unsigned f, size_t len)
-{
-    return varint_len((uint64_t)f << 3 | 2) + varint_len(len) + len;
-}
-
-/* ExportTraceServiceRequest{resource_spans: [{resource, scope_spans: [{scope,
- * spans}]}]} around the packed spans of |batch|. */
 /* Export{[1] Resource{[1] resource, [2] Scope{[1] scope, [2] item...}}}:
  * the same field numbers for traces (ResourceSpans, ScopeSpans, spans) and
  * metrics (ResourceMetrics, ScopeMetrics, metrics). The items are |batch|'s
@@ -774,22 +750,22 @@ static uint8_t *wrap(const struct cm_otel *o, const struct queued *batch, const 
     uint8_t *b;
 
     for (q = batch; q; q = q->next)
-        spans += field_len(2, q->len);
-    ss = field_len(1, o->scope_len) + spans;
-    rs = field_len(1, o->resource_len) + field_len(2, ss);
-    total = field_len(1, rs);
+        spans += cm_pb_field_len(2, q->len);
+    ss = cm_pb_field_len(1, o->scope_len) + spans;
+    rs = cm_pb_field_len(1, o->resource_len) + cm_pb_field_len(2, ss);
+    total = cm_pb_field_len(1, rs);
     if (!(b = malloc(total)))
         return NULL;
-    pos += field_head(b + pos, 1, rs);
-    pos += field_head(b + pos, 1, o->resource_len);
+    pos += cm_pb_field_head(b + pos, 1, rs);
+    pos += cm_pb_field_head(b + pos, 1, o->resource_len);
     memcpy(b + pos, o->resource, o->resource_len);
     pos += o->resource_len;
-    pos += field_head(b + pos, 2, ss);
-    pos += field_head(b + pos, 1, o->scope_len);
+    pos += cm_pb_field_head(b + pos, 2, ss);
+    pos += cm_pb_field_head(b + pos, 1, o->scope_len);
     memcpy(b + pos, o->scope, o->scope_len);
     pos += o->scope_len;
     for (q = batch; q; q = q->next) {
-        pos += field_head(b + pos, 2, q->len);
+        pos += cm_pb_field_head(b + pos, 2, q->len);
         memcpy(b + pos, q->data, q->len);
         pos += q->len;
     }
@@ -1034,15 +1010,10 @@ static void export_metrics(struct cm_otel *o, CURL *h)
 {
     size_t len = 0;
     uint8_t *req = metrics_request(o, &len);
-    struct queued *q = req ? malloc(sizeof(*q) + len) : NULL;
+    struct queued *q = req ? queued_new(len, 0, 1, CM_OTEL_METRICS) : NULL;
 
     if (q) {
         memcpy(q->data, req, len);
-        q->len = len;
-        q->next = NULL;
-        q->spans = 0;
-        q->whole = 1;
-        q->signal = CM_OTEL_METRICS;
         export_batch(o, h, q, 0); /* frees |q| */
     }
     free(req);
