@@ -128,13 +128,22 @@ static const char *signal_words(int sig, const struct tw_limits *l, char *buf, s
     return buf;
 }
 
+/* The signal that ended the tool, 0 when it exited: bubblewrap reports a
+ * child ended by a signal as its own exit status 128 + the signal. */
+static int ended_by(const struct tw_proc_result *p)
+{
+    if (p->term_signal)
+        return p->term_signal;
+    return p->exit_status > 128 && p->exit_status < 128 + 65 ? p->exit_status - 128 : 0;
+}
+
 /* The model's view of what a process did. */
 static int describe(const struct tw_call *c, const struct tw_proc_result *p, struct tw_result *out)
 {
     const struct tw_tool *t = c->tool;
     const struct tw_limits *l = &t->lim;
     char why[160];
-    int status = p->exit_status, sig = p->term_signal;
+    int status = p->exit_status, sig = ended_by(p);
 
     make_utf8(p->out, p->out_len);
     make_utf8(p->err, p->err_len);
@@ -155,9 +164,6 @@ static int describe(const struct tw_call *c, const struct tw_proc_result *p, str
                              l->output_bytes, p->out_len, p->out);
     if (status == 125 && strstr(p->err, "agentcore-tool-exec:"))
         return tw_result_set(out, 1, "the sandbox could not start the tool: %s", p->err);
-    /* bubblewrap reports a child ended by a signal as 128 + the signal */
-    if (!sig && status > 128 && status < 128 + 65)
-        sig = status - 128;
     if (!t->shell && !sig && status == 0) {
         json_t *j = json_loadb(p->out, p->out_len, 0, NULL);
         json_t *st = json_object_get(j, "status"), *content = json_object_get(j, "content");
@@ -188,7 +194,7 @@ static int describe(const struct tw_call *c, const struct tw_proc_result *p, str
 /* Why the process was ended, when it did not end on its own (NULL). */
 static const char *kill_reason(const struct tw_proc_result *p)
 {
-    int sig = p->term_signal;
+    int sig = ended_by(p);
 
     if (p->killed)
         return "cancelled";
@@ -196,8 +202,6 @@ static const char *kill_reason(const struct tw_proc_result *p)
         return "timeout";
     if (p->out_truncated)
         return "output";
-    if (!sig && p->exit_status > 128 && p->exit_status < 128 + 65)
-        sig = p->exit_status - 128; /* bubblewrap's report of its child's signal */
     return sig == SIGXCPU ? "cpu" : sig ? "signal" : NULL;
 }
 
