@@ -456,8 +456,8 @@ long cm_main_trim_resident(void)
         }
     }
     fclose(f);
-    /* The last one: smaps is read to its end before anything is dropped
-     * from it, except this block, whose fields are all known now. */
+    /* Each mapping is given back once its block is read (at the next
+     * header); the last one here. */
     freed += trim_one(&cur);
     return freed;
 }

@@ -165,10 +165,10 @@ out:
     return ok ? 0 : 1;
 }
 
-/* Signed span export: the gateway holds no credentials, so its export
- * requests go to an agent-worker, which signs and sends them. Runs on the
+/* Signed export: the gateway holds no credentials, so its export requests
+ * (spans, metrics) go to an agent-worker, which signs and sends them. Runs on the
  * exporter thread; a worker that is starting gets a few seconds. */
-static int relay_spans(void *ud, int signal, const uint8_t *body, size_t len)
+static int relay_telemetry(void *ud, int signal, const uint8_t *body, size_t len)
 {
     Agentcore__V1__ExportSpansRequest req = AGENTCORE__V1__EXPORT_SPANS_REQUEST__INIT;
     ProtobufCBinaryData *b = signal == CM_OTEL_METRICS ? &req.metrics : &req.request;
@@ -224,7 +224,7 @@ int main(int argc, char **argv)
     }
     cm_rpc_client_resolve(agent); /* sessions are routed by the names' addresses */
     {
-        struct cm_otel_hooks hooks = {NULL, NULL, relay_spans, cm_rpc_thread_done, agent};
+        struct cm_otel_hooks hooks = {NULL, NULL, relay_telemetry, cm_rpc_thread_done, agent};
 
         if ((rc = cm_main_observe(&cfg[C_OTEL], cfg[C_METRICS].s, "agentcore-gateway", &hooks,
                                   &otel, &metrics)))
