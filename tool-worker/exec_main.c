@@ -7,6 +7,8 @@
  * of the built-in file tools (file_read, file_write, file_list), reading the
  * tool's JSON input on stdin and writing {"status","content"} on stdout, or
  * talks to an MCP server it starts as its child (mcp_list, mcp_call).
+ * In a warm sandbox (--job-stdin) those arguments arrive on stdin instead,
+ * ahead of the tool's input (tw_job.h).
  * It links nothing but libc and jansson: every tool call loads it, and each
  * shared library costs start-up time.
  *
@@ -17,6 +19,7 @@
 #include "tw_confine.h"
 #include "tw_fileops.h"
 #include "tw_forward.h"
+#include "tw_job.h"
 #include "tw_mcp.h"
 #include "tw_toolio.h"
 
@@ -34,7 +37,8 @@ static int usage(const char *why)
 {
     fprintf(stderr,
             "agentcore-tool-exec: %s\n"
-            "usage: agentcore-tool-exec [--cpu S] [--as BYTES] [--fsize BYTES] [--nofile N]\n"
+            "usage: agentcore-tool-exec --job-stdin\n"
+            "       agentcore-tool-exec [--cpu S] [--as BYTES] [--fsize BYTES] [--nofile N]\n"
             "       [--nproc N] [--rw DIR]... [--network] [--seccomp-fd FD] [--workspace DIR]\n"
             "       [--egress SOCKET --egress-port PORT]\n"
             "       -- (exec PROGRAM [ARG...] | file_read | file_write | file_list |\n"
@@ -128,7 +132,7 @@ static int mcp(const char *mode, char **rest)
     return rc ? SETUP_FAILED : 0;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     struct tw_confine c;
     const char *workspace = "/workspace", *mode, *egress = NULL;
@@ -201,4 +205,59 @@ int main(int argc, char **argv)
     if (strcmp(mode, "file_read") && strcmp(mode, "file_write") && strcmp(mode, "file_list"))
         return usage("unknown mode");
     return builtin(mode, workspace) ? SETUP_FAILED : 0;
+}
+
+/* Reads exactly |len| bytes of fd 0: what follows is the tool's input. */
+static int read_exactly(char *buf, size_t len)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t n = read(0, buf + got, len - got);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* A warm sandbox (tw_job.h): wait for the job on stdin, then run it as if
+ * it had come as arguments. The environment bubblewrap set (the base one)
+ * gets the tool's variables on top. A sandbox that is discarded unused sees
+ * its stdin end or is killed: it leaves without a word. */
+static int run_job(const char *self)
+{
+    unsigned char prefix[4];
+    char *buf, **args, **env, **argv;
+    size_t len, n, i;
+
+    if (read_exactly((char *)prefix, sizeof(prefix)))
+        return 0;
+    len = tw_job_length(prefix);
+    if (len > TW_JOB_MAX || !(buf = malloc(len ? len : 1)) || read_exactly(buf, len) ||
+        tw_job_decode(buf, len, &args, &env)) {
+        fprintf(stderr, "agentcore-tool-exec: sandbox setup failed: a malformed job\n");
+        return SETUP_FAILED;
+    }
+    for (n = 0; args[n]; n++)
+        ;
+    if (!(argv = calloc(n + 2, sizeof(*argv)))) {
+        fprintf(stderr, "agentcore-tool-exec: sandbox setup failed: out of memory\n");
+        return SETUP_FAILED;
+    }
+    argv[0] = (char *)self;
+    memcpy(argv + 1, args, n * sizeof(*argv));
+    for (i = 0; env[i]; i++)
+        putenv(env[i]); /* |buf| lives until exec or exit */
+    return run((int)n + 1, argv);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && !strcmp(argv[1], "--job-stdin"))
+        return run_job(argv[0]);
+    return run(argc, argv);
 }
