@@ -30,7 +30,7 @@ struct tw_proc {
     struct stream out, err;
     char *input; /* kept until the write completes */
     size_t input_len, cap;
-    int exited, handles, in_open;
+    int exited, handles, in_open, discarded;
     uint64_t t0;
     struct tw_proc_result res;
     tw_proc_done done;
@@ -57,6 +57,8 @@ static void close_handle(struct tw_proc *p, uv_handle_t *h)
     }
 }
 
+static void close_all(struct tw_proc *p);
+
 static void maybe_finish(struct tw_proc *p)
 {
     if (!p->exited || p->out.open || p->err.open || !p->done)
@@ -68,6 +70,21 @@ static void maybe_finish(struct tw_proc *p)
     p->res.elapsed_us = (long long)(uv_hrtime() - p->t0) / 1000;
     p->done(p->ud, &p->res);
     p->done = NULL;
+    close_all(p);
+}
+
+/* Every handle closes; the last one frees |p|. */
+static void close_all(struct tw_proc *p)
+{
+    struct stream *s[2] = {&p->out, &p->err};
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        if (s[i]->open) {
+            s[i]->open = 0;
+            close_handle(p, (uv_handle_t *)&s[i]->pipe);
+        }
+    }
     close_handle(p, (uv_handle_t *)&p->timer);
     close_handle(p, (uv_handle_t *)&p->proc);
     if (p->in_open)
@@ -76,6 +93,7 @@ static void maybe_finish(struct tw_proc *p)
         close_handle(p, (uv_handle_t *)&p->info);
     if (p->pidfd >= 0)
         close(p->pidfd);
+    p->pidfd = -1;
 }
 
 static void kill_tree(struct tw_proc *p)
@@ -133,7 +151,10 @@ static void on_child_exit(uv_process_t *h, int64_t status, int sig)
     p->res.exit_status = (int)status;
     p->res.term_signal = sig;
     uv_timer_stop(&p->timer);
-    maybe_finish(p);
+    if (p->discarded)
+        close_all(p);
+    else
+        maybe_finish(p);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -208,44 +229,21 @@ static void on_written(uv_write_t *req, int status)
     close_handle(p, (uv_handle_t *)&p->in);
 }
 
-static void stream_init(uv_loop_t *loop, struct tw_proc *p, struct stream *s)
-{
-    s->owner = p;
-    s->buf[0] = '\0';
-    uv_pipe_init(loop, &s->pipe, 0); /* cannot fail: it only fills the struct */
-    s->pipe.data = s;
-}
-
-struct tw_proc *tw_proc_start(uv_loop_t *loop, const struct tw_sandbox_cmd *cmd, const char *input,
-                              size_t input_len, int timeout_ms, size_t output_cap,
-                              tw_proc_done done, void *ud, int *err)
+struct tw_proc *tw_proc_spawn(uv_loop_t *loop, const struct tw_sandbox_cmd *cmd, int *err)
 {
     struct tw_proc *p = calloc(1, sizeof(*p));
     uv_stdio_container_t stdio[3 + TW_SANDBOX_MAX_FDS];
     uv_process_options_t o;
-    uv_buf_t b;
     int i, rc;
 
     if (!p) {
         *err = UV_ENOMEM;
         return NULL;
     }
-    p->done = done;
-    p->ud = ud;
     p->pidfd = -1;
-    p->t0 = uv_hrtime();
-    p->out.cap = p->err.cap = output_cap;
-    p->out.buf = malloc(output_cap + 1);
-    p->err.buf = malloc(output_cap + 1);
-    if (!p->out.buf || !p->err.buf) {
-        free(p->out.buf);
-        free(p->err.buf);
-        free(p);
-        *err = UV_ENOMEM;
-        return NULL;
-    }
-    stream_init(loop, p, &p->out);
-    stream_init(loop, p, &p->err);
+    p->out.owner = p->err.owner = p;
+    uv_pipe_init(loop, &p->out.pipe, 0); /* cannot fail: it only fills the struct */
+    uv_pipe_init(loop, &p->err.pipe, 0);
     uv_pipe_init(loop, &p->in, 0);
     uv_timer_init(loop, &p->timer);
     memset(&o, 0, sizeof(o));
@@ -276,12 +274,13 @@ struct tw_proc *tw_proc_start(uv_loop_t *loop, const struct tw_sandbox_cmd *cmd,
     p->timer.data = p;
     p->in.data = p;
     p->shut.data = p;
+    p->out.pipe.data = p;
+    p->err.pipe.data = p;
     p->handles = 5;
     rc = uv_spawn(loop, &p->proc, &o);
     if (rc) {
         /* libuv closes nothing on failure: close every handle, freeing p at the end. */
         *err = rc;
-        p->done = NULL;
         close_handle(p, (uv_handle_t *)&p->out.pipe);
         close_handle(p, (uv_handle_t *)&p->err.pipe);
         close_handle(p, (uv_handle_t *)&p->in);
@@ -309,23 +308,85 @@ struct tw_proc *tw_proc_start(uv_loop_t *loop, const struct tw_sandbox_cmd *cmd,
             p->info_open = 1;
         }
     }
-    uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
-    uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
-    if (timeout_ms > 0)
-        uv_timer_start(&p->timer, on_timeout, (uint64_t)timeout_ms, 0);
-    if (input_len && (p->input = malloc(input_len))) {
-        memcpy(p->input, input, input_len);
-        b = uv_buf_init(p->input, (unsigned)input_len);
-        p->write.data = p;
-        if (uv_write(&p->write, (uv_stream_t *)&p->in, &b, 1, on_written) == 0)
-            return p;
-    }
-    p->shut.data = p;
+    return p;
+}
+
+static void close_stdin(struct tw_proc *p)
+{
     if (uv_shutdown(&p->shut, (uv_stream_t *)&p->in, on_shutdown)) {
         p->in_open = 0;
         close_handle(p, (uv_handle_t *)&p->in);
     }
+}
+
+int tw_proc_run(struct tw_proc *p, const char *prefix, size_t prefix_len, const char *input,
+                size_t input_len, int timeout_ms, size_t output_cap, tw_proc_done done, void *ud)
+{
+    uv_buf_t b;
+
+    if (p->done || p->discarded)
+        return UV_EINVAL;
+    p->out.cap = p->err.cap = output_cap;
+    if (!(p->out.buf = malloc(output_cap + 1)) || !(p->err.buf = malloc(output_cap + 1)))
+        return UV_ENOMEM; /* freed with p */
+    p->out.buf[0] = p->err.buf[0] = '\0';
+    p->done = done;
+    p->ud = ud;
+    p->t0 = uv_hrtime();
+    uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
+    if (timeout_ms > 0)
+        uv_timer_start(&p->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    if (p->exited) {
+        /* It died waiting (a sandbox that could not be set up): its pipes
+         * hold why; nothing to write. */
+        close_stdin(p);
+        return 0;
+    }
+    p->input_len = prefix_len + input_len;
+    if (p->input_len && (p->input = malloc(p->input_len))) {
+        if (prefix_len)
+            memcpy(p->input, prefix, prefix_len);
+        if (input_len)
+            memcpy(p->input + prefix_len, input, input_len);
+        b = uv_buf_init(p->input, (unsigned)p->input_len);
+        p->write.data = p;
+        if (uv_write(&p->write, (uv_stream_t *)&p->in, &b, 1, on_written) == 0)
+            return 0;
+    }
+    close_stdin(p);
+    return 0;
+}
+
+struct tw_proc *tw_proc_start(uv_loop_t *loop, const struct tw_sandbox_cmd *cmd, const char *input,
+                              size_t input_len, int timeout_ms, size_t output_cap,
+                              tw_proc_done done, void *ud, int *err)
+{
+    struct tw_proc *p = tw_proc_spawn(loop, cmd, err);
+
+    if (p && (*err = tw_proc_run(p, NULL, 0, input, input_len, timeout_ms, output_cap, done, ud))) {
+        /* The process runs already: it has to go the long way. */
+        tw_proc_discard(p);
+        return NULL;
+    }
     return p;
+}
+
+int tw_proc_exited(const struct tw_proc *p)
+{
+    return p->exited;
+}
+
+void tw_proc_discard(struct tw_proc *p)
+{
+    if (!p)
+        return;
+    p->done = NULL;
+    p->discarded = 1;
+    if (p->exited)
+        close_all(p);
+    else
+        kill_tree(p);
 }
 
 void tw_proc_kill(struct tw_proc *p)

@@ -39,6 +39,23 @@ struct tw_proc *tw_proc_start(uv_loop_t *loop, const struct tw_sandbox_cmd *cmd,
                               size_t input_len, int timeout_ms, size_t output_cap,
                               tw_proc_done done, void *ud, int *err);
 
+/* The same in two steps, for a sandbox that waits for its job
+ * (TOOL_SANDBOX_WARM): tw_proc_spawn() starts |cmd| and leaves it alone
+ * (nothing written, its output not read, no timer); tw_proc_run() gives it
+ * |prefix| then |input| on stdin, starts the wall-clock limit and the output
+ * cap, and from then on it is a proc like tw_proc_start()'s. tw_proc_run()
+ * returns 0, or a libuv error (out of memory; the proc is still unused:
+ * discard it). A spawned proc that exited while it waited still runs: its
+ * result is what it left in its pipes. */
+struct tw_proc *tw_proc_spawn(uv_loop_t *loop, const struct tw_sandbox_cmd *cmd, int *err);
+int tw_proc_run(struct tw_proc *p, const char *prefix, size_t prefix_len, const char *input,
+                size_t input_len, int timeout_ms, size_t output_cap, tw_proc_done done, void *ud);
+/* 1 once the process is known to have exited. */
+int tw_proc_exited(const struct tw_proc *p);
+/* Ends a spawned proc that never ran: its tree is killed and it frees itself
+ * once gone, without a callback. NULL is fine. */
+void tw_proc_discard(struct tw_proc *p);
+
 /* Kills the tree now (cancellation); |done| still runs, with |killed| set. */
 void tw_proc_kill(struct tw_proc *p);
 

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE /* O_PATH, close_range, vasprintf */
 #include "tw_sandbox.h"
+#include "tw_job.h"
 #include "tw_seccomp.h"
 
 #include <errno.h>
@@ -283,6 +284,10 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
         snprintf(err, errlen, "no sandbox: %s", sb->describe);
         return -1;
     }
+    if (job->deferred && !tw_sandbox_warmable(sb, job)) {
+        snprintf(err, errlen, "this job cannot wait in a sandbox set up before it");
+        return -1;
+    }
     cmd->uid = sb->uid;
     cmd->gid = sb->gid;
     cmd->set_ids = sb->set_ids;
@@ -347,7 +352,7 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
             for (i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
                 pushf(&e, "%s=" PROXY_URL, proxy_vars[i]);
         }
-        for (i = 0; job->env && job->env[i]; i++)
+        for (i = 0; !job->deferred && job->env && job->env[i]; i++)
             push(&e, job->env[i]);
         for (i = 0; i < e.n; i++) {
             const char *eq = strchr(e.v[i], '=');
@@ -362,7 +367,10 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
         memset(&e, 0, sizeof(e));
         push(&a, "--");
         push(&a, IN_HELPER);
-        helper_args(sb, job, IN_WORKSPACE, &a);
+        if (job->deferred)
+            push(&a, "--job-stdin");
+        else
+            helper_args(sb, job, IN_WORKSPACE, &a);
         push(&e, "PATH=" BASE_PATH); /* bubblewrap's own environment */
         cmd->cwd = "/";
     }
@@ -377,6 +385,25 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
         return -1;
     }
     return 0;
+}
+
+int tw_sandbox_warmable(const struct tw_sandbox *sb, const struct tw_sandbox_job *job)
+{
+    return sb->usable && sb->namespaces && net_mode(sb, job) == NET_NONE &&
+           strcmp(job->mode, "http_request") != 0;
+}
+
+char *tw_sandbox_job_message(const struct tw_sandbox *sb, const struct tw_sandbox_job *job,
+                             size_t *len)
+{
+    struct vec a = {0};
+    char *m = NULL;
+
+    helper_args(sb, job, IN_WORKSPACE, &a);
+    if (!a.oom)
+        m = tw_job_encode((const char *const *)a.v, job->env, len);
+    free_strv(a.v);
+    return m;
 }
 
 void tw_sandbox_cmd_cleanup(struct tw_sandbox_cmd *cmd)

@@ -81,6 +81,10 @@ struct tw_sandbox_job {
     const char *mode;        /* "exec", "file_read", ..., "http_request" */
     const char *const *argv; /* the program for "exec", NULL-terminated */
     const struct tw_limits *lim;
+    /* A warm sandbox: bubblewrap is set up around a helper that waits for
+     * its job on stdin (tw_sandbox_job_message); env, mode, argv and lim
+     * are not used here. Only for a job tw_sandbox_warmable() accepts. */
+    int deferred;
 };
 
 /* What tw_proc starts: argv[0] is the executable; fds[i] becomes the child's
@@ -102,6 +106,18 @@ struct tw_sandbox_cmd {
 int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *job,
                      struct tw_sandbox_cmd *cmd, char *err, size_t errlen);
 void tw_sandbox_cmd_cleanup(struct tw_sandbox_cmd *cmd);
+
+/* 1 when |job| may run in a sandbox set up before it was known: full
+ * namespaces and no network (what differs between such jobs is then only
+ * the workspace and the tool directory, which the sandbox is made for, and
+ * what the message carries). */
+int tw_sandbox_warmable(const struct tw_sandbox *sb, const struct tw_sandbox_job *job);
+
+/* The message (tw_job.h) that turns a warm sandbox into |job|: the helper's
+ * arguments and the tool's environment. Malloc'd, length in |*len|; NULL
+ * when out of memory or too large. */
+char *tw_sandbox_job_message(const struct tw_sandbox *sb, const struct tw_sandbox_job *job,
+                             size_t *len);
 
 /* Runs |job| to its end, synchronously: for start-up work only (listing an
  * MCP server's tools), before gRPC starts threads (it forks). A job without

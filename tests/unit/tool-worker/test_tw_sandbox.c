@@ -1,3 +1,4 @@
+#include "tw_job.h"
 #include "tw_sandbox.h"
 
 #include <setjmp.h>
@@ -78,7 +79,7 @@ static void test_a_shell_job(void **state)
     static const char *const argv[] = {"/bin/sh", "-c", "echo hi", NULL};
     static const char *const env[] = {"GREETING=hello", NULL};
     struct tw_limits lim = {3, 1LL << 28, 1 << 20, 32, 16, 5000, 4096};
-    struct tw_sandbox_job job = {"/tmp", NULL, 0, env, "exec", argv, &lim};
+    struct tw_sandbox_job job = {"/tmp", NULL, 0, env, "exec", argv, &lim, 0};
     struct tw_sandbox_cmd cmd;
     char err[256];
     size_t i;
@@ -146,12 +147,80 @@ static void test_a_shell_job(void **state)
     tw_sandbox_free(sb);
 }
 
+/* A warm sandbox: the same bubblewrap, a helper that waits for its job on
+ * stdin, and the job carries what the command line carried before. */
+static void test_a_job_that_waits(void **state)
+{
+    struct tw_sandbox_config c = config(NULL, 0);
+    struct tw_sandbox *sb = tw_sandbox_new(&c, NULL, 0);
+    static const char *const argv[] = {"/bin/sh", "-c", "", NULL};
+    static const char *const env[] = {"GREETING=hello", NULL};
+    struct tw_limits lim = {3, 1LL << 28, 1 << 20, 32, 16, 5000, 4096};
+    struct tw_sandbox_job job = {"/tmp", NULL, 0, env, "exec", argv, &lim, 0};
+    struct tw_sandbox_cmd cmd;
+    char err[256], *msg, **args, **envs;
+    size_t len = 0, i;
+    int at;
+
+    (void)state;
+    assert_true(tw_sandbox_warmable(sb, &job));
+    job.deferred = 1;
+    assert_int_equal(tw_sandbox_build(sb, &job, &cmd, err, sizeof(err)), 0);
+    at = has(cmd.argv, "--");
+    assert_string_equal(cmd.argv[at + 1], "/.agentcore/tool-exec");
+    assert_string_equal(cmd.argv[at + 2], "--job-stdin");
+    assert_null(cmd.argv[at + 3]);
+    assert_true(has(cmd.argv, "--unshare-all"));
+    assert_false(has(cmd.argv, "--share-net"));
+    assert_true(has_seq(cmd.argv, "--bind-fd", "5", "/workspace"));
+    assert_true(has_seq(cmd.argv, "--setenv", "HOME", "/workspace"));
+    assert_false(has_seq(cmd.argv, "--setenv", "GREETING", "hello")); /* that is the job's */
+    assert_false(has(cmd.argv, "--cpu"));
+    tw_sandbox_cmd_cleanup(&cmd);
+
+    msg = tw_sandbox_job_message(sb, &job, &len);
+    assert_non_null(msg);
+    assert_int_equal(tw_job_length((unsigned char *)msg), len - 4);
+    assert_int_equal(tw_job_decode(msg + 4, len - 4, &args, &envs), 0);
+    assert_true(has_seq(args, "--cpu", "3", NULL));
+    assert_true(has_seq(args, "--nproc", "16", NULL));
+    assert_true(has_seq(args, "--seccomp-fd", "3", NULL));
+    for (i = 0; args[i]; i++)
+        ;
+    assert_true(i >= 4);
+    assert_string_equal(args[i - 4], "exec");
+    assert_string_equal(args[i - 1], ""); /* the empty command survives */
+    assert_string_equal(envs[0], "GREETING=hello");
+    assert_null(envs[1]);
+    free(args);
+    free(envs);
+    free(msg);
+
+    /* what needs a network is never set up ahead: its namespace differs */
+    job.network = 1;
+    assert_false(tw_sandbox_warmable(sb, &job));
+    assert_int_equal(tw_sandbox_build(sb, &job, &cmd, err, sizeof(err)), -1);
+    tw_sandbox_cmd_cleanup(&cmd);
+    job.mode = "http_request";
+    assert_false(tw_sandbox_warmable(sb, &job));
+    tw_sandbox_free(sb);
+
+    /* nor without namespaces */
+    c.bwrap = "/nonexistent/bwrap";
+    c.allow_unconfined = 1;
+    sb = tw_sandbox_new(&c, NULL, 0);
+    job.network = 0;
+    job.mode = "exec";
+    assert_false(tw_sandbox_warmable(sb, &job));
+    tw_sandbox_free(sb);
+}
+
 /* Counts the entries of /proc a tool sees (-1 when it could not run). */
 static int proc_entries(const struct tw_sandbox *sb)
 {
     static const char *const argv[] = {"/bin/sh", "-c", "ls -A /proc | wc -l", NULL};
     struct tw_limits lim = {3, 1LL << 28, 1 << 20, 32, 16, 5000, 4096};
-    struct tw_sandbox_job job = {NULL, NULL, 0, NULL, "exec", argv, &lim};
+    struct tw_sandbox_job job = {NULL, NULL, 0, NULL, "exec", argv, &lim, 0};
     char *out = NULL, err[256];
     int n = -1;
 
@@ -170,7 +239,7 @@ static void test_no_proc(void **state)
     struct tw_sandbox *sb;
     static const char *const argv[] = {"/bin/true", NULL};
     struct tw_limits lim = {3, 1LL << 28, 1 << 20, 32, 16, 5000, 4096};
-    struct tw_sandbox_job job = {"/tmp", NULL, 0, NULL, "exec", argv, &lim};
+    struct tw_sandbox_job job = {"/tmp", NULL, 0, NULL, "exec", argv, &lim, 0};
     struct tw_sandbox_cmd cmd;
     char err[256];
 
@@ -203,7 +272,7 @@ static void test_without_bubblewrap(void **state)
     struct tw_sandbox *sb = tw_sandbox_new(&c, NULL, 0);
     static const char *const argv[] = {"/bin/true", NULL};
     struct tw_limits lim = {3, 1LL << 28, 1 << 20, 32, 16, 5000, 4096};
-    struct tw_sandbox_job job = {"/tmp", NULL, 0, NULL, "exec", argv, &lim};
+    struct tw_sandbox_job job = {"/tmp", NULL, 0, NULL, "exec", argv, &lim, 0};
     struct tw_sandbox_cmd cmd;
     char err[512];
 
@@ -236,9 +305,8 @@ static void test_without_bubblewrap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_the_probe_finds_namespaces),
-        cmocka_unit_test(test_a_shell_job),
-        cmocka_unit_test(test_no_proc),
+        cmocka_unit_test(test_the_probe_finds_namespaces), cmocka_unit_test(test_a_shell_job),
+        cmocka_unit_test(test_a_job_that_waits),           cmocka_unit_test(test_no_proc),
         cmocka_unit_test(test_without_bubblewrap),
     };
 
