@@ -34,6 +34,8 @@ enum {
     C_GID,
     C_RO_PATHS,
     C_HELPERS,
+    C_WARM,
+    C_WARM_IDLE,
     C_WS_DIR,
     C_WS_TTL,
     C_WS_MAX,
@@ -92,6 +94,12 @@ static const struct cm_cfg_entry config[C_COUNT] = {
                    "directory of agentcore-tool-exec and agentcore-tool-http (default: beside "
                    "this binary)",
                    0},
+    [C_WARM] = {"TOOL_SANDBOX_WARM", NULL, CM_CFG_INT, "4", 0, 64,
+                "sandboxes set up ahead of the next call of a session, waiting (each serves one "
+                "call, then goes); 0: every call sets up its own",
+                0},
+    [C_WARM_IDLE] = {"TOOL_SANDBOX_WARM_IDLE_S", NULL, CM_CFG_INT, "60", 1, 3600,
+                     "how long a sandbox set up ahead waits for its call before it is ended", 0},
     [C_WS_DIR] = {"TOOL_WORKSPACE_DIR", NULL, CM_CFG_STR, "/tmp/agentcore-workspaces", 1, 400,
                   "where session workspaces live", 0},
     [C_WS_TTL] = {"TOOL_WORKSPACE_TTL_S", NULL, CM_CFG_INT, "900", 1, 8 * 3600,
@@ -429,6 +437,10 @@ int main(int argc, char **argv)
     rc_cfg.background_ud = &a.svc;
     rc_cfg.on_kill = tw_service_on_kill;
     rc_cfg.kill_ud = &a.svc;
+    rc_cfg.warm_max = (int)cfg[C_WARM].i;
+    rc_cfg.warm_idle_ms = (int)cfg[C_WARM_IDLE].i * 1000;
+    rc_cfg.on_start = tw_service_on_start;
+    rc_cfg.start_ud = &a.svc;
     a.runner = tw_runner_new(&rc_cfg);
     a.svc.catalog = a.catalog;
     a.svc.runner = a.runner;

@@ -2,7 +2,9 @@
 #include "tw_runner.h"
 #include "cm_err.h"
 #include "cm_log.h"
+#include "tw_job.h"
 #include "tw_proc.h"
+#include "tw_warm.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@ struct tw_call {
     struct tw_proc *proc;
     uv_timer_t *timer; /* test tools */
     char workspace[TW_WORKSPACE_PATH_MAX];
+    char *refill; /* the session ("": none) whose next sandbox is set up when this call ends */
     int has_workspace, background, cancelled;
     long long task_id;
     uint64_t ms; /* test tools: how long */
@@ -25,6 +28,7 @@ struct tw_call {
 
 struct tw_runner {
     struct tw_runner_config cfg;
+    struct tw_warm *warm; /* NULL: every call sets up its own sandbox */
     struct tw_call *calls;
     int active, background, freeing;
     long long next_task;
@@ -33,9 +37,22 @@ struct tw_runner {
 struct tw_runner *tw_runner_new(const struct tw_runner_config *cfg)
 {
     struct tw_runner *r = calloc(1, sizeof(*r));
+    struct tw_warm_config wc;
 
-    if (r)
-        r->cfg = *cfg;
+    if (!r)
+        return NULL;
+    r->cfg = *cfg;
+    if (cfg->warm_max > 0 && cfg->sandbox && cfg->workspaces) {
+        wc.loop = cfg->loop;
+        wc.sandbox = cfg->sandbox;
+        wc.workspaces = cfg->workspaces;
+        wc.max = cfg->warm_max;
+        wc.idle_ms = cfg->warm_idle_ms;
+        if (!(r->warm = tw_warm_new(&wc))) {
+            free(r);
+            return NULL;
+        }
+    }
     return r;
 }
 
@@ -86,6 +103,7 @@ static void call_free(struct tw_call *c)
     if (c->has_workspace && !r->freeing)
         tw_workspace_release(r->cfg.workspaces, c->workspace);
     unlink_call(r, c);
+    free(c->refill);
     free(c);
     maybe_free_runner(r);
 }
@@ -235,6 +253,8 @@ static void on_proc_done(void *ud, const struct tw_proc_result *p)
         finish(c, &res);
     }
     tw_result_free(&res);
+    if (c->refill && !r->freeing)
+        tw_warm_fill(r->warm, c->refill, c->tool->tool_dir);
     call_free(c);
 }
 
@@ -247,7 +267,8 @@ static int start_process(struct tw_call *c, json_t *input, const char *session)
     const char *sh[4] = {"/bin/sh", "-c", NULL, NULL};
     char err[256], *text = NULL;
     struct tw_result res = {NULL, 1, 0};
-    int uverr = 0;
+    struct tw_proc *p = NULL;
+    int uverr = 0, warm;
 
     if (!r->cfg.sandbox || !tw_sandbox_usable(r->cfg.sandbox)) {
         tw_result_set(&res, 1, "tool '%s' needs a sandbox and this tool-worker has none: %s",
@@ -255,14 +276,7 @@ static int start_process(struct tw_call *c, json_t *input, const char *session)
                       r->cfg.sandbox ? tw_sandbox_describe(r->cfg.sandbox) : "not configured");
         goto fail;
     }
-    if (tw_workspace_acquire(r->cfg.workspaces, session, c->workspace, sizeof(c->workspace), err,
-                             sizeof(err))) {
-        tw_result_set(&res, 1, "tool '%s' cannot run: %s", t->name, err);
-        goto fail;
-    }
-    c->has_workspace = 1;
     memset(&job, 0, sizeof(job));
-    job.workspace = c->workspace;
     job.tool_dir = t->tool_dir;
     job.network = t->network;
     job.env = (const char *const *)t->env;
@@ -275,16 +289,49 @@ static int start_process(struct tw_call *c, json_t *input, const char *session)
         job.argv = (const char *const *)t->argv;
         text = json_dumps(input, JSON_COMPACT);
     }
-    if (tw_sandbox_build(r->cfg.sandbox, &job, &cmd, err, sizeof(err))) {
-        tw_result_set(&res, 1, "tool '%s' cannot start: %s", t->name, err);
+    warm = r->warm && tw_sandbox_warmable(r->cfg.sandbox, &job);
+    if (warm &&
+        (p = tw_warm_take(r->warm, session, t->tool_dir, c->workspace, sizeof(c->workspace)))) {
+        char *msg;
+        size_t len = 0;
+
+        c->has_workspace = 1;
+        job.workspace = c->workspace;
+        if (!(msg = tw_sandbox_job_message(r->cfg.sandbox, &job, &len)) ||
+            tw_proc_run(p, msg, len, text, text ? strlen(text) : 0, t->lim.timeout_ms,
+                        t->lim.output_bytes, on_proc_done, c)) {
+            tw_proc_discard(p);
+            tw_result_set(&res, 1,
+                          "tool '%s' cannot start: out of memory, or its command passes %u bytes",
+                          t->name, TW_JOB_MAX);
+        } else {
+            c->proc = p;
+        }
+        free(msg);
+    } else if (tw_workspace_acquire(r->cfg.workspaces, session, c->workspace, sizeof(c->workspace),
+                                    err, sizeof(err))) {
+        tw_result_set(&res, 1, "tool '%s' cannot run: %s", t->name, err);
     } else {
-        c->proc = tw_proc_start(r->cfg.loop, &cmd, text, text ? strlen(text) : 0, t->lim.timeout_ms,
-                                t->lim.output_bytes, on_proc_done, c, &uverr);
-        if (!c->proc)
-            tw_result_set(&res, 1, "tool '%s' cannot start: %s", t->name, uv_strerror(uverr));
+        c->has_workspace = 1;
+        job.workspace = c->workspace;
+        if (tw_sandbox_build(r->cfg.sandbox, &job, &cmd, err, sizeof(err))) {
+            tw_result_set(&res, 1, "tool '%s' cannot start: %s", t->name, err);
+        } else {
+            c->proc =
+                tw_proc_start(r->cfg.loop, &cmd, text, text ? strlen(text) : 0, t->lim.timeout_ms,
+                              t->lim.output_bytes, on_proc_done, c, &uverr);
+            if (!c->proc)
+                tw_result_set(&res, 1, "tool '%s' cannot start: %s", t->name, uv_strerror(uverr));
+        }
+        tw_sandbox_cmd_cleanup(&cmd);
     }
-    tw_sandbox_cmd_cleanup(&cmd);
     free(text);
+    if (c->proc && r->cfg.on_start)
+        r->cfg.on_start(p ? "warm" : "cold", r->cfg.start_ud);
+    /* The next call like this one finds its sandbox ready: set up once this
+     * one has answered, so that forking and bubblewrap's work never delay it. */
+    if (warm && c->proc)
+        c->refill = strdup(session ? session : "");
     if (!c->proc)
         goto fail;
     r->active++;
@@ -434,6 +481,8 @@ void tw_runner_free(struct tw_runner *r)
     if (!r)
         return;
     r->freeing = 1;
+    tw_warm_free(r->warm);
+    r->warm = NULL;
     for (c = r->calls; c; c = c->next) {
         c->done = NULL;
         if (c->proc)
@@ -455,4 +504,9 @@ int tw_runner_background(const struct tw_runner *r)
 int tw_runner_active(const struct tw_runner *r)
 {
     return r->active;
+}
+
+int tw_runner_warm(const struct tw_runner *r)
+{
+    return tw_warm_waiting(r->warm);
 }

@@ -32,6 +32,13 @@ struct tw_runner_config {
      * left, or the worker stops). NULL: not reported. */
     void (*on_kill)(const char *reason, void *ud);
     void *kill_ud;
+    /* Sandboxes set up ahead of the calls that use them (tw_warm): at most
+     * |warm_max| wait, each at most |warm_idle_ms|; 0: none. */
+    int warm_max, warm_idle_ms;
+    /* A tool process started: |how| is "warm" (its sandbox was waiting) or
+     * "cold" (set up for this call). NULL: not reported. */
+    void (*on_start)(const char *how, void *ud);
+    void *start_ud;
 };
 
 struct tw_runner;
@@ -59,5 +66,7 @@ void tw_call_cancel(struct tw_call *c);
 
 int tw_runner_background(const struct tw_runner *r);
 int tw_runner_active(const struct tw_runner *r);
+/* Sandboxes waiting for a call now. */
+int tw_runner_warm(const struct tw_runner *r);
 
 #endif

@@ -293,6 +293,14 @@ void tw_service_on_kill(const char *reason, void *ud)
     cm_metrics_count(svc->metrics, svc->m_kills, l, 1);
 }
 
+void tw_service_on_start(const char *how, void *ud)
+{
+    struct tw_service *svc = ud;
+    const char *l[] = {how};
+
+    cm_metrics_count(svc->metrics, svc->m_starts, l, 1);
+}
+
 static int64_t background_gauge(void *ud)
 {
     (void)ud;
@@ -315,7 +323,11 @@ int tw_service_metrics(struct tw_service *svc, struct cm_metrics *m)
                                      "Tool processes the worker ended, by reason (timeout, "
                                      "output, cpu, signal, cancelled)",
                                      CM_COUNTER, (const char *const[]){"reason", NULL});
-    return svc->m_exec < 0 || svc->m_exec_dur < 0 || svc->m_kills < 0 ||
+    svc->m_starts = cm_metrics_family(m, "agentcore_sandbox_starts_total",
+                                      "Tool processes started, by how their sandbox came: warm "
+                                      "(set up before the call, TOOL_SANDBOX_WARM) or cold",
+                                      CM_COUNTER, (const char *const[]){"how", NULL});
+    return svc->m_exec < 0 || svc->m_exec_dur < 0 || svc->m_kills < 0 || svc->m_starts < 0 ||
                    cm_metrics_gauge_fn(m, "agentcore_background_tasks",
                                        "Background tool tasks running in this tool-worker",
                                        background_gauge, NULL) < 0

@@ -24,7 +24,7 @@ struct tw_service {
     struct cm_status *status_hub;     /* WatchStatus; may be NULL */
     struct cm_otel *otel;             /* execute_tool spans; may be NULL */
     struct cm_metrics *metrics;       /* may be NULL (tw_service_metrics sets it) */
-    int m_exec, m_exec_dur, m_kills;
+    int m_exec, m_exec_dur, m_kills, m_starts;
 };
 
 /* Declares the tool-worker's metric families in |m| and keeps it. 0 or -1. */
@@ -38,5 +38,8 @@ int tw_service_register(struct cm_rpc_server *srv, struct cm_rpc_events *ev,
 void tw_service_on_background(int count, void *svc);
 /* Hook for tw_runner's on_kill: counts sandbox kills by reason. */
 void tw_service_on_kill(const char *reason, void *svc);
+/* Hook for tw_runner's on_start: counts tool processes by how their sandbox
+ * came (warm or cold). */
+void tw_service_on_start(const char *how, void *svc);
 
 #endif

@@ -762,7 +762,9 @@ static const struct cm_rpc_method exec_method = {
 struct tool_run {
     struct cm_rpc_client *c;
     const char *tool, *input;
-    int n, failed;
+    const char *session; /* NULL: a new session for every call */
+    int gap_ms;          /* pause before each call: the model's turn between two */
+    int n, failed, id;
     double *lat;
 };
 
@@ -776,8 +778,24 @@ static void *tool_calls(void *p)
         struct cm_rpc_call_opts o = {0};
         struct cm_rpc_status st;
         ProtobufCMessage *resp = NULL;
-        double t0 = now_s();
+        struct cm_rpc_meta md;
+        char session[64];
+        double t0;
 
+        if (r->session)
+            snprintf(session, sizeof(session), "%s", r->session);
+        else
+            snprintf(session, sizeof(session), "bench-new-%d-%d-%d", (int)getpid(), r->id, i);
+        if (r->gap_ms) {
+            struct timespec ts = {0, r->gap_ms * 1000000L};
+
+            nanosleep(&ts, NULL);
+        }
+        md.key = CM_RPC_MD_SESSION_ID;
+        md.value = session;
+        o.meta = &md;
+        o.n_meta = 1;
+        t0 = now_s();
         req.tool_use_id = "bench";
         req.name = (char *)r->tool;
         req.input_json = (char *)r->input;
@@ -794,9 +812,11 @@ static void *tool_calls(void *p)
     return NULL;
 }
 
-/* |conc| threads making |n| calls of |tool| in all; prints p50/p99. */
+/* |conc| threads making |n| calls of |tool| in all, in |session| (NULL: a
+ * new one each call), each |gap_ms| after the last answer; prints p50/p99. */
 static void tool_latency(struct stack *s, struct cm_rpc_client *c, const char *title,
-                         const char *tool, const char *input, int n, int conc)
+                         const char *tool, const char *input, const char *session, int gap_ms,
+                         int n, int conc)
 {
     struct tool_run r[8];
     pthread_t t[8];
@@ -806,7 +826,7 @@ static void tool_latency(struct stack *s, struct cm_rpc_client *c, const char *t
     cpu0 = cpu_with_children_s(s->tool.pid);
     wall0 = now_s();
     for (k = 0; k < conc; k++) {
-        r[k] = (struct tool_run){c, tool, input, per, 0, all + k * per};
+        r[k] = (struct tool_run){c, tool, input, session, gap_ms, per, 0, k, all + k * per};
         pthread_create(&t[k], NULL, tool_calls, &r[k]);
     }
     for (k = 0; k < conc; k++) {
@@ -814,7 +834,7 @@ static void tool_latency(struct stack *s, struct cm_rpc_client *c, const char *t
         failed += r[k].failed;
         m += r[k].n;
     }
-    wall = now_s() - wall0;
+    wall = now_s() - wall0 - (double)gap_ms * per / 1e3;
     cpu = cpu_with_children_s(s->tool.pid) - cpu0;
     qsort(all, (size_t)m, sizeof(double), cmp_d);
     printf("  %-34s %d calls, %d at once: p50 %.2f ms  p99 %.2f ms  max %.2f ms  (%.0f calls/s, "
@@ -835,15 +855,22 @@ static void sandbox_overhead(struct stack *s, int n)
     c = cm_rpc_client_new(target, &exec_method, 1, 1 << 24, err, sizeof(err));
     if (!c)
         return;
-    printf(
-        "sandboxed tool call, Execute to answer on loopback (goal p50 <= 5 ms, p99 <= 15 ms):\n");
-    tool_latency(s, c, "warm-up", "shell", "{\"command\":\"true\"}", 20, 1);
+    printf("sandboxed tool call, Execute to answer on loopback (goal p50 <= 5 ms, p99 <= 15 ms); "
+           "\"warm\": the session's next sandbox is set up while it works (TOOL_SANDBOX_WARM), "
+           "\"cold\": set up for the call; 20 ms between calls stand for the model's turn:\n");
+    tool_latency(s, c, "warm-up", "shell", "{\"command\":\"true\"}", "bench", 0, 20, 1);
     tool_latency(s, c, "in-process calculator (baseline)", "calculator", "{\"expression\":\"6*7\"}",
-                 n, 1);
-    tool_latency(s, c, "shell \"true\" in the sandbox", "shell", "{\"command\":\"true\"}", n, 1);
-    tool_latency(s, c, "shell \"true\" in the sandbox", "shell", "{\"command\":\"true\"}", n, 8);
-    tool_latency(s, c, "file_write in the sandbox", "file_write",
-                 "{\"path\":\"bench.txt\",\"content\":\"x\"}", n, 1);
+                 "bench", 0, n, 1);
+    tool_latency(s, c, "shell \"true\", one session (warm)", "shell", "{\"command\":\"true\"}",
+                 "bench", 20, n / 2, 1);
+    tool_latency(s, c, "  the same back to back", "shell", "{\"command\":\"true\"}", "bench", 0, n,
+                 1);
+    tool_latency(s, c, "shell \"true\", new sessions (cold)", "shell", "{\"command\":\"true\"}",
+                 NULL, 20, n / 2, 1);
+    tool_latency(s, c, "shell \"true\", one session", "shell", "{\"command\":\"true\"}", "bench", 0,
+                 n, 8);
+    tool_latency(s, c, "file_write, one session (warm)", "file_write",
+                 "{\"path\":\"bench.txt\",\"content\":\"x\"}", "bench", 20, n / 2, 1);
     cm_rpc_client_free(c);
 }
 

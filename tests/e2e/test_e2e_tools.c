@@ -152,26 +152,35 @@ static void test_files_stay_in_the_session_workspace(void **state)
     expect("shell", "{\"command\":\"echo x > /etc/planted\"}", "Read-only file system");
 }
 
-/* agentcore_sandbox_kills_total{reason} over the two tool-workers. */
-static long kills(const char *reason)
+/* One counter series (name and labels) summed over the two tool-workers. */
+static long counted(const char *family, const char *series)
 {
-    char url[96], needle[96];
+    char url[96], needle[160], type[160];
     struct th_resp r;
     const char *p;
     long sum = 0;
     int i;
 
-    snprintf(needle, sizeof(needle), "agentcore_sandbox_kills_total{reason=\"%s\"} ", reason);
+    snprintf(needle, sizeof(needle), "%s%s ", family, series);
+    snprintf(type, sizeof(type), "# TYPE %s counter", family);
     for (i = 0; i < 2; i++) {
         snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", metrics_port[i]);
         assert_int_equal(th_http("GET", url, NULL, NULL, 0, &r), 0);
         assert_int_equal(r.status, 200);
-        assert_non_null(strstr(r.body, "# TYPE agentcore_sandbox_kills_total counter"));
+        assert_non_null(strstr(r.body, type));
         if ((p = strstr(r.body, needle)))
             sum += atol(p + strlen(needle));
         th_resp_free(&r);
     }
     return sum;
+}
+
+static long kills(const char *reason)
+{
+    char series[64];
+
+    snprintf(series, sizeof(series), "{reason=\"%s\"}", reason);
+    return counted("agentcore_sandbox_kills_total", series);
 }
 
 /* Every limit, broken by a tool the model asked for, through the worker. */
@@ -191,6 +200,10 @@ static void test_limits_through_the_worker(void **state)
     assert_int_equal(kills("output"), 1);
     assert_int_equal(kills("timeout"), 2);
     assert_int_equal(kills("signal"), 0); /* MemoryError is an exit, not a kill */
+    /* the session's later calls found their sandbox set up ahead, and every
+     * limit above held in it all the same */
+    assert_true(counted("agentcore_sandbox_starts_total", "{how=\"cold\"}") > 0);
+    assert_true(counted("agentcore_sandbox_starts_total", "{how=\"warm\"}") > 0);
     /* and the worker goes on serving */
     text = ask(&main_s, "shell", "{\"command\":\"echo alive\"}", NULL);
     assert_non_null(strstr(text, "alive"));

@@ -32,6 +32,8 @@ static char tool_dir[64], egress_path[160];
 static struct tw_runner *runner;
 static char ws_root[64], manifest[128], token[32];
 static int background_seen;
+static int warm_max; /* the group runs twice: every call cold, then with warm sandboxes */
+static int started_warm, started_cold;
 
 struct outcome {
     int done;
@@ -47,6 +49,17 @@ static void on_done(void *ud, const struct tw_result *r)
     o->is_error = r->is_error;
     o->cancelled = r->cancelled;
     o->text = strdup(r->text);
+}
+
+static void on_start(const char *how, void *ud)
+{
+    (void)ud;
+    if (!strcmp(how, "warm"))
+        started_warm++;
+    else if (!strcmp(how, "cold"))
+        started_cold++;
+    else
+        fail_msg("started '%s'", how);
 }
 
 static void on_background(int count, void *ud)
@@ -65,15 +78,26 @@ static void call(const char *tool, const char *input, const char *session, struc
         uv_run(&loop, UV_RUN_ONCE);
 }
 
-static void expect(const char *tool, const char *input, int is_error, const char *says)
+static void expect_in(const char *session, const char *tool, const char *input, int is_error,
+                      const char *says)
 {
     struct outcome o;
 
-    call(tool, input, "session-one", &o);
+    call(tool, input, session, &o);
     if (o.is_error != is_error || !strstr(o.text, says))
         fail_msg("%s(%s) -> error=%d '%.600s'; want error=%d '%s'", tool, input, o.is_error, o.text,
                  is_error, says);
     free(o.text);
+}
+
+static void expect(const char *tool, const char *input, int is_error, const char *says)
+{
+    expect_in("session-one", tool, input, is_error, says);
+}
+
+static void give_up(uv_timer_t *t)
+{
+    *(int *)t->data = 1;
 }
 
 /* Processes whose command line holds |needle|, anywhere on the machine. */
@@ -163,6 +187,9 @@ static void write_manifest(void)
             "{\"name\":\"echo_input\",\"description\":\"returns its input\",\"input_schema\":"
             "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":9}}},"
             "\"command\":[\"cat\"],\"env\":{\"GREETING\":\"hi\"}},"
+            "{\"name\":\"greet\",\"description\":\"its environment\",\"input_schema\":{},"
+            "\"command\":[\"/bin/sh\",\"-c\",\"echo \\\"$GREETING from $(pwd)\\\"\"],"
+            "\"env\":{\"GREETING\":\"hi\"}},"
             "{\"name\":\"later\",\"description\":\"background\",\"input_schema\":{},"
             "\"command\":[\"/bin/sh\",\"-c\",\"cat > /dev/null; echo finished\"],"
             "\"background\":true},"
@@ -226,8 +253,23 @@ static int setup(void **state)
     rc.workspaces = workspaces;
     rc.max_calls = 4;
     rc.on_background = on_background;
+    rc.on_start = on_start;
+    rc.warm_max = warm_max;
+    rc.warm_idle_ms = 60000;
     runner = tw_runner_new(&rc);
     return 0;
+}
+
+static int setup_cold(void **state)
+{
+    warm_max = 0;
+    return setup(state);
+}
+
+static int setup_warm(void **state)
+{
+    warm_max = 4;
+    return setup(state);
 }
 
 static int teardown(void **state)
@@ -299,6 +341,8 @@ static void test_environment_and_secrets(void **state)
     (void)state;
     setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-never-shown", 1);
     expect("echo_input", "{\"n\":1}", 0, "{\"n\":1}");
+    expect("greet", "{}", 0, "hi from /workspace");
+    expect("greet", "{}", 0, "hi from /workspace");
     expect("shell", "{\"command\":\"env\"}", 0, "LANG=C.UTF-8");
     {
         struct outcome o;
@@ -521,6 +565,97 @@ static void test_capacity_and_background(void **state)
     assert_int_equal(background_seen, 0);
 }
 
+/* A sandbox set up ahead serves the next call of its session, once: the
+ * call after it finds nothing of the one before (not its /tmp, not its
+ * processes), and a call of another session never gets it. */
+static void test_warm_sandboxes(void **state)
+{
+    struct outcome o;
+    int warm0, cold0, i;
+
+    (void)state;
+    if (!warm_max) {
+        call("shell", "{\"command\":\"true\"}", "warm-a", &o);
+        free(o.text);
+        assert_int_equal(tw_runner_warm(runner), 0);
+        return;
+    }
+    cold0 = started_cold;
+    warm0 = started_warm;
+    expect_in("warm-a", "shell",
+              "{\"command\":\"echo one > /tmp/mark; echo kept > f; sleep 30 & echo started\"}", 0,
+              "started");
+    assert_int_equal(started_cold, cold0 + 1); /* the session's first call */
+    expect_in("warm-a", "shell",
+              "{\"command\":\"ls -A /tmp | wc -l; cat f; ps -e | grep -c sleep || true\"}", 0,
+              "0\nkept\n0\n");
+    assert_int_equal(started_warm, warm0 + 1);
+    /* another session: its own sandbox, its own workspace */
+    expect_in("warm-b", "file_read", "{\"path\":\"f\"}", 1, "No such file");
+    assert_int_equal(started_cold, cold0 + 2);
+    assert_int_equal(started_warm, warm0 + 1);
+    expect_in("warm-b", "file_write", "{\"path\":\"g\",\"content\":\"x\"}", 0, "");
+    assert_int_equal(started_warm, warm0 + 2);
+    /* calls without a session: a fresh workspace each, warm or not */
+    expect_in(NULL, "shell", "{\"command\":\"echo x > y; ls\"}", 0, "y"); /* cold */
+    expect_in(NULL, "shell", "{\"command\":\"ls | wc -l\"}", 0, "0");
+    assert_int_equal(started_warm, warm0 + 3);
+    /* never more than warm_max wait */
+    for (i = 0; i < warm_max + 2; i++) {
+        char session[32];
+
+        snprintf(session, sizeof(session), "warm-many-%d", i);
+        expect_in(session, "shell", "{\"command\":\"true\"}", 0, "");
+        assert_true(tw_runner_warm(runner) <= warm_max);
+    }
+    assert_int_equal(tw_runner_warm(runner), warm_max);
+    assert_int_equal(started_cold, cold0 + 3 + warm_max + 2); /* new sessions all */
+}
+
+/* One set up ahead and never used ends after the idle time. */
+static void test_warm_sandbox_expires(void **state)
+{
+    struct tw_runner_config rc;
+    struct tw_runner *r;
+    struct outcome o;
+    static uv_timer_t guard;
+    int gave_up = 0;
+
+    (void)state;
+    if (!warm_max)
+        return;
+    memset(&rc, 0, sizeof(rc));
+    rc.loop = &loop;
+    rc.catalog = catalog;
+    rc.sandbox = sandbox;
+    rc.workspaces = workspaces;
+    rc.max_calls = 4;
+    rc.warm_max = 2;
+    rc.warm_idle_ms = 200;
+    r = tw_runner_new(&rc);
+    assert_non_null(r);
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(
+        tw_runner_start(r, "shell", "{\"command\":\"true\"}", "expiring", on_done, &o, NULL), 0);
+    assert_int_equal(tw_runner_warm(r), 0); /* set up once the call has answered */
+    while (!o.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    free(o.text);
+    assert_int_equal(tw_runner_warm(r), 1);
+    /* the loop sleeps until the pool's own timer ends it; the guard only
+     * bounds a broken one */
+    uv_timer_init(&loop, &guard);
+    guard.data = &gave_up;
+    uv_timer_start(&guard, give_up, 10000, 0);
+    while (tw_runner_warm(r) && !gave_up)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_false(gave_up);
+    assert_int_equal(tw_runner_warm(r), 0);
+    uv_close((uv_handle_t *)&guard, NULL);
+    tw_runner_free(r);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -533,7 +668,11 @@ int main(void)
         cmocka_unit_test(test_network_through_the_egress_proxy),
         cmocka_unit_test(test_cancel_kills_the_tree),
         cmocka_unit_test(test_capacity_and_background),
+        cmocka_unit_test(test_warm_sandboxes),
+        cmocka_unit_test(test_warm_sandbox_expires),
     };
 
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests_name("every sandbox set up for its call", tests, setup_cold,
+                                       teardown) |
+           cmocka_run_group_tests_name("warm sandboxes", tests, setup_warm, teardown);
 }
