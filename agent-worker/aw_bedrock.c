@@ -11,7 +11,7 @@
 #include "cm_util.h"
 
 #include <curl/curl.h>
-#include <openssl/rand.h>
+#include <openssl/crypto.h> /* OPENSSL_cleanse */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,11 +158,35 @@ static int forces_tool(const struct aw_request_options *o)
     return o->tool_choice && strcmp(o->tool_choice, "auto");
 }
 
+/* |s| (a serialised object) with ,"toolConfig":|tc| added before its end. */
+static char *splice_tool_config(char *s, const char *tc)
+{
+    static const char key[] = ",\"toolConfig\":";
+    size_t n = strlen(s), k = sizeof(key) - 1, t = strlen(tc);
+    char *out = n >= 2 ? realloc(s, n + k + t + 1) : NULL;
+
+    if (!out) {
+        free(s);
+        return NULL;
+    }
+    memcpy(out + n - 1, key, k);
+    memcpy(out + n - 1 + k, tc, t);
+    memcpy(out + n - 1 + k + t, "}", 2);
+    return out;
+}
+
 char *aw_bedrock_build_body(const json_t *messages, const struct aw_request_options *o,
                             const json_t *tool_config)
 {
+    return aw_bedrock_build_body_with(messages, o, tool_config, NULL);
+}
+
+char *aw_bedrock_build_body_with(const json_t *messages, const struct aw_request_options *o,
+                                 const json_t *tool_config, const char *tool_config_json)
+{
     json_t *body = json_object(), *inf, *tc, *msgs = NULL;
     char *s = NULL;
+    int spliced = 0;
 
     if (!body)
         return NULL;
@@ -188,7 +212,11 @@ char *aw_bedrock_build_body(const json_t *messages, const struct aw_request_opti
     if (json_object_set_new(body, "inferenceConfig", inf))
         goto out;
     tc = tool_config_for(tool_config, messages, o);
-    if (tc && json_object_set_new(body, "toolConfig", tc))
+    /* The shared configuration as it is: its text was made once. */
+    spliced = tc && tc == tool_config && tool_config_json;
+    if (spliced)
+        json_decref(tc);
+    else if (tc && json_object_set_new(body, "toolConfig", tc))
         goto out;
     if (o->additional_fields) {
         json_t *add = (json_t *)o->additional_fields;
@@ -214,6 +242,8 @@ char *aw_bedrock_build_body(const json_t *messages, const struct aw_request_opti
                       o->guardrail_trace ? o->guardrail_trace : "disabled")))
         goto out;
     s = json_dumps(body, JSON_COMPACT);
+    if (s && spliced)
+        s = splice_tool_config(s, tool_config_json);
 out:
     json_decref(msgs);
     json_decref(body);
@@ -332,6 +362,8 @@ struct aw_bedrock {
     int tls;                   /* https endpoint: HTTP/2 expected */
     struct aw_creds_async cra; /* credentials without waiting on the loop */
     void (*on_log)(int level, const char *text);
+    json_t *tc_key; /* the tool configuration last seen (a reference)... */
+    char *tc_json;  /* ...and its text */
 };
 
 static char *dup_or_null(const char *s)
@@ -435,6 +467,8 @@ void aw_bedrock_free(struct aw_bedrock *b)
     json_decref((json_t *)b->opts.additional_fields);
     free(b->path);
     free(b->stream_path);
+    json_decref(b->tc_key);
+    free(b->tc_json);
     aw_rate_cleanup(&b->rate);
     free(b);
 }
@@ -718,7 +752,8 @@ static void attempt_done(struct aw_bedrock_call *c, int rc)
         }
         c->spent += cost;
     }
-    RAND_bytes((unsigned char *)&r, sizeof(r));
+    if (cm_random(&r, sizeof(r)))
+        r = 0; /* no jitter then: the backoff is still bounded */
     {
         uint64_t wait = (uint64_t)aw_retry_backoff_ms(c->attempt, b->retry_base_ms, r);
 
@@ -944,7 +979,14 @@ struct aw_bedrock_call *aw_bedrock_start(struct aw_bedrock *b, const json_t *mes
         snprintf(c->traceparent, sizeof(c->traceparent), "%s", cb->traceparent);
     c->cb.traceparent = NULL; /* the copy above is what lives on */
     c->streaming = b->streaming;
-    c->body = aw_bedrock_build_body(messages, &b->opts, tool_config);
+    if (tool_config != b->tc_key) {
+        /* A new catalogue: serialised once here, not once per request. */
+        json_decref(b->tc_key);
+        free(b->tc_json);
+        b->tc_key = tool_config ? json_incref((json_t *)tool_config) : NULL;
+        b->tc_json = tool_config ? json_dumps(tool_config, JSON_COMPACT) : NULL;
+    }
+    c->body = aw_bedrock_build_body_with(messages, &b->opts, tool_config, b->tc_json);
     if (!c->body) {
         free(c);
         return NULL;

@@ -84,6 +84,12 @@ int aw_bedrock_supports_tool_status(const char *model_id);
  * or NULL on allocation failure. */
 char *aw_bedrock_build_body(const json_t *messages, const struct aw_request_options *o,
                             const json_t *tool_config);
+/* The same, with |tool_config_json| (NULL: none) the compact text of
+ * |tool_config|: where the body carries that configuration unchanged, the
+ * text goes in as it is instead of being serialised again (the catalogue is
+ * the largest part of most requests). */
+char *aw_bedrock_build_body_with(const json_t *messages, const struct aw_request_options *o,
+                                 const json_t *tool_config, const char *tool_config_json);
 
 /* Parses a 200 Converse body. 0, or CM_EINVAL with a reason in |err|. */
 int aw_bedrock_parse_response(const char *body, size_t len, struct aw_turn *out, char *err,

@@ -49,6 +49,56 @@ static struct aw_request_options opts(void)
     return o;
 }
 
+/* The catalogue's text made once gives the same request as serialising it
+ * every time, in each shape of request; a tool choice or prompt caching
+ * (which change the configuration) never take the ready text. */
+static void test_build_body_with_the_catalogue_text(void **state)
+{
+    json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":[{\"text\":\"hi\"}]}]", 0, NULL);
+    json_t *tools = json_loads("{\"tools\":[{\"toolSpec\":{\"name\":\"t\",\"inputSchema\":"
+                               "{\"json\":{\"type\":\"object\"}}}}]}",
+                               0, NULL);
+    json_t *add = json_loads("{\"thinking\":{\"type\":\"enabled\"}}", 0, NULL);
+    char *text = json_dumps(tools, JSON_COMPACT);
+    struct aw_request_options op = opts();
+    int shape;
+
+    (void)state;
+    for (shape = 0; shape < 5; shape++) {
+        char *plain, *with;
+        json_t *a, *b;
+
+        op = opts();
+        if (shape >= 1)
+            op.system_prompt = "be brief";
+        if (shape >= 2) {
+            op.guardrail_id = "g1";
+            op.additional_fields = add;
+        }
+        if (shape == 3)
+            op.tool_choice = "any";
+        if (shape == 4)
+            op.prompt_caching = 1;
+        plain = aw_bedrock_build_body(msgs, &op, tools);
+        with = aw_bedrock_build_body_with(msgs, &op, tools, text);
+        a = json_loads(plain, 0, NULL);
+        b = json_loads(with, 0, NULL);
+        if (!a || !b || !json_equal(a, b))
+            fail_msg("shape %d: %s\nagainst %s", shape, with, plain);
+        assert_non_null(json_object_get(b, "toolConfig"));
+        /* the ready text went in only where the configuration is the shared one */
+        assert_int_equal(strstr(with, text) != NULL, shape < 3);
+        json_decref(a);
+        json_decref(b);
+        free(plain);
+        free(with);
+    }
+    free(text);
+    json_decref(add);
+    json_decref(tools);
+    json_decref(msgs);
+}
+
 static void test_build_body(void **state)
 {
     json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":[{\"text\":\"hi\"}]}]", 0, NULL);
@@ -320,6 +370,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_path_encoding),
         cmocka_unit_test(test_build_body),
+        cmocka_unit_test(test_build_body_with_the_catalogue_text),
         cmocka_unit_test(test_tool_choice_caching_guardrail_fields),
         cmocka_unit_test(test_history_rules),
         cmocka_unit_test(test_parse_response),
