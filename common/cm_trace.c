@@ -2,7 +2,7 @@
 #include "cm_trace.h"
 #include "cm_err.h"
 
-#include <openssl/rand.h>
+#include "cm_util.h"
 #include <string.h>
 
 static int hexval(char c)
@@ -93,7 +93,7 @@ void cm_trace_ids(const struct cm_trace *t, char *trace_hex, char *span_hex)
 static int random_id(uint8_t *p, size_t n)
 {
     do {
-        if (RAND_bytes(p, (int)n) != 1)
+        if (cm_random(p, n))
             return CM_EIO;
     } while (all_zero(p, n));
     return 0;

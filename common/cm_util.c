@@ -1,12 +1,30 @@
 #include "cm_util.h"
 #include "cm_err.h"
 
-#include <openssl/rand.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
+
+int cm_random(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+
+    while (n) {
+        ssize_t got = getrandom(p, n, 0);
+
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return CM_EIO;
+        p += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
 
 int cm_uuid4(char *out)
 {
@@ -14,7 +32,7 @@ int cm_uuid4(char *out)
     unsigned char r[16];
     int i, o = 0;
 
-    if (RAND_bytes(r, sizeof(r)) != 1)
+    if (cm_random(r, sizeof(r)))
         return CM_EIO;
     r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
     r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);

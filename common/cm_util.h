@@ -9,8 +9,13 @@
 #define CM_UUID_LEN 36 /* without the terminator */
 
 /* Writes a random (version 4) UUID into |out| (at least CM_UUID_LEN + 1 bytes).
- * Uses OpenSSL's CSPRNG. Returns 0 or CM_EIO. */
+ * Returns 0 or CM_EIO. */
 int cm_uuid4(char *out);
+
+/* |n| bytes from the kernel's CSPRNG (getrandom(2): no lock, no library
+ * state; it answers small requests whole once the pool is initialised).
+ * 0, or CM_EIO. */
+int cm_random(void *buf, size_t n);
 
 /* Monotonic milliseconds, for durations. */
 uint64_t cm_now_ms(void);

@@ -45,6 +45,22 @@ static const struct {
     {"ok\x80", 0}, /* stray continuation */
 };
 
+/* Whole buffers, past getrandom's 256-byte unit too, and never the same. */
+static void test_random(void **state)
+{
+    static unsigned char a[4096], b[4096];
+    size_t i, zeros = 0;
+
+    (void)state;
+    assert_int_equal(cm_random(a, sizeof(a)), 0);
+    assert_int_equal(cm_random(b, sizeof(b)), 0);
+    assert_memory_not_equal(a, b, sizeof(a));
+    for (i = 0; i < sizeof(a); i++)
+        zeros += a[i] == 0;
+    assert_true(zeros < 64); /* ~16 expected: the whole buffer was written */
+    assert_int_equal(cm_random(a, 0), 0);
+}
+
 static void test_utf8_rows(void **state)
 {
     size_t i;
@@ -92,6 +108,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uuid4_format_and_uniqueness),
+        cmocka_unit_test(test_random),
         cmocka_unit_test(test_utf8_rows),
         cmocka_unit_test(test_strlcpy_truncates),
         cmocka_unit_test(test_deadline),
