@@ -439,6 +439,9 @@ int main(int argc, char **argv)
     rc_cfg.kill_ud = &a.svc;
     rc_cfg.warm_max = (int)cfg[C_WARM].i;
     rc_cfg.warm_idle_ms = (int)cfg[C_WARM_IDLE].i * 1000;
+    /* A second after start: clear of the first /ping and invocation (tens of
+     * ms), ready before the first tool call, which waits for a model turn. */
+    rc_cfg.warm_prime_ms = 1000;
     rc_cfg.on_start = tw_service_on_start;
     rc_cfg.start_ud = &a.svc;
     a.runner = tw_runner_new(&rc_cfg);

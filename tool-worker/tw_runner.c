@@ -20,6 +20,7 @@ struct tw_call {
     char workspace[TW_WORKSPACE_PATH_MAX];
     char *refill; /* the session ("": none) whose next sandbox is set up when this call ends */
     int has_workspace, background, cancelled;
+    int adopted; /* a session's first call took a sandbox made before it came */
     long long task_id;
     uint64_t ms; /* test tools: how long */
     tw_call_done done;
@@ -48,6 +49,7 @@ struct tw_runner *tw_runner_new(const struct tw_runner_config *cfg)
         wc.workspaces = cfg->workspaces;
         wc.max = cfg->warm_max;
         wc.idle_ms = cfg->warm_idle_ms;
+        wc.prime_ms = cfg->warm_prime_ms;
         if (!(r->warm = tw_warm_new(&wc))) {
             free(r);
             return NULL;
@@ -253,8 +255,11 @@ static void on_proc_done(void *ud, const struct tw_proc_result *p)
         finish(c, &res);
     }
     tw_result_free(&res);
-    if (c->refill && !r->freeing)
+    if (c->refill && !r->freeing) {
         tw_warm_fill(r->warm, c->refill, c->tool->tool_dir);
+        if (c->adopted) /* a new session came: the next may, too */
+            tw_warm_fill(r->warm, "", c->tool->tool_dir);
+    }
     call_free(c);
 }
 
@@ -290,8 +295,8 @@ static int start_process(struct tw_call *c, json_t *input, const char *session)
         text = json_dumps(input, JSON_COMPACT);
     }
     warm = r->warm && tw_sandbox_warmable(r->cfg.sandbox, &job);
-    if (warm &&
-        (p = tw_warm_take(r->warm, session, t->tool_dir, c->workspace, sizeof(c->workspace)))) {
+    if (warm && (p = tw_warm_take(r->warm, session, t->tool_dir, c->workspace, sizeof(c->workspace),
+                                  &c->adopted))) {
         char *msg;
         size_t len = 0;
 

@@ -33,8 +33,9 @@ struct tw_runner_config {
     void (*on_kill)(const char *reason, void *ud);
     void *kill_ud;
     /* Sandboxes set up ahead of the calls that use them (tw_warm): at most
-     * |warm_max| wait, each at most |warm_idle_ms|; 0: none. */
-    int warm_max, warm_idle_ms;
+     * |warm_max| wait, each at most |warm_idle_ms|; 0: none. |warm_prime_ms|
+     * after start, one for the first session's first call (0: none). */
+    int warm_max, warm_idle_ms, warm_prime_ms;
     /* A tool process started: |how| is "warm" (its sandbox was waiting) or
      * "cold" (set up for this call). NULL: not reported. */
     void (*on_start)(const char *how, void *ud);

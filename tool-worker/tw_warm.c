@@ -12,10 +12,13 @@ struct entry {
 
 struct tw_warm {
     struct tw_warm_config cfg;
-    uv_timer_t timer; /* the next expiry */
+    uv_timer_t timer;  /* the next expiry, or the first fill */
+    uint64_t prime_at; /* when the first fill is due (0: done or none) */
     struct entry e[TW_WARM_MAX];
     int n;
 };
+
+static void on_expiry(uv_timer_t *t);
 
 struct tw_warm *tw_warm_new(const struct tw_warm_config *cfg)
 {
@@ -30,6 +33,10 @@ struct tw_warm *tw_warm_new(const struct tw_warm_config *cfg)
         w->cfg.max = 0;
     uv_timer_init(cfg->loop, &w->timer);
     w->timer.data = w;
+    if (w->cfg.max && cfg->prime_ms > 0) {
+        w->prime_at = uv_now(cfg->loop) + (uint64_t)cfg->prime_ms;
+        uv_timer_start(&w->timer, on_expiry, (uint64_t)cfg->prime_ms, 0);
+    }
     return w;
 }
 
@@ -69,11 +76,9 @@ static void drop(struct tw_warm *w, int i)
     free(e.tool_dir);
 }
 
-static void on_expiry(uv_timer_t *t);
-
 static void arm(struct tw_warm *w)
 {
-    uint64_t now = uv_now(w->cfg.loop), due = UINT64_MAX;
+    uint64_t now = uv_now(w->cfg.loop), due = w->prime_at ? w->prime_at : UINT64_MAX;
     int i;
 
     for (i = 0; i < w->n; i++) {
@@ -98,17 +103,19 @@ static void on_expiry(uv_timer_t *t)
         else
             i++;
     }
+    if (w->prime_at && w->prime_at <= now) {
+        w->prime_at = 0;
+        tw_warm_fill(w, "", NULL); /* arms the timer */
+        return;
+    }
     arm(w);
 }
 
-struct tw_proc *tw_warm_take(struct tw_warm *w, const char *session, const char *tool_dir,
-                             char *workspace, size_t len)
+/* Entry |i| out of the pool, its workspace into |workspace|. */
+static struct tw_proc *take_at(struct tw_warm *w, int i, char *workspace, size_t len)
 {
     struct entry e;
-    int i;
 
-    if (!w || (i = find(w, session ? session : "", tool_dir)) < 0)
-        return NULL;
     if (tw_proc_exited(w->e[i].proc) || strlen(w->e[i].workspace) >= len) {
         drop(w, i);
         arm(w);
@@ -120,6 +127,34 @@ struct tw_proc *tw_warm_take(struct tw_warm *w, const char *session, const char 
     free(e.tool_dir);
     arm(w);
     return e.proc;
+}
+
+struct tw_proc *tw_warm_take(struct tw_warm *w, const char *session, const char *tool_dir,
+                             char *workspace, size_t len, int *adopted)
+{
+    struct tw_proc *p;
+    int i;
+
+    *adopted = 0;
+    if (!w)
+        return NULL;
+    session = session ? session : "";
+    if ((i = find(w, session, tool_dir)) >= 0)
+        return take_at(w, i, workspace, len);
+    /* A session's first call: one made around a fresh workspace becomes
+     * the session's, if the session has none yet. */
+    if (!*session || (i = find(w, "", tool_dir)) < 0 ||
+        tw_workspace_exists(w->cfg.workspaces, session))
+        return NULL;
+    if (!(p = take_at(w, i, workspace, len)))
+        return NULL;
+    if (tw_workspace_adopt(w->cfg.workspaces, session, workspace, len)) {
+        tw_proc_discard(p);
+        tw_workspace_release(w->cfg.workspaces, workspace);
+        return NULL;
+    }
+    *adopted = 1;
+    return p;
 }
 
 void tw_warm_fill(struct tw_warm *w, const char *session, const char *tool_dir)

@@ -12,7 +12,9 @@
  * one, or finds none, the runner asks for another like it at once: agents
  * call tools again and again within a session (on AgentCore a session has
  * its microVM to itself), and the next call finds it ready or half-way. A
- * call without a session takes one made around a fresh workspace of its own.
+ * call without a session takes one made around a fresh workspace of its own,
+ * and so does a session's first call: the fresh workspace becomes the
+ * session's (renamed; the sandbox that has it mounted sees it all the same).
  *
  * At most |max| wait at a time (a new one displaces the oldest), each at
  * most |idle_ms| (one timer, armed for the next expiry only: nothing runs
@@ -36,6 +38,10 @@ struct tw_warm_config {
     struct tw_workspaces *workspaces;
     int max;     /* waiting at most (0..TW_WARM_MAX); 0: every call starts its own */
     int idle_ms; /* how long one waits unused before it is ended */
+    /* After this long, one is made around a fresh workspace for whichever
+     * session calls first (0: only once calls have come). Off the start-up
+     * path: the worker's first moments belong to the first /ping. */
+    int prime_ms;
 };
 
 struct tw_warm;
@@ -50,9 +56,12 @@ void tw_warm_free(struct tw_warm *w);
  * |tool_dir| (NULL: none), out of the pool: ready for tw_proc_run() with
  * tw_sandbox_job_message(). Its workspace hold passes to the caller, the
  * path copied into |workspace| (release it with tw_workspace_release()).
- * NULL when none waits (or the one that waited has died: it is dropped). */
+ * For a session without a workspace yet, one made around a fresh workspace
+ * does, that workspace becoming the session's (tw_workspace_adopt;
+ * |*adopted| set: the caller may want another such one made). NULL when
+ * none waits (or the one that waited has died: it is dropped). */
 struct tw_proc *tw_warm_take(struct tw_warm *w, const char *session, const char *tool_dir,
-                             char *workspace, size_t len);
+                             char *workspace, size_t len, int *adopted);
 
 /* Starts one for the next call like this, unless one waits already. Never
  * fails visibly: without it, the next call starts its own. */

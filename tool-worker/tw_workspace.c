@@ -184,22 +184,65 @@ size_t tw_workspaces_count(const struct tw_workspaces *w)
     return w->n;
 }
 
+static void session_path(const struct tw_workspaces *w, const char *session, char *path, size_t len)
+{
+    char hex[65];
+
+    cm_sigv4_sha256_hex(session, strlen(session), hex);
+    hex[32] = '\0';
+    snprintf(path, len, "%s/%s", w->root, hex);
+}
+
+static size_t find_path(const struct tw_workspaces *w, const char *path)
+{
+    size_t i;
+
+    for (i = 0; i < w->n && strcmp(w->e[i].path, path); i++)
+        ;
+    return i;
+}
+
+int tw_workspace_exists(const struct tw_workspaces *w, const char *session)
+{
+    char path[TW_WORKSPACE_PATH_MAX];
+    struct stat st;
+
+    session_path(w, session, path, sizeof(path));
+    return find_path(w, path) < w->n || lstat(path, &st) == 0;
+}
+
+int tw_workspace_adopt(struct tw_workspaces *w, const char *session, char *path, size_t len)
+{
+    char to[TW_WORKSPACE_PATH_MAX];
+    size_t i = find_path(w, path);
+
+    if (!session || !*session || i == w->n || !w->e[i].anonymous || w->e[i].refs != 1 ||
+        tw_workspace_exists(w, session))
+        return -1;
+    session_path(w, session, to, sizeof(to));
+    if (strlen(to) >= len || rename(path, to))
+        return -1;
+    /* The directory keeps its inode: a sandbox that has it mounted sees the
+     * same one under its new name. */
+    snprintf(w->e[i].path, sizeof(w->e[i].path), "%s", to);
+    w->e[i].anonymous = 0;
+    w->e[i].last_used = uv_now(w->loop);
+    memcpy(path, to, strlen(to) + 1);
+    return 0;
+}
+
 int tw_workspace_acquire(struct tw_workspaces *w, const char *session, char *path, size_t len,
                          char *err, size_t errlen)
 {
-    char hex[65];
     size_t i, lru = 0;
     struct entry *e;
 
     if (session && *session) {
-        cm_sigv4_sha256_hex(session, strlen(session), hex);
-        hex[32] = '\0';
-        snprintf(path, len, "%s/%s", w->root, hex);
+        session_path(w, session, path, len);
     } else {
         snprintf(path, len, "%s/call-%d-%llu", w->root, (int)getpid(), ++w->anon_seq);
     }
-    for (i = 0; i < w->n && strcmp(w->e[i].path, path); i++)
-        ;
+    i = find_path(w, path);
     if (i == w->n) {
         if (w->n == w->max) {
             /* Full: the least recently used idle workspace goes. */
@@ -237,10 +280,8 @@ int tw_workspace_acquire(struct tw_workspaces *w, const char *session, char *pat
 
 void tw_workspace_release(struct tw_workspaces *w, const char *path)
 {
-    size_t i;
+    size_t i = find_path(w, path);
 
-    for (i = 0; i < w->n && strcmp(w->e[i].path, path); i++)
-        ;
     if (i == w->n)
         return;
     w->e[i].last_used = uv_now(w->loop);

@@ -35,6 +35,17 @@ int tw_workspace_acquire(struct tw_workspaces *w, const char *session, char *pat
                          char *err, size_t errlen);
 void tw_workspace_release(struct tw_workspaces *w, const char *path);
 
+/* 1 when |session| has a workspace (known, or left on disk by an earlier
+ * run of the worker). */
+int tw_workspace_exists(const struct tw_workspaces *w, const char *session);
+
+/* Makes the fresh workspace at |path| (one acquired without a session and
+ * held once, by the caller) the workspace of |session|, which must not have
+ * one: the directory is renamed, the hold stays, and |path| (|len| bytes)
+ * gets the new name. A sandbox set up around it before the session was known
+ * can then serve the session's first call. 0, or -1 (nothing changed). */
+int tw_workspace_adopt(struct tw_workspaces *w, const char *session, char *path, size_t len);
+
 /* Workspaces known now (tests, status). */
 size_t tw_workspaces_count(const struct tw_workspaces *w);
 

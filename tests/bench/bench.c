@@ -845,8 +845,10 @@ static void tool_latency(struct stack *s, struct cm_rpc_client *c, const char *t
 }
 
 /* Launch to result of a sandboxed call, straight to the tool-worker over
- * gRPC (the agent-worker's side of a tool call). */
-static void sandbox_overhead(struct stack *s, int n)
+ * gRPC (the agent-worker's side of a tool call). |warm|: the stack's
+ * tool-worker sets sandboxes up ahead (the default), else every call sets up
+ * its own (TOOL_SANDBOX_WARM=0). */
+static void sandbox_overhead(struct stack *s, int n, int warm)
 {
     char target[64], err[256];
     struct cm_rpc_client *c;
@@ -855,9 +857,17 @@ static void sandbox_overhead(struct stack *s, int n)
     c = cm_rpc_client_new(target, &exec_method, 1, 1 << 24, err, sizeof(err));
     if (!c)
         return;
+    if (!warm) {
+        printf("sandboxed tool call, TOOL_SANDBOX_WARM=0 (every sandbox set up for its call):\n");
+        tool_latency(s, c, "shell \"true\", one session (cold)", "shell", "{\"command\":\"true\"}",
+                     "bench", 20, n / 2, 1);
+        cm_rpc_client_free(c);
+        return;
+    }
     printf("sandboxed tool call, Execute to answer on loopback (goal p50 <= 5 ms, p99 <= 15 ms); "
-           "\"warm\": the session's next sandbox is set up while it works (TOOL_SANDBOX_WARM), "
-           "\"cold\": set up for the call; 20 ms between calls stand for the model's turn:\n");
+           "warm: its sandbox was set up before the call came (TOOL_SANDBOX_WARM), for the "
+           "session's next call or a new session's first; 20 ms between calls stand for the "
+           "model's turn:\n");
     tool_latency(s, c, "warm-up", "shell", "{\"command\":\"true\"}", "bench", 0, 20, 1);
     tool_latency(s, c, "in-process calculator (baseline)", "calculator", "{\"expression\":\"6*7\"}",
                  "bench", 0, n, 1);
@@ -865,7 +875,7 @@ static void sandbox_overhead(struct stack *s, int n)
                  "bench", 20, n / 2, 1);
     tool_latency(s, c, "  the same back to back", "shell", "{\"command\":\"true\"}", "bench", 0, n,
                  1);
-    tool_latency(s, c, "shell \"true\", new sessions (cold)", "shell", "{\"command\":\"true\"}",
+    tool_latency(s, c, "shell \"true\", new sessions (warm)", "shell", "{\"command\":\"true\"}",
                  NULL, 20, n / 2, 1);
     tool_latency(s, c, "shell \"true\", one session", "shell", "{\"command\":\"true\"}", "bench", 0,
                  n, 8);
@@ -1174,7 +1184,7 @@ int main(int argc, char **argv)
                  "{\"prompt\":\"[[tool:calculator {\\\"expression\\\":\\\"6*7\\\"}]]\"}", total / 2,
                  conc, -1);
     if (phase("sandbox"))
-        sandbox_overhead(&s, 400);
+        sandbox_overhead(&s, 400, 1);
     if (sessions >= conc && phase("sessions")) {
         before_sessions = rss_kb(s.agent.pid);
         run_load("new session each", &s, NULL, sessions, conc, 0);
@@ -1184,6 +1194,15 @@ int main(int argc, char **argv)
                (double)(rss_kb(s.agent.pid) - before_sessions) / sessions);
     }
     stop_three(&s);
+    if (phase("sandbox")) {
+        /* the sandboxed call without warm sandboxes, on a stack of its own */
+        all_extra[0] = "TOOL_SANDBOX_WARM=0";
+        if (fresh(&s, "cold-sandbox"))
+            return 1;
+        sandbox_overhead(&s, 400, 0);
+        stop_three(&s);
+        all_extra[0] = NULL;
+    }
     /* Each burst on a fresh stack: the threads and connections one leaves
      * behind must not be charged to the next. */
     for (k = 0; k < 2 && phase("streams"); k++) {

@@ -600,7 +600,14 @@ static void test_warm_sandboxes(void **state)
     expect_in(NULL, "shell", "{\"command\":\"echo x > y; ls\"}", 0, "y"); /* cold */
     expect_in(NULL, "shell", "{\"command\":\"ls | wc -l\"}", 0, "0");
     assert_int_equal(started_warm, warm0 + 3);
-    /* never more than warm_max wait */
+    /* one made around a fresh workspace now waits: a new session's first
+     * call takes it, and the workspace is the session's from then on */
+    expect_in("warm-c", "shell", "{\"command\":\"ls | wc -l; echo mine > f\"}", 0, "0\n");
+    assert_int_equal(started_warm, warm0 + 4);
+    expect_in("warm-c", "file_read", "{\"path\":\"f\"}", 0, "mine");
+    assert_int_equal(started_warm, warm0 + 5);
+    /* a session that has a workspace never takes a fresh one: warm-a's own
+     * sandbox is gone (displaced below), so its call sets up its own */
     for (i = 0; i < warm_max + 2; i++) {
         char session[32];
 
@@ -609,7 +616,56 @@ static void test_warm_sandboxes(void **state)
         assert_true(tw_runner_warm(runner) <= warm_max);
     }
     assert_int_equal(tw_runner_warm(runner), warm_max);
-    assert_int_equal(started_cold, cold0 + 3 + warm_max + 2); /* new sessions all */
+    assert_int_equal(started_cold, cold0 + 3); /* every new session found one */
+    expect_in("warm-a", "file_read", "{\"path\":\"f\"}", 0, "kept");
+    assert_int_equal(started_cold, cold0 + 4);
+}
+
+/* Started with a priming delay: one waits before any call came, and the
+ * first session's first call is warm. */
+static void test_warm_sandbox_before_the_first_call(void **state)
+{
+    struct tw_runner_config rc;
+    struct tw_runner *r;
+    struct outcome o;
+    static uv_timer_t guard;
+    int gave_up = 0, warm0 = started_warm;
+
+    (void)state;
+    if (!warm_max)
+        return;
+    memset(&rc, 0, sizeof(rc));
+    rc.loop = &loop;
+    rc.catalog = catalog;
+    rc.sandbox = sandbox;
+    rc.workspaces = workspaces;
+    rc.max_calls = 4;
+    rc.warm_max = 2;
+    rc.warm_idle_ms = 60000;
+    rc.warm_prime_ms = 50;
+    rc.on_start = on_start;
+    r = tw_runner_new(&rc);
+    assert_non_null(r);
+    assert_int_equal(tw_runner_warm(r), 0);
+    uv_timer_init(&loop, &guard);
+    guard.data = &gave_up;
+    uv_timer_start(&guard, give_up, 10000, 0);
+    while (!tw_runner_warm(r) && !gave_up)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_false(gave_up);
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(
+        tw_runner_start(r, "shell", "{\"command\":\"pwd\"}", "primed-session", on_done, &o, NULL),
+        0);
+    while (!o.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_false(o.is_error);
+    assert_non_null(strstr(o.text, "/workspace"));
+    free(o.text);
+    assert_int_equal(started_warm, warm0 + 1);
+    uv_close((uv_handle_t *)&guard, NULL);
+    tw_runner_free(r);
+    uv_run(&loop, UV_RUN_NOWAIT);
 }
 
 /* One set up ahead and never used ends after the idle time. */
@@ -670,6 +726,7 @@ int main(void)
         cmocka_unit_test(test_capacity_and_background),
         cmocka_unit_test(test_warm_sandboxes),
         cmocka_unit_test(test_warm_sandbox_expires),
+        cmocka_unit_test(test_warm_sandbox_before_the_first_call),
     };
 
     return cmocka_run_group_tests_name("every sandbox set up for its call", tests, setup_cold,
