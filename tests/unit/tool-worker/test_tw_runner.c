@@ -621,19 +621,13 @@ static void test_warm_sandboxes(void **state)
     assert_int_equal(started_cold, cold0 + 4);
 }
 
-/* Started with a priming delay: one waits before any call came, and the
- * first session's first call is warm. */
-static void test_warm_sandbox_before_the_first_call(void **state)
+/* A runner of its own: at most 2 warm sandboxes, |idle_ms| each, the first
+ * one |prime_ms| after start (0: none). */
+static struct tw_runner *warm_runner(int idle_ms, int prime_ms)
 {
     struct tw_runner_config rc;
     struct tw_runner *r;
-    struct outcome o;
-    static uv_timer_t guard;
-    int gave_up = 0, warm0 = started_warm;
 
-    (void)state;
-    if (!warm_max)
-        return;
     memset(&rc, 0, sizeof(rc));
     rc.loop = &loop;
     rc.catalog = catalog;
@@ -641,29 +635,58 @@ static void test_warm_sandbox_before_the_first_call(void **state)
     rc.workspaces = workspaces;
     rc.max_calls = 4;
     rc.warm_max = 2;
-    rc.warm_idle_ms = 60000;
-    rc.warm_prime_ms = 50;
+    rc.warm_idle_ms = idle_ms;
+    rc.warm_prime_ms = prime_ms;
     rc.on_start = on_start;
     r = tw_runner_new(&rc);
     assert_non_null(r);
-    assert_int_equal(tw_runner_warm(r), 0);
+    return r;
+}
+
+/* Runs the loop until |r| has |want| sandboxes waiting: it sleeps until the
+ * pool's own timer acts; the guard only bounds a broken one. */
+static void wait_warm(struct tw_runner *r, int want)
+{
+    static uv_timer_t guard;
+    int gave_up = 0;
+
     uv_timer_init(&loop, &guard);
     guard.data = &gave_up;
     uv_timer_start(&guard, give_up, 10000, 0);
-    while (!tw_runner_warm(r) && !gave_up)
+    while (tw_runner_warm(r) != want && !gave_up)
         uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
     assert_false(gave_up);
-    memset(&o, 0, sizeof(o));
-    assert_int_equal(
-        tw_runner_start(r, "shell", "{\"command\":\"pwd\"}", "primed-session", on_done, &o, NULL),
-        0);
-    while (!o.done)
+}
+
+static void call_on(struct tw_runner *r, const char *input, const char *session, struct outcome *o)
+{
+    memset(o, 0, sizeof(*o));
+    assert_int_equal(tw_runner_start(r, "shell", input, session, on_done, o, NULL), 0);
+    while (!o->done)
         uv_run(&loop, UV_RUN_ONCE);
+}
+
+/* Started with a priming delay: one waits before any call came, and the
+ * first session's first call is warm. */
+static void test_warm_sandbox_before_the_first_call(void **state)
+{
+    struct tw_runner *r;
+    struct outcome o;
+    int warm0 = started_warm;
+
+    (void)state;
+    if (!warm_max)
+        return;
+    r = warm_runner(60000, 50);
+    assert_int_equal(tw_runner_warm(r), 0);
+    wait_warm(r, 1);
+    call_on(r, "{\"command\":\"pwd\"}", "primed-session", &o);
     assert_false(o.is_error);
     assert_non_null(strstr(o.text, "/workspace"));
     free(o.text);
     assert_int_equal(started_warm, warm0 + 1);
-    uv_close((uv_handle_t *)&guard, NULL);
     tw_runner_free(r);
     uv_run(&loop, UV_RUN_NOWAIT);
 }
@@ -671,25 +694,13 @@ static void test_warm_sandbox_before_the_first_call(void **state)
 /* One set up ahead and never used ends after the idle time. */
 static void test_warm_sandbox_expires(void **state)
 {
-    struct tw_runner_config rc;
     struct tw_runner *r;
     struct outcome o;
-    static uv_timer_t guard;
-    int gave_up = 0;
 
     (void)state;
     if (!warm_max)
         return;
-    memset(&rc, 0, sizeof(rc));
-    rc.loop = &loop;
-    rc.catalog = catalog;
-    rc.sandbox = sandbox;
-    rc.workspaces = workspaces;
-    rc.max_calls = 4;
-    rc.warm_max = 2;
-    rc.warm_idle_ms = 200;
-    r = tw_runner_new(&rc);
-    assert_non_null(r);
+    r = warm_runner(200, 0);
     memset(&o, 0, sizeof(o));
     assert_int_equal(
         tw_runner_start(r, "shell", "{\"command\":\"true\"}", "expiring", on_done, &o, NULL), 0);
@@ -698,16 +709,7 @@ static void test_warm_sandbox_expires(void **state)
         uv_run(&loop, UV_RUN_ONCE);
     free(o.text);
     assert_int_equal(tw_runner_warm(r), 1);
-    /* the loop sleeps until the pool's own timer ends it; the guard only
-     * bounds a broken one */
-    uv_timer_init(&loop, &guard);
-    guard.data = &gave_up;
-    uv_timer_start(&guard, give_up, 10000, 0);
-    while (tw_runner_warm(r) && !gave_up)
-        uv_run(&loop, UV_RUN_ONCE);
-    assert_false(gave_up);
-    assert_int_equal(tw_runner_warm(r), 0);
-    uv_close((uv_handle_t *)&guard, NULL);
+    wait_warm(r, 0);
     tw_runner_free(r);
     uv_run(&loop, UV_RUN_NOWAIT);
 }
