@@ -733,15 +733,20 @@ void gw_call_answer(struct gw_call *call, struct MHD_Connection *c, struct gw_an
 ssize_t gw_call_sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct gw_call *call = cls;
+    size_t got = 0;
     ssize_t n;
 
     (void)pos;
     pthread_mutex_lock(&call->lock);
-    if (call->q_head) {
+    /* Every event queued, as far as |max| allows: one chunk, one send(2),
+     * where one per event cost a system call each (events are
+     * self-delimiting; HTTP chunk boundaries mean nothing to SSE). */
+    while (call->q_head && got < max) {
         struct chunk *k = call->q_head;
-        size_t take = k->len - k->off < max ? k->len - k->off : max;
+        size_t take = k->len - k->off < max - got ? k->len - k->off : max - got;
 
-        memcpy(buf, k->data + k->off, take);
+        memcpy(buf + got, k->data + k->off, take);
+        got += take;
         k->off += take;
         if (k->off == k->len) {
             call->q_head = k->next;
@@ -750,8 +755,10 @@ ssize_t gw_call_sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             call->queued -= k->len;
             free(k);
         }
-        call->sent += take;
-        n = (ssize_t)take;
+    }
+    if (got) {
+        call->sent += got;
+        n = (ssize_t)got;
     } else if (call->ended) {
         n = atomic_load(&call->client_left) ? MHD_CONTENT_READER_END_WITH_ERROR
                                             : MHD_CONTENT_READER_END_OF_STREAM;
