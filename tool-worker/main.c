@@ -9,6 +9,7 @@
 #include "cm_util.h"
 #include "tw_egress.h"
 #include "tw_runner.h"
+#include "tw_sweep.h"
 #include "tw_sandbox.h"
 #include "tw_service.h"
 #include "tw_tools.h"
@@ -345,8 +346,13 @@ static int build(struct app *a)
         const char *kv[] = {"isolation", tw_sandbox_isolation(a->sandbox), "detail",
                             tw_sandbox_describe(a->sandbox), NULL};
 
+        int swept;
+
         level = !strcmp(tw_sandbox_isolation(a->sandbox), "namespaces") ? CM_LOG_INFO : CM_LOG_WARN;
         CM_LOGF(level, kv, "tool sandbox");
+        if ((swept = tw_sweep_orphans(tw_sandbox_uid(a->sandbox), TW_SANDBOX_IN_HELPER)) > 0)
+            cm_warn("killed %d sandbox(es) an earlier tool-worker left half-built when it died",
+                    swept);
     }
     discover_mcp(a);
     return 0;

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 /* Where things appear inside the sandbox. */
-#define IN_HELPER "/.agentcore/tool-exec"
+#define IN_HELPER TW_SANDBOX_IN_HELPER
 #define IN_HTTP "/.agentcore/tool-http"
 #define IN_EGRESS "/.agentcore/egress.sock"
 #define PROXY_URL "http://127.0.0.1:3128"

@@ -26,6 +26,8 @@
 #include <sys/types.h>
 
 #define TW_SANDBOX_MAX_FDS 8 /* descriptors a child inherits, as fds 3.. */
+/* The helper's path inside a sandbox: on every bubblewrap command line. */
+#define TW_SANDBOX_IN_HELPER "/.agentcore/tool-exec"
 
 /* The /proc tools see. Docker masks paths of its own /proc, and the kernel
  * then refuses a fresh procfs in a new user namespace; docker run can unmask
