@@ -200,11 +200,34 @@ static void write_manifest(void)
     fclose(f);
 }
 
+/* A runner over the suite's catalogue, sandbox and workspaces: at most
+ * |warm| sandboxes set up ahead, |idle_ms| each, the first one |prime_ms|
+ * after start (0: none). */
+static struct tw_runner *new_runner(int warm, int idle_ms, int prime_ms)
+{
+    struct tw_runner_config rc;
+    struct tw_runner *r;
+
+    memset(&rc, 0, sizeof(rc));
+    rc.loop = &loop;
+    rc.catalog = catalog;
+    rc.sandbox = sandbox;
+    rc.workspaces = workspaces;
+    rc.max_calls = 4;
+    rc.on_background = on_background;
+    rc.on_start = on_start;
+    rc.warm_max = warm;
+    rc.warm_idle_ms = idle_ms;
+    rc.warm_prime_ms = prime_ms;
+    r = tw_runner_new(&rc);
+    assert_non_null(r);
+    return r;
+}
+
 static int setup(void **state)
 {
     struct tw_catalog_config cc;
     struct tw_sandbox_config sc;
-    struct tw_runner_config rc;
     char err[512];
 
     (void)state;
@@ -246,17 +269,7 @@ static int setup(void **state)
             fail_msg("%s", err);
         tw_netpolicy_cleanup(&p);
     }
-    memset(&rc, 0, sizeof(rc));
-    rc.loop = &loop;
-    rc.catalog = catalog;
-    rc.sandbox = sandbox;
-    rc.workspaces = workspaces;
-    rc.max_calls = 4;
-    rc.on_background = on_background;
-    rc.on_start = on_start;
-    rc.warm_max = warm_max;
-    rc.warm_idle_ms = 60000;
-    runner = tw_runner_new(&rc);
+    runner = new_runner(warm_max, 60000, 0);
     return 0;
 }
 
@@ -621,28 +634,6 @@ static void test_warm_sandboxes(void **state)
     assert_int_equal(started_cold, cold0 + 4);
 }
 
-/* A runner of its own: at most 2 warm sandboxes, |idle_ms| each, the first
- * one |prime_ms| after start (0: none). */
-static struct tw_runner *warm_runner(int idle_ms, int prime_ms)
-{
-    struct tw_runner_config rc;
-    struct tw_runner *r;
-
-    memset(&rc, 0, sizeof(rc));
-    rc.loop = &loop;
-    rc.catalog = catalog;
-    rc.sandbox = sandbox;
-    rc.workspaces = workspaces;
-    rc.max_calls = 4;
-    rc.warm_max = 2;
-    rc.warm_idle_ms = idle_ms;
-    rc.warm_prime_ms = prime_ms;
-    rc.on_start = on_start;
-    r = tw_runner_new(&rc);
-    assert_non_null(r);
-    return r;
-}
-
 /* Runs the loop until |r| has |want| sandboxes waiting: it sleeps until the
  * pool's own timer acts; the guard only bounds a broken one. */
 static void wait_warm(struct tw_runner *r, int want)
@@ -679,7 +670,7 @@ static void test_warm_sandbox_before_the_first_call(void **state)
     (void)state;
     if (!warm_max)
         return;
-    r = warm_runner(60000, 50);
+    r = new_runner(2, 60000, 50);
     assert_int_equal(tw_runner_warm(r), 0);
     wait_warm(r, 1);
     call_on(r, "{\"command\":\"pwd\"}", "primed-session", &o);
@@ -700,7 +691,7 @@ static void test_warm_sandbox_expires(void **state)
     (void)state;
     if (!warm_max)
         return;
-    r = warm_runner(200, 0);
+    r = new_runner(2, 200, 0);
     memset(&o, 0, sizeof(o));
     assert_int_equal(
         tw_runner_start(r, "shell", "{\"command\":\"true\"}", "expiring", on_done, &o, NULL), 0);
