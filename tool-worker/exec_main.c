@@ -37,7 +37,7 @@ static int usage(const char *why)
 {
     fprintf(stderr,
             "agentcore-tool-exec: %s\n"
-            "usage: agentcore-tool-exec --job-stdin\n"
+            "usage: agentcore-tool-exec --job-stdin [--ready-fd FD]\n"
             "       agentcore-tool-exec [--cpu S] [--as BYTES] [--fsize BYTES] [--nofile N]\n"
             "       [--nproc N] [--rw DIR]... [--network] [--seccomp-fd FD] [--workspace DIR]\n"
             "       [--egress SOCKET --egress-port PORT]\n"
@@ -228,12 +228,21 @@ static int read_exactly(char *buf, size_t len)
  * it had come as arguments. The environment bubblewrap set (the base one)
  * gets the tool's variables on top. A sandbox that is discarded unused sees
  * its stdin end or is killed: it leaves without a word. */
-static int run_job(const char *self)
+static int run_job(const char *self, int ready_fd)
 {
     unsigned char prefix[4];
     char *buf, **args, **env, **argv;
     size_t len, n, i;
 
+    /* Running means bubblewrap is done building: say so, then wait. */
+    if (ready_fd > 2) {
+        if (write(ready_fd, "r", 1) != 1) {
+            fprintf(stderr, "agentcore-tool-exec: sandbox setup failed: ready-fd: %s\n",
+                    strerror(errno));
+            return SETUP_FAILED;
+        }
+        close(ready_fd);
+    }
     if (read_exactly((char *)prefix, sizeof(prefix)))
         return 0;
     len = tw_job_length(prefix);
@@ -257,7 +266,14 @@ static int run_job(const char *self)
 
 int main(int argc, char **argv)
 {
-    if (argc == 2 && !strcmp(argv[1], "--job-stdin"))
-        return run_job(argv[0]);
+    if (argc >= 2 && !strcmp(argv[1], "--job-stdin")) {
+        int bad = 0, fd = -1;
+
+        if (argc == 4 && !strcmp(argv[2], "--ready-fd"))
+            fd = (int)num(argv[3], &bad);
+        else if (argc != 2)
+            bad = 1;
+        return bad ? usage("--job-stdin takes only --ready-fd FD") : run_job(argv[0], fd);
+    }
     return run(argc, argv);
 }

@@ -23,6 +23,9 @@ struct tw_proc {
     char info_buf[256];
     size_t info_len;
     int info_open, pidfd, group;
+    uv_pipe_t ready; /* the helper's --ready-fd (a waiting sandbox) */
+    char ready_byte;
+    int ready_open, is_ready;
     uv_timer_t timer;
     uv_pipe_t in;
     uv_write_t write;
@@ -91,6 +94,8 @@ static void close_all(struct tw_proc *p)
         close_handle(p, (uv_handle_t *)&p->in);
     if (p->info_open)
         close_handle(p, (uv_handle_t *)&p->info);
+    if (p->ready_open)
+        close_handle(p, (uv_handle_t *)&p->ready);
     if (p->pidfd >= 0)
         close(p->pidfd);
     p->pidfd = -1;
@@ -141,6 +146,48 @@ static void on_info_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     (void)hint;
     *buf =
         uv_buf_init(p->info_buf + p->info_len, (unsigned)(sizeof(p->info_buf) - 1 - p->info_len));
+}
+
+static void on_ready(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    struct tw_proc *p = st->data;
+
+    (void)buf;
+    if (n == 0)
+        return;
+    p->is_ready = n > 0; /* else it ended without a word: never */
+    uv_read_stop(st);
+    p->ready_open = 0;
+    close_handle(p, (uv_handle_t *)st);
+}
+
+static void on_ready_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct tw_proc *p = h->data;
+
+    (void)hint;
+    *buf = uv_buf_init(&p->ready_byte, 1);
+}
+
+/* Reads a copy of |fd| on |h| with |alloc| and |read|; |*open| says it is
+ * being read. A failure leaves it unread (and the handle closed). */
+static void watch(struct tw_proc *p, uv_loop_t *loop, uv_pipe_t *h, int fd, uv_alloc_cb alloc,
+                  uv_read_cb read, int *open)
+{
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+    uv_pipe_init(loop, h, 0);
+    h->data = p;
+    p->handles++;
+    if (dup < 0 || uv_pipe_open(h, dup)) {
+        if (dup >= 0)
+            close(dup);
+        close_handle(p, (uv_handle_t *)h);
+    } else if (uv_read_start((uv_stream_t *)h, alloc, read)) {
+        close_handle(p, (uv_handle_t *)h); /* closes |dup| too */
+    } else {
+        *open = 1;
+    }
 }
 
 static void on_child_exit(uv_process_t *h, int64_t status, int sig)
@@ -292,22 +339,10 @@ struct tw_proc *tw_proc_spawn(uv_loop_t *loop, const struct tw_sandbox_cmd *cmd,
     p->err.pipe.data = &p->err;
     p->out.open = p->err.open = p->in_open = 1;
     p->group = 1;
-    if (cmd->info_fd >= 0) {
-        int fd = fcntl(cmd->info_fd, F_DUPFD_CLOEXEC, 3);
-
-        uv_pipe_init(loop, &p->info, 0);
-        p->info.data = p;
-        p->handles++;
-        if (fd < 0 || uv_pipe_open(&p->info, fd)) {
-            if (fd >= 0)
-                close(fd);
-            close_handle(p, (uv_handle_t *)&p->info);
-        } else if (uv_read_start((uv_stream_t *)&p->info, on_info_alloc, on_info)) {
-            close_handle(p, (uv_handle_t *)&p->info); /* closes |fd| too */
-        } else {
-            p->info_open = 1;
-        }
-    }
+    if (cmd->info_fd >= 0)
+        watch(p, loop, &p->info, cmd->info_fd, on_info_alloc, on_info, &p->info_open);
+    if (cmd->ready_fd >= 0)
+        watch(p, loop, &p->ready, cmd->ready_fd, on_ready_alloc, on_ready, &p->ready_open);
     return p;
 }
 
@@ -375,6 +410,11 @@ struct tw_proc *tw_proc_start(uv_loop_t *loop, const struct tw_sandbox_cmd *cmd,
 int tw_proc_exited(const struct tw_proc *p)
 {
     return p->exited;
+}
+
+int tw_proc_ready(const struct tw_proc *p)
+{
+    return p->is_ready;
 }
 
 void tw_proc_discard(struct tw_proc *p)

@@ -52,6 +52,9 @@ int tw_proc_run(struct tw_proc *p, const char *prefix, size_t prefix_len, const 
                 size_t input_len, int timeout_ms, size_t output_cap, tw_proc_done done, void *ud);
 /* 1 once the process is known to have exited. */
 int tw_proc_exited(const struct tw_proc *p);
+/* 1 once a waiting sandbox's helper said it runs (cmd->ready_fd): bubblewrap
+ * has built the sandbox and no longer needs the paths it was given. */
+int tw_proc_ready(const struct tw_proc *p);
 /* Ends a spawned proc that never ran: its tree is killed and it frees itself
  * once gone, without a callback. NULL is fine. */
 void tw_proc_discard(struct tw_proc *p);

@@ -515,3 +515,8 @@ int tw_runner_warm(const struct tw_runner *r)
 {
     return tw_warm_waiting(r->warm);
 }
+
+int tw_runner_warm_ready(const struct tw_runner *r)
+{
+    return tw_warm_ready(r->warm);
+}

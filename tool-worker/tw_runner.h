@@ -67,7 +67,8 @@ void tw_call_cancel(struct tw_call *c);
 
 int tw_runner_background(const struct tw_runner *r);
 int tw_runner_active(const struct tw_runner *r);
-/* Sandboxes waiting for a call now. */
+/* Sandboxes waiting for a call now, and how many of them are built. */
 int tw_runner_warm(const struct tw_runner *r);
+int tw_runner_warm_ready(const struct tw_runner *r);
 
 #endif

@@ -272,6 +272,25 @@ static int info_pipe(struct tw_sandbox_cmd *cmd, struct vec *a, char *err, size_
     return 0;
 }
 
+/* The helper of a deferred job says on this pipe that it runs: only then
+ * has bubblewrap finished with the paths it was given (it binds a
+ * descriptor by the path it resolves it to, so the workspace must keep its
+ * name until then). */
+static int ready_pipe(struct tw_sandbox_cmd *cmd, struct vec *a, char *err, size_t errlen)
+{
+    int p[2];
+
+    if (cmd->n_fds == TW_SANDBOX_MAX_FDS || pipe2(p, O_CLOEXEC)) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    cmd->ready_fd = p[0];
+    cmd->fds[cmd->n_fds++] = p[1];
+    push(a, "--ready-fd");
+    pushf(a, "%d", 2 + cmd->n_fds);
+    return 0;
+}
+
 int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *job,
                      struct tw_sandbox_cmd *cmd, char *err, size_t errlen)
 {
@@ -279,7 +298,7 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
     size_t i;
 
     memset(cmd, 0, sizeof(*cmd));
-    cmd->info_fd = -1;
+    cmd->info_fd = cmd->ready_fd = -1;
     if (!sb->usable && !sb->probing) {
         snprintf(err, errlen, "no sandbox: %s", sb->describe);
         return -1;
@@ -367,10 +386,15 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
         memset(&e, 0, sizeof(e));
         push(&a, "--");
         push(&a, IN_HELPER);
-        if (job->deferred)
+        if (job->deferred) {
             push(&a, "--job-stdin");
-        else
+            if (ready_pipe(cmd, &a, err, errlen)) {
+                free_strv(a.v);
+                return -1;
+            }
+        } else {
             helper_args(sb, job, IN_WORKSPACE, &a);
+        }
         push(&e, "PATH=" BASE_PATH); /* bubblewrap's own environment */
         cmd->cwd = "/";
     }
@@ -418,6 +442,8 @@ void tw_sandbox_cmd_cleanup(struct tw_sandbox_cmd *cmd)
     }
     if (cmd->info_fd >= 0)
         close(cmd->info_fd);
+    if (cmd->ready_fd >= 0)
+        close(cmd->ready_fd);
     free_strv(cmd->argv);
     free_strv(cmd->env);
     memset(cmd, 0, sizeof(*cmd));

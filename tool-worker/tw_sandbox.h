@@ -84,8 +84,9 @@ struct tw_sandbox_job {
     const char *const *argv; /* the program for "exec", NULL-terminated */
     const struct tw_limits *lim;
     /* A warm sandbox: bubblewrap is set up around a helper that waits for
-     * its job on stdin (tw_sandbox_job_message); env, mode, argv and lim
-     * are not used here. Only for a job tw_sandbox_warmable() accepts. */
+     * its job on stdin (tw_sandbox_job_message) and says on |ready_fd| that
+     * it runs; env, mode, argv and lim are not used here. Only for a job
+     * tw_sandbox_warmable() accepts. */
     int deferred;
 };
 
@@ -100,7 +101,9 @@ struct tw_sandbox_cmd {
     uid_t uid;
     gid_t gid;
     int set_ids;
-    int info_fd; /* read end: bubblewrap writes {"child-pid": N} there, -1 without */
+    int info_fd;  /* read end: bubblewrap writes {"child-pid": N} there, -1 without */
+    int ready_fd; /* read end, deferred jobs: the helper writes a byte there once it
+                   * runs, i.e. once bubblewrap has built the sandbox; -1 without */
 };
 
 /* 0, or -1 with |err| (a descriptor could not be opened: a missing workspace,

@@ -143,9 +143,9 @@ struct tw_proc *tw_warm_take(struct tw_warm *w, const char *session, const char 
         return take_at(w, i, workspace, len);
     /* A session's first call: one made around a fresh workspace becomes
      * the session's, if the session has none yet. */
-    if (!*session || (i = find(w, "", tool_dir)) < 0 ||
+    if (!*session || (i = find(w, "", tool_dir)) < 0 || !tw_proc_ready(w->e[i].proc) ||
         tw_workspace_exists(w->cfg.workspaces, session))
-        return NULL;
+        return NULL; /* not built yet: renaming its workspace would pull it away from it */
     if (!(p = take_at(w, i, workspace, len)))
         return NULL;
     if (tw_workspace_adopt(w->cfg.workspaces, session, workspace, len)) {
@@ -203,6 +203,15 @@ fail:
 int tw_warm_waiting(const struct tw_warm *w)
 {
     return w ? w->n : 0;
+}
+
+int tw_warm_ready(const struct tw_warm *w)
+{
+    int i, n = 0;
+
+    for (i = 0; w && i < w->n; i++)
+        n += tw_proc_ready(w->e[i].proc);
+    return n;
 }
 
 static void free_warm(uv_handle_t *h)

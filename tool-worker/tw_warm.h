@@ -13,8 +13,10 @@
  * call tools again and again within a session (on AgentCore a session has
  * its microVM to itself), and the next call finds it ready or half-way. A
  * call without a session takes one made around a fresh workspace of its own,
- * and so does a session's first call: the fresh workspace becomes the
- * session's (renamed; the sandbox that has it mounted sees it all the same).
+ * and so does a session's first call, once that sandbox is built (its
+ * helper says so): the fresh workspace becomes the session's (renamed; the
+ * sandbox that has it mounted sees it all the same, but bubblewrap, while
+ * building, binds it by name).
  *
  * At most |max| wait at a time (a new one displaces the oldest), each at
  * most |idle_ms| (one timer, armed for the next expiry only: nothing runs
@@ -67,7 +69,9 @@ struct tw_proc *tw_warm_take(struct tw_warm *w, const char *session, const char 
  * fails visibly: without it, the next call starts its own. */
 void tw_warm_fill(struct tw_warm *w, const char *session, const char *tool_dir);
 
-/* Sandboxes waiting now. */
+/* Sandboxes waiting now, and how many of them are built (a new session's
+ * first call takes only one of those). */
 int tw_warm_waiting(const struct tw_warm *w);
+int tw_warm_ready(const struct tw_warm *w);
 
 #endif

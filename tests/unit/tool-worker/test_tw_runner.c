@@ -578,6 +578,34 @@ static void test_capacity_and_background(void **state)
     assert_int_equal(background_seen, 0);
 }
 
+/* Runs the loop until |r| has |want| sandboxes waiting (-1: any number) and
+ * every one of them is built: it sleeps until the pool's timer or a helper
+ * acts; the guard only bounds a broken one. */
+static void wait_warm(struct tw_runner *r, int want)
+{
+    static uv_timer_t guard;
+    int gave_up = 0;
+
+    uv_timer_init(&loop, &guard);
+    guard.data = &gave_up;
+    uv_timer_start(&guard, give_up, 10000, 0);
+    while (((want >= 0 && tw_runner_warm(r) != want) ||
+            tw_runner_warm_ready(r) != tw_runner_warm(r)) &&
+           !gave_up)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_false(gave_up);
+}
+
+static void call_on(struct tw_runner *r, const char *input, const char *session, struct outcome *o)
+{
+    memset(o, 0, sizeof(*o));
+    assert_int_equal(tw_runner_start(r, "shell", input, session, on_done, o, NULL), 0);
+    while (!o->done)
+        uv_run(&loop, UV_RUN_ONCE);
+}
+
 /* A sandbox set up ahead serves the next call of its session, once: the
  * call after it finds nothing of the one before (not its /tmp, not its
  * processes), and a call of another session never gets it. */
@@ -613,8 +641,9 @@ static void test_warm_sandboxes(void **state)
     expect_in(NULL, "shell", "{\"command\":\"echo x > y; ls\"}", 0, "y"); /* cold */
     expect_in(NULL, "shell", "{\"command\":\"ls | wc -l\"}", 0, "0");
     assert_int_equal(started_warm, warm0 + 3);
-    /* one made around a fresh workspace now waits: a new session's first
-     * call takes it, and the workspace is the session's from then on */
+    /* one made around a fresh workspace now waits: once built, a new
+     * session's first call takes it, and the workspace is the session's */
+    wait_warm(runner, -1);
     expect_in("warm-c", "shell", "{\"command\":\"ls | wc -l; echo mine > f\"}", 0, "0\n");
     assert_int_equal(started_warm, warm0 + 4);
     expect_in("warm-c", "file_read", "{\"path\":\"f\"}", 0, "mine");
@@ -625,6 +654,7 @@ static void test_warm_sandboxes(void **state)
         char session[32];
 
         snprintf(session, sizeof(session), "warm-many-%d", i);
+        wait_warm(runner, -1);
         expect_in(session, "shell", "{\"command\":\"true\"}", 0, "");
         assert_true(tw_runner_warm(runner) <= warm_max);
     }
@@ -632,31 +662,6 @@ static void test_warm_sandboxes(void **state)
     assert_int_equal(started_cold, cold0 + 3); /* every new session found one */
     expect_in("warm-a", "file_read", "{\"path\":\"f\"}", 0, "kept");
     assert_int_equal(started_cold, cold0 + 4);
-}
-
-/* Runs the loop until |r| has |want| sandboxes waiting: it sleeps until the
- * pool's own timer acts; the guard only bounds a broken one. */
-static void wait_warm(struct tw_runner *r, int want)
-{
-    static uv_timer_t guard;
-    int gave_up = 0;
-
-    uv_timer_init(&loop, &guard);
-    guard.data = &gave_up;
-    uv_timer_start(&guard, give_up, 10000, 0);
-    while (tw_runner_warm(r) != want && !gave_up)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_false(gave_up);
-}
-
-static void call_on(struct tw_runner *r, const char *input, const char *session, struct outcome *o)
-{
-    memset(o, 0, sizeof(*o));
-    assert_int_equal(tw_runner_start(r, "shell", input, session, on_done, o, NULL), 0);
-    while (!o->done)
-        uv_run(&loop, UV_RUN_ONCE);
 }
 
 /* Started with a priming delay: one waits before any call came, and the

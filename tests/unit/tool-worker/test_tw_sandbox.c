@@ -169,7 +169,11 @@ static void test_a_job_that_waits(void **state)
     at = has(cmd.argv, "--");
     assert_string_equal(cmd.argv[at + 1], "/.agentcore/tool-exec");
     assert_string_equal(cmd.argv[at + 2], "--job-stdin");
-    assert_null(cmd.argv[at + 3]);
+    /* the helper's word that the sandbox is built: its last descriptor */
+    assert_string_equal(cmd.argv[at + 3], "--ready-fd");
+    assert_int_equal(atoi(cmd.argv[at + 4]), 2 + cmd.n_fds);
+    assert_null(cmd.argv[at + 5]);
+    assert_true(cmd.ready_fd >= 0);
     assert_true(has(cmd.argv, "--unshare-all"));
     assert_false(has(cmd.argv, "--share-net"));
     assert_true(has_seq(cmd.argv, "--bind-fd", "5", "/workspace"));
