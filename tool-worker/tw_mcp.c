@@ -220,7 +220,9 @@ static int send_msg(struct session *s, json_t *m)
     text[len++] = '\n'; /* replaces the NUL: the message is one line */
     while (off < len && (n = write(s->to, text + off, len - off)) > 0)
         off += (size_t)n;
+    n = errno;
     free(text);
+    errno = (int)n; /* the caller tells a server that is gone (EPIPE) from other failures */
     return off == len ? 0 : -1;
 }
 
@@ -271,7 +273,12 @@ static json_t *request(struct session *s, const char *method, json_t *params, js
 
     if (send_msg(s, json_pack("{s:s,s:I,s:s,s:o}", "jsonrpc", "2.0", "id", (json_int_t)id, "method",
                               method, "params", params ? params : json_object()))) {
-        fail(err, errlen, "cannot write to the MCP server");
+        /* A server that already exited: which of the two ends meets it
+         * first is a race, so both say the same. */
+        if (errno == EPIPE)
+            fail(err, errlen, "the MCP server closed its input (it exited or crashed)");
+        else
+            fail(err, errlen, "cannot write to the MCP server: %s", strerror(errno));
         return NULL;
     }
     m = await(s, id, result, &error, err, errlen);
