@@ -413,7 +413,7 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
 
 int tw_sandbox_warmable(const struct tw_sandbox *sb, const struct tw_sandbox_job *job)
 {
-    return sb->usable && sb->namespaces && net_mode(sb, job) == NET_NONE &&
+    return sb->namespaces && net_mode(sb, job) == NET_NONE &&
            strcmp(job->mode, "http_request") != 0;
 }
 
