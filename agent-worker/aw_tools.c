@@ -565,6 +565,16 @@ static int attempt(struct aw_tools_exec *x, struct aw_tool_result *out, const ch
     return -1;
 }
 
+/* The telemetry a tool-worker sent with its answer (it holds no
+ * credentials), exported from here; a request that is not one is dropped. */
+static void forward(struct cm_otel *otel, int signal, const ProtobufCBinaryData *b,
+                    const char *tool)
+{
+    if (b->len && cm_otel_forward(otel, signal, b->data, b->len) == CM_EINVAL)
+        cm_warn("tool '%s': the tool-worker's %s are not an OTLP export request; dropped", tool,
+                signal == CM_OTEL_METRICS ? "metrics" : "spans");
+}
+
 static void on_executed(void *ud, const struct cm_rpc_status *st, ProtobufCMessage *msg)
 {
     struct aw_tools_exec *x = ud;
@@ -578,14 +588,8 @@ static void on_executed(void *ud, const struct cm_rpc_status *st, ProtobufCMessa
         const Agentcore__V1__ExecuteResponse *resp = (const void *)msg;
 
         r->up = 1;
-        if (resp->spans.len && cm_otel_forward(x->t->otel, CM_OTEL_TRACES, resp->spans.data,
-                                               resp->spans.len) == CM_EINVAL)
-            cm_warn("tool '%s': the tool-worker's spans are not an OTLP export request; dropped",
-                    x->name);
-        if (resp->metrics.len && cm_otel_forward(x->t->otel, CM_OTEL_METRICS, resp->metrics.data,
-                                                 resp->metrics.len) == CM_EINVAL)
-            cm_warn("tool '%s': the tool-worker's metrics are not an OTLP export request; dropped",
-                    x->name);
+        forward(x->t->otel, CM_OTEL_TRACES, &resp->spans, x->name);
+        forward(x->t->otel, CM_OTEL_METRICS, &resp->metrics, x->name);
         out.text = strdup(resp->content);
         out.is_error = resp->status != AGENTCORE__V1__TOOL_STATUS__TOOL_STATUS_SUCCESS;
         protobuf_c_message_free_unpacked(msg, NULL);
