@@ -76,6 +76,10 @@ static const char *wire_name(const char *name)
     return name;
 }
 
+/* The last signing key this thread derived (each thread signs on its own:
+ * the loop, and the threads that fetch credentials or secrets). */
+static __thread struct cm_sigv4_key sign_key;
+
 struct curl_slist *aw_sign_request(const struct aw_sign_req *r)
 {
     struct cm_sigv4_header hdrs[CM_SIGV4_MAX_HEADERS];
@@ -102,8 +106,8 @@ struct curl_slist *aw_sign_request(const struct aw_sign_req *r)
         snprintf(auth, sizeof(auth), "Bearer %s", r->bearer);
     } else {
         req = (struct cm_sigv4_request){r->method, r->path, NULL, hdrs, nh, r->body, r->len};
-        sp = (struct cm_sigv4_params){r->cr->akid, r->cr->secret, r->region,
-                                      r->service,  amz_date,      !r->s3_path};
+        sp = (struct cm_sigv4_params){r->cr->akid, r->cr->secret, r->region, r->service,
+                                      amz_date,    !r->s3_path,   &sign_key};
         if (cm_sigv4_sign(&sp, &req, &sig)) {
             cm_sigv4_out_free(&sig);
             return NULL;

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,11 +32,40 @@ static void to_hex(const unsigned char *p, size_t n, char *hex)
     hex[2 * n] = '\0';
 }
 
+/* SHA-256 fetched once: EVP_sha256() and the one-shot SHA256()/HMAC() look
+ * the algorithm up again on every call (a lock and a hash table in OpenSSL
+ * 3), which was most of a signature's cost. NULL if the fetch failed; the
+ * callers then fall back to the implicit fetch. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static const EVP_MD *sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md ? sha256_md : EVP_sha256();
+}
+
+static int digest2(const void *a, size_t an, const void *b, size_t bn, unsigned char *out)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, sha256(), NULL) && EVP_DigestUpdate(ctx, a, an) &&
+             EVP_DigestUpdate(ctx, b, bn) && EVP_DigestFinal_ex(ctx, out, NULL);
+
+    EVP_MD_CTX_free(ctx);
+    return ok ? 0 : CM_ENOMEM;
+}
+
 void cm_sigv4_sha256_hex(const void *p, size_t n, char *hex)
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
 
-    SHA256(p, n, md);
+    if (digest2(p, n, "", 0, md))
+        SHA256(p, n, md);
     to_hex(md, sizeof(md), hex);
 }
 
@@ -335,19 +365,82 @@ static int canonical_headers(struct cm_buf *cr, const struct cm_sigv4_request *r
     return rc;
 }
 
+/* HMAC-SHA256 (RFC 2104) over the prefetched digest. */
 static int hmac(const void *key, size_t klen, const void *msg, size_t mlen, unsigned char *out)
 {
-    unsigned int olen = 0;
+    unsigned char pad[64], inner[32];
+    size_t i;
+    int rc;
 
-    return HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &olen) ? 0 : CM_ENOMEM;
+    if (klen > sizeof(pad)) {
+        unsigned int olen = 0;
+
+        return HMAC(sha256(), key, (int)klen, msg, mlen, out, &olen) ? 0 : CM_ENOMEM;
+    }
+    memset(pad, 0x36, sizeof(pad));
+    for (i = 0; i < klen; i++)
+        pad[i] ^= ((const unsigned char *)key)[i];
+    rc = digest2(pad, sizeof(pad), msg, mlen, inner);
+    for (i = 0; i < sizeof(pad); i++)
+        pad[i] ^= 0x36 ^ 0x5c;
+    if (!rc)
+        rc = digest2(pad, sizeof(pad), inner, sizeof(inner), out);
+    OPENSSL_cleanse(pad, sizeof(pad));
+    OPENSSL_cleanse(inner, sizeof(inner));
+    return rc;
+}
+
+void cm_sigv4_key_clear(struct cm_sigv4_key *key)
+{
+    if (key)
+        OPENSSL_cleanse(key, sizeof(*key));
+}
+
+/* The signing key for |scope| ("date/region/service"): from |cache| when it
+ * was derived for the same secret and scope, else derived (and kept). */
+static int signing_key(const struct cm_sigv4_params *p, const char *date, const char *scope,
+                       struct cm_sigv4_key *cache, unsigned char *k4)
+{
+    unsigned char k1[32], k2[32], k3[32];
+    char ksecret[256];
+    int rc;
+
+    if (cache && cache->valid && !strcmp(cache->scope, scope) &&
+        !strcmp(cache->secret, p->secret_access_key)) {
+        memcpy(k4, cache->k, 32);
+        return 0;
+    }
+    if (snprintf(ksecret, sizeof(ksecret), "AWS4%s", p->secret_access_key) >= (int)sizeof(ksecret))
+        return CM_EINVAL;
+    rc = hmac(ksecret, strlen(ksecret), date, 8, k1);
+    OPENSSL_cleanse(ksecret, sizeof(ksecret));
+    if (!rc)
+        rc = hmac(k1, 32, p->region, strlen(p->region), k2);
+    if (!rc)
+        rc = hmac(k2, 32, p->service, strlen(p->service), k3);
+    if (!rc)
+        rc = hmac(k3, 32, "aws4_request", 12, k4);
+    OPENSSL_cleanse(k1, sizeof(k1));
+    OPENSSL_cleanse(k2, sizeof(k2));
+    OPENSSL_cleanse(k3, sizeof(k3));
+    if (rc || !cache)
+        return rc;
+    cm_sigv4_key_clear(cache);
+    if (strlen(p->secret_access_key) < sizeof(cache->secret) &&
+        strlen(scope) < sizeof(cache->scope)) {
+        strcpy(cache->secret, p->secret_access_key);
+        strcpy(cache->scope, scope);
+        memcpy(cache->k, k4, 32);
+        cache->valid = 1;
+    }
+    return 0;
 }
 
 int cm_sigv4_sign(const struct cm_sigv4_params *p, const struct cm_sigv4_request *req,
                   struct cm_sigv4_out *out)
 {
     char body_hash[65], creq_hash[65], date[9], scope[256];
-    unsigned char k1[32], k2[32], k3[32], k4[32], sig[32];
-    char ksecret[256];
+    unsigned char k4[32], sig[32];
     int rc;
 
     cm_buf_init(&out->canonical_request, CM_SIGV4_MAX_CANONICAL);
@@ -388,19 +481,15 @@ int cm_sigv4_sign(const struct cm_sigv4_params *p, const struct cm_sigv4_request
     if (rc)
         return rc;
 
-    if (snprintf(ksecret, sizeof(ksecret), "AWS4%s", p->secret_access_key) >= (int)sizeof(ksecret))
-        return CM_EINVAL;
-    rc = hmac(ksecret, strlen(ksecret), date, 8, k1);
-    OPENSSL_cleanse(ksecret, sizeof(ksecret));
-    if (!rc)
-        rc = hmac(k1, 32, p->region, strlen(p->region), k2);
-    if (!rc)
-        rc = hmac(k2, 32, p->service, strlen(p->service), k3);
-    if (!rc)
-        rc = hmac(k3, 32, "aws4_request", 12, k4);
+    {
+        /* the scope without "/aws4_request": what the signing key depends on */
+        char kscope[256];
+
+        snprintf(kscope, sizeof(kscope), "%s/%s/%s", date, p->region, p->service);
+        rc = signing_key(p, date, kscope, p->key, k4);
+    }
     if (!rc)
         rc = hmac(k4, 32, out->string_to_sign.data, out->string_to_sign.len, sig);
-    OPENSSL_cleanse(k1, sizeof(k1));
     OPENSSL_cleanse(k4, sizeof(k4));
     if (rc)
         return rc;

@@ -38,13 +38,27 @@ struct cm_sigv4_request {
     size_t body_len;
 };
 
+/* A signing key kept for the next signature with the same secret key, day,
+ * region and service: four of the five HMACs of a signature derive it, so
+ * the AWS SDKs keep it too. It holds a copy of the secret key (what it is
+ * compared with); cm_sigv4_key_clear() wipes it. Zero-initialise; one per
+ * thread (no lock). */
+struct cm_sigv4_key {
+    char secret[256];
+    char scope[160]; /* "date/region/service" it was derived for */
+    unsigned char k[32];
+    int valid;
+};
+void cm_sigv4_key_clear(struct cm_sigv4_key *key);
+
 struct cm_sigv4_params {
     const char *access_key_id;
     const char *secret_access_key;
     const char *region;
-    const char *service;  /* signing name: "bedrock", "secretsmanager", ... */
-    const char *amz_date; /* "YYYYMMDDTHHMMSSZ", the same value as the x-amz-date header */
-    int normalize_path;   /* 1 for every service but S3 */
+    const char *service;      /* signing name: "bedrock", "secretsmanager", ... */
+    const char *amz_date;     /* "YYYYMMDDTHHMMSSZ", the same value as the x-amz-date header */
+    int normalize_path;       /* 1 for every service but S3 */
+    struct cm_sigv4_key *key; /* NULL: derive the signing key every time */
 };
 
 struct cm_sigv4_out {

@@ -364,6 +364,9 @@ static int verify(struct MHD_Connection *c, const char *method, const char *raw_
     return verify_path(c, method, raw_path, body, want_service, 1, a);
 }
 
+/* Each MHD thread keeps the last signing key it derived. */
+static __thread struct cm_sigv4_key sign_key;
+
 /* |normalize| 0: S3's rules (the decoded path, signed as it is). */
 static int verify_path(struct MHD_Connection *c, const char *method, const char *raw_path,
                        const struct cm_buf *body, const char *want_service, int normalize,
@@ -439,7 +442,7 @@ static int verify_path(struct MHD_Connection *c, const char *method, const char 
         return -1;
     }
     req = (struct cm_sigv4_request){method, raw_path, NULL, hdrs, n, body->data, body->len};
-    p = (struct cm_sigv4_params){akid, secret_key, region, service, amz_date, normalize};
+    p = (struct cm_sigv4_params){akid, secret_key, region, service, amz_date, normalize, &sign_key};
     ok = cm_sigv4_sign(&p, &req, &out) == 0 && cm_sigv4_equal(out.signature, signature);
     cm_sigv4_out_free(&out);
     if (!ok) {

@@ -12,7 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct cm_sigv4_header h[CM_SIGV4_MAX_HEADERS + 2];
-    struct cm_sigv4_params p = {"AKID", "secret", "us-east-1", "bedrock", "20150830T123600Z", 1};
+    struct cm_sigv4_params p = {"AKID", "secret", "us-east-1", "bedrock", "20150830T123600Z",
+                                1,      NULL};
     struct cm_sigv4_request r;
     struct cm_sigv4_out out;
     char *s = malloc(size + 1), *line, *save = NULL, *path, *query;

@@ -113,6 +113,10 @@ static void check(const struct cm_sigv4_out *out, const char *creq, const char *
     assert_string_equal(out->signature, sig);
 }
 
+/* The key the cases below keep between signatures (the order the cases run
+ * in decides when it is replaced and when reused). */
+static struct cm_sigv4_key shared_key;
+
 static void run_suite_case(const struct vcase *c)
 {
     char *ctxs = slurp(c->dir, "context.json"), *req = slurp(c->dir, "request.txt");
@@ -147,6 +151,7 @@ static void run_suite_case(const struct vcase *c)
     sp.service = "service";
     sp.amz_date = "20150830T123600Z";
     sp.normalize_path = json_is_true(json_object_get(ctx, "normalize"));
+    sp.key = &shared_key; /* one secret and scope: every case after the first reuses the key */
     r = (struct cm_sigv4_request){p.method, p.path, p.query, p.h, p.nh, p.body, strlen(p.body)};
     assert_int_equal(cm_sigv4_sign(&sp, &r, &out), 0);
     check(&out, creq, sts, sig);
@@ -168,6 +173,7 @@ static void run_bedrock_vector(const struct vcase *c)
     struct cm_sigv4_out out;
     const char *body = json_string_value(json_object_get(v, "body"));
     size_t n = 0;
+    int k;
 
     snprintf(host, sizeof(host), "%.*s", (int)(path - hs), hs);
     snprintf(names, sizeof(names), "%s", json_string_value(json_object_get(v, "signed_headers")));
@@ -195,6 +201,7 @@ static void run_bedrock_vector(const struct vcase *c)
     sp.service = json_string_value(json_object_get(v, "service"));
     sp.amz_date = "20150830T123600Z";
     sp.normalize_path = 1;
+    sp.key = NULL;
     r = (struct cm_sigv4_request){
         json_string_value(json_object_get(v, "method")), path, NULL, h, n, body, strlen(body)};
     assert_int_equal(cm_sigv4_sign(&sp, &r, &out), 0);
@@ -205,6 +212,53 @@ static void run_bedrock_vector(const struct vcase *c)
     assert_non_null(
         strstr(json_string_value(json_object_get(sent, "Authorization")), out.signature));
     cm_sigv4_out_free(&out);
+    /* With the kept key: the vectors differ in credentials, region and
+     * service, so the key kept from the vector before is replaced, then
+     * reused. */
+    sp.key = &shared_key;
+    for (k = 0; k < 2; k++) {
+        assert_int_equal(cm_sigv4_sign(&sp, &r, &out), 0);
+        assert_string_equal(out.signature, json_string_value(json_object_get(v, "signature")));
+        cm_sigv4_out_free(&out);
+    }
+}
+
+/* A kept key is used only for its own secret key and scope: each change
+ * signs as a fresh derivation does. */
+static void test_kept_key_follows_secret_and_scope(void **state)
+{
+    static const struct {
+        const char *secret, *region, *service, *date;
+    } steps[] = {{"S1", "us-east-1", "bedrock", "20150830T123600Z"},
+                 {"S1", "us-east-1", "bedrock", "20150830T235959Z"}, /* same day: reused */
+                 {"S2", "us-east-1", "bedrock", "20150830T123600Z"},
+                 {"S2", "us-west-2", "bedrock", "20150830T123600Z"},
+                 {"S2", "us-west-2", "s3", "20150830T123600Z"},
+                 {"S2", "us-west-2", "s3", "20150831T000000Z"},
+                 {"S1", "us-east-1", "bedrock", "20150830T123600Z"}};
+    struct cm_sigv4_header h = {"host", "example.amazonaws.com"};
+    struct cm_sigv4_request r = {"POST", "/", NULL, &h, 1, "{}", 2};
+    struct cm_sigv4_key key = {0};
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct cm_sigv4_params p = {
+            "AKID", steps[i].secret, steps[i].region, steps[i].service, steps[i].date, 1, NULL};
+        struct cm_sigv4_out fresh, kept;
+
+        assert_int_equal(cm_sigv4_sign(&p, &r, &fresh), 0);
+        p.key = &key;
+        assert_int_equal(cm_sigv4_sign(&p, &r, &kept), 0);
+        assert_string_equal(kept.signature, fresh.signature);
+        assert_true(key.valid);
+        cm_sigv4_out_free(&fresh);
+        cm_sigv4_out_free(&kept);
+    }
+    cm_sigv4_key_clear(&key);
+    assert_false(key.valid);
+    assert_int_equal(key.secret[0], 0);
+    cm_sigv4_key_clear(NULL);
 }
 
 static void test_case(void **state)
@@ -233,7 +287,7 @@ static void test_rejects_bad_date(void **state)
 {
     struct cm_sigv4_header h = {"host", "x"};
     struct cm_sigv4_request r = {"GET", "/", NULL, &h, 1, NULL, 0};
-    struct cm_sigv4_params p = {"A", "S", "us-east-1", "svc", "2015-08-30", 1};
+    struct cm_sigv4_params p = {"A", "S", "us-east-1", "svc", "2015-08-30", 1, NULL};
     struct cm_sigv4_out out;
 
     (void)state;
@@ -246,7 +300,7 @@ static void test_rejects_empty_header_name(void **state)
 {
     struct cm_sigv4_header h[] = {{"host", "x"}, {"x-a", "1"}, {"", "v"}};
     struct cm_sigv4_request r = {"GET", "/", NULL, h, 3, NULL, 0};
-    struct cm_sigv4_params p = {"A", "S", "us-east-1", "svc", "20150830T123600Z", 1};
+    struct cm_sigv4_params p = {"A", "S", "us-east-1", "svc", "20150830T123600Z", 1, NULL};
     struct cm_sigv4_out out;
 
     (void)state;
@@ -261,7 +315,7 @@ static int by_name(const void *a, const void *b)
 
 int main(void)
 {
-    struct CMUnitTest tests[MAX_CASES + 3];
+    struct CMUnitTest tests[MAX_CASES + 4];
     const char *root = AC_TESTDATA_DIR;
     char dir[512], file[700];
     size_t n = 0, nsuite, i;
@@ -308,6 +362,8 @@ int main(void)
     tests[n++] = (struct CMUnitTest){"rejects_bad_date", test_rejects_bad_date, NULL, NULL, NULL};
     tests[n++] = (struct CMUnitTest){"rejects_empty_header_name", test_rejects_empty_header_name,
                                      NULL, NULL, NULL};
+    tests[n++] = (struct CMUnitTest){"kept_key_follows_secret_and_scope",
+                                     test_kept_key_follows_secret_and_scope, NULL, NULL, NULL};
     rc = _cmocka_run_group_tests("cm_sigv4", tests, n, NULL, NULL);
     json_decref(vectors);
     return rc;
