@@ -31,6 +31,8 @@
 /* Events queued for a gateway that does not read: past this the stream is
  * cancelled rather than grown (the gateway reads as fast as its client). */
 #define OUTBOX_CAP (8u * 1024 * 1024)
+/* The most text merged into one delta while the call is busy. */
+#define HELD_MAX (64u * 1024)
 
 static const struct cm_rpc_method invoke_method = {
     "/agentcore.v1.AgentService/Invoke", &agentcore__v1__invoke_request__descriptor,
@@ -92,6 +94,10 @@ struct invocation {
     struct follower *followers;
     struct cm_buf evlog; /* the streamed events so far, packed, each after its 4-byte length */
     int evlog_over;
+    /* Text for |call| that came while an earlier message was still on its
+     * way: it leaves as one delta once the call is idle (see send_event). */
+    struct cm_buf held;
+    int held_block;
     Agentcore__V1__InvokeRequest *req;
     enum mode mode;
     int text_sent, turn_text; /* some answer text went out (this invocation, this turn) */
@@ -144,12 +150,56 @@ static void log_ctx(const struct invocation *inv)
     cm_log_set_trace(inv->trace_id, inv->span_id);
 }
 
+/* Sends the held text as one delta. */
+static void flush_held(struct invocation *inv)
+{
+    Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
+    Agentcore__V1__TextDelta d = AGENTCORE__V1__TEXT_DELTA__INIT;
+
+    if (!inv->held.len)
+        return;
+    if (inv->call && !inv->cancelled && !cm_buf_add(&inv->held, "", 1)) {
+        ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
+        ev.text_delta = &d;
+        d.content_block_index = inv->held_block;
+        d.text = inv->held.data;
+        cm_rpc_acall_send(inv->call, &ev.base, OUTBOX_CAP);
+    }
+    cm_buf_reset(&inv->held);
+}
+
+static void on_call_idle(void *ud)
+{
+    flush_held(ud);
+}
+
+/* Events leave in order. A text delta that comes while an earlier message is
+ * still on its way to the gateway is held and merged with the text after it
+ * until the call is idle: when the reader falls behind (thousands of streams,
+ * a model that sends faster than they drain), the answer leaves in fewer,
+ * larger messages instead of queueing one per delta; a reader that keeps up
+ * sees every delta as it came. The event log and the followers get each
+ * delta as it came. */
 static void send_event(struct invocation *inv, Agentcore__V1__InvokeEvent *ev)
 {
     struct follower *f;
 
-    if (inv->call && !inv->cancelled && inv->mode == MODE_EVENTS)
-        cm_rpc_acall_send(inv->call, &ev->base, OUTBOX_CAP);
+    if (inv->call && !inv->cancelled && inv->mode == MODE_EVENTS) {
+        int text = ev->event_case == AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
+        size_t len = text ? strlen(ev->text_delta->text) : 0;
+
+        if (text && inv->held.len &&
+            (inv->held_block != ev->text_delta->content_block_index ||
+             inv->held.len + len > HELD_MAX))
+            flush_held(inv);
+        if (text && (inv->held.len || cm_rpc_acall_busy(inv->call)) &&
+            cm_buf_add(&inv->held, ev->text_delta->text, len) == 0) {
+            inv->held_block = ev->text_delta->content_block_index;
+        } else {
+            flush_held(inv);
+            cm_rpc_acall_send(inv->call, &ev->base, OUTBOX_CAP);
+        }
+    }
     for (f = inv->followers; f; f = f->next) {
         if (f->mode == MODE_EVENTS) {
             cm_rpc_acall_send(f->call, &ev->base, OUTBOX_CAP);
@@ -892,6 +942,7 @@ static void inv_closed(uv_handle_t *h)
         agentcore__v1__invoke_response__free_unpacked(inv->replay, NULL);
     free(inv->sop.body);
     cm_buf_free(&inv->evlog);
+    cm_buf_free(&inv->held);
     protobuf_c_message_free_unpacked(&inv->req->base, NULL);
     free(inv->slots);
     free(inv);
@@ -1273,6 +1324,7 @@ static void finish(struct invocation *inv, int rc, const struct aw_model_error *
 
     if (rc == 0 && inv->cancelled)
         rc = CM_ECANCELED; /* finished, but nobody is listening any more */
+    flush_held(inv);       /* the text so far goes before the answer or the error */
     inv->call = NULL;
     unjoinable(inv);
     invoke_span(inv, rc, err);
@@ -1424,6 +1476,7 @@ static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_se
     }
     svc->live++; /* until inv_closed */
     cm_buf_init(&inv->evlog, EVLOG_CAP);
+    cm_buf_init(&inv->held, HELD_MAX + 1);
     if (req->client_request_id && req->request_id[0] && svc->answers) {
         /* A retry may come while this runs: it joins instead of running twice. */
         inv->joinable = 1;
@@ -1455,6 +1508,8 @@ static void start(struct cm_rpc_acall *call, ProtobufCMessage *msg, struct aw_se
         cm_log_clear_context();
     }
     cm_rpc_acall_on_cancel(call, on_cancel, inv);
+    if (mode == MODE_EVENTS)
+        cm_rpc_acall_on_idle(call, on_call_idle, inv);
     inv->swait.ready = session_ready;
     rc = aw_sessions_acquire_async(svc->sessions, req->session_id, &inv->swait, &sess);
     if (rc == 0) {

@@ -1941,6 +1941,8 @@ struct cm_rpc_acall {
     int has_trailer;
     void (*on_cancel)(void *ud);
     void *cancel_ud;
+    void (*on_idle)(void *ud);
+    void *idle_ud;
     struct meta meta;
 };
 
@@ -2014,6 +2016,10 @@ static void on_sent(struct cm_task *t)
     if (!t->ok)
         a->peer_gone = 1;
     acall_pump(a);
+    if (!a->send_inflight && !a->user_done && !a->peer_gone && a->on_idle) {
+        a->on_idle(a->idle_ud); /* may send, or end (and so release) the call */
+        return;
+    }
     acall_maybe_free(a);
 }
 
@@ -2171,6 +2177,17 @@ void cm_rpc_acall_on_cancel(struct cm_rpc_acall *a, void (*cb)(void *ud), void *
     a->cancel_ud = ud;
 }
 
+void cm_rpc_acall_on_idle(struct cm_rpc_acall *a, void (*cb)(void *ud), void *ud)
+{
+    a->on_idle = cb;
+    a->idle_ud = ud;
+}
+
+int cm_rpc_acall_busy(const struct cm_rpc_acall *a)
+{
+    return a->send_inflight || a->out_head != NULL;
+}
+
 /* Queues |msg| behind what waits. 0, CM_ECANCELED, CM_ENOMEM or CM_ETOOBIG. */
 static int acall_enqueue(struct cm_rpc_acall *a, const ProtobufCMessage *msg, size_t cap)
 {
@@ -2218,6 +2235,7 @@ void cm_rpc_acall_end_with(struct cm_rpc_acall *a, const ProtobufCMessage *last)
     a->code = acall_enqueue(a, last, 0) ? GRPC_STATUS_INTERNAL : GRPC_STATUS_OK;
     a->user_done = 1;
     a->on_cancel = NULL;
+    a->on_idle = NULL;
     a->details = strdup("");
     acall_pump(a);
     acall_maybe_free(a);
@@ -2231,6 +2249,7 @@ void cm_rpc_acall_reply(struct cm_rpc_acall *a, const ProtobufCMessage *msg)
     a->code = acall_enqueue(a, msg, 0) ? GRPC_STATUS_INTERNAL : GRPC_STATUS_OK;
     a->user_done = 1;
     a->on_cancel = NULL;
+    a->on_idle = NULL;
     acall_pump(a);
     acall_maybe_free(a);
 }
@@ -2255,6 +2274,7 @@ void cm_rpc_acall_finish(struct cm_rpc_acall *a, int code, const char *error_typ
         cm_strlcpy(a->error_type, error_type, sizeof(a->error_type));
     a->user_done = 1;
     a->on_cancel = NULL;
+    a->on_idle = NULL;
     acall_pump(a);
     acall_maybe_free(a);
 }

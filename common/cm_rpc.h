@@ -283,6 +283,13 @@ void cm_rpc_acall_on_cancel(struct cm_rpc_acall *a, void (*cb)(void *ud), void *
  * up) cancels the call with RESOURCE_EXHAUSTED. 0, CM_ECANCELED (the client
  * is gone: stop producing), CM_ENOMEM or CM_ETOOBIG. */
 int cm_rpc_acall_send(struct cm_rpc_acall *a, const ProtobufCMessage *msg, size_t cap);
+/* 1 while a message of |a| is on its way or queued: what is sent now waits.
+ * A producer may then merge what it would send (as text deltas are) and send
+ * it from the idle callback below. */
+int cm_rpc_acall_busy(const struct cm_rpc_acall *a);
+/* |cb| runs on the loop each time the last queued message has left and the
+ * call is neither ended nor cancelled. It may send or end the call. */
+void cm_rpc_acall_on_idle(struct cm_rpc_acall *a, void (*cb)(void *ud), void *ud);
 /* Ends a stream with a last message |last| and OK, sent together when the
  * queue allows. |a| is invalid afterwards. */
 void cm_rpc_acall_end_with(struct cm_rpc_acall *a, const ProtobufCMessage *last);

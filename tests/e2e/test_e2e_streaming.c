@@ -146,6 +146,8 @@ static void post(const struct th_stack *s, const char *const *headers, const cha
     assert_int_equal(th_http("POST", url, headers, body, strlen(body), r), 0);
 }
 
+static size_t last_deltas; /* the text deltas of the last stream_and_check() */
+
 /* Streams |prompt| and checks the contract: deltas in Strands' raw-chunk shape
  * that add up to the final answer, no "error" key, the final event last. */
 static json_t *stream_and_check(const char *prompt_json, int *n_tool_events)
@@ -166,12 +168,14 @@ static json_t *stream_and_check(const char *prompt_json, int *n_tool_events)
     n = json_array_size(events);
     assert_true(n >= 2);
     *n_tool_events = 0;
+    last_deltas = 0;
     json_array_foreach(events, i, ev)
     {
         json_t *delta = json_object_get(json_object_get(ev, "event"), "contentBlockDelta");
 
         assert_null(json_object_get(ev, "error"));
         if (delta) {
+            last_deltas++;
             assert_true(json_is_integer(json_object_get(delta, "contentBlockIndex")));
             strncat(text,
                     json_string_value(json_object_get(json_object_get(delta, "delta"), "text")),
@@ -212,6 +216,37 @@ static void test_sse_deltas_add_up_to_the_answer(void **state)
     json_decref(f);
     /* A streamed invocation's closing line has its time to first token. */
     assert_true(th_wait_log(main_s.agent.log_path, "\"firstTokenMs\":\"", 5000) >= 0);
+}
+
+/* The emulator sends an answer in deltas of 7 bytes. Sent all at once, they
+ * reach the client merged (each delta that comes while the one before is
+ * still on its way to the gateway waits for the next); sent 60 ms apart, each
+ * arrives on its own. Either way they add up to the answer. */
+static void test_deltas_merge_only_while_the_stream_is_behind(void **state)
+{
+    static const char words[] = "every delta of this answer comes in the same burst from the model "
+                                "and the agent-worker sends them on as fast as the gateway takes "
+                                "them, which is less often than the model sends them";
+    char body[512];
+    size_t answer;
+    int tools;
+    json_t *f;
+
+    (void)state;
+    snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"stream\":true}", words);
+    f = stream_and_check(body, &tools);
+    answer = strlen(json_string_value(json_object_get(f, "response")));
+    assert_int_equal(answer, strlen("Echo: ") + strlen(words));
+    assert_true(last_deltas >= 1);
+    assert_true(last_deltas < (answer + 6) / 7);
+    json_decref(f);
+    snprintf(body, sizeof(body),
+             "{\"prompt\":\"[[slow-stream:60]] one piece at a time\","
+             "\"stream\":true}");
+    f = stream_and_check(body, &tools);
+    answer = strlen(json_string_value(json_object_get(f, "response")));
+    assert_int_equal(last_deltas, (answer + 6) / 7);
+    json_decref(f);
 }
 
 static void test_accept_header_and_explicit_false(void **state)
@@ -874,6 +909,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sse_deltas_add_up_to_the_answer),
+        cmocka_unit_test(test_deltas_merge_only_while_the_stream_is_behind),
         cmocka_unit_test(test_accept_header_and_explicit_false),
         cmocka_unit_test(test_error_after_first_event),
         cmocka_unit_test(test_client_leaving_cancels_the_model_request),

@@ -455,6 +455,39 @@ static void async_exec(struct cm_rpc_acall *call, ProtobufCMessage *msg, void *u
     protobuf_c_message_free_unpacked(msg, NULL);
 }
 
+/* "idle:N": one message at a time, each sent from the idle callback once the
+ * one before has left. */
+struct paced {
+    struct cm_rpc_acall *call;
+    int sent, n;
+};
+
+static void paced_send(struct paced *p)
+{
+    Agentcore__V1__InvokeEvent ev = AGENTCORE__V1__INVOKE_EVENT__INIT;
+    Agentcore__V1__TextDelta d = AGENTCORE__V1__TEXT_DELTA__INIT;
+
+    ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
+    ev.text_delta = &d;
+    d.content_block_index = p->sent++;
+    d.text = "x";
+    assert_false(cm_rpc_acall_busy(p->call));
+    assert_int_equal(cm_rpc_acall_send(p->call, &ev.base, 1 << 20), 0);
+    assert_true(cm_rpc_acall_busy(p->call)); /* on its way: what comes now waits */
+}
+
+static void paced_idle(void *ud)
+{
+    struct paced *p = ud;
+
+    if (p->sent < p->n) {
+        paced_send(p);
+        return;
+    }
+    cm_rpc_acall_finish(p->call, CM_RPC_OK, NULL, NULL); /* no idle callback after this */
+    free(p);
+}
+
 static void async_stream(struct cm_rpc_acall *call, ProtobufCMessage *msg, void *ud)
 {
     const Agentcore__V1__InvokeRequest *req = (const void *)msg;
@@ -463,6 +496,17 @@ static void async_stream(struct cm_rpc_acall *call, ProtobufCMessage *msg, void 
     int n = atoi(req->prompt), i;
 
     (void)ud;
+    if (!strncmp(req->prompt, "idle:", 5)) {
+        struct paced *p = calloc(1, sizeof(*p));
+
+        assert_non_null(p);
+        p->call = call;
+        p->n = atoi(req->prompt + 5);
+        cm_rpc_acall_on_idle(call, paced_idle, p);
+        paced_send(p);
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return;
+    }
     ev.event_case = AGENTCORE__V1__INVOKE_EVENT__EVENT_TEXT_DELTA;
     ev.text_delta = &d;
     for (i = 0; i < n; i++) {
@@ -571,6 +615,18 @@ static void test_async_stream_in_order(void **state)
     }
     assert_int_equal(cm_rpc_stream_close(s, &st), 0);
     assert_int_equal(n, 50);
+    /* Paced by the idle callback: each message after the one before left. */
+    req.prompt = "idle:20";
+    s = cm_rpc_stream_open(c, &stream_method, &req.base, NULL, &st);
+    assert_non_null(s);
+    n = 0;
+    while (cm_rpc_stream_next(s, &m) == 1) {
+        assert_int_equal(((Agentcore__V1__InvokeEvent *)m)->text_delta->content_block_index, n);
+        n++;
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    assert_int_equal(cm_rpc_stream_close(s, &st), 0);
+    assert_int_equal(n, 20);
     cm_rpc_client_free(c);
     asrv_stop(&a);
 }
