@@ -18,7 +18,14 @@
 #include <strings.h>
 #include <time.h>
 
-#define MAX_POOLED_CONNECTIONS 256
+/* Connections kept for reuse: as many as can be in flight at once (the
+ * gateway's GATEWAY_MAX_CONNECTIONS default). Against Bedrock's HTTP/2 a
+ * handful carry everything; an HTTP/1.1 endpoint needs one per call in
+ * flight, and a smaller pool closes most of a burst's connections as its
+ * calls end, each close after a walk of every connection libcurl 7.88 holds
+ * (the oldest idle one goes): quadratic in the burst, and the next burst
+ * connects again. */
+#define MAX_POOLED_CONNECTIONS 4096
 #define MAX_POOLED_EASY 64
 
 /* Monotonic seconds, the adaptive rate limiter's clock. */
