@@ -479,15 +479,32 @@ struct raw {
 /* With |ramp_ms| > 0 the connections open evenly over that time instead of
  * all at once (every stream is still in flight at the same time when the
  * wait is longer than the ramp). */
-/* Opens connection |i| and has the epoll loop send its request. */
-static void raw_open(struct raw *r, int i, int ep, const struct sockaddr_in *sa, int *left)
+/* Opens connection |i| and sends its request as soon as the connection is
+ * up, as independent clients do: at once when the loopback handshake is
+ * already done, else from the epoll loop. (Sending none until all 2,000
+ * connections were open held every request back by the time the client took
+ * to open the rest, ~0.1 s.) */
+static void raw_open(struct raw *r, int i, int ep, const struct sockaddr_in *sa, const char *req,
+                     int reqlen, int *left)
 {
     struct epoll_event ev = {EPOLLOUT, {.u32 = (uint32_t)i}};
+    ssize_t n;
 
     r[i].fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     r[i].t0 = now_s();
     if (r[i].fd < 0 ||
         (connect(r[i].fd, (const struct sockaddr *)sa, sizeof(*sa)) && errno != EINPROGRESS)) {
+        if (r[i].fd >= 0)
+            close(r[i].fd);
+        r[i].done = 1;
+        (*left)--;
+        return;
+    }
+    n = write(r[i].fd, req, (size_t)reqlen);
+    if (n == reqlen) {
+        ev.events = EPOLLIN;
+    } else if (n >= 0 || (errno != EAGAIN && errno != ENOTCONN)) {
+        close(r[i].fd); /* a part of the request, or a refusal: this stream failed */
         r[i].done = 1;
         (*left)--;
         return;
@@ -519,7 +536,7 @@ static int raw_burst(int port, const char *body, int n, int ramp_ms, struct run 
 
         /* Open what is due: all at once, or evenly over the ramp. */
         while (opened < n && (ramp_ms <= 0 || (now_s() - t0) * 1e3 >= (double)opened * ramp_ms / n))
-            raw_open(r, opened++, ep, &sa, &left);
+            raw_open(r, opened++, ep, &sa, req, reqlen, &left);
         if (opened < n)
             wait_ms = 1;
         m = epoll_wait(ep, evs, 256, wait_ms);
