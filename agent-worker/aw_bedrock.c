@@ -420,6 +420,7 @@ struct aw_bedrock *aw_bedrock_new(const struct aw_bedrock_config *cfg, char *err
     b->multi = aw_curl_new(cfg->loop, MAX_POOLED_CONNECTIONS);
     if (!b->multi)
         goto fail;
+    aw_curl_serial(b->multi, !b->tls); /* plain http:// is HTTP/1.1 here */
     if (!b->region || !b->model_id)
         goto fail;
     cm_buf_init(&path, 8192);

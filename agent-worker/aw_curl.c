@@ -2,6 +2,8 @@
 #include "cm_err.h"
 
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 struct aw_curl {
     CURLM *multi;
@@ -9,6 +11,9 @@ struct aw_curl {
     uv_timer_t timer;
     int running;
     struct sock *socks; /* every open poll handle */
+    int serial;         /* aw_curl_serial() */
+    long live;          /* transfers added and not yet done or removed */
+    long sockets;       /* sockets curl opened and has not closed */
 };
 
 /* One watched socket. */
@@ -58,6 +63,7 @@ static void check_done(struct aw_curl *m)
             void *ud = s->ud;
 
             free(s);
+            m->live--;
             done(ud, rc); /* may add or remove transfers */
         }
     }
@@ -167,6 +173,33 @@ struct aw_curl *aw_curl_new(uv_loop_t *loop, long max_connections)
     return m;
 }
 
+void aw_curl_serial(struct aw_curl *m, int on)
+{
+    m->serial = on;
+}
+
+/* Sockets are counted as curl opens and closes them (a connection remembers
+ * the callbacks of the transfer that opened it, so a close long after that
+ * transfer is counted too). */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct aw_curl *m = ud;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+
+    (void)purpose;
+    if (fd != CURL_SOCKET_BAD)
+        m->sockets++;
+    return fd;
+}
+
+static int close_socket(void *ud, curl_socket_t fd)
+{
+    struct aw_curl *m = ud;
+
+    m->sockets--;
+    return close(fd);
+}
+
 int aw_curl_add(struct aw_curl *m, CURL *easy, aw_curl_done done, void *ud)
 {
     struct slot *s = malloc(sizeof(*s));
@@ -176,11 +209,20 @@ int aw_curl_add(struct aw_curl *m, CURL *easy, aw_curl_done done, void *ud)
     s->done = done;
     s->ud = ud;
     curl_easy_setopt(easy, CURLOPT_PRIVATE, s);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, m);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, m);
+    /* Serial: each transfer running holds one socket, so with no more
+     * sockets than transfers none is idle and looking for one is wasted.
+     * A miscount costs a search or a connection, never a wrong reuse. */
+    curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, (long)(m->serial && m->sockets <= m->live));
     if (curl_multi_add_handle(m->multi, easy) != CURLM_OK) {
         curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         free(s);
         return CM_EIO;
     }
+    m->live++;
     return 0;
 }
 
@@ -191,7 +233,14 @@ void aw_curl_remove(struct aw_curl *m, CURL *easy)
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&s);
     curl_multi_remove_handle(m->multi, easy);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+    if (s)
+        m->live--;
     free(s);
+}
+
+long aw_curl_sockets(const struct aw_curl *m)
+{
+    return m->sockets;
 }
 
 int aw_curl_running(const struct aw_curl *m)
