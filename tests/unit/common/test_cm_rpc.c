@@ -590,43 +590,41 @@ static void test_async_cancel_is_an_event(void **state)
     asrv_stop(&a);
 }
 
-static void test_async_stream_in_order(void **state)
+/* Streams |prompt| to the end: the messages it got, each checked to come in
+ * order. */
+static int stream_count(struct cm_rpc_client *c, const char *prompt)
 {
     Agentcore__V1__InvokeRequest req = AGENTCORE__V1__INVOKE_REQUEST__INIT;
-    struct asrv a;
-    struct srv view;
-    struct cm_rpc_client *c;
     struct cm_rpc_status st;
     struct cm_rpc_stream *s;
     ProtobufCMessage *m;
     int n = 0;
 
+    req.prompt = (char *)prompt;
+    s = cm_rpc_stream_open(c, &stream_method, &req.base, NULL, &st);
+    assert_non_null(s);
+    while (cm_rpc_stream_next(s, &m) == 1) {
+        assert_int_equal(((Agentcore__V1__InvokeEvent *)m)->text_delta->content_block_index, n);
+        n++;
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    assert_int_equal(cm_rpc_stream_close(s, &st), 0);
+    return n;
+}
+
+static void test_async_stream_in_order(void **state)
+{
+    struct asrv a;
+    struct srv view;
+    struct cm_rpc_client *c;
+
     (void)state;
     asrv_start(&a);
     view.port = a.port;
     c = client(&view, NULL);
-    req.prompt = "50";
-    s = cm_rpc_stream_open(c, &stream_method, &req.base, NULL, &st);
-    assert_non_null(s);
-    while (cm_rpc_stream_next(s, &m) == 1) {
-        assert_int_equal(((Agentcore__V1__InvokeEvent *)m)->text_delta->content_block_index, n);
-        n++;
-        protobuf_c_message_free_unpacked(m, NULL);
-    }
-    assert_int_equal(cm_rpc_stream_close(s, &st), 0);
-    assert_int_equal(n, 50);
+    assert_int_equal(stream_count(c, "50"), 50);
     /* Paced by the idle callback: each message after the one before left. */
-    req.prompt = "idle:20";
-    s = cm_rpc_stream_open(c, &stream_method, &req.base, NULL, &st);
-    assert_non_null(s);
-    n = 0;
-    while (cm_rpc_stream_next(s, &m) == 1) {
-        assert_int_equal(((Agentcore__V1__InvokeEvent *)m)->text_delta->content_block_index, n);
-        n++;
-        protobuf_c_message_free_unpacked(m, NULL);
-    }
-    assert_int_equal(cm_rpc_stream_close(s, &st), 0);
-    assert_int_equal(n, 20);
+    assert_int_equal(stream_count(c, "idle:20"), 20);
     cm_rpc_client_free(c);
     asrv_stop(&a);
 }
