@@ -396,17 +396,29 @@ void cm_sigv4_key_clear(struct cm_sigv4_key *key)
         OPENSSL_cleanse(key, sizeof(*key));
 }
 
-/* The signing key for |scope| ("date/region/service"): from |cache| when it
- * was derived for the same secret and scope, else derived (and kept). */
-static int signing_key(const struct cm_sigv4_params *p, const char *date, const char *scope,
+/* Copies |s| into |dst| (|cap| bytes); 0 if it does not fit. */
+static int fits(char *dst, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n >= cap)
+        return 0;
+    memcpy(dst, s, n + 1);
+    return 1;
+}
+
+/* The signing key for |date| (YYYYMMDD), region and service: from |cache|
+ * when it was derived for the same secret key and those, else derived (and
+ * kept). */
+static int signing_key(const struct cm_sigv4_params *p, const char *date,
                        struct cm_sigv4_key *cache, unsigned char *k4)
 {
     unsigned char k1[32], k2[32], k3[32];
     char ksecret[256];
     int rc;
 
-    if (cache && cache->valid && !strcmp(cache->scope, scope) &&
-        !strcmp(cache->secret, p->secret_access_key)) {
+    if (cache && cache->valid && !strcmp(cache->date, date) && !strcmp(cache->region, p->region) &&
+        !strcmp(cache->service, p->service) && !strcmp(cache->secret, p->secret_access_key)) {
         memcpy(k4, cache->k, 32);
         return 0;
     }
@@ -426,12 +438,14 @@ static int signing_key(const struct cm_sigv4_params *p, const char *date, const 
     if (rc || !cache)
         return rc;
     cm_sigv4_key_clear(cache);
-    if (strlen(p->secret_access_key) < sizeof(cache->secret) &&
-        strlen(scope) < sizeof(cache->scope)) {
-        strcpy(cache->secret, p->secret_access_key);
-        strcpy(cache->scope, scope);
+    if (fits(cache->secret, sizeof(cache->secret), p->secret_access_key) &&
+        fits(cache->date, sizeof(cache->date), date) &&
+        fits(cache->region, sizeof(cache->region), p->region) &&
+        fits(cache->service, sizeof(cache->service), p->service)) {
         memcpy(cache->k, k4, 32);
         cache->valid = 1;
+    } else {
+        cm_sigv4_key_clear(cache); /* too long to keep: derived each time */
     }
     return 0;
 }
@@ -481,13 +495,7 @@ int cm_sigv4_sign(const struct cm_sigv4_params *p, const struct cm_sigv4_request
     if (rc)
         return rc;
 
-    {
-        /* the scope without "/aws4_request": what the signing key depends on */
-        char kscope[256];
-
-        snprintf(kscope, sizeof(kscope), "%s/%s/%s", date, p->region, p->service);
-        rc = signing_key(p, date, kscope, p->key, k4);
-    }
+    rc = signing_key(p, date, p->key, k4);
     if (!rc)
         rc = hmac(k4, 32, out->string_to_sign.data, out->string_to_sign.len, sig);
     OPENSSL_cleanse(k4, sizeof(k4));

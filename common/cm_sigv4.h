@@ -45,7 +45,7 @@ struct cm_sigv4_request {
  * thread (no lock). */
 struct cm_sigv4_key {
     char secret[256];
-    char scope[160]; /* "date/region/service" it was derived for */
+    char date[9], region[64], service[64]; /* what it was derived for */
     unsigned char k[32];
     int valid;
 };

@@ -235,7 +235,10 @@ static void test_kept_key_follows_secret_and_scope(void **state)
                  {"S2", "us-west-2", "bedrock", "20150830T123600Z"},
                  {"S2", "us-west-2", "s3", "20150830T123600Z"},
                  {"S2", "us-west-2", "s3", "20150831T000000Z"},
-                 {"S1", "us-east-1", "bedrock", "20150830T123600Z"}};
+                 {"S1", "us-east-1", "bedrock", "20150830T123600Z"},
+                 /* the same "date/region/service" text, other parts */
+                 {"S1", "us-east-1/x", "bedrock", "20150830T123600Z"},
+                 {"S1", "us-east-1", "x/bedrock", "20150830T123600Z"}};
     struct cm_sigv4_header h = {"host", "example.amazonaws.com"};
     struct cm_sigv4_request r = {"POST", "/", NULL, &h, 1, "{}", 2};
     struct cm_sigv4_key key = {0};
