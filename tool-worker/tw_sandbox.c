@@ -254,10 +254,16 @@ static int bind_fd(struct tw_sandbox_cmd *cmd, struct vec *a, const char *how, c
     return 0;
 }
 
-/* bubblewrap tells the PID of the sandbox's init here: killing that one
- * process takes the whole PID namespace down, and bubblewrap exits only
- * after the kernel removed every process in it. */
-static int info_pipe(struct tw_sandbox_cmd *cmd, struct vec *a, char *err, size_t errlen)
+/* A pipe whose write end the child gets, passed as |flag| <fd>; the read
+ * end goes to |*keep|. Two use it: bubblewrap's --info-fd tells the PID of
+ * the sandbox's init (killing that one process takes the whole PID
+ * namespace down, and bubblewrap exits only after the kernel removed every
+ * process in it); the helper's --ready-fd of a deferred job says it runs,
+ * and only then has bubblewrap finished with the paths it was given (it
+ * binds a descriptor by the path it resolves it to, so the workspace must
+ * keep its name until then). */
+static int pass_pipe(struct tw_sandbox_cmd *cmd, struct vec *a, const char *flag, int *keep,
+                     char *err, size_t errlen)
 {
     int p[2];
 
@@ -265,28 +271,9 @@ static int info_pipe(struct tw_sandbox_cmd *cmd, struct vec *a, char *err, size_
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         return -1;
     }
-    cmd->info_fd = p[0];
+    *keep = p[0];
     cmd->fds[cmd->n_fds++] = p[1];
-    push(a, "--info-fd");
-    pushf(a, "%d", 2 + cmd->n_fds);
-    return 0;
-}
-
-/* The helper of a deferred job says on this pipe that it runs: only then
- * has bubblewrap finished with the paths it was given (it binds a
- * descriptor by the path it resolves it to, so the workspace must keep its
- * name until then). */
-static int ready_pipe(struct tw_sandbox_cmd *cmd, struct vec *a, char *err, size_t errlen)
-{
-    int p[2];
-
-    if (cmd->n_fds == TW_SANDBOX_MAX_FDS || pipe2(p, O_CLOEXEC)) {
-        snprintf(err, errlen, "pipe: %s", strerror(errno));
-        return -1;
-    }
-    cmd->ready_fd = p[0];
-    cmd->fds[cmd->n_fds++] = p[1];
-    push(a, "--ready-fd");
+    push(a, flag);
     pushf(a, "%d", 2 + cmd->n_fds);
     return 0;
 }
@@ -356,7 +343,7 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
             free_strv(a.v);
             return -1;
         }
-        if (info_pipe(cmd, &a, err, errlen)) {
+        if (pass_pipe(cmd, &a, "--info-fd", &cmd->info_fd, err, errlen)) {
             free_strv(a.v);
             return -1;
         }
@@ -388,7 +375,7 @@ int tw_sandbox_build(const struct tw_sandbox *sb, const struct tw_sandbox_job *j
         push(&a, IN_HELPER);
         if (job->deferred) {
             push(&a, "--job-stdin");
-            if (ready_pipe(cmd, &a, err, errlen)) {
+            if (pass_pipe(cmd, &a, "--ready-fd", &cmd->ready_fd, err, errlen)) {
                 free_strv(a.v);
                 return -1;
             }
